@@ -1,0 +1,170 @@
+"""The catalog contract: objects, their replicas on tiers, and access statistics.
+
+A catalog is the single source of truth of what exists where. Data on a tier that no replica
+row names is garbage; a replica row is trusted only when ``ready``. Each method is one
+transaction. Implementations: :mod:`.sqlite` (embedded); a server database backs a cluster
+behind the same contract and the same conformance tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_HALF_LIFE",
+    "AccessStats",
+    "Catalog",
+    "ObjectRecord",
+    "Replica",
+    "ReplicaState",
+    "TierUsage",
+]
+
+DEFAULT_HALF_LIFE = 86400.0  # seconds for a read to count half as much in the frequency score
+
+
+class ReplicaState(enum.StrEnum):
+    """A replica's life: ``copying`` -> ``ready`` -> ``deleting`` -> gone.
+
+    ``copying`` bytes are unverified and never read; ``ready`` bytes are verified and served;
+    ``deleting`` bytes are superseded and removed by whoever marked them (or by recovery).
+    """
+
+    COPYING = "copying"
+    READY = "ready"
+    DELETING = "deleting"
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One copy of an object on one tier. ``path`` is relative to the tier's root; ``tmp`` is
+    where unverified bytes are written while the replica is ``copying``."""
+
+    id: int
+    tier: str
+    path: str
+    state: ReplicaState
+    tmp: str | None
+    owner: str
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """An object: its key, its size and checksum (None until its first write commits), the
+    tier it is pinned to (if any), and its replicas."""
+
+    key: str
+    size: int | None
+    checksum: str | None
+    created: float
+    pinned: str | None
+    replicas: tuple[Replica, ...]
+
+    @property
+    def ready(self) -> tuple[Replica, ...]:
+        return tuple(r for r in self.replicas if r.state is ReplicaState.READY)
+
+    def on(self, tier: str, state: ReplicaState = ReplicaState.READY) -> Replica | None:
+        return next((r for r in self.replicas if r.tier == tier and r.state is state), None)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessStats:
+    """How an object has been read: last read time, total reads, and a decayed frequency
+    score (each read adds 1; the score halves every ``half_life`` seconds)."""
+
+    key: str
+    last_access: float
+    count: int
+    score: float
+
+    def score_at(self, now: float, half_life: float = DEFAULT_HALF_LIFE) -> float:
+        return self.score * 0.5 ** (max(0.0, now - self.last_access) / half_life)
+
+
+@dataclass(frozen=True, slots=True)
+class TierUsage:
+    """What one tier holds according to the catalog (ready replicas only)."""
+
+    tier: str
+    objects: int
+    bytes: int
+
+
+class Catalog(ABC):
+    """What the store needs from its metadata database."""
+
+    schema_version: int
+
+    @abstractmethod
+    def get(self, key: str) -> ObjectRecord | None:
+        """The object with this key, committed or not, or None."""
+
+    @abstractmethod
+    def list(self, prefix: str = "", *, after: str = "", limit: int | None = None
+             ) -> list[ObjectRecord]:
+        """Objects whose key starts with ``prefix`` and sorts after ``after``, in key order."""
+
+    @abstractmethod
+    def begin_replica(self, key: str, tier: str, *, path: str, tmp: str, new_content: bool,
+                      owner: str) -> Replica:
+        """Record the intent to write a replica of ``key`` on ``tier`` (state ``copying``).
+
+        Creates the object row if it is new. With ``new_content`` (a put) any other copying
+        replica of the key on that tier is a conflict; without it (a copy of committed
+        bytes) a ready or copying replica there already is.
+        ``owner`` names the process doing the work (``host:pid``) so that recovery leaves
+        the work of live processes alone.
+        Raises :class:`~tierstore.errors.ReplicaError` on conflict.
+        """
+
+    @abstractmethod
+    def commit_replica(self, replica_id: int, *, size: int | None = None,
+                       checksum: str | None = None) -> list[Replica]:
+        """Mark a verified replica ``ready``, all in one transaction.
+
+        With ``size`` and ``checksum`` (new content) the object takes them and every other
+        replica of it becomes ``deleting``; those are returned for the caller to remove.
+        """
+
+    @abstractmethod
+    def mark_deleting(self, replica_id: int, *, owner: str) -> Replica:
+        """Move a ready replica to ``deleting``; refuse (ReplicaError) if it is the object's
+        last ready replica."""
+
+    @abstractmethod
+    def begin_delete(self, key: str, *, owner: str) -> list[Replica]:
+        """Mark every replica of ``key`` ``deleting`` at once (removing the object); returns
+        them for the caller to remove. Raises ObjectNotFound if the key has no replica."""
+
+    @abstractmethod
+    def forget_replica(self, replica_id: int) -> None:
+        """Delete a replica row; an object left with no replica row is deleted too."""
+
+    @abstractmethod
+    def pending(self) -> list[tuple[str, Replica]]:
+        """Every replica in ``copying`` or ``deleting`` state, with its key (for recovery)."""
+
+    @abstractmethod
+    def set_pin(self, key: str, tier: str | None) -> None:
+        """Pin ``key`` to ``tier`` (None unpins)."""
+
+    @abstractmethod
+    def record_access(self, reads: Mapping[str, tuple[int, float]]) -> None:
+        """Merge a batch of reads: key -> (number of reads, time of the last one)."""
+
+    @abstractmethod
+    def access(self, keys: list[str]) -> dict[str, AccessStats]:
+        """Access statistics of the given keys (keys never read are absent)."""
+
+    @abstractmethod
+    def usage(self) -> list[TierUsage]:
+        """Objects and bytes of ready replicas per tier."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

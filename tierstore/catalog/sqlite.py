@@ -1,0 +1,335 @@
+"""The embedded catalog: SQLite in WAL mode, one file per store.
+
+WAL lets one writer (a daemon, a put) and many readers (loader processes) work at once; each
+thread opens its own connection and a forked child opens fresh ones. Write transactions are
+``BEGIN IMMEDIATE`` so concurrent writers queue on the busy timeout instead of failing
+half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import CatalogError, ObjectNotFound, ReplicaError
+from .base import (
+    DEFAULT_HALF_LIFE,
+    AccessStats,
+    Catalog,
+    ObjectRecord,
+    Replica,
+    ReplicaState,
+    TierUsage,
+)
+
+__all__ = ["SqliteCatalog"]
+
+# Each entry upgrades the schema from version i to i + 1.
+MIGRATIONS = [
+    """
+    CREATE TABLE objects (
+        id       INTEGER PRIMARY KEY,
+        key      TEXT NOT NULL UNIQUE,
+        size     INTEGER,
+        checksum TEXT,
+        created  REAL NOT NULL,
+        pinned   TEXT
+    );
+    CREATE TABLE replicas (
+        id        INTEGER PRIMARY KEY,
+        object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+        tier      TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        state     TEXT NOT NULL CHECK (state IN ('copying', 'ready', 'deleting')),
+        tmp       TEXT,
+        owner     TEXT NOT NULL,
+        updated   REAL NOT NULL
+    );
+    CREATE INDEX replicas_object ON replicas(object_id);
+    CREATE INDEX replicas_state ON replicas(state) WHERE state != 'ready';
+    CREATE UNIQUE INDEX replicas_one_ready ON replicas(object_id, tier) WHERE state = 'ready';
+    CREATE TABLE access (
+        object_id   INTEGER PRIMARY KEY REFERENCES objects(id) ON DELETE CASCADE,
+        last_access REAL NOT NULL,
+        count       INTEGER NOT NULL,
+        score       REAL NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteCatalog(Catalog):
+    """A catalog in one SQLite file (``sqlite:///path/to/catalog.db``)."""
+
+    schema_version = SCHEMA_VERSION
+
+    def __init__(self, path: str | os.PathLike[str], *, half_life: float = DEFAULT_HALF_LIFE,
+                 busy_timeout: float = 30.0):
+        self.path = Path(path)
+        self.half_life = half_life
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteCatalog:
+        if not url.startswith("sqlite:///"):
+            raise CatalogError(f"not a SQLite catalog URL: {url!r} (expected sqlite:///PATH)")
+        return cls(url[len("sqlite:///"):])
+
+    def __repr__(self) -> str:
+        return f"SqliteCatalog({str(self.path)!r})"
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if os.getpid() != self._pid:  # a forked child never reuses its parent's connections
+            self._pid, self._local, self._all = os.getpid(), threading.local(), []
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.DatabaseError as exc:
+                raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {self.path} has schema {version}, newer than this tierstore "
+                    f"({SCHEMA_VERSION}); upgrade tierstore")
+            for step in MIGRATIONS[version:]:
+                for statement in filter(str.strip, step.split(";")):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all = []
+        self._local = threading.local()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    _OBJECT_COLUMNS = "o.id, o.key, o.size, o.checksum, o.created, o.pinned"
+    _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
+
+    def _records(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[ObjectRecord]:
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        replicas: dict[int, list[Replica]] = {i: [] for i in ids}
+        marks = ",".join("?" * len(ids))
+        for row in conn.execute(
+                f"SELECT r.object_id, {self._REPLICA_COLUMNS} FROM replicas r "
+                f"WHERE r.object_id IN ({marks}) ORDER BY id", ids):
+            replicas[row[0]].append(_replica(row[1:]))
+        return [ObjectRecord(key, size, checksum, created, pinned, tuple(replicas[oid]))
+                for oid, key, size, checksum, created, pinned in rows]
+
+    def get(self, key: str) -> ObjectRecord | None:
+        conn = self._conn()
+        rows = conn.execute(f"SELECT {self._OBJECT_COLUMNS} FROM objects o WHERE key = ?",
+                            (key,)).fetchall()
+        found = self._records(conn, rows)
+        return found[0] if found else None
+
+    def list(self, prefix: str = "", *, after: str = "", limit: int | None = None
+             ) -> list[ObjectRecord]:
+        conn = self._conn()
+        # key >= prefix AND key < prefix + U+10FFFF uses the key index, unlike LIKE.
+        sql = (f"SELECT {self._OBJECT_COLUMNS} FROM objects o WHERE key >= ? AND key < ? "
+               f"AND key > ? ORDER BY key")
+        args: list[object] = [prefix, prefix + "\U0010ffff", after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        out: list[ObjectRecord] = []
+        rows = conn.execute(sql, args).fetchall()
+        for start in range(0, len(rows), 500):  # bounded IN (...) lists
+            out.extend(self._records(conn, rows[start:start + 500]))
+        return out
+
+    def pending(self) -> list[tuple[str, Replica]]:
+        rows = self._conn().execute(
+            f"SELECT o.key, {self._REPLICA_COLUMNS} FROM replicas r "
+            "JOIN objects o ON o.id = r.object_id WHERE r.state != 'ready' ORDER BY r.id"
+        ).fetchall()
+        return [(row[0], _replica(row[1:])) for row in rows]
+
+    def access(self, keys: list[str]) -> dict[str, AccessStats]:
+        conn = self._conn()
+        out: dict[str, AccessStats] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for key, last, count, score in conn.execute(
+                    "SELECT o.key, a.last_access, a.count, a.score FROM access a JOIN objects o "
+                    f"ON o.id = a.object_id WHERE o.key IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                out[key] = AccessStats(key, last, count, score)
+        return out
+
+    def usage(self) -> list[TierUsage]:
+        rows = self._conn().execute(
+            "SELECT r.tier, COUNT(*), COALESCE(SUM(o.size), 0) FROM replicas r JOIN objects o "
+            "ON o.id = r.object_id WHERE r.state = 'ready' GROUP BY r.tier ORDER BY r.tier"
+        ).fetchall()
+        return [TierUsage(tier, n, total) for tier, n, total in rows]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def begin_replica(self, key: str, tier: str, *, path: str, tmp: str, new_content: bool,
+                      owner: str) -> Replica:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute("INSERT INTO objects (key, created) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO NOTHING", (key, now))
+            oid, size = conn.execute("SELECT id, size FROM objects WHERE key = ?",
+                                     (key,)).fetchone()
+            blocking = ("copying",) if new_content else ("copying", "ready")
+            busy = conn.execute(
+                f"SELECT state FROM replicas WHERE object_id = ? AND tier = ? AND state IN "
+                f"({','.join('?' * len(blocking))})", (oid, tier, *blocking)).fetchone()
+            if busy is not None:
+                raise ReplicaError(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
+            if not new_content and size is None:
+                raise ReplicaError(f"{key!r} has no committed content to copy")
+            cur = conn.execute(
+                "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
+                "VALUES (?, ?, ?, 'copying', ?, ?, ?)", (oid, tier, path, tmp, owner, now))
+            rid = cur.lastrowid
+            assert rid is not None
+        return Replica(rid, tier, path, ReplicaState.COPYING, tmp, owner, now)
+
+    def _replica(self, conn: sqlite3.Connection, replica_id: int) -> tuple[int, Replica]:
+        row = conn.execute(f"SELECT r.object_id, {self._REPLICA_COLUMNS} FROM replicas r "
+                           "WHERE r.id = ?", (replica_id,)).fetchone()
+        if row is None:
+            raise ReplicaError(f"replica {replica_id} does not exist")
+        return row[0], _replica(row[1:])
+
+    def commit_replica(self, replica_id: int, *, size: int | None = None,
+                       checksum: str | None = None) -> list[Replica]:
+        now = time.time()
+        superseded: list[Replica] = []
+        with self._write() as conn:
+            oid, replica = self._replica(conn, replica_id)
+            if replica.state is not ReplicaState.COPYING:
+                raise ReplicaError(f"replica {replica_id} is {replica.state}, not copying")
+            if size is not None:
+                conn.execute("UPDATE objects SET size = ?, checksum = ? WHERE id = ?",
+                             (size, checksum, oid))
+                superseded = [
+                    _replica(row, state=ReplicaState.DELETING) for row in conn.execute(
+                        f"SELECT {self._REPLICA_COLUMNS} FROM replicas r WHERE r.object_id = ? "
+                        "AND r.id != ? AND r.state = 'ready'", (oid, replica_id)).fetchall()]
+                conn.execute("UPDATE replicas SET state = 'deleting', updated = ? "
+                             "WHERE object_id = ? AND id != ? AND state = 'ready'",
+                             (now, oid, replica_id))
+            conn.execute("UPDATE replicas SET state = 'ready', tmp = NULL, updated = ? "
+                         "WHERE id = ?", (now, replica_id))
+        return superseded
+
+    def mark_deleting(self, replica_id: int, *, owner: str) -> Replica:
+        now = time.time()
+        with self._write() as conn:
+            oid, replica = self._replica(conn, replica_id)
+            if replica.state is not ReplicaState.READY:
+                raise ReplicaError(f"replica {replica_id} is {replica.state}, not ready")
+            (ready,) = conn.execute("SELECT COUNT(*) FROM replicas WHERE object_id = ? "
+                                    "AND state = 'ready'", (oid,)).fetchone()
+            if ready <= 1:
+                raise ReplicaError(f"tier {replica.tier!r} holds the last ready replica")
+            conn.execute("UPDATE replicas SET state = 'deleting', owner = ?, updated = ? "
+                         "WHERE id = ?", (owner, now, replica_id))
+        return _replica((replica.id, replica.tier, replica.path, "deleting", replica.tmp,
+                         owner, now))
+
+    def begin_delete(self, key: str, *, owner: str) -> list[Replica]:
+        now = time.time()
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT {self._REPLICA_COLUMNS} FROM replicas r JOIN objects o "
+                "ON o.id = r.object_id WHERE o.key = ? AND r.state = 'ready'", (key,)).fetchall()
+            if not rows:
+                raise ObjectNotFound(key)
+            conn.executemany("UPDATE replicas SET state = 'deleting', owner = ?, updated = ? "
+                             "WHERE id = ?", [(owner, now, row[0]) for row in rows])
+        return [_replica((*row[:3], "deleting", row[4], owner, now)) for row in rows]
+
+    def forget_replica(self, replica_id: int) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT object_id FROM replicas WHERE id = ?",
+                               (replica_id,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+            conn.execute("DELETE FROM objects WHERE id = ? AND NOT EXISTS "
+                         "(SELECT 1 FROM replicas WHERE object_id = ?)", (row[0], row[0]))
+
+    def set_pin(self, key: str, tier: str | None) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE objects SET pinned = ? WHERE key = ?", (tier, key))
+
+    def record_access(self, reads: Mapping[str, tuple[int, float]]) -> None:
+        if not reads:
+            return
+        keys = list(reads)
+        with self._write() as conn:
+            known: dict[str, tuple[int, float | None, int, float]] = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                for oid, key, last, count, score in conn.execute(
+                        "SELECT o.id, o.key, a.last_access, a.count, a.score FROM objects o "
+                        "LEFT JOIN access a ON a.object_id = o.id "
+                        f"WHERE o.key IN ({','.join('?' * len(chunk))})", chunk):
+                    known[key] = (oid, last, count or 0, score or 0.0)
+            rows = []
+            for key, (oid, last, count, score) in known.items():
+                reads_now, at = reads[key]
+                decayed = score * 0.5 ** (max(0.0, at - last) / self.half_life) if last is not None else 0.0
+                rows.append((oid, max(at, last or at), count + reads_now, decayed + reads_now))
+            conn.executemany(
+                "INSERT INTO access (object_id, last_access, count, score) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (object_id) DO UPDATE SET last_access = excluded.last_access, "
+                "count = excluded.count, score = excluded.score", rows)
+
+
+def _replica(row: tuple, state: ReplicaState | None = None) -> Replica:
+    rid, tier, path, raw_state, tmp, owner, updated = row
+    return Replica(rid, tier, path, state or ReplicaState(raw_state), tmp, owner, updated)

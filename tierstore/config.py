@@ -1,0 +1,292 @@
+"""Configuration: frozen dataclasses loaded from TOML, and the embedded default.
+
+Environment variables (``TIERSTORE_CONFIG``, ``TIERSTORE_HOME``, ``TIERSTORE_SITE``) are read
+only by :func:`load_config`, the entry point; everything below it takes explicit values.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, UnknownTier
+
+__all__ = [
+    "Config",
+    "TierClass",
+    "TierConfig",
+    "default_config",
+    "load_config",
+    "parse_size",
+    "redact",
+]
+
+CONFIG_NAME = "tierstore.toml"
+_SECRET_OPTION = re.compile(r"secret|password|token|key$|credential", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class TierClass(enum.IntEnum):
+    """A tier's class; the integer is its rank on the read path (lower reads first)."""
+
+    HOT = 0
+    WARM = 1
+    COLD = 2
+
+    @classmethod
+    def parse(cls, value: object, *, source: str | None, field: str) -> TierClass:
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise ConfigError(
+                f"expected one of hot, warm, cold, got {value!r}", source=source, field=field
+            ) from None
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
+
+
+def parse_size(value: object, *, source: str | None = None, field: str = "size") -> int:
+    """Parse ``"100GiB"``, ``"1.5 TB"``, ``"512M"`` or an integer number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?)?b?\s*", str(value), re.IGNORECASE)
+    if not isinstance(value, str) or match is None:
+        raise ConfigError(
+            f"expected a size such as 500MiB, 100GB or a byte count, got {value!r}",
+            source=source, field=field,
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def redact(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of storage options safe to print: secret-looking values become ``"***"``."""
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            out[name] = redact(value)
+        elif _SECRET_OPTION.search(name) and name not in ("endpoint_url",):
+            out[name] = "***"
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierConfig:
+    """One tier: an fsspec URL (filesystem plus root), its class, capacity and site."""
+
+    name: str
+    tier_class: TierClass
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    capacity: int | None = None
+    high_watermark: float = 0.9
+    low_watermark: float = 0.75
+    site: str = "local"
+    max_concurrency: int = 16
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError("tier names are letters, digits, - and _", field=self.name)
+        if not 0.0 < self.low_watermark <= self.high_watermark <= 1.0:
+            raise ConfigError(
+                "expected 0 < low_watermark <= high_watermark <= 1, got "
+                f"{self.low_watermark} and {self.high_watermark}",
+                field=f"tiers.{self.name}",
+            )
+        if self.max_concurrency < 1 or not math.isfinite(self.timeout) or self.timeout <= 0:
+            raise ConfigError("max_concurrency and timeout must be positive",
+                              field=f"tiers.{self.name}")
+
+    def __repr__(self) -> str:
+        return (f"TierConfig(name={self.name!r}, class={self.tier_class.name.lower()}, "
+                f"url={self.url!r}, options={redact(self.options)!r}, site={self.site!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A store: where its catalog lives, its tiers, the default tier for writes, its site."""
+
+    home: Path
+    catalog: str
+    tiers: Mapping[str, TierConfig]
+    default_tier: str
+    site: str = "local"
+    verify_reads: bool = False
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tiers:
+            raise ConfigError("at least one tier is required", source=self.source, field="tiers")
+        if self.default_tier not in self.tiers:
+            raise ConfigError(
+                f"names no configured tier (configured: {', '.join(self.tiers)})",
+                source=self.source, field="default_tier",
+            )
+
+    def tier(self, name: str) -> TierConfig:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTier(name, list(self.tiers)) from None
+
+
+def default_config(home: Path, *, site: str = "local") -> Config:
+    """The embedded default: three local folders (hot, warm, cold) under ``home``."""
+    home = home.absolute()
+    tiers = {
+        name: TierConfig(name=name, tier_class=TierClass[name.upper()],
+                         url=(home / "tiers" / name).as_uri(), site=site)
+        for name in ("hot", "warm", "cold")
+    }
+    return Config(home=home, catalog=f"sqlite:///{home / 'catalog.db'}", tiers=tiers,
+                  default_tier="warm", site=site, source="<embedded default>")
+
+
+_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers"}
+_TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
+              "max_concurrency", "timeout"}
+
+
+def _expect(value: object, kind: type | tuple[type, ...], what: str, *, source: str,
+            field: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"expected {what}, got {value!r}", source=source, field=field)
+    return value
+
+
+def _tier_from_toml(name: str, raw: object, *, source: str, site: str, home: Path) -> TierConfig:
+    where = f"tiers.{name}"
+    table = _expect(raw, dict, "a table", source=source, field=where)
+    unknown = sorted(set(table) - _TIER_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
+                          f"{', '.join(sorted(_TIER_KEYS))})", source=source, field=where)
+    for required in ("class", "url"):
+        if required not in table:
+            raise ConfigError("is required", source=source, field=f"{where}.{required}")
+    url = _expect(table["url"], str, "an fsspec URL string", source=source, field=f"{where}.url")
+    if "://" not in url:  # a bare path: relative to home, as a local folder
+        url = (home / url).absolute().as_uri()
+    capacity = table.get("capacity")
+    num = (int, float)
+    try:
+        return TierConfig(
+            name=name,
+            tier_class=TierClass.parse(table["class"], source=source, field=f"{where}.class"),
+            url=url,
+            options=_expect(table.get("options", {}), dict, "a table of fsspec options",
+                            source=source, field=f"{where}.options"),
+            capacity=None if capacity is None else parse_size(
+                capacity, source=source, field=f"{where}.capacity"),
+            high_watermark=float(_expect(table.get("high_watermark", 0.9), num, "a fraction",
+                                         source=source, field=f"{where}.high_watermark")),
+            low_watermark=float(_expect(table.get("low_watermark", 0.75), num, "a fraction",
+                                        source=source, field=f"{where}.low_watermark")),
+            site=_expect(table.get("site", site), str, "a site name", source=source,
+                         field=f"{where}.site"),
+            max_concurrency=_expect(table.get("max_concurrency", 16), int, "an integer",
+                                    source=source, field=f"{where}.max_concurrency"),
+            timeout=float(_expect(table.get("timeout", 30.0), num, "seconds", source=source,
+                                  field=f"{where}.timeout")),
+        )
+    except ConfigError as exc:
+        if exc.source is None:
+            raise ConfigError(str(exc), source=source) from None
+        raise
+
+
+def config_from_toml(text: str, *, source: str, home: Path | None = None,
+                     site: str | None = None) -> Config:
+    """Build a :class:`Config` from TOML text; errors name ``source``, the field and the fix."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML ({exc})", source=source) from None
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
+                          f"{', '.join(sorted(_TOP_KEYS))})", source=source)
+    home = Path(_expect(raw.get("home", str(home or ".tierstore")), str, "a folder path",
+                        source=source, field="home")).absolute()
+    site = site or _expect(raw.get("site", "local"), str, "a site name", source=source,
+                           field="site")
+    tiers_raw = _expect(raw.get("tiers", {}), dict, "a table of tiers", source=source,
+                        field="tiers")
+    tiers = {name: _tier_from_toml(name, table, source=source, site=site, home=home)
+             for name, table in tiers_raw.items()}
+    default_tier = _expect(raw.get("default_tier", next(iter(tiers), "")), str, "a tier name",
+                           source=source, field="default_tier")
+    catalog = _expect(raw.get("catalog", f"sqlite:///{home / 'catalog.db'}"), str,
+                      "a catalog URL such as sqlite:///path/catalog.db", source=source,
+                      field="catalog")
+    return Config(home=home, catalog=catalog, tiers=tiers, default_tier=default_tier,
+                  site=site, source=source,
+                  verify_reads=_expect(raw.get("verify_reads", False), bool, "true or false",
+                                       source=source, field="verify_reads"))
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration a user means.
+
+    In order: ``path``; ``$TIERSTORE_CONFIG``; ``tierstore.toml`` in ``$TIERSTORE_HOME``
+    (default ``./.tierstore``); else the embedded default under that home. ``$TIERSTORE_SITE``
+    overrides the reader's site.
+    """
+    home = Path(os.environ.get("TIERSTORE_HOME", ".tierstore"))
+    site = os.environ.get("TIERSTORE_SITE") or None
+    chosen = path or os.environ.get("TIERSTORE_CONFIG")
+    candidate = Path(chosen) if chosen else home / CONFIG_NAME
+    if chosen or candidate.is_file():
+        try:
+            text = candidate.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config ({exc.strerror})", source=str(candidate)) \
+                from None
+        return config_from_toml(text, source=str(candidate), home=home, site=site)
+    return default_config(home, site=site or "local")
+
+
+CONFIG_TEMPLATE = '''\
+# tierstore configuration (TOML). Reference: README.md, "Configuration".
+# Credentials are never written here: S3 tiers take them from the usual AWS environment
+# variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or an AWS profile (options.profile).
+
+home = "{home}"                      # data directory: the catalog and default tier folders
+catalog = "sqlite:///{home}/catalog.db"   # SQLite in WAL mode; one file per store
+default_tier = "warm"                # where `put` writes unless told otherwise
+site = "local"                       # this reader's site (overridden by $TIERSTORE_SITE)
+verify_reads = false                 # verify the checksum of every whole-object read
+
+[tiers.hot]
+class = "hot"                        # hot | warm | cold: the read path prefers hot
+url = "{home}/tiers/hot"             # any fsspec URL; a bare path is a local folder
+capacity = "50GiB"                   # optional; the daemon keeps usage under the watermarks
+high_watermark = 0.9
+low_watermark = 0.75
+
+[tiers.warm]
+class = "warm"
+url = "{home}/tiers/warm"
+# An S3-compatible warm tier instead (MinIO, Ceph RGW, AWS S3):
+# url = "s3://my-bucket/datasets"
+# [tiers.warm.options]
+# endpoint_url = "http://127.0.0.1:9000"
+# max_concurrency = 16                # requests in flight to this tier
+
+[tiers.cold]
+class = "cold"
+url = "{home}/tiers/cold"
+'''

@@ -1,0 +1,116 @@
+"""The errors tierstore raises.
+
+One root, :class:`TierstoreError`, and typed leaves that also subclass the built-in exception
+that fits, so ``except FileNotFoundError`` works for callers that know nothing of tierstore.
+Backend errors are translated at the tier edge (``raise ... from exc``); messages never carry
+credentials.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "ChecksumMismatch",
+    "ConfigError",
+    "InvalidKey",
+    "NoReadableReplica",
+    "ObjectExists",
+    "ObjectNotFound",
+    "ReplicaError",
+    "TierError",
+    "TierUnavailable",
+    "TierstoreError",
+    "UnknownTier",
+]
+
+
+class TierstoreError(Exception):
+    """Root of every error tierstore raises on purpose."""
+
+
+class ConfigError(TierstoreError, ValueError):
+    """A configuration file or value is malformed; the message names the file and the field."""
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        where = ": ".join(part for part in (source, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.source = source
+        self.field = field
+
+
+class InvalidKey(TierstoreError, ValueError):
+    """An object key is not a safe relative path."""
+
+    def __init__(self, key: object, reason: str):
+        super().__init__(f"invalid key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class UnknownTier(TierstoreError, KeyError):
+    """A tier name is not in the configuration."""
+
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown tier {name!r} (configured: {', '.join(sorted(known))})")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the sentence
+        return str(self.args[0])
+
+
+class ObjectNotFound(TierstoreError, FileNotFoundError):
+    """No object with this key (or no ready replica of it) exists."""
+
+    def __init__(self, key: str, detail: str = ""):
+        super().__init__(f"no such object: {key!r}{': ' + detail if detail else ''}")
+        self.key = key
+
+
+class ObjectExists(TierstoreError, FileExistsError):
+    """An object with this key exists and overwriting was not asked for."""
+
+    def __init__(self, key: str):
+        super().__init__(f"object exists: {key!r} (pass overwrite=True to replace it)")
+        self.key = key
+
+
+class TierError(TierstoreError, OSError):
+    """A tier's storage failed an operation (translated from the backend's error)."""
+
+    def __init__(self, tier: str, op: str, detail: str):
+        super().__init__(f"tier {tier!r}: {op} failed: {detail}")
+        self.tier = tier
+        self.op = op
+
+
+class TierUnavailable(TierError, ConnectionError):
+    """A tier's server cannot be reached (connection refused, timeout, missing bucket)."""
+
+
+class ChecksumMismatch(TierstoreError, OSError):
+    """Bytes read back do not match the checksum recorded at ingest."""
+
+    def __init__(self, key: str, tier: str, expected: str, actual: str):
+        super().__init__(
+            f"checksum mismatch for {key!r} on tier {tier!r}: expected {expected}, got {actual}"
+        )
+        self.key = key
+        self.tier = tier
+
+
+class ReplicaError(TierstoreError, ValueError):
+    """A replica operation would break an invariant (e.g. drop the last ready replica)."""
+
+
+class NoReadableReplica(TierstoreError, OSError):
+    """Every replica of an object failed; the message names what each one answered."""
+
+    def __init__(self, key: str, failures: list[tuple[str, BaseException]]):
+        answers = "; ".join(f"{tier}: {type(exc).__name__}: {exc}" for tier, exc in failures)
+        super().__init__(f"no readable replica of {key!r}: {answers}")
+        self.key = key
+        self.failures = failures
+
+
+class CatalogError(TierstoreError, RuntimeError):
+    """The catalog is unusable (corrupt file, schema newer than this tierstore, locked)."""

@@ -1,0 +1,56 @@
+"""Object keys: relative POSIX-like paths that cannot escape a tier's root."""
+
+from __future__ import annotations
+
+from .errors import InvalidKey
+
+__all__ = ["MAX_KEY_BYTES", "RESERVED_PREFIX", "validate_key", "validate_prefix"]
+
+MAX_KEY_BYTES = 1024  # S3's own limit on key length
+MAX_SEGMENT_BYTES = 255  # NAME_MAX on every local filesystem we target
+RESERVED_PREFIX = ".tierstore"  # first segment kept for tierstore's own files on a tier
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a safe object key, else raise :class:`InvalidKey`.
+
+    A key is a non-empty relative path of ``/``-separated segments, none empty, ``.`` or
+    ``..``, with no control characters or backslashes, at most 1024 bytes of UTF-8, and not
+    under the reserved ``.tierstore/`` folder.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(key, f"must be a string, not {type(key).__name__}")
+    if not key:
+        raise InvalidKey(key, "empty")
+    if key.startswith("/"):
+        raise InvalidKey(key, "absolute paths are not keys")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise InvalidKey(key, "contains a control character")
+    if "\\" in key:
+        raise InvalidKey(key, "contains a backslash")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKey(key, "not valid UTF-8 (lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(key, f"longer than {MAX_KEY_BYTES} bytes")
+    segments = key.split("/")
+    for segment in segments:
+        if segment == "":
+            raise InvalidKey(key, "empty path segment (// or trailing /)")
+        if segment in (".", ".."):
+            raise InvalidKey(key, f"{segment!r} segments are not allowed")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise InvalidKey(key, f"a segment is longer than {MAX_SEGMENT_BYTES} bytes")
+    if segments[0] == RESERVED_PREFIX:
+        raise InvalidKey(key, f"{RESERVED_PREFIX}/ is reserved for tierstore")
+    return key
+
+
+def validate_prefix(prefix: object) -> str:
+    """Validate a listing prefix: ``""`` (everything) or a key, optionally ending in ``/``."""
+    if prefix == "":
+        return ""
+    if isinstance(prefix, str) and prefix.endswith("/"):
+        return validate_key(prefix[:-1]) + "/"
+    return validate_key(prefix)

@@ -1,0 +1,348 @@
+"""A tier: an fsspec filesystem plus a root, with a guard that no path escapes the root.
+
+Async filesystems (s3fs) are used natively, one instance per event loop and process, so the
+store can run on any loop (the sync wrappers' IO thread, a DataLoader worker's own loop) and
+survive a fork. Blocking filesystems (local folders) run in threads. Every backend error is
+translated here, at the edge, into :mod:`tierstore.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import posixpath
+import uuid
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.core import split_protocol
+
+from .config import TierClass, TierConfig
+from .errors import InvalidKey, TierError, TierUnavailable
+from .keys import RESERVED_PREFIX, validate_key
+
+__all__ = ["PART_SIZE", "Tier", "TierFile"]
+
+PART_SIZE = 8 * 2**20  # streamed copies and multipart uploads move 8 MiB at a time
+PARTIAL_DIR = f"{RESERVED_PREFIX}/partial"
+T = TypeVar("T")
+
+_UNAVAILABLE_NAMES = ("ClientConnectorError", "EndpointConnectionError", "ConnectTimeoutError",
+                      "ServerDisconnectedError", "ReadTimeoutError", "ClientOSError",
+                      "ConnectionClosedError", "NoSuchBucket")
+
+
+@dataclass(frozen=True, slots=True)
+class TierFile:
+    """A file found on a tier: its path relative to the root, and its size."""
+
+    path: str
+    size: int
+
+
+def _s3_defaults(options: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Fail fast against a dead server: the read path fails over, it does not wait."""
+    options.setdefault("use_listings_cache", False)
+    options.setdefault("retries", 2)
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("connect_timeout", min(5.0, timeout))
+    config.setdefault("read_timeout", timeout)
+    config.setdefault("retries", {"max_attempts": 1})
+    options["config_kwargs"] = config
+    return options
+
+
+class Tier:
+    """One configured tier.
+
+    Paths given to a tier are relative to its root: object keys, or tierstore's own files
+    under ``.tierstore/``. Nothing outside the root can be named.
+    """
+
+    def __init__(self, config: TierConfig):
+        self.config = config
+        protocol, _ = split_protocol(config.url)
+        self.protocol = protocol or "file"
+        cls = fsspec.get_filesystem_class(self.protocol)
+        self.is_async = bool(getattr(cls, "async_impl", False))
+        self.root = cls._strip_protocol(config.url).rstrip("/")
+        self._options = dict(config.options)
+        if self.protocol == "s3":
+            _s3_defaults(self._options, config.timeout)
+        if self.protocol == "file":
+            self._options.setdefault("auto_mkdir", True)
+        self._pid = os.getpid()
+        self._sync_fs: fsspec.AbstractFileSystem | None = None
+        self._loop_fs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
+            weakref.WeakKeyDictionary()
+        self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+            weakref.WeakKeyDictionary()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def tier_class(self) -> TierClass:
+        return self.config.tier_class
+
+    def __repr__(self) -> str:
+        return f"Tier({self.name!r}, {self.tier_class.name.lower()}, {self.config.url!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def full_path(self, path: str) -> str:
+        """The backend path of ``path``, refusing anything that would leave the root."""
+        if path.startswith(RESERVED_PREFIX + "/"):
+            inner = path[len(RESERVED_PREFIX) + 1:]
+            validate_key(inner)
+        else:
+            validate_key(path)
+        full = posixpath.normpath(f"{self.root}/{path}")
+        if not full.startswith(self.root + "/"):
+            raise InvalidKey(path, f"escapes the root of tier {self.name!r}")
+        return full
+
+    @staticmethod
+    def partial_path(key: str) -> str:
+        """A fresh temporary name for bytes of ``key`` that are not yet verified."""
+        return f"{PARTIAL_DIR}/{uuid.uuid4().hex}-{posixpath.basename(key)}"
+
+    # -- filesystem instances ----------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._sync_fs = None
+            self._loop_fs = weakref.WeakKeyDictionary()
+            self._limits = weakref.WeakKeyDictionary()
+
+    async def _fs(self) -> Any:
+        self._after_fork()
+        if not self.is_async:
+            if self._sync_fs is None:
+                self._sync_fs = fsspec.filesystem(self.protocol, skip_instance_cache=True,
+                                                  **self._options)
+            return self._sync_fs
+        loop = asyncio.get_running_loop()
+        fs = self._loop_fs.get(loop)
+        if fs is None:
+            fs = fsspec.filesystem(self.protocol, asynchronous=True, loop=loop,
+                                   skip_instance_cache=True, **self._options)
+            if hasattr(fs, "set_session"):
+                await self._guard("connect", fs.set_session())
+            self._loop_fs[loop] = fs
+        return fs
+
+    def _limit(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._limits.get(loop)
+        if sem is None:
+            sem = self._limits[loop] = asyncio.Semaphore(self.config.max_concurrency)
+        return sem
+
+    async def close(self) -> None:
+        """Close this loop's client session (s3fs keeps an aiohttp session per instance)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        fs = self._loop_fs.pop(loop, None)
+        s3 = getattr(fs, "_s3", None)
+        if s3 is not None:
+            await s3.__aexit__(None, None, None)
+
+    # -- error translation -------------------------------------------------------------------
+
+    def _translate(self, op: str, exc: BaseException) -> TierError:
+        names = {type(e).__name__ for e in _chain(exc)}
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            return TierUnavailable(self.name, op, f"timed out after {self.config.timeout:g}s")
+        if names & set(_UNAVAILABLE_NAMES) or isinstance(exc, ConnectionError) or (
+                isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED,
+                                                            errno.EHOSTUNREACH)):
+            return TierUnavailable(self.name, op, _one_line(text))
+        if isinstance(exc, FileNotFoundError) and "bucket" in text.lower():
+            return TierUnavailable(self.name, op, f"bucket missing: {_one_line(text)}")
+        return TierError(self.name, op, _one_line(text))
+
+    async def _guard(self, op: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.config.timeout)
+        except (InvalidKey, TierError):
+            raise
+        except Exception as exc:
+            raise self._translate(op, exc) from exc
+
+    async def _call(self, op: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fs.<method>`` (or its async ``_<method>``) bounded by max_concurrency."""
+        async with self._limit():
+            fs = await self._fs()
+            if self.is_async:
+                return await self._guard(op, getattr(fs, "_" + method)(*args, **kwargs))
+            return await self._guard(op, asyncio.to_thread(getattr(fs, method), *args, **kwargs))
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``path``; a missing file raises FileNotFoundError."""
+        full = self.full_path(path)
+        try:
+            data: bytes = await self._call("read", "cat_file", full, start=start, end=end)
+        except TierError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
+                    exc, TierUnavailable):
+                raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing", path) from exc
+            raise
+        return data
+
+    async def size(self, path: str) -> int | None:
+        """The size of ``path``, or None when there is no such file."""
+        full = self.full_path(path)
+        try:
+            info = await self._call("stat", "info", full)
+        except TierError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
+                    exc, TierUnavailable):
+                return None
+            raise
+        return None if info.get("type") == "directory" else int(info["size"])
+
+    async def iter_read(self, path: str, size: int, part: int = PART_SIZE) -> AsyncIterator[bytes]:
+        """Stream ``path`` in ranged reads of ``part`` bytes, one read ahead."""
+        offsets = list(range(0, size, part)) or [0]
+        pending = asyncio.ensure_future(self.read(path, 0, min(part, size)))
+        try:
+            for i, start in enumerate(offsets):
+                data = await pending
+                if i + 1 < len(offsets):
+                    nxt = offsets[i + 1]
+                    pending = asyncio.ensure_future(self.read(path, nxt, min(nxt + part, size)))
+                yield data
+        finally:
+            if not pending.done():
+                pending.cancel()
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        """Stream ``chunks`` into ``path`` (replacing it); returns the bytes written."""
+        full = self.full_path(path)
+        fs = await self._fs()
+        if self.is_async and hasattr(fs, "_call_s3"):
+            return await self._write_s3(fs, full, chunks)
+        if self.is_async:  # an async fs without multipart: one request, held in memory
+            data = b"".join([c async for c in chunks])
+            await self._call("write", "pipe_file", full, data)
+            return len(data)
+        return await self._write_blocking(fs, full, chunks)
+
+    async def _write_blocking(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+        async with self._limit():
+            handle = await self._guard("write", asyncio.to_thread(fs.open, full, "wb"))
+            written = 0
+            try:
+                async for chunk in chunks:
+                    await self._guard("write", asyncio.to_thread(handle.write, chunk))
+                    written += len(chunk)
+            finally:
+                await asyncio.to_thread(handle.close)
+            return written
+
+    async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+        bucket, key, _ = fs.split_path(full)
+        buffer, written, parts = bytearray(), 0, []
+        upload_id: str | None = None
+
+        async def flush(data: bytes) -> None:
+            nonlocal upload_id
+            if upload_id is None:
+                created = await self._call_s3(fs, "create_multipart_upload", Bucket=bucket,
+                                              Key=key)
+                upload_id = created["UploadId"]
+            number = len(parts) + 1
+            out = await self._call_s3(fs, "upload_part", Bucket=bucket, Key=key,
+                                      UploadId=upload_id, PartNumber=number, Body=data)
+            parts.append({"PartNumber": number, "ETag": out["ETag"]})
+
+        try:
+            async for chunk in chunks:
+                buffer += chunk
+                written += len(chunk)
+                while len(buffer) >= PART_SIZE:
+                    await flush(bytes(buffer[:PART_SIZE]))
+                    del buffer[:PART_SIZE]
+            if upload_id is None:
+                await self._call_s3(fs, "put_object", Bucket=bucket, Key=key, Body=bytes(buffer))
+                return written
+            if buffer:
+                await flush(bytes(buffer))
+            await self._call_s3(fs, "complete_multipart_upload", Bucket=bucket, Key=key,
+                                UploadId=upload_id, MultipartUpload={"Parts": parts})
+            upload_id = None
+            return written
+        finally:
+            if upload_id is not None:  # an interrupted upload leaves no parts billed behind
+                await asyncio.shield(self._abort(fs, bucket, key, upload_id))
+
+    async def _abort(self, fs: Any, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            await fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=key,
+                              UploadId=upload_id)
+        except Exception:  # best effort; a lifecycle rule reaps what remains
+            pass
+
+    async def _call_s3(self, fs: Any, method: str, **kwargs: Any) -> Any:
+        async with self._limit():
+            return await self._guard(f"write ({method})", fs._call_s3(method, **kwargs))
+
+    async def remove(self, path: str) -> None:
+        """Delete ``path``; deleting what is already gone is not an error."""
+        full = self.full_path(path)
+        try:
+            await self._call("delete", "rm_file", full)
+        except TierError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError) or isinstance(
+                    exc, TierUnavailable):
+                raise
+
+    async def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst`` on this tier (atomic on local folders, a copy on S3)."""
+        await self._call("rename", "mv", self.full_path(src), self.full_path(dst))
+
+    async def walk(self) -> list[TierFile]:
+        """Every file under the root, tierstore's own included."""
+        fs = await self._fs()
+        if hasattr(fs, "invalidate_cache"):
+            fs.invalidate_cache()
+        try:
+            found = await self._call("list", "find", self.root, detail=True)
+        except TierError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
+                    exc, TierUnavailable):
+                return []
+            raise
+        prefix = self.root + "/"
+        return sorted(
+            (TierFile(name[len(prefix):], int(info.get("size") or 0))
+             for name, info in found.items()
+             if name.startswith(prefix) and info.get("type") != "directory"),
+            key=lambda f: f.path,
+        )
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in out:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
