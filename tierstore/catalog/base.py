@@ -110,9 +110,12 @@ class Catalog(ABC):
         """Objects whose key starts with ``prefix`` and sorts after ``after``, in key order."""
 
     @abstractmethod
-    def begin_replica(self, key: str, tier: str, *, path: str, tmp: str, new_content: bool,
+    def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
                       owner: str) -> Replica:
         """Record the intent to write a replica of ``key`` on ``tier`` (state ``copying``).
+
+        Its path is the key itself when no replica on that tier uses that path, else ``tmp``
+        (so an overwrite never touches the bytes it replaces before they are superseded).
 
         Creates the object row if it is new. With ``new_content`` (a put) any other copying
         replica of the key on that tier is a conflict; without it (a copy of committed

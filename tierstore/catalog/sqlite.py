@@ -53,6 +53,7 @@ MIGRATIONS = [
     CREATE INDEX replicas_object ON replicas(object_id);
     CREATE INDEX replicas_state ON replicas(state) WHERE state != 'ready';
     CREATE UNIQUE INDEX replicas_one_ready ON replicas(object_id, tier) WHERE state = 'ready';
+    CREATE UNIQUE INDEX replicas_path ON replicas(tier, path);
     CREATE TABLE access (
         object_id   INTEGER PRIMARY KEY REFERENCES objects(id) ON DELETE CASCADE,
         last_access REAL NOT NULL,
@@ -213,7 +214,7 @@ class SqliteCatalog(Catalog):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def begin_replica(self, key: str, tier: str, *, path: str, tmp: str, new_content: bool,
+    def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
                       owner: str) -> Replica:
         now = time.time()
         with self._write() as conn:
@@ -229,6 +230,9 @@ class SqliteCatalog(Catalog):
                 raise ReplicaError(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
             if not new_content and size is None:
                 raise ReplicaError(f"{key!r} has no committed content to copy")
+            taken = conn.execute("SELECT 1 FROM replicas WHERE tier = ? AND path = ?",
+                                 (tier, key)).fetchone()
+            path = tmp if taken else key
             cur = conn.execute(
                 "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
                 "VALUES (?, ?, ?, 'copying', ?, ?, ?)", (oid, tier, path, tmp, owner, now))

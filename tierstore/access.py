@@ -1,0 +1,89 @@
+"""Batched access recording: a read notes its key in memory and never waits on the catalog.
+
+A background thread merges the notes into the catalog every ``interval`` seconds (and when
+``max_pending`` keys are waiting, and at close), so a loader doing thousands of reads a second
+costs the catalog one transaction a second.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+
+from .catalog import Catalog
+
+__all__ = ["AccessRecorder"]
+
+log = logging.getLogger(__name__)
+
+
+class AccessRecorder:
+    """Collects reads per key and flushes them to a catalog in batches."""
+
+    def __init__(self, catalog: Catalog, *, interval: float = 1.0, max_pending: int = 10_000):
+        self.catalog = catalog
+        self.interval = interval
+        self.max_pending = max_pending
+        self._pending: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        ref = weakref.ref(self)
+        atexit.register(lambda: (r := ref()) is not None and r.close())
+
+    def record(self, key: str, now: float | None = None) -> None:
+        """Note one read of ``key``: a dictionary update, no I/O."""
+        at = time.time() if now is None else now
+        with self._lock:
+            count, _ = self._pending.get(key, (0, at))
+            self._pending[key] = (count + 1, at)
+            full = len(self._pending) >= self.max_pending
+        self._ensure_thread()
+        if full:
+            self._wake.set()
+
+    def _ensure_thread(self) -> None:
+        if os.getpid() != self._pid:  # forked: the parent's thread and notes are not ours
+            self._pid, self._thread, self._lock = os.getpid(), None, threading.Lock()
+            self._pending = {}
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="tierstore-access",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge what is pending into the catalog now; on failure keep it for the next try."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        try:
+            self.catalog.record_access(batch)
+        except Exception as exc:  # a busy or vanished catalog must never fail a read
+            log.warning("access statistics not recorded yet (%d keys): %s", len(batch), exc)
+            with self._lock:
+                for key, (count, at) in batch.items():
+                    old_count, old_at = self._pending.get(key, (0, at))
+                    self._pending[key] = (count + old_count, max(at, old_at))
+
+    def close(self) -> None:
+        """Flush and stop the background thread."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+        if os.getpid() == self._pid:
+            self.flush()

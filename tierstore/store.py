@@ -1,0 +1,590 @@
+"""The store: tierstore's async core, its read path, write path and crash-safe moves.
+
+Every replica goes through one life (see :class:`~tierstore.catalog.ReplicaState`): its intent
+is committed to the catalog before a byte is written, the bytes land under a temporary name,
+are read back and checked against size and checksum, take their final name, and only then are
+committed ``ready``; a superseded replica is marked ``deleting`` before its bytes are removed.
+So a process killed at any instant leaves every object with at least one verified replica, and
+:meth:`Store.recover` finishes or rolls back what it was doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import aiofiles
+
+from .access import AccessRecorder
+from .catalog import AccessStats, Catalog, ObjectRecord, Replica, ReplicaState, open_catalog
+from .checksum import Hasher, checksum
+from .config import Config, TierClass, load_config
+from .errors import (
+    ChecksumMismatch,
+    NoReadableReplica,
+    ObjectExists,
+    ObjectNotFound,
+    ReplicaError,
+    TierError,
+    TierstoreError,
+    UnknownTier,
+)
+from .keys import validate_key, validate_prefix
+from .tier import PART_SIZE, Tier
+
+__all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store", "TierReport"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+STALE_OWNER_SECONDS = 3600.0  # work owned by another host is presumed dead after this long
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A replica as a user sees it in ``stat``."""
+
+    tier: str
+    tier_class: str
+    site: str
+    state: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What ``stat`` returns: an object, its replicas per tier and its access statistics."""
+
+    key: str
+    size: int
+    checksum: str
+    created: float
+    pinned: str | None
+    replicas: tuple[ReplicaInfo, ...]
+    access: AccessStats | None
+
+    @property
+    def tiers(self) -> list[str]:
+        return [r.tier for r in self.replicas if r.state == ReplicaState.READY]
+
+
+@dataclass(frozen=True, slots=True)
+class TierReport:
+    """A tier's usage against its capacity (``du``)."""
+
+    tier: str
+    tier_class: str
+    url: str
+    objects: int
+    bytes: int
+    capacity: int | None
+    high_watermark: float
+    low_watermark: float
+
+    @property
+    def fill(self) -> float | None:
+        return None if not self.capacity else self.bytes / self.capacity
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What :meth:`Store.recover` did with interrupted work."""
+
+    rolled_back: tuple[tuple[str, str], ...]  # (key, tier) copies that never committed
+    finished: tuple[tuple[str, str], ...]  # (key, tier) removals completed
+    skipped: int  # work of processes still alive
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """How the tiers and the catalog agree (:meth:`Store.audit`)."""
+
+    orphans: tuple[tuple[str, str], ...]  # (tier, path): on a tier, named by no replica
+    missing: tuple[tuple[str, str, str], ...]  # (key, tier, why): ready replica not intact
+    pending: int  # replicas still copying or deleting
+
+    @property
+    def ok(self) -> bool:
+        return not (self.orphans or self.missing or self.pending)
+
+
+class _SourceFailed(Exception):
+    """Raised through a destination write when the replica being read from fails."""
+
+    def __init__(self, tier: str, cause: BaseException):
+        super().__init__(f"{tier}: {cause}")
+        self.tier = tier
+        self.cause = cause
+
+
+class Store:
+    """Objects on tiers, as one namespace of keys.
+
+    Every method is a coroutine; :class:`tierstore.SyncStore` wraps them for blocking code.
+    """
+
+    def __init__(self, config: Config, catalog: Catalog | None = None, *,
+                 access_interval: float = 1.0):
+        self.config = config
+        self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
+        self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
+        self.recorder = AccessRecorder(self.catalog, interval=access_interval)
+        self.fallbacks = 0  # reads served by a replica other than the first choice
+        self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
+
+    @classmethod
+    async def connect(cls, config: Config | str | os.PathLike[str] | None = None, *,
+                      recover: bool = True) -> Store:
+        """Open the store a config describes and recover interrupted work of dead processes."""
+        store = cls(config if isinstance(config, Config) else load_config(config))
+        if recover:
+            await store.recover()
+        return store
+
+    def __repr__(self) -> str:
+        return f"Store(tiers={list(self.tiers)}, catalog={self.catalog!r})"
+
+    @property
+    def owner(self) -> str:
+        """Who this process is, as recorded on replicas it is working on."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def tier(self, name: str) -> Tier:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTier(name, list(self.tiers)) from None
+
+    async def close(self) -> None:
+        self.recorder.close()
+        for tier in self.tiers.values():
+            await tier.close()
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Catalog writes wait on other writers, so they leave the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # -- the read path ---------------------------------------------------------------------
+
+    def _ready(self, key: str) -> ObjectRecord:
+        record = self.catalog.get(validate_key(key))
+        if record is None or not record.ready or record.size is None:
+            raise ObjectNotFound(key)
+        return record
+
+    def rank(self, record: ObjectRecord) -> list[Replica]:
+        """Ready replicas, best first: hotter tier class, then same site, then name."""
+
+        def cost(replica: Replica) -> tuple[int, int, str]:
+            tier = self.tiers.get(replica.tier)
+            if tier is None:  # a tier no longer configured: last, and it will fail loudly
+                return (len(TierClass), 1, replica.tier)
+            return (tier.tier_class, int(tier.config.site != self.config.site), replica.tier)
+
+        return sorted(record.ready, key=cost)
+
+    def _fallback(self, key: str, replica: Replica, exc: BaseException) -> None:
+        self.fallbacks += 1
+        if isinstance(exc, ChecksumMismatch):
+            self.corrupt.append((key, replica.tier))
+        log.warning("read of %r from tier %r failed, trying the next replica: %s",
+                    key, replica.tier, exc)
+
+    async def cat(self, key: str, start: int | None = None, end: int | None = None, *,
+                  verify: bool | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` (negative offsets count from the end).
+
+        Reads the best ready replica and fails over to the next on an error, a timeout or
+        (for whole-object reads with ``verify``, default ``config.verify_reads``) a checksum
+        mismatch. The read is recorded as an access.
+        """
+        record = self._ready(key)
+        size = record.size or 0
+        lo, hi = _clamp(start, end, size)
+        check = lo == 0 and hi == size and (self.config.verify_reads if verify is None
+                                            else verify)
+        failures: list[tuple[str, BaseException]] = []
+        for replica in self.rank(record):
+            try:
+                data = b"" if hi <= lo else await self.tier(replica.tier).read(
+                    replica.path, lo, hi)
+                if len(data) != hi - lo:
+                    raise TierError(replica.tier, "read", f"short read ({len(data)} of "
+                                                          f"{hi - lo} bytes)")
+                if check and (actual := checksum(data)) != record.checksum:
+                    raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
+            except (TierstoreError, OSError) as exc:
+                failures.append((replica.tier, exc))
+                self._fallback(key, replica, exc)
+                continue
+            self.recorder.record(record.key)
+            return data
+        raise NoReadableReplica(key, failures)
+
+    async def _transfer(self, record: ObjectRecord,
+                        write: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+        """Stream a whole verified object into ``write``, failing over between replicas.
+
+        The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
+        catalog, so ``write`` never commits a corrupt copy; errors of ``write`` itself (the
+        destination) propagate at once.
+        """
+        failures: list[tuple[str, BaseException]] = []
+        for replica in self.rank(record):
+            try:
+                return await write(self._verified_stream(record, replica))
+            except _SourceFailed as failed:
+                failures.append((failed.tier, failed.cause))
+                self._fallback(record.key, replica, failed.cause)
+        raise NoReadableReplica(record.key, failures)
+
+    async def _verified_stream(self, record: ObjectRecord, replica: Replica
+                               ) -> AsyncIterator[bytes]:
+        hasher = Hasher()
+        try:
+            tier = self.tier(replica.tier)
+            async for chunk in tier.iter_read(replica.path, record.size or 0):
+                hasher.update(chunk)
+                yield chunk
+            if hasher.size != record.size:
+                raise TierError(replica.tier, "read", f"{hasher.size} bytes, expected "
+                                                      f"{record.size}")
+            if hasher.hexdigest() != record.checksum:
+                raise ChecksumMismatch(record.key, replica.tier, str(record.checksum),
+                                       hasher.hexdigest())
+        except (TierstoreError, OSError) as exc:
+            raise _SourceFailed(replica.tier, exc) from exc
+
+    async def get(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        """Copy ``key`` to a local file, verified, replacing the file only when complete."""
+        record = self._ready(key)
+        target = Path(local_path)
+        partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+
+        async def write(chunks: AsyncIterator[bytes]) -> None:
+            async with aiofiles.open(partial, "wb") as out:
+                async for chunk in chunks:
+                    await out.write(chunk)
+
+        try:
+            await self._transfer(record, write)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.recorder.record(record.key)
+
+    # -- the write path --------------------------------------------------------------------
+
+    async def put(self, key: str, source: Source, *, tier: str | None = None,
+                  overwrite: bool = False) -> ObjectInfo:
+        """Write an object to ``tier`` (default: the config's ``default_tier``).
+
+        ``source`` is bytes, a local file path, a binary file object or an async iterable of
+        bytes; it is streamed, never held whole in memory. The checksum is computed on the
+        way in and the written bytes are read back and checked before the object exists.
+        Replacing an existing key needs ``overwrite=True``; its old replicas go only after the
+        new one is committed.
+        """
+        validate_key(key)
+        dest = self.tier(tier or self.config.default_tier)
+        existing = self.catalog.get(key)
+        if existing is not None and existing.ready and not overwrite:
+            raise ObjectExists(key)
+        hasher = Hasher()
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for chunk in _chunks(source):
+                hasher.update(chunk)
+                yield chunk
+
+        await self._write_replica(key, dest, hashed(),
+                                  lambda: (hasher.size, hasher.hexdigest()), new_content=True)
+        return await self.stat(key)
+
+    async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[bytes],
+                             expected: Callable[[], tuple[int, str]], *, new_content: bool
+                             ) -> None:
+        """The one way bytes become a replica: intent, temp write, verify, rename, commit."""
+        tmp = Tier.partial_path(key)
+        replica = await self._db(self.catalog.begin_replica, key, dest.name, tmp=tmp,
+                                 new_content=new_content, owner=self.owner)
+        try:
+            await dest.write(tmp, chunks)
+            size, digest = expected()
+            await self._verify_written(dest, key, tmp, size, digest)
+            if replica.path != tmp:
+                await dest.rename(tmp, replica.path)
+                if (landed := await dest.size(replica.path)) != size:
+                    raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
+                                                         f"expected {size}")
+            superseded = await self._db(
+                self.catalog.commit_replica, replica.id,
+                **({"size": size, "checksum": digest} if new_content else {}))
+        except BaseException:
+            await asyncio.shield(self._discard(key, replica))
+            raise
+        for old in superseded:
+            await self._remove(key, old)
+
+    async def _verify_written(self, dest: Tier, key: str, path: str, size: int,
+                              digest: str) -> None:
+        """Read back what was written: the size first (cheap), then every byte."""
+        landed = await dest.size(path)
+        if landed != size:
+            raise TierError(dest.name, "verify", f"{landed} bytes landed, expected {size}")
+        hasher = Hasher()
+        async for chunk in dest.iter_read(path, size):
+            hasher.update(chunk)
+        if hasher.hexdigest() != digest:
+            raise ChecksumMismatch(key, dest.name, digest, hasher.hexdigest())
+
+    async def _discard(self, key: str, replica: Replica) -> None:
+        """Roll back an uncommitted replica; if the tier refuses, recovery will."""
+        try:
+            tier = self.tier(replica.tier)
+            if replica.tmp:
+                await tier.remove(replica.tmp)
+            if replica.path != replica.tmp:
+                await tier.remove(replica.path)
+            await self._db(self.catalog.forget_replica, replica.id)
+        except Exception as exc:
+            log.warning("could not roll back replica of %r on %r (recovery will): %s",
+                        key, replica.tier, exc)
+
+    async def _remove(self, key: str, replica: Replica) -> None:
+        """Remove a ``deleting`` replica's bytes, then its row."""
+        tier = self.tier(replica.tier)
+        await tier.remove(replica.path)
+        if replica.tmp and replica.tmp != replica.path:
+            await tier.remove(replica.tmp)
+        await self._db(self.catalog.forget_replica, replica.id)
+
+    # -- replicas and moves ----------------------------------------------------------------
+
+    async def add_replica(self, key: str, tier: str) -> ObjectInfo:
+        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas."""
+        record = self._ready(key)
+        dest = self.tier(tier)
+        if record.on(dest.name) is None:
+            expected = (record.size or 0, str(record.checksum))
+
+            async def write(chunks: AsyncIterator[bytes]) -> None:
+                await self._write_replica(record.key, dest, chunks, lambda: expected,
+                                          new_content=False)
+
+            await self._transfer(record, write)
+        return await self.stat(key)
+
+    async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
+        """Remove ``key``'s replica on ``tier``; never its last one, never its pinned one."""
+        record = self._ready(key)
+        replica = record.on(self.tier(tier).name)
+        if replica is None:
+            raise ReplicaError(f"{key!r} has no ready replica on tier {tier!r}")
+        if record.pinned == tier:
+            raise ReplicaError(f"{key!r} is pinned to tier {tier!r}; unpin it first")
+        await self._remove(key, await self._db(self.catalog.mark_deleting, replica.id,
+                                               owner=self.owner))
+        return await self.stat(key)
+
+    async def move(self, key: str, tier: str) -> ObjectInfo:
+        """Leave ``key`` with one replica, on ``tier``: copy, verify, commit, then delete."""
+        record = self._ready(key)
+        self.tier(tier)
+        if record.pinned is not None and record.pinned != tier:
+            raise ReplicaError(f"{key!r} is pinned to tier {record.pinned!r}; unpin it first")
+        await self.add_replica(key, tier)
+        for replica in record.ready:
+            if replica.tier != tier:
+                await self.drop_replica(key, replica.tier)
+        return await self.stat(key)
+
+    async def pin(self, key: str, tier: str | None = None) -> ObjectInfo:
+        """Pin ``key`` to ``tier`` (default: its best current tier), copying it there first."""
+        record = self._ready(key)
+        target = tier or self.rank(record)[0].tier
+        await self.add_replica(key, target)
+        await self._db(self.catalog.set_pin, record.key, target)
+        return await self.stat(key)
+
+    async def unpin(self, key: str) -> ObjectInfo:
+        record = self._ready(key)
+        await self._db(self.catalog.set_pin, record.key, None)
+        return await self.stat(key)
+
+    async def rm(self, key: str) -> None:
+        """Delete ``key`` and all its replicas."""
+        validate_key(key)
+        for replica in await self._db(self.catalog.begin_delete, key, owner=self.owner):
+            await self._remove(key, replica)
+
+    # -- listing and metadata --------------------------------------------------------------
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """An object's size, checksum, pin, replicas per tier and access statistics."""
+        record = self._ready(key)
+        await asyncio.to_thread(self.recorder.flush)
+        return self._info(record, self.catalog.access([record.key]).get(record.key))
+
+    def _info(self, record: ObjectRecord, access: AccessStats | None) -> ObjectInfo:
+        replicas = []
+        for replica in record.replicas:
+            tier = self.tiers.get(replica.tier)
+            replicas.append(ReplicaInfo(
+                replica.tier, tier.tier_class.name.lower() if tier else "unknown",
+                tier.config.site if tier else "unknown", str(replica.state), replica.path))
+        return ObjectInfo(record.key, record.size or 0, str(record.checksum), record.created,
+                          record.pinned, tuple(replicas), access)
+
+    async def exists(self, key: str) -> bool:
+        record = self.catalog.get(validate_key(key))
+        return record is not None and bool(record.ready)
+
+    async def find(self, prefix: str = "") -> list[str]:
+        """Every key that starts with ``prefix`` (a plain string prefix), sorted."""
+        if prefix:
+            validate_prefix(prefix)
+        return [r.key for r in self.catalog.list(prefix) if r.ready]
+
+    async def ls(self, path: str = "") -> list[dict[str, Any]]:
+        """The entries directly under ``path``, as fsspec lists them: files and folders."""
+        if path and await self.exists(path.rstrip("/")):
+            return [self._entry(self._ready(path.rstrip("/")))]
+        prefix = validate_prefix(path.rstrip("/") + "/") if path.strip("/") else ""
+        entries: dict[str, dict[str, Any]] = {}
+        for record in self.catalog.list(prefix):
+            if not record.ready:
+                continue
+            head, sep, _ = record.key[len(prefix):].partition("/")
+            if sep:
+                folder = entries.setdefault(prefix + head, {"name": prefix + head, "size": 0,
+                                                            "type": "directory"})
+                folder["size"] += record.size or 0
+            else:
+                entries[record.key] = self._entry(record)
+        if path.strip("/") and not entries:
+            raise ObjectNotFound(path)
+        return list(entries.values())
+
+    def _entry(self, record: ObjectRecord) -> dict[str, Any]:
+        return {"name": record.key, "size": record.size, "type": "file",
+                "checksum": record.checksum, "created": record.created,
+                "tiers": [r.tier for r in self.rank(record)]}
+
+    async def usage(self) -> list[TierReport]:
+        """Objects and bytes per configured tier, against capacity and watermarks (``du``)."""
+        held = {u.tier: u for u in self.catalog.usage()}
+        return [TierReport(name, tier.tier_class.name.lower(), tier.config.url,
+                           held[name].objects if name in held else 0,
+                           held[name].bytes if name in held else 0, tier.config.capacity,
+                           tier.config.high_watermark, tier.config.low_watermark)
+                for name, tier in self.tiers.items()]
+
+    # -- recovery and audit ----------------------------------------------------------------
+
+    def _owner_alive(self, owner: str) -> bool:
+        host, _, pid = owner.rpartition(":")
+        if host != socket.gethostname():
+            return True  # another node's work: left to its own recovery (or staleness)
+        if not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    async def recover(self) -> RecoveryReport:
+        """Finish or roll back the moves of processes that died mid-way.
+
+        A ``copying`` replica never committed, so its bytes are removed (rolled back); a
+        ``deleting`` replica was already superseded, so its removal is finished. Work of
+        live processes is left alone.
+        """
+        rolled_back, finished, skipped = [], [], 0
+        now = time.time()
+        for key, replica in await self._db(self.catalog.pending):
+            stale = now - replica.updated > STALE_OWNER_SECONDS
+            if (self._owner_alive(replica.owner) and not stale) or replica.tier not in self.tiers:
+                skipped += 1
+                continue
+            if replica.state is ReplicaState.COPYING:
+                await self._discard(key, replica)
+                rolled_back.append((key, replica.tier))
+            else:
+                await self._remove(key, replica)
+                finished.append((key, replica.tier))
+        if rolled_back or finished:
+            log.info("recovered interrupted work: %d copies rolled back, %d removals finished",
+                     len(rolled_back), len(finished))
+        return RecoveryReport(tuple(rolled_back), tuple(finished), skipped)
+
+    async def audit(self, *, deep: bool = False) -> AuditReport:
+        """Check that every file on every tier is named by a replica and every ready replica
+        is there with its size (and, with ``deep``, its checksum)."""
+        records = self.catalog.list()
+        named = {(r.tier, p) for rec in records for r in rec.replicas for p in (r.path, r.tmp)
+                 if p}
+        orphans: list[tuple[str, str]] = []
+        sizes: dict[tuple[str, str], int] = {}
+        for tier in self.tiers.values():
+            for found in await tier.walk():
+                sizes[(tier.name, found.path)] = found.size
+                if (tier.name, found.path) not in named:
+                    orphans.append((tier.name, found.path))
+        missing: list[tuple[str, str, str]] = []
+        for record in records:
+            for replica in record.ready:
+                size = sizes.get((replica.tier, replica.path))
+                if size is None:
+                    missing.append((record.key, replica.tier, "no such file"))
+                elif size != record.size:
+                    missing.append((record.key, replica.tier, f"{size} bytes, expected "
+                                                              f"{record.size}"))
+                elif deep:
+                    try:
+                        await self._verify_written(self.tier(replica.tier), record.key,
+                                                   replica.path, size, str(record.checksum))
+                    except (TierstoreError, OSError) as exc:
+                        missing.append((record.key, replica.tier, str(exc)))
+        pending = sum(1 for rec in records for r in rec.replicas if r.state != "ready")
+        return AuditReport(tuple(orphans), tuple(missing), pending)
+
+
+def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+    lo = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
+    hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+    return lo, max(lo, hi)
+
+
+async def _chunks(source: Source) -> AsyncIterator[bytes]:
+    """The bytes of any put source, PART_SIZE at a time (async iterables pass through)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        for start in range(0, len(view), PART_SIZE):
+            yield bytes(view[start:start + PART_SIZE])
+    elif isinstance(source, str | os.PathLike):
+        async with aiofiles.open(source, "rb") as handle:
+            while chunk := await handle.read(PART_SIZE):
+                yield chunk
+    elif hasattr(source, "read"):
+        while chunk := await asyncio.to_thread(source.read, PART_SIZE):
+            yield bytes(chunk)
+    elif isinstance(source, AsyncIterable):
+        async for chunk in source:
+            yield bytes(chunk)
+    else:
+        raise TypeError(f"cannot put a {type(source).__name__}: expected bytes, a path, a "
+                        "binary file or an async iterable of bytes")
