@@ -48,8 +48,11 @@ class TierFile:
 def _s3_defaults(options: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Fail fast against a dead server: the read path fails over, it does not wait."""
     options.setdefault("use_listings_cache", False)
-    options.setdefault("retries", 2)
     config = dict(options.get("config_kwargs") or {})
+    # Third-party S3 servers (Ceph RGW 16, older MinIO) reject botocore's default trailing
+    # CRC checksums; tierstore verifies content with its own checksum anyway.
+    config.setdefault("request_checksum_calculation", "when_required")
+    config.setdefault("response_checksum_validation", "when_required")
     config.setdefault("connect_timeout", min(5.0, timeout))
     config.setdefault("read_timeout", timeout)
     config.setdefault("retries", {"max_attempts": 1})
@@ -132,8 +135,12 @@ class Tier:
         loop = asyncio.get_running_loop()
         fs = self._loop_fs.get(loop)
         if fs is None:
+            options = dict(self._options)
+            retries = options.pop("retries", 2)  # s3fs's own retry count is an attribute
             fs = fsspec.filesystem(self.protocol, asynchronous=True, loop=loop,
-                                   skip_instance_cache=True, **self._options)
+                                   skip_instance_cache=True, **options)
+            if hasattr(fs, "retries"):
+                fs.retries = retries
             if hasattr(fs, "set_session"):
                 await self._guard("connect", fs.set_session())
             self._loop_fs[loop] = fs
@@ -312,7 +319,8 @@ class Tier:
 
     async def rename(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst`` on this tier (atomic on local folders, a copy on S3)."""
-        await self._call("rename", "mv", self.full_path(src), self.full_path(dst))
+        await self._call("rename", "mv_file" if self.is_async else "mv", self.full_path(src),
+                         self.full_path(dst))
 
     async def walk(self) -> list[TierFile]:
         """Every file under the root, tierstore's own included."""
