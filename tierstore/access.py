@@ -35,7 +35,13 @@ class AccessRecorder:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         ref = weakref.ref(self)
-        atexit.register(lambda: (r := ref()) is not None and r.close())
+
+        def close_at_exit() -> None:
+            recorder = ref()
+            if recorder is not None:
+                recorder.close()
+
+        atexit.register(close_at_exit)
 
     def record(self, key: str, now: float | None = None) -> None:
         """Note one read of ``key``: a dictionary update, no I/O."""

@@ -161,8 +161,8 @@ _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_wate
 
 def _expect(value: object, kind: type | tuple[type, ...], what: str, *, source: str,
             field: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool) and bool not in (
-            kind if isinstance(kind, tuple) else (kind,)):
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,))):
         raise ConfigError(f"expected {what}, got {value!r}", source=source, field=field)
     return value
 

@@ -68,7 +68,7 @@ class ObjectWriter(io.RawIOBase):
         self.name = key
         self._tier = tier
         self._overwrite = overwrite
-        self._buffer = tempfile.SpooledTemporaryFile(max_size=spool)
+        self._buffer = tempfile.SpooledTemporaryFile(max_size=spool)  # noqa: SIM115 (closed in close)
 
     def writable(self) -> bool:
         return True

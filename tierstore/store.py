@@ -16,7 +16,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 STALE_OWNER_SECONDS = 3600.0  # work owned by another host is presumed dead after this long
+# Replicas this process is working on right now, as (catalog, replica id): recovery leaves
+# them alone, and takes over rows of this process that a failed rollback left behind.
+_IN_FLIGHT: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +320,24 @@ class Store:
         tmp = Tier.partial_path(key)
         replica = await self._db(self.catalog.begin_replica, key, dest.name, tmp=tmp,
                                  new_content=new_content, owner=self.owner)
+        with self._working(replica):
+            await self._fill_replica(key, dest, replica, chunks, expected,
+                                     new_content=new_content)
+
+    @contextmanager
+    def _working(self, replica: Replica) -> Iterator[None]:
+        token = (repr(self.catalog), replica.id)
+        _IN_FLIGHT.add(token)
+        try:
+            yield
+        finally:
+            _IN_FLIGHT.discard(token)
+
+    async def _fill_replica(self, key: str, dest: Tier, replica: Replica,
+                            chunks: AsyncIterable[bytes],
+                            expected: Callable[[], tuple[int, str]], *, new_content: bool
+                            ) -> None:
+        tmp = str(replica.tmp)
         try:
             await dest.write(tmp, chunks)
             size, digest = expected()
@@ -391,8 +413,9 @@ class Store:
             raise ReplicaError(f"{key!r} has no ready replica on tier {tier!r}")
         if record.pinned == tier:
             raise ReplicaError(f"{key!r} is pinned to tier {tier!r}; unpin it first")
-        await self._remove(key, await self._db(self.catalog.mark_deleting, replica.id,
-                                               owner=self.owner))
+        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner)
+        with self._working(marked):
+            await self._remove(key, marked)
         return await self.stat(key)
 
     async def move(self, key: str, tier: str) -> ObjectInfo:
@@ -424,7 +447,8 @@ class Store:
         """Delete ``key`` and all its replicas."""
         validate_key(key)
         for replica in await self._db(self.catalog.begin_delete, key, owner=self.owner):
-            await self._remove(key, replica)
+            with self._working(replica):
+                await self._remove(key, replica)
 
     # -- listing and metadata --------------------------------------------------------------
 
@@ -452,7 +476,7 @@ class Store:
         """Every key that starts with ``prefix`` (a plain string prefix), sorted."""
         if prefix:
             validate_prefix(prefix)
-        return [r.key for r in self.catalog.list(prefix) if r.ready]
+        return [r.key for r in self.catalog.objects(prefix) if r.ready]
 
     async def ls(self, path: str = "") -> list[dict[str, Any]]:
         """The entries directly under ``path``, as fsspec lists them: files and folders."""
@@ -460,7 +484,7 @@ class Store:
             return [self._entry(self._ready(path.rstrip("/")))]
         prefix = validate_prefix(path.rstrip("/") + "/") if path.strip("/") else ""
         entries: dict[str, dict[str, Any]] = {}
-        for record in self.catalog.list(prefix):
+        for record in self.catalog.objects(prefix):
             if not record.ready:
                 continue
             head, sep, _ = record.key[len(prefix):].partition("/")
@@ -490,14 +514,14 @@ class Store:
 
     # -- recovery and audit ----------------------------------------------------------------
 
-    def _owner_alive(self, owner: str) -> bool:
+    def _owner_alive(self, owner: str, replica: Replica) -> bool:
         host, _, pid = owner.rpartition(":")
         if host != socket.gethostname():
             return True  # another node's work: left to its own recovery (or staleness)
         if not pid.isdigit():
             return False
         if int(pid) == os.getpid():
-            return True
+            return (repr(self.catalog), replica.id) in _IN_FLIGHT
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -517,7 +541,8 @@ class Store:
         now = time.time()
         for key, replica in await self._db(self.catalog.pending):
             stale = now - replica.updated > STALE_OWNER_SECONDS
-            if (self._owner_alive(replica.owner) and not stale) or replica.tier not in self.tiers:
+            busy = self._owner_alive(replica.owner, replica) and not stale
+            if busy or replica.tier not in self.tiers:
                 skipped += 1
                 continue
             if replica.state is ReplicaState.COPYING:
@@ -534,7 +559,7 @@ class Store:
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica
         is there with its size (and, with ``deep``, its checksum)."""
-        records = self.catalog.list()
+        records = self.catalog.objects()
         named = {(r.tier, p) for rec in records for r in rec.replicas for p in (r.path, r.tmp)
                  if p}
         orphans: list[tuple[str, str]] = []

@@ -9,15 +9,15 @@ translated here, at the edge, into :mod:`tierstore.errors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import posixpath
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from fsspec.core import split_protocol
@@ -30,7 +30,6 @@ __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
 PART_SIZE = 8 * 2**20  # streamed copies and multipart uploads move 8 MiB at a time
 PARTIAL_DIR = f"{RESERVED_PREFIX}/partial"
-T = TypeVar("T")
 
 _UNAVAILABLE_NAMES = ("ClientConnectorError", "EndpointConnectionError", "ConnectTimeoutError",
                       "ServerDisconnectedError", "ReadTimeoutError", "ClientOSError",
@@ -175,7 +174,7 @@ class Tier:
                 isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED,
                                                             errno.EHOSTUNREACH)):
             return TierUnavailable(self.name, op, _one_line(text))
-        if isinstance(exc, FileNotFoundError) and "bucket" in text.lower():
+        if _missing_bucket(exc):
             return TierUnavailable(self.name, op, f"bucket missing: {_one_line(text)}")
         return TierError(self.name, op, _one_line(text))
 
@@ -226,7 +225,7 @@ class Tier:
         offsets = list(range(0, size, part)) or [0]
         pending = asyncio.ensure_future(self.read(path, 0, min(part, size)))
         try:
-            for i, start in enumerate(offsets):
+            for i in range(len(offsets)):
                 data = await pending
                 if i + 1 < len(offsets):
                     nxt = offsets[i + 1]
@@ -262,7 +261,8 @@ class Tier:
 
     async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
         bucket, key, _ = fs.split_path(full)
-        buffer, written, parts = bytearray(), 0, []
+        buffer, written = bytearray(), 0
+        parts: list[dict[str, Any]] = []
         upload_id: str | None = None
 
         async def flush(data: bytes) -> None:
@@ -297,11 +297,9 @@ class Tier:
                 await asyncio.shield(self._abort(fs, bucket, key, upload_id))
 
     async def _abort(self, fs: Any, bucket: str, key: str, upload_id: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort; a lifecycle rule reaps the rest
             await fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=key,
                               UploadId=upload_id)
-        except Exception:  # best effort; a lifecycle rule reaps what remains
-            pass
 
     async def _call_s3(self, fs: Any, method: str, **kwargs: Any) -> Any:
         async with self._limit():
@@ -313,6 +311,8 @@ class Tier:
         try:
             await self._call("delete", "rm_file", full)
         except TierError as exc:
+            if _missing_bucket(exc):
+                return  # nothing can exist in a bucket that does not
             if not isinstance(exc.__cause__, FileNotFoundError) or isinstance(
                     exc, TierUnavailable):
                 raise
@@ -350,6 +350,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
         out.append(seen)
         seen = seen.__cause__ or seen.__context__
     return out
+
+
+def _missing_bucket(exc: BaseException) -> bool:
+    return any("NoSuchBucket" in type(e).__name__ or (
+        isinstance(e, FileNotFoundError) and "bucket does not exist" in str(e).lower())
+        for e in _chain(exc))
 
 
 def _one_line(text: str) -> str:

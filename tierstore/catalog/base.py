@@ -105,7 +105,7 @@ class Catalog(ABC):
         """The object with this key, committed or not, or None."""
 
     @abstractmethod
-    def list(self, prefix: str = "", *, after: str = "", limit: int | None = None
+    def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
              ) -> list[ObjectRecord]:
         """Objects whose key starts with ``prefix`` and sorts after ``after``, in key order."""
 

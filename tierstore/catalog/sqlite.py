@@ -170,7 +170,7 @@ class SqliteCatalog(Catalog):
         found = self._records(conn, rows)
         return found[0] if found else None
 
-    def list(self, prefix: str = "", *, after: str = "", limit: int | None = None
+    def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
              ) -> list[ObjectRecord]:
         conn = self._conn()
         # key >= prefix AND key < prefix + U+10FFFF uses the key index, unlike LIKE.
@@ -326,7 +326,8 @@ class SqliteCatalog(Catalog):
             rows = []
             for key, (oid, last, count, score) in known.items():
                 reads_now, at = reads[key]
-                decayed = score * 0.5 ** (max(0.0, at - last) / self.half_life) if last is not None else 0.0
+                decayed = 0.0 if last is None else score * 0.5 ** (
+                    max(0.0, at - last) / self.half_life)
                 rows.append((oid, max(at, last or at), count + reads_now, decayed + reads_now))
             conn.executemany(
                 "INSERT INTO access (object_id, last_access, count, score) VALUES (?, ?, ?, ?) "

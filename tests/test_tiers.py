@@ -1,0 +1,127 @@
+"""The tier conformance suite: every kind of tier passes the same tests.
+
+A new backend adds a parameter to ``tier`` below, not a copy of the tests (as zarr's
+``StoreTests`` and fsspec's abstract tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from storefixtures import STORE_KINDS
+
+from tierstore import InvalidKey, TierClass, TierConfig, TierError, TierUnavailable
+from tierstore.sync import _run
+from tierstore.tier import PART_SIZE, Tier
+
+
+@pytest.fixture(params=STORE_KINDS)
+def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Tier:
+    if request.param == "local":
+        return Tier(TierConfig(name="t", tier_class=TierClass.HOT, url=tmp_path.as_uri()))
+    server = request.getfixturevalue(f"{request.param}_server")
+    bucket = server.new_bucket()
+    request.addfinalizer(lambda: server.delete_bucket(bucket))
+    return Tier(TierConfig(name="t", tier_class=TierClass.WARM, url=f"s3://{bucket}/root",
+                           options=server.storage_options()))
+
+
+async def _gen(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def test_write_read_ranges(tier: Tier) -> None:
+    data = os.urandom(100_000)
+    assert _run(tier.write("a/b/c.bin", _gen(data[:40_000], data[40_000:]))) == len(data)
+    assert _run(tier.read("a/b/c.bin")) == data
+    assert _run(tier.read("a/b/c.bin", 10, 20)) == data[10:20]
+    assert _run(tier.read("a/b/c.bin", 99_990, 100_000)) == data[-10:]
+    assert _run(tier.size("a/b/c.bin")) == len(data)
+
+
+def test_streamed_write_larger_than_a_part(tier: Tier) -> None:
+    data = os.urandom(2 * PART_SIZE + 12345)  # multipart upload on S3
+    step = 3 * 2**20
+    _run(tier.write("big", _gen(*(data[i:i + step] for i in range(0, len(data), step)))))
+    assert _run(tier.size("big")) == len(data)
+
+    async def collect() -> bytes:
+        return b"".join([c async for c in tier.iter_read("big", len(data))])
+
+    assert _run(collect()) == data
+
+
+def test_empty_object(tier: Tier) -> None:
+    _run(tier.write("empty", _gen()))
+    assert _run(tier.size("empty")) == 0
+    assert _run(tier.read("empty")) == b""
+
+
+def test_missing_file(tier: Tier) -> None:
+    assert _run(tier.size("nope")) is None
+    with pytest.raises(FileNotFoundError):
+        _run(tier.read("nope"))
+    _run(tier.remove("nope"))  # removing what is gone is fine
+
+
+def test_rename_and_remove(tier: Tier) -> None:
+    _run(tier.write(".tierstore/partial/x-1", _gen(b"payload")))
+    _run(tier.rename(".tierstore/partial/x-1", "final/x"))
+    assert _run(tier.size(".tierstore/partial/x-1")) is None
+    assert _run(tier.read("final/x")) == b"payload"
+    _run(tier.remove("final/x"))
+    assert _run(tier.size("final/x")) is None
+
+
+def test_walk_lists_every_file_with_sizes(tier: Tier) -> None:
+    for name, size in (("a/1", 3), ("a/b/2", 5), (".tierstore/partial/p", 7)):
+        _run(tier.write(name, _gen(b"x" * size)))
+    found = {(f.path, f.size) for f in _run(tier.walk())}
+    assert found == {("a/1", 3), ("a/b/2", 5), (".tierstore/partial/p", 7)}
+
+
+def test_overwrite_replaces(tier: Tier) -> None:
+    _run(tier.write("k", _gen(b"first version")))
+    _run(tier.write("k", _gen(b"second")))
+    assert _run(tier.read("k")) == b"second"
+
+
+@pytest.mark.parametrize("path", ["../escape", "a/../../b", "/etc/passwd", "a//b", "a/./b",
+                                  "bad\x00name", ".tierstore/../x", ""])
+def test_no_path_escapes_the_root(tier: Tier, path: str) -> None:
+    with pytest.raises(InvalidKey):
+        tier.full_path(path)
+
+
+def test_many_concurrent_reads_respect_the_limit(tier: Tier) -> None:
+    _run(tier.write("c", _gen(os.urandom(4096))))
+
+    async def many() -> list[bytes]:
+        return await asyncio.gather(*(tier.read("c", i, i + 16) for i in range(0, 4096, 16)))
+
+    assert len(_run(many())) == 256
+
+
+def test_dead_server_is_unavailable_quickly(dead_endpoint: str) -> None:
+    tier = Tier(TierConfig(name="gone", tier_class=TierClass.WARM, url="s3://bucket/x",
+                           options={"key": "k", "secret": "s3cr3t-value",
+                                    "client_kwargs": {"endpoint_url": dead_endpoint}},
+                           timeout=5.0))
+    with pytest.raises(TierUnavailable) as info:
+        _run(tier.read("anything"))
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def test_missing_bucket_is_unavailable(moto_server) -> None:  # type: ignore[no-untyped-def]
+    tier = Tier(TierConfig(name="nobucket", tier_class=TierClass.WARM,
+                           url="s3://no-such-bucket-here/x",
+                           options=moto_server.storage_options()))
+    with pytest.raises(TierError) as info:
+        _run(tier.write("k", _gen(b"data")))
+    assert isinstance(info.value, TierUnavailable)
+    assert "bucket" in str(info.value).lower()

@@ -1,0 +1,118 @@
+"""Bulk work for the command line: a bounded runner, and progress that only a terminal sees.
+
+A progress bar is drawn (on stderr) only when stdout and stderr are both terminals, so logs, CI
+and pipes get the command's output and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+__all__ = ["JOBS", "Transfer", "bounded", "interactive"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+JOBS = 4  # objects in flight: enough to hide S3 latency, few enough to stay polite
+
+
+def interactive() -> bool:
+    """Whether a person is watching: stdout and stderr are both terminals."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+class Transfer:
+    """Bytes and files of one bulk operation, as a progress bar on a terminal (else silent).
+
+    Parameters
+    ----------
+    label
+        What is being done (``"put"``, ``"move to hot"``).
+    total_bytes, total_files
+        The size of the whole operation.
+    enabled
+        Draw the bar; default: :func:`interactive`.
+    """
+
+    def __init__(self, label: str, total_bytes: int, total_files: int, *,
+                 enabled: bool | None = None):
+        self.files = 0
+        self.bytes = 0
+        self._total_files = total_files
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if interactive() if enabled is None else enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                TransferSpeedColumn(), TextColumn("{task.fields[files]}"),
+                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._progress.add_task(label, total=total_bytes,
+                                                 files=self._files_text())
+
+    def _files_text(self) -> str:
+        return f"{self.files}/{self._total_files} files"
+
+    def __enter__(self) -> Transfer:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def advance(self, nbytes: int) -> None:
+        """Count bytes as they move."""
+        self.bytes += nbytes
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=nbytes)
+
+    def file_done(self, nbytes: int = 0) -> None:
+        """Count one finished file, and ``nbytes`` not yet counted by :meth:`advance`."""
+        self.files += 1
+        self.bytes += nbytes
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=nbytes, files=self._files_text())
+
+
+async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], jobs: int = JOBS
+                  ) -> list[R]:
+    """``[await fn(item) for item in items]`` with at most ``jobs`` in flight, in order.
+
+    The first failure cancels the work still in flight (each store operation rolls itself
+    back) and is raised as itself, not as an exception group.
+    """
+    todo = iter(enumerate(items))
+    results: dict[int, R] = {}
+
+    async def worker() -> None:
+        for index, item in todo:
+            results[index] = await fn(item)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, jobs)):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [results[index] for index in sorted(results)]
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    inner = group.exceptions[0]
+    return _first(inner) if isinstance(inner, BaseExceptionGroup) else inner
