@@ -42,7 +42,8 @@ class InvalidKey(TierstoreError, ValueError):
     """An object key is not a safe relative path."""
 
     def __init__(self, key: object, reason: str):
-        super().__init__(f"invalid key {key!r}: {reason}")
+        shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+        super().__init__(f"invalid key {shown}: {reason}")
         self.key = key
         self.reason = reason
 
