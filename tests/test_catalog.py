@@ -158,7 +158,7 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
 
 def test_a_corrupt_catalog_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "c.db").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CatalogError, match="c.db"):
+    with pytest.raises(CatalogError, match=r"c\.db: file is not a database"):
         SqliteCatalog(tmp_path / "c.db")
 
 
