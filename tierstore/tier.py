@@ -222,7 +222,9 @@ class Tier:
 
     async def iter_read(self, path: str, size: int, part: int = PART_SIZE) -> AsyncIterator[bytes]:
         """Stream ``path`` in ranged reads of ``part`` bytes, one read ahead."""
-        offsets = list(range(0, size, part)) or [0]
+        if size <= 0:
+            return  # a ranged read of nothing is an error on some servers (HTTP 416)
+        offsets = list(range(0, size, part))
         pending = asyncio.ensure_future(self.read(path, 0, min(part, size)))
         try:
             for i in range(len(offsets)):
