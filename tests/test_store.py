@@ -127,6 +127,16 @@ def test_rm_removes_every_replica(store: SyncStore) -> None:
     assert store.audit().ok
 
 
+def test_a_key_cannot_also_be_a_folder(store: SyncStore) -> None:
+    store.put("a/b", b"object")
+    with pytest.raises(ObjectExists, match="folder"):
+        store.put("a/b/c", b"under an object")
+    with pytest.raises(ObjectExists, match="folder of objects"):
+        store.put("a", b"over a folder")
+    assert store.find() == ["a/b"]
+    assert store.audit().ok
+
+
 def test_listing(store: SyncStore) -> None:
     for key in ("a/x", "a/y", "a/b/z", "c"):
         store.put(key, key.encode())

@@ -70,8 +70,8 @@ class ObjectNotFound(TierstoreError, FileNotFoundError):
 class ObjectExists(TierstoreError, FileExistsError):
     """An object with this key exists and overwriting was not asked for."""
 
-    def __init__(self, key: str):
-        super().__init__(f"object exists: {key!r} (pass overwrite=True to replace it)")
+    def __init__(self, key: str, detail: str = "pass overwrite=True to replace it"):
+        super().__init__(f"object exists: {key!r} ({detail})")
         self.key = key
 
 

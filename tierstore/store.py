@@ -302,6 +302,7 @@ class Store:
         existing = self.catalog.get(key)
         if existing is not None and existing.ready and not overwrite:
             raise ObjectExists(key)
+        self._refuse_folder_clash(key)
         hasher = Hasher()
 
         async def hashed() -> AsyncIterator[bytes]:
@@ -312,6 +313,17 @@ class Store:
         await self._write_replica(key, dest, hashed(),
                                   lambda: (hasher.size, hasher.hexdigest()), new_content=True)
         return await self.stat(key)
+
+    def _refuse_folder_clash(self, key: str) -> None:
+        """A key cannot also be a folder of keys: local tiers could not hold both."""
+        parts = key.split("/")
+        for depth in range(1, len(parts)):
+            parent = self.catalog.get("/".join(parts[:depth]))
+            if parent is not None and parent.ready:
+                raise ObjectExists(parent.key, f"it is an object, so {key!r} cannot be put "
+                                               "under it as a folder")
+        if any(r.ready for r in self.catalog.objects(key + "/", limit=1)):
+            raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[bytes],
                              expected: Callable[[], tuple[int, str]], *, new_content: bool
@@ -491,7 +503,8 @@ class Store:
             if sep:
                 folder = entries.setdefault(prefix + head, {"name": prefix + head, "size": 0,
                                                             "type": "directory"})
-                folder["size"] += record.size or 0
+                if folder["type"] == "directory":  # not an object of the same name
+                    folder["size"] += record.size or 0
             else:
                 entries[record.key] = self._entry(record)
         if path.strip("/") and not entries:

@@ -153,15 +153,18 @@ class Tier:
         return sem
 
     async def close(self) -> None:
-        """Close this loop's client session (s3fs keeps an aiohttp session per instance)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        fs = self._loop_fs.pop(loop, None)
-        s3 = getattr(fs, "_s3", None)
-        if s3 is not None:
-            await s3.__aexit__(None, None, None)
+        """Close the client sessions this tier opened, on every loop it ran on (s3fs keeps
+        an aiohttp session per instance; zarr, for one, runs a loop of its own)."""
+        current = asyncio.get_running_loop()
+        for loop, fs in list(self._loop_fs.items()):
+            s3 = getattr(fs, "_s3", None)
+            if s3 is None:
+                continue
+            if loop is current:
+                await s3.__aexit__(None, None, None)
+            else:  # s3fs's own helper: closes on that loop if it runs, else the sockets
+                type(fs).close_session(loop, s3)
+        self._loop_fs = weakref.WeakKeyDictionary()
 
     # -- error translation -------------------------------------------------------------------
 
