@@ -1,4 +1,4 @@
-"""Bulk work for the command line: a bounded runner, and progress that only a terminal sees.
+"""Bulk work for the command line: a few objects in flight, and progress only a terminal sees.
 
 A progress bar is drawn (on stderr) only when stdout and stderr are both terminals, so logs, CI
 and pipes get the command's output and nothing else.
@@ -7,8 +7,10 @@ and pipes get the command's output and nothing else.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -23,11 +25,17 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-__all__ = ["JOBS", "Transfer", "bounded", "interactive"]
+from .store import ObjectInfo, Store
+from .tier import PART_SIZE
+
+__all__ = ["JOBS", "Transfer", "bounded", "each", "interactive", "put_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-JOBS = 4  # objects in flight: enough to hide S3 latency, few enough to stay polite
+# Objects in flight. The S3 client's CPU (hashing, request signing) is what limits a transfer
+# here, so more objects in flight than cores only adds contention: measured with the server on
+# the same 2 cores, 2 in flight beat sequential puts (x1.2 to x1.9) and 4 sometimes lost to it.
+JOBS = max(1, min(4, os.cpu_count() or 1))
 
 
 def interactive() -> bool:
@@ -116,3 +124,40 @@ async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], jobs: int
 def _first(group: BaseExceptionGroup) -> BaseException:
     inner = group.exceptions[0]
     return _first(inner) if isinstance(inner, BaseExceptionGroup) else inner
+
+
+async def _file_chunks(path: Path, advance: Callable[[int], None]) -> AsyncIterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, PART_SIZE):
+            advance(len(chunk))
+            yield chunk
+
+
+async def put_files(store: Store, pairs: Sequence[tuple[Path, str]], *, tier: str | None = None,
+                    overwrite: bool = False, label: str = "put") -> list[ObjectInfo]:
+    """Put local files (``(path, key)`` pairs) as objects, a few in flight, with progress
+    counted as the bytes are read."""
+    total = sum(path.stat().st_size for path, _ in pairs)
+    with Transfer(label, total, len(pairs)) as progress:
+
+        async def put(pair: tuple[Path, str]) -> ObjectInfo:
+            info = await store.put(pair[1], _file_chunks(pair[0], progress.advance), tier=tier,
+                                   overwrite=overwrite)
+            progress.file_done()
+            return info
+
+        return await bounded(pairs, put)
+
+
+async def each(label: str, infos: Sequence[ObjectInfo],
+               fn: Callable[[ObjectInfo], Awaitable[object]]) -> int:
+    """Run ``fn`` on each object, a few in flight, with progress; the bytes handled."""
+    total = sum(info.size for info in infos)
+    with Transfer(label, total, len(infos)) as progress:
+
+        async def one(info: ObjectInfo) -> None:
+            await fn(info)
+            progress.file_done(info.size)
+
+        await bounded(infos, one)
+    return total

@@ -142,7 +142,10 @@ class Tier:
                 fs.retries = retries
             if hasattr(fs, "set_session"):
                 await self._guard("connect", fs.set_session())
-            self._loop_fs[loop] = fs
+            winner = self._loop_fs.setdefault(loop, fs)
+            if winner is not fs and getattr(fs, "_s3", None) is not None:
+                await fs._s3.__aexit__(None, None, None)  # a concurrent first call won the race
+            fs = winner
         return fs
 
     def _limit(self) -> asyncio.Semaphore:
