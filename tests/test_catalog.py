@@ -24,7 +24,8 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
 def committed(catalog: Catalog, key: str, tier: str = "hot", data: bytes = b"abc") -> int:
     replica = catalog.begin_replica(key, tier, tmp=f".tierstore/partial/{key}",
                                     new_content=True, owner=OWNER)
-    catalog.commit_replica(replica.id, size=len(data), checksum=f"sum-{data!r}")
+    catalog.commit_replica(replica.id, size=len(data), checksum=f"sum-{data!r}",
+                           new_content=True)
     return replica.id
 
 
@@ -33,17 +34,19 @@ def test_put_is_invisible_until_committed(catalog: Catalog) -> None:
     record = catalog.get("k")
     assert record is not None and record.ready == () and record.size is None
     assert replica.path == "k" and replica.state is ReplicaState.COPYING
-    catalog.commit_replica(replica.id, size=3, checksum="c")
+    catalog.commit_replica(replica.id, size=3, checksum="c", new_content=True)
     record = catalog.get("k")
     assert record is not None and [r.tier for r in record.ready] == ["hot"]
 
 
 def test_overwrite_on_the_same_tier_uses_a_new_path(catalog: Catalog) -> None:
     committed(catalog, "k")
-    second = catalog.begin_replica("k", "hot", tmp="tmp-2", new_content=True, owner=OWNER)
+    second = catalog.begin_replica("k", "hot", tmp="tmp-2", new_content=True, owner="new:2")
     assert second.path == "tmp-2"  # the old bytes at "k" stay untouched until superseded
-    superseded = catalog.commit_replica(second.id, size=5, checksum="new")
+    superseded = catalog.commit_replica(second.id, size=5, checksum="new", new_content=True)
     assert [(r.tier, r.path, r.state) for r in superseded] == [("hot", "k", "deleting")]
+    # the committer owns the clean-up now, not whoever wrote the old bytes
+    assert [r.owner for _, r in catalog.pending()] == ["new:2"]
     record = catalog.get("k")
     assert record is not None and record.checksum == "new"
 
@@ -59,12 +62,24 @@ def test_conflicting_copies_are_refused(catalog: Catalog) -> None:
         catalog.begin_replica("fresh", "warm", tmp="w", new_content=False, owner=OWNER)
 
 
+@pytest.mark.parametrize("race", ["overwrite", "rm"])
+def test_a_copy_of_stale_content_is_refused(catalog: Catalog, race: str) -> None:
+    committed(catalog, "k", data=b"old")
+    copy = catalog.begin_replica("k", "cold", tmp="c", new_content=False, owner=OWNER)
+    if race == "overwrite":
+        committed(catalog, "k", tier="warm", data=b"new")
+    else:
+        catalog.begin_delete("k", owner=OWNER)
+    with pytest.raises(ReplicaError, match="overwritten or removed"):
+        catalog.commit_replica(copy.id, size=3, checksum="sum-b'old'", new_content=False)
+
+
 def test_the_last_ready_replica_cannot_be_marked_deleting(catalog: Catalog) -> None:
     first = committed(catalog, "k")
     with pytest.raises(ReplicaError, match="last"):
         catalog.mark_deleting(first, owner=OWNER)
     second = catalog.begin_replica("k", "cold", tmp="c", new_content=False, owner=OWNER)
-    catalog.commit_replica(second.id)
+    catalog.commit_replica(second.id, size=3, checksum="sum-b'abc'", new_content=False)
     assert catalog.mark_deleting(first, owner=OWNER).state is ReplicaState.DELETING
     assert [key for key, _ in catalog.pending()] == ["k"]
     catalog.forget_replica(first)

@@ -105,6 +105,7 @@ class RecoveryReport:
     rolled_back: tuple[tuple[str, str], ...]  # (key, tier) copies that never committed
     finished: tuple[tuple[str, str], ...]  # (key, tier) removals completed
     skipped: int  # work of processes still alive
+    failed: int = 0  # work that could not be undone or finished now (a tier is down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +323,7 @@ class Store:
             if parent is not None and parent.ready:
                 raise ObjectExists(parent.key, f"it is an object, so {key!r} cannot be put "
                                                "under it as a folder")
-        if any(r.ready for r in self.catalog.objects(key + "/", limit=1)):
+        if any(r.ready for r in self.catalog.objects(key + "/")):
             raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[bytes],
@@ -359,9 +360,8 @@ class Store:
                 if (landed := await dest.size(replica.path)) != size:
                     raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
                                                          f"expected {size}")
-            superseded = await self._db(
-                self.catalog.commit_replica, replica.id,
-                **({"size": size, "checksum": digest} if new_content else {}))
+            superseded = await self._db(self.catalog.commit_replica, replica.id, size=size,
+                                        checksum=digest, new_content=new_content)
         except BaseException:
             await asyncio.shield(self._discard(key, replica))
             raise
@@ -380,11 +380,12 @@ class Store:
         if hasher.hexdigest() != digest:
             raise ChecksumMismatch(key, dest.name, digest, hasher.hexdigest())
 
-    async def _discard(self, key: str, replica: Replica) -> None:
+    async def _discard(self, key: str, replica: Replica) -> bool:
         """Roll back an uncommitted replica; if the tier refuses, recovery will."""
         try:
             tier = self.tier(replica.tier)
             if replica.tmp:
+                await tier.abort_uploads(replica.tmp)
                 await tier.remove(replica.tmp)
             if replica.path != replica.tmp:
                 await tier.remove(replica.path)
@@ -392,6 +393,8 @@ class Store:
         except Exception as exc:
             log.warning("could not roll back replica of %r on %r (recovery will): %s",
                         key, replica.tier, exc)
+            return False
+        return True
 
     async def _remove(self, key: str, replica: Replica) -> None:
         """Remove a ``deleting`` replica's bytes, then its row."""
@@ -550,7 +553,7 @@ class Store:
         ``deleting`` replica was already superseded, so its removal is finished. Work of
         live processes is left alone.
         """
-        rolled_back, finished, skipped = [], [], 0
+        rolled_back, finished, skipped, failed = [], [], 0, 0
         now = time.time()
         for key, replica in await self._db(self.catalog.pending):
             stale = now - replica.updated > STALE_OWNER_SECONDS
@@ -559,15 +562,22 @@ class Store:
                 skipped += 1
                 continue
             if replica.state is ReplicaState.COPYING:
-                await self._discard(key, replica)
-                rolled_back.append((key, replica.tier))
+                if await self._discard(key, replica):
+                    rolled_back.append((key, replica.tier))
+                else:
+                    failed += 1
             else:
-                await self._remove(key, replica)
-                finished.append((key, replica.tier))
+                try:
+                    await self._remove(key, replica)
+                    finished.append((key, replica.tier))
+                except (TierstoreError, OSError) as exc:
+                    log.warning("could not finish removing %r from %r: %s", key,
+                                replica.tier, exc)
+                    failed += 1
         if rolled_back or finished:
             log.info("recovered interrupted work: %d copies rolled back, %d removals finished",
                      len(rolled_back), len(finished))
-        return RecoveryReport(tuple(rolled_back), tuple(finished), skipped)
+        return RecoveryReport(tuple(rolled_back), tuple(finished), skipped, failed)
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica

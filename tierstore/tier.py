@@ -316,6 +316,9 @@ class Tier:
     async def remove(self, path: str) -> None:
         """Delete ``path``; deleting what is already gone is not an error."""
         full = self.full_path(path)
+        if self.protocol == "file":
+            await self._guard("delete", asyncio.to_thread(_remove_file, full, self.root))
+            return
         try:
             await self._call("delete", "rm_file", full)
         except TierError as exc:
@@ -325,8 +328,24 @@ class Tier:
                     exc, TierUnavailable):
                 raise
 
+    async def abort_uploads(self, path: str) -> None:
+        """Abort unfinished multipart uploads of ``path`` (S3 keeps their parts, billed and
+        invisible to listings, until someone does)."""
+        fs = await self._fs()
+        if not hasattr(fs, "_call_s3"):
+            return
+        bucket, key, _ = fs.split_path(self.full_path(path))
+        found = await self._call_s3(fs, "list_multipart_uploads", Bucket=bucket, Prefix=key)
+        for upload in found.get("Uploads", []):
+            if upload["Key"] == key:
+                await self._abort(fs, bucket, key, upload["UploadId"])
+
     async def rename(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst`` on this tier (atomic on local folders, a copy on S3)."""
+        if self.protocol == "file":
+            src_full, dst_full = self.full_path(src), self.full_path(dst)
+            await self._guard("rename", asyncio.to_thread(_replace_file, src_full, dst_full))
+            return
         await self._call("rename", "mv_file" if self.is_async else "mv", self.full_path(src),
                          self.full_path(dst))
 
@@ -358,6 +377,28 @@ def _chain(exc: BaseException) -> list[BaseException]:
         out.append(seen)
         seen = seen.__cause__ or seen.__context__
     return out
+
+
+def _replace_file(src: str, dst: str) -> None:
+    """Atomic rename into place; an empty folder left where the file goes is removed first
+    (a key may take the name of a folder whose objects are gone)."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if os.path.isdir(dst):
+        os.rmdir(dst)  # fails, as it should, if the folder is not empty
+    os.replace(src, dst)
+
+
+def _remove_file(full: str, root: str) -> None:
+    """Remove a file and the folders it leaves empty, up to the root."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(full)
+    parent = os.path.dirname(full)
+    while parent.startswith(root + "/"):
+        try:
+            os.rmdir(parent)
+        except OSError:  # not empty (or already gone): stop climbing
+            break
+        parent = os.path.dirname(parent)
 
 
 def _missing_bucket(exc: BaseException) -> bool:

@@ -126,12 +126,15 @@ class Catalog(ABC):
         """
 
     @abstractmethod
-    def commit_replica(self, replica_id: int, *, size: int | None = None,
-                       checksum: str | None = None) -> list[Replica]:
+    def commit_replica(self, replica_id: int, *, size: int, checksum: str, new_content: bool
+                       ) -> list[Replica]:
         """Mark a verified replica ``ready``, all in one transaction.
 
-        With ``size`` and ``checksum`` (new content) the object takes them and every other
-        replica of it becomes ``deleting``; those are returned for the caller to remove.
+        With ``new_content`` (a put) the object takes ``size`` and ``checksum`` and every
+        other replica of it becomes ``deleting``, owned now by the committing process; those
+        are returned for the caller to remove. Without it (a copy) the object must still have
+        exactly that content and a ready replica, or the copy is stale (an overwrite or an rm
+        won the race) and ReplicaError is raised.
         """
 
     @abstractmethod

@@ -247,24 +247,33 @@ class SqliteCatalog(Catalog):
             raise ReplicaError(f"replica {replica_id} does not exist")
         return row[0], _replica(row[1:])
 
-    def commit_replica(self, replica_id: int, *, size: int | None = None,
-                       checksum: str | None = None) -> list[Replica]:
+    def commit_replica(self, replica_id: int, *, size: int, checksum: str, new_content: bool
+                       ) -> list[Replica]:
         now = time.time()
         superseded: list[Replica] = []
         with self._write() as conn:
             oid, replica = self._replica(conn, replica_id)
             if replica.state is not ReplicaState.COPYING:
                 raise ReplicaError(f"replica {replica_id} is {replica.state}, not copying")
-            if size is not None:
+            if new_content:
                 conn.execute("UPDATE objects SET size = ?, checksum = ? WHERE id = ?",
                              (size, checksum, oid))
                 superseded = [
-                    _replica(row, state=ReplicaState.DELETING) for row in conn.execute(
+                    _replica((*row[:5], replica.owner, now), state=ReplicaState.DELETING)
+                    for row in conn.execute(
                         f"SELECT {self._REPLICA_COLUMNS} FROM replicas r WHERE r.object_id = ? "
                         "AND r.id != ? AND r.state = 'ready'", (oid, replica_id)).fetchall()]
-                conn.execute("UPDATE replicas SET state = 'deleting', updated = ? "
+                conn.execute("UPDATE replicas SET state = 'deleting', owner = ?, updated = ? "
                              "WHERE object_id = ? AND id != ? AND state = 'ready'",
-                             (now, oid, replica_id))
+                             (replica.owner, now, oid, replica_id))
+            else:
+                current = conn.execute(
+                    "SELECT o.size, o.checksum, (SELECT COUNT(*) FROM replicas r WHERE "
+                    "r.object_id = o.id AND r.state = 'ready') FROM objects o WHERE o.id = ?",
+                    (oid,)).fetchone()
+                if current is None or tuple(current[:2]) != (size, checksum) or not current[2]:
+                    raise ReplicaError("the object was overwritten or removed while it was "
+                                       "being copied; the copy is discarded")
             conn.execute("UPDATE replicas SET state = 'ready', tmp = NULL, updated = ? "
                          "WHERE id = ?", (now, replica_id))
         return superseded
