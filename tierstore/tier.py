@@ -335,7 +335,12 @@ class Tier:
         if not hasattr(fs, "_call_s3"):
             return
         bucket, key, _ = fs.split_path(self.full_path(path))
-        found = await self._call_s3(fs, "list_multipart_uploads", Bucket=bucket, Prefix=key)
+        try:
+            found = await self._call_s3(fs, "list_multipart_uploads", Bucket=bucket, Prefix=key)
+        except TierError as exc:
+            if _missing_bucket(exc):
+                return  # no bucket, no uploads
+            raise
         for upload in found.get("Uploads", []):
             if upload["Key"] == key:
                 await self._abort(fs, bucket, key, upload["UploadId"])
