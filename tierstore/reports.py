@@ -1,0 +1,78 @@
+"""What the store reports: object details, tier usage, recovery and audit results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import AccessStats, ReplicaState
+
+__all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "TierReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A replica as a user sees it in ``stat``."""
+
+    tier: str
+    tier_class: str
+    site: str
+    state: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What ``stat`` returns: an object, its replicas per tier and its access statistics."""
+
+    key: str
+    size: int
+    checksum: str
+    created: float
+    pinned: str | None
+    replicas: tuple[ReplicaInfo, ...]
+    access: AccessStats | None
+
+    @property
+    def tiers(self) -> list[str]:
+        return [r.tier for r in self.replicas if r.state == ReplicaState.READY]
+
+
+@dataclass(frozen=True, slots=True)
+class TierReport:
+    """A tier's usage against its capacity (``du``)."""
+
+    tier: str
+    tier_class: str
+    url: str
+    objects: int
+    bytes: int
+    capacity: int | None
+    high_watermark: float
+    low_watermark: float
+
+    @property
+    def fill(self) -> float | None:
+        return None if not self.capacity else self.bytes / self.capacity
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What :meth:`Store.recover` did with interrupted work."""
+
+    rolled_back: tuple[tuple[str, str], ...]  # (key, tier) copies that never committed
+    finished: tuple[tuple[str, str], ...]  # (key, tier) removals completed
+    skipped: int  # work of processes still alive
+    failed: int = 0  # work that could not be undone or finished now (a tier is down)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """How the tiers and the catalog agree (:meth:`Store.audit`)."""
+
+    orphans: tuple[tuple[str, str], ...]  # (tier, path): on a tier, named by no replica
+    missing: tuple[tuple[str, str, str], ...]  # (key, tier, why): ready replica not intact
+    pending: int  # replicas still copying or deleting
+
+    @property
+    def ok(self) -> bool:
+        return not (self.orphans or self.missing or self.pending)
