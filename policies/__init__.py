@@ -1,5 +1,52 @@
-"""tierstore.policies: pure migration policies (recency, frequency, watermarks, pins,
-pre-load, next-use), each a function from a catalog snapshot to a plan of moves. Empty until
-the migration issue lands; nothing here is public yet."""
+"""tierstore.policies: pure migration policies, each a function from a catalog snapshot to
+the moves it wants, and the engine that composes them into one plan.
 
-__all__: list[str] = []
+::
+
+    from tierstore.policies import default_engine, snapshot_from_store
+
+    plan = default_engine().plan(snapshot_from_store(store))
+    for move in plan:
+        print(move.key, move.src, "->", move.dst, move.reason)
+
+Only :func:`snapshot_from_store` reads anything; every policy is tested on plain
+:class:`Snapshot` data. The ``[policies]`` config section, the daemon that carries plans
+out, persisted pre-loads and next-use ranking come in later steps.
+"""
+
+from .base import Move, ObjectState, Plan, Policy, Refusal, Snapshot, TierState
+from .config import DAY, HOUR, PolicyConfig, Scoring
+from .engine import PRECEDENCE, PolicyEngine, default_engine
+from .frequency import FrequencyPolicy
+from .ledger import Ledger, apply_plan
+from .pins import PinPolicy
+from .preload import PreloadPolicy, PreloadRequest
+from .recency import RecencyPolicy
+from .snapshot import snapshot_from_store
+from .watermarks import WatermarkPolicy
+
+__all__ = [
+    "DAY",
+    "HOUR",
+    "PRECEDENCE",
+    "FrequencyPolicy",
+    "Ledger",
+    "Move",
+    "ObjectState",
+    "PinPolicy",
+    "Plan",
+    "Policy",
+    "PolicyConfig",
+    "PolicyEngine",
+    "PreloadPolicy",
+    "PreloadRequest",
+    "RecencyPolicy",
+    "Refusal",
+    "Scoring",
+    "Snapshot",
+    "TierState",
+    "WatermarkPolicy",
+    "apply_plan",
+    "default_engine",
+    "snapshot_from_store",
+]

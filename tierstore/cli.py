@@ -35,6 +35,7 @@ from ._progress import each, put_files
 from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
+from .policies.command import add_plan_command
 from .store import AuditReport, ObjectInfo, RecoveryReport, Store, TierReport
 
 __all__ = ["build_parser", "format_du", "format_objects", "human", "main", "plan_put"]
@@ -511,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     _options(parser, data=True, top=True)
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
-                _add_placement_commands, _add_admin_commands):
+                _add_placement_commands, _add_admin_commands,
+                add_plan_command):
         add(sub)
     return parser
 

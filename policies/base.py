@@ -1,0 +1,269 @@
+"""What policies decide on, and what they decide.
+
+A :class:`Snapshot` is the catalog as one moment saw it: each object with a ready replica
+(:class:`ObjectState`), each configured tier with the bytes it holds (:class:`TierState`), and
+the time. A :class:`Policy` turns a snapshot into :class:`Move` s. It reads nothing else and
+writes nothing, so each policy is tested on plain data; the
+:class:`~tierstore.policies.engine.PolicyEngine` composes them into one :class:`Plan`.
+
+A move never drops the last replica of an object: it names the tier it copies to (``dst``) and
+at most one tier whose replica goes once that copy is verified (``src``), the way
+:meth:`Store.add_replica <tierstore.store.Store.add_replica>` then
+:meth:`Store.drop_replica <tierstore.store.Store.drop_replica>` carry it out. When the object
+already has a replica on ``dst`` the move copies nothing and only drops ``src``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from tierstore.config import TierClass
+
+__all__ = ["Move", "ObjectState", "Plan", "Policy", "Refusal", "Snapshot", "TierState",
+           "demotion_dst", "format_duration", "under"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectState:
+    """One object as a policy sees it.
+
+    ``replicas`` are the configured tiers holding a ready replica; ``score`` is the catalog's
+    decayed read count, decayed to the snapshot's time; ``last_access`` is None for an object
+    never read; ``busy`` marks an object with a copy or removal in flight (left alone).
+    """
+
+    key: str
+    size: int
+    replicas: tuple[str, ...]
+    pinned: str | None = None
+    last_access: float | None = None
+    count: int = 0
+    score: float = 0.0
+    created: float = 0.0
+    busy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            raise ValueError(f"{self.key!r}: an object in a snapshot has a ready replica")
+        if self.size < 0:
+            raise ValueError(f"{self.key!r}: negative size")
+
+    def idle(self, now: float) -> float:
+        """Seconds since the last read (since creation if never read); never negative, even
+        when the clock went backwards."""
+        touched = self.created if self.last_access is None else self.last_access
+        return max(0.0, now - touched)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierState:
+    """One tier: its class, capacity and watermarks (fractions of capacity), bytes used."""
+
+    name: str
+    tier_class: TierClass
+    capacity: int | None = None
+    high_watermark: float = 0.9
+    low_watermark: float = 0.75
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.low_watermark <= self.high_watermark <= 1.0:
+            raise ValueError(f"tier {self.name}: expected 0 < low <= high <= 1 watermarks")
+
+    @property
+    def high_bytes(self) -> float:
+        """Bytes above which the tier is over its high watermark (infinite if unbounded)."""
+        return math.inf if self.capacity is None else self.capacity * self.high_watermark
+
+    @property
+    def low_bytes(self) -> float:
+        """Bytes a tier over its high watermark is brought down to."""
+        return math.inf if self.capacity is None else self.capacity * self.low_watermark
+
+    @property
+    def limit(self) -> float:
+        """Capacity in bytes (infinite if unbounded)."""
+        return math.inf if self.capacity is None else float(self.capacity)
+
+    @property
+    def fill(self) -> float | None:
+        """Fraction of capacity used (None if unbounded)."""
+        return None if not self.capacity else self.used / self.capacity
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Objects, tiers and the time a plan is made for. ``tiers`` come hottest first
+    (by class, then name), whatever order they are given in."""
+
+    objects: tuple[ObjectState, ...]
+    tiers: tuple[TierState, ...]
+    now: float
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.tiers, key=lambda t: (t.tier_class, t.name)))
+        object.__setattr__(self, "tiers", ordered)
+
+    @cached_property
+    def _rank(self) -> dict[str, int]:
+        return {tier.name: i for i, tier in enumerate(self.tiers)}
+
+    @cached_property
+    def _by_key(self) -> dict[str, ObjectState]:
+        return {obj.key: obj for obj in self.objects}
+
+    def tier(self, name: str) -> TierState | None:
+        """The tier called ``name``, or None if no such tier is configured."""
+        index = self._rank.get(name)
+        return None if index is None else self.tiers[index]
+
+    def get(self, key: str) -> ObjectState | None:
+        """The object with this key, or None."""
+        return self._by_key.get(key)
+
+    def rank(self, tier: str) -> int:
+        """0 for the hottest tier; unknown tiers rank after every known one."""
+        return self._rank.get(tier, len(self.tiers))
+
+    @property
+    def hottest(self) -> TierState | None:
+        """The first tier of the hottest class (None without tiers)."""
+        return self.tiers[0] if self.tiers else None
+
+    def best(self, obj: ObjectState) -> str:
+        """The hottest tier holding a replica of ``obj`` (the one reads go to)."""
+        return min(obj.replicas, key=self.rank)
+
+    def next_colder(self, tier: str) -> TierState | None:
+        """The hottest tier of a colder class than ``tier``."""
+        here = self.tier(tier)
+        if here is None:
+            return None
+        return next((t for t in self.tiers if t.tier_class > here.tier_class), None)
+
+    def on(self, tier: str) -> Iterator[ObjectState]:
+        """Objects with a ready replica on ``tier``."""
+        return (obj for obj in self.objects if tier in obj.replicas)
+
+
+def demotion_dst(snapshot: Snapshot, obj: ObjectState, src: str,
+                 target: str | None = None) -> str | None:
+    """Where ``obj``'s replica on ``src`` goes when it is demoted.
+
+    To the hottest replica it already has on a colder tier if any (a drop: nothing to copy),
+    else to ``target``, else to the next colder tier; None when there is nowhere colder.
+    """
+    colder = [t for t in obj.replicas
+              if snapshot.tier(t) is not None and snapshot.rank(t) > snapshot.rank(src)]
+    if colder:
+        return min(colder, key=snapshot.rank)
+    if target is not None:
+        return target
+    below = snapshot.next_colder(src)
+    return None if below is None else below.name
+
+
+def under(key: str, prefix: str) -> bool:
+    """Whether ``key`` is ``prefix`` itself or in the folder ``prefix/`` (all keys for "")."""
+    name = prefix.strip("/")
+    return not name or key == name or key.startswith(name + "/")
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy ``key`` to ``dst`` and then drop its replica on ``src`` (None: keep every replica,
+    a copy). ``bytes`` is the object's size; ``policy`` and ``reason`` say why."""
+
+    key: str
+    src: str | None
+    dst: str
+    bytes: int
+    policy: str
+    reason: str
+
+    @classmethod
+    def of(cls, obj: ObjectState, src: str | None, dst: str, policy: str, reason: str) -> Move:
+        """A move of ``obj`` (its key and size)."""
+        return cls(obj.key, src, dst, obj.size, policy, reason)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.src is None
+
+    def to_json(self) -> dict[str, object]:
+        return {"key": self.key, "from": self.src, "to": self.dst, "bytes": self.bytes,
+                "copy": self.is_copy, "policy": self.policy, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A move a policy proposed that the engine did not plan, and why."""
+
+    move: Move
+    why: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The moves to make now, in the order to make them, and the proposals refused."""
+
+    moves: tuple[Move, ...]
+    now: float
+    refused: tuple[Refusal, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.moves)
+
+    def __iter__(self) -> Iterator[Move]:
+        return iter(self.moves)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of the objects the plan moves or copies."""
+        return sum(move.bytes for move in self.moves)
+
+    def by_policy(self) -> dict[str, list[Move]]:
+        """The moves grouped by the policy that wanted them."""
+        out: dict[str, list[Move]] = {}
+        for move in self.moves:
+            out.setdefault(move.policy, []).append(move)
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {"now": self.now, "moves": [m.to_json() for m in self.moves],
+                "bytes": self.bytes,
+                "refused": [{**r.move.to_json(), "why": r.why} for r in self.refused]}
+
+
+class Policy(ABC):
+    """A migration policy: a pure function from a snapshot to proposed moves.
+
+    ``name`` is the policy's place in the engine's precedence
+    (:data:`~tierstore.policies.engine.PRECEDENCE`). ``holds`` names objects the policy keeps
+    where they are, so that no policy of lower precedence moves them.
+    """
+
+    name: str = "policy"
+
+    @abstractmethod
+    def decide(self, snapshot: Snapshot) -> list[Move]:
+        """The moves this policy wants, most wanted first. No I/O, no clock: only
+        ``snapshot``."""
+
+    def holds(self, snapshot: Snapshot) -> frozenset[str]:
+        """Keys of objects to leave where they are (none by default)."""
+        return frozenset()
+
+
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``"1.5m"``, ``86400 * 45`` -> ``"45d"``: one unit, for reasons."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size or unit == "s":
+            value = seconds / size
+            text = f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
+            return text + unit
+    raise AssertionError("unreachable")

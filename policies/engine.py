@@ -1,0 +1,76 @@
+"""The policy engine: policies composed by precedence into one safe plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .base import Move, Plan, Policy, Refusal, Snapshot
+from .config import PolicyConfig
+from .frequency import FrequencyPolicy
+from .ledger import Ledger
+from .pins import PinPolicy
+from .preload import PreloadPolicy, PreloadRequest
+from .recency import RecencyPolicy
+from .watermarks import WatermarkPolicy
+
+__all__ = ["PRECEDENCE", "PolicyEngine", "default_engine"]
+
+# Highest first. Recency and frequency share a level: they govern different tiers (each
+# tier's scoring picks one), and where both propose a move for one object the first wins.
+PRECEDENCE: dict[str, int] = {"pins": 0, "watermarks": 1, "preload": 2, "recency": 3,
+                              "frequency": 3}
+
+
+class PolicyEngine:
+    """Runs policies in order of precedence and keeps what is safe of what they propose.
+
+    Each policy sees the snapshot as the moves accepted so far leave it: tier usage
+    projected, and without the objects already decided (moved, or held by a policy of
+    higher precedence, or with work in flight). A proposal is refused when its object is
+    already decided (one move per object per plan: a later policy cannot undo an earlier
+    decision), when it drops a pinned replica or names no real replica, when a promotion
+    would take its tier over the high watermark, or when any move would take its tier over
+    capacity. Moves keep the order they were accepted in, which is the order to make them:
+    the usage each was checked against is the usage the moves before it leave.
+    """
+
+    def __init__(self, policies: Iterable[Policy]):
+        policies = list(policies)
+        unknown = [p.name for p in policies if p.name not in PRECEDENCE]
+        if unknown:
+            raise ValueError(f"policies without a precedence: {unknown}")
+        self.policies: Sequence[Policy] = sorted(policies, key=lambda p: PRECEDENCE[p.name])
+
+    def plan(self, snapshot: Snapshot) -> Plan:
+        """What to move now, and what was proposed but refused."""
+        ledger = Ledger(snapshot)
+        decided = {obj.key: "work in flight" for obj in snapshot.objects if obj.busy}
+        moves: list[Move] = []
+        refused: list[Refusal] = []
+        for policy in self.policies:
+            view = ledger.view(decided)
+            for move in policy.decide(view):
+                why = self._refusal(ledger, decided, move)
+                if why is not None:
+                    refused.append(Refusal(move, why))
+                    continue
+                ledger.apply(move)
+                decided[move.key] = f"moved by {policy.name}"
+                moves.append(move)
+            for key in policy.holds(view):
+                decided.setdefault(key, f"held by {policy.name}")
+        return Plan(tuple(moves), snapshot.now, tuple(refused))
+
+    @staticmethod
+    def _refusal(ledger: Ledger, decided: dict[str, str], move: Move) -> str | None:
+        if move.key in decided:
+            return f"already decided ({decided[move.key]})"
+        return ledger.check(move)
+
+
+def default_engine(config: PolicyConfig | None = None,
+                   preloads: Iterable[PreloadRequest] = ()) -> PolicyEngine:
+    """Every policy, with ``config`` (default: :class:`PolicyConfig` ()) and pre-loads."""
+    config = config or PolicyConfig()
+    return PolicyEngine([PinPolicy(config), WatermarkPolicy(config), PreloadPolicy(preloads),
+                         RecencyPolicy(config), FrequencyPolicy(config)])

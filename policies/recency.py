@@ -1,0 +1,73 @@
+"""Recency: demote what has not been read for a tier's age; promote what is read again."""
+
+from __future__ import annotations
+
+from .base import Move, ObjectState, Policy, Snapshot, demotion_dst, format_duration
+from .config import PolicyConfig, Scoring
+
+__all__ = ["RecencyPolicy"]
+
+
+class RecencyPolicy(Policy):
+    """Age thresholds per tier, like S3 Intelligent-Tiering's, at any granularity.
+
+    An object unread for ``demote_after`` of the tier its best replica is on goes down, past
+    every tier whose age it has also passed (unread for 100 days with the defaults: hot to
+    cold). An object read within ``promote_within`` (and read ``promote_min_reads`` times in
+    all) is copied to the promotion tier; its colder replica stays, so that demoting it later
+    only drops the hot copy. Acts only on tiers whose scoring is ``recency``.
+    """
+
+    name = "recency"
+
+    def __init__(self, config: PolicyConfig | None = None):
+        self.config = config or PolicyConfig()
+
+    def _governs(self, snapshot: Snapshot, tier: str) -> bool:
+        state = snapshot.tier(tier)
+        return state is not None and self.config.scoring_for(state) is Scoring.RECENCY
+
+    def decide(self, snapshot: Snapshot) -> list[Move]:
+        """Demotions first (they make room), then promotions, most recently read first."""
+        movable = [obj for obj in snapshot.objects if obj.pinned is None and not obj.busy]
+        demotions = [m for obj in movable if (m := self._demotion(snapshot, obj))]
+        demoted = {m.key for m in demotions}
+        wanted = [obj for obj in movable if obj.key not in demoted]
+        wanted.sort(key=lambda obj: (-(obj.last_access or 0.0), obj.key))
+        return demotions + [m for obj in wanted if (m := self._promotion(snapshot, obj))]
+
+    def _target(self, snapshot: Snapshot, src: str, idle: float) -> str | None:
+        """The coldest tier whose hotter tiers' ages ``idle`` has all passed."""
+        here, target = snapshot.tier(src), None
+        while here is not None and self._governs(snapshot, here.name):
+            age = self.config.demote_after_for(here)
+            below = snapshot.next_colder(here.name)
+            if age is None or idle < age or below is None:
+                break
+            target, here = below.name, below
+        return target
+
+    def _demotion(self, snapshot: Snapshot, obj: ObjectState) -> Move | None:
+        src = snapshot.best(obj)
+        idle = obj.idle(snapshot.now)
+        target = self._target(snapshot, src, idle)
+        dst = None if target is None else demotion_dst(snapshot, obj, src, target)
+        if dst is None:
+            return None
+        state = snapshot.tier(src)
+        assert state is not None
+        age = format_duration(self.config.demote_after_for(state) or 0.0)
+        return Move.of(obj, src, dst, self.name,
+                       f"not read for {format_duration(idle)} (> {age} on {src})")
+
+    def _promotion(self, snapshot: Snapshot, obj: ObjectState) -> Move | None:
+        target = self.config.promote_to or (snapshot.hottest.name if snapshot.hottest else None)
+        if target is None or not self._governs(snapshot, target) or obj.last_access is None:
+            return None
+        ago = max(0.0, snapshot.now - obj.last_access)
+        if (ago > self.config.promote_within or obj.count < self.config.promote_min_reads
+                or snapshot.rank(target) >= snapshot.rank(snapshot.best(obj))):
+            return None
+        return Move.of(obj, None, target, self.name,
+                       f"read {format_duration(ago)} ago ({obj.count} "
+                       f"read{'' if obj.count == 1 else 's'} in all)")

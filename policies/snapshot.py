@@ -1,0 +1,63 @@
+"""The one place policies meet I/O: a :class:`Snapshot` read from a store's catalog."""
+
+from __future__ import annotations
+
+import time
+
+from tierstore.catalog import AccessStats, ObjectRecord, ReplicaState, TierUsage
+from tierstore.catalog.base import DEFAULT_HALF_LIFE
+from tierstore.config import Config
+from tierstore.store import Store
+from tierstore.sync import SyncStore
+
+from .base import ObjectState, Snapshot, TierState
+
+__all__ = ["object_state", "snapshot_from_store", "tier_states"]
+
+
+def snapshot_from_store(store: Store | SyncStore, now: float | None = None) -> Snapshot:
+    """Read every object, its access statistics and the tiers' usage from ``store``.
+
+    Reads this process has not yet handed to the catalog are flushed first. ``now``
+    (default: the clock) is the time the plan is for; scores are decayed to it.
+    """
+    aio = store.aio if isinstance(store, SyncStore) else store
+    aio.recorder.flush()
+    at = time.time() if now is None else now
+    catalog = aio.catalog
+    records = catalog.objects()
+    stats = catalog.access([r.key for r in records])
+    half_life = float(getattr(catalog, "half_life", DEFAULT_HALF_LIFE))
+    known = set(aio.config.tiers)
+    objects = [state for r in records
+               if (state := object_state(r, stats.get(r.key), at, known, half_life))]
+    return Snapshot(tuple(objects), tier_states(aio.config, catalog.usage(), records), at)
+
+
+def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,
+                 tiers: set[str], half_life: float = DEFAULT_HALF_LIFE) -> ObjectState | None:
+    """A catalog record as a policy sees it; None if it has no ready replica on a
+    configured tier (not committed yet, being removed, or only on a tier since dropped)."""
+    ready = tuple(r.tier for r in record.ready if r.tier in tiers)
+    if not ready or record.size is None:
+        return None
+    return ObjectState(
+        key=record.key, size=record.size, replicas=ready, pinned=record.pinned,
+        last_access=stats.last_access if stats else None, count=stats.count if stats else 0,
+        score=stats.score_at(now, half_life) if stats else 0.0, created=record.created,
+        busy=any(r.state is not ReplicaState.READY for r in record.replicas))
+
+
+def tier_states(config: Config, usage: list[TierUsage],
+                records: list[ObjectRecord]) -> tuple[TierState, ...]:
+    """Configured tiers with their bytes: ready replicas, plus replicas being copied or
+    removed (they take space until they are done)."""
+    used = {u.tier: u.bytes for u in usage}
+    for record in records:
+        for replica in record.replicas:
+            if replica.state is not ReplicaState.READY:
+                used[replica.tier] = used.get(replica.tier, 0) + (record.size or 0)
+    return tuple(TierState(name=t.name, tier_class=t.tier_class, capacity=t.capacity,
+                           high_watermark=t.high_watermark, low_watermark=t.low_watermark,
+                           used=used.get(t.name, 0))
+                 for t in config.tiers.values())

@@ -1,0 +1,68 @@
+"""Watermarks: a tier over its high watermark sheds its coldest objects to its low one."""
+
+from __future__ import annotations
+
+import math
+
+from .base import Move, ObjectState, Policy, Snapshot, TierState, demotion_dst
+from .config import PolicyConfig
+from .ledger import Ledger
+from .scores import coldest_first
+
+__all__ = ["WatermarkPolicy"]
+
+
+class WatermarkPolicy(Policy):
+    """Keep each bounded tier under its high watermark.
+
+    A tier holding more than ``high_watermark`` of its capacity demotes objects, coldest first
+    by the tier's scoring, until it holds at most ``low_watermark``. Tiers are relieved
+    hottest first, so the bytes a tier sheds count against the tier that takes them, which
+    may then shed too. A demotion drops the replica if the object has one further down,
+    else goes to the nearest colder tier with capacity left. Pinned objects stay; if they
+    alone keep a tier over its watermark, it stays over. Never promotes.
+    """
+
+    name = "watermarks"
+
+    def __init__(self, config: PolicyConfig | None = None):
+        self.config = config or PolicyConfig()
+
+    def decide(self, snapshot: Snapshot) -> list[Move]:
+        ledger = Ledger(snapshot)
+        moved: set[str] = set()
+        moves: list[Move] = []
+        for tier in snapshot.tiers:
+            moves += self._relieve(snapshot, ledger, tier, moved)
+        return moves
+
+    def _relieve(self, snapshot: Snapshot, ledger: Ledger, tier: TierState,
+                 moved: set[str]) -> list[Move]:
+        if ledger.used[tier.name] <= tier.high_bytes:
+            return []
+        fill = ledger.used[tier.name] / tier.limit if tier.limit else math.inf
+        reason = f"{tier.name} at {fill:.0%} > high watermark {tier.high_watermark:.0%}"
+        scoring = self.config.scoring_for(tier)
+        candidates = [obj for obj in snapshot.on(tier.name)
+                      if obj.pinned is None and not obj.busy and obj.key not in moved]
+        out: list[Move] = []
+        for obj in coldest_first(candidates, scoring, snapshot.now, self.config):
+            if ledger.used[tier.name] <= tier.low_bytes:
+                break
+            move = self._demotion(snapshot, ledger, obj, tier.name, f"{reason} ({scoring})")
+            if move is not None:
+                ledger.apply(move)
+                moved.add(obj.key)
+                out.append(move)
+        return out
+
+    def _demotion(self, snapshot: Snapshot, ledger: Ledger, obj: ObjectState, src: str,
+                  reason: str) -> Move | None:
+        """To a colder replica (a drop), else to the nearest colder tier with room."""
+        first = demotion_dst(snapshot, obj, src)
+        colder = [t.name for t in snapshot.tiers if snapshot.rank(t.name) > snapshot.rank(src)]
+        for dst in dict.fromkeys([first, *colder] if first else colder):
+            move = Move.of(obj, src, dst, self.name, reason)
+            if ledger.check(move) is None:
+                return move
+        return None
