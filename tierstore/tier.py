@@ -208,8 +208,7 @@ class Tier:
         try:
             data: bytes = await self._call("read", "cat_file", full, start=start, end=end)
         except TierError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
-                    exc, TierUnavailable):
+            if _gone(exc):
                 raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing", path) from exc
             raise
         return data
@@ -220,8 +219,7 @@ class Tier:
         try:
             info = await self._call("stat", "info", full)
         except TierError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
-                    exc, TierUnavailable):
+            if _gone(exc):
                 return None
             raise
         return None if info.get("type") == "directory" else int(info["size"])
@@ -324,8 +322,7 @@ class Tier:
         except TierError as exc:
             if _missing_bucket(exc):
                 return  # nothing can exist in a bucket that does not
-            if not isinstance(exc.__cause__, FileNotFoundError) or isinstance(
-                    exc, TierUnavailable):
+            if not _gone(exc):
                 raise
 
     async def abort_uploads(self, path: str) -> None:
@@ -362,8 +359,7 @@ class Tier:
         try:
             found = await self._call("list", "find", self.root, detail=True)
         except TierError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError) and not isinstance(
-                    exc, TierUnavailable):
+            if _gone(exc):
                 return []
             raise
         prefix = self.root + "/"
@@ -404,6 +400,11 @@ def _remove_file(full: str, root: str) -> None:
         except OSError:  # not empty (or already gone): stop climbing
             break
         parent = os.path.dirname(parent)
+
+
+def _gone(exc: TierError) -> bool:
+    """The backend said the file is not there (and not that the whole tier is away)."""
+    return isinstance(exc.__cause__, FileNotFoundError) and not isinstance(exc, TierUnavailable)
 
 
 def _missing_bucket(exc: BaseException) -> bool:
