@@ -1,4 +1,72 @@
-"""tierstore.loader: shard formats, deterministic sharded shuffling, async prefetch and the
-PyTorch ``TierLoader``. Empty until the loader issue lands; nothing here is public yet."""
+"""tierstore.loader: datasets of shards in a store, read in a deterministic order.
 
-__all__: list[str] = []
+- Shard formats behind one base (:class:`ShardFormat`): WebDataset-style tar, Parquet, Zarr v3
+  arrays, raw files.
+- The dataset index (``<prefix>/index.json``), written at ingest, so start-up reads one
+  object and never lists or probes the store.
+- The order of an epoch, a pure function of (seed, epoch, ranks, workers): :mod:`.order`.
+- :class:`TierDataset`, an ``IterableDataset`` with byte-bounded async read-ahead, checksum
+  verification of every shard, and mid-epoch (also elastic) resumption.
+"""
+
+from __future__ import annotations
+
+from .dataset import TierDataset, default_prefetch_bytes
+from .decode import as_bytes, to_tensors
+from .errors import CorruptShard, InvalidIndex, SampleError, ShardError, ShardFormatError
+from .format import Layout, ShardFormat, ShardReader
+from .formats import FORMATS
+from .index import (
+    DatasetIndex,
+    ShardEntry,
+    index_zarr_array,
+    read_index,
+    save_index,
+    write_index,
+)
+from .ingest import write_parquet_shards, write_raw_files, write_tar_shards, write_zarr_array
+from .order import OrderSpec, WorkerOrder, worker_order
+from .parquet import ParquetFormat
+from .placement import Placement, current_placement
+from .prefetch import PrefetchStats
+from .raw import RawFormat
+from .state import merge_states
+from .tar import TarFormat
+from .zarrarray import ZarrFormat
+
+__all__ = [
+    "FORMATS",
+    "CorruptShard",
+    "DatasetIndex",
+    "InvalidIndex",
+    "Layout",
+    "OrderSpec",
+    "ParquetFormat",
+    "Placement",
+    "PrefetchStats",
+    "RawFormat",
+    "SampleError",
+    "ShardEntry",
+    "ShardError",
+    "ShardFormat",
+    "ShardFormatError",
+    "ShardReader",
+    "TarFormat",
+    "TierDataset",
+    "WorkerOrder",
+    "ZarrFormat",
+    "as_bytes",
+    "current_placement",
+    "default_prefetch_bytes",
+    "index_zarr_array",
+    "merge_states",
+    "read_index",
+    "save_index",
+    "to_tensors",
+    "worker_order",
+    "write_index",
+    "write_parquet_shards",
+    "write_raw_files",
+    "write_tar_shards",
+    "write_zarr_array",
+]

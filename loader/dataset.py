@@ -1,0 +1,354 @@
+"""``TierDataset``: a PyTorch ``IterableDataset`` over a dataset of shards in a store.
+
+Each reader (a rank's DataLoader worker, or the process itself without workers) computes its
+own slice of the epoch's order (:mod:`.order`), reads the shards that slice needs ahead of
+time on its loader loop (:mod:`.prefetch`), opens each verified shard once, takes out the
+samples it needs, and yields them through ``decode`` and ``transform`` in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from tierstore.config import Config, load_config
+from tierstore.store import Store
+from tierstore.sync import SyncStore
+
+from .decode import to_tensors
+from .errors import SampleError, ShardError, ShardFormatError
+from .format import Buffer, ShardFormat
+from .formats import resolve_formats
+from .index import DatasetIndex, ShardEntry, aread_index
+from .order import Equalize, OrderSpec, rank_span, worker_order
+from .parquet import ParquetFormat
+from .placement import Placement, current_placement, world
+from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, read_shard
+from .runtime import LoopThread, StoreHandle
+from .state import STATE_VERSION, check_state, dataloader_consumed, exclude_mask, spec_of
+
+__all__ = ["TierDataset", "default_prefetch_bytes"]
+
+StoreLike = Config | str | os.PathLike[str] | Store | SyncStore | None
+
+
+def default_prefetch_bytes() -> int:
+    """Read-ahead per rank when none is given: 1/16 of physical memory, within 64 MiB-1 GiB."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 4 * 2**30
+    return int(min(2**30, max(64 * 2**20, memory // 16)))
+
+
+def _handle(store: StoreLike) -> StoreHandle:
+    if isinstance(store, SyncStore):
+        return StoreHandle(store.config, store.aio)
+    if isinstance(store, Store):
+        return StoreHandle(store.config, store)
+    return StoreHandle(store if isinstance(store, Config) else load_config(store))
+
+
+class TierDataset(IterableDataset[Any]):
+    """Samples of a sharded dataset in a tierstore store, in a deterministic order.
+
+    Parameters
+    ----------
+    store
+        A :class:`~tierstore.Config`, a config file path, a :class:`~tierstore.Store` or
+        :class:`~tierstore.SyncStore`, or None for the environment's default. Workers open
+        their own store from its configuration; only the configuration is pickled.
+    prefix
+        The dataset's prefix; its ``index.json`` is read once, here.
+    index
+        An index already read (instead of ``prefix``).
+    decode, transform
+        Called on each raw sample in turn (raw samples: a dict of fields for tar, raw files
+        and Parquet rows, a NumPy array for Zarr). The default decode turns bytes and arrays
+        into tensors (see :mod:`.decode`); None leaves raw samples as they are.
+    shuffle, seed, buffer_size
+        Shard-level shuffle plus a shuffle buffer of ``buffer_size`` samples per reader,
+        seeded by ``seed`` and the epoch (:meth:`set_epoch`).
+    equalize, batch_size
+        ``none`` reads every sample exactly once; ``drop`` or ``pad`` give every rank the same
+        number of whole batches of ``batch_size`` (:attr:`padding` counts repeats).
+    prefetch_bytes
+        Read-ahead budget per rank, split between its DataLoader workers (default:
+        :func:`default_prefetch_bytes`).
+    max_reads, part_size
+        Ranged reads in flight per reader, and the size of each.
+    columns, formats
+        Parquet columns to read; or format instances by name, overriding the defaults.
+    rank, world_size
+        This process's rank; default from ``torch.distributed`` or ``RANK``/``WORLD_SIZE``.
+    """
+
+    def __init__(self, store: StoreLike = None, prefix: str | None = None, *,
+                 index: DatasetIndex | None = None,
+                 decode: Callable[[Any], Any] | None = to_tensors,
+                 transform: Callable[[Any], Any] | None = None,
+                 shuffle: bool = True, seed: int = 0, buffer_size: int = 512,
+                 equalize: Equalize = "none", batch_size: int = 1,
+                 prefetch_bytes: int | None = None, max_reads: int = 16,
+                 part_size: int = PART_SIZE, columns: list[str] | None = None,
+                 formats: Mapping[str, ShardFormat] | None = None,
+                 rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        self._store = _handle(store)
+        if index is None:
+            if prefix is None:
+                raise ValueError("give the dataset's prefix or its index")
+            index = LoopThread.get().submit(aread_index(self._store.get(), prefix)).result()
+        self.index = index
+        overrides = dict(formats or {})
+        if columns is not None:
+            overrides.setdefault("parquet", ParquetFormat(columns))
+        self.formats = resolve_formats(index.formats, overrides)
+        self.decode, self.transform = decode, transform
+        self.spec = OrderSpec(seed=seed, epoch=0, shuffle=shuffle, buffer_size=buffer_size,
+                              equalize=equalize, batch_size=batch_size)
+        self.prefetch_bytes = prefetch_bytes or default_prefetch_bytes()
+        if max_reads < 1 or part_size < 1:
+            raise ValueError("max_reads and part_size must be positive")
+        self.max_reads, self.part_size = max_reads, part_size
+        self._rank, self._world_size = rank, world_size
+        self._resume: dict[str, Any] | None = None  # a loaded state, for the next pass
+        self._base: dict[str, Any] | None = None  # the state the current pass resumed
+        self._layout: tuple[int, int] | None = None  # (world_size, num_workers) in use
+        self._consumed: dict[str, int] = {}
+        self.stats = PrefetchStats()
+
+    def __repr__(self) -> str:
+        return (f"TierDataset({self.index.prefix!r}, {len(self.index.shards)} shards, "
+                f"{len(self.index)} samples, epoch={self.spec.epoch})")
+
+    # -- the epoch ------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.spec.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Read epoch ``epoch`` next (each epoch has its own order; the same epoch repeats
+        its order). A state loaded for another epoch is dropped.
+
+        With ``persistent_workers=True`` a plain DataLoader's workers keep the dataset they
+        started with, so this does not reach them.
+        """
+        self.spec = dataclasses.replace(self.spec, epoch=epoch)
+        if self._resume is not None and self._resume["epoch"] != epoch:
+            self._resume = None
+
+    def _world(self) -> tuple[int, int]:
+        if self._rank is not None and self._world_size is not None:
+            return self._rank, self._world_size
+        rank, size = world()
+        return (rank if self._rank is None else self._rank,
+                size if self._world_size is None else self._world_size)
+
+    def _exclude(self, base: Mapping[str, Any] | None) -> np.ndarray | None:
+        return exclude_mask(base, self.index.starts)
+
+    def __len__(self) -> int:
+        """Samples this rank yields in a whole epoch (padding included)."""
+        lo, hi = self._rank_span()
+        return hi - lo
+
+    @property
+    def padding(self) -> int:
+        """Samples this rank repeats in a whole epoch (``equalize="pad"``)."""
+        lo, hi = self._rank_span()
+        return max(0, hi - max(lo, len(self.index)))
+
+    def _rank_span(self) -> tuple[int, int]:
+        rank, size = self._world()
+        return rank_span(len(self.index), size, rank, self.spec.equalize, self.spec.batch_size)
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, size = self._world()
+        placement = current_placement(rank, size)
+        skip, exclude = self._start(placement)
+        order = worker_order(self.index.starts, self.spec, placement, exclude=exclude)
+        self._consumed[placement.name] = skip
+        return self._samples(order.samples[skip:], placement)
+
+    def _start(self, placement: Placement) -> tuple[int, np.ndarray | None]:
+        """Take a loaded state for this pass: how many samples to skip, which to leave out."""
+        layout = (placement.world_size, placement.num_workers)
+        self._base, skips = self._resumed_pass(layout)
+        self._resume, self._layout, self._consumed = None, layout, {}
+        return skips.get(placement.name, 0), self._exclude(self._base)
+
+    def _resumed_pass(self, layout: tuple[int, int]
+                      ) -> tuple[dict[str, Any] | None, dict[str, int]]:
+        """The pass a loaded state starts, read with ``(world_size, num_workers)``: the state
+        it builds on (whose unread samples it partitions) and what each reader skips."""
+        state = self._resume
+        if state is None:
+            return None, {}
+        if (state["world_size"], state["num_workers"]) == layout:
+            return state.get("base"), dict(state["consumed"])
+        return state, {}  # elastic: partition what the saved run had not read
+
+    def _samples(self, ids: np.ndarray, placement: Placement) -> Iterator[Any]:
+        starts = self.index.starts
+        positions = np.searchsorted(starts, ids, side="right") - 1
+        needed = _needed_by_shard(ids, starts)
+        first = np.unique(positions, return_index=True)[1]
+        shard_order = positions[np.sort(first)].tolist()
+        uses = _repeats(ids)
+        prefetcher = self._prefetcher(shard_order)
+        pending: dict[int, Any] = {}
+        name = placement.name
+        try:
+            for gid, pos in zip(ids.tolist(), positions.tolist(), strict=True):
+                while gid not in pending:
+                    self._take_shard(prefetcher, pending, needed, gid, pos, placement)
+                raw = pending[gid]
+                if uses.get(gid, 1) <= 1:
+                    del pending[gid]
+                else:
+                    uses[gid] -= 1
+                sample = self._decoded(raw, gid, pos)
+                self._consumed[name] += 1
+                yield sample
+        finally:
+            prefetcher.shutdown()
+
+    def _prefetcher(self, shard_order: list[int]) -> ShardPrefetcher:
+        store = self._store.get()
+        loop = LoopThread.get()
+        workers = self._layout[1] if self._layout else 1
+        stats = self.stats = PrefetchStats()
+        reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
+
+        async def fetch(shard: ShardEntry) -> Buffer:
+            return await read_shard(store, shard, reads=reads, part_size=self.part_size,
+                                    stats=stats)
+
+        shards = [(pos, self.index.shards[pos]) for pos in shard_order]
+        return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),
+                               stats)
+
+    def _take_shard(self, prefetcher: ShardPrefetcher, pending: dict[int, Any],
+                    needed: Mapping[int, np.ndarray], gid: int, pos: int,
+                    placement: Placement) -> None:
+        """Open the next shard and keep the samples this reader needs from it."""
+        try:
+            got, shard, data = prefetcher.next()
+        except StopIteration:
+            raise RuntimeError(f"internal error: shard {pos} never arrived") from None
+        except ShardError as exc:
+            entry, local = self.index.shards[pos], gid - int(self.index.starts[pos])
+            raise type(exc)(f"{exc} (needed for sample {local} of {entry.key!r}, global "
+                            f"sample {gid}; rank {placement.rank}, worker {placement.worker})",
+                            shard=entry.key, sample=local) from exc
+        start = int(self.index.starts[got])
+        reader = self.formats[shard.format].open(data, shard, self.index)
+        for i in needed[got].tolist():
+            try:
+                pending[start + i] = reader.sample(i)
+            except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
+                raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
+                                  f"(global sample {start + i}): {exc}") from exc
+        del reader, data
+        prefetcher.release(shard)
+
+    def _decoded(self, raw: Any, gid: int, pos: int) -> Any:
+        sample = raw
+        for step in (self.decode, self.transform):
+            if step is None:
+                continue
+            try:
+                sample = step(sample)
+            except Exception as exc:
+                shard = self.index.shards[pos]
+                local = gid - int(self.index.starts[pos])
+                key = raw.get("__key__") if isinstance(raw, Mapping) else None
+                what = "decode" if step is self.decode else "transform"
+                raise SampleError(
+                    f"{what} failed on sample {local}{f' ({key!r})' if key else ''} of shard "
+                    f"{shard.key!r} (global sample {gid}): {type(exc).__name__}: {exc}"
+                ) from exc
+        return sample
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this process's readers are in the current epoch (see :mod:`.state`).
+
+        Without DataLoader workers this is the dataset's own progress; a DataLoader's parent
+        process asks :meth:`loader_state_dict` instead. Inside a worker (torchdata's
+        ``StatefulDataLoader`` calls it there) it is that worker's progress.
+        """
+        world_size, workers = self._layout or (self._world()[1], 1)
+        return self._state(world_size, workers, dict(self._consumed))
+
+    def _state(self, world_size: int, workers: int, consumed: dict[str, int]
+               ) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "samples": len(self.index),
+                "shards": len(self.index.shards), **dataclasses.asdict(self.spec),
+                "world_size": world_size, "num_workers": workers, "consumed": consumed,
+                "base": self._base}
+
+    def loader_state_dict(self, batches: int, *, num_workers: int, batch_size: int,
+                          drop_last: bool = False) -> dict[str, Any]:
+        """The state of a ``DataLoader(self, num_workers=..., batch_size=...)`` of this rank
+        that has returned ``batches`` batches of the current pass.
+
+        A DataLoader takes batches from its workers in turn, so how far each worker got
+        follows from the batch count and each worker's share of the order, both pure. A
+        state loaded into this dataset is taken to be what the DataLoader's workers resumed
+        from (they received a copy of it); it stays for every pass of its epoch, since the
+        workers' passes cannot be seen from here.
+        """
+        rank, size = self._world()
+        workers = max(1, num_workers)
+        if self._resume is not None:
+            base, skips = self._resumed_pass((size, workers))
+        else:
+            base, skips = self._base, {}
+        exclude = self._exclude(base)
+        names = [f"{rank}/{w}" for w in range(workers)]
+        left = [len(worker_order(self.index.starts, self.spec, Placement(rank, size, w, workers),
+                                 exclude=exclude).samples) - skips.get(names[w], 0)
+                for w in range(workers)]
+        counts = dataloader_consumed(batches, left, batch_size, drop_last=drop_last)
+        consumed = {name: skips.get(name, 0) + n for name, n in zip(names, counts, strict=True)}
+        state = self._state(size, workers, consumed)
+        state["base"] = base
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state`` on the next pass: same layout, the same order minus what
+        was yielded; another layout (elastic), the unread samples re-partitioned."""
+        check_state(state, len(self.index), len(self.index.shards))
+        self.spec = spec_of(state)
+        self._resume = {**state, "consumed": dict(state["consumed"])}
+
+
+def _needed_by_shard(ids: np.ndarray, starts: np.ndarray) -> dict[int, np.ndarray]:
+    """For each shard position, the distinct sample indices within it that ``ids`` need."""
+    if not len(ids):
+        return {}
+    unique = np.unique(ids)
+    shard = np.searchsorted(starts, unique, side="right") - 1
+    cuts = np.flatnonzero(np.diff(shard)) + 1
+    return {int(group_shard[0]): group - starts[group_shard[0]]
+            for group, group_shard in zip(np.split(unique, cuts), np.split(shard, cuts),
+                                          strict=True)}
+
+
+def _repeats(ids: np.ndarray) -> dict[int, int]:
+    """Ids that occur more than once (padding), with their counts."""
+    values, counts = np.unique(ids, return_counts=True)
+    many = counts > 1
+    return dict(zip(values[many].tolist(), counts[many].tolist(), strict=True))

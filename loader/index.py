@@ -1,0 +1,309 @@
+"""The dataset index: one object, ``<prefix>/index.json``, that says everything a loader needs.
+
+For each shard: its key, format, sample count, size and checksum (the store's own, from
+``stat`` at ingest), and per-sample byte ranges where the format has them. A loader reads this
+one object at start-up and then only ranged reads of known sizes: it never lists the store,
+never asks an object's size (the HEAD an S3 client would otherwise send before each read), and
+verifies every shard it reads against the checksum recorded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fsspec.asyn import get_loop, sync
+
+from tierstore.checksum import ALGORITHM, checksum
+from tierstore.keys import validate_key
+from tierstore.store import Store
+from tierstore.sync import SyncStore
+
+from .errors import InvalidIndex
+from .format import Layout
+from .formats import FORMATS, format_for_key, resolve_formats
+from .zarrarray import META_KEY, ZarrFormat, chunk_layouts
+
+__all__ = [
+    "INDEX_NAME",
+    "DatasetIndex",
+    "ShardEntry",
+    "index_key",
+    "index_zarr_array",
+    "read_index",
+    "save_index",
+    "write_index",
+]
+
+INDEX_NAME = "index.json"
+KIND = "tierstore-dataset-index"
+VERSION = 1
+AnyStore = SyncStore | Store
+
+
+@dataclass(frozen=True, slots=True)
+class ShardEntry:
+    """One shard as the index records it."""
+
+    key: str
+    format: str
+    samples: int
+    size: int
+    checksum: str
+    offsets: tuple[int, ...] | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, key: str, fmt: str, layout: Layout, size: int, checksum: str) -> ShardEntry:
+        return cls(key, fmt, layout.samples, size, checksum, layout.offsets, dict(layout.meta))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "format": self.format, "samples": self.samples,
+                               "size": self.size, "checksum": self.checksum}
+        if self.offsets is not None:
+            out["offsets"] = list(self.offsets)
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """The shards of a dataset, in their canonical order, and dataset-level metadata."""
+
+    prefix: str
+    shards: tuple[ShardEntry, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    starts: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        counts = np.fromiter((s.samples for s in self.shards), dtype=np.int64,
+                             count=len(self.shards))
+        starts = np.zeros(len(self.shards) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        object.__setattr__(self, "starts", starts)
+
+    def __len__(self) -> int:
+        """The number of samples in the dataset."""
+        return int(self.starts[-1])
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Samples per shard."""
+        return np.diff(self.starts)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.shards)
+
+    @property
+    def formats(self) -> set[str]:
+        return {s.format for s in self.shards}
+
+    def locate(self, sample: int) -> tuple[int, int]:
+        """``(shard position, sample within shard)`` of global sample id ``sample``."""
+        shard = int(np.searchsorted(self.starts, sample, side="right")) - 1
+        return shard, sample - int(self.starts[shard])
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": KIND, "version": VERSION, "prefix": self.prefix,
+                           "created": self.created, "checksum": ALGORITHM,
+                           "samples": len(self), "meta": dict(self.meta),
+                           "shards": [s.to_json() for s in self.shards]},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "index") -> DatasetIndex:
+        """Parse and validate an index; every problem is an :class:`InvalidIndex` naming the
+        field."""
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidIndex(f"{source}: not JSON ({exc})") from None
+        if not isinstance(raw, dict) or raw.get("kind") != KIND:
+            raise InvalidIndex(f"{source}: not a tierstore dataset index")
+        if raw.get("version") != VERSION:
+            raise InvalidIndex(f"{source}: index version {raw.get('version')!r}; this "
+                               f"tierstore reads version {VERSION}")
+        if raw.get("checksum", ALGORITHM) != ALGORITHM:
+            raise InvalidIndex(f"{source}: checksums are {raw.get('checksum')!r}, this "
+                               f"tierstore verifies {ALGORITHM}")
+        shards = raw.get("shards")
+        if not isinstance(shards, list):
+            raise InvalidIndex(f"{source}: 'shards' must be a list")
+        entries = tuple(_entry(s, f"{source}: shards[{i}]") for i, s in enumerate(shards))
+        index = cls(prefix=str(raw.get("prefix", "")), shards=entries,
+                    meta=_expect(raw.get("meta", {}), dict, f"{source}: meta"),
+                    created=float(raw.get("created", 0.0)))
+        if "samples" in raw and raw["samples"] != len(index):
+            raise InvalidIndex(f"{source}: says {raw['samples']} samples, its shards hold "
+                               f"{len(index)}")
+        return index
+
+
+def _expect(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise InvalidIndex(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _entry(raw: Any, where: str) -> ShardEntry:
+    raw = _expect(raw, dict, where)
+    for name in ("key", "format", "checksum"):
+        _expect(raw.get(name), str, f"{where}.{name}")
+    for name in ("samples", "size"):
+        if _expect(raw.get(name), int, f"{where}.{name}") < 0:
+            raise InvalidIndex(f"{where}.{name}: negative")
+    if raw["format"] not in FORMATS:
+        raise InvalidIndex(f"{where}.format: unknown format {raw['format']!r}")
+    try:
+        validate_key(raw["key"])
+    except ValueError as exc:
+        raise InvalidIndex(f"{where}.key: {exc}") from None
+    offsets = raw.get("offsets")
+    if offsets is not None:
+        offsets = _expect(offsets, list, f"{where}.offsets")
+        if len(offsets) != raw["samples"] + 1 or not all(
+                isinstance(o, int) and 0 <= o <= raw["size"] for o in offsets):
+            raise InvalidIndex(f"{where}.offsets: expected {raw['samples'] + 1} byte offsets "
+                               f"within the shard's {raw['size']} bytes")
+        offsets = tuple(offsets)
+    return ShardEntry(raw["key"], raw["format"], raw["samples"], raw["size"], raw["checksum"],
+                      offsets, _expect(raw.get("meta", {}), dict, f"{where}.meta"))
+
+
+def index_key(prefix: str) -> str:
+    """Where the index of the dataset under ``prefix`` lives."""
+    return validate_key(f"{prefix.strip('/')}/{INDEX_NAME}")
+
+
+def _aio(store: AnyStore) -> Store:
+    return store.aio if isinstance(store, SyncStore) else store
+
+
+def _run(coro: Any) -> Any:
+    """Run a coroutine of the async store on fsspec's IO thread (where SyncStore runs it)."""
+    async def wrapped() -> Any:
+        return await coro
+
+    return sync(get_loop(), wrapped)
+
+
+async def aread_index(store: Store, prefix: str) -> DatasetIndex:
+    """Read and validate ``<prefix>/index.json``: the one object a loader reads at start-up."""
+    key = index_key(prefix)
+    return DatasetIndex.from_json(await store.cat(key), source=key)
+
+
+def read_index(store: AnyStore, prefix: str) -> DatasetIndex:
+    """Read and validate the index of the dataset under ``prefix``."""
+    index: DatasetIndex = _run(aread_index(_aio(store), prefix))
+    return index
+
+
+async def asave_index(store: Store, index: DatasetIndex, *, tier: str | None = None,
+                      overwrite: bool = False) -> str:
+    key = index_key(index.prefix)
+    await store.put(key, index.to_json().encode(), tier=tier, overwrite=overwrite)
+    return key
+
+
+def save_index(store: AnyStore, index: DatasetIndex, *, tier: str | None = None,
+               overwrite: bool = False) -> str:
+    """Write ``index`` to ``<prefix>/index.json``; returns the key."""
+    key: str = _run(asave_index(_aio(store), index, tier=tier, overwrite=overwrite))
+    return key
+
+
+async def _scan(store: Store, key: str, fmt_name: str, jobs: asyncio.Semaphore) -> ShardEntry:
+    fmt = resolve_formats({fmt_name})[fmt_name]
+    if not fmt.self_describing:
+        raise InvalidIndex(f"{key!r}: {fmt_name} shards are indexed as a whole array "
+                           "(index_zarr_array)")
+    async with jobs:
+        info = await store.stat(key)
+
+        async def read(start: int, end: int) -> bytes:
+            return await store.cat(key, start, end)
+
+        layout = await fmt.scan_ranged(read, info.size, key)
+    return ShardEntry.of(key, fmt_name, layout, info.size, info.checksum)
+
+
+async def awrite_index(store: Store, prefix: str, keys: Sequence[str] | None = None, *,
+                       format: str | None = None, tier: str | None = None,
+                       overwrite: bool = False, jobs: int = 8) -> DatasetIndex:
+    """Index shards already in the store and save the index; see :func:`write_index`."""
+    prefix = prefix.strip("/")
+    if keys is None:
+        own = index_key(prefix)
+        keys = [k for k in await store.find(prefix + "/") if k != own]
+    if not keys:
+        raise InvalidIndex(f"no shards to index under {prefix!r}")
+    limit = asyncio.Semaphore(jobs)
+    entries = await asyncio.gather(*(_scan(store, k, format or format_for_key(k), limit)
+                                     for k in keys))
+    index = DatasetIndex(prefix=prefix, shards=tuple(entries))
+    await asave_index(store, index, tier=tier, overwrite=overwrite)
+    return index
+
+
+def write_index(store: AnyStore, prefix: str, keys: Sequence[str] | None = None, *,
+                format: str | None = None, tier: str | None = None, overwrite: bool = False,
+                jobs: int = 8) -> DatasetIndex:
+    """Index shards that are already in the store and write ``<prefix>/index.json``.
+
+    Parameters
+    ----------
+    store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix
+        The dataset's folder of keys; the index is written under it.
+    keys
+        The shards, in their canonical order. None lists ``prefix`` (at ingest, never at load
+        time) and takes every object but the index, sorted.
+    format
+        ``tar``, ``parquet`` or ``raw`` for every shard; None guesses from each key's
+        extension (``.tar``, ``.parquet``, else raw). Zarr arrays: :func:`index_zarr_array`.
+    tier, overwrite
+        Where the index object goes, and whether it may replace an existing index.
+    jobs
+        Shards scanned at once (a Parquet scan reads only the footer; tar reads the shard).
+    """
+    index: DatasetIndex = _run(awrite_index(_aio(store), prefix, keys, format=format,
+                                            tier=tier, overwrite=overwrite, jobs=jobs))
+    return index
+
+
+async def aindex_zarr_array(store: Store, prefix: str, array: str, *, tier: str | None = None,
+                            overwrite: bool = False) -> DatasetIndex:
+    metadata = json.loads(await store.cat(f"{array.strip('/')}/zarr.json"))
+    entries = []
+    for key, layout in chunk_layouts(metadata, array.strip("/")):
+        if await store.exists(key):
+            info = await store.stat(key)
+            entries.append(ShardEntry.of(key, ZarrFormat.name, layout, info.size,
+                                         info.checksum))
+        else:  # never written: all fill value, no bytes to read
+            entries.append(ShardEntry.of(key, ZarrFormat.name, layout, 0, checksum(b"")))
+    index = DatasetIndex(prefix=prefix.strip("/"), shards=tuple(entries),
+                         meta={META_KEY: {"array": array.strip("/"), "metadata": metadata}})
+    await asave_index(store, index, tier=tier, overwrite=overwrite)
+    return index
+
+
+def index_zarr_array(store: AnyStore, prefix: str, array: str, *, tier: str | None = None,
+                     overwrite: bool = False) -> DatasetIndex:
+    """Index the Zarr v3 array stored under the key ``array`` (its ``zarr.json`` and chunk
+    objects) as a dataset whose samples are its first-axis slices; the index goes to
+    ``<prefix>/index.json``."""
+    index: DatasetIndex = _run(aindex_zarr_array(_aio(store), prefix, array, tier=tier,
+                                                 overwrite=overwrite))
+    return index

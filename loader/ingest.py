@@ -1,0 +1,182 @@
+"""Ingest: write a dataset's shards into a store and its index beside them.
+
+Each helper builds a shard in memory, learns its layout from those bytes (nothing is read
+back for it), puts it (the store verifies what landed and returns its size and checksum), and
+finally writes ``<prefix>/index.json``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tierstore.store import Store
+
+from .format import ShardFormat
+from .index import (
+    AnyStore,
+    DatasetIndex,
+    ShardEntry,
+    _aio,
+    _run,
+    aindex_zarr_array,
+    asave_index,
+)
+from .parquet import ParquetFormat
+from .raw import RawFormat
+from .tar import TarFormat, pack_tar
+
+__all__ = ["write_parquet_shards", "write_raw_files", "write_tar_shards", "write_zarr_array"]
+
+SHARD_BYTES = 64 * 2**20  # the shard size MosaicML Streaming and LitData default to
+
+
+async def _put_shard(store: Store, key: str, data: bytes, fmt: ShardFormat, *,
+                     tier: str | None, overwrite: bool) -> ShardEntry:
+    layout = fmt.scan(data, key)
+    info = await store.put(key, data, tier=tier, overwrite=overwrite)
+    return ShardEntry.of(key, fmt.name, layout, info.size, info.checksum)
+
+
+def _batches(samples: Iterable[Mapping[str, Any]], count: int, nbytes: int
+             ) -> Iterator[list[Mapping[str, Any]]]:
+    """Groups of at most ``count`` samples, cut early once ``nbytes`` of payload are held."""
+    batch: list[Mapping[str, Any]] = []
+    held = 0
+    for sample in samples:
+        batch.append(sample)
+        held += sum(len(v) for k, v in sample.items() if not k.startswith("__"))
+        if len(batch) >= count or held >= nbytes:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
+
+
+async def _write_tar(store: Store, prefix: str, samples: Iterable[Mapping[str, Any]],
+                     count: int, nbytes: int, tier: str | None, overwrite: bool
+                     ) -> DatasetIndex:
+    fmt, entries = TarFormat(), []
+    for n, batch in enumerate(_batches(samples, count, nbytes)):
+        key = f"{prefix}/shard-{n:06d}.tar"
+        entries.append(await _put_shard(store, key, pack_tar(batch), fmt, tier=tier,
+                                        overwrite=overwrite))
+    index = DatasetIndex(prefix=prefix, shards=tuple(entries))
+    await asave_index(store, index, tier=tier, overwrite=overwrite)
+    return index
+
+
+def write_tar_shards(store: AnyStore, prefix: str, samples: Iterable[Mapping[str, Any]], *,
+                     samples_per_shard: int = 1000, shard_bytes: int = SHARD_BYTES,
+                     tier: str | None = None, overwrite: bool = False) -> DatasetIndex:
+    """Write WebDataset-style tar shards ``<prefix>/shard-NNNNNN.tar`` and their index.
+
+    Parameters
+    ----------
+    samples
+        Mappings with a ``__key__`` (no dot in its last segment) and ``ext -> bytes`` fields,
+        in the dataset's canonical order; consumed as they come.
+    samples_per_shard, shard_bytes
+        A shard is closed at whichever limit comes first.
+    """
+    index: DatasetIndex = _run(_write_tar(_aio(store), prefix.strip("/"), samples,
+                                          samples_per_shard, shard_bytes, tier, overwrite))
+    return index
+
+
+async def _write_parquet(store: Store, prefix: str, table: pa.Table, rows: int,
+                         group_rows: int | None, tier: str | None, overwrite: bool
+                         ) -> DatasetIndex:
+    fmt, entries = ParquetFormat(), []
+    for n, start in enumerate(range(0, max(table.num_rows, 1), rows)):
+        out = io.BytesIO()
+        pq.write_table(table.slice(start, rows), out, row_group_size=group_rows or rows)
+        entries.append(await _put_shard(store, f"{prefix}/shard-{n:06d}.parquet",
+                                        out.getvalue(), fmt, tier=tier, overwrite=overwrite))
+    index = DatasetIndex(prefix=prefix, shards=tuple(entries))
+    await asave_index(store, index, tier=tier, overwrite=overwrite)
+    return index
+
+
+def write_parquet_shards(store: AnyStore, prefix: str, table: pa.Table, *,
+                         rows_per_shard: int = 100_000, row_group_rows: int | None = None,
+                         tier: str | None = None, overwrite: bool = False) -> DatasetIndex:
+    """Write ``table`` as Parquet shards ``<prefix>/shard-NNNNNN.parquet`` of
+    ``rows_per_shard`` rows (row groups of ``row_group_rows``), and their index."""
+    if rows_per_shard < 1 or (row_group_rows is not None and row_group_rows < 1):
+        raise ValueError("rows_per_shard and row_group_rows must be positive")
+    index: DatasetIndex = _run(_write_parquet(_aio(store), prefix.strip("/"), table,
+                                              rows_per_shard, row_group_rows, tier,
+                                              overwrite))
+    return index
+
+
+async def _write_raw(store: Store, prefix: str, files: Iterable[tuple[str, bytes]],
+                     tier: str | None, overwrite: bool) -> DatasetIndex:
+    fmt = RawFormat()
+    entries = [await _put_shard(store, f"{prefix}/{name}", bytes(data), fmt, tier=tier,
+                                overwrite=overwrite) for name, data in files]
+    index = DatasetIndex(prefix=prefix, shards=tuple(entries))
+    await asave_index(store, index, tier=tier, overwrite=overwrite)
+    return index
+
+
+def write_raw_files(store: AnyStore, prefix: str, files: Iterable[tuple[str, bytes]], *,
+                    tier: str | None = None, overwrite: bool = False) -> DatasetIndex:
+    """Write one object per sample, ``<prefix>/<name>`` for each ``(name, bytes)``, and the
+    index (one shard of one sample per object)."""
+    index: DatasetIndex = _run(_write_raw(_aio(store), prefix.strip("/"), files, tier,
+                                          overwrite))
+    return index
+
+
+def _zarr_objects(array: np.ndarray, chunk_rows: int, compressors: Any) -> dict[str, bytes]:
+    """The objects of ``array`` as a Zarr v3 array (``zarr.json`` and chunks), by key."""
+    import zarr
+    from zarr.core.sync import sync as zarr_sync
+    from zarr.storage import MemoryStore
+
+    memory = MemoryStore()
+    target = zarr.create_array(memory, shape=array.shape, dtype=array.dtype,
+                               chunks=(chunk_rows, *array.shape[1:]),
+                               compressors=compressors, config={"write_empty_chunks": True})
+    target[...] = array
+    items: dict[str, bytes] = zarr_sync(_memory_items(memory))
+    return items
+
+
+async def _memory_items(memory: Any) -> dict[str, bytes]:
+    from zarr.core.buffer import default_buffer_prototype
+
+    out = {}
+    async for key in memory.list():
+        buffer = await memory.get(key, prototype=default_buffer_prototype())
+        out[key] = buffer.to_bytes()
+    return out
+
+
+async def _write_zarr(store: Store, prefix: str, objects: dict[str, bytes], name: str,
+                      tier: str | None, overwrite: bool) -> DatasetIndex:
+    for key, data in sorted(objects.items()):
+        await store.put(f"{prefix}/{name}/{key}", data, tier=tier, overwrite=overwrite)
+    return await aindex_zarr_array(store, prefix, f"{prefix}/{name}", tier=tier,
+                                   overwrite=overwrite)
+
+
+def write_zarr_array(store: AnyStore, prefix: str, array: np.ndarray, *, chunk_rows: int,
+                     compressors: Any = "auto", name: str = "data", tier: str | None = None,
+                     overwrite: bool = False) -> DatasetIndex:
+    """Write ``array`` as a Zarr v3 array under ``<prefix>/<name>``, chunked along its first
+    axis by ``chunk_rows`` (``compressors`` as :func:`zarr.create_array` takes them), and
+    index it: a sample is ``array[i]``."""
+    if chunk_rows < 1 or array.ndim < 1:
+        raise ValueError("need an array of at least one axis and chunk_rows >= 1")
+    objects = _zarr_objects(array, chunk_rows, compressors)
+    index: DatasetIndex = _run(_write_zarr(_aio(store), prefix.strip("/"), objects, name, tier,
+                                           overwrite))
+    return index

@@ -1,0 +1,109 @@
+"""Per-process machinery of a reader: one asyncio loop in a daemon thread, and the store
+opened on it. Both are created on first use in each process and re-created in a forked
+DataLoader worker (which inherits the parent's objects but not its threads); nothing here is
+ever pickled."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Callable, Coroutine
+from multiprocessing import util as mp_util
+from typing import Any, ClassVar, TypeVar
+
+from tierstore.config import Config
+from tierstore.store import Store
+
+__all__ = ["LoopThread", "StoreHandle"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LoopThread:
+    """The process's loader loop: an asyncio loop running forever in a daemon thread."""
+
+    _current: ClassVar[LoopThread | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _lock_pid: ClassVar[int] = os.getpid()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._stores: dict[bytes, Store] = {}
+        self._stores_lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever,
+                                       name="tierstore-loader-io", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> LoopThread:
+        """This process's loop thread, started on first use (and again after a fork)."""
+        if cls._lock_pid != os.getpid():  # the parent's lock may have been held at the fork
+            cls._lock, cls._lock_pid = threading.Lock(), os.getpid()
+        with cls._lock:
+            current = cls._current
+            if current is None or current.pid != os.getpid():
+                current = cls._current = cls()
+            return current
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the loop; refuses to be called from the loop itself (it would
+        deadlock whoever waits on the result)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("submit() called from the loader's own loop thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def store(self, config: Config) -> Store:
+        """The store of ``config`` in this process, opened on this loop once and shared by
+        every dataset over the same configuration; closed when the process exits (a
+        DataLoader worker skips ``atexit``, so through multiprocessing's finalizers)."""
+        key = pickle.dumps(config)
+        with self._stores_lock:
+            store = self._stores.get(key)
+            if store is None:
+                store = self.submit(Store.connect(config, recover=False)).result()
+                mp_util.Finalize(self, _close, args=(self, store), exitpriority=10)
+                self._stores[key] = store
+            return store
+
+
+class StoreHandle:
+    """The store a reader reads through, opened lazily once per process on the loop thread.
+
+    A store handed in by the caller is used as is in the process that created the handle; a
+    forked or spawned worker uses its process's store of the same configuration.
+    """
+
+    def __init__(self, config: Config, store: Store | None = None):
+        self.config = config
+        self._store = store
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+
+    def get(self) -> Store:
+        if self._pid != os.getpid():
+            self._store, self._pid = None, os.getpid()
+        if self._store is None:
+            self._store = LoopThread.get().store(self.config)
+        return self._store
+
+
+def _close(loop: LoopThread, store: Store) -> None:
+    try:
+        loop.submit(store.close()).result(timeout=5)
+    except Exception as exc:  # exiting anyway; the statistics are best effort
+        log.debug("closing the loader's store at exit: %s", exc)
