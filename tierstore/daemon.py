@@ -1,0 +1,484 @@
+"""``tierstore daemon``: the migration policies, carried out in a loop, one daemon per store.
+
+The run loop has the shape of apscheduler's: a run state (starting, running, stopping,
+stopped), one log line when it starts, stops or crashes, and interrupted work reclaimed at
+start (:meth:`Store.recover`). Each cycle reads a snapshot of the catalog, asks the policy
+engine for a plan and makes its moves, a few at a time and paced per pair of tiers.
+
+A plan's moves were each checked against the tier usage that the moves before them leave, so a
+move that adds bytes to a tier starts only once every earlier move that frees bytes on that
+tier has finished (and is skipped if one of those failed); other moves run side by side.
+SIGTERM or SIGINT stops new moves; those in flight finish, or are cancelled after the shutdown
+timeout (a second signal cancels them at once) and rolled back by the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import enum
+import fcntl
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .catalog import ObjectRecord, Replica
+from .config import Config, load_config, parse_size
+from .errors import ConfigError, TierstoreError
+from .metrics import DaemonMetrics, MetricsServer, configure_logs, secrets_of
+from .policies.base import Move, Plan, Snapshot
+from .policies.engine import PolicyEngine, default_engine
+from .policies.snapshot import snapshot_from_store
+from .store import Store
+
+__all__ = ["Daemon", "DaemonLock", "DaemonLocked", "DaemonOptions", "RunState",
+           "TokenBucket", "add_daemon_command"]
+
+log = logging.getLogger(__name__)
+
+
+class RunState(enum.StrEnum):
+    """starting -> running -> stopping -> stopped (a crash goes straight to stopped)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class DaemonLocked(TierstoreError):
+    """Another daemon runs on this store."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonOptions:
+    """How the daemon runs. ``bandwidth`` is bytes/s per pair of tiers (None: unlimited);
+    ``metrics_port`` None serves no metrics, 0 a free port."""
+
+    tick: float = 60.0
+    max_moves: int = 4
+    bandwidth: int | None = None
+    shutdown_timeout: float = 30.0
+    once: bool = False
+    dry_run: bool = False
+    metrics_port: int | None = 9464
+
+    def __post_init__(self) -> None:
+        if not (self.tick > 0 and self.shutdown_timeout >= 0 and self.max_moves >= 1
+                and (self.bandwidth is None or self.bandwidth > 0)
+                and (self.metrics_port is None or 0 <= self.metrics_port <= 65535)):
+            raise ConfigError("expected tick > 0, shutdown timeout >= 0, max moves >= 1, "
+                              "bandwidth > 0 and a port from 0 to 65535", field="daemon")
+
+
+def lock_path(config: Config) -> Path:
+    """The daemon's lock: next to a SQLite catalog, else in the store's home."""
+    if config.catalog.startswith("sqlite:///"):
+        return Path(config.catalog[len("sqlite:///"):] + ".daemon.lock")
+    return config.home / "daemon.lock"
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on a file that names its holder (``host:pid`` and start time).
+
+    The kernel drops the lock when the holder dies, however it dies; the file stays.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, owner: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 1024).decode(errors="replace").split()
+            os.close(fd)
+            host, _, pid = holder[0].rpartition(":") if holder else ("", "", "")
+            who = f"pid {pid} on {host}, started {holder[1]}" if len(holder) > 1 else \
+                "a process that is still starting"
+            raise DaemonLocked(f"another daemon runs on this store: {who} (lock "
+                               f"{self.path})") from None
+        started = datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{owner} {started}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class TokenBucket:
+    """``rate`` bytes/s with a burst of one second's worth. :meth:`take` debits first and then
+    waits off any debt, so takers queue behind each other and the long-run rate holds."""
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.stamp = rate, rate, time.monotonic()
+
+    async def take(self, size: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate) - size
+        self.stamp = now
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+# The daemon and destination tier of the move the current task makes, if any.
+_MOVE: contextvars.ContextVar[tuple[Daemon, str] | None] = contextvars.ContextVar(
+    "tierstore_daemon_move", default=None)
+
+
+class PacedStore(Store):
+    """A store whose copies, made inside a daemon's move, are paced and counted per pair of
+    tiers. It hooks the stream :meth:`Store.add_replica` copies from, chunk by chunk (8 MiB),
+    as the store has no public pacing hook yet."""
+
+    async def _verified_stream(self, record: ObjectRecord, replica: Replica
+                               ) -> AsyncIterator[bytes]:
+        move = _MOVE.get()
+        async for chunk in super()._verified_stream(record, replica):
+            if move is not None:
+                await move[0].pace(replica.tier, move[1], len(chunk))
+            yield chunk
+
+
+class Daemon:
+    """Runs cycles on ``store`` until stopped (or once); see the module's docstring."""
+
+    def __init__(self, store: Store, options: DaemonOptions, *,
+                 engine: PolicyEngine | None = None, metrics: DaemonMetrics | None = None):
+        self.store, self.options = store, options
+        self.engine = engine or default_engine()
+        self.metrics = metrics or DaemonMetrics()
+        self.buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.state = RunState.STARTING
+        self.cycles = self.in_flight = 0
+        self.last_cycle: dict[str, Any] | None = None
+        self.outcomes: Counter[str] = Counter()  # of the current cycle's moves
+        self._stop, self._force = asyncio.Event(), asyncio.Event()
+
+    def _set_state(self, state: RunState) -> None:
+        self.state = state
+        self.metrics.state.state(str(state))
+
+    def health(self) -> tuple[bool, Mapping[str, Any]]:
+        """For ``/healthz``: healthy while starting or running."""
+        return self.state in (RunState.STARTING, RunState.RUNNING), {
+            "state": str(self.state), "pid": os.getpid(), "cycles": self.cycles,
+            "moves_in_flight": self.in_flight, "last_cycle": self.last_cycle}
+
+    async def pace(self, src: str, dst: str, size: int) -> None:
+        """Count ``size`` bytes copied from ``src`` to ``dst``; wait for the bandwidth cap."""
+        self.metrics.moved_bytes.labels(src, dst).inc(size)
+        if self.options.bandwidth is not None:
+            bucket = self.buckets.setdefault((src, dst), TokenBucket(self.options.bandwidth))
+            await bucket.take(size)
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop taking moves (a second call: cancel the ones in flight)."""
+        name = signal.Signals(signum).name if signum else "request"
+        fields = {"in_flight": self.in_flight}
+        if self._stop.is_set():
+            log.warning("second %s: cancelling moves in flight", name, extra={"fields": fields})
+            self._force.set()
+            return
+        self._set_state(RunState.STOPPING)
+        log.info("stopping on %s", name, extra={"fields": {
+            **fields, "shutdown_timeout": self.options.shutdown_timeout}})
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start, run cycles until stopped (or once), stop. The exit status."""
+        server = None
+        if self.options.metrics_port is not None:
+            server = MetricsServer(self.metrics, self.health, self.options.metrics_port)
+        port = server.start() if server is not None else None
+        loop = asyncio.get_running_loop()
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop, signum)
+            report = await self.store.recover()
+            if not self._stop.is_set():
+                self._set_state(RunState.RUNNING)
+            o = self.options
+            log.info("daemon started", extra={"fields": {
+                "pid": os.getpid(), "home": str(self.store.config.home), "tick": o.tick,
+                "max_moves": o.max_moves, "bandwidth": o.bandwidth or "unlimited",
+                "once": o.once, "dry_run": o.dry_run,
+                "metrics": None if port is None else f"http://127.0.0.1:{port}/metrics",
+                "recovered": len(report.rolled_back) + len(report.finished)}})
+            ok = await self._loop()
+        except BaseException as exc:
+            self._set_state(RunState.STOPPED)
+            log.error("daemon crashed", exc_info=exc)
+            raise
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            if server is not None:
+                server.stop()
+        self._set_state(RunState.STOPPED)
+        log.info("daemon stopped", extra={"fields": {"cycles": self.cycles}})
+        return 0 if ok or self._stop.is_set() else 1
+
+    async def _loop(self) -> bool:
+        ok = True
+        while not self._stop.is_set():
+            began = time.monotonic()
+            ok = await self._guarded_cycle()
+            if self.options.once:
+                break
+            rest = max(0.0, self.options.tick - (time.monotonic() - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), rest)
+        return ok
+
+    async def _guarded_cycle(self) -> bool:
+        """One cycle, given the shutdown timeout once a stop is asked for."""
+        cycle = asyncio.create_task(self.cycle())
+        stop = asyncio.create_task(self._stop.wait())
+        force = asyncio.create_task(self._force.wait())
+        try:
+            await asyncio.wait({cycle, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                await asyncio.wait({cycle, force}, timeout=self.options.shutdown_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                log.warning("cancelling moves in flight",
+                            extra={"fields": {"in_flight": self.in_flight}})
+                cycle.cancel()
+                await asyncio.wait({cycle})
+                await self.store.recover()  # whatever a cancelled step left pending
+        finally:
+            stop.cancel()
+            force.cancel()
+        return not cycle.cancelled() and cycle.result()
+
+    async def cycle(self) -> bool:
+        """Snapshot, plan, make the moves; False if the cycle itself failed."""
+        began, started = time.monotonic(), time.time()
+        self.outcomes = Counter()
+        try:
+            snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
+            plan = await asyncio.to_thread(self.engine.plan, snapshot)
+            self._note_plan(plan)
+            if self.options.dry_run:
+                for move in plan:
+                    self._record(move, snapshot, 0.0, "planned")
+            else:
+                await self._execute(plan, snapshot)
+            self.metrics.tiers(await self.store.usage())
+        except asyncio.CancelledError:
+            self._finish_cycle(began, started, ok=False)
+            raise
+        except Exception as exc:
+            self._finish_cycle(began, started, ok=False)
+            log.error("cycle failed", exc_info=exc)
+            return False
+        self._finish_cycle(began, started, ok=True)
+        return True
+
+    def _note_plan(self, plan: Plan) -> None:
+        self.metrics.plan_moves.set(len(plan))
+        self.metrics.plan_bytes.set(plan.bytes)
+        self.metrics.plan_refused.set(len(plan.refused))
+        log.log(logging.INFO if plan.moves else logging.DEBUG, "plan", extra={"fields": {
+            "moves": len(plan), "bytes": plan.bytes, "refused": len(plan.refused)}})
+
+    def _finish_cycle(self, began: float, started: float, *, ok: bool) -> None:
+        seconds = round(time.monotonic() - began, 3)
+        self.cycles += 1
+        self.last_cycle = {"started": started, "ended": time.time(), "seconds": seconds,
+                           "ok": ok, **self.outcomes}
+        self.metrics.cycles.labels("ok" if ok else "failed").inc()
+        self.metrics.cycle_seconds.set(seconds)
+        self.metrics.cycle_time.set(time.time())
+        if self.outcomes.total():
+            log.info("cycle done", extra={"fields": {"seconds": seconds, "ok": ok,
+                                                     **self.outcomes}})
+
+    async def _execute(self, plan: Plan, snapshot: Snapshot) -> None:
+        """Make ``plan``'s moves, ``max_moves`` at a time; a move onto a bounded tier waits
+        for the earlier moves off it (and is skipped if one of them did not finish)."""
+        gate = asyncio.Semaphore(self.options.max_moves)
+        bounded = {tier.name for tier in snapshot.tiers if tier.capacity is not None}
+        freeing: dict[str, list[asyncio.Future[str]]] = defaultdict(list)
+        tasks: list[asyncio.Task[str]] = []
+        handled = 0
+        try:
+            for move in plan:
+                await gate.acquire()
+                deps = freeing[move.dst] if move.dst in bounded else []
+                if deps:
+                    await asyncio.wait(deps)
+                if self._stop.is_set():
+                    break
+                handled += 1
+                if any(dep.result() != "done" for dep in deps):
+                    gate.release()
+                    done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                    done.set_result(self._record(move, snapshot, 0.0, "skipped", "a move "
+                                                 f"making room on {move.dst} did not finish"))
+                else:
+                    done = asyncio.create_task(self._move(move, snapshot))
+                    done.add_done_callback(lambda _: gate.release())
+                    tasks.append(done)
+                if move.src is not None:
+                    freeing[move.src].append(done)
+            if tasks:
+                await asyncio.wait(tasks)
+        finally:
+            if handled < len(plan):
+                self.outcomes["not_started"] += len(plan) - handled
+            for task in tasks:
+                task.cancel()  # only those still running: after a shutdown timeout
+            if tasks:
+                await asyncio.wait(tasks)
+
+    async def _move(self, move: Move, snapshot: Snapshot) -> str:
+        """One move: copy to ``dst`` (verified, committed), then drop ``src``."""
+        _MOVE.set((self, move.dst))  # in this task's own context
+        began = time.monotonic()
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.store.add_replica(move.key, move.dst)
+            if move.src is not None:
+                await self.store.drop_replica(move.key, move.src)
+        except asyncio.CancelledError:
+            self._record(move, snapshot, time.monotonic() - began, "cancelled")
+            raise
+        except Exception as exc:
+            return self._record(move, snapshot, time.monotonic() - began, "failed",
+                                _message(exc))
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+        return self._record(move, snapshot, time.monotonic() - began, "done")
+
+    def _record(self, move: Move, snapshot: Snapshot, seconds: float, outcome: str,
+                error: str | None = None) -> str:
+        """The move's log line and counters; returns ``outcome``."""
+        obj = snapshot.get(move.key)
+        origin = move.src or (snapshot.best(obj) if obj is not None else None)
+        fields = {"key": move.key, "from": origin, "to": move.dst, "bytes": move.bytes,
+                  "seconds": round(seconds, 3), "copy": move.is_copy, "policy": move.policy,
+                  "reason": move.reason, "outcome": outcome}
+        if error is not None:
+            fields["error"] = error
+        level = logging.INFO if outcome in ("done", "planned") else logging.WARNING
+        log.log(level, "move", extra={"fields": fields})
+        self.outcomes[outcome] += 1
+        if outcome != "planned":
+            self.metrics.moves.labels(move.policy, outcome).inc()
+        return outcome
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def _seconds(zero: bool) -> Callable[[str], float]:
+    """A parser of ``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds (> 0, or >= 0)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def parse(text: str) -> float:
+        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+        try:
+            value = float(number) * unit
+        except ValueError:
+            value = -1.0
+        if not (0 <= value < float("inf") and (zero or value > 0)):
+            raise argparse.ArgumentTypeError(f"expected a duration such as 30, 30s or 5m"
+                                             f"{'' if zero else ' (not 0)'}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> int:
+    """``100MiB`` or ``100MiB/s`` as bytes per second."""
+    try:
+        value = parse_size(text.removesuffix("/s"), field="--bandwidth")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive rate, got {text!r}")
+    return value
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+async def _daemon(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logs(log, args.log_format, secrets_of(config))
+    options = DaemonOptions(tick=args.tick, max_moves=args.max_moves, bandwidth=args.bandwidth,
+                            shutdown_timeout=args.shutdown_timeout, once=args.once,
+                            dry_run=args.dry_run,
+                            metrics_port=None if args.no_metrics else args.metrics_port)
+    store = None
+    lock = DaemonLock(lock_path(config))
+    try:
+        lock.acquire(f"{socket.gethostname()}:{os.getpid()}")
+        store = PacedStore(config)
+        return await Daemon(store, options).run()
+    except TierstoreError as exc:
+        if args.log_format != "json":
+            raise  # the command line's one error line
+        log.error(_message(exc))
+        return 1
+    finally:
+        if store is not None:
+            await store.close()
+        lock.release()
+
+
+def add_daemon_command(sub: Any) -> None:
+    """Register ``tierstore daemon`` on the CLI's subparsers."""
+    from .cli import _command
+
+    cmd = _command(sub, "daemon", lambda args: asyncio.run(_daemon(args)),
+                   "run the migration policies in a loop (one daemon per store)")
+    cmd.add_argument("--tick", type=_seconds(zero=False), default=60.0, metavar="SECONDS",
+                     help="time between cycles: 30, 30s, 5m (default: 60s)")
+    cmd.add_argument("--once", action="store_true", help="run one cycle and exit")
+    cmd.add_argument("--dry-run", action="store_true", help="log the plan, move nothing")
+    cmd.add_argument("--max-moves", type=_whole(1, 10_000), default=4, metavar="N",
+                     help="moves in flight at once (default: 4)")
+    cmd.add_argument("--bandwidth", type=_rate, metavar="RATE",
+                     help="bytes/s per pair of tiers, e.g. 100MiB (default: unlimited)")
+    cmd.add_argument("--shutdown-timeout", type=_seconds(zero=True), default=30.0,
+                     metavar="SECONDS", help="on SIGTERM, how long moves in flight may take to "
+                     "finish before they are cancelled and rolled back (default: 30s)")
+    cmd.add_argument("--metrics-port", type=_whole(0, 65535), default=9464, metavar="PORT",
+                     help="Prometheus metrics and /healthz on 127.0.0.1 (default: 9464; 0: a "
+                          "free port, shown in the start line)")
+    cmd.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    cmd.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="one line per event as key=value text or JSON (default: text)")
