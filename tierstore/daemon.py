@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import enum
 import fcntl
 import logging
@@ -26,13 +25,12 @@ import signal
 import socket
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .catalog import ObjectRecord, Replica
 from .config import Config, load_config, parse_size
 from .errors import ConfigError, TierstoreError
 from .metrics import DaemonMetrics, MetricsServer, configure_logs, secrets_of
@@ -136,25 +134,6 @@ class TokenBucket:
         self.stamp = now
         if self.tokens < 0:
             await asyncio.sleep(-self.tokens / self.rate)
-
-
-# The daemon and destination tier of the move the current task makes, if any.
-_MOVE: contextvars.ContextVar[tuple[Daemon, str] | None] = contextvars.ContextVar(
-    "tierstore_daemon_move", default=None)
-
-
-class PacedStore(Store):
-    """A store whose copies, made inside a daemon's move, are paced and counted per pair of
-    tiers. It hooks the stream :meth:`Store.add_replica` copies from, chunk by chunk (8 MiB),
-    as the store has no public pacing hook yet."""
-
-    async def _verified_stream(self, record: ObjectRecord, replica: Replica
-                               ) -> AsyncIterator[bytes]:
-        move = _MOVE.get()
-        async for chunk in super()._verified_stream(record, replica):
-            if move is not None:
-                await move[0].pace(replica.tier, move[1], len(chunk))
-            yield chunk
 
 
 class Daemon:
@@ -352,12 +331,12 @@ class Daemon:
 
     async def _move(self, move: Move, snapshot: Snapshot) -> str:
         """One move: copy to ``dst`` (verified, committed), then drop ``src``."""
-        _MOVE.set((self, move.dst))  # in this task's own context
         began = time.monotonic()
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            await self.store.add_replica(move.key, move.dst)
+            await self.store.add_replica(
+                move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size))
             if move.src is not None:
                 await self.store.drop_replica(move.key, move.src)
         except asyncio.CancelledError:
@@ -446,7 +425,7 @@ async def _daemon(args: argparse.Namespace) -> int:
     lock = DaemonLock(lock_path(config))
     try:
         lock.acquire(f"{socket.gethostname()}:{os.getpid()}")
-        store = PacedStore(config)
+        store = Store(config)
         return await Daemon(store, options).run()
     except TierstoreError as exc:
         if args.log_format != "json":

@@ -46,6 +46,7 @@ __all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
 STALE_OWNER_SECONDS = 3600.0  # work owned by another host is presumed dead after this long
 # Replicas this process is working on right now, as (catalog, replica id): recovery leaves
 # them alone, and takes over rows of this process that a failed rollback left behind.
@@ -166,7 +167,8 @@ class Store:
         raise NoReadableReplica(key, failures)
 
     async def _transfer(self, record: ObjectRecord,
-                        write: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+                        write: Callable[[AsyncIterator[bytes]], Awaitable[T]],
+                        pace: Pace | None = None) -> T:
         """Stream a whole verified object into ``write``, failing over between replicas.
 
         The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
@@ -176,19 +178,21 @@ class Store:
         failures: list[tuple[str, BaseException]] = []
         for replica in self.rank(record):
             try:
-                return await write(self._verified_stream(record, replica))
+                return await write(self._verified_stream(record, replica, pace))
             except _SourceFailed as failed:
                 failures.append((failed.tier, failed.cause))
                 self._fallback(record.key, replica, failed.cause)
         raise NoReadableReplica(record.key, failures)
 
-    async def _verified_stream(self, record: ObjectRecord, replica: Replica
-                               ) -> AsyncIterator[bytes]:
+    async def _verified_stream(self, record: ObjectRecord, replica: Replica,
+                               pace: Pace | None = None) -> AsyncIterator[bytes]:
         hasher = Hasher()
         try:
             tier = self.tier(replica.tier)
             async for chunk in tier.iter_read(replica.path, record.size or 0):
                 hasher.update(chunk)
+                if pace is not None:
+                    await pace(replica.tier, len(chunk))
                 yield chunk
             if hasher.size != record.size:
                 raise TierError(replica.tier, "read", f"{hasher.size} bytes, expected "
@@ -337,8 +341,13 @@ class Store:
 
     # -- replicas and moves ----------------------------------------------------------------
 
-    async def add_replica(self, key: str, tier: str) -> ObjectInfo:
-        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas."""
+    async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None
+                          ) -> ObjectInfo:
+        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas.
+
+        ``pace(source_tier, nbytes)`` is awaited before each chunk is written: a rate limit
+        (the daemon's bandwidth cap) or a progress hook.
+        """
         record = self._ready(key)
         dest = self.tier(tier)
         if record.on(dest.name) is None:
@@ -348,7 +357,7 @@ class Store:
                 await self._write_replica(record.key, dest, chunks, lambda: expected,
                                           new_content=False)
 
-            await self._transfer(record, write)
+            await self._transfer(record, write, pace)
         return await self.stat(key)
 
     async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
