@@ -11,13 +11,13 @@ So a process killed at any instant leaves every object with at least one verifie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -266,13 +266,20 @@ class Store:
                              ) -> None:
         """The one way bytes become a replica: intent, temp write, verify, rename, commit."""
         tmp = Tier.partial_path(key)
-        replica = await self._db(self.catalog.begin_replica, key, dest.name, tmp=tmp,
-                                 new_content=new_content, owner=self.owner)
+        begin = asyncio.ensure_future(self._db(
+            self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
+            owner=self.owner))
+        try:
+            replica = await asyncio.shield(begin)
+        except asyncio.CancelledError:  # the intent may commit anyway: take it back at once
+            with contextlib.suppress(Exception):
+                await self._discard(key, await begin)
+            raise
         with self._working(replica):
             await self._fill_replica(key, dest, replica, chunks, expected,
                                      new_content=new_content)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _working(self, replica: Replica) -> Iterator[None]:
         token = (repr(self.catalog), replica.id)
         _IN_FLIGHT.add(token)
