@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # the venv is re-synced only when these change
 HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 CEPH_BINS := ceph-mon ceph-mgr ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool
-APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common python3 python3-venv
+TOOL_BINS := fio
+APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common fio python3 python3-venv
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint sysdeps clean
@@ -34,7 +35,7 @@ lint: $(VENV)/.installed-test-$(HASH)
 
 # Debian packages the tests need (a real Ceph radosgw); apt runs only when something is missing.
 sysdeps:
-	@ok=1; for b in $(CEPH_BINS); do command -v $$b >/dev/null || ok=0; done; \
+	@ok=1; for b in $(CEPH_BINS) $(TOOL_BINS); do command -v $$b >/dev/null || ok=0; done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || ok=0; \
 	if [ $$ok = 0 ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._progress import each, put_files
+from .bench.cli import add_bench_commands
 from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
@@ -514,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
-                add_plan_command, add_daemon_command):
+                add_plan_command, add_daemon_command, add_bench_commands):
         add(sub)
     return parser
 

@@ -1,0 +1,134 @@
+"""``tierstore bench io``: plan the jobs, run them, print fio's output (normal or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import IO
+
+from tierstore import __version__
+from tierstore._progress import interactive
+
+from .cli import HELP
+from .engine import JobPlan
+from .errors import BenchError
+from .jobfile import Invocation, parse_command_line
+from .machine import DiskStats, block_device, describe_machine
+from .options import JobOptions
+from .report_json import VERSION, fio_json, group_bandwidth, safe_options
+from .report_text import format_header, format_results, num2str
+from .runner import group_results, plan_jobs, run_plans
+from .target import safe_url
+from .target_local import LocalTarget
+
+__all__ = ["run_io"]
+
+EXIT_USAGE = 2
+_SECRET_ARGS = ("storage_options", "storage-options")
+ENGINE = ("local files: one thread per in-flight I/O calling os.preadv/pwritev (O_DIRECT with "
+          "direct=1); fsspec URLs, tier:// keys and tiers: asyncio, iodepth requests in flight")
+
+
+def _with_config(options_list: list[JobOptions], config: str | None) -> list[JobOptions]:
+    if not config:
+        return options_list
+    return [o if o.config else dataclasses.replace(o, config=config) for o in options_list]
+
+
+def _safe_command(args: Sequence[str], config: str | None) -> str:
+    """The command as typed, with credentials hidden (storage options, URLs)."""
+    shown = ["tierstore", *(["--config", config] if config else []), "bench", "io"]
+    secret_next = False
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if secret_next or (sep and name.lstrip("-") in _SECRET_ARGS):
+            text = value if sep and not secret_next else arg
+            hidden = safe_options({"storage_options": text})["storage_options"]
+            arg = f"{name}={hidden}" if sep and not secret_next else hidden
+        secret_next = not sep and arg.lstrip("-") in _SECRET_ARGS
+        shown.append(safe_url(arg) if "://" in arg else arg)
+    return shlex.join(shown)
+
+
+class _Ticker:
+    """fio's status line on a terminal: jobs, read and write rates, elapsed and ETA."""
+
+    def __init__(self, runtime: float | None, jobs: int):
+        self.runtime, self.jobs = runtime, jobs
+        self.previous: list[int] = []
+        self.then = 0.0
+
+    def __call__(self, progress: Sequence[int], seconds: float) -> None:
+        now = list(progress)
+        previous = self.previous or [0] * len(now)
+        span = max(seconds - self.then, 1e-9)
+        reads = sum(now[0::2]) - sum(previous[0::2])
+        writes = sum(now[1::2]) - sum(previous[1::2])
+        self.previous, self.then = now, seconds
+        eta = f"[eta {max(0, int(self.runtime - seconds))}s]" if self.runtime else ""
+        sys.stderr.write(f"\rJobs: {self.jobs}: [r={num2str(reads / span, pow2=True)}B/s,"
+                         f"w={num2str(writes / span, pow2=True)}B/s][{int(seconds)}s]{eta}  ")
+        sys.stderr.flush()
+
+    @staticmethod
+    def done() -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def run_io(args: argparse.Namespace) -> int:
+    """``tierstore bench io``: run fio's jobs and print fio's output."""
+    config = getattr(args, "config", None)
+    try:
+        invocation = parse_command_line(args.fio_args)
+        if invocation.help or invocation.version:
+            print(HELP if invocation.help else VERSION, end="" if invocation.help else "\n")
+            return 0
+        if getattr(args, "json", False) and invocation.output_format == "normal":
+            invocation.output_format = "json"  # `tierstore --json bench io ...`
+        options_list = _with_config(invocation.job_options(), config)
+        plans = plan_jobs(options_list)
+    except BenchError as exc:
+        print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.ExitStack() as stack:
+        out = (stack.enter_context(open(invocation.output, "w", encoding="utf-8"))
+               if invocation.output else sys.stdout)
+        _run(invocation, options_list, plans, out, _safe_command(args.fio_args, config))
+    return 0
+
+
+def _run(invocation: Invocation, options_list: list[JobOptions], plans: list[JobPlan],
+         out: IO[str], command: str) -> None:
+    text = invocation.output_format == "normal"
+    disks = [d for p in plans if isinstance(p.target, LocalTarget)
+             for d in map(block_device, p.target.paths) if d]
+    if text:
+        out.write(format_header(options_list, len(plans)))
+        out.flush()
+    longest = max((o.runtime or 0.0 for o in options_list), default=0.0)
+    ticker = _Ticker(longest or None, len(plans)) \
+        if interactive() and out is sys.stdout else None
+    disk_stats = DiskStats(disks)
+    try:
+        run = run_plans(plans, ticker)
+    finally:
+        if ticker is not None:
+            ticker.done()
+    disk_util = disk_stats.report()
+    grouped = group_results(run)
+    if text:
+        out.write(format_results(grouped, group_bandwidth(grouped), disk_util))
+        return
+    extra = {"version": __version__, "command": command, "engine": ENGINE,
+             "jobs": [{"jobname": p.options.name, "jobnum": p.jobnum,
+                       "target": p.target.describe()} for p in plans],
+             "machine": describe_machine(disks)}
+    doc = fio_json(grouped, global_options=invocation.global_options, disk_util=disk_util,
+                   tierstore=extra, plus=invocation.output_format == "json+")
+    out.write(json.dumps(doc, indent=2) + "\n")
