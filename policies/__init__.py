@@ -10,19 +10,23 @@ the moves it wants, and the engine that composes them into one plan.
         print(move.key, move.src, "->", move.dst, move.reason)
 
 Only :func:`snapshot_from_store` reads anything; every policy is tested on plain
-:class:`Snapshot` data. The ``[policies]`` config section, the daemon that carries plans
-out, persisted pre-loads and next-use ranking come in later steps.
+:class:`Snapshot` data. :meth:`PolicyConfig.from_config` reads the config's ``[policies]``
+section. :class:`Simulation` replays an access trace (:func:`read_trace`) against the policies
+in virtual time, beside a plain LRU cache (``tierstore simulate``). Persisted pre-loads and
+next-use ranking come in later steps.
 """
 
 from .base import Move, ObjectState, Plan, Policy, Refusal, Snapshot, TierState
-from .config import DAY, HOUR, PolicyConfig, Scoring
+from .config import DAY, HOUR, PolicyConfig, Scoring, parse_duration
 from .engine import PRECEDENCE, PolicyEngine, default_engine
 from .frequency import FrequencyPolicy
 from .ledger import Ledger, apply_plan
 from .pins import PinPolicy
 from .preload import PreloadPolicy, PreloadRequest
 from .recency import RecencyPolicy
+from .simulate import Simulation
 from .snapshot import snapshot_from_store
+from .trace import Trace, TraceError, read_trace
 from .watermarks import WatermarkPolicy
 
 __all__ = [
@@ -43,10 +47,15 @@ __all__ = [
     "RecencyPolicy",
     "Refusal",
     "Scoring",
+    "Simulation",
     "Snapshot",
     "TierState",
+    "Trace",
+    "TraceError",
     "WatermarkPolicy",
     "apply_plan",
     "default_engine",
+    "parse_duration",
+    "read_trace",
     "snapshot_from_store",
 ]

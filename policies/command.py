@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .base import Plan, Snapshot
+from .config import PolicyConfig
 from .engine import default_engine
 from .ledger import apply_plan
 
@@ -59,8 +60,9 @@ async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
 
     from .snapshot import snapshot_from_store
 
+    engine = default_engine(PolicyConfig.from_config(store.config))
     snapshot = snapshot_from_store(store, args.now)
-    plan = default_engine().plan(snapshot)
+    plan = engine.plan(snapshot)
     if args.json:
         _print_json({**plan.to_json(),
                      "tiers": _tiers_json(snapshot, apply_plan(snapshot, plan))})

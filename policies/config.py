@@ -1,25 +1,33 @@
-"""Policy settings: one frozen dataclass with the defaults tierstore ships.
+"""Policy settings: one frozen dataclass with the defaults tierstore ships, and its
+``[policies]`` section of the TOML config.
 
-These will be read from a ``[policies]`` section of the TOML config when the daemon lands (it
-is the daemon's to load and validate at its entry point); until then ``tierstore plan`` uses
-the defaults. Per-tier settings are mappings keyed by a tier's name or its class
-(``hot``, ``warm``, ``cold``); a name wins over a class.
+The core keeps that section as written (:attr:`Config.policies
+<tierstore.config.Config.policies>`); :meth:`PolicyConfig.from_config` parses and validates it
+where a plan is made (``tierstore plan``, ``daemon``, ``simulate``), and errors name the file
+and the field. Per-tier settings are mappings keyed by a tier's name or its class (``hot``,
+``warm``, ``cold``); a name wins over a class.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from tierstore.config import TierClass
 from tierstore.errors import ConfigError
+from tierstore.keys import validate_key
 
 from .base import TierState
 
-__all__ = ["DAY", "HOUR", "PolicyConfig", "Scoring"]
+if TYPE_CHECKING:
+    from tierstore.config import Config
+
+__all__ = ["DAY", "HOUR", "PolicyConfig", "Scoring", "parse_duration"]
 
 T = TypeVar("T")
 
@@ -49,6 +57,27 @@ def _frozen(mapping: Mapping[str, object]) -> Mapping[str, object]:
 @dataclass(frozen=True, kw_only=True)
 class PolicyConfig:
     """Every policy setting; times are seconds.
+
+    In the TOML config each parameter is a key of the ``[policies]`` table; durations are
+    ``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"`` or a number of seconds, and per-tier
+    tables are keyed by a tier's name or class (a given table replaces the default one)::
+
+        [policies]
+        demote_after = { hot = "7d", warm = "90d" }   # tiers absent: never demoted by age
+        promote_within = "1h"
+        promote_min_reads = 2
+        promote_to = "hot"
+        scoring = { hot = "lrfu" }                    # recency | frequency | lrfu
+        default_scoring = "recency"
+        promote_score = 2.0
+        demote_score = 0.5
+        min_idle = "1h"
+        recency_half_life = "1h"
+        pins = { "datasets/eval" = "hot" }            # prefix -> tier name
+
+    An unknown key, a value of the wrong kind, or a tier that is not configured is a
+    :class:`~tierstore.errors.ConfigError` naming the file and the field
+    (:meth:`from_toml`).
 
     Parameters
     ----------
@@ -106,6 +135,24 @@ class PolicyConfig:
         object.__setattr__(self, "demote_after", _frozen(self.demote_after))
         object.__setattr__(self, "pins", _frozen(self.pins))
 
+    @classmethod
+    def from_config(cls, config: Config) -> PolicyConfig:
+        """The settings of ``config``'s ``[policies]`` table (the defaults where absent),
+        checked against its tiers."""
+        tiers = {name: tier.tier_class for name, tier in config.tiers.items()}
+        return cls.from_toml(config.policies, source=config.source, tiers=tiers)
+
+    @classmethod
+    def from_toml(cls, table: Mapping[str, Any], *, source: str | None = None,
+                  tiers: Mapping[str, TierClass] | None = None) -> PolicyConfig:
+        """Parse a ``[policies]`` table as TOML gives it.
+
+        ``tiers`` (name -> class), when given, are the tiers a per-tier key, ``promote_to`` or
+        a pin may name. Raises :class:`~tierstore.errors.ConfigError` naming ``source`` and
+        the field.
+        """
+        return _from_toml(cls, table, _Where(source, tiers))
+
     def demote_after_for(self, tier: TierState) -> float | None:
         """Seconds unread before recency demotes off ``tier`` (None: never)."""
         return _lookup(self.demote_after, tier)
@@ -133,3 +180,124 @@ def _scoring(value: object, tier: str) -> Scoring:
     except ValueError:
         raise ConfigError(f"expected one of {', '.join(Scoring)}, got {value!r}",
                           field=f"policies.scoring.{tier}") from None
+
+
+# -- the [policies] table ---------------------------------------------------------------------
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": HOUR, "d": DAY, "w": 7 * DAY}
+
+
+def parse_duration(value: object, *, source: str | None = None,
+                   field: str = "duration") -> float:
+    """``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"`` or a number, as seconds (>= 0).
+
+    Raises :class:`~tierstore.errors.ConfigError` naming ``source`` and ``field``.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+    else:
+        seconds = -1.0
+    if not 0 <= seconds < math.inf:
+        raise ConfigError(f"expected a duration such as 90s, 5m, 12h or 30d, got {value!r}",
+                          source=source, field=field)
+    return seconds
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The file a table came from and the tiers its fields may name."""
+
+    source: str | None
+    tiers: Mapping[str, TierClass] | None
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(message, source=self.source, field=f"policies.{name}")
+
+    def table(self, value: object, name: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.error(name, f"expected a table, got {value!r}")
+        return value
+
+    def tier(self, value: object, name: str, *, classes: bool = False) -> str:
+        """A configured tier's name (or, with ``classes``, a class name)."""
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a tier name, got {value!r}")
+        if (self.tiers is None or value in self.tiers
+                or (classes and value.upper() in TierClass.__members__)):
+            return value
+        known = ", ".join(self.tiers)
+        if classes:
+            raise self.error(name, f"{value!r} is neither a configured tier ({known}) nor a "
+                                   "class (hot, warm, cold)")
+        raise self.error(name, f"{value!r} is not a configured tier (configured: {known})")
+
+    def per_tier(self, value: object, name: str,
+                 parse: Callable[[object, str], Any]) -> dict[str, Any]:
+        return {self.tier(tier, f"{name}.{tier}", classes=True): parse(item, f"{name}.{tier}")
+                for tier, item in self.table(value, name).items()}
+
+    def duration(self, value: object, name: str) -> float:
+        return parse_duration(value, source=self.source, field=f"policies.{name}")
+
+    def number(self, value: object, name: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"expected a number, got {value!r}")
+        return float(value)
+
+    def count(self, value: object, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"expected a whole number, got {value!r}")
+        return value
+
+    def scoring(self, value: object, name: str) -> Scoring:
+        try:
+            return Scoring(str(value))
+        except ValueError:
+            raise self.error(name, f"expected one of {', '.join(Scoring)}, got {value!r}"
+                             ) from None
+
+    def pins(self, value: object, name: str) -> dict[str, str]:
+        out = {}
+        for prefix, tier in self.table(value, name).items():
+            where = f'{name}."{prefix}"'
+            if prefix.strip("/"):
+                try:
+                    validate_key(prefix.strip("/"))
+                except ValueError as exc:
+                    raise self.error(where, f"not a key prefix ({exc})") from None
+            out[prefix] = self.tier(tier, where)
+        return out
+
+
+# field -> how its TOML value is parsed
+_PARSERS: dict[str, Callable[[_Where, object, str], Any]] = {
+    "demote_after": lambda w, v, n: w.per_tier(v, n, w.duration),
+    "promote_within": _Where.duration,
+    "promote_min_reads": _Where.count,
+    "promote_to": lambda w, v, n: w.tier(v, n),
+    "scoring": lambda w, v, n: w.per_tier(v, n, w.scoring),
+    "default_scoring": _Where.scoring,
+    "promote_score": _Where.number,
+    "demote_score": _Where.number,
+    "min_idle": _Where.duration,
+    "recency_half_life": _Where.duration,
+    "pins": _Where.pins,
+}
+
+
+def _from_toml(cls: type[PolicyConfig], table: Mapping[str, Any], where: _Where
+               ) -> PolicyConfig:
+    assert set(_PARSERS) == {f.name for f in fields(cls)}, "a PolicyConfig field has no parser"
+    unknown = sorted(set(table) - set(_PARSERS))
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
+                          f"{', '.join(sorted(_PARSERS))})", source=where.source,
+                          field="policies")
+    values = {name: _PARSERS[name](where, value, name) for name, value in table.items()}
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a check across fields, which names no file
+        raise ConfigError(str(exc), source=where.source) from None

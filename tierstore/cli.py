@@ -38,6 +38,7 @@ from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
 from .policies.command import add_plan_command
+from .policies.simulate import add_simulate_command
 from .store import AuditReport, ObjectInfo, RecoveryReport, Store, TierReport
 
 __all__ = ["build_parser", "format_du", "format_objects", "human", "main", "plan_put"]
@@ -515,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
-                add_plan_command, add_daemon_command, add_bench_commands):
+                add_plan_command, add_daemon_command, add_bench_commands,
+                add_simulate_command):
         add(sub)
     return parser
 

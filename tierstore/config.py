@@ -116,7 +116,13 @@ class TierConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    """A store: where its catalog lives, its tiers, the default tier for writes, its site."""
+    """A store: where its catalog lives, its tiers, the default tier for writes, its site.
+
+    ``policies`` is the ``[policies]`` table as written (a mapping, empty when absent); the
+    migration policies parse and validate it
+    (:meth:`PolicyConfig.from_config <tierstore.policies.PolicyConfig.from_config>`), so the
+    core knows nothing of them.
+    """
 
     home: Path
     catalog: str
@@ -125,6 +131,7 @@ class Config:
     site: str = "local"
     verify_reads: bool = False
     source: str | None = None
+    policies: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -154,7 +161,7 @@ def default_config(home: Path, *, site: str = "local") -> Config:
                   default_tier="warm", site=site, source="<embedded default>")
 
 
-_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers"}
+_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers", "policies"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
               "max_concurrency", "timeout"}
 
@@ -235,7 +242,9 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
     return Config(home=home, catalog=catalog, tiers=tiers, default_tier=default_tier,
                   site=site, source=source,
                   verify_reads=_expect(raw.get("verify_reads", False), bool, "true or false",
-                                       source=source, field="verify_reads"))
+                                       source=source, field="verify_reads"),
+                  policies=_expect(raw.get("policies", {}), dict, "a table of policy settings",
+                                   source=source, field="policies"))
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

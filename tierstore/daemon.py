@@ -35,6 +35,7 @@ from .config import Config, load_config, parse_size
 from .errors import ConfigError, TierstoreError
 from .metrics import DaemonMetrics, MetricsServer, configure_logs, secrets_of
 from .policies.base import Move, Plan, Snapshot
+from .policies.config import PolicyConfig
 from .policies.engine import PolicyEngine, default_engine
 from .policies.snapshot import snapshot_from_store
 from .store import Store
@@ -142,7 +143,7 @@ class Daemon:
     def __init__(self, store: Store, options: DaemonOptions, *,
                  engine: PolicyEngine | None = None, metrics: DaemonMetrics | None = None):
         self.store, self.options = store, options
-        self.engine = engine or default_engine()
+        self.engine = engine or default_engine(PolicyConfig.from_config(store.config))
         self.metrics = metrics or DaemonMetrics()
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.state = RunState.STARTING
@@ -416,6 +417,7 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
 
 async def _daemon(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    engine = default_engine(PolicyConfig.from_config(config))  # a bad [policies]: one line
     configure_logs(log, args.log_format, secrets_of(config))
     options = DaemonOptions(tick=args.tick, max_moves=args.max_moves, bandwidth=args.bandwidth,
                             shutdown_timeout=args.shutdown_timeout, once=args.once,
@@ -426,7 +428,7 @@ async def _daemon(args: argparse.Namespace) -> int:
     try:
         lock.acquire(f"{socket.gethostname()}:{os.getpid()}")
         store = Store(config)
-        return await Daemon(store, options).run()
+        return await Daemon(store, options, engine=engine).run()
     except TierstoreError as exc:
         if args.log_format != "json":
             raise  # the command line's one error line
