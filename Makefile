@@ -1,7 +1,8 @@
 # tierstore: set-up, demo and tests.
 #   make demo     create .venv, install tierstore, run `tierstore demo`
 #   make test     install the test's Debian packages (as root, when missing), then pytest
-#                 (Ceph required), ruff and mypy; extra pytest args: make test PYTEST_ARGS="-x -k s3"
+#                 (Ceph and PostgreSQL required), ruff and mypy; extra pytest args:
+#                 make test PYTEST_ARGS="-x -k s3"
 #   make lint     ruff + mypy only
 # CI runs .ci/run (= make test). A CPU-only torch: make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
@@ -17,7 +18,9 @@ PYTEST_ARGS ?=
 HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 CEPH_BINS := ceph-mon ceph-mgr ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool
 TOOL_BINS := fio
-APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common fio python3 python3-venv
+# Debian keeps PostgreSQL's server binaries off PATH, under /usr/lib/postgresql/<version>/bin
+PG_BINS := initdb pg_ctl postgres
+APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common fio postgresql python3 python3-venv
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test lint sysdeps clean
@@ -26,23 +29,27 @@ demo: $(VENV)/.installed-$(HASH)
 	$(VENV)/bin/tierstore demo
 
 test: $(VENV)/.installed-test-$(HASH)
-	rc=0; TIERSTORE_REQUIRE_CEPH=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; TIERSTORE_REQUIRE_CEPH=1 TIERSTORE_REQUIRE_PG=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	$(MAKE) --no-print-directory lint || rc=1; exit $$rc
 
 lint: $(VENV)/.installed-test-$(HASH)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Debian packages the tests need (a real Ceph radosgw); apt runs only when something is missing.
+# Debian packages the tests need (a real Ceph radosgw, a real PostgreSQL); apt runs only when
+# something is missing.
 sysdeps:
 	@ok=1; for b in $(CEPH_BINS) $(TOOL_BINS); do command -v $$b >/dev/null || ok=0; done; \
+	for b in $(PG_BINS); do \
+	  command -v $$b >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/$$b" >/dev/null || ok=0; \
+	done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || ok=0; \
 	if [ $$ok = 0 ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "apt-get install $(APT_PKGS)"; \
 	    export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
 	    apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 $(APT_PKGS) >/dev/null; \
-	  else echo "warning: Ceph or python3-venv missing and not root; install: $(APT_PKGS)" >&2; fi; \
+	  else echo "warning: Ceph, PostgreSQL or python3-venv missing and not root; install: $(APT_PKGS)" >&2; fi; \
 	fi
 
 # $(call install,<stamp>,<pip target>): one venv, torch first, then the project under constraints.txt

@@ -1,22 +1,78 @@
-"""Catalog conformance: every catalog backend passes these (SQLite today)."""
+"""Catalog conformance: every catalog backend passes these (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import multiprocessing
+import os
+import socket
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import PgServer, PostgresStartError, PostgresUnavailable, start_postgres
+from storefixtures import make_config
 
-from tierstore.catalog import Catalog, ReplicaState, SqliteCatalog, open_catalog
+from tierstore import open_store
+from tierstore.catalog import (
+    Catalog,
+    PostgresCatalog,
+    ReplicaState,
+    SqliteCatalog,
+    open_catalog,
+)
 from tierstore.errors import CatalogError, ObjectNotFound, ReplicaError
 
 OWNER = "test-host:1"
+TEMPLATE = "tierstore_template"  # a migrated catalog; each test gets a copy
+_databases = itertools.count()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server for the whole session, with a migrated template database.
+
+    Skips when PostgreSQL is not installed, unless TIERSTORE_REQUIRE_PG=1 (CI), which fails.
+    """
+    started = time.monotonic()
+    try:
+        server, stop = start_postgres()
+    except PostgresUnavailable as exc:
+        if os.environ.get("TIERSTORE_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL not installed and TIERSTORE_REQUIRE_PG=1: {exc}",
+                        pytrace=False)
+        pytest.skip(f"PostgreSQL not installed: {exc}")
+    except PostgresStartError as exc:
+        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
+    try:
+        server.admin(f"CREATE DATABASE {TEMPLATE}")
+        open_catalog(server.url(TEMPLATE)).close()
+        print(f"PostgreSQL {server.version} ready in {time.monotonic() - started:.2f}s")
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh catalog database for one test, copied from the migrated template."""
+    name = f"catalog_{os.getpid()}_{next(_databases)}"
+    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield pg_server.url(name)
+    pg_server.admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
-    opened = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    opened = open_catalog(url)
     request.addfinalizer(opened.close)
     return opened
 
@@ -180,3 +236,206 @@ def test_a_corrupt_catalog_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_unsupported_catalog_url() -> None:
     with pytest.raises(CatalogError, match="unsupported catalog 'mysql'"):
         open_catalog("mysql://db/tierstore")
+
+
+# -- PostgreSQL specifics ------------------------------------------------------------------
+
+
+def _pg_hammer(url: str, worker: int, count: int) -> None:
+    catalog = open_catalog(url)
+    for i in range(count):
+        committed(catalog, f"w{worker}/k{i}")
+        # every worker also reads one shared key: the upserts must merge, not overwrite
+        catalog.record_access({f"w{worker}/k{i}": (1, float(i)), "shared": (1, float(i))})
+    catalog.close()
+
+
+def test_postgres_many_processes_write_at_once(pg_url: str) -> None:
+    catalog = open_catalog(pg_url)
+    committed(catalog, "shared")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_pg_hammer, args=(pg_url, w, 100)) for w in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    keys = [r.key for r in catalog.objects()]
+    assert len(keys) == 401
+    stats = catalog.access(keys)
+    assert sum(s.count for s in stats.values()) == 800
+    assert stats["shared"].count == 400
+    catalog.close()
+
+
+def _mark_deleting_at_once(catalog: Catalog, replica_ids: list[int]) -> list[str]:
+    """Each replica marked deleting by its own thread (its own session), all at once."""
+    barrier, outcomes = threading.Barrier(len(replica_ids)), []
+
+    def drop(replica_id: int) -> None:
+        barrier.wait()
+        try:
+            catalog.mark_deleting(replica_id, owner=OWNER)
+            outcomes.append("dropped")
+        except ReplicaError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=drop, args=(rid,)) for rid in replica_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return sorted(outcomes)
+
+
+def test_postgres_concurrent_writers_never_drop_the_last_replica(pg_url: str) -> None:
+    """Two sessions each try to drop one of two ready replicas at once: exactly one may."""
+    catalog = open_catalog(pg_url)  # one connection per thread: real concurrent sessions
+    for round_ in range(15):
+        key = f"k{round_}"
+        first = committed(catalog, key)
+        copy = catalog.begin_replica(key, "cold", tmp="c", new_content=False, owner=OWNER)
+        catalog.commit_replica(copy.id, size=3, checksum="sum-b'abc'", new_content=False)
+        assert _mark_deleting_at_once(catalog, [first, copy.id]) == ["dropped", "refused"]
+        assert len(catalog.get(key).ready) == 1  # type: ignore[union-attr]
+    catalog.close()
+
+
+def _use_in_child(catalog: Catalog, queue: multiprocessing.Queue) -> None:
+    committed(catalog, "from-child")
+    queue.put(len(catalog.objects()))
+    catalog.close()
+
+
+def test_postgres_catalog_survives_a_fork(pg_url: str) -> None:
+    catalog = open_catalog(pg_url)
+    committed(catalog, "from-parent")
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue = ctx.Queue()
+    child = ctx.Process(target=_use_in_child, args=(catalog, queue))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0 and queue.get(timeout=5) == 2
+    # the child neither used nor closed the parent's connection
+    assert [r.key for r in catalog.objects()] == ["from-child", "from-parent"]
+    catalog.close()
+
+
+def test_postgres_schema_version_is_recorded_and_checked(pg_url: str) -> None:
+    import psycopg
+
+    open_catalog(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        (version,) = conn.execute("SELECT version FROM schema_version").fetchall()
+        assert version == (PostgresCatalog.schema_version,)
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(CatalogError, match="schema 99, newer than this tierstore"):
+        open_catalog(pg_url)
+
+
+def test_postgres_migrates_once_when_many_open_at_once(pg_server: PgServer) -> None:
+    name = f"empty_{os.getpid()}_{next(_databases)}"
+    pg_server.admin(f"CREATE DATABASE {name}")
+    opened: list[Catalog] = []
+    threads = [threading.Thread(target=lambda: opened.append(open_catalog(pg_server.url(name))))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(opened) == 6
+    committed(opened[0], "k")
+    assert [r.key for r in opened[-1].objects()] == ["k"]
+    for catalog in opened:
+        catalog.close()
+    pg_server.admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_postgres_one_schema_per_store(pg_server: PgServer, pg_url: str) -> None:
+    """Stores can share a database, each in its own schema (``options=-csearch_path=...``)."""
+    dbname = pg_url.rsplit("/", 1)[1]
+    for schema in ("store_a", "store_b"):
+        pg_server.admin(f"CREATE SCHEMA {schema}", dbname)
+    a, b = (open_catalog(f"{pg_url}?options=-csearch_path%3D{schema}")
+            for schema in ("store_a", "store_b"))
+    committed(a, "only-in-a")
+    assert [r.key for r in a.objects()] == ["only-in-a"] and b.objects() == []
+    a.close()
+    b.close()
+
+
+def test_postgres_password_never_shown(pg_server: PgServer, pg_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = open_catalog(pg_url)
+    assert pg_server.password not in repr(catalog) and "tierstore@127.0.0.1" in repr(catalog)
+    catalog.close()
+    dbname = pg_url.rsplit("/", 1)[1]
+    wrong = "Wr0ng-s3cret/pa:ss@word"
+    with pytest.raises(CatalogError, match="password authentication failed") as failed:
+        open_catalog(pg_server.url(dbname, password=wrong))
+    shown = str(failed.value) + repr(failed.value) + str(failed.value.__cause__ or "")
+    assert wrong not in shown and "Wr0ng" not in shown
+    assert f"127.0.0.1:{pg_server.port}" in shown
+    # the password from the environment, as libpq reads it, and never shown either
+    bare = f"postgresql://{pg_server.user}@{pg_server.host}:{pg_server.port}/{dbname}"
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    open_catalog(bare).close()
+    monkeypatch.setenv("PGPASSWORD", wrong)
+    with pytest.raises(CatalogError) as failed:
+        open_catalog(bare)
+    assert "Wr0ng" not in str(failed.value)
+
+
+def test_postgres_password_file(pg_server: PgServer, pg_url: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{pg_server.host}:{pg_server.port}:*:{pg_server.user}:"
+                        f"{pg_server.password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    dbname = pg_url.rsplit("/", 1)[1]
+    catalog = open_catalog(f"postgresql://{pg_server.user}@{pg_server.host}:{pg_server.port}/"
+                           f"{dbname}?passfile={passfile}")
+    assert catalog.objects() == []
+    catalog.close()
+
+
+def test_postgres_server_down_is_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    with pytest.raises(CatalogError, match=f"cannot connect to the catalog at "
+                                           f"u@127.0.0.1:{port}/db: .*refused") as failed:
+        open_catalog(f"postgresql://u:hunter2@127.0.0.1:{port}/db")
+    assert "hunter2" not in str(failed.value) and failed.value.__cause__ is None
+
+
+def test_postgres_reconnects_after_the_server_drops_connections(pg_server: PgServer,
+                                                                pg_url: str) -> None:
+    catalog = open_catalog(pg_url)
+    committed(catalog, "a")
+    dbname = pg_url.rsplit("/", 1)[1]
+    pg_server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+    assert [r.key for r in catalog.objects()] == ["a"]  # a read retries on a new connection
+    pg_server.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()")
+    committed(catalog, "b")  # so does a write that had not reached its commit
+    assert [r.key for r in catalog.objects()] == ["a", "b"]
+    catalog.close()
+
+
+def test_store_on_a_postgres_catalog(pg_server: PgServer, pg_url: str, tmp_path: Path
+                                     ) -> None:
+    config = dataclasses.replace(make_config(tmp_path, "local"), catalog=pg_url)
+    with open_store(config) as store:
+        assert pg_server.password not in repr(store)
+        store.put("ds/a.bin", b"x" * 1000, tier="hot")
+        store.put("ds/b.bin", b"y" * 10)
+        assert store.move("ds/a.bin", "cold").tiers == ["cold"]
+        assert store.cat("ds/a.bin") == b"x" * 1000
+        store.rm("ds/b.bin")
+        assert store.find("ds/") == ["ds/a.bin"]
+        assert store.stat("ds/a.bin").access.count == 1  # type: ignore[union-attr]
+        assert store.audit(deep=True).ok
+    store.aio.catalog.close()

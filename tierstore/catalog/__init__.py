@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import CatalogError
 from .base import AccessStats, Catalog, ObjectRecord, Replica, ReplicaState, TierUsage
 from .sqlite import SqliteCatalog
+
+if TYPE_CHECKING:
+    from .postgres import PostgresCatalog
 
 __all__ = [
     "AccessStats",
     "Catalog",
     "ObjectRecord",
+    "PostgresCatalog",
     "Replica",
     "ReplicaState",
     "SqliteCatalog",
@@ -18,9 +24,30 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # psycopg is imported only by those who use PostgreSQL.
+    if name == "PostgresCatalog":
+        return _postgres()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _postgres() -> type[PostgresCatalog]:
+    try:
+        from .postgres import PostgresCatalog
+    except ImportError as exc:
+        raise CatalogError(f"a PostgreSQL catalog needs psycopg 3 ({exc}); install it with "
+                           "pip install 'psycopg[binary]'") from exc
+    return PostgresCatalog
+
+
 def open_catalog(url: str) -> Catalog:
-    """Open the catalog a config names (``sqlite:///PATH``)."""
+    """Open the catalog a config names: ``sqlite:///PATH`` (embedded) or
+    ``postgresql://[user@]host[:port]/dbname`` (shared; the password comes from the
+    environment or a password file, as libpq finds it)."""
     if url.startswith("sqlite:///"):
         return SqliteCatalog.from_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return _postgres().from_url(url)
     scheme = url.split("://", 1)[0] if "://" in url else url
-    raise CatalogError(f"unsupported catalog {scheme!r}: expected sqlite:///PATH")
+    raise CatalogError(f"unsupported catalog {scheme!r}: expected sqlite:///PATH or "
+                       "postgresql://host/dbname")
