@@ -87,3 +87,15 @@ def test_prefixes() -> None:
     assert validate_prefix("a/b/") == "a/b/"
     with pytest.raises(InvalidKey):
         validate_prefix("../")
+
+
+def test_a_catalog_password_is_never_printed(tmp_path: Path) -> None:
+    from tierstore.config import config_from_toml
+    from tierstore.metrics import secrets_of
+
+    config = config_from_toml(
+        'catalog = "postgresql://ts:pa%24%24word@db:5432/tierstore"\n'
+        '[tiers.hot]\nclass = "hot"\nurl = "hot"\n', source="t.toml", home=tmp_path)
+    assert "pa%24%24word" not in repr(config) and "ts:***@" not in repr(config)
+    assert "***@db:5432" in repr(config)
+    assert {"pa%24%24word", "pa$$word"} <= set(secrets_of(config))

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -33,7 +32,7 @@ from typing import Any, NoReturn
 
 from ._progress import each, put_files
 from .bench.cli import add_bench_commands
-from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml
+from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml, safe_url
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
@@ -93,11 +92,6 @@ def _print_json(data: object) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _safe_url(url: str) -> str:
-    """A URL without any ``user:password@`` part."""
-    return re.sub(r"^([A-Za-z0-9+.-]+://)[^/@]*@", r"\1***@", url)
-
-
 _OBJECT_COLUMNS = ["SIZE", "TIERS", "PINNED", "READS", "KEY"]
 _OBJECT_RIGHT = frozenset({0, 3})
 _CLASS_ORDER = ("hot", "warm", "cold", "unknown")
@@ -124,7 +118,7 @@ def format_du(reports: Sequence[TierReport]) -> str:
     """Per tier: objects and bytes held against capacity and watermarks."""
     rows = [[r.tier, r.tier_class, str(r.objects), human(r.bytes), human(r.capacity),
              "-" if r.fill is None else f"{r.fill:.1%}",
-             f"{r.high_watermark:.0%}/{r.low_watermark:.0%}", _safe_url(r.url)]
+             f"{r.high_watermark:.0%}/{r.low_watermark:.0%}", safe_url(r.url)]
             for r in reports]
     return _table(["TIER", "CLASS", "OBJECTS", "SIZE", "CAPACITY", "FILL", "HIGH/LOW", "URL"],
                   rows, right=frozenset({2, 3, 4, 5}))
@@ -318,7 +312,7 @@ async def _cmd_stat(store: Store, args: argparse.Namespace) -> int:
 async def _cmd_du(store: Store, args: argparse.Namespace) -> int:
     reports = await store.usage()
     if args.json:
-        _print_json([{**dataclasses.asdict(r), "url": _safe_url(r.url), "fill": r.fill}
+        _print_json([{**dataclasses.asdict(r), "url": safe_url(r.url), "fill": r.fill}
                      for r in reports])
     else:
         print(format_du(reports))

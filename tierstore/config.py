@@ -26,6 +26,7 @@ __all__ = [
     "load_config",
     "parse_size",
     "redact",
+    "safe_url",
 ]
 
 CONFIG_NAME = "tierstore.toml"
@@ -66,6 +67,11 @@ def parse_size(value: object, *, source: str | None = None, field: str = "size")
         )
     number, unit = match.groups()
     return int(float(number) * _UNITS[(unit or "").lower()])
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any ``user:password@`` part masked, for printing."""
+    return re.sub(r"^([A-Za-z0-9+.-]+://)[^/@\s]*@", r"\1***@", url)
 
 
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,6 +147,11 @@ class Config:
                 f"names no configured tier (configured: {', '.join(self.tiers)})",
                 source=self.source, field="default_tier",
             )
+
+    def __repr__(self) -> str:
+        return (f"Config(home={str(self.home)!r}, catalog={safe_url(self.catalog)!r}, "
+                f"tiers={list(self.tiers.values())!r}, default_tier={self.default_tier!r}, "
+                f"site={self.site!r}, source={self.source!r})")
 
     def tier(self, name: str) -> TierConfig:
         try:

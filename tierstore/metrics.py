@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import unquote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, make_wsgi_app
@@ -147,6 +148,9 @@ def secrets_of(config: Config) -> list[str]:
 
     for tier in config.tiers.values():
         walk(tier.options, redact(tier.options))
+    password = urlsplit(config.catalog).password
+    if password:
+        found += [password, unquote(password)]
     return found
 
 

@@ -101,9 +101,11 @@ class Store:
             raise UnknownTier(name, list(self.tiers)) from None
 
     async def close(self) -> None:
+        """Flush access statistics, close client sessions and catalog connections."""
         self.recorder.close()
         for tier in self.tiers.values():
             await tier.close()
+        self.catalog.close()
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Catalog writes wait on other writers, so they leave the event loop."""
