@@ -5,8 +5,12 @@
 - The dataset index (``<prefix>/index.json``), written at ingest, so start-up reads one
   object and never lists or probes the store.
 - The order of an epoch, a pure function of (seed, epoch, ranks, workers): :mod:`.order`.
-- :class:`TierDataset`, an ``IterableDataset`` with byte-bounded async read-ahead, checksum
-  verification of every shard, and mid-epoch (also elastic) resumption.
+- :class:`TierDataset`, an ``IterableDataset`` with async read-ahead that adapts its depth to
+  the measured consumption rate and read latency within a byte budget, retries passing
+  failures, verifies every shard, and resumes mid-epoch (also elastically).
+- :class:`TierLoader`, the DataLoader over it: batches collated in the workers, ``set_epoch``
+  reaching persistent workers, exact resumption in the same batch order, workers shut down
+  at once on an error.
 """
 
 from __future__ import annotations
@@ -30,21 +34,27 @@ from .parquet import ParquetFormat
 from .placement import Placement, current_placement
 from .prefetch import PrefetchStats
 from .raw import RawFormat
+from .readahead import ReadAhead
+from .retry import Backoff
 from .state import merge_states
 from .tar import TarFormat
+from .tierloader import LoaderStats, TierLoader
 from .zarrarray import ZarrFormat
 
 __all__ = [
     "FORMATS",
+    "Backoff",
     "CorruptShard",
     "DatasetIndex",
     "InvalidIndex",
     "Layout",
+    "LoaderStats",
     "OrderSpec",
     "ParquetFormat",
     "Placement",
     "PrefetchStats",
     "RawFormat",
+    "ReadAhead",
     "SampleError",
     "ShardEntry",
     "ShardError",
@@ -53,6 +63,7 @@ __all__ = [
     "ShardReader",
     "TarFormat",
     "TierDataset",
+    "TierLoader",
     "WorkerOrder",
     "ZarrFormat",
     "as_bytes",

@@ -30,6 +30,8 @@ from .order import Equalize, OrderSpec, rank_span, worker_order
 from .parquet import ParquetFormat
 from .placement import Placement, current_placement, world
 from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, read_shard
+from .readahead import ReadAhead, check_read_ahead
+from .retry import RETRY, Backoff, retrying
 from .runtime import LoopThread, StoreHandle
 from .state import STATE_VERSION, check_state, dataloader_consumed, exclude_mask, spec_of
 
@@ -83,6 +85,13 @@ class TierDataset(IterableDataset[Any]):
         :func:`default_prefetch_bytes`).
     max_reads, part_size
         Ranged reads in flight per reader, and the size of each.
+    read_ahead
+        How far ahead each reader reads, within its share of ``prefetch_bytes``:
+        ``"adaptive"`` (as far as the measured consumption rate and read latency need, see
+        :mod:`.readahead`), ``"budget"`` (as far as the budget allows) or a number of shards.
+    retry
+        How a read failing for a passing reason (every replica briefly away) is retried
+        before its error is raised (:class:`~.retry.Backoff`).
     columns, formats
         Parquet columns to read; or format instances by name, overriding the defaults.
     rank, world_size
@@ -96,7 +105,8 @@ class TierDataset(IterableDataset[Any]):
                  shuffle: bool = True, seed: int = 0, buffer_size: int = 512,
                  equalize: Equalize = "none", batch_size: int = 1,
                  prefetch_bytes: int | None = None, max_reads: int = 16,
-                 part_size: int = PART_SIZE, columns: list[str] | None = None,
+                 part_size: int = PART_SIZE, read_ahead: ReadAhead = "adaptive",
+                 retry: Backoff = RETRY, columns: list[str] | None = None,
                  formats: Mapping[str, ShardFormat] | None = None,
                  rank: int | None = None, world_size: int | None = None):
         super().__init__()
@@ -104,7 +114,9 @@ class TierDataset(IterableDataset[Any]):
         if index is None:
             if prefix is None:
                 raise ValueError("give the dataset's prefix or its index")
-            index = LoopThread.get().submit(aread_index(self._store.get(), prefix)).result()
+            store = self._store.get()
+            index = LoopThread.get().submit(
+                retrying(lambda: aread_index(store, prefix), retry)).result()
         self.index = index
         overrides = dict(formats or {})
         if columns is not None:
@@ -117,6 +129,7 @@ class TierDataset(IterableDataset[Any]):
         if max_reads < 1 or part_size < 1:
             raise ValueError("max_reads and part_size must be positive")
         self.max_reads, self.part_size = max_reads, part_size
+        self.read_ahead, self.retry = check_read_ahead(read_ahead), retry
         self._rank, self._world_size = rank, world_size
         self._resume: dict[str, Any] | None = None  # a loaded state, for the next pass
         self._base: dict[str, Any] | None = None  # the state the current pass resumed
@@ -139,7 +152,8 @@ class TierDataset(IterableDataset[Any]):
         its order). A state loaded for another epoch is dropped.
 
         With ``persistent_workers=True`` a plain DataLoader's workers keep the dataset they
-        started with, so this does not reach them.
+        started with, so this does not reach them; :class:`~.TierLoader` passes the epoch to
+        its workers at the start of each pass.
         """
         self.spec = dataclasses.replace(self.spec, epoch=epoch)
         if self._resume is not None and self._resume["epoch"] != epoch:
@@ -173,8 +187,11 @@ class TierDataset(IterableDataset[Any]):
     # -- iteration ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        rank, size = self._world()
-        placement = current_placement(rank, size)
+        return self._iter_as(current_placement(*self._world()))
+
+    def _iter_as(self, placement: Placement) -> Iterator[Any]:
+        """This pass's samples as read by ``placement`` (taking a loaded state now, not when
+        the first sample is asked for)."""
         skip, exclude = self._start(placement)
         order = worker_order(self.index.starts, self.spec, placement, exclude=exclude)
         self._consumed[placement.name] = skip
@@ -230,13 +247,13 @@ class TierDataset(IterableDataset[Any]):
         stats = self.stats = PrefetchStats()
         reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
 
-        async def fetch(shard: ShardEntry) -> Buffer:
+        async def fetch(shard: ShardEntry, on_latency: Callable[[float], None]) -> Buffer:
             return await read_shard(store, shard, reads=reads, part_size=self.part_size,
-                                    stats=stats)
+                                    stats=stats, backoff=self.retry, on_latency=on_latency)
 
         shards = [(pos, self.index.shards[pos]) for pos in shard_order]
         return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),
-                               stats)
+                               stats, read_ahead=self.read_ahead)
 
     def _take_shard(self, prefetcher: ShardPrefetcher, pending: dict[int, Any],
                     needed: Mapping[int, np.ndarray], gid: int, pos: int,

@@ -1,13 +1,16 @@
-"""Read-ahead of whole shards, bounded by bytes.
+"""Read-ahead of whole shards, bounded by bytes and paced by the consumer.
 
 A :class:`ShardPrefetcher` runs on the process's loader loop. It walks the shards a reader
-will need, in the order it needs them, and starts reading each as soon as the
-:class:`ByteBudget` has room for it; each shard is read as several ranged reads of known
-offsets (no size probe), all shards' reads bounded together by ``max_reads``. The consumer
-takes finished shards in order from a queue, opens them, and gives their bytes back to the
-budget. Every shard is verified against the index's checksum before the consumer sees it; a
-mismatch re-reads it through the store's verified, failing-over path, and a shard that stays
-wrong is a :class:`~tierstore.loader.errors.CorruptShard`, never bytes.
+will need, in the order it needs them, and starts reading each as soon as its read-ahead
+window has room for it: how much room is the :class:`~.readahead.DepthController`'s call
+(adaptive by default: as far ahead as the measured consumption rate and read latency need,
+never beyond the byte budget). Each shard is read as several ranged reads of known offsets (no
+size probe), all shards' reads bounded together by ``max_reads``; a read that fails for a
+passing reason is retried with backoff (:mod:`.retry`) after the store has tried every
+replica. The consumer takes finished shards in order from a queue, opens them, and gives
+their bytes back to the window. Every shard is verified against the index's checksum before
+the consumer sees it; a mismatch re-reads it through the store's verified, failing-over path,
+and a shard that stays wrong is a :class:`~tierstore.loader.errors.CorruptShard`, never bytes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import concurrent.futures
 import contextlib
 import functools
 import queue
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
 from tierstore.checksum import checksum
 from tierstore.errors import ChecksumMismatch, NoReadableReplica, TierstoreError
@@ -27,47 +30,59 @@ from tierstore.store import Store
 from .errors import CorruptShard, ShardError
 from .format import Buffer
 from .index import ShardEntry
+from .readahead import START_SHARDS, DepthController, PrefetchStats, Read, ReadAhead
+from .retry import NEVER, Backoff, retrying
 from .runtime import LoopThread
 
-__all__ = ["ByteBudget", "PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
+__all__ = ["PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
 
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
-Fetch = Callable[[ShardEntry], Awaitable[Buffer]]
+Latency = Callable[[float], None]
+Fetch = Callable[[ShardEntry, Latency], Awaitable[Buffer]]
+"""``await fetch(shard, on_latency)``: the shard's verified bytes; ``on_latency(seconds)``
+reports how long reading it took (:func:`read_shard` does)."""
 
 
-@dataclass
-class PrefetchStats:
-    """What a prefetcher did (read on the consumer's side; updated on the loop)."""
+class _Window:
+    """What is read ahead now (bytes and shards, being read or read and not yet taken back),
+    and the producer waiting for room. Lives on the loader loop only."""
 
-    shards: int = 0
-    bytes: int = 0
-    reads: int = 0
-    peak_bytes: int = 0  # most bytes held at once: being read, or read and not yet released
-    rereads: list[str] = field(default_factory=list)  # shards re-read after a bad checksum
-
-
-class ByteBudget:
-    """Bytes held at once, at most ``capacity``; a single item larger than the whole budget
-    is let through alone, so an oversized shard slows reading down instead of stopping it."""
-
-    def __init__(self, capacity: int, stats: PrefetchStats | None = None):
-        self.capacity = max(1, capacity)
+    def __init__(self, depth: DepthController, stats: PrefetchStats):
+        self.depth = depth
+        self.stats = stats
         self.held = 0
-        self.stats = stats or PrefetchStats()
-        self._changed = asyncio.Condition()
+        self.shards = 0
+        self._room = asyncio.Event()
+
+    def fits(self, nbytes: int) -> bool:
+        # an item larger than the whole limit goes alone: it slows reading, never stops it
+        return self.shards == 0 or (self.held + nbytes <= self.depth.limit()
+                                    and self.shards < self.depth.max_shards)
 
     async def acquire(self, nbytes: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.held == 0 or self.held + nbytes <= self.capacity)
-            self.held += nbytes
-            self.stats.peak_bytes = max(self.stats.peak_bytes, self.held)
+        while not self.fits(nbytes):
+            self._room.clear()
+            await self._room.wait()
+        self.held += nbytes
+        self.shards += 1
+        self._publish()
 
-    async def release(self, nbytes: int) -> None:
-        async with self._changed:
-            self.held -= nbytes
-            self._changed.notify_all()
+    def release(self, nbytes: int) -> None:
+        self.held -= nbytes
+        self.shards -= 1
+        self._publish()
+        self.poke()
+
+    def poke(self) -> None:
+        """The limit may have changed: look again."""
+        self._room.set()
+
+    def _publish(self) -> None:
+        stats = self.stats
+        stats.held_bytes, stats.held_shards = self.held, self.shards
+        stats.peak_bytes = max(stats.peak_bytes, self.held)
+        stats.peak_shards = max(stats.peak_shards, self.shards)
 
 
 def cost(shard: ShardEntry) -> int:
@@ -76,16 +91,30 @@ def cost(shard: ShardEntry) -> int:
 
 
 async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphore,
-                     part_size: int = PART_SIZE, stats: PrefetchStats | None = None
-                     ) -> Buffer:
+                     part_size: int = PART_SIZE, stats: PrefetchStats | None = None,
+                     backoff: Backoff = NEVER, on_latency: Latency | None = None) -> Buffer:
     """The whole of ``shard``, verified against the index: ranged reads in parallel, then,
-    on a checksum mismatch, one verified whole read that fails over between replicas."""
+    on a checksum mismatch, one verified whole read that fails over between replicas.
+
+    A read failing for a passing reason is tried again as ``backoff`` says. ``on_latency``
+    is told how long the shard took, from its first read getting one of the ``reads`` slots
+    to its bytes being verified.
+    """
     stats = stats if stats is not None else PrefetchStats()
+    began: list[float] = []
+
+    def retried(exc: BaseException, delay: float) -> None:
+        stats.retries += 1
 
     async def part(lo: int, hi: int) -> bytes:
-        async with reads:
-            stats.reads += 1
-            return await store.cat(shard.key, lo, hi)
+        async def once() -> bytes:
+            async with reads:
+                if not began:
+                    began.append(time.perf_counter())
+                stats.reads += 1
+                return await store.cat(shard.key, lo, hi)
+
+        return await retrying(once, backoff, on_retry=retried)
 
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)
@@ -96,11 +125,13 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
             data = parts[0] if len(parts) == 1 else b"".join(parts)
         if len(data) != shard.size or checksum(data) != shard.checksum:
             stats.rereads.append(shard.key)
-            data = await _verified(store, shard)
+            data = await retrying(lambda: _verified(store, shard), backoff, on_retry=retried)
     except ShardError:
         raise
     except (TierstoreError, OSError) as exc:
         raise ShardError(f"cannot read shard {shard.key!r}: {exc}", shard=shard.key) from exc
+    if on_latency is not None and began:
+        on_latency(time.perf_counter() - began[0])
     stats.shards += 1
     stats.bytes += len(data)
     return data
@@ -125,58 +156,90 @@ async def _verified(store: Store, shard: ShardEntry) -> bytes:
 
 
 class ShardPrefetcher:
-    """Reads ``shards`` ahead of their consumer, in order, holding at most ``budget`` bytes.
+    """Reads ``shards`` ahead of their consumer, in order, as far ahead as ``read_ahead``
+    says and never holding more than ``budget`` bytes.
 
     Parameters
     ----------
     loop
         The process's loader loop.
     fetch
-        ``await fetch(shard)``: the shard's verified bytes (:func:`read_shard`).
+        ``await fetch(shard, on_latency)``: the shard's verified bytes (:func:`read_shard`).
     shards
         ``(position in the index, entry)`` in the order the consumer needs them.
     budget
         Bytes read ahead at most (being read, or handed over and not yet released), each
         shard counted with a small overhead so that many tiny shards are bounded too.
+    stats
+        Where to count; :attr:`stats` either way.
+    read_ahead
+        The depth policy (:data:`~.readahead.ReadAhead`): adaptive by default.
     """
 
     def __init__(self, loop: LoopThread, fetch: Fetch, shards: Sequence[tuple[int, ShardEntry]],
-                 budget: int, stats: PrefetchStats | None = None):
+                 budget: int, stats: PrefetchStats | None = None, *,
+                 read_ahead: ReadAhead = "adaptive"):
         self._loop = loop
         self._fetch = fetch
         self._shards = list(shards)
         self.stats = stats if stats is not None else PrefetchStats()
-        self._budget = budget
+        first = cost(self._shards[0][1]) if self._shards else SHARD_OVERHEAD
+        self.depth = DepthController(read_ahead, budget, START_SHARDS * first, self.stats)
         self._ready: queue.Queue[tuple[int, ShardEntry, concurrent.futures.Future[Buffer]]
                                  | None] = queue.Queue()
         self._tasks: set[asyncio.Task[Buffer]] = set()
-        self._bytes: ByteBudget | None = None
+        self._window: _Window | None = None
+        self._handed: tuple[float, int] | None = None  # when the last shard went out, its cost
         self._producer = loop.submit(self._produce())
 
     async def _produce(self) -> None:
-        self._bytes = ByteBudget(self._budget, self.stats)
+        window = self._window = _Window(self.depth, self.stats)
         for position, shard in self._shards:
-            await self._bytes.acquire(cost(shard))
-            task = asyncio.ensure_future(self._fetch(shard))
+            await window.acquire(cost(shard))
+            read = self.depth.start()
+            task = asyncio.ensure_future(self._fetch(
+                shard, functools.partial(setattr, read, "latency")))
             self._tasks.add(task)
             done: concurrent.futures.Future[Buffer] = concurrent.futures.Future()
-            task.add_done_callback(functools.partial(self._hand_over, done=done))
+            task.add_done_callback(functools.partial(self._hand_over, done=done, read=read,
+                                                     nbytes=cost(shard)))
             self._ready.put((position, shard, done))
         self._ready.put(None)
 
-    def _hand_over(self, task: asyncio.Task[Buffer], done: concurrent.futures.Future[Buffer]
-                   ) -> None:
+    def _hand_over(self, task: asyncio.Task[Buffer], done: concurrent.futures.Future[Buffer],
+                   read: Read, nbytes: int) -> None:
         self._tasks.discard(task)
         if task.cancelled():
+            self.depth.finish(read, None)
             done.cancel()
         elif (exc := task.exception()) is not None:
+            self.depth.finish(read, None)
             done.set_exception(exc)
         else:
+            self.depth.finish(read, nbytes)  # in the window's units, as the consumer's pace
             done.set_result(task.result())
+        if self._window is not None:
+            self._window.poke()
 
     def next(self) -> tuple[int, ShardEntry, Buffer]:
         """The next shard, blocking until it is read; raises the error that reading it
         raised, or :class:`StopIteration` after the last."""
+        asked = time.perf_counter()
+        if self._handed is not None:  # the consumer's pace: the last shard, over its time
+            handed, nbytes = self._handed
+            self.depth.consumed(nbytes, asked - handed)
+        try:
+            position, shard, done = self._take()
+            data = done.result()
+        finally:
+            now = time.perf_counter()
+            waited = now - asked
+            self.stats.stall_s += waited
+            self.stats.stalls += waited > 1e-3
+        self._handed = (now, cost(shard))
+        return position, shard, data
+
+    def _take(self) -> tuple[int, ShardEntry, concurrent.futures.Future[Buffer]]:
         while True:
             try:
                 item = self._ready.get(timeout=0.1)
@@ -189,14 +252,12 @@ class ShardPrefetcher:
         if item is None:
             self._ready.put(None)
             raise StopIteration
-        position, shard, done = item
-        return position, shard, done.result()
+        return item
 
     def release(self, shard: ShardEntry) -> None:
-        """Give back the budget of a shard the consumer has finished with."""
-        if self._bytes is not None:
-            budget, nbytes = self._bytes, cost(shard)
-            self._loop.call_soon(lambda: asyncio.ensure_future(budget.release(nbytes)))
+        """Give back the room of a shard the consumer has finished with."""
+        if self._window is not None:
+            self._loop.call_soon(self._window.release, cost(shard))
 
     def shutdown(self) -> None:
         """Stop reading ahead: cancel the producer and every read in flight."""

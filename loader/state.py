@@ -7,13 +7,15 @@ A state is a plain dict (``torch.save`` and JSON both take it)::
      "equalize": "none", "batch_size": 1,                   # the order it follows
      "world_size": 2, "num_workers": 4,                     # the layout it was read with
      "consumed": {"0/0": 117, "0/1": 116, ...},             # samples yielded per rank/worker
-     "base": None}                                          # the state this run resumed
+     "base": None,                                          # the state this run resumed
+     "next_worker": {"0": 1, ...}}                          # per rank: whose batch is next
 
 Resuming with the same layout skips each reader's yielded prefix of the same order, so the
-rest comes in the same order. Resuming with another layout (elastic) needs every reader's
-count (:func:`merge_states` of all ranks): the samples still unread are computed exactly from
-the pure order and partitioned afresh over the new layout; the new run's state keeps the old
-one as ``base``, so resuming again stays exact.
+rest comes in the same order (``next_worker``, written by :class:`~.TierLoader`, also keeps
+the order in which a DataLoader takes batches from its workers). Resuming with another
+layout (elastic) needs every reader's count (:func:`merge_states` of all ranks): the samples
+still unread are computed exactly from the pure order and partitioned afresh over the new
+layout; the new run's state keeps the old one as ``base``, so resuming again stays exact.
 """
 
 from __future__ import annotations
@@ -74,13 +76,16 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] | None = None
     for state in states:
         if merged is None:
-            merged = {**state, "consumed": dict(state["consumed"])}
+            merged = {**state, "consumed": dict(state["consumed"]),
+                      "next_worker": dict(state.get("next_worker", {}))}
             continue
         same = {k: state.get(k) for k in (*_SPEC_KEYS, "samples", "world_size",
                                           "num_workers", "base")}
         if same != {k: merged.get(k) for k in same}:
             raise ValueError("cannot merge states of different epochs, orders or layouts")
         merged["consumed"].update(state["consumed"])
+        merged["next_worker"] = {**merged.get("next_worker", {}),
+                                 **state.get("next_worker", {})}
     if merged is None:
         raise ValueError("no states to merge")
     return merged

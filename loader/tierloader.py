@@ -1,0 +1,329 @@
+"""``TierLoader``: a ``torch.utils.data.DataLoader`` over a :class:`~.TierDataset`, with
+batches made in the workers, epochs that reach persistent workers, and exact resumption.
+
+How it is put together:
+
+- Each worker reads its slice of the epoch (:mod:`.order`) and collates whole batches itself,
+  so what crosses to the training process is collated tensors, which a worker puts in shared
+  memory, and never a list of per-sample Python objects to unpickle. Each batch travels with
+  the reader that made it, how many samples it holds and a snapshot of that reader's
+  read-ahead statistics (a few numbers per batch, not per sample).
+- The epoch and the reader a pass begins with sit in a small shared-memory tensor that every
+  worker reads when a pass starts, so :meth:`TierLoader.set_epoch` reaches persistent workers
+  without restarting them.
+- The DataLoader asks its workers for batches in turn and returns them in that order
+  (``in_order=True``); the loader counts what each reader yielded, so a state says exactly how
+  far every reader got. A resumed pass with the same layout lets DataLoader worker ``i`` play
+  reader ``(i + first) % workers``, where ``first`` is the reader whose batch was due next, so
+  the batches come in the same order as in the interrupted run. With another number of ranks
+  or workers the unread rest of the epoch is partitioned afresh (:mod:`.state`).
+- An error while iterating shuts the workers down at once: an abandoned DataLoader iterator
+  whose traceback keeps it alive otherwise waits for its workers only when it is collected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate, default_convert
+
+from .dataset import TierDataset
+from .order import OrderSpec, worker_order
+from .placement import Placement
+from .readahead import PrefetchStats
+from .state import STATE_VERSION
+
+__all__ = ["LoaderStats", "TierLoader"]
+
+Batch = tuple[int, int, PrefetchStats, Any]  # (reader, samples, reader's stats, batch)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class _Batches(IterableDataset[Batch]):
+    """What each worker iterates: its reader's samples, collated into batches in the worker."""
+
+    def __init__(self, dataset: TierDataset, batch_size: int | None, drop_last: bool,
+                 collate: Callable[[Any], Any], control: torch.Tensor):
+        super().__init__()
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.collate = collate
+        self.control = control  # shared: [epoch, the reader DataLoader worker 0 plays]
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, first = (int(v) for v in self.control.tolist())
+        if self.dataset.epoch != epoch:  # a persistent worker's copy of the dataset
+            self.dataset.set_epoch(epoch)
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rank, size = self.dataset._world()
+        placement = Placement(rank, size, (worker + first) % workers, workers)
+        return self._batches(self.dataset._iter_as(placement), placement.worker)
+
+    def _batches(self, samples: Iterator[Any], reader: int) -> Iterator[Batch]:
+        size = self.batch_size
+        if size is None:
+            for sample in samples:
+                yield reader, 1, self.dataset.stats.snapshot(), self.collate(sample)
+            return
+        batch: list[Any] = []
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == size:
+                yield reader, size, self.dataset.stats.snapshot(), self.collate(batch)
+                batch = []
+        if batch and not self.drop_last:
+            yield reader, len(batch), self.dataset.stats.snapshot(), self.collate(batch)
+
+
+@dataclass
+class _Pass:
+    """One pass over (the rest of) an epoch, as the training process sees it."""
+
+    spec: OrderSpec
+    rank: int
+    world_size: int
+    workers: int
+    base: dict[str, Any] | None  # the state whose unread samples this pass partitions
+    skips: dict[str, int]  # samples each reader had yielded before this pass (same layout)
+    first: int  # the reader whose batch comes first
+    taken: list[int] = field(default_factory=list)
+    last: int | None = None
+
+    def __post_init__(self) -> None:
+        self.taken = [0] * self.workers
+
+    def name(self, reader: int) -> str:
+        return f"{self.rank}/{reader}"
+
+    def consumed(self) -> dict[str, int]:
+        return {self.name(w): self.skips.get(self.name(w), 0) + n
+                for w, n in enumerate(self.taken)}
+
+    def next_reader(self) -> int:
+        return self.first if self.last is None else (self.last + 1) % self.workers
+
+
+@dataclass
+class LoaderStats:
+    """What the training loop saw of a :class:`TierLoader` in the current pass."""
+
+    batches: int = 0
+    samples: int = 0
+    wait_s: float = 0.0  # time spent waiting inside next(loader)
+    started: float | None = None  # time.perf_counter() when the first batch was asked for
+    readers: dict[str, PrefetchStats] = field(default_factory=dict)  # latest, per reader
+
+    @property
+    def wall_s(self) -> float:
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    @property
+    def wait_fraction(self) -> float:
+        """The share of the pass's time the training loop waited for data."""
+        wall = self.wall_s
+        return self.wait_s / wall if wall > 0 else 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        wall = self.wall_s
+        return self.samples / wall if wall > 0 else 0.0
+
+
+class TierLoader:
+    """A DataLoader over a :class:`~.TierDataset`: batches made in workers, ``set_epoch``
+    that reaches persistent workers, and exact mid-epoch (also elastic) resumption.
+
+    Parameters
+    ----------
+    dataset
+        The dataset; its order is made of whole batches of ``batch_size`` per worker (a
+        dataset made with the default ``batch_size=1`` is given the loader's).
+    batch_size, drop_last, collate_fn
+        As for ``DataLoader``, but batches are collated by each worker from its own samples
+        (``drop_last`` drops a worker's last short batch). ``batch_size=None`` yields samples
+        one by one.
+    num_workers, pin_memory, persistent_workers, prefetch_factor, timeout, worker_init_fn,
+    multiprocessing_context, pin_memory_device
+        Passed to ``DataLoader``; batches always come in the order workers made them in turn
+        (``in_order=True``), which resumption relies on.
+    """
+
+    def __init__(self, dataset: TierDataset, batch_size: int | None = 1, *,
+                 num_workers: int = 0, collate_fn: Callable[[Any], Any] | None = None,
+                 pin_memory: bool = False, drop_last: bool = False, timeout: float = 0,
+                 worker_init_fn: Callable[[int], None] | None = None,
+                 multiprocessing_context: Any = None, prefetch_factor: int | None = None,
+                 persistent_workers: bool = False, pin_memory_device: str = ""):
+        if not isinstance(dataset, TierDataset):
+            raise TypeError(f"TierLoader reads a TierDataset, not {type(dataset).__name__}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be positive or None, not {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must not be negative, not {num_workers}")
+        per_batch = batch_size or 1
+        if dataset.spec.batch_size not in (1, per_batch):
+            raise ValueError(f"the dataset's order is made for batches of "
+                             f"{dataset.spec.batch_size}, the loader's are of {batch_size}")
+        dataset.spec = dataclasses.replace(dataset.spec, batch_size=per_batch)
+        self.dataset = dataset
+        self.batch_size, self.drop_last, self.num_workers = batch_size, drop_last, num_workers
+        collate = collate_fn or (default_convert if batch_size is None else default_collate)
+        self._control = torch.tensor([dataset.epoch, 0], dtype=torch.int64).share_memory_()
+        self.dataloader = DataLoader(
+            _Batches(dataset, batch_size, drop_last, collate, self._control), batch_size=None,
+            num_workers=num_workers, collate_fn=_as_is, pin_memory=pin_memory, timeout=timeout,
+            worker_init_fn=worker_init_fn, multiprocessing_context=multiprocessing_context,
+            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device, in_order=True)
+        self._pass: _Pass | None = None
+        self._current: weakref.ref[Iterator[Any]] | None = None
+        self._warned = False
+        self.stats = LoaderStats()
+
+    def __repr__(self) -> str:
+        return (f"TierLoader({self.dataset!r}, batch_size={self.batch_size}, "
+                f"num_workers={self.num_workers})")
+
+    # -- the epoch ------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Read epoch ``epoch`` on the next pass, also in persistent workers."""
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Batches this rank yields in a whole epoch."""
+        rank, size = self.dataset._world()
+        workers = max(1, self.num_workers)
+        per, starts = self.batch_size or 1, self.dataset.index.starts
+        counts = [len(worker_order(starts, self.dataset.spec,
+                                   Placement(rank, size, w, workers)).samples)
+                  for w in range(workers)]
+        return sum(n // per if self.drop_last else -(-n // per) for n in counts)
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, size = self.dataset._world()
+        workers = max(1, self.num_workers)
+        loaded = self.dataset._resume
+        first = 0
+        if loaded is not None and (loaded["world_size"], loaded["num_workers"]) == (size,
+                                                                                    workers):
+            first = int(loaded.get("next_worker", {}).get(str(rank), 0)) % workers
+        base, skips = self.dataset._resumed_pass((size, workers))
+        run = _Pass(self.dataset.spec, rank, size, workers, base, skips, first)
+        self._control.copy_(torch.tensor([self.dataset.epoch, first]))
+        inner = iter(self.dataloader)  # workers take their copy of the dataset (or reset)
+        self.dataset._resume = None  # the next pass starts afresh, in workers and here
+        self._pass, self.stats = run, LoaderStats()
+        self._current = weakref.ref(inner)
+        return self._batches(inner, run)
+
+    def _batches(self, inner: Iterator[Batch], run: _Pass) -> Iterator[Any]:
+        stats = self.stats
+        while True:
+            asked = time.perf_counter()
+            if stats.started is None:
+                stats.started = asked
+            try:
+                reader, count, reader_stats, batch = next(inner)
+            except StopIteration:
+                return
+            except BaseException:
+                self._shut(inner)  # now, not when the traceback lets the iterator go
+                raise
+            finally:
+                stats.wait_s += time.perf_counter() - asked
+            run.taken[reader] += count
+            run.last = reader
+            stats.batches += 1
+            stats.samples += count
+            stats.readers[run.name(reader)] = reader_stats
+            if not self._warned and stats.batches == 1:
+                self._check(batch)
+            yield batch
+
+    def _check(self, batch: Any) -> None:
+        if _holds_bytes(batch):
+            self._warned = True
+            warnings.warn("TierLoader batches hold Python bytes: the training process "
+                          "unpickles them on every batch; decode samples to tensors (the "
+                          "default decode does)", stacklevel=4)
+
+    def _shut(self, inner: Iterator[Any]) -> None:
+        shutdown = getattr(inner, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if self.dataloader._iterator is inner:  # persistent workers: start afresh next time
+            self.dataloader._iterator = None
+
+    def shutdown(self) -> None:
+        """Stop the workers now (also persistent ones); the next pass starts new ones."""
+        for inner in (self.dataloader._iterator,
+                      self._current() if self._current is not None else None):
+            if inner is not None:
+                self._shut(inner)
+
+    def __enter__(self) -> TierLoader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """How far this rank's readers got in the current pass (see :mod:`.state`), and
+        which reader's batch comes next; ``torch.save`` and JSON both take it."""
+        run = self._pass
+        if run is None:
+            if self.dataset._resume is not None:  # loaded, not yet started: itself
+                return {**self.dataset._resume}
+            rank, size = self.dataset._world()
+            workers = max(1, self.num_workers)
+            run = _Pass(self.dataset.spec, rank, size, workers, None, {}, 0)
+        index = self.dataset.index
+        return {"version": STATE_VERSION, "samples": len(index), "shards": len(index.shards),
+                **dataclasses.asdict(run.spec), "world_size": run.world_size,
+                "num_workers": run.workers, "consumed": run.consumed(), "base": run.base,
+                "next_worker": {str(run.rank): run.next_reader()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state`` on the next pass: with the same ranks and workers, the rest
+        of the epoch in the same batch order; with others, the unread samples of every rank
+        (:func:`~.state.merge_states`) partitioned afresh."""
+        self.dataset.load_state_dict(state)
+        self._pass = None
+        if self.dataloader._iterator is not None:  # persistent workers hold the old state
+            self._shut(self.dataloader._iterator)
+
+
+def _holds_bytes(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return True
+    if depth > 3:
+        return False
+    if isinstance(value, Mapping):
+        return any(_holds_bytes(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_bytes(v, depth + 1) for v in value[:4])
+    return False
