@@ -117,6 +117,7 @@ class TierDataset(IterableDataset[Any]):
             store = self._store.get()
             index = LoopThread.get().submit(
                 retrying(lambda: aread_index(store, prefix), retry)).result()
+            store.recorder.flush()  # now, not from a thread a fork may catch in SQLite
         self.index = index
         overrides = dict(formats or {})
         if columns is not None:

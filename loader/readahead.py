@@ -5,10 +5,13 @@ one shard; reading too far ahead holds memory that buys nothing. By Little's law
 that must be in flight to hide the read latency are the rate at which they are used times
 the latency::
 
-    depth = min(consumption, delivery) bytes/s x base read latency s x safety
+    depth = base read latency s x min(consumption bytes/s x safety, delivery bytes/s x gain)
 
 so the adaptive policy measures those and keeps that many bytes read ahead, never more than
-the byte budget, and always at least the next shard. The measurements:
+the byte budget, and always at least the next shard. The consumption term is Little's law
+with headroom; the delivery term keeps a consumer faster than the tier from asking for more
+than deeper reading has been seen to deliver, while leaving room to find out whether it
+would. The measurements:
 
 - **Consumption rate**: bytes of shards taken per second of the consumer's own time, the time
   between handing a shard over and being asked for the next. Time the consumer spent waiting
@@ -31,6 +34,7 @@ first measurements are the least representative (connections being opened, a Dat
 filling its own prefetch queue at once), and shards already asked for cannot be taken back,
 so the depth grows as TCP's slow start does, by at most each finished read's bytes (at most
 doubling per read latency), and shrinks at once.
+
 Fixed policies are kept for comparison: a number of shards, or as far as the budget allows.
 """
 
@@ -51,7 +55,11 @@ ReadAhead = int | Literal["adaptive", "budget"]
 at most ``n`` shards read or being read ahead of the consumer."""
 
 SAFETY = 2.0  # headroom over the measured need: latency and rate both vary from shard to shard
-START_SHARDS = 2  # the adaptive depth before anything is measured, in shards
+PROBE = 3.0  # gain over what the reads deliver at the present depth, so that the depth grows
+# while deeper reading delivers more (at depth D the delivery rate times the latency is
+# about D: a gain of 2 would be a knife-edge; BBR's start-up gain is 2.89)
+START_SHARDS = 1  # the adaptive depth before anything is measured, in shards: the first
+# read goes alone (it opens the connections; several at once would each open their own)
 QUIET = 2  # a read that started with at most this many shards being read measures base latency
 WINDOW = 8  # recent reads the latency and delivery estimates look at
 WEIGHT = 0.25  # weight of the newest measurement in the consumer's moving average
@@ -134,7 +142,7 @@ class DepthController:
         self.budget = max(1, budget)
         self.safety = safety
         self.stats = stats if stats is not None else PrefetchStats()
-        self._reading = 0
+        self._reading = self._finished = 0
         self._delivered = 0
         self._quiet: deque[float] = deque(maxlen=WINDOW)  # latencies of uncrowded reads
         self._recent: deque[float] = deque(maxlen=WINDOW)  # latencies of all reads
@@ -171,12 +179,15 @@ class DepthController:
         self._room += nbytes
         self._rates.append((self._delivered - read.delivered) / lifetime)
         latency = read.latency if read.latency is not None else lifetime
-        self._recent.append(latency)
-        if read.crowd <= QUIET:
-            self._quiet.append(latency)
-        recent = statistics.median(self._recent)  # also keeps a slow start from sticking
-        self.stats.latency_s = min(statistics.median(self._quiet), recent) if self._quiet \
-            else recent
+        if self._finished:  # the first read paid for opening connections: not a latency
+            self._recent.append(latency)
+            if read.crowd <= QUIET:
+                self._quiet.append(latency)
+        self._finished += 1
+        if self._recent:
+            recent = statistics.median(self._recent)  # keeps a slow start from sticking
+            self.stats.latency_s = min(statistics.median(self._quiet), recent) \
+                if self._quiet else recent
         self.stats.delivery_bytes_per_s = max(self._rates)
         self._update()
 
@@ -190,11 +201,11 @@ class DepthController:
         self._update()
 
     def _update(self) -> None:
-        if self.policy != "adaptive" or not self._rates or not self._busy:
+        if self.policy != "adaptive" or not self._recent or not self._busy:
             return
         stats = self.stats
-        pace = min(stats.consumption_bytes_per_s, stats.delivery_bytes_per_s)
-        want = pace * stats.latency_s * self.safety
+        want = stats.latency_s * min(stats.consumption_bytes_per_s * self.safety,
+                                     stats.delivery_bytes_per_s * PROBE)
         self._room = int(min(self.budget, want, self._room))
         self._publish(self._room)
 

@@ -75,6 +75,20 @@ class LoopThread:
                 self._stores[key] = store
             return store
 
+    def flush_access(self) -> None:
+        """Write the access statistics this process's stores have noted, now, from this
+        thread.
+
+        A store notes reads in memory and a background thread writes them to the catalog a
+        second later. A process forked while that thread is inside SQLite inherits SQLite's
+        locks held, and the child hangs the first time it opens the catalog; so a reader
+        flushes before DataLoader workers are forked, leaving that thread nothing to write.
+        """
+        with self._stores_lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            store.recorder.flush()
+
 
 class StoreHandle:
     """The store a reader reads through, opened lazily once per process on the loop thread.

@@ -40,6 +40,7 @@ from .dataset import TierDataset
 from .order import OrderSpec, worker_order
 from .placement import Placement
 from .readahead import PrefetchStats
+from .runtime import LoopThread
 from .state import STATE_VERSION
 
 __all__ = ["LoaderStats", "TierLoader"]
@@ -231,6 +232,9 @@ class TierLoader:
         base, skips = self.dataset._resumed_pass((size, workers))
         run = _Pass(self.dataset.spec, rank, size, workers, base, skips, first)
         self._control.copy_(torch.tensor([self.dataset.epoch, first]))
+        if self.num_workers and self.dataloader._iterator is None:
+            LoopThread.get().flush_access()  # workers are forked now: see flush_access
+            self.dataset._store.get().recorder.flush()  # a store handed in by the caller
         inner = iter(self.dataloader)  # workers take their copy of the dataset (or reset)
         self.dataset._resume = None  # the next pass starts afresh, in workers and here
         self._pass, self.stats = run, LoaderStats()
