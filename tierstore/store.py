@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -75,6 +76,9 @@ class Store:
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
         self.recorder = AccessRecorder(self.catalog, interval=access_interval)
         self.fallbacks = 0  # reads served by a replica other than the first choice
+        # Reads through cat() each tier served, and their bytes: hit rates per tier.
+        self.reads_by_tier: Counter[str] = Counter()
+        self.bytes_by_tier: Counter[str] = Counter()
         self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
 
     @classmethod
@@ -165,6 +169,8 @@ class Store:
                 self._fallback(key, replica, exc)
                 continue
             self.recorder.record(record.key)
+            self.reads_by_tier[replica.tier] += 1
+            self.bytes_by_tier[replica.tier] += len(data)
             return data
         raise NoReadableReplica(key, failures)
 
