@@ -12,8 +12,8 @@ the moves it wants, and the engine that composes them into one plan.
 Only :func:`snapshot_from_store` reads anything; every policy is tested on plain
 :class:`Snapshot` data. :meth:`PolicyConfig.from_config` reads the config's ``[policies]``
 section. :class:`Simulation` replays an access trace (:func:`read_trace`) against the policies
-in virtual time, beside a plain LRU cache (``tierstore simulate``). Persisted pre-loads and
-next-use ranking come in later steps.
+in virtual time, beside a plain LRU cache (``tierstore simulate``). Pre-loads scheduled with
+``tierstore preload`` and the next uses loaders announce are kept in the catalog.
 """
 
 from .base import Move, ObjectState, Plan, Policy, Refusal, Snapshot, TierState
@@ -21,6 +21,7 @@ from .config import DAY, HOUR, PolicyConfig, Scoring, parse_duration
 from .engine import PRECEDENCE, PolicyEngine, default_engine
 from .frequency import FrequencyPolicy
 from .ledger import Ledger, apply_plan
+from .nextuse import NextUsePolicy
 from .pins import PinPolicy
 from .preload import PreloadPolicy, PreloadRequest
 from .recency import RecencyPolicy
@@ -36,6 +37,7 @@ __all__ = [
     "FrequencyPolicy",
     "Ledger",
     "Move",
+    "NextUsePolicy",
     "ObjectState",
     "PinPolicy",
     "Plan",

@@ -20,8 +20,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from tierstore.config import TierClass
+
+if TYPE_CHECKING:
+    from .preload import PreloadRequest
 
 __all__ = ["Move", "ObjectState", "Plan", "Policy", "Refusal", "Snapshot", "TierState",
            "demotion_dst", "format_duration", "under"]
@@ -33,7 +37,9 @@ class ObjectState:
 
     ``replicas`` are the configured tiers holding a ready replica; ``score`` is the catalog's
     decayed read count, decayed to the snapshot's time; ``last_access`` is None for an object
-    never read; ``busy`` marks an object with a copy or removal in flight (left alone).
+    never read; ``busy`` marks an object with a copy or removal in flight (left alone);
+    ``next_use`` is the earliest time a reader announced it will read the object (None if
+    none did).
     """
 
     key: str
@@ -45,6 +51,7 @@ class ObjectState:
     score: float = 0.0
     created: float = 0.0
     busy: bool = False
+    next_use: float | None = None
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -97,12 +104,14 @@ class TierState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Objects, tiers and the time a plan is made for. ``tiers`` come hottest first
-    (by class, then name), whatever order they are given in."""
+    """Objects, tiers and the time a plan is made for, and the pre-loads scheduled in the
+    catalog. ``tiers`` come hottest first (by class, then name), whatever order they are
+    given in."""
 
     objects: tuple[ObjectState, ...]
     tiers: tuple[TierState, ...]
     now: float
+    preloads: tuple[PreloadRequest, ...] = ()
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.tiers, key=lambda t: (t.tier_class, t.name)))

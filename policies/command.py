@@ -1,26 +1,30 @@
-"""``tierstore plan``: what the policies would move now, changing nothing."""
+"""``tierstore plan``: what the policies would move now, changing nothing; ``tierstore
+preload``: schedule, list and cancel pre-loads (kept in the catalog, staged by the daemon)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .base import Plan, Snapshot
-from .config import PolicyConfig
+from .config import PolicyConfig, parse_duration
 from .engine import default_engine
 from .ledger import apply_plan
 
 if TYPE_CHECKING:
     from tierstore.store import Store
 
-__all__ = ["add_plan_command", "format_plan", "parse_time"]
+__all__ = ["add_plan_command", "add_preload_command", "format_plan", "parse_time"]
 
 
 def parse_time(text: str) -> float:
-    """A time as Unix seconds (``1718000000``) or ISO 8601 (``2024-06-10T08:00``, local time
-    unless it names a zone)."""
+    """A time as Unix seconds (``1718000000``), ISO 8601 (``2024-06-10T08:00``, local time
+    unless it names a zone), or from now (``+2h``, ``+30m``)."""
+    if text.startswith("+"):
+        return time.time() + _duration(text[1:])
     try:
         value = float(text)
     except ValueError:
@@ -79,3 +83,71 @@ def add_plan_command(sub: Any) -> None:
                     "show what the policies would move now (changes nothing)", data=True)
     plan.add_argument("--now", type=parse_time, metavar="TIME",
                       help="plan as of this time: Unix seconds or ISO 8601 (default: now)")
+
+
+def _duration(text: str) -> float:
+    from tierstore.errors import ConfigError
+
+    try:
+        return parse_duration(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 5m, 12h or 30d, got {text!r}") from None
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="minutes")
+
+
+async def _cmd_preload(store: Store, args: argparse.Namespace) -> int:
+    from tierstore.cli import _print_json, _table
+
+    if args.cancel:
+        gone = await store.cancel_preload(args.prefix, args.tier)
+        print(f"cancelled {gone} pre-load{'' if gone == 1 else 's'} of {args.prefix}")
+        return 0 if gone else 1
+    if args.prefix is not None:
+        if args.tier is None or args.by is None:
+            raise ValueError("a pre-load needs --tier and --by (or use --list, --cancel)")
+        record = await store.schedule_preload(args.prefix, args.tier, args.by,
+                                              lead=args.lead, hold=args.hold)
+        staging = "now" if record.lead is None else _when(record.deadline - record.lead)
+        if not args.json:
+            print(f"pre-load {record.prefix or '/'} onto {record.tier} by "
+                  f"{_when(record.deadline)} (staging from {staging}, held until "
+                  f"{_when(record.deadline + record.hold)}); the daemon stages it")
+            return 0
+    records = await store.preloads()
+    if args.json:
+        _print_json([{"prefix": r.prefix, "tier": r.tier, "by": r.deadline, "lead": r.lead,
+                      "hold": r.hold, "created": r.created} for r in records])
+    elif not records:
+        print("no pre-loads scheduled")
+    else:
+        print(_table(["PREFIX", "TIER", "BY", "STAGING FROM", "HELD UNTIL"],
+                     [[r.prefix or "/", r.tier, _when(r.deadline),
+                       "now" if r.lead is None else _when(r.deadline - r.lead),
+                       _when(r.deadline + r.hold)] for r in records]))
+    return 0
+
+
+def add_preload_command(sub: Any) -> None:
+    """Register ``tierstore preload PREFIX --tier T --by TIME``, ``--list``, ``--cancel``."""
+    from tierstore.cli import _command, _with_store
+
+    preload = _command(sub, "preload", _with_store(_cmd_preload, recover=False),
+                       "stage a prefix on a tier before a scheduled job (the daemon does it)",
+                       data=True)
+    preload.add_argument("prefix", nargs="?", metavar="PREFIX",
+                         help="objects under this prefix ('' for all)")
+    preload.add_argument("--tier", help="the tier to stage onto")
+    preload.add_argument("--by", type=parse_time, metavar="TIME",
+                         help="when the job starts: Unix seconds, ISO 8601, or +2h from now")
+    preload.add_argument("--lead", type=_duration, metavar="DURATION",
+                         help="start staging this long before --by (default: at once)")
+    preload.add_argument("--hold", type=_duration, default=86400.0, metavar="DURATION",
+                         help="keep the objects there this long after --by (default: 1d)")
+    preload.add_argument("--list", action="store_true",
+                         help="list scheduled pre-loads (the default without PREFIX)")
+    preload.add_argument("--cancel", action="store_true",
+                         help="cancel the pre-loads of PREFIX (onto --tier only, if given)")

@@ -73,6 +73,8 @@ class PolicyConfig:
         demote_score = 0.5
         min_idle = "1h"
         recency_half_life = "1h"
+        displace_ratio = 2.0                          # 0: promotions never displace
+        next_use_horizon = "1h"
         pins = { "datasets/eval" = "hot" }            # prefix -> tier name
 
     An unknown key, a value of the wrong kind, or a tier that is not configured is a
@@ -99,6 +101,15 @@ class PolicyConfig:
         demotes one whose score is under ``demote_score`` once unread for ``min_idle``.
     recency_half_life
         The ``lrfu`` score's recency weight.
+    displace_ratio
+        A promotion into a tier at its high watermark may push out (to a colder tier) an
+        object that was read less recently than the candidate and whose decayed read count is
+        at most ``1 / displace_ratio`` of the candidate's, coldest first (an admission test in
+        the spirit of TinyLFU: one recent read does not displace a popular object). 0 turns
+        displacement off: promotions then stop at the high watermark.
+    next_use_horizon
+        The next-use policy stages objects that readers announced they will read within this
+        time, soonest first, displacing what is read later or never.
     pins
         Prefix -> tier: objects under a prefix stay on that tier, as if pinned one by one (a
         pin in the catalog wins).
@@ -115,6 +126,8 @@ class PolicyConfig:
     demote_score: float = 0.5
     min_idle: float = HOUR
     recency_half_life: float = HOUR
+    displace_ratio: float = 2.0
+    next_use_horizon: float = HOUR
     pins: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,6 +136,11 @@ class PolicyConfig:
         _positive(self.promote_within, "promote_within")
         _positive(self.min_idle, "min_idle")
         _positive(self.recency_half_life, "recency_half_life")
+        _positive(self.next_use_horizon, "next_use_horizon")
+        if not (math.isfinite(self.displace_ratio) and (self.displace_ratio == 0
+                                                        or self.displace_ratio >= 1)):
+            raise ConfigError(f"expected 0 (off) or a ratio of at least 1, got "
+                              f"{self.displace_ratio!r}", field="policies.displace_ratio")
         if self.demote_after and self.promote_within >= min(self.demote_after.values()):
             raise ConfigError("must be shorter than every demote_after age, or objects would "
                               "be promoted and demoted in turn", field="policies.promote_within")
@@ -284,6 +302,8 @@ _PARSERS: dict[str, Callable[[_Where, object, str], Any]] = {
     "demote_score": _Where.number,
     "min_idle": _Where.duration,
     "recency_half_life": _Where.duration,
+    "displace_ratio": _Where.number,
+    "next_use_horizon": _Where.duration,
     "pins": _Where.pins,
 }
 

@@ -8,6 +8,7 @@ from .base import Move, Plan, Policy, Refusal, Snapshot
 from .config import PolicyConfig
 from .frequency import FrequencyPolicy
 from .ledger import Ledger
+from .nextuse import NextUsePolicy
 from .pins import PinPolicy
 from .preload import PreloadPolicy, PreloadRequest
 from .recency import RecencyPolicy
@@ -17,8 +18,10 @@ __all__ = ["PRECEDENCE", "PolicyEngine", "default_engine"]
 
 # Highest first. Recency and frequency share a level: they govern different tiers (each
 # tier's scoring picks one), and where both propose a move for one object the first wins.
-PRECEDENCE: dict[str, int] = {"pins": 0, "watermarks": 1, "preload": 2, "recency": 3,
-                              "frequency": 3}
+# Pre-load and next-use share one too: both stage what is known to be read, and a scheduled
+# pre-load comes first.
+PRECEDENCE: dict[str, int] = {"pins": 0, "watermarks": 1, "preload": 2, "next_use": 2,
+                              "recency": 3, "frequency": 3}
 
 
 class PolicyEngine:
@@ -73,4 +76,4 @@ def default_engine(config: PolicyConfig | None = None,
     """Every policy, with ``config`` (default: :class:`PolicyConfig` ()) and pre-loads."""
     config = config or PolicyConfig()
     return PolicyEngine([PinPolicy(config), WatermarkPolicy(config), PreloadPolicy(preloads),
-                         RecencyPolicy(config), FrequencyPolicy(config)])
+                         NextUsePolicy(config), RecencyPolicy(config), FrequencyPolicy(config)])

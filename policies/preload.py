@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tierstore.catalog import PreloadRecord
+
 from .base import Move, ObjectState, Policy, Snapshot, format_duration, under
 from .config import DAY
 
@@ -34,13 +36,20 @@ class PreloadRequest:
             raise ValueError(f"preload {self.prefix!r}: expected a finite time, and lead and "
                              "hold of zero or more seconds")
 
+    @classmethod
+    def of(cls, record: PreloadRecord) -> PreloadRequest:
+        """The request a catalog's scheduled pre-load makes."""
+        return cls(prefix=record.prefix, tier=record.tier, by=record.deadline,
+                   lead=record.lead, hold=record.hold)
+
     def active(self, now: float) -> bool:
         start = -math.inf if self.lead is None else self.by - self.lead
         return start <= now < self.by + self.hold
 
 
 class PreloadPolicy(Policy):
-    """Stages the objects of active :class:`PreloadRequest` s, earliest deadline first.
+    """Stages the objects of active :class:`PreloadRequest` s, earliest deadline first:
+    those given here and those in the snapshot (scheduled with ``tierstore preload``).
 
     Each missing object is copied to the request's tier (its other replicas stay); what is
     already there, or on a hotter tier, is held.
@@ -52,7 +61,11 @@ class PreloadPolicy(Policy):
         self.requests = tuple(sorted(requests, key=lambda r: (r.by, r.prefix, r.tier)))
 
     def _active(self, snapshot: Snapshot) -> list[PreloadRequest]:
-        return [r for r in self.requests
+        """Requests given here and those scheduled in the catalog, earliest deadline
+        first."""
+        requests = sorted({*self.requests, *snapshot.preloads},
+                          key=lambda r: (r.by, r.prefix, r.tier))
+        return [r for r in requests
                 if r.active(snapshot.now) and snapshot.tier(r.tier) is not None]
 
     def _staged(self, snapshot: Snapshot, obj: ObjectState, request: PreloadRequest) -> bool:

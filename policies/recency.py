@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .base import Move, ObjectState, Policy, Snapshot, demotion_dst, format_duration
 from .config import PolicyConfig, Scoring
+from .displace import Displacer, by_reads, coldest_by_reads
 
 __all__ = ["RecencyPolicy"]
 
@@ -15,7 +18,9 @@ class RecencyPolicy(Policy):
     every tier whose age it has also passed (unread for 100 days with the defaults: hot to
     cold). An object read within ``promote_within`` (and read ``promote_min_reads`` times in
     all) is copied to the promotion tier; its colder replica stays, so that demoting it later
-    only drops the hot copy. Acts only on tiers whose scoring is ``recency``.
+    only drops the hot copy. When the promotion tier is at its high watermark a promotion
+    displaces residents it outranks (:func:`~tierstore.policies.displace.by_reads`). Acts
+    only on tiers whose scoring is ``recency``.
     """
 
     name = "recency"
@@ -34,7 +39,22 @@ class RecencyPolicy(Policy):
         demoted = {m.key for m in demotions}
         wanted = [obj for obj in movable if obj.key not in demoted]
         wanted.sort(key=lambda obj: (-(obj.last_access or 0.0), obj.key))
-        return demotions + [m for obj in wanted if (m := self._promotion(snapshot, obj))]
+        return demotions + list(self._promotions(snapshot, wanted, demotions))
+
+    def _promotions(self, snapshot: Snapshot, wanted: list[ObjectState],
+                    demotions: list[Move]) -> Iterator[Move]:
+        target = self.config.promote_to or (snapshot.hottest.name if snapshot.hottest else None)
+        if target is None or not self._governs(snapshot, target):
+            return
+        demoted = {m.key for m in demotions}
+        residents = coldest_by_reads((o for o in wanted if target in o.replicas
+                                      and o.key not in demoted), snapshot.now)
+        freed = sum(m.bytes for m in demotions if m.src == target)
+        displacer = Displacer(snapshot, target, residents, self.name, freed=freed)
+        outranks = by_reads(self.config.displace_ratio, snapshot.now)
+        for obj in wanted:
+            if (move := self._promotion(snapshot, obj, target)) is not None:
+                yield from displacer.promote(obj, move, outranks)
 
     def _target(self, snapshot: Snapshot, src: str, idle: float) -> str | None:
         """The coldest tier whose hotter tiers' ages ``idle`` has all passed."""
@@ -60,9 +80,8 @@ class RecencyPolicy(Policy):
         return Move.of(obj, src, dst, self.name,
                        f"not read for {format_duration(idle)} (> {age} on {src})")
 
-    def _promotion(self, snapshot: Snapshot, obj: ObjectState) -> Move | None:
-        target = self.config.promote_to or (snapshot.hottest.name if snapshot.hottest else None)
-        if target is None or not self._governs(snapshot, target) or obj.last_access is None:
+    def _promotion(self, snapshot: Snapshot, obj: ObjectState, target: str) -> Move | None:
+        if obj.last_access is None:
             return None
         ago = max(0.0, snapshot.now - obj.last_access)
         if (ago > self.config.promote_within or obj.count < self.config.promote_min_reads

@@ -22,5 +22,7 @@ def score(obj: ObjectState, scoring: Scoring, now: float, config: PolicyConfig) 
 
 def coldest_first(objects: Iterable[ObjectState], scoring: Scoring, now: float,
                   config: PolicyConfig) -> list[ObjectState]:
-    """Objects by ``score`` ascending; ties go to the longest idle, then to key order."""
-    return sorted(objects, key=lambda o: (score(o, scoring, now, config), -o.idle(now), o.key))
+    """Objects no reader announced, by ``score`` ascending (ties go to the longest idle,
+    then to key order); then announced ones, the furthest next use first (Belady's order)."""
+    return sorted(objects, key=lambda o: (o.next_use is not None, -(o.next_use or 0.0),
+                                          score(o, scoring, now, config), -o.idle(now), o.key))

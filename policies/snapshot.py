@@ -11,12 +11,14 @@ from tierstore.store import Store
 from tierstore.sync import SyncStore
 
 from .base import ObjectState, Snapshot, TierState
+from .preload import PreloadRequest
 
 __all__ = ["object_state", "snapshot_from_store", "tier_states"]
 
 
 def snapshot_from_store(store: Store | SyncStore, now: float | None = None) -> Snapshot:
-    """Read every object, its access statistics and the tiers' usage from ``store``.
+    """Read every object, its access statistics, when readers announced they will read it
+    next, and the tiers' usage from ``store``.
 
     Reads this process has not yet handed to the catalog are flushed first. ``now``
     (default: the clock) is the time the plan is for; scores are decayed to it.
@@ -29,13 +31,18 @@ def snapshot_from_store(store: Store | SyncStore, now: float | None = None) -> S
     stats = catalog.access([r.key for r in records])
     half_life = float(getattr(catalog, "half_life", DEFAULT_HALF_LIFE))
     known = set(aio.config.tiers)
+    due = catalog.next_uses(at)
     objects = [state for r in records
-               if (state := object_state(r, stats.get(r.key), at, known, half_life))]
-    return Snapshot(tuple(objects), tier_states(aio.config, catalog.usage(), records), at)
+               if (state := object_state(r, stats.get(r.key), at, known, half_life,
+                                         due.get(r.key)))]
+    preloads = tuple(PreloadRequest.of(record) for record in catalog.preloads())
+    return Snapshot(tuple(objects), tier_states(aio.config, catalog.usage(), records), at,
+                    preloads)
 
 
 def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,
-                 tiers: set[str], half_life: float = DEFAULT_HALF_LIFE) -> ObjectState | None:
+                 tiers: set[str], half_life: float = DEFAULT_HALF_LIFE,
+                 next_use: float | None = None) -> ObjectState | None:
     """A catalog record as a policy sees it; None if it has no ready replica on a
     configured tier (not committed yet, being removed, or only on a tier since dropped)."""
     ready = tuple(r.tier for r in record.ready if r.tier in tiers)
@@ -45,7 +52,8 @@ def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,
         key=record.key, size=record.size, replicas=ready, pinned=record.pinned,
         last_access=stats.last_access if stats else None, count=stats.count if stats else 0,
         score=stats.score_at(now, half_life) if stats else 0.0, created=record.created,
-        busy=any(r.state is not ReplicaState.READY for r in record.replicas))
+        busy=any(r.state is not ReplicaState.READY for r in record.replicas),
+        next_use=next_use)
 
 
 def tier_states(config: Config, usage: list[TierUsage],

@@ -21,6 +21,7 @@ from tierstore import open_store
 from tierstore.catalog import (
     Catalog,
     PostgresCatalog,
+    PreloadRecord,
     ReplicaState,
     SqliteCatalog,
     open_catalog,
@@ -188,6 +189,35 @@ def test_pins(catalog: Catalog) -> None:
     assert catalog.get("k").pinned is None  # type: ignore[union-attr]
 
 
+def test_announcements_replace_expire_and_merge(catalog: Catalog) -> None:
+    now = time.time()
+    catalog.announce("rank0", {"a": now + 5, "b": now + 1}, expires=now + 60, site="n1")
+    catalog.announce("rank1", {"a": now + 2, "c": now + 9}, expires=now + 60, site="n2")
+    assert catalog.next_uses(now) == pytest.approx({"a": now + 2, "b": now + 1, "c": now + 9})
+    assert catalog.next_uses(now, site="n1") == pytest.approx({"a": now + 5, "b": now + 1})
+    catalog.announce("rank0", {"d": now + 3}, expires=now + 60, site="n1")  # replaces rank0's
+    assert set(catalog.next_uses(now)) == {"a", "c", "d"}
+    assert catalog.next_uses(now + 61) == {}  # expired: no longer counts
+    catalog.announce("rank1", {}, expires=now + 60)  # withdrawn
+    assert set(catalog.next_uses(now)) == {"d"}
+
+
+def test_scheduled_preloads(catalog: Catalog) -> None:
+    late = PreloadRecord("datasets/b", "hot", 2000.0, None, 3600.0, 1.0)
+    early = PreloadRecord("datasets/a", "hot", 1000.0, 600.0, 60.0, 1.0)
+    catalog.add_preload(late)
+    catalog.add_preload(early)
+    assert catalog.preloads() == [early, late]
+    moved = dataclasses.replace(late, deadline=500.0)
+    catalog.add_preload(moved)  # same prefix and tier: replaced
+    assert catalog.preloads() == [moved, early]
+    catalog.add_preload(dataclasses.replace(early, tier="warm"))
+    assert catalog.remove_preload("datasets/a", "hot") == 1
+    assert catalog.remove_preload("datasets/a") == 1
+    assert catalog.remove_preload("datasets/a") == 0
+    assert catalog.preloads() == [moved]
+
+
 # -- SQLite specifics ----------------------------------------------------------------------
 
 
@@ -225,6 +255,19 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(CatalogError, match="newer than this tierstore"):
         SqliteCatalog(tmp_path / "c.db")
+
+
+def test_a_version_1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    from tierstore.catalog.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO objects (key, size, checksum, created) VALUES ('k', 1, 'x', 0)")
+    conn.close()
+    catalog = SqliteCatalog(tmp_path / "c.db")
+    assert catalog.get("k") is not None
+    catalog.announce("r", {"k": 5.0}, expires=time.time() + 60)
+    assert catalog.next_uses(0.0) == {"k": 5.0}
 
 
 def test_a_corrupt_catalog_file_is_a_clear_error(tmp_path: Path) -> None:

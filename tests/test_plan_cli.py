@@ -85,3 +85,30 @@ def test_plan_shows_moves_and_changes_nothing(store_toml: tuple[Config, Path]) -
         ("ds/w", "warm", "cold")}  # the pinned object stays
     assert "ISO 8601" in run_cli(path, "plan", "--now", "soon", status=2).stderr
     assert state(config) == before
+
+
+def test_preload_is_kept_in_the_catalog_and_staged_by_the_daemon(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "store", "local")
+    with open_store(config) as store:
+        for i in range(3):
+            store.put(f"job/{i}", os.urandom(100), tier="warm")
+        store.put("other", os.urandom(100), tier="warm")
+    path = tmp_path / "store.toml"
+    path.write_text(toml_for(config))
+    later = run_cli(path, "preload", "job", "--tier", "hot", "--by", "+2h", "--lead", "1h")
+    assert "staging from" in later.stdout
+    assert json.loads(run_cli(path, "plan", "--json").stdout)["moves"] == []  # not yet
+    listed = json.loads(run_cli(path, "preload", "--list", "--json").stdout)
+    assert [(p["prefix"], p["tier"], p["lead"]) for p in listed] == [("job", "hot", 3600.0)]
+    run_cli(path, "preload", "job", "--tier", "hot", "--by", "+10m")  # replaces it: due now
+    plan = json.loads(run_cli(path, "plan", "--json").stdout)
+    assert sorted(m["key"] for m in plan["moves"]) == ["job/0", "job/1", "job/2"]
+    run_cli(path, "daemon", "--once", "--no-metrics")
+    with open_store(config) as store:
+        assert all("hot" in [r.tier for r in store.stat(f"job/{i}").replicas if r.state ==
+                             "ready"] for i in range(3))
+        assert [r.tier for r in store.stat("other").replicas] == ["warm"]
+    assert "cancelled 1 pre-load" in run_cli(path, "preload", "job", "--cancel").stdout
+    assert run_cli(path, "preload", "--json").stdout.strip() == "[]"
+    bad = run_cli(path, "preload", "job", "--tier", "hot", "--by", "soon", status=2)
+    assert "expected Unix seconds" in bad.stderr

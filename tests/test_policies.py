@@ -291,6 +291,65 @@ def test_promotions_stop_at_the_high_watermark() -> None:
     assert all(m.dst != "hot" for m in default_engine().plan(over))
 
 
+def test_a_promotion_displaces_residents_read_less_and_longer_ago() -> None:
+    # hot holds 900 of 1000 bytes (its high watermark): old, rarely read objects, one popular
+    residents = [obj(f"old{i}", "hot", "warm", idle=(10 - i) * HOUR, score=1.0)
+                 for i in range(8)] + [obj("popular", "hot", "warm", idle=5 * HOUR, score=9.0)]
+    hit = obj("hit", "warm", idle=60, score=4.0, size=150)
+    plan = default_engine().plan(snap(*residents, hit, capacity={"hot": 1000}))
+    # the two coldest (fewest reads, longest idle) make room; their warm copies stay
+    assert [(m.key, m.src, m.dst) for m in plan] == [
+        ("old0", "hot", "warm"), ("old1", "hot", "warm"), ("hit", None, "hot")]
+    assert plan.moves[0].reason.startswith("displaced by hit")
+    # a candidate read not more than twice as often as the coldest resident displaces nobody
+    once = obj("once", "warm", idle=60, score=1.5, size=150)
+    plan = default_engine().plan(snap(*residents, once, capacity={"hot": 1000}))
+    assert plan.moves == () and plan.refused[0].why == "hot would pass its high watermark"
+    off = default_engine(PolicyConfig(displace_ratio=0))
+    assert off.plan(snap(*residents, hit, capacity={"hot": 1000})).moves == ()
+
+
+def test_displacement_never_drops_a_last_replica() -> None:
+    # a resident with no colder replica is moved down (copied first), never dropped
+    only_hot = [obj(f"h{i}", "hot", idle=HOUR, score=0.5) for i in range(9)]
+    plan = default_engine().plan(snap(*only_hot, obj("hit", "warm", idle=1, score=3.0),
+                                      capacity={"hot": 1000}))
+    assert [(m.key, m.src, m.dst) for m in plan][-2:] == [("h0", "hot", "warm"),
+                                                          ("hit", None, "hot")]
+
+
+def test_next_use_stages_soonest_first_and_displaces_what_is_read_later() -> None:
+    from tierstore.policies import NextUsePolicy
+
+    # hot holds 8 of 10 objects' worth at its high watermark (900 of 1000)
+    on_hot = [obj(f"s{i}", "hot", "warm", next_use=NOW + 600 + i) for i in range(6)]
+    on_hot += [obj("gone", "hot", "warm", idle=60, score=5.0),  # read, not announced again
+               obj("far", "hot", "warm", next_use=NOW + 9000)]
+    soon = [obj(f"n{i}", "warm", next_use=NOW + 10 + i) for i in range(2)]
+    later = obj("later", "warm", next_use=NOW + 50 * 60)
+    beyond = obj("beyond", "warm", next_use=NOW + 2 * HOUR)  # past the 1 h horizon
+    s = snap(*on_hot, obj("extra", "hot", "warm"), *soon, later, beyond,
+             capacity={"hot": 1000})
+    plan = default_engine().plan(s)
+    staged = [(m.key, m.src, m.dst) for m in plan if m.policy == "next_use"]
+    # unannounced residents go first (fewest reads first), then the furthest next use
+    assert staged == [("extra", "hot", "warm"), ("n0", None, "hot"),
+                      ("gone", "hot", "warm"), ("n1", None, "hot"),
+                      ("far", "hot", "warm"), ("later", None, "hot")]
+    assert all(m.key not in {f"s{i}" for i in range(6)} for m in plan)
+    # what is about to be read is held: recency does not demote it, however old
+    stale = snap(obj("s", "hot", "warm", idle=40 * DAY, next_use=NOW + 60))
+    assert NextUsePolicy().holds(stale) == {"s"} and default_engine().plan(stale).moves == ()
+
+
+def test_watermarks_shed_unannounced_then_furthest_next_use_first() -> None:
+    objects = [obj("soon", "hot", idle=DAY, next_use=NOW + 10),
+               obj("late", "hot", idle=DAY, next_use=NOW + 5000),
+               obj("none", "hot", idle=1)]
+    plan = WatermarkPolicy().decide(snap(*objects, capacity={"hot": 250}))
+    assert [m.key for m in plan] == ["none", "late"]
+
+
 def test_demotions_stop_at_capacity() -> None:
     s = snap(obj("a", "hot", idle=40 * DAY), capacity={"warm": 1000}, extra={"warm": 950})
     plan = default_engine().plan(s)
@@ -321,7 +380,8 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
             replicas=tuple(draw(st.sets(st.sampled_from(TIERS), min_size=1))),
             pinned=draw(st.sampled_from([None, None, None, "hot", "cold", "gone"])),
             last_access=draw(st.none() | times), count=draw(st.integers(0, 5)),
-            score=draw(st.floats(0, 10)), created=draw(times), busy=draw(st.booleans())))
+            score=draw(st.floats(0, 10)), created=draw(times), busy=draw(st.booleans()),
+            next_use=draw(st.none() | times)))
     tiers = []
     for name in TIERS:
         low = draw(st.floats(0.05, 1.0))

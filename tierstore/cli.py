@@ -36,7 +36,7 @@ from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml, safe_url
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
-from .policies.command import add_plan_command
+from .policies.command import add_plan_command, add_preload_command
 from .policies.simulate import add_simulate_command
 from .store import AuditReport, ObjectInfo, RecoveryReport, Store, TierReport
 
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
-                add_plan_command, add_daemon_command, add_bench_commands,
+                add_plan_command, add_preload_command, add_daemon_command, add_bench_commands,
                 add_simulate_command):
         add(sub)
     return parser

@@ -13,19 +13,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import aiofiles
 
 from .access import AccessRecorder
-from .catalog import AccessStats, Catalog, ObjectRecord, Replica, ReplicaState, open_catalog
+from .catalog import (
+    AccessStats,
+    Catalog,
+    ObjectRecord,
+    PreloadRecord,
+    Replica,
+    ReplicaState,
+    open_catalog,
+)
 from .checksum import Hasher, checksum
 from .config import Config, TierClass, load_config
 from .errors import (
@@ -412,6 +421,41 @@ class Store:
         record = self._ready(key)
         await self._db(self.catalog.set_pin, record.key, None)
         return await self.stat(key)
+
+    # -- what will be read: next-use announcements and scheduled pre-loads ---------------
+
+    async def announce(self, reader: str, uses: Mapping[str, float], *,
+                       ttl: float = 3600.0) -> None:
+        """Tell the daemon that ``reader`` will read these keys at these times (seconds since
+        the epoch), replacing what it announced before; it counts for ``ttl`` seconds. The
+        daemon's next-use policy stages what is read soonest into the hot tier. An empty
+        ``uses`` withdraws the announcement."""
+        for key in uses:
+            validate_key(key)
+        await self._db(self.catalog.announce, reader, dict(uses), expires=time.time() + ttl,
+                       site=self.config.site)
+
+    async def schedule_preload(self, prefix: str, tier: str, deadline: float, *,
+                               lead: float | None = None, hold: float = 86400.0
+                               ) -> PreloadRecord:
+        """Have every object under ``prefix`` on ``tier`` by ``deadline`` (the daemon stages
+        them from ``deadline - lead``, at once if ``lead`` is None, and keeps them there
+        until ``deadline + hold``); replaces a pre-load of the same prefix and tier."""
+        self.tier(tier)
+        name = validate_prefix(prefix)
+        if not (math.isfinite(deadline) and hold >= 0 and (lead is None or lead >= 0)):
+            raise ValueError("expected a finite deadline and lead and hold of 0 s or more")
+        record = PreloadRecord(name, tier, deadline, lead, hold, time.time())
+        await self._db(self.catalog.add_preload, record)
+        return record
+
+    async def preloads(self) -> list[PreloadRecord]:
+        """Scheduled pre-loads, earliest deadline first."""
+        return await self._db(self.catalog.preloads)
+
+    async def cancel_preload(self, prefix: str, tier: str | None = None) -> int:
+        """Cancel the pre-loads of ``prefix`` (to ``tier`` only, if given); how many."""
+        return await self._db(self.catalog.remove_preload, validate_prefix(prefix), tier)
 
     async def rm(self, key: str) -> None:
         """Delete ``key`` and all its replicas."""

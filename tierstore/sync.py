@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
 from fsspec.asyn import get_loop, sync
 
+from .catalog import PreloadRecord
 from .config import Config
 from .files import ObjectReader, ObjectWriter
 from .store import (
@@ -109,6 +110,20 @@ class SyncStore:
 
     def unpin(self, key: str) -> ObjectInfo:
         return _run(self.aio.unpin(key))
+
+    def announce(self, reader: str, uses: Mapping[str, float], *, ttl: float = 3600.0
+                 ) -> None:
+        _run(self.aio.announce(reader, uses, ttl=ttl))
+
+    def schedule_preload(self, prefix: str, tier: str, deadline: float, *,
+                         lead: float | None = None, hold: float = 86400.0) -> PreloadRecord:
+        return _run(self.aio.schedule_preload(prefix, tier, deadline, lead=lead, hold=hold))
+
+    def preloads(self) -> list[PreloadRecord]:
+        return _run(self.aio.preloads())
+
+    def cancel_preload(self, prefix: str, tier: str | None = None) -> int:
+        return _run(self.aio.cancel_preload(prefix, tier))
 
     def usage(self) -> list[TierReport]:
         return _run(self.aio.usage())

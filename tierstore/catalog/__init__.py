@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError
-from .base import AccessStats, Catalog, ObjectRecord, Replica, ReplicaState, TierUsage
+from .base import (
+    AccessStats,
+    Catalog,
+    ObjectRecord,
+    PreloadRecord,
+    Replica,
+    ReplicaState,
+    TierUsage,
+)
 from .sqlite import SqliteCatalog
 
 if TYPE_CHECKING:
@@ -16,6 +24,7 @@ __all__ = [
     "Catalog",
     "ObjectRecord",
     "PostgresCatalog",
+    "PreloadRecord",
     "Replica",
     "ReplicaState",
     "SqliteCatalog",

@@ -18,6 +18,7 @@ __all__ = [
     "AccessStats",
     "Catalog",
     "ObjectRecord",
+    "PreloadRecord",
     "Replica",
     "ReplicaState",
     "TierUsage",
@@ -95,6 +96,20 @@ class TierUsage:
     bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class PreloadRecord:
+    """A scheduled pre-load: have every object under ``prefix`` on ``tier`` by ``deadline``
+    (seconds since the epoch), staging from ``deadline - lead`` (at once when ``lead`` is
+    None) and keeping them there until ``deadline + hold``."""
+
+    prefix: str
+    tier: str
+    deadline: float
+    lead: float | None
+    hold: float
+    created: float
+
+
 class Catalog(ABC):
     """What the store needs from its metadata database."""
 
@@ -170,6 +185,32 @@ class Catalog(ABC):
     @abstractmethod
     def usage(self) -> list[TierUsage]:
         """Objects and bytes of ready replicas per tier."""
+
+    @abstractmethod
+    def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,
+                 site: str | None = None) -> None:
+        """Replace everything ``reader`` announced with ``uses``: key -> the time it expects
+        to read the key next. The announcement counts until ``expires``; an empty ``uses``
+        withdraws it. ``site`` is where the reader runs (for per-site staging). Expired
+        announcements of every reader are dropped in the same transaction."""
+
+    @abstractmethod
+    def next_uses(self, now: float, *, site: str | None = None) -> dict[str, float]:
+        """The earliest announced next read of each key, among announcements still valid at
+        ``now`` (of readers at ``site`` only, when given)."""
+
+    @abstractmethod
+    def add_preload(self, record: PreloadRecord) -> None:
+        """Schedule a pre-load; one with the same prefix and tier is replaced."""
+
+    @abstractmethod
+    def preloads(self) -> list[PreloadRecord]:
+        """Scheduled pre-loads, earliest deadline first."""
+
+    @abstractmethod
+    def remove_preload(self, prefix: str, tier: str | None = None) -> int:
+        """Cancel the pre-loads of ``prefix`` (to ``tier`` only, when given); returns how
+        many there were."""
 
     @abstractmethod
     def close(self) -> None:

@@ -35,6 +35,7 @@ from .base import (
     AccessStats,
     Catalog,
     ObjectRecord,
+    PreloadRecord,
     Replica,
     ReplicaState,
     TierUsage,
@@ -76,6 +77,26 @@ MIGRATIONS = [
         last_access DOUBLE PRECISION NOT NULL,
         count       BIGINT NOT NULL,
         score       DOUBLE PRECISION NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE next_use (
+        reader  TEXT NOT NULL,
+        key     TEXT COLLATE "C" NOT NULL,
+        due     DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL,
+        site    TEXT,
+        PRIMARY KEY (reader, key)
+    );
+    CREATE INDEX next_use_expires ON next_use(expires);
+    CREATE TABLE preloads (
+        prefix   TEXT COLLATE "C" NOT NULL,
+        tier     TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        lead     DOUBLE PRECISION,
+        hold     DOUBLE PRECISION NOT NULL,
+        created  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (prefix, tier)
     );
     """,
 ]
@@ -401,6 +422,45 @@ class PostgresCatalog(Catalog):
             "count = a.count + excluded.count, "
             "score = a.score * power(0.5, GREATEST(0, excluded.last_access - a.last_access) "
             "/ %s) + excluded.count", (keys, counts, times, self.half_life)))
+
+    # -- what readers will read next, and scheduled pre-loads --------------------------------
+
+    def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,
+                 site: str | None = None) -> None:
+        keys = list(uses)
+        dues = [float(uses[k]) for k in keys]
+
+        def txn(cur: Cursor) -> None:
+            cur.execute("DELETE FROM next_use WHERE reader = %s OR expires <= %s",
+                        (reader, time.time()))
+            cur.execute("INSERT INTO next_use (reader, key, due, expires, site) "
+                        "SELECT %s, k, d, %s, %s FROM unnest(%s::text[], %s::float8[]) AS "
+                        "u(k, d) ON CONFLICT DO NOTHING", (reader, expires, site, keys, dues))
+
+        self._write(txn)
+
+    def next_uses(self, now: float, *, site: str | None = None) -> dict[str, float]:
+        rows = self._read("SELECT key, MIN(due) FROM next_use WHERE expires > %s AND "
+                          "(%s::text IS NULL OR site = %s) GROUP BY key", (now, site, site))
+        return {key: due for key, due in rows}
+
+    def add_preload(self, record: PreloadRecord) -> None:
+        self._write(lambda cur: cur.execute(
+            "INSERT INTO preloads (prefix, tier, deadline, lead, hold, created) VALUES "
+            "(%s, %s, %s, %s, %s, %s) ON CONFLICT (prefix, tier) DO UPDATE SET "
+            "deadline = excluded.deadline, lead = excluded.lead, hold = excluded.hold, "
+            "created = excluded.created", (record.prefix, record.tier, record.deadline,
+                                           record.lead, record.hold, record.created)))
+
+    def preloads(self) -> list[PreloadRecord]:
+        rows = self._read("SELECT prefix, tier, deadline, lead, hold, created FROM preloads "
+                          "ORDER BY deadline, prefix, tier")
+        return [PreloadRecord(*row) for row in rows]
+
+    def remove_preload(self, prefix: str, tier: str | None = None) -> int:
+        return self._write(lambda cur: cur.execute(
+            "DELETE FROM preloads WHERE prefix = %s AND (%s::text IS NULL OR tier = %s)",
+            (prefix, tier, tier)).rowcount)
 
 
 def _one(cur: Cursor) -> tuple[Any, ...]:

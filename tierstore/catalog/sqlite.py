@@ -22,6 +22,7 @@ from .base import (
     AccessStats,
     Catalog,
     ObjectRecord,
+    PreloadRecord,
     Replica,
     ReplicaState,
     TierUsage,
@@ -59,6 +60,26 @@ MIGRATIONS = [
         last_access REAL NOT NULL,
         count       INTEGER NOT NULL,
         score       REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE next_use (
+        reader  TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        due     REAL NOT NULL,
+        expires REAL NOT NULL,
+        site    TEXT,
+        PRIMARY KEY (reader, key)
+    );
+    CREATE INDEX next_use_expires ON next_use(expires);
+    CREATE TABLE preloads (
+        prefix   TEXT NOT NULL,
+        tier     TEXT NOT NULL,
+        deadline REAL NOT NULL,
+        lead     REAL,
+        hold     REAL NOT NULL,
+        created  REAL NOT NULL,
+        PRIMARY KEY (prefix, tier)
     );
     """,
 ]
@@ -342,6 +363,44 @@ class SqliteCatalog(Catalog):
                 "INSERT INTO access (object_id, last_access, count, score) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (object_id) DO UPDATE SET last_access = excluded.last_access, "
                 "count = excluded.count, score = excluded.score", rows)
+
+    # -- what readers will read next, and scheduled pre-loads --------------------------------
+
+    def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,
+                 site: str | None = None) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM next_use WHERE reader = ? OR expires <= ?",
+                         (reader, time.time()))
+            conn.executemany(
+                "INSERT INTO next_use (reader, key, due, expires, site) VALUES (?, ?, ?, ?, ?)",
+                [(reader, key, float(due), expires, site) for key, due in uses.items()])
+
+    def next_uses(self, now: float, *, site: str | None = None) -> dict[str, float]:
+        sql = "SELECT key, MIN(due) FROM next_use WHERE expires > ?"
+        args: list[object] = [now]
+        if site is not None:
+            sql += " AND site = ?"
+            args.append(site)
+        return dict(self._conn().execute(sql + " GROUP BY key", args).fetchall())
+
+    def add_preload(self, record: PreloadRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO preloads (prefix, tier, deadline, lead, hold, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (record.prefix, record.tier, record.deadline,
+                                              record.lead, record.hold, record.created))
+
+    def preloads(self) -> list[PreloadRecord]:
+        rows = self._conn().execute(
+            "SELECT prefix, tier, deadline, lead, hold, created FROM preloads "
+            "ORDER BY deadline, prefix, tier").fetchall()
+        return [PreloadRecord(*row) for row in rows]
+
+    def remove_preload(self, prefix: str, tier: str | None = None) -> int:
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM preloads WHERE prefix = ? AND (? IS NULL OR "
+                               "tier = ?)", (prefix, tier, tier))
+            return cur.rowcount
 
 
 def _replica(row: tuple, state: ReplicaState | None = None) -> Replica:

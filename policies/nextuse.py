@@ -1,0 +1,74 @@
+"""Next use: keep on the hot tier what readers will read soonest (Belady's rule, with the
+future the loaders announce instead of a guess from the past)."""
+
+from __future__ import annotations
+
+from .base import Move, ObjectState, Policy, Snapshot, format_duration
+from .config import PolicyConfig
+from .displace import Displacer, coldest_by_reads
+
+__all__ = ["NextUsePolicy"]
+
+
+class NextUsePolicy(Policy):
+    """Stages what readers announced they will read within ``next_use_horizon``.
+
+    A loader knows its order in advance and announces when it will read each shard
+    (:meth:`Catalog.announce <tierstore.catalog.Catalog.announce>`). Each announced object
+    not yet on the promotion tier is copied there, soonest first; when the tier is at its
+    high watermark it displaces residents read later than it, or not announced at all
+    (those first, fewest reads first; then the furthest next use first). So with a dataset
+    larger than the hot tier and a fresh shuffle every epoch the tier holds the next part
+    of the order instead of thrashing as LRU does. Announced objects already on the tier are
+    held, so recency and frequency do not demote what is about to be read.
+    """
+
+    name = "next_use"
+
+    def __init__(self, config: PolicyConfig | None = None):
+        self.config = config or PolicyConfig()
+
+    def _target(self, snapshot: Snapshot) -> str | None:
+        return self.config.promote_to or (snapshot.hottest.name if snapshot.hottest else None)
+
+    def _soon(self, snapshot: Snapshot, obj: ObjectState) -> bool:
+        return (obj.next_use is not None
+                and obj.next_use <= snapshot.now + self.config.next_use_horizon)
+
+    def decide(self, snapshot: Snapshot) -> list[Move]:
+        target = self._target(snapshot)
+        if target is None:
+            return []
+        rank = snapshot.rank(target)
+        movable = [obj for obj in snapshot.objects if not obj.busy]
+        wanted = sorted((obj for obj in movable if obj.pinned is None or obj.pinned == target),
+                        key=lambda o: (o.next_use or 0.0, o.key))
+        wanted = [obj for obj in wanted if self._soon(snapshot, obj)
+                  and snapshot.rank(snapshot.best(obj)) > rank]
+        if not wanted:
+            return []
+        on_target = [obj for obj in movable if target in obj.replicas and obj.pinned is None]
+        unannounced = coldest_by_reads((o for o in on_target if o.next_use is None),
+                                       snapshot.now)
+        later = sorted((o for o in on_target if o.next_use is not None),
+                       key=lambda o: (-(o.next_use or 0.0), o.key))
+        displacer = Displacer(snapshot, target, unannounced + later, self.name)
+        moves: list[Move] = []
+        for obj in wanted:
+            assert obj.next_use is not None
+            due = obj.next_use - snapshot.now
+            when = f"in {format_duration(due)}" if due > 0 else "now"
+            move = Move.of(obj, None, target, self.name, f"announced read {when}")
+            moves += displacer.promote(obj, move, _read_later)
+        return moves
+
+    def holds(self, snapshot: Snapshot) -> frozenset[str]:
+        target = self._target(snapshot)
+        return frozenset(obj.key for obj in snapshot.objects
+                         if target in obj.replicas and self._soon(snapshot, obj))
+
+
+def _read_later(candidate: ObjectState, resident: ObjectState) -> bool:
+    """Whether ``resident`` is read after ``candidate`` (never, if not announced)."""
+    assert candidate.next_use is not None
+    return resident.next_use is None or resident.next_use > candidate.next_use
