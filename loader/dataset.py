@@ -21,6 +21,7 @@ from tierstore.config import Config, load_config
 from tierstore.store import Store
 from tierstore.sync import SyncStore
 
+from .announce import Announcer, reader_id
 from .decode import to_tensors
 from .errors import SampleError, ShardError, ShardFormatError
 from .format import Buffer, ShardFormat
@@ -96,6 +97,10 @@ class TierDataset(IterableDataset[Any]):
         Parquet columns to read; or format instances by name, overriding the defaults.
     rank, world_size
         This process's rank; default from ``torch.distributed`` or ``RANK``/``WORLD_SIZE``.
+    announce
+        Tell the store which shards each reader reads next and when (this epoch's rest, then
+        the next epoch's), so that a running ``tierstore daemon`` stages them into the hot
+        tier ahead of need (:mod:`.announce`).
     """
 
     def __init__(self, store: StoreLike = None, prefix: str | None = None, *,
@@ -108,8 +113,10 @@ class TierDataset(IterableDataset[Any]):
                  part_size: int = PART_SIZE, read_ahead: ReadAhead = "adaptive",
                  retry: Backoff = RETRY, columns: list[str] | None = None,
                  formats: Mapping[str, ShardFormat] | None = None,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None,
+                 announce: bool = True):
         super().__init__()
+        self.announce = announce
         self._store = _handle(store)
         if index is None:
             if prefix is None:
@@ -220,16 +227,18 @@ class TierDataset(IterableDataset[Any]):
         starts = self.index.starts
         positions = np.searchsorted(starts, ids, side="right") - 1
         needed = _needed_by_shard(ids, starts)
-        first = np.unique(positions, return_index=True)[1]
-        shard_order = positions[np.sort(first)].tolist()
+        shard_order = _shard_order(ids, starts)
         uses = _repeats(ids)
+        announcer = self._announcer(shard_order, placement)
         prefetcher = self._prefetcher(shard_order)
         pending: dict[int, Any] = {}
         name = placement.name
         try:
             for gid, pos in zip(ids.tolist(), positions.tolist(), strict=True):
                 while gid not in pending:
-                    self._take_shard(prefetcher, pending, needed, gid, pos, placement)
+                    shard = self._take_shard(prefetcher, pending, needed, gid, pos, placement)
+                    if announcer is not None:
+                        announcer.advance(shard)
                 raw = pending[gid]
                 if uses.get(gid, 1) <= 1:
                     del pending[gid]
@@ -240,6 +249,21 @@ class TierDataset(IterableDataset[Any]):
                 yield sample
         finally:
             prefetcher.shutdown()
+            if announcer is not None:
+                announcer.close()
+
+    def _announcer(self, shard_order: list[int], placement: Placement) -> Announcer | None:
+        """Announces this reader's shards (this pass's, then the next epoch's) to the store,
+        when ``announce`` is on."""
+        if not self.announce:
+            return None
+        following = worker_order(self.index.starts,
+                                 dataclasses.replace(self.spec, epoch=self.epoch + 1), placement)
+        shards = self.index.shards
+        return Announcer(
+            self._store.get(), reader_id(placement.name), [shards[i] for i in shard_order],
+            [shards[i] for i in _shard_order(following.samples, self.index.starts)],
+        ).start(LoopThread.get())
 
     def _prefetcher(self, shard_order: list[int]) -> ShardPrefetcher:
         store = self._store.get()
@@ -258,7 +282,7 @@ class TierDataset(IterableDataset[Any]):
 
     def _take_shard(self, prefetcher: ShardPrefetcher, pending: dict[int, Any],
                     needed: Mapping[int, np.ndarray], gid: int, pos: int,
-                    placement: Placement) -> None:
+                    placement: Placement) -> ShardEntry:
         """Open the next shard and keep the samples this reader needs from it."""
         try:
             got, shard, data = prefetcher.next()
@@ -279,6 +303,7 @@ class TierDataset(IterableDataset[Any]):
                                   f"(global sample {start + i}): {exc}") from exc
         del reader, data
         prefetcher.release(shard)
+        return shard
 
     def _decoded(self, raw: Any, gid: int, pos: int) -> Any:
         sample = raw
@@ -351,6 +376,13 @@ class TierDataset(IterableDataset[Any]):
         check_state(state, len(self.index), len(self.index.shards))
         self.spec = spec_of(state)
         self._resume = {**state, "consumed": dict(state["consumed"])}
+
+
+def _shard_order(ids: np.ndarray, starts: np.ndarray) -> list[int]:
+    """The shards of samples ``ids``, in the order their first sample comes."""
+    positions = np.searchsorted(starts, ids, side="right") - 1
+    first = np.unique(positions, return_index=True)[1]
+    return [int(p) for p in positions[np.sort(first)]]
 
 
 def _needed_by_shard(ids: np.ndarray, starts: np.ndarray) -> dict[int, np.ndarray]:

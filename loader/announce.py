@@ -1,0 +1,135 @@
+"""Telling the store what this reader reads next, and when.
+
+A reader's order is known before the epoch starts (:mod:`.order`), so each reader announces
+it (:meth:`Store.announce <tierstore.store.Store.announce>`): every shard left in this epoch,
+then every shard of the next, each with the time it expects to open it. The daemon's
+next-use policy stages the soonest into the hot tier and displaces what is read later, which
+is what keeps a hot tier smaller than the dataset from thrashing under a fresh shuffle each
+epoch. The times come from the bytes still ahead at the rate this reader has consumed so
+far (a guess of :data:`DEFAULT_RATE` until it has consumed something), and are announced
+again every ``interval`` seconds, and sooner once the reader has opened a sixteenth of its
+shards since the last announcement (shards it has read are due next epoch: the daemon may
+displace them). An announcement lapses after ``ttl`` seconds, so a reader that dies stops
+counting soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from tierstore.errors import TierstoreError
+from tierstore.store import Store
+
+from .index import ShardEntry
+from .runtime import LoopThread
+
+__all__ = ["DEFAULT_RATE", "Announcer", "expected_times", "reader_id"]
+
+log = logging.getLogger(__name__)
+DEFAULT_RATE = 100e6  # bytes/s assumed before a reader has measured its own
+
+
+def reader_id(placement_name: str) -> str:
+    """``host:pid:rank/worker``: one announcement per reader process and placement."""
+    return f"{socket.gethostname()}:{os.getpid()}:{placement_name}"
+
+
+def expected_times(shards: Sequence[ShardEntry], now: float, rate: float
+                   ) -> dict[str, float]:
+    """When each shard will be opened, reading ``shards`` in order at ``rate`` bytes/s from
+    ``now``; a shard read twice keeps its first time."""
+    out: dict[str, float] = {}
+    ahead = 0
+    for shard in shards:
+        out.setdefault(shard.key, now + ahead / rate)
+        ahead += shard.size
+    return out
+
+
+class Announcer:
+    """Announces one reader's remaining shards of this epoch and the next epoch's, on the
+    reader's loop, until :meth:`close`.
+
+    The reader calls :meth:`advance` as it opens each shard of ``shards``.
+    """
+
+    def __init__(self, store: Store, reader: str, shards: Sequence[ShardEntry],
+                 following: Sequence[ShardEntry] = (), *, interval: float = 2.0,
+                 ttl: float = 120.0):
+        self.store, self.reader = store, reader
+        self.shards, self.following = list(shards), list(following)
+        self.interval, self.ttl = interval, max(ttl, 3 * interval)
+        self.opened = 0  # shards of ``shards`` opened so far (written by the reader)
+        self.announced = 0  # ``opened`` as of the last announcement
+        self._step = max(1, len(self.shards) // 16)
+        self._bytes = 0
+        self._started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: LoopThread | None = None
+        self._future: concurrent.futures.Future[None] | None = None
+
+    def start(self, loop: LoopThread) -> Announcer:
+        """Announce now and every ``interval`` on ``loop``."""
+        self._loop, self._future = loop, loop.submit(self._run())
+        return self
+
+    def advance(self, shard: ShardEntry) -> None:
+        """The reader opened ``shard``."""
+        self.opened += 1
+        self._bytes += shard.size
+        if self.opened - self.announced == self._step and self._loop is not None:
+            self._loop.loop.call_soon_threadsafe(self._wake.set)
+
+    def rate(self) -> float:
+        """Bytes per second this reader has consumed (the default guess before any)."""
+        elapsed = time.monotonic() - self._started
+        return self._bytes / elapsed if self._bytes and elapsed > 0 else DEFAULT_RATE
+
+    def uses(self, now: float) -> dict[str, float]:
+        """The keys this reader reads next, and when: left of this epoch, then the next."""
+        rate = self.rate()
+        left = self.shards[self.opened:]
+        uses = expected_times(left, now, rate)
+        later = now + sum(s.size for s in left) / rate
+        for key, at in expected_times(self.following, later, rate).items():
+            uses.setdefault(key, at)
+        return uses
+
+    async def _run(self) -> None:
+        while True:
+            opened = self.opened
+            try:
+                await self.store.announce(self.reader, self.uses(time.time()), ttl=self.ttl)
+            except (TierstoreError, OSError) as exc:  # staging is a help, never a failure
+                log.warning("could not announce the next reads of %s: %s", self.reader, exc)
+            self.announced = opened
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            if self.opened - self.announced >= self._step:
+                continue
+            wake = asyncio.ensure_future(self._wake.wait())
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait((wake, stop), timeout=self.interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            stop.cancel()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop, after a last announcement (of what is left: the next epoch's shards)."""
+        future, self._future = self._future, None
+        if future is None or self._loop is None:
+            return
+        self._loop.loop.call_soon_threadsafe(self._stop.set)
+        try:
+            future.result(timeout)
+        except Exception as exc:  # never let staging break a training loop
+            future.cancel()
+            log.warning("announcer of %s did not stop cleanly: %s", self.reader, exc)
