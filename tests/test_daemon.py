@@ -241,6 +241,31 @@ def test_second_daemon_refuses_and_metrics_are_served(
     check_intact(config, data)
 
 
+def test_metrics_host_serves_beyond_loopback(
+        small: tuple[Config, Path, dict[str, bytes]]) -> None:
+    """Metrics are served on 127.0.0.1 only by default; ``--metrics-host 0.0.0.0`` (what a
+    container or pod needs) serves them on every address, here 127.0.0.2, which a socket bound
+    to 127.0.0.1 does not answer."""
+    _, toml, _ = small
+    for host, reachable in (("127.0.0.1", False), ("0.0.0.0", True)):
+        daemon = Running(toml, "--tick", "1h", "--dry-run", "--metrics-port", "0",
+                         "--metrics-host", host)
+        try:
+            url = re.search(r"metrics=(\S+)", daemon.wait_for("daemon started")).group(1)
+            assert url.startswith(f"http://{host}:") and url.endswith("/metrics")
+            port = int(url.removesuffix("/metrics").rsplit(":", 1)[1])
+            other = f"http://127.0.0.2:{port}/healthz"
+            if reachable:
+                with urllib.request.urlopen(other, timeout=5) as reply:
+                    assert json.loads(reply.read())["state"] in ("starting", "running")
+            else:
+                with pytest.raises(urllib.error.URLError):
+                    urllib.request.urlopen(other, timeout=5)
+            daemon.stop(timeout=10)
+        finally:
+            daemon.kill()
+
+
 def test_a_killed_daemon_leaves_no_lock_behind(
         small: tuple[Config, Path, dict[str, bytes]]) -> None:
     _, toml, _ = small

@@ -62,7 +62,8 @@ class DaemonLocked(TierstoreError):
 @dataclass(frozen=True, kw_only=True)
 class DaemonOptions:
     """How the daemon runs. ``bandwidth`` is bytes/s per pair of tiers (None: unlimited);
-    ``metrics_port`` None serves no metrics, 0 a free port."""
+    ``metrics_port`` None serves no metrics, 0 a free port; ``metrics_host`` is the address
+    they are served on (``0.0.0.0`` in a container or pod, to be scraped from outside)."""
 
     tick: float = 60.0
     max_moves: int = 4
@@ -71,6 +72,7 @@ class DaemonOptions:
     once: bool = False
     dry_run: bool = False
     metrics_port: int | None = 9464
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not (self.tick > 0 and self.shutdown_timeout >= 0 and self.max_moves >= 1
@@ -186,7 +188,8 @@ class Daemon:
         """Start, run cycles until stopped (or once), stop. The exit status."""
         server = None
         if self.options.metrics_port is not None:
-            server = MetricsServer(self.metrics, self.health, self.options.metrics_port)
+            server = MetricsServer(self.metrics, self.health, self.options.metrics_port,
+                                    self.options.metrics_host)
         port = server.start() if server is not None else None
         loop = asyncio.get_running_loop()
         try:
@@ -200,7 +203,8 @@ class Daemon:
                 "pid": os.getpid(), "home": str(self.store.config.home), "tick": o.tick,
                 "max_moves": o.max_moves, "bandwidth": o.bandwidth or "unlimited",
                 "once": o.once, "dry_run": o.dry_run,
-                "metrics": None if port is None else f"http://127.0.0.1:{port}/metrics",
+                "metrics": None if port is None else
+                f"http://{o.metrics_host}:{port}/metrics",
                 "recovered": len(report.rolled_back) + len(report.finished)}})
             ok = await self._loop()
         except BaseException as exc:
@@ -422,7 +426,8 @@ async def _daemon(args: argparse.Namespace) -> int:
     options = DaemonOptions(tick=args.tick, max_moves=args.max_moves, bandwidth=args.bandwidth,
                             shutdown_timeout=args.shutdown_timeout, once=args.once,
                             dry_run=args.dry_run,
-                            metrics_port=None if args.no_metrics else args.metrics_port)
+                            metrics_port=None if args.no_metrics else args.metrics_port,
+                            metrics_host=args.metrics_host)
     store = None
     lock = DaemonLock(lock_path(config))
     try:
@@ -458,8 +463,11 @@ def add_daemon_command(sub: Any) -> None:
                      metavar="SECONDS", help="on SIGTERM, how long moves in flight may take to "
                      "finish before they are cancelled and rolled back (default: 30s)")
     cmd.add_argument("--metrics-port", type=_whole(0, 65535), default=9464, metavar="PORT",
-                     help="Prometheus metrics and /healthz on 127.0.0.1 (default: 9464; 0: a "
+                     help="Prometheus metrics and /healthz on this port (default: 9464; 0: a "
                           "free port, shown in the start line)")
+    cmd.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                     help="the IPv4 address metrics are served on (default: 127.0.0.1; "
+                          "0.0.0.0 in a container or pod, to be scraped from outside)")
     cmd.add_argument("--no-metrics", action="store_true", help="serve no metrics")
     cmd.add_argument("--log-format", choices=("text", "json"), default="text",
                      help="one line per event as key=value text or JSON (default: text)")

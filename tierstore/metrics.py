@@ -96,12 +96,15 @@ class _QuietHandler(WSGIRequestHandler):
 
 class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/healthz`` (JSON; 200 while healthy, else 503)
-    on 127.0.0.1, on a thread of its own."""
+    on ``host`` (127.0.0.1 by default; ``0.0.0.0`` in a container, to be scraped from
+    outside), on a thread of its own."""
 
-    def __init__(self, metrics: DaemonMetrics, health: Health, port: int):
+    def __init__(self, metrics: DaemonMetrics, health: Health, port: int,
+                 host: str = "127.0.0.1"):
         self._metrics = make_wsgi_app(metrics.registry)
         self._health = health
         self._port = port
+        self.host = host
         self._server: _Server | None = None
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -119,11 +122,11 @@ class MetricsServer:
     def start(self) -> int:
         """Serve; the port bound (a free one when asked for port 0)."""
         try:
-            self._server = make_server("127.0.0.1", self._port, self._app, _Server, _QuietHandler)
+            self._server = make_server(self.host, self._port, self._app, _Server, _QuietHandler)
         except OSError as exc:
-            raise MetricsError(f"cannot serve metrics on 127.0.0.1:{self._port}: "
-                               f"{exc.strerror or exc} (choose another --metrics-port, 0 for a "
-                               "free one, or --no-metrics)") from exc
+            raise MetricsError(f"cannot serve metrics on {self.host}:{self._port}: "
+                               f"{exc.strerror or exc} (choose another --metrics-host or "
+                               "--metrics-port, 0 for a free one, or --no-metrics)") from exc
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                          name="tierstore-metrics").start()
         return self._server.server_port
