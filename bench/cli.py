@@ -26,8 +26,16 @@ fio's options and meanings (options before the first --name are global):
   --random_distribution=random|zipf:THETA            --fsync=N, --end_fsync=1 (local writes)
   --group_reporting      one result per group        --invalidate=0     keep the page cache
   --fadvise_hint=0       keep read-ahead on random I/O
+  --stonewall            wait for earlier jobs to end; starts a new group (wait_for_previous)
+  --new_group            start a new reporting group (jobs still run together)
   --randseed=N, --randrepeat=0, --unlink=1, --description=TEXT, --ioengine=tierstore|psync
   --output-format=normal|json|json+                  --output=FILE
+
+tierstore's own (not fio's):
+  --results=DIR          save the run (fio's JSON with the machine and the command) as a
+                         JSON result in DIR (default: $TIERSTORE_RESULTS, else
+                         ./bench-results); --results=none saves nothing. The path is printed
+                         on stderr; 'tierstore bench report DIR/*.json' plots results.
 
 where the files are:
   --filename=PATH[:PATH] local files; --directory=DIR holds NAME.JOB.FILE files otherwise
@@ -51,6 +59,8 @@ def add_bench_commands(sub: Any) -> None:
                           usage="tierstore bench io [JOBFILE...] [--option=value...]")
     io.add_argument("fio_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     io.set_defaults(run=_run_io)
+    _add_report_command(kinds)
+    _add_tiers_command(kinds)
 
 
 def _run_io(args: argparse.Namespace) -> int:
@@ -59,3 +69,55 @@ def _run_io(args: argparse.Namespace) -> int:
     return run_io(args)
 
 
+def _add_report_command(kinds: Any) -> None:
+    report = kinds.add_parser(
+        "report", help="plots (PNG) and a markdown table from benchmark results",
+        description="Compare benchmark results: bandwidth and IOPS per tier or target and "
+                    "block size, latency percentile curves, and a markdown table (report.md) "
+                    "of every result. Reads the JSON results tierstore's benchmarks save, and "
+                    "fio's own --output-format=json.")
+    report.add_argument("results", nargs="+", metavar="RESULT",
+                        help="result JSON files (tierstore's, or fio's JSON output)")
+    report.add_argument("--out", metavar="DIR", default="bench-report",
+                        help="folder for report.md and the plots (default: ./bench-report)")
+    report.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(args)
+
+
+def _add_tiers_command(kinds: Any) -> None:
+    tiers = kinds.add_parser(
+        "tiers", help="a short survey of every configured tier",
+        description="Sequential and random reads and writes at a few block sizes and depths "
+                    "over every configured tier (through its Tier object, files under "
+                    ".tierstore/bench/, removed afterwards), as one table; the result is "
+                    "saved in the results folder.")
+    tiers.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                       help="the store's config file (default: as for every command)")
+    tiers.add_argument("--tier", action="append", metavar="NAME", dest="tiers",
+                       help="survey only this tier (repeatable; default: every tier)")
+    tiers.add_argument("--size", default="64m",
+                       help="bytes of the file each tier reads (default: 64m)")
+    tiers.add_argument("--runtime", default="1s",
+                       help="seconds per test, fio's syntax (default: 1s)")
+    tiers.add_argument("--bs", metavar="LIST", help="block sizes of every test (default: "
+                       "1m for sequential tests, 4k and 64k for random ones)")
+    tiers.add_argument("--iodepth", metavar="LIST", default="1,16",
+                       help="depths of every test (default: 1,16)")
+    tiers.add_argument("--rw", metavar="LIST", default="read,write,randread,randwrite",
+                       help="which tests (default: read,write,randread,randwrite)")
+    tiers.add_argument("--json", metavar="FILE", dest="json_file",
+                       help="also write the result document to FILE ('-': stdout)")
+    tiers.add_argument("--results", metavar="DIR", help="results folder (default: "
+                       "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
+    tiers.set_defaults(run=_run_tiers)
+
+
+def _run_tiers(args: argparse.Namespace) -> int:
+    from .tiers import run_tiers
+
+    return run_tiers(args)

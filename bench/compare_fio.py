@@ -90,7 +90,7 @@ def run_fio(job: Sequence[str], ioengine: str, mem: str = "mmap") -> dict[str, A
 
 def run_tierstore(job: Sequence[str]) -> dict[str, Any]:
     return _run_json([sys.executable, "-m", "tierstore.cli", "bench", "io", *job,
-                      "--output-format=json"])
+                      "--output-format=json", "--results=none"])  # a comparison's runs
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,10 @@ class JobPlan:
     options: JobOptions
     jobnum: int  # which of the job's numjobs clones
     slot: int  # which of all the run's job processes
-    groupid: int
+    groupid: int  # fio's reporting group (new_group and stonewall start one)
     target: Target
     workload: Workload
+    phase: int = 0  # jobs of one phase run together; a stonewall starts the next phase
 
 
 def _lanes(plan: JobPlan, stop: threading.Event) -> list[Lane]:

@@ -9,7 +9,8 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import IO
+from pathlib import Path
+from typing import IO, Any
 
 from tierstore import __version__
 from tierstore._progress import interactive
@@ -17,18 +18,21 @@ from tierstore._progress import interactive
 from .cli import HELP
 from .engine import JobPlan
 from .errors import BenchError
+from .fio_results import fio_entries
 from .jobfile import Invocation, parse_command_line
 from .machine import DiskStats, block_device, describe_machine
 from .options import JobOptions
-from .report_json import VERSION, fio_json, group_bandwidth, safe_options
+from .report_json import VERSION, fio_json, safe_options
 from .report_text import format_header, format_results, num2str
-from .runner import group_results, plan_jobs, run_plans
+from .results import result_document, results_dir, save_result
+from .runner import group_results, job_groups, plan_jobs, run_plans
 from .target import safe_url
 from .target_local import LocalTarget
 
-__all__ = ["run_io"]
+__all__ = ["NO_RESULTS", "run_io", "save_io_result"]
 
 EXIT_USAGE = 2
+NO_RESULTS = ("none", "no", "off", "0")
 _SECRET_ARGS = ("storage_options", "storage-options")
 ENGINE = ("local files: one thread per in-flight I/O calling os.preadv/pwritev (O_DIRECT with "
           "direct=1); fsspec URLs, tier:// keys and tiers: asyncio, iodepth requests in flight")
@@ -65,6 +69,8 @@ class _Ticker:
 
     def __call__(self, progress: Sequence[int], seconds: float) -> None:
         now = list(progress)
+        if seconds < self.then or len(now) != len(self.previous):  # a new phase (stonewall)
+            self.previous, self.then = [], 0.0
         previous = self.previous or [0] * len(now)
         span = max(seconds - self.then, 1e-9)
         reads = sum(now[0::2]) - sum(previous[0::2])
@@ -96,20 +102,42 @@ def run_io(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    command = _safe_command(args.fio_args, config)
     with contextlib.ExitStack() as stack:
         out = (stack.enter_context(open(invocation.output, "w", encoding="utf-8"))
                if invocation.output else sys.stdout)
-        _run(invocation, options_list, plans, out, _safe_command(args.fio_args, config))
+        doc, disks = _run(invocation, options_list, plans, out, command)
+    save_io_result(doc, command, disks, invocation.results)
     return 0
 
 
+def save_io_result(doc: dict[str, Any], command: str, disks: Sequence[str],
+                   folder: str | None) -> Path | None:
+    """Save a run's fio document, with its flat entries, machine and command, under the
+    results folder (``folder``, else ``$TIERSTORE_RESULTS``, else ``./bench-results``;
+    ``none`` saves nothing); say where on stderr."""
+    if folder is not None and folder.lower() in NO_RESULTS:
+        return None
+    document = result_document("io", fio_entries(doc), command=command, disks=disks,
+                               fio=doc)
+    try:
+        path = save_result(document, folder)
+    except OSError as exc:
+        print(f"tierstore: warning: result not saved in {results_dir(folder)}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return None
+    print(f"tierstore: result saved to {path}", file=sys.stderr)
+    return path
+
+
 def _run(invocation: Invocation, options_list: list[JobOptions], plans: list[JobPlan],
-         out: IO[str], command: str) -> None:
+         out: IO[str], command: str) -> tuple[dict[str, Any], list[str]]:
     text = invocation.output_format == "normal"
     disks = [d for p in plans if isinstance(p.target, LocalTarget)
              for d in map(block_device, p.target.paths) if d]
     if text:
-        out.write(format_header(options_list, len(plans)))
+        out.write(format_header(options_list, len(plans),
+                                [g for g, _ in job_groups(options_list)]))
         out.flush()
     longest = max((o.runtime or 0.0 for o in options_list), default=0.0)
     ticker = _Ticker(longest or None, len(plans)) \
@@ -122,13 +150,14 @@ def _run(invocation: Invocation, options_list: list[JobOptions], plans: list[Job
             ticker.done()
     disk_util = disk_stats.report()
     grouped = group_results(run)
-    if text:
-        out.write(format_results(grouped, group_bandwidth(grouped), disk_util))
-        return
     extra = {"version": __version__, "command": command, "engine": ENGINE,
              "jobs": [{"jobname": p.options.name, "jobnum": p.jobnum,
                        "target": p.target.describe()} for p in plans],
              "machine": describe_machine(disks)}
     doc = fio_json(grouped, global_options=invocation.global_options, disk_util=disk_util,
                    tierstore=extra, plus=invocation.output_format == "json+")
-    out.write(json.dumps(doc, indent=2) + "\n")
+    if text:
+        out.write(format_results(grouped, disk_util))
+    else:
+        out.write(json.dumps(doc, indent=2) + "\n")
+    return doc, disks

@@ -27,7 +27,7 @@ __all__ = ["OUTPUT_FORMATS", "Invocation", "JobSection", "parse_command_line",
 
 OUTPUT_FORMATS = ("normal", "json", "json+")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_COMMAND_ONLY = {"output-format", "output", "help", "version"}
+_COMMAND_ONLY = {"output-format", "output", "help", "version", "results"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Invocation:
     jobs: list[JobSection] = field(default_factory=list)
     output_format: str = "normal"
     output: str | None = None
+    results: str | None = None  # tierstore's own: the results folder, or "none"
     help: bool = False
     version: bool = False
 
@@ -115,7 +116,7 @@ def _split(args: Sequence[str], i: int) -> tuple[str, str | None, int]:
     name, sep, value = body.partition("=")
     if sep:
         return name, value, i + 1
-    flag = name in BOOL_OPTIONS or name in ("help", "version")
+    flag = canonical_name(name) in BOOL_OPTIONS or name in ("help", "version")
     if not flag and i + 1 < len(args) and not args[i + 1].startswith("--"):
         return name, args[i + 1], i + 2
     return name, None, i + 1
@@ -166,6 +167,8 @@ def _command_option(out: Invocation, name: str, value: str | None) -> None:
         raise BenchError(f"--{name} needs a value (--{name}=...)")
     elif name == "output":
         out.output = value
+    elif name == "results":
+        out.results = value
     elif value not in OUTPUT_FORMATS:
         raise UnsupportedOption(f"output-format={value}", f"supported: "
                                 f"{', '.join(OUTPUT_FORMATS)}")

@@ -31,9 +31,10 @@ RW_MODES = {  # fio name -> (sequential, reads, writes)
 }
 IOENGINES = ("tierstore", "psync")
 _ALIASES = {"readwrite": "rw", "blocksize": "bs", "blocksize_range": "bsrange",
-            "endpoint-url": "endpoint_url", "storage-options": "storage_options"}
+            "endpoint-url": "endpoint_url", "storage-options": "storage_options",
+            "wait_for_previous": "stonewall"}
 BOOL_OPTIONS = frozenset({"time_based", "direct", "end_fsync", "group_reporting", "invalidate",
-                          "randrepeat", "unlink", "fadvise_hint"})
+                          "randrepeat", "unlink", "fadvise_hint", "stonewall", "new_group"})
 _STRING_OPTIONS = frozenset({"name", "rw", "filename", "directory", "ioengine", "description",
                              "random_distribution", "tier", "config", "endpoint_url",
                              "storage_options"})
@@ -74,6 +75,8 @@ class JobOptions:
     fsync: int = 0
     end_fsync: bool = False
     group_reporting: bool = False
+    stonewall: bool = False  # wait for every earlier job to finish; starts a new group
+    new_group: bool = False  # start a new reporting group (jobs still run together)
     ioengine: str = "tierstore"
     randseed: int | None = None
     randrepeat: bool = True

@@ -155,8 +155,9 @@ def fio_json(results: Sequence[JobResult], *, global_options: Mapping[str, str],
                            "timestamp_ms": int(now * 1000), "time": time.ctime(now)}
     if global_options:
         doc["global options"] = safe_options(global_options)
-    group_kib = group_bandwidth(results)
-    doc["jobs"] = [_job(r, group_kib, plus) for r in results]
+    group_kib = {g: group_bandwidth([r for r in results if r.groupid == g])
+                 for g in {r.groupid for r in results}}
+    doc["jobs"] = [_job(r, group_kib[r.groupid], plus) for r in results]
     doc["disk_util"] = disk_util
     doc["tierstore"] = tierstore
     return doc

@@ -13,7 +13,7 @@ from typing import Any
 
 from .histogram import FIO_PERCENTILES, LatencyHistogram
 from .options import JobOptions
-from .report_json import LATENCY_EDGES_NS, VERSION
+from .report_json import LATENCY_EDGES_NS, VERSION, group_bandwidth
 from .stats import DIRECTIONS, DirectionStats, JobResult
 
 __all__ = ["format_header", "format_results", "num2str"]
@@ -35,13 +35,15 @@ def num2str(value: float, *, pow2: bool, unit: str = "") -> str:
     return f"{value:.{decimals}f}{prefixes[level]}{unit}"
 
 
-def format_header(options_list: Sequence[JobOptions], processes: int) -> str:
+def format_header(options_list: Sequence[JobOptions], processes: int,
+                  groupids: Sequence[int] | None = None) -> str:
     """The lines fio prints before a run: each job's shape, the version, the process count."""
     lines = []
-    for options in options_list:
+    for index, options in enumerate(options_list):
         lo, hi = (num2str(b, pow2=True, unit="B") for b in options.block_sizes)
         sizes = f"{lo}-{hi}"
-        lines.append(f"{options.name}: (g=0): rw={options.rw}, bs=(R) {sizes}, (W) {sizes}, "
+        group = groupids[index] if groupids is not None else 0
+        lines.append(f"{options.name}: (g={group}): rw={options.rw}, bs=(R) {sizes}, (W) {sizes}, "
                      f"(T) {sizes}, ioengine={options.ioengine}, iodepth={options.iodepth}")
         if options.numjobs > 1:
             lines.append("...")
@@ -161,7 +163,7 @@ def _job_lines(result: JobResult, group_kib: dict[str, float]) -> list[str]:
 
 
 def _group_lines(results: Sequence[JobResult], group_kib: dict[str, float]) -> list[str]:
-    lines = ["Run status group 0 (all jobs):"]
+    lines = [f"Run status group {results[0].groupid} (all jobs):"]
     for name in DIRECTIONS:
         active = [r for r in results if r.directions[name].total_ios]
         if not active:
@@ -194,13 +196,17 @@ def _disk_lines(disk_util: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def format_results(results: Sequence[JobResult], group_kib: dict[str, float],
-                   disk_util: Sequence[dict[str, Any]]) -> str:
-    """Everything fio prints after a run, for the (grouped) results."""
+def format_results(results: Sequence[JobResult], disk_util: Sequence[dict[str, Any]]) -> str:
+    """Everything fio prints after a run, for the (grouped) results: the jobs, then each
+    reporting group's totals, then the disks."""
+    groups = {g: [r for r in results if r.groupid == g]
+              for g in sorted({r.groupid for r in results})}
+    group_kib = {g: group_bandwidth(members) for g, members in groups.items()}
     lines = [""]
     for result in results:
-        lines += _job_lines(result, group_kib)
+        lines += _job_lines(result, group_kib[result.groupid])
         lines.append("")
-    lines += _group_lines(results, group_kib)
+    for g, members in groups.items():
+        lines += _group_lines(members, group_kib[g])
     lines += _disk_lines(disk_util)
     return "\n".join(lines) + "\n"

@@ -48,12 +48,16 @@ def safe_command(argv: Sequence[str] | None = None) -> str:
 
 
 def result_document(benchmark: str, results: list[dict[str, Any]], *,
-                    argv: Sequence[str] | None = None, disks: Sequence[str] = (),
-                    **extra: Any) -> dict[str, Any]:
-    """One run of ``benchmark``: its ``results`` with the command, time and machine."""
+                    argv: Sequence[str] | None = None, command: str | None = None,
+                    disks: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
+    """One run of ``benchmark``: its ``results`` with the command, time and machine.
+
+    ``command`` is the command as already made safe to show; else ``argv`` (default: this
+    process's arguments) goes through :func:`safe_command`."""
     now = time.time()
     return {"benchmark": benchmark, "tierstore_version": __version__,
-            "command": safe_command(argv), "timestamp": int(now),
+            "command": command if command is not None else safe_command(argv),
+            "timestamp": int(now),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "machine": describe_machine(disks), **extra, "results": results}
 
@@ -82,6 +86,6 @@ def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:
         document = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable JSON result ({exc})") from None
-    if not isinstance(document, dict) or "results" not in document:
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
         raise ValueError(f"{path}: not a tierstore benchmark result (no 'results' list)")
     return document

@@ -1,10 +1,11 @@
 """A run: every job's clones as processes that start together, their files laid out first
 and cleaned up after, and their results grouped as fio groups them.
 
-A run with a single job process runs it in this process. Otherwise each job process is
+A phase with a single job process runs it in this process. Otherwise each job process is
 started with ``spawn`` (never ``fork``: the parent may hold event loops and client sessions
 from laying out files), gets ready, and waits at a barrier so that every job's clock starts
-at the same moment, as fio's do.
+at the same moment, as fio's do. A job with ``stonewall`` waits for every earlier job: the
+jobs before it run (and finish) first, as one phase, then the next phase starts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .pattern import Workload
 from .stats import JobResult, merge_results
 from .target import make_target
 
-__all__ = ["Run", "group_results", "plan_jobs", "run_plans"]
+__all__ = ["Run", "group_results", "job_groups", "plan_jobs", "run_plans"]
 
 Ticker = Callable[[Sequence[int], float], None]
 
@@ -49,9 +50,24 @@ async def _file_size(options: JobOptions, plan_target: Any) -> int:
     return min(s for s in sizes if s is not None)
 
 
+def job_groups(options_list: Sequence[JobOptions]) -> list[tuple[int, int]]:
+    """(groupid, phase) of each job, numbered as fio numbers them: ``new_group`` or
+    ``stonewall`` on a job after the first starts a new reporting group, and ``stonewall``
+    also makes it wait for every earlier job (a new phase). A job's numjobs clones share its
+    group and phase."""
+    found, group, phase = [], 0, 0
+    for index, options in enumerate(options_list):
+        if index and (options.stonewall or options.new_group):
+            group += 1
+        if index and options.stonewall:
+            phase += 1
+        found.append((group, phase))
+    return found
+
+
 async def _plan(options_list: Sequence[JobOptions]) -> list[JobPlan]:
     plans: list[JobPlan] = []
-    for options in options_list:
+    for options, (groupid, phase) in zip(options_list, job_groups(options_list), strict=True):
         for jobnum in range(options.numjobs):
             target = make_target(options, jobnum)
             file_size = await _file_size(options, target)
@@ -65,7 +81,7 @@ async def _plan(options_list: Sequence[JobOptions]) -> list[JobPlan]:
                             seed=options.seed + jobnum,
                             zipf_theta=options.zipf_theta
                             if options.random_distribution == "zipf" else None)
-            plans.append(JobPlan(options, jobnum, len(plans), 0, target, work))
+            plans.append(JobPlan(options, jobnum, len(plans), groupid, target, work, phase))
     return plans
 
 
@@ -92,9 +108,13 @@ def plan_jobs(options_list: Sequence[JobOptions]) -> list[JobPlan]:
 def run_plans(plans: list[JobPlan], ticker: Ticker | None = None) -> Run:
     """Run every job process; remove what the targets must not leave behind, whatever
     happens. ``ticker(progress, seconds)`` is called about once a second with each job's
-    bytes read and written so far."""
+    bytes read and written so far. Phases (``stonewall``) run one after another."""
     try:
-        results = [_inline(plans[0], ticker)] if len(plans) == 1 else _processes(plans, ticker)
+        results: list[JobResult] = []
+        for phase in sorted({p.phase for p in plans}):
+            part = [p for p in plans if p.phase == phase]
+            results += [_inline(part[0], ticker)] if len(part) == 1 else \
+                _processes(part, ticker)
     finally:
         asyncio.run(_cleanup(plans))
     return Run(plans, results)
@@ -138,7 +158,8 @@ def _processes(plans: list[JobPlan], ticker: Ticker | None) -> list[JobResult]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(plans))
     results: Any = ctx.Queue()
-    progress: MutableSequence[int] = ctx.Array("q", 2 * len(plans), lock=False)
+    progress: MutableSequence[int] = ctx.Array("q", 2 * (max(p.slot for p in plans) + 1),
+                                               lock=False)
     children = [ctx.Process(target=_child, args=(plan, barrier, results, progress),
                             name=f"bench-{plan.options.name}.{plan.jobnum}", daemon=True)
                 for plan in plans]
@@ -156,6 +177,7 @@ def _processes(plans: list[JobPlan], ticker: Ticker | None) -> list[JobResult]:
 def _collect(plans: list[JobPlan], children: list[Any], results: Any,
              progress: Sequence[int], ticker: Ticker | None) -> list[JobResult]:
     found: dict[int, JobResult] = {}
+    by_slot = {p.slot: p for p in plans}
     began = time.monotonic()
     while len(found) < len(plans):
         try:
@@ -171,14 +193,20 @@ def _collect(plans: list[JobPlan], children: list[Any], results: Any,
         if message[0] == "error":
             _, slot, kind, text = message
             error = BenchError if kind == "usage" else TargetError
-            raise error(f"job {plans[slot].options.name!r}: {text}")
+            raise error(f"job {by_slot[slot].options.name!r}: {text}")
         found[message[1]] = message[2]
     return [found[p.slot] for p in plans]
 
 
 def group_results(run: Run) -> list[JobResult]:
-    """Results as fio prints them: one per job process, or with ``group_reporting`` one per
-    group (every job of a run is in group 0: stonewall and new_group are not supported)."""
-    if any(p.options.group_reporting for p in run.plans) and run.results:
-        return [merge_results(run.results)]
-    return list(run.results)
+    """Results as fio prints them: one per job process, or one per reporting group for the
+    groups whose jobs ask for ``group_reporting``."""
+    out: list[JobResult] = []
+    for groupid in sorted({p.groupid for p in run.plans}):
+        pairs = [(p, r) for p, r in zip(run.plans, run.results, strict=True)
+                 if p.groupid == groupid]
+        if any(p.options.group_reporting for p, _ in pairs):
+            out.append(merge_results(r for _, r in pairs))
+        else:
+            out += [r for _, r in pairs]
+    return out

@@ -113,6 +113,19 @@ def s3_bucket(s3_server: S3Server) -> Iterator[tuple[S3Server, str]]:
         print(f"warning: could not delete bucket {bucket} on {s3_server.name}: {e}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _bench_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Benchmarks save their results (by default in ./bench-results): never in the tree."""
+    folder = tmp_path_factory.mktemp("bench-results")
+    previous = os.environ.get("TIERSTORE_RESULTS")
+    os.environ["TIERSTORE_RESULTS"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("TIERSTORE_RESULTS", None)
+    else:
+        os.environ["TIERSTORE_RESULTS"] = previous
+
+
 @pytest.fixture
 def dead_endpoint() -> str:
     """An ``http://127.0.0.1:<port>`` URL where nothing listens (connection refused)."""

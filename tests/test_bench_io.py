@@ -93,8 +93,8 @@ def test_unsupported_options_are_errors_that_name_them(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
     jobfile = tmp_path / "bad.fio"
-    jobfile.write_text("[global]\nbs=4k\n[a]\nrw=read\nstonewall\n")
-    with pytest.raises(UnsupportedOption, match=r"'stonewall' \(.*bad.fio:5\)"):
+    jobfile.write_text("[global]\nbs=4k\n[a]\nrw=read\nthinktime=10\n")
+    with pytest.raises(UnsupportedOption, match=r"'thinktime' \(.*bad.fio:5\)"):
         parse_command_line([str(jobfile)])
     with pytest.raises(UnsupportedOption, match="ioengine=libaio"):
         parse_command_line(["--name=a", "--ioengine=libaio", "--size=1m"]).job_options()

@@ -3,6 +3,11 @@
 A background thread merges the notes into the catalog every ``interval`` seconds (and when
 ``max_pending`` keys are waiting, and at close), so a loader doing thousands of reads a second
 costs the catalog one transaction a second.
+
+A process that forks (a DataLoader starting its workers) waits for a flush in progress to
+finish first (:func:`os.register_at_fork`): a child forked while the thread was inside SQLite
+would inherit SQLite's locks held by a thread it does not have, and hang in its first
+``sqlite3.connect``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,30 @@ from .catalog import Catalog
 __all__ = ["AccessRecorder"]
 
 log = logging.getLogger(__name__)
+_RECORDERS: weakref.WeakSet[AccessRecorder] = weakref.WeakSet()
+_FORKING: list[AccessRecorder] = []  # recorders whose catalog lock a fork holds
+
+
+def _before_fork() -> None:
+    _FORKING[:] = list(_RECORDERS)
+    for recorder in _FORKING:
+        recorder._in_catalog.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for recorder in _FORKING:
+        recorder._in_catalog.release()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in _FORKING:
+        recorder._in_catalog = threading.Lock()
+    _FORKING.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 class AccessRecorder:
@@ -30,6 +59,7 @@ class AccessRecorder:
         self.max_pending = max_pending
         self._pending: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
+        self._in_catalog = threading.Lock()  # held while a batch is written; forks wait on it
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -42,6 +72,7 @@ class AccessRecorder:
                 recorder.close()
 
         atexit.register(close_at_exit)
+        _RECORDERS.add(self)
 
     def record(self, key: str, now: float | None = None) -> None:
         """Note one read of ``key``: a dictionary update, no I/O."""
@@ -76,7 +107,8 @@ class AccessRecorder:
         if not batch:
             return
         try:
-            self.catalog.record_access(batch)
+            with self._in_catalog:
+                self.catalog.record_access(batch)
         except Exception as exc:  # a busy or vanished catalog must never fail a read
             log.warning("access statistics not recorded yet (%d keys): %s", len(batch), exc)
             with self._lock:
