@@ -3,15 +3,19 @@
 It needs no server and no config: on the embedded default (three local folders under
 ``$TIERSTORE_HOME``, else ``./.tierstore``) it writes a Parquet dataset and some binary shards,
 ingests them into the cold tier, reads them back through ``tier://`` with pyarrow, moves them
-between tiers and shows what lives where. Everything it makes is under the ``demo/`` prefix,
-which it empties first, so it can run again and again in the same store.
+between tiers and shows what lives where; then it runs the daemon for a few cycles, with ages
+of seconds instead of days, so that objects move as they are read and left alone. Everything
+it makes is under the ``demo/`` prefix, which it empties first, so it can run again and again
+in the same store.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -25,8 +29,11 @@ from fsspec.asyn import get_loop, sync
 from ._progress import put_files
 from .cli import format_du, format_objects, human, plan_put
 from .config import TierClass
+from .daemon import Daemon, DaemonOptions
 from .errors import ConfigError
 from .fs import TierFileSystem
+from .policies.config import PolicyConfig
+from .policies.engine import default_engine
 from .sync import SyncStore, open_store
 
 __all__ = ["run"]
@@ -35,6 +42,7 @@ PREFIX = "demo"
 PARQUET_FILES, ROWS = 4, 10_000
 SHARDS, SHARD_SIZE = 4, 2**20
 SEED = 20240617
+HOT_AGE = 3.0  # seconds unread before the demo's daemon demotes off hot (30 days by default)
 
 
 def run(config: str | None = None, out: TextIO | None = None) -> None:
@@ -86,6 +94,7 @@ class _Tour:
         self.read_back(expected, scratch)
         self.place()
         self.show()
+        self.daemon_at_work()
 
     def clean(self) -> None:
         """Empty ``demo/`` so that a second run starts from the same place."""
@@ -133,12 +142,64 @@ class _Tour:
                  f"{warm}; pinned {PREFIX}/shards/shard-002.bin to {hot} (a copy stays on "
                  f"{self.tiers['cold']})")
 
+    def daemon_at_work(self) -> None:
+        """A few daemon cycles: what is read again goes up, what is left alone comes down."""
+        hot, cold = self.tiers["hot"], self.tiers["cold"]
+        policies = PolicyConfig(demote_after={"hot": HOT_AGE, "warm": 86400.0},
+                                promote_within=HOT_AGE / 2)
+        daemon = Daemon(self.store.aio, DaemonOptions(once=True, metrics_port=None),
+                        engine=default_engine(policies))
+        self.say(f"the daemon at work (ages of seconds for the demo: an object unread for "
+                 f"{HOT_AGE:g}s leaves {hot}, one read in the last {HOT_AGE / 2:g}s goes up):")
+        read_again = f"{PREFIX}/shards/shard-003.bin"
+        moves = _MoveLines(self.say)
+        logger = logging.getLogger("tierstore.daemon")
+        level, propagate = logger.level, logger.propagate
+        logger.addHandler(moves)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        try:
+            for cycle in range(1, 4):
+                self.store.cat(read_again)  # a training job keeps reading this shard
+                moves.cycle = cycle
+                if not sync(get_loop(), daemon.cycle):
+                    raise RuntimeError("a daemon cycle failed (see the log)")
+                if moves.count == 0:
+                    self.say(f"  cycle {cycle}: nothing to move")
+                moves.count = 0
+                if cycle < 3:
+                    time.sleep(HOT_AGE / 2 + 0.1)
+        finally:
+            logger.removeHandler(moves)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        self.say(f"{read_again} was read every cycle and went from {cold} to {hot}; the "
+                 f"Parquet files were left alone and went down. In production the daemon "
+                 f"runs this loop on its own: tierstore daemon")
+
     def show(self) -> None:
         infos = [self.store.stat(key) for key in self.store.find(PREFIX + "/")]
         self.say("\nwhat lives where:")
         self.say(format_objects(infos))
         self.say("\nper tier (tierstore du):")
         self.say(format_du(self.store.usage()) + "\n")
+
+
+class _MoveLines(logging.Handler):
+    """Prints the daemon's moves as the demo's own lines."""
+
+    def __init__(self, say: Callable[[str], None]):
+        super().__init__(logging.INFO)
+        self.say, self.cycle, self.count = say, 0, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None)
+        if record.getMessage() != "move" or not isinstance(fields, dict):
+            return
+        self.count += 1
+        what = "copied" if fields["copy"] else "moved"
+        self.say(f"  cycle {self.cycle}: {what} {fields['key']} {fields['from']} -> "
+                 f"{fields['to']} ({fields['policy']}: {fields['reason']}; {fields['outcome']})")
 
 
 def _tier_per_class(store: SyncStore) -> dict[str, str]:
