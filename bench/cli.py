@@ -59,14 +59,36 @@ def add_bench_commands(sub: Any) -> None:
                           usage="tierstore bench io [JOBFILE...] [--option=value...]")
     io.add_argument("fio_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     io.set_defaults(run=_run_io)
+    _add_loader_command(kinds)
     _add_report_command(kinds)
     _add_tiers_command(kinds)
+    _add_catalog_command(kinds)
 
 
 def _run_io(args: argparse.Namespace) -> int:
     from .io_command import run_io
 
     return run_io(args)
+
+
+def _add_loader_command(kinds: Any) -> None:
+    from .loader_options import add_loader_arguments  # light: no torch until it runs
+
+    loader = kinds.add_parser(
+        "loader", help="accelerator utilisation of tierstore's loader vs plain DataLoaders",
+        description="MLPerf Storage-like: generate a dataset in a tier, emulate the "
+                    "accelerator's compute per batch, run several epochs of TierLoader and of "
+                    "a plain DataLoader reading through s3fs and through fsspec's filecache; "
+                    "AU, samples/s, MB/s, waits, hit rate per tier and peak memory, as a "
+                    "table, a JSON result and a plot.")
+    add_loader_arguments(loader)
+    loader.set_defaults(run=_run_loader)
+
+
+def _run_loader(args: argparse.Namespace) -> int:
+    from .loader_bench import run_loader
+
+    return run_loader(args)
 
 
 def _add_report_command(kinds: Any) -> None:

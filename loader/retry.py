@@ -51,8 +51,8 @@ class Backoff:
         ...times a random factor in ``[1 - jitter, 1]``.
     """
 
-    attempts: int = 4
-    base: float = 0.05
+    attempts: int = 8
+    base: float = 0.1
     factor: float = 2.0
     cap: float = 2.0
     jitter: float = 0.5
@@ -70,7 +70,7 @@ class Backoff:
         return wait * (1 - self.jitter * (rng or random).random())
 
 
-RETRY = Backoff()  # the default: 4 tries over about 0.2-0.35 s
+RETRY = Backoff()  # the default: 8 tries over about 3.5-7 s (a gateway restarting)
 NEVER = Backoff(attempts=1)
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate, default_convert
 
 from .dataset import TierDataset
+from .metrics import LoaderMeter, LoaderMetrics, TierCounters, loader_metrics
 from .order import OrderSpec, worker_order
 from .placement import Placement
 from .readahead import PrefetchStats
@@ -55,6 +56,8 @@ def _as_is(item: Any) -> Any:
 class _Batches(IterableDataset[Batch]):
     """What each worker iterates: its reader's samples, collated into batches in the worker."""
 
+    metrics: TierCounters | None = None  # where a worker publishes its reads (.metrics)
+
     def __init__(self, dataset: TierDataset, batch_size: int | None, drop_last: bool,
                  collate: Callable[[Any], Any], control: torch.Tensor):
         super().__init__()
@@ -72,7 +75,11 @@ class _Batches(IterableDataset[Batch]):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rank, size = self.dataset._world()
         placement = Placement(rank, size, (worker + first) % workers, workers)
-        return self._batches(self.dataset._iter_as(placement), placement.worker)
+        batches = self._batches(self.dataset._iter_as(placement), placement.worker)
+        if self.metrics is None:
+            return batches
+        return self.metrics.published(batches, worker, self.dataset._store.get,
+                                      lambda: self.dataset.stats)
 
     def _batches(self, samples: Iterator[Any], reader: int) -> Iterator[Batch]:
         size = self.batch_size
@@ -194,6 +201,9 @@ class TierLoader:
         self._current: weakref.ref[Iterator[Any]] | None = None
         self._warned = False
         self.stats = LoaderStats()
+        self._meter = LoaderMeter()
+        self._counters = TierCounters(list(dataset._store.config.tiers), num_workers)
+        self.dataloader.dataset.metrics = self._counters  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (f"TierLoader({self.dataset!r}, batch_size={self.batch_size}, "
@@ -232,12 +242,14 @@ class TierLoader:
         base, skips = self.dataset._resumed_pass((size, workers))
         run = _Pass(self.dataset.spec, rank, size, workers, base, skips, first)
         self._control.copy_(torch.tensor([self.dataset.epoch, first]))
+        self._counters.reset()  # before workers start reading this pass
         if self.num_workers and self.dataloader._iterator is None:
             LoopThread.get().flush_access()  # workers are forked now: see flush_access
             self.dataset._store.get().recorder.flush()  # a store handed in by the caller
         inner = iter(self.dataloader)  # workers take their copy of the dataset (or reset)
         self.dataset._resume = None  # the next pass starts afresh, in workers and here
         self._pass, self.stats = run, LoaderStats()
+        self._meter.begin()
         self._current = weakref.ref(inner)
         return self._batches(inner, run)
 
@@ -261,6 +273,7 @@ class TierLoader:
             stats.batches += 1
             stats.samples += count
             stats.readers[run.name(reader)] = reader_stats
+            self._meter.step(asked, count)
             if not self._warned and stats.batches == 1:
                 self._check(batch)
             yield batch
@@ -292,6 +305,12 @@ class TierLoader:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.shutdown()
+
+    def metrics(self) -> LoaderMetrics:
+        """This rank's live metrics over the current (or last) pass: samples/s, bytes/s and
+        hit rate per tier, wait per step (p50/p99), bytes in flight and a live AU
+        (:mod:`.metrics`)."""
+        return loader_metrics(self, self._meter, self._counters)
 
     # -- resumption -----------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ CEPH_BINARIES = (
     "monmaptool",
 )
 CEPH_START_TIMEOUT = 120.0
+_CEPH_DIRS: dict[str, Path] = {}  # endpoint URL -> the cluster's CEPH_DIR (for restarts)
 
 StopFn = Callable[[], None]
 
@@ -268,6 +269,7 @@ def start_ceph(
         access_key=access_key,
         secret_key=secret_key,
     )
+    _CEPH_DIRS[server.endpoint_url] = cdir / "cluster"
     # The user was just created; wait until radosgw accepts its signature.
     while True:
         try:
@@ -278,6 +280,37 @@ def start_ceph(
                 stop()
                 raise CephStartError(f"radosgw on {server.endpoint_url} never answered: {e}") from e
             time.sleep(0.2)
+
+
+def kill_radosgw(server: S3Server) -> None:
+    """SIGKILL the Ceph cluster's S3 gateway (its data, in the OSD, stays) and wait until it
+    is gone."""
+    pidfile = _CEPH_DIRS[server.endpoint_url] / "run" / "client.rgw.a.pid"
+    pid = int(pidfile.read_text().strip())
+    if _is_ceph_process(pid):
+        os.kill(pid, signal.SIGKILL)
+    while _is_ceph_process(pid) and not _is_zombie(pid):
+        time.sleep(0.02)
+
+
+def start_radosgw(server: S3Server, timeout: float = 60.0) -> None:
+    """Start the gateway :func:`kill_radosgw` killed, as the start script does, and wait
+    until it answers S3 requests again."""
+    cluster = _CEPH_DIRS[server.endpoint_url]
+    with open(cluster / "log" / "rgw.stdout", "ab") as log:
+        proc = subprocess.Popen(["radosgw", "-c", str(cluster / "ceph.conf"), "-n",
+                                 "client.rgw.a", "-f"], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    (cluster / "run" / "client.rgw.a.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.client().list_buckets()
+            return
+        except Exception as e:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise CephStartError(f"radosgw did not come back: {e}") from e
+            time.sleep(0.1)
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -1,0 +1,534 @@
+"""``tierstore bench loader``: accelerator utilisation of TierLoader against the loaders a
+user would otherwise write, in the spirit of MLPerf Storage/DLIO.
+
+One run: build the benchmark's store (:mod:`.loader_setup`), generate a dataset of random
+samples (sizes drawn from the workload's distribution) in the data tier through the loader's
+ingest, then for each loader run ``--epochs`` epochs of a training loop that sleeps the
+emulated compute time per batch (:mod:`.loader_measure`):
+
+1. ``plain``: ``DataLoader`` over a map-style dataset reading each sample's byte range with
+   s3fs; 2. ``filecache``: the same through ``filecache::`` (:mod:`.loader_baselines`); both
+   run first, while every shard is on the data tier;
+3. ``tierstore``: ``TierLoader`` over the dataset, with ``tierstore daemon --tick 1s`` running
+   beside it (``--no-daemon`` to leave it out), which may stage shards into the hot tier.
+
+Each loader and epoch gives one entry of the result's ``results`` list. Beside tierstore's
+measured hot-tier hit rate the result shows what plain LRU of the same hot capacity would
+have served on the same sequence of shard reads. A table goes to the terminal, the document
+to ``--json FILE`` and the results folder, and a plot (throughput over time, wait-time
+distribution) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierstore._progress import Transfer, interactive
+from tierstore.sync import open_store
+
+from .errors import BenchError
+from .loader_measure import EpochRun, MemorySampler, lru_hit_rates, run_epoch, shard_reads
+from .loader_options import PRESETS
+from .loader_setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
+from .results import result_document, save_result
+
+__all__ = ["MEMORY_CONSTANT", "Workload", "run_benchmark", "run_loader"]
+
+MEMORY_CONSTANT = 1 << 30  # what the peak may exceed the read-ahead budget by: the interpreter,
+# torch and the workers' own footprint, the batches in the DataLoader's queue
+DEFAULT_DATASET = 512 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What one run generates and emulates, after the preset, scale and overrides."""
+
+    preset: str
+    scale: float
+    format: str
+    samples: int
+    sample_bytes: int
+    sample_stdev: int
+    shard_bytes: int
+    batch_size: int
+    compute_s: float
+    epochs: int
+    workers: int
+    seed: int
+
+    @property
+    def expected_bytes(self) -> int:
+        return self.samples * self.sample_bytes
+
+
+def workload_of(args: argparse.Namespace) -> Workload:
+    preset = PRESETS[args.preset]
+    scale = args.scale
+    mean = args.sample_size or max(1, round(preset.sample_bytes * scale))
+    stdev = (args.sample_stdev if args.sample_stdev is not None
+             else round(preset.sample_stdev * scale))
+    samples = args.samples or max(1, (args.dataset_size or DEFAULT_DATASET) // mean)
+    total = samples * mean
+    shard = args.shard_size or int(min(64 << 20, max(1 << 20, total // 64)))
+    compute = args.compute if args.compute is not None else preset.compute_s * scale
+    return Workload(preset.name, scale, args.format or preset.format, samples, mean, stdev,
+                    shard, args.batch_size or preset.batch_size, compute, args.epochs,
+                    args.workers, args.seed)
+
+
+def sample_sizes(work: Workload) -> np.ndarray:
+    """Per sample, its size: normal around the mean, clipped to [mean/8, mean + 4 sd]."""
+    rng = np.random.default_rng([work.seed, 1])
+    if work.sample_stdev <= 0:
+        return np.full(work.samples, work.sample_bytes, dtype=np.int64)
+    sizes = rng.normal(work.sample_bytes, work.sample_stdev, work.samples)
+    low = max(1, work.sample_bytes // 8)
+    return np.clip(sizes, low, work.sample_bytes + 4 * work.sample_stdev).astype(np.int64)
+
+
+# -- the dataset --------------------------------------------------------------------------------
+
+
+def generate(bench: BenchStore, prefix: str, work: Workload) -> Any:
+    """Write the dataset into the data tier with the loader's ingest; its index."""
+    from tierstore.loader import write_parquet_shards, write_raw_files, write_tar_shards
+
+    sizes = sample_sizes(work)
+    rng = np.random.default_rng([work.seed, 2])
+    with open_store(bench.config) as store, \
+            Transfer("generate", int(sizes.sum()), work.samples) as progress:
+
+        def payloads() -> Iterator[tuple[int, bytes]]:
+            for i, size in enumerate(sizes.tolist()):
+                data = rng.bytes(size)
+                progress.file_done(size)
+                yield i, data
+
+        tier = bench.data_tier
+        if work.format == "tar":
+            per_shard = max(1, work.shard_bytes // max(1, work.sample_bytes))
+            return write_tar_shards(
+                store, prefix, ({"__key__": f"{i:08d}", "bin": d} for i, d in payloads()),
+                samples_per_shard=per_shard, shard_bytes=work.shard_bytes, tier=tier)
+        if work.format == "raw":
+            return write_raw_files(store, prefix,
+                                   ((f"{i:08d}.bin", d) for i, d in payloads()), tier=tier)
+        import pyarrow as pa
+
+        table = pa.table({"key": pa.array(range(work.samples), pa.int64()),
+                          "data": pa.array([d for _, d in payloads()], pa.binary())})
+        rows = max(1, work.shard_bytes // max(1, work.sample_bytes))
+        return write_parquet_shards(store, prefix, table, rows_per_shard=rows,
+                                    row_group_rows=max(1, min(rows, work.batch_size)), tier=tier)
+
+
+# -- the loaders --------------------------------------------------------------------------------
+
+
+class _Epochs:
+    """Progress over a loader's epochs (a bar on a terminal, else nothing)."""
+
+    def __init__(self, label: str, total: int):
+        self.progress: Any = None
+        if interactive():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("samples"),
+                                     console=Console(stderr=True), transient=True)
+            self.task = self.progress.add_task(label, total=total)
+
+    def __enter__(self) -> _Epochs:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def step(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+
+
+def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
+           memory: tuple[int, int], **extra: Any) -> dict[str, Any]:
+    wall = run.wall_s
+    return {"loader": loader, "epoch": epoch, "samples": run.samples, "steps": run.steps,
+            "bytes": run.payload_bytes, "wall_s": wall,
+            "samples_per_s": run.samples / wall if wall > 0 else 0.0,
+            "mb_per_s": run.payload_bytes / wall / 1e6 if wall > 0 else 0.0,
+            "au": run.au, "compute_s": run.compute_s, "wait_s": sum(run.waits),
+            "first_wait_s": run.waits[0] if run.waits else 0.0,
+            "wait_p50_s": run.percentile(50), "wait_p99_s": run.percentile(99),
+            "wait_max_s": max(run.waits, default=0.0), "hit_rate": hit_rate,
+            "peak_rss_bytes": memory[0], "peak_pss_bytes": memory[1], **extra}
+
+
+def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
+                 memory: MemorySampler, runs: list[tuple[str, int, EpochRun]]
+                 ) -> list[dict[str, Any]]:
+    """``plain`` or ``filecache``: a DataLoader over a map-style dataset through fsspec."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from tierstore.loader.runtime import LoopThread
+
+    from .loader_baselines import SampleReads, collate_payloads, sample_refs
+
+    store = LoopThread.get().store(bench.config)
+    refs = LoopThread.get().submit(sample_refs(store, index, bench.data_tier)).result()
+    cache = str(bench.workdir / "filecache") if name == "filecache" else None
+    dataset = SampleReads(refs, work.format, bench.data_url(), bench.storage_options, cache)
+    generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=work.batch_size, shuffle=True, generator=generator,
+                        num_workers=work.workers, collate_fn=collate_payloads,
+                        persistent_workers=work.workers > 0)
+    out = []
+    with _Epochs(name, work.samples * work.epochs) as progress:
+        for epoch in range(work.epochs):
+            generator.manual_seed(work.seed * 1000 + epoch)
+            memory.reset()
+            run = run_epoch(loader, work.compute_s, progress.step)
+            payload = max(1, run.payload_bytes)
+            if cache is None:
+                hits = {bench.data_tier: 1.0}
+            else:
+                hits = {"filecache": run.cached_bytes / payload,
+                        bench.data_tier: 1.0 - run.cached_bytes / payload}
+            out.append(_entry(name, epoch, run, hits, memory.peak()))
+            runs.append((name, epoch, run))
+    del loader  # its persistent workers exit
+    return out
+
+
+def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
+                  prefetch_bytes: int | None, daemon: DaemonProcess | None,
+                  memory: MemorySampler, runs: list[tuple[str, int, EpochRun]]
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """TierLoader's epochs; the entries and what its own metrics said."""
+    from tierstore.loader import TierDataset, TierLoader
+
+    from .loader_baselines import collate_payloads
+
+    dataset = TierDataset(bench.config, prefix, decode=None, shuffle=True, seed=work.seed,
+                          prefetch_bytes=prefetch_bytes)
+    loader = TierLoader(dataset, batch_size=work.batch_size, num_workers=work.workers,
+                        collate_fn=collate_payloads, persistent_workers=work.workers > 0)
+    hot_capacity = bench.config.tiers[bench.hot_tier].capacity or 0
+    sizes = [s.size for s in index.shards]
+    sequences = [shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
+                             max(1, work.workers)) for e in range(work.epochs)]
+    lru = lru_hit_rates(sizes, sequences, hot_capacity)
+    out, metrics = [], []
+    try:
+        with _Epochs("tierstore", work.samples * work.epochs) as progress:
+            for epoch in range(work.epochs):
+                loader.set_epoch(epoch)
+                memory.reset()
+                run = run_epoch(loader, work.compute_s, progress.step)
+                m = loader.metrics()
+                metrics.append(m.to_dict())
+                hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
+                out.append(_entry(
+                    "tierstore", epoch, run, hits, memory.peak(),
+                    hot_hit_rate=m.hot_hit_rate, lru_hot_hit_rate=lru[epoch],
+                    read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
+                    loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
+                    peak_in_flight_bytes=m.peak_in_flight_bytes))
+                runs.append(("tierstore", epoch, run))
+    finally:
+        loader.shutdown()
+    return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
+                 "daemon": daemon is not None}
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark ``args`` describe; the result document."""
+    work = workload_of(args)
+    config = getattr(args, "config", None)
+    if config is None and args.s3 is None and not getattr(args, "allow_local", False):
+        raise BenchError("say where the data lives: --config STORE.toml (its warm tier) or "
+                         "--s3 moto (a local S3 server started for the run)")
+    if work.format == "parquet" and set(args.loaders) & {"plain", "filecache"}:
+        raise BenchError("the plain and filecache baselines read samples by byte range: use "
+                         "--format tar or raw, or --loaders tierstore")
+    temp = None
+    if args.workdir:
+        workdir = Path(args.workdir)
+    else:
+        temp = tempfile.mkdtemp(prefix="tierstore-bench-loader-")
+        workdir = Path(temp)
+    sizes = sample_sizes(work)
+    dataset_bytes = int(sizes.sum())
+    hot_capacity = int(dataset_bytes * args.hot_fraction)
+    bench = make_bench_store(workdir, hot_capacity, config=config, s3=args.s3, tier=args.tier,
+                             hot_dir=Path(args.hot_dir) if args.hot_dir else None)
+    prefix = f"bench-loader/{uuid.uuid4().hex[:8]}"
+    daemon: DaemonProcess | None = None
+    try:
+        began = time.time()
+        index = generate(bench, prefix, work)
+        generated = time.time() - began
+        order = [n for n in ("plain", "filecache", "tierstore") if n in args.loaders]
+        results: list[dict[str, Any]] = []
+        runs: list[tuple[str, int, EpochRun]] = []
+        tier_report: dict[str, Any] = {}
+        daemon_status: int | None = None
+        exclude = lambda: [p for p in (_moto_pid(bench), daemon.pid if daemon else None)  # noqa: E731
+                           if p is not None]
+        with MemorySampler(exclude) as memory:
+            for name in order:
+                if name == "tierstore":
+                    if args.daemon:
+                        daemon = DaemonProcess(bench.config_path, workdir / "daemon.log",
+                                               args.daemon_tick)
+                    try:
+                        entries, tier_report = run_tierstore(bench, prefix, index, work,
+                                                             args.prefetch_bytes, daemon,
+                                                             memory, runs)
+                    finally:
+                        if daemon is not None:
+                            daemon_status = daemon.stop()
+                    results += entries
+                else:
+                    results += run_baseline(name, bench, index, work, memory, runs)
+        document = result_document(
+            "loader", results,
+            workload={**dataclasses.asdict(work), "preset_source": PRESETS[work.preset].source},
+            dataset={"format": work.format, "samples": len(index), "shards": len(index.shards),
+                     "bytes": index.total_bytes, "payload_bytes": dataset_bytes,
+                     "sample_bytes_mean": float(sizes.mean()),
+                     "sample_bytes_stdev": float(sizes.std()),
+                     "generate_s": round(generated, 3)},
+            store={"data_tier": bench.data_tier, "data_tier_is": bench.server,
+                   "hot_tier": bench.hot_tier, "hot_capacity_bytes": hot_capacity,
+                   "hot_share": hot_capacity / index.total_bytes if index.total_bytes else 0.0,
+                   "hot_watermarks": [bench.config.tiers[bench.hot_tier].low_watermark,
+                                      bench.config.tiers[bench.hot_tier].high_watermark]},
+            daemon={"ran": daemon is not None, "tick": args.daemon_tick,
+                    "exit_status": daemon_status},
+            tierstore={k: v for k, v in tier_report.items() if k != "metrics"},
+            loader_metrics=tier_report.get("metrics", []),
+            memory_constant_bytes=MEMORY_CONSTANT)
+        document["criteria"] = criteria(document)
+        document["timelines"] = {f"{name}/{epoch}": {"waits": run.waits,
+                                                      "timeline": run.timeline}
+                                 for name, epoch, run in runs}
+        return document
+    finally:
+        if not args.keep:
+            with contextlib.suppress(Exception):
+                _remove_dataset(bench, prefix)
+        bench.close()
+        if temp is not None and not args.keep:
+            remove_tree(Path(temp))
+
+
+def _moto_pid(bench: BenchStore) -> int | None:
+    for fn in bench._cleanup:
+        owner = getattr(fn, "__self__", None)
+        process = getattr(owner, "process", None)
+        if process is not None:
+            return int(process.pid)
+    return None
+
+
+def _remove_dataset(bench: BenchStore, prefix: str) -> None:
+    with open_store(bench.config) as store:
+        for key in store.find(prefix + "/"):
+            store.rm(key)
+
+
+def criteria(document: dict[str, Any]) -> dict[str, Any]:
+    """The issue's bars, computed from the results (None where a loader did not run)."""
+    by = {(r["loader"], r["epoch"]): r for r in document["results"]}
+    share = document["store"]["hot_share"]
+    hot = document["store"]["hot_tier"]
+    out: dict[str, Any] = {"hot_share": share}
+    ts0, plain0 = by.get(("tierstore", 0)), by.get(("plain", 0))
+    if ts0 and plain0 and plain0["samples_per_s"] > 0:
+        ratio = ts0["samples_per_s"] / plain0["samples_per_s"]
+        out["cold_epoch_speedup_vs_plain"] = {"value": ratio, "bar": 3.0, "met": ratio >= 3.0}
+    ts = [r for r in document["results"] if r["loader"] == "tierstore"]
+    plain = [r for r in document["results"] if r["loader"] == "plain"]
+    if ts:
+        au = min(r["au"] for r in ts)
+        out["tierstore_au_min"] = {"value": au, "bar": 0.9, "met": au >= 0.9,
+                                   "plain_au_max": max((r["au"] for r in plain), default=None)}
+        later = [r for r in ts if r["epoch"] >= 1]
+        if later:
+            rate = min(r["hit_rate"].get(hot, 0.0) for r in later)
+            out["hot_hit_rate_later_epochs_min"] = {
+                "value": rate, "bar": 0.9 * share, "met": rate >= 0.9 * share,
+                "lru": [r.get("lru_hot_hit_rate") for r in later]}
+        budget = document["tierstore"].get("prefetch_budget_bytes", 0)
+        peak = max(r["peak_pss_bytes"] for r in ts)
+        out["peak_memory"] = {"value_pss_bytes": peak,
+                              "peak_rss_bytes": max(r["peak_rss_bytes"] for r in ts),
+                              "bar_bytes": budget + MEMORY_CONSTANT,
+                              "met": peak <= budget + MEMORY_CONSTANT}
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def render_table(document: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    work, data, store = document["workload"], document["dataset"], document["store"]
+    title = (f"tierstore bench loader: {work['preset']} x{work['scale']:g}, {data['format']}, "
+             f"{data['samples']:,} samples in {data['shards']:,} objects "
+             f"({_mib(data['bytes'])}), batch {work['batch_size']}, compute "
+             f"{work['compute_s'] * 1e3:.1f} ms/batch, {work['workers']} workers; hot tier "
+             f"{_mib(store['hot_capacity_bytes'])} ({store['hot_share']:.0%}); data on "
+             f"{store['data_tier_is']}")
+    table = Table(title=title, title_justify="left")
+    for name in ("loader", "epoch", "samples/s", "MB/s", "AU", "wait p50", "wait p99",
+                 "hit rate", "LRU hot", "peak RSS", "peak PSS"):
+        table.add_column(name, justify="left" if name in ("loader", "hit rate") else "right")
+    for r in document["results"]:
+        hits = " ".join(f"{k} {v:.0%}" for k, v in r["hit_rate"].items() if v > 0.0005) or "-"
+        lru = r.get("lru_hot_hit_rate")
+        table.add_row(r["loader"], str(r["epoch"] + 1), f"{r['samples_per_s']:,.0f}",
+                      f"{r['mb_per_s']:,.1f}", f"{r['au']:.1%}",
+                      f"{r['wait_p50_s'] * 1e3:.1f} ms", f"{r['wait_p99_s'] * 1e3:.1f} ms",
+                      hits, "-" if lru is None else f"{lru:.0%}",
+                      _mib(r["peak_rss_bytes"]), _mib(r["peak_pss_bytes"]))
+    return table
+
+
+def render_criteria(document: dict[str, Any]) -> list[str]:
+    c = document["criteria"]
+    lines = []
+    if "cold_epoch_speedup_vs_plain" in c:
+        v = c["cold_epoch_speedup_vs_plain"]
+        lines.append(f"cold epoch samples/s vs plain: {v['value']:.2f}x (bar 3x): "
+                     f"{'met' if v['met'] else 'NOT met'}")
+    if "tierstore_au_min" in c:
+        v = c["tierstore_au_min"]
+        plain = v["plain_au_max"]
+        lines.append(f"tierstore AU, lowest epoch: {v['value']:.1%} (bar 90%"
+                     f"{'' if plain is None else f'; plain at most {plain:.1%}'}): "
+                     f"{'met' if v['met'] else 'NOT met'}")
+    if "hot_hit_rate_later_epochs_min" in c:
+        v = c["hot_hit_rate_later_epochs_min"]
+        lru = ", ".join(f"{x:.0%}" for x in v["lru"] if x is not None)
+        lines.append(f"hot hit rate, epochs 2+: {v['value']:.0%} (bar {v['bar']:.0%} = 90% of "
+                     f"the hot share; plain LRU: {lru}): {'met' if v['met'] else 'NOT met'}")
+    if "peak_memory" in c:
+        v = c["peak_memory"]
+        lines.append(f"peak memory (PSS, loader process and workers): "
+                     f"{_mib(v['value_pss_bytes'])} (bar: budget + "
+                     f"{_mib(MEMORY_CONSTANT)} = {_mib(v['bar_bytes'])}): "
+                     f"{'met' if v['met'] else 'NOT met'}")
+    return lines
+
+
+def plot(document: dict[str, Any], path: Path) -> Path:
+    """Throughput over time (samples/s in bins) and the distribution of step waits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colours = {"tierstore": "tab:green", "plain": "tab:red", "filecache": "tab:blue"}
+    by_loader: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for key, value in document["timelines"].items():
+        name, epoch = key.rsplit("/", 1)
+        by_loader.setdefault(name, []).append((int(epoch), value))
+    for name, epochs in by_loader.items():
+        offset, xs, ys, waits = 0.0, [], [], []
+        for _, value in sorted(epochs, key=lambda e: e[0]):
+            timeline = value["timeline"]
+            waits += value["waits"]
+            if not timeline:
+                continue
+            end = timeline[-1][0]
+            width = max(end / 20, 1.0, 8 * end / len(timeline))  # several batches a bin
+            bins = max(1, math.ceil(end / width))
+            counts = np.zeros(bins)
+            for t, n, _ in timeline:
+                counts[min(bins - 1, int(t / width))] += n
+            xs += [offset + (i + 0.5) * width for i in range(bins)]
+            ys += (counts / width).tolist()
+            offset += end
+            left.axvline(offset, color=colours.get(name, "grey"), alpha=0.15, lw=1)
+        left.plot(xs, ys, label=name, color=colours.get(name), drawstyle="steps-mid")
+        if waits:
+            w = np.sort(np.maximum(np.asarray(waits), 1e-6))
+            right.plot(w, np.arange(1, len(w) + 1) / len(w), label=name,
+                       color=colours.get(name))
+    left.set_xlabel("seconds since the loader's first epoch began (epochs back to back)")
+    left.set_ylabel("samples/s")
+    left.set_title("throughput over time")
+    left.legend()
+    right.set_xscale("log")
+    right.set_xlabel("time the training loop waited for a batch (s)")
+    right.set_ylabel("fraction of steps")
+    right.set_title("wait-time distribution (CDF)")
+    right.legend()
+    work = document["workload"]
+    fig.suptitle(f"tierstore bench loader: {work['preset']} x{work['scale']:g}, compute "
+                 f"{work['compute_s'] * 1e3:.1f} ms/batch, batch {work['batch_size']}, "
+                 f"{work['workers']} workers")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_loader(args: argparse.Namespace) -> int:
+    """The ``tierstore bench loader`` command."""
+    document = run_benchmark(args)
+    from rich.console import Console
+
+    out = sys.stderr if args.json_file == "-" else sys.stdout
+    console = Console(file=out, width=None if out.isatty() else 150)
+    console.print(render_table(document))
+    for line in render_criteria(document):
+        console.print(line, highlight=False)
+    saved: Path | None = None
+    if (args.results or "").lower() != "none":
+        saved = save_result(document, args.results)
+    picture = Path(args.plot) if args.plot else (
+        saved.with_suffix(".png") if saved else
+        Path(args.json_file).with_suffix(".png") if args.json_file not in (None, "-") else None)
+    if picture is not None:
+        plot(document, picture)
+        document["plot"] = str(picture)
+        if saved is not None:
+            saved.write_text(json.dumps(document, indent=2) + "\n")
+    if args.json_file == "-":
+        print(json.dumps(document, indent=2))
+    elif args.json_file:
+        Path(args.json_file).write_text(json.dumps(document, indent=2) + "\n")
+    for what, where in (("result", saved), ("plot", picture)):
+        if where is not None:
+            print(f"{what}: {where}", file=sys.stderr)
+    return 0

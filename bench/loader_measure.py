@@ -1,0 +1,236 @@
+"""What ``tierstore bench loader`` measures, the same way for every loader.
+
+- :func:`run_epoch`: the training loop of one epoch, with the accelerator emulated by a
+  sleep per batch: per step the time spent in ``next()`` (waiting for data) and the compute
+  time; AU is compute time over wall time with the first step (start-up) left out, as MLPerf
+  Storage/DLIO count it.
+- :class:`MemorySampler`: peak memory of this process and its children (the DataLoader
+  workers), sampled from ``/proc``; both the sum of RSS (counts pages the forked workers
+  share with the parent once per process: an upper bound) and the sum of PSS (shared pages
+  split between the processes that map them: what they cost together).
+- :func:`lru_hit_rates`: what an LRU cache of the hot tier's capacity would have served over
+  the same sequence of shard reads (the bound plain caching gives under per-epoch shuffle).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierstore.loader import DatasetIndex, OrderSpec, Placement, worker_order
+
+__all__ = ["EpochRun", "MemorySampler", "lru_hit_rates", "run_epoch", "shard_reads"]
+
+
+@dataclass
+class EpochRun:
+    """One epoch of one loader as the training loop saw it."""
+
+    samples: int = 0
+    payload_bytes: int = 0
+    cached_bytes: int = 0  # payload a cache served (the filecache baseline)
+    steps: int = 0
+    wall_s: float = 0.0  # from asking for the first batch to the end of the last compute
+    compute_s: float = 0.0
+    waits: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, samples, bytes)
+    started: float = 0.0  # time.perf_counter() at the start
+
+    @property
+    def au(self) -> float:
+        """Compute over wall time, the first step left out: ``compute / (compute + waits)``
+        over steps 2..n (the first step's compute included: the accelerator works then)."""
+        waited = sum(self.waits[1:])
+        total = self.compute_s + waited
+        return self.compute_s / total if total > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.waits, q)) if self.waits else 0.0
+
+
+def run_epoch(loader: Iterable[Any], compute_s: float,
+              on_step: Callable[[int], None] | None = None) -> EpochRun:
+    """Iterate ``loader`` once, sleeping ``compute_s`` per batch (a batch is a dict of
+    :func:`~.loader_baselines.collate_payloads`)."""
+    run = EpochRun(started=time.perf_counter())
+    it = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        got = time.perf_counter()
+        run.waits.append(got - asked)
+        lengths = batch["lengths"]
+        n = int(lengths.numel())
+        nbytes = int(lengths.sum())
+        run.samples += n
+        run.payload_bytes += nbytes
+        if "cached" in batch:
+            run.cached_bytes += int(lengths[batch["cached"]].sum())
+        run.steps += 1
+        run.timeline.append((got - run.started, n, nbytes))
+        if compute_s > 0:
+            time.sleep(compute_s)
+            run.compute_s += time.perf_counter() - got
+        if on_step is not None:
+            on_step(n)
+        del batch
+    run.wall_s = time.perf_counter() - run.started
+    return run
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return _status_kib(pid, "VmRSS")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                out += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+    except OSError:
+        pass
+    return out
+
+
+def process_tree(root: int, exclude: Sequence[int] = ()) -> list[int]:
+    """``root`` and its descendants, leaving out ``exclude`` and theirs."""
+    skip = set(exclude)
+    seen, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in skip or pid in seen:
+            continue
+        seen.append(pid)
+        todo += _children(pid)
+    return seen
+
+
+class MemorySampler:
+    """Samples the memory of this process and its children (minus ``exclude``: the S3 server,
+    the daemon) every ``interval`` seconds on a thread; :meth:`peak` since :meth:`reset`."""
+
+    def __init__(self, exclude: Callable[[], Sequence[int]] = lambda: (),
+                 interval: float = 0.05):
+        self._exclude = exclude
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def sample(self) -> tuple[int, int]:
+        """(sum of RSS, sum of PSS) in bytes, now."""
+        pids = process_tree(os.getpid(), self._exclude())
+        rss = sum(_status_kib(p, "VmRSS") for p in pids) * 1024
+        pss = sum(_pss_kib(p) for p in pids) * 1024
+        with self._lock:
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+        return rss, pss
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peak_rss = self.peak_pss = 0
+        self.sample()
+
+    def peak(self) -> tuple[int, int]:
+        self.sample()
+        with self._lock:
+            return self.peak_rss, self.peak_pss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+
+# -- what plain LRU would have done -------------------------------------------------------------
+
+
+def shard_reads(index: DatasetIndex, spec: OrderSpec, workers: int, rank: int = 0,
+                world_size: int = 1) -> list[int]:
+    """The shards (positions in the index) a TierLoader rank reads in ``spec``'s epoch, in
+    the order the store sees them: each worker reads its shards in the order it first needs
+    them, and the workers proceed side by side, so their sequences are merged by how far
+    through its own each one is."""
+    starts = index.starts
+    keyed: list[tuple[float, int, int]] = []
+    for w in range(max(1, workers)):
+        ids = worker_order(starts, spec, Placement(rank, world_size, w, max(1, workers))).samples
+        if not len(ids):
+            continue
+        positions = np.searchsorted(starts, ids, side="right") - 1
+        first = np.unique(positions, return_index=True)[1]
+        order = positions[np.sort(first)].tolist()
+        keyed += [((i + 0.5) / len(order), w, pos) for i, pos in enumerate(order)]
+    keyed.sort()
+    return [pos for _, _, pos in keyed]
+
+
+def lru_hit_rates(sizes: Sequence[int], epochs: Sequence[Sequence[int]], capacity: int
+                  ) -> list[float]:
+    """Per epoch, the share of the bytes read that an LRU cache of ``capacity`` bytes
+    (filled on every miss, evicting the least recently read) would have served, over the
+    read sequences ``epochs`` (shard positions; ``sizes[pos]`` their bytes)."""
+    cache: OrderedDict[int, int] = OrderedDict()
+    held = 0
+    rates = []
+    for sequence in epochs:
+        hit = total = 0
+        for pos in sequence:
+            size = sizes[pos]
+            total += size
+            if pos in cache:
+                hit += size
+                cache.move_to_end(pos)
+                continue
+            if size > capacity:
+                continue
+            while held + size > capacity and cache:
+                _, gone = cache.popitem(last=False)
+                held -= gone
+            cache[pos] = size
+            held += size
+        rates.append(hit / total if total else 0.0)
+    return rates

@@ -1,0 +1,167 @@
+"""``tierstore bench loader`` end to end against the moto server: the result document's
+structure and that its counts add up (every sample once per epoch per loader, hit rates that
+sum to 1, AU in [0, 1]); the plot and the saved result exist. No timing is asserted.
+
+Also the pieces that can be checked exactly: the LRU bound, the shard-read sequence, the
+config the daemon is given, the baselines' byte ranges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from storefixtures import toml_for
+
+from tierstore import Config, SyncStore, TierClass, TierConfig
+from tierstore.bench.loader_baselines import SampleReads, collate_payloads, sample_refs
+from tierstore.bench.loader_measure import lru_hit_rates, shard_reads
+from tierstore.bench.loader_setup import config_toml
+from tierstore.cli import build_parser, main
+from tierstore.config import config_from_toml
+from tierstore.loader import OrderSpec, write_tar_shards
+from tierstore.loader.runtime import LoopThread
+
+
+@pytest.fixture
+def s3_config(tmp_path: Path, s3_bucket: tuple[Any, str]) -> Path:
+    """A store whose warm tier is a bucket of the moto fixture."""
+    server, bucket = s3_bucket
+    if server.name != "moto":
+        pytest.skip("the benchmark check runs on moto only")
+    config = Config(home=tmp_path / "user", catalog=f"sqlite:///{tmp_path / 'user.db'}",
+                    tiers={"warm": TierConfig(name="warm", tier_class=TierClass.WARM,
+                                              url=f"s3://{bucket}/warm",
+                                              options=server.storage_options())},
+                    default_tier="warm")
+    path = tmp_path / "user.toml"
+    path.write_text(toml_for(config))
+    return path
+
+
+def test_bench_loader_document(tmp_path: Path, s3_config: Path,
+                               capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "result.json"
+    argv = ["bench", "loader", "--config", str(s3_config), "--preset", "resnet50",
+            "--samples", "60", "--sample-size", "8KiB", "--sample-stdev", "2KiB",
+            "--shard-size", "64KiB", "--batch-size", "8", "--compute", "0.002",
+            "--epochs", "2", "--workers", "2", "--json", str(out),
+            "--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "w"),
+            "--daemon-tick", "0.5s"]
+    monkeypatch.setattr("sys.argv", ["/venv/bin/tierstore", *argv])  # the command recorded
+    status = main(argv)
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "tierstore bench loader" in printed and "cold epoch samples/s" in printed
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "loader"
+    assert doc["command"].startswith("tierstore bench loader --config")
+    assert doc["machine"]["cores"] >= 1
+    assert doc["dataset"]["samples"] == 60 and doc["dataset"]["format"] == "tar"
+    assert doc["store"]["data_tier"] == "warm" and doc["store"]["hot_tier"] == "hot"
+    assert doc["daemon"]["ran"] is True and doc["daemon"]["exit_status"] == 0
+    entries = doc["results"]
+    assert sorted((r["loader"], r["epoch"]) for r in entries) == sorted(
+        (name, e) for name in ("tierstore", "plain", "filecache") for e in range(2))
+    for r in entries:
+        for field in ("samples_per_s", "mb_per_s", "au", "wait_p50_s", "wait_p99_s",
+                      "hit_rate", "peak_rss_bytes"):
+            assert field in r, field
+        assert r["samples"] == 60, r  # every sample once per epoch
+        assert r["bytes"] == doc["dataset"]["payload_bytes"]
+        assert 0.0 <= r["au"] <= 1.0
+        assert 0.0 <= r["wait_p50_s"] <= r["wait_p99_s"]
+        assert sum(r["hit_rate"].values()) == pytest.approx(1.0)
+        assert all(0.0 <= v <= 1.0 for v in r["hit_rate"].values())
+        assert r["peak_rss_bytes"] >= r["peak_pss_bytes"] > 0
+    plain = [r for r in entries if r["loader"] == "plain"]
+    assert all(r["hit_rate"] == {"warm": 1.0} for r in plain)
+    first_ts = next(r for r in entries if r["loader"] == "tierstore" and r["epoch"] == 0)
+    assert set(first_ts["hit_rate"]) == {"hot", "warm"}
+    assert 0.0 <= first_ts["lru_hot_hit_rate"] <= 1.0
+    assert first_ts["lru_hot_hit_rate"] == 0.0  # nothing read before: LRU holds nothing
+    assert first_ts["bytes_read"] >= doc["dataset"]["bytes"]  # every shard read, whole
+    filecache = sorted((r for r in entries if r["loader"] == "filecache"),
+                       key=lambda r: r["epoch"])
+    assert filecache[-1]["hit_rate"]["filecache"] == 1.0  # unbounded: all cached by epoch 2
+    assert "tierstore_au_min" in doc["criteria"]
+    assert len(doc["loader_metrics"]) == 2
+    saved = list((tmp_path / "results").glob("loader-*.json"))
+    assert len(saved) == 1 and saved[0].with_suffix(".png").stat().st_size > 0
+    assert json.loads(saved[0].read_text())["results"] == entries
+
+
+def test_bench_loader_needs_a_data_tier() -> None:
+    assert main(["bench", "loader", "--samples", "4"]) == 1
+
+
+def test_bench_loader_options_parse() -> None:
+    args = build_parser().parse_args(["bench", "loader", "--s3", "moto", "--preset", "unet3d",
+                                      "--scale", "0.01", "--no-daemon", "--loaders",
+                                      "tierstore,plain"])
+    assert args.daemon is False and args.loaders == ["tierstore", "plain"]
+    from tierstore.bench.loader_bench import workload_of
+
+    work = workload_of(args)
+    assert work.format == "raw" and work.batch_size == 7
+    assert work.sample_bytes == round(146_600_628 * 0.01)
+    assert work.compute_s == pytest.approx(0.323 * 0.01)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "loader", "--loaders", "tierstore,nope"])
+
+
+def test_lru_thrashes_under_a_fresh_shuffle_and_holds_a_repeat() -> None:
+    sizes = [10] * 10
+    # capacity of half the data: reading 0..9 twice in the same order, LRU never hits
+    assert lru_hit_rates(sizes, [list(range(10)), list(range(10))], 50) == [0.0, 0.0]
+    # reading the last half again first: all of it is held
+    assert lru_hit_rates(sizes, [list(range(10)), [9, 8, 7, 6, 5]], 50) == [0.0, 1.0]
+    assert lru_hit_rates([100], [[0, 0]], 50) == [0.0]  # larger than the cache: never held
+
+
+def test_shard_reads_cover_every_shard(local_store: SyncStore) -> None:
+    index = write_tar_shards(local_store, "ds", ({"__key__": f"k{i:03d}", "bin": b"x" * 10}
+                                                 for i in range(50)), samples_per_shard=4)
+    spec = OrderSpec(seed=1, epoch=0, shuffle=True, buffer_size=8, equalize="none",
+                     batch_size=4)
+    reads = shard_reads(index, spec, 2)
+    # every shard is read; one whose samples fall to both workers is read by each
+    assert set(reads) == set(range(len(index.shards)))
+    assert len(reads) <= 2 * len(index.shards)
+    assert shard_reads(index, spec, 1) == list(dict.fromkeys(shard_reads(index, spec, 1)))
+
+
+def test_config_toml_round_trips(tmp_path: Path) -> None:
+    config = Config(home=tmp_path, catalog=f"sqlite:///{tmp_path / 'c.db'}",
+                    tiers={"hot": TierConfig(name="hot", tier_class=TierClass.HOT,
+                                             url=(tmp_path / "h").as_uri(), capacity=1234),
+                           "warm": TierConfig(name="warm", tier_class=TierClass.WARM,
+                                              url="s3://b/warm",
+                                              options={"key": "k", "secret": 's"x',
+                                                       "client_kwargs": {"endpoint_url":
+                                                                         "http://h:1"}})},
+                    default_tier="warm", policies={"promote_to": "hot"})
+    back = config_from_toml(config_toml(config), source="t")
+    assert back.tiers["hot"].capacity == 1234
+    assert back.tiers["warm"].options == config.tiers["warm"].options
+    assert back.default_tier == "warm" and back.policies == {"promote_to": "hot"}
+
+
+def test_baseline_reads_each_sample_by_its_range(local_store: SyncStore,
+                                                 tmp_path: Path) -> None:
+    payloads = [bytes([i]) * (20 + i) for i in range(12)]
+    index = write_tar_shards(local_store, "ds", ({"__key__": f"k{i:03d}", "bin": p}
+                                                 for i, p in enumerate(payloads)),
+                             samples_per_shard=5, tier="warm")
+    config = local_store.config
+    store = LoopThread.get().store(config)
+    refs = LoopThread.get().submit(sample_refs(store, index, "warm")).result()
+    url = config.tiers["warm"].url
+    for cache in (None, str(tmp_path / "cache")):
+        dataset = SampleReads(refs, "tar", url, {}, cache)
+        batch = collate_payloads([dataset[i] for i in range(len(dataset))])
+        assert batch["data"].numpy().tobytes() == b"".join(payloads)
+        assert batch["lengths"].tolist() == [len(p) for p in payloads]
+    assert bool(collate_payloads([dataset[0]])["cached"][0])  # filecache: read before

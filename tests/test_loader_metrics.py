@@ -1,0 +1,128 @@
+"""TierLoader's live metrics: per-tier reads gathered from the worker processes, waits and
+compute per step, live AU, and the Prometheus export. Nothing here asserts a duration: the
+times checked are only ordered (a wait recorded, compute counted when the loop sleeps)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from prometheus_client import CollectorRegistry, generate_latest
+
+from tierstore import SyncStore
+from tierstore.loader import TierDataset, TierLoader, write_tar_shards
+from tierstore.loader.metrics import LoaderMeter, TierCounters, percentile, register_prometheus
+
+N = 96
+
+
+def samples(n: int = N) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield {"__key__": f"s{i:04d}", "bin": bytes([i % 256]) * (100 + i)}
+
+
+def sample_id(sample: dict[str, Any]) -> torch.Tensor:
+    return torch.tensor(int(sample["__key__"][1:]))
+
+
+def make_loader(store: SyncStore, workers: int, **options: Any) -> TierLoader:
+    dataset = TierDataset(store, "ds", decode=sample_id, seed=1, buffer_size=8)
+    return TierLoader(dataset, batch_size=8, num_workers=workers, **options)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_all_on_hot_is_a_hot_hit_rate_of_one(local_store: SyncStore, workers: int) -> None:
+    index = write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="hot")
+    loader = make_loader(local_store, workers)
+    seen = 0
+    for batch in loader:
+        seen += len(batch)
+        time.sleep(0.002)  # the "compute" of a step
+    m = loader.metrics()
+    assert seen == m.samples == N
+    assert m.batches == len(loader)
+    assert m.hit_rate["hot"] == 1.0 and m.hot_hit_rate == 1.0
+    assert m.hit_rate["warm"] == 0.0 and m.hit_rate["cold"] == 0.0
+    assert m.bytes_by_tier["hot"] == index.total_bytes  # every shard read once, whole
+    assert m.reads_by_tier["hot"] >= len(index.shards)
+    assert m.bytes_per_s_by_tier["hot"] > 0
+    assert m.compute_s > 0 and 0.0 < m.au <= 1.0 and 0.0 <= m.au_recent <= 1.0
+    assert 0.0 <= m.wait_p50_s <= m.wait_p99_s <= m.wait_max_s
+    assert m.wait_s > 0
+    assert m.in_flight_bytes == 0  # the pass is over: nothing is held
+    assert m.tier_classes["hot"] == "hot"
+    doc = json.loads(m.to_json())
+    assert doc["samples"] == N and doc["hit_rate"]["hot"] == 1.0
+
+
+def test_hit_rates_follow_where_the_shards_are(local_store: SyncStore) -> None:
+    index = write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="warm")
+    moved = [s.key for s in index.shards[: len(index.shards) // 2]]
+    for key in moved:
+        local_store.move(key, "hot")
+    hot_bytes = sum(s.size for s in index.shards if s.key in moved)
+    loader = make_loader(local_store, 2, persistent_workers=True)
+    for epoch in range(2):  # persistent workers: the second pass counts from zero again
+        loader.set_epoch(epoch)
+        assert sum(len(b) for b in loader) == N
+        m = loader.metrics()
+        assert m.epoch == epoch
+        assert m.bytes_by_tier["hot"] == hot_bytes
+        assert m.bytes_by_tier["warm"] == index.total_bytes - hot_bytes
+        assert m.hit_rate["hot"] == pytest.approx(hot_bytes / index.total_bytes)
+        assert sum(m.hit_rate.values()) == pytest.approx(1.0)
+        assert sum(m.read_hit_rate.values()) == pytest.approx(1.0)
+    loader.shutdown()
+
+
+def test_metrics_are_live_mid_pass(local_store: SyncStore) -> None:
+    write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="cold")
+    loader = make_loader(local_store, 2)
+    it = iter(loader)
+    next(it)
+    m = loader.metrics()
+    assert m.samples == 8 and m.batches == 1
+    assert m.bytes_by_tier["cold"] > 0  # the worker that made the batch published its reads
+    assert m.au == 0.0  # one step: the first is left out
+    next(it)
+    assert loader.metrics().samples == 16
+    loader.shutdown()
+
+
+def test_prometheus_export(local_store: SyncStore) -> None:
+    write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="hot")
+    loader = make_loader(local_store, 0)
+    for _ in loader:
+        pass
+    registry = register_prometheus(loader, CollectorRegistry())
+    text = generate_latest(registry).decode()
+    assert 'tierstore_loader_samples{rank="0"} 96.0' in text
+    assert 'tierstore_loader_tier_hit_ratio{rank="0",tier="hot"} 1.0' in text
+    assert "tierstore_loader_accelerator_utilisation{" in text
+    assert "tierstore_loader_wait_p99_seconds{" in text
+
+
+def test_meter_leaves_the_first_step_out_of_au() -> None:
+    meter = LoaderMeter()
+    t = time.perf_counter()
+    meter.step(t - 5.0, 4)  # a long start-up wait
+    assert meter.au() == 0.0 and meter.first_wait >= 5.0 and meter.wait_s == 0.0
+    meter.step(time.perf_counter(), 4)  # asked at once: no compute, almost no wait
+    assert meter.steps == 2 and meter.samples == 8
+    assert len(meter.waits) == 2 and max(meter.waits) >= 5.0
+
+
+def test_counters_sum_rows_and_reset() -> None:
+    counters = TierCounters(["hot", "warm"], 3)
+    counters.write(0, {"hot": 2}, {"hot": 200}, 10, 1)
+    counters.write(2, {"hot": 1, "warm": 4}, {"hot": 100, "warm": 400}, 5, 2)
+    reads, nbytes, held, shards = counters.read()
+    assert reads == {"hot": 3, "warm": 4} and nbytes == {"hot": 300, "warm": 400}
+    assert (held, shards) == (15, 3)
+    counters.reset()
+    assert counters.read()[1] == {"hot": 0, "warm": 0}
+    assert percentile([], 99) == 0.0 and percentile([1.0, 3.0], 50) == 2.0
