@@ -167,6 +167,15 @@ class TierDataset(IterableDataset[Any]):
         if self._resume is not None and self._resume["epoch"] != epoch:
             self._resume = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a spawned DataLoader worker (or another process): with this rank and
+        world size fixed, since ``torch.distributed`` is not initialised in a spawned
+        worker (``torch.multiprocessing.spawn`` makes every worker of its ranks a spawned
+        one) and ``RANK``/``WORLD_SIZE`` may not be set."""
+        state = self.__dict__.copy()
+        state["_rank"], state["_world_size"] = self._world()
+        return state
+
     def _world(self) -> tuple[int, int]:
         if self._rank is not None and self._world_size is not None:
             return self._rank, self._world_size
