@@ -4,9 +4,11 @@ It needs no server and no config: on the embedded default (three local folders u
 ``$TIERSTORE_HOME``, else ``./.tierstore``) it writes a Parquet dataset and some binary shards,
 ingests them into the cold tier, reads them back through ``tier://`` with pyarrow, moves them
 between tiers and shows what lives where; then it runs the daemon for a few cycles, with ages
-of seconds instead of days, so that objects move as they are read and left alone. Everything
-it makes is under the ``demo/`` prefix, which it empties first, so it can run again and again
-in the same store.
+of seconds instead of days, so that objects move as they are read and left alone; and it ends
+by training a tiny model through ``TierLoader`` for two epochs, the daemon staging between
+them the shards the loader announced it reads next, and prints the loader's metrics.
+Everything it makes is under the ``demo/`` prefix, which it empties first, so it can run
+again and again in the same store.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 from fsspec.asyn import get_loop, sync
 
 from ._progress import put_files
-from .cli import format_du, format_objects, human, plan_put
+from .cli import _tiers, format_du, format_objects, human, plan_put
 from .config import TierClass
 from .daemon import Daemon, DaemonOptions
 from .errors import ConfigError
@@ -42,6 +44,7 @@ PREFIX = "demo"
 PARQUET_FILES, ROWS = 4, 10_000
 SHARDS, SHARD_SIZE = 4, 2**20
 SEED = 20240617
+FEATURES, TRAIN_SAMPLES = 16, 4096
 HOT_AGE = 3.0  # seconds unread before the demo's daemon demotes off hot (30 days by default)
 
 
@@ -95,6 +98,7 @@ class _Tour:
         self.place()
         self.show()
         self.daemon_at_work()
+        self.train()
 
     def clean(self) -> None:
         """Empty ``demo/`` so that a second run starts from the same place."""
@@ -177,12 +181,63 @@ class _Tour:
                  f"Parquet files were left alone and went down. In production the daemon "
                  f"runs this loop on its own: tierstore daemon")
 
+    def train(self) -> None:
+        """Two epochs of a tiny regression through TierLoader; the daemon runs one cycle
+        between them and stages, by next use, what the loader announced it reads next."""
+        import torch
+
+        from tierstore.loader import TierDataset, TierLoader, write_tar_shards
+
+        rng = np.random.default_rng(SEED)
+        true_w = rng.normal(size=FEATURES).astype(np.float32)
+        x = rng.normal(size=(TRAIN_SAMPLES, FEATURES)).astype(np.float32)
+        y = x @ true_w + rng.normal(0.0, 0.05, TRAIN_SAMPLES).astype(np.float32)
+        write_tar_shards(self.store, f"{PREFIX}/train", (
+            {"__key__": f"s{i:05d}", "x": x[i].tobytes(), "y": y[i:i + 1].tobytes()}
+            for i in range(TRAIN_SAMPLES)), samples_per_shard=TRAIN_SAMPLES // 8,
+            tier=self.tiers["warm"])
+        model = torch.nn.Linear(FEATURES, 1, bias=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loader = TierLoader(TierDataset(self.store, f"{PREFIX}/train", decode=_xy, seed=1),
+                            batch_size=64, num_workers=2)
+        daemon = Daemon(self.store.aio, DaemonOptions(once=True, metrics_port=None))
+        self.say(f"\ntraining a linear model on {TRAIN_SAMPLES:,} samples in 8 shards on "
+                 f"{self.tiers['warm']}, through TierLoader (2 workers):")
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            for xb, yb in loader:
+                optimizer.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(xb).squeeze(1), yb)
+                loss.backward()
+                optimizer.step()
+            m = loader.metrics()
+            tiers = ", ".join(f"{t} {share:.0%}" for t, share in sorted(m.hit_rate.items()))
+            self.say(f"  epoch {epoch}: loss {loss.item():.4f}; {m.samples_per_s:,.0f} "
+                     f"samples/s, bytes from {tiers}, wait p50 {m.wait_p50_s * 1e3:.1f} ms "
+                     f"p99 {m.wait_p99_s * 1e3:.1f} ms, AU {m.au:.0%}")
+            if epoch == 0:
+                sync(get_loop(), daemon.cycle)
+                staged = sum(1 for key in self.store.find(f"{PREFIX}/train/")
+                             if key.endswith(".tar") and self.tiers["hot"] in _tiers(
+                                 self.store.stat(key)))
+                self.say(f"  daemon cycle: {staged} of 8 shards staged on {self.tiers['hot']} "
+                         "(the loader announced it reads them next)")
+        loader.shutdown()
+
     def show(self) -> None:
         infos = [self.store.stat(key) for key in self.store.find(PREFIX + "/")]
         self.say("\nwhat lives where:")
         self.say(format_objects(infos))
         self.say("\nper tier (tierstore du):")
         self.say(format_du(self.store.usage()) + "\n")
+
+
+def _xy(sample: dict[str, bytes]) -> tuple[Any, Any]:
+    """A training sample's features and target, as tensors."""
+    import torch
+
+    return (torch.frombuffer(bytearray(sample["x"]), dtype=torch.float32),
+            torch.frombuffer(bytearray(sample["y"]), dtype=torch.float32)[0])
 
 
 class _MoveLines(logging.Handler):

@@ -165,8 +165,14 @@ class Tier:
                 continue
             if loop is current:
                 await s3.__aexit__(None, None, None)
-            else:  # s3fs's own helper: closes on that loop if it runs, else the sockets
-                type(fs).close_session(loop, s3)
+            elif loop.is_running():  # another thread's loop (a loader's): close it there
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                        s3.__aexit__(None, None, None), loop)), 2.0)
+            else:  # a loop that is gone: close the sockets (s3fs's close_session would
+                # start the close on *this* loop, where the session's futures do not belong)
+                with contextlib.suppress(AttributeError):
+                    s3._client._endpoint.http_session._connector._close()
         self._loop_fs = weakref.WeakKeyDictionary()
 
     # -- error translation -------------------------------------------------------------------
