@@ -143,3 +143,22 @@ def _run_tiers(args: argparse.Namespace) -> int:
     from .tiers import run_tiers
 
     return run_tiers(args)
+
+
+def _add_catalog_command(kinds: Any) -> None:
+    from .catalog_bench import add_catalog_arguments
+
+    catalog = kinds.add_parser(
+        "catalog", help="catalog lookups and access recording: SQLite vs PostgreSQL",
+        description="Fill a SQLite and a PostgreSQL catalog to each size (--objects "
+                    "10k,100k,1m) and measure lookups (get) and batched access recording "
+                    "(record_access): throughput and p50/p99 latency side by side, as a "
+                    "table and a JSON result.")
+    add_catalog_arguments(catalog)
+    catalog.set_defaults(run=_run_catalog)
+
+
+def _run_catalog(args: argparse.Namespace) -> int:
+    from .catalog_bench import run_catalog
+
+    return run_catalog(args)

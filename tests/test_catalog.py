@@ -10,11 +10,12 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pgserver import PgServer, PostgresStartError, PostgresUnavailable, start_postgres
+from pgfixtures import new_database_name
+from pgserver import PgServer
 from storefixtures import make_config
 
 from tierstore import open_store
@@ -29,42 +30,6 @@ from tierstore.catalog import (
 from tierstore.errors import CatalogError, ObjectNotFound, ReplicaError
 
 OWNER = "test-host:1"
-TEMPLATE = "tierstore_template"  # a migrated catalog; each test gets a copy
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL server for the whole session, with a migrated template database.
-
-    Skips when PostgreSQL is not installed, unless TIERSTORE_REQUIRE_PG=1 (CI), which fails.
-    """
-    started = time.monotonic()
-    try:
-        server, stop = start_postgres()
-    except PostgresUnavailable as exc:
-        if os.environ.get("TIERSTORE_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL not installed and TIERSTORE_REQUIRE_PG=1: {exc}",
-                        pytrace=False)
-        pytest.skip(f"PostgreSQL not installed: {exc}")
-    except PostgresStartError as exc:
-        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
-    try:
-        server.admin(f"CREATE DATABASE {TEMPLATE}")
-        open_catalog(server.url(TEMPLATE)).close()
-        print(f"PostgreSQL {server.version} ready in {time.monotonic() - started:.2f}s")
-        yield server
-    finally:
-        stop()
-
-
-@pytest.fixture
-def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """A fresh catalog database for one test, copied from the migrated template."""
-    name = f"catalog_{os.getpid()}_{next(_databases)}"
-    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield pg_server.url(name)
-    pg_server.admin(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -216,6 +181,22 @@ def test_scheduled_preloads(catalog: Catalog) -> None:
     assert catalog.remove_preload("datasets/a") == 1
     assert catalog.remove_preload("datasets/a") == 0
     assert catalog.preloads() == [moved]
+
+
+def test_bulk_load_adds_ready_objects_and_skips_existing_keys(catalog: Catalog) -> None:
+    committed(catalog, "ds/b", data=b"old")
+    rows = [(f"ds/{name}", 10 + i, f"sum{i}") for i, name in enumerate("abc")]
+    assert catalog.add_objects(rows, "warm", owner=OWNER) == 2  # ds/b exists: left alone
+    assert catalog.add_objects([], "warm", owner=OWNER) == 0
+    a = catalog.get("ds/a")
+    assert a is not None and (a.size, a.checksum) == (10, "sum0")
+    assert [(r.tier, r.path, r.state) for r in a.replicas] == [("warm", "ds/a",
+                                                                ReplicaState.READY)]
+    b = catalog.get("ds/b")
+    assert b is not None and [r.tier for r in b.replicas] == ["hot"] and b.size == 3
+    assert {u.tier: u.objects for u in catalog.usage()} == {"hot": 1, "warm": 2}
+    catalog.record_access({"ds/c": (2, 5.0)})
+    assert catalog.access(["ds/c"])["ds/c"].count == 2
 
 
 # -- SQLite specifics ----------------------------------------------------------------------
@@ -377,7 +358,7 @@ def test_postgres_schema_version_is_recorded_and_checked(pg_url: str) -> None:
 
 
 def test_postgres_migrates_once_when_many_open_at_once(pg_server: PgServer) -> None:
-    name = f"empty_{os.getpid()}_{next(_databases)}"
+    name = new_database_name("empty")
     pg_server.admin(f"CREATE DATABASE {name}")
     opened: list[Catalog] = []
     threads = [threading.Thread(target=lambda: opened.append(open_catalog(pg_server.url(name))))
@@ -482,3 +463,95 @@ def test_store_on_a_postgres_catalog(pg_server: PgServer, pg_url: str, tmp_path:
         assert store.stat("ds/a.bin").access.count == 1  # type: ignore[union-attr]
         assert store.audit(deep=True).ok
     store.aio.catalog.close()
+
+
+# -- leases (both backends) ------------------------------------------------------------------
+
+
+def test_a_lease_is_taken_only_when_free_or_expired(catalog: Catalog) -> None:
+    a = catalog.acquire_lease("leader", "a", 30.0)
+    assert a is not None and (a.name, a.holder, a.fence) == ("leader", "a", 1)
+    assert a.expires - a.acquired == pytest.approx(30.0, abs=1.0)
+    assert catalog.acquire_lease("leader", "b", 30.0) is None  # held: refused
+    again = catalog.acquire_lease("leader", "a", 60.0)  # the holder asking again: extended
+    assert again is not None and again.fence == 1 and again.expires > a.expires
+    assert again.acquired == a.acquired
+    renewed = catalog.renew_lease("leader", "a", 1, 30.0)
+    assert renewed is not None and renewed.fence == 1
+    assert catalog.renew_lease("leader", "b", 1, 30.0) is None  # not the holder
+    assert catalog.renew_lease("leader", "a", 2, 30.0) is None  # not that term
+    assert not catalog.release_lease("leader", "b", 1)
+    assert catalog.release_lease("leader", "a", 1)
+    assert not catalog.release_lease("leader", "a", 1)  # released already
+    assert catalog.renew_lease("leader", "a", 1, 30.0) is None  # a released lease is gone
+    b = catalog.acquire_lease("leader", "b", 30.0)
+    assert b is not None and b.holder == "b" and b.fence == 2  # a new term
+    node = catalog.acquire_lease("node:site-a", "a", 30.0)
+    assert node is not None and node.fence == 1  # leases are independent
+    assert [(lease.name, lease.holder, lease.fence) for lease in catalog.leases()] == [
+        ("leader", "b", 2), ("node:site-a", "a", 1)]
+    assert abs(catalog.clock() - time.time()) < 5
+
+
+def test_an_expired_lease_goes_to_the_next_holder(catalog: Catalog) -> None:
+    a = catalog.acquire_lease("leader", "a", 0.2)
+    assert a is not None
+    while catalog.clock() <= a.expires:
+        time.sleep(0.05)
+    assert catalog.renew_lease("leader", "a", a.fence, 30.0) is None  # expired: lost
+    b = catalog.acquire_lease("leader", "b", 30.0)
+    assert b is not None and b.fence == a.fence + 1
+    assert catalog.renew_lease("leader", "a", a.fence, 30.0) is None
+    assert not catalog.release_lease("leader", "a", a.fence)  # cannot release b's lease
+    # the old holder coming back takes a new term too, once b's has expired or been released
+    assert catalog.release_lease("leader", "b", b.fence)
+    back = catalog.acquire_lease("leader", "a", 30.0)
+    assert back is not None and back.fence == b.fence + 1
+
+
+def _lease_racer(url: str, worker: int, rounds: int, start: float, out: Any) -> None:
+    catalog = open_catalog(url)
+    holder = f"racer-{worker}:{os.getpid()}"
+    while time.time() < start:  # all start together
+        time.sleep(0.001)
+    for _ in range(rounds):
+        lease = catalog.acquire_lease("contended", holder, 30.0)
+        if lease is not None:
+            entered = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
+            time.sleep(0.002)
+            left = time.monotonic()
+            assert catalog.release_lease("contended", holder, lease.fence)
+            out.put((lease.fence, holder, entered, left))
+        else:
+            time.sleep(0.001)
+    catalog.close()
+    out.put(None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_processes_racing_for_a_lease_never_hold_it_together(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    open_catalog(url).close()  # migrated before the race
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start = time.time() + 3.0
+    procs = [ctx.Process(target=_lease_racer, args=(url, w, 40, start, out)) for w in range(4)]
+    for proc in procs:
+        proc.start()
+    held, done = [], 0
+    while done < len(procs):
+        item = out.get(timeout=120)
+        if item is None:
+            done += 1
+        else:
+            held.append(item)
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    fences = sorted(fence for fence, *_ in held)
+    assert fences == list(range(1, len(held) + 1))  # every term once: never two at once
+    spans = sorted((entered, left) for _, _, entered, left in held)
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
+    assert len({holder for _, holder, *_ in held}) > 1  # a real race, several winners

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from ._progress import each, put_files
 from .bench.cli import add_bench_commands
+from .catalog.command import add_catalog_command
 from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml, safe_url
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
@@ -511,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
                 add_plan_command, add_preload_command, add_daemon_command, add_bench_commands,
-                add_simulate_command):
+                add_simulate_command, add_catalog_command):
         add(sub)
     return parser
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .cluster import ClusterMember
 from .config import Config, load_config, parse_size
 from .errors import ConfigError, TierstoreError
 from .metrics import DaemonMetrics, MetricsServer, configure_logs, secrets_of
@@ -143,8 +144,10 @@ class Daemon:
     """Runs cycles on ``store`` until stopped (or once); see the module's docstring."""
 
     def __init__(self, store: Store, options: DaemonOptions, *,
-                 engine: PolicyEngine | None = None, metrics: DaemonMetrics | None = None):
+                 engine: PolicyEngine | None = None, metrics: DaemonMetrics | None = None,
+                 cluster: ClusterMember | None = None):
         self.store, self.options = store, options
+        self.cluster = cluster  # leases in a shared catalog: node work, leader work
         self.engine = engine or default_engine(PolicyConfig.from_config(store.config))
         self.metrics = metrics or DaemonMetrics()
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -162,7 +165,8 @@ class Daemon:
         """For ``/healthz``: healthy while starting or running."""
         return self.state in (RunState.STARTING, RunState.RUNNING), {
             "state": str(self.state), "pid": os.getpid(), "cycles": self.cycles,
-            "moves_in_flight": self.in_flight, "last_cycle": self.last_cycle}
+            "moves_in_flight": self.in_flight, "last_cycle": self.last_cycle,
+            **({"cluster": self.cluster.status()} if self.cluster is not None else {})}
 
     async def pace(self, src: str, dst: str, size: int) -> None:
         """Count ``size`` bytes copied from ``src`` to ``dst``; wait for the bandwidth cap."""
@@ -206,7 +210,14 @@ class Daemon:
                 "metrics": None if port is None else
                 f"http://{o.metrics_host}:{port}/metrics",
                 "recovered": len(report.rolled_back) + len(report.finished)}})
-            ok = await self._loop()
+            keeper = (asyncio.create_task(self.cluster.keep(self._stop))
+                      if self.cluster is not None else None)
+            try:
+                ok = await self._loop()
+            finally:
+                if keeper is not None and self.cluster is not None:
+                    keeper.cancel()
+                    await asyncio.to_thread(self.cluster.leave)
         except BaseException as exc:
             self._set_state(RunState.STOPPED)
             log.error("daemon crashed", exc_info=exc)
@@ -258,8 +269,13 @@ class Daemon:
         began, started = time.monotonic(), time.time()
         self.outcomes = Counter()
         try:
+            if self.cluster is not None and not self.options.dry_run:
+                await self.cluster.recover_crashed(self.store)  # a no-op unless leader
             snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
             plan = await asyncio.to_thread(self.engine.plan, snapshot)
+            if self.cluster is not None:  # cluster-wide moves: the leader's only
+                plan, deferred = self.cluster.mine(plan)
+                self.outcomes["left_to_leader"] += deferred
             self._note_plan(plan)
             if self.options.dry_run:
                 for move in plan:
@@ -433,7 +449,11 @@ async def _daemon(args: argparse.Namespace) -> int:
     try:
         lock.acquire(f"{socket.gethostname()}:{os.getpid()}")
         store = Store(config)
-        return await Daemon(store, options, engine=engine).run()
+        cluster = None
+        if not config.catalog.startswith("sqlite:///"):  # a shared catalog: a cluster
+            cluster = ClusterMember(store.catalog, config, ttl=args.lease_ttl)
+            await asyncio.to_thread(cluster.join)
+        return await Daemon(store, options, engine=engine, cluster=cluster).run()
     except TierstoreError as exc:
         if args.log_format != "json":
             raise  # the command line's one error line
@@ -469,5 +489,9 @@ def add_daemon_command(sub: Any) -> None:
                      help="the IPv4 address metrics are served on (default: 127.0.0.1; "
                           "0.0.0.0 in a container or pod, to be scraped from outside)")
     cmd.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    cmd.add_argument("--lease-ttl", type=_seconds(zero=False), default=15.0, metavar="SECONDS",
+                     help="with a PostgreSQL catalog: how long the node's and the leader's "
+                          "leases outlive a daemon that stops renewing them, so how soon "
+                          "another daemon leads after a crash (default: 15s)")
     cmd.add_argument("--log-format", choices=("text", "json"), default="text",
                      help="one line per event as key=value text or JSON (default: text)")

@@ -8,6 +8,7 @@ from ..errors import CatalogError
 from .base import (
     AccessStats,
     Catalog,
+    Lease,
     ObjectRecord,
     PreloadRecord,
     Replica,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessStats",
     "Catalog",
+    "Lease",
     "ObjectRecord",
     "PostgresCatalog",
     "PreloadRecord",
@@ -49,14 +51,15 @@ def _postgres() -> type[PostgresCatalog]:
     return PostgresCatalog
 
 
-def open_catalog(url: str) -> Catalog:
+def open_catalog(url: str, *, migrate: bool = True) -> Catalog:
     """Open the catalog a config names: ``sqlite:///PATH`` (embedded) or
     ``postgresql://[user@]host[:port]/dbname`` (shared; the password comes from the
-    environment or a password file, as libpq finds it)."""
+    environment or a password file, as libpq finds it). It is migrated to this tierstore's
+    schema unless ``migrate`` is false (``tierstore catalog migrate --check`` looks only)."""
     if url.startswith("sqlite:///"):
-        return SqliteCatalog.from_url(url)
+        return SqliteCatalog.from_url(url, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
-        return _postgres().from_url(url)
+        return _postgres().from_url(url, migrate=migrate)
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise CatalogError(f"unsupported catalog {scheme!r}: expected sqlite:///PATH or "
                        "postgresql://host/dbname")

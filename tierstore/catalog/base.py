@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from ..errors import CatalogError
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
     "AccessStats",
     "Catalog",
+    "Lease",
     "ObjectRecord",
     "PreloadRecord",
     "Replica",
@@ -110,10 +113,55 @@ class PreloadRecord:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease (``node:<site>``, ``leader``) held by ``holder`` until ``expires``.
+
+    Times are the catalog's clock (the database server's for PostgreSQL, so that nodes whose
+    clocks disagree still agree on expiry), in seconds since the epoch. ``fence`` grows by one
+    each time the lease is taken afresh (free, released or expired before); renewing keeps it.
+    Work done under a lease can carry its fence, and anything that sees a higher fence knows
+    that work is stale. A holder should treat its lease as lost ``ttl`` seconds after it *sent*
+    the request that took or renewed it (by its own monotonic clock), whatever ``expires``
+    says, and holder names must be unique per process (``host:pid:...``)."""
+
+    name: str
+    holder: str
+    fence: int
+    acquired: float
+    expires: float
+
+
 class Catalog(ABC):
     """What the store needs from its metadata database."""
 
     schema_version: int
+
+    @property
+    def location(self) -> str:
+        """Where the catalog is, safe to print (never a password)."""
+        return repr(self)
+
+    @abstractmethod
+    def schema_versions(self) -> tuple[int, int]:
+        """(the schema version the catalog has, the one this tierstore writes); 0 for a
+        catalog never migrated (an empty database or a file not created yet)."""
+
+    def pending_migrations(self) -> list[int]:
+        """The schema versions :meth:`migrate` would bring the catalog to, oldest first
+        (empty when it is up to date). Raises CatalogError if the catalog is newer than this
+        tierstore."""
+        have, want = self.schema_versions()
+        if have > want:
+            raise CatalogError(f"catalog {self.location} has schema {have}, newer than this "
+                               f"tierstore ({want}); upgrade tierstore")
+        return list(range(have + 1, want + 1))
+
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Bring the schema up to this tierstore's version, in one transaction that waits for
+        any other migration; returns the versions applied (empty when up to date). Opening a
+        catalog migrates it unless opened with ``migrate=False``."""
 
     @abstractmethod
     def get(self, key: str) -> ObjectRecord | None:
@@ -211,6 +259,45 @@ class Catalog(ABC):
     def remove_preload(self, prefix: str, tier: str | None = None) -> int:
         """Cancel the pre-loads of ``prefix`` (to ``tier`` only, when given); returns how
         many there were."""
+
+    @abstractmethod
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
+                    ) -> int:
+        """The bulk-load path: record committed objects, each ``(key, size, checksum)`` with
+        one ready replica on ``tier`` at the key's own path, in one transaction; keys that
+        exist already are left as they are. Returns how many objects were added.
+
+        For adopting data already in place (a dataset copied into a bucket by other tools)
+        and for benchmarks: the caller vouches that the bytes are there and match, and keys
+        are not validated here (:func:`tierstore.keys.validate_key` does that).
+        """
+
+    @abstractmethod
+    def clock(self) -> float:
+        """The catalog's time now (what lease expiry is measured against)."""
+
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        """Take lease ``name`` for ``ttl`` seconds if it is free, released or expired (a new
+        term: the fence grows), or extend it if ``holder`` holds it still (same fence).
+        Atomic: of holders racing for a free lease exactly one gets it. None when another
+        holder has it."""
+
+    @abstractmethod
+    def renew_lease(self, name: str, holder: str, fence: int, ttl: float) -> Lease | None:
+        """Extend a lease ``holder`` holds, in the term ``fence``, to ``ttl`` seconds from
+        now; None if it was lost (expired, released or taken by another): then stop the
+        work it guarded, and :meth:`acquire_lease` again to start a new term."""
+
+    @abstractmethod
+    def release_lease(self, name: str, holder: str, fence: int) -> bool:
+        """Give a lease up at once (if ``holder`` holds it in term ``fence``); whether it
+        did. The fence is kept, so the next holder's is higher."""
+
+    @abstractmethod
+    def leases(self) -> list[Lease]:
+        """Every lease ever taken, valid or not (compare ``expires`` with :meth:`clock`),
+        by name."""
 
     @abstractmethod
     def close(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -34,6 +34,7 @@ from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
     Catalog,
+    Lease,
     ObjectRecord,
     PreloadRecord,
     Replica,
@@ -99,10 +100,20 @@ MIGRATIONS = [
         PRIMARY KEY (prefix, tier)
     );
     """,
+    """
+    CREATE TABLE leases (
+        name     TEXT PRIMARY KEY,
+        holder   TEXT NOT NULL,
+        acquired DOUBLE PRECISION NOT NULL,
+        expires  DOUBLE PRECISION NOT NULL,
+        fence    BIGINT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x7469657273746F72  # "tierstor": one migration at a time per database
 _RETRIES = 5
+_NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, for leases
 
 _OBJECT_COLUMNS = "o.id, o.key, o.size, o.checksum, o.created, o.pinned"
 _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
@@ -119,7 +130,7 @@ class PostgresCatalog(Catalog):
     schema_version = SCHEMA_VERSION
 
     def __init__(self, url: str, *, half_life: float = DEFAULT_HALF_LIFE,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, migrate: bool = True):
         self.half_life = half_life
         self._secrets = _secrets_of(url)
         try:
@@ -138,20 +149,26 @@ class PostgresCatalog(Catalog):
         self._pid = os.getpid()
         self._all: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._lock = threading.Lock()
+        if not migrate:
+            return
         try:
-            self._migrate()
+            self.migrate()
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresCatalog:
+    def from_url(cls, url: str, *, migrate: bool = True) -> PostgresCatalog:
         if not url.startswith(("postgresql://", "postgres://")):
             raise CatalogError("not a PostgreSQL catalog URL (expected postgresql://...)")
-        return cls(url)
+        return cls(url, migrate=migrate)
 
     def __repr__(self) -> str:
         return f"PostgresCatalog('postgresql://{self.where}')"
+
+    @property
+    def location(self) -> str:
+        return f"postgresql://{self.where}"
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -219,8 +236,15 @@ class PostgresCatalog(Catalog):
                 raise self._error(exc, "a read") from exc
         raise AssertionError("unreachable")
 
-    def _migrate(self) -> None:
-        def txn(cur: Cursor) -> None:
+    def schema_versions(self) -> tuple[int, int]:
+        (exists,) = self._read("SELECT to_regclass('schema_version') IS NOT NULL")[0]
+        if not exists:
+            return 0, SCHEMA_VERSION
+        version = self._read("SELECT max(version) FROM schema_version")[0][0]
+        return int(version or 0), SCHEMA_VERSION
+
+    def migrate(self) -> list[int]:
+        def txn(cur: Cursor) -> list[int]:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             encoding = _one(cur.execute("SHOW server_encoding"))[0]
             if encoding != "UTF8":
@@ -242,8 +266,9 @@ class PostgresCatalog(Catalog):
             if version < SCHEMA_VERSION:
                 cur.execute("DELETE FROM schema_version")
                 cur.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            return list(range(version + 1, SCHEMA_VERSION + 1))
 
-        self._write(txn)
+        return self._write(txn)
 
     def close(self) -> None:
         with self._lock:
@@ -422,6 +447,64 @@ class PostgresCatalog(Catalog):
             "count = a.count + excluded.count, "
             "score = a.score * power(0.5, GREATEST(0, excluded.last_access - a.last_access) "
             "/ %s) + excluded.count", (keys, counts, times, self.half_life)))
+
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
+                    ) -> int:
+        rows, now = list(objects), time.time()
+        keys, sizes, checksums = ([row[i] for row in rows] for i in range(3))
+        return self._write(lambda cur: cur.execute(
+            "WITH new AS (INSERT INTO objects (key, size, checksum, created) "
+            "SELECT k, s, c, %s FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS b(k, s, c) "
+            "ON CONFLICT (key) DO NOTHING RETURNING id, key) "
+            "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
+            "SELECT id, %s, key, 'ready', NULL, %s, %s FROM new",
+            (now, keys, sizes, checksums, tier, owner, now)).rowcount)
+
+    # -- leases: one upsert or update each, on the server's clock -----------------------------
+    # ON CONFLICT DO UPDATE locks the row and re-checks its WHERE against the latest committed
+    # version, so of holders racing for a free lease exactly one gets it (no home-made
+    # consensus: the row lock and the server's clock are the whole protocol).
+
+    def clock(self) -> float:
+        return float(self._read(f"SELECT {_NOW}")[0][0])
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        def txn(cur: Cursor) -> Lease | None:
+            (now,) = _one(cur.execute(f"SELECT {_NOW}"))
+            row = cur.execute("INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
+            "VALUES (%s, %s, %s, %s + %s, 1) ON CONFLICT (name) DO UPDATE SET "
+            "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+            "THEN l.fence ELSE l.fence + 1 END, "
+            "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+            "THEN l.acquired ELSE excluded.acquired END, "
+            "holder = excluded.holder, expires = excluded.expires "
+            "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
+            "RETURNING name, holder, fence, acquired, expires", (name, holder, now, now, float(ttl))
+            ).fetchone()
+            return None if row is None else Lease(*row)
+
+        return self._write(txn)
+
+    def renew_lease(self, name: str, holder: str, fence: int, ttl: float) -> Lease | None:
+        def txn(cur: Cursor) -> Lease | None:
+            row = cur.execute(
+                f"UPDATE leases SET expires = {_NOW} + %s WHERE name = %s AND holder = %s "
+                f"AND fence = %s AND expires > {_NOW} "
+                "RETURNING name, holder, fence, acquired, expires",
+                (float(ttl), name, holder, fence)).fetchone()
+            return None if row is None else Lease(*row)
+
+        return self._write(txn)
+
+    def release_lease(self, name: str, holder: str, fence: int) -> bool:
+        return self._write(lambda cur: cur.execute(
+            f"UPDATE leases SET expires = {_NOW} WHERE name = %s AND holder = %s "
+            f"AND fence = %s AND expires > {_NOW}", (name, holder, fence)).rowcount > 0)
+
+    def leases(self) -> list[Lease]:
+        rows = self._read("SELECT name, holder, fence, acquired, expires FROM leases "
+                          "ORDER BY name")
+        return [Lease(*row) for row in rows]
 
     # -- what readers will read next, and scheduled pre-loads --------------------------------
 

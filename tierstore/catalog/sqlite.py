@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
     Catalog,
+    Lease,
     ObjectRecord,
     PreloadRecord,
     Replica,
@@ -82,6 +83,15 @@ MIGRATIONS = [
         PRIMARY KEY (prefix, tier)
     );
     """,
+    """
+    CREATE TABLE leases (
+        name     TEXT PRIMARY KEY,
+        holder   TEXT NOT NULL,
+        acquired REAL NOT NULL,
+        expires  REAL NOT NULL,
+        fence    INTEGER NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -92,7 +102,7 @@ class SqliteCatalog(Catalog):
     schema_version = SCHEMA_VERSION
 
     def __init__(self, path: str | os.PathLike[str], *, half_life: float = DEFAULT_HALF_LIFE,
-                 busy_timeout: float = 30.0):
+                 busy_timeout: float = 30.0, migrate: bool = True):
         self.path = Path(path)
         self.half_life = half_life
         self.busy_timeout = busy_timeout
@@ -100,17 +110,21 @@ class SqliteCatalog(Catalog):
         self._pid = os.getpid()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._migrate()
+        if migrate:
+            self.migrate()
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteCatalog:
+    def from_url(cls, url: str, *, migrate: bool = True) -> SqliteCatalog:
         if not url.startswith("sqlite:///"):
             raise CatalogError(f"not a SQLite catalog URL: {url!r} (expected sqlite:///PATH)")
-        return cls(url[len("sqlite:///"):])
+        return cls(url[len("sqlite:///"):], migrate=migrate)
 
     def __repr__(self) -> str:
         return f"SqliteCatalog({str(self.path)!r})"
+
+    @property
+    def location(self) -> str:
+        return f"sqlite:///{self.path}"
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -147,7 +161,17 @@ class SqliteCatalog(Catalog):
         else:
             conn.execute("COMMIT")
 
-    def _migrate(self) -> None:
+    def schema_versions(self) -> tuple[int, int]:
+        if not self.path.exists():  # never created: looking must not create it
+            return 0, SCHEMA_VERSION
+        try:
+            version = self._conn().execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot read catalog {self.path}: {exc}") from exc
+        return int(version), SCHEMA_VERSION
+
+    def migrate(self) -> list[int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -158,6 +182,7 @@ class SqliteCatalog(Catalog):
                 for statement in filter(str.strip, step.split(";")):
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return list(range(version + 1, SCHEMA_VERSION + 1))
 
     def close(self) -> None:
         with self._lock:
@@ -363,6 +388,60 @@ class SqliteCatalog(Catalog):
                 "INSERT INTO access (object_id, last_access, count, score) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (object_id) DO UPDATE SET last_access = excluded.last_access, "
                 "count = excluded.count, score = excluded.score", rows)
+
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
+                    ) -> int:
+        now = time.time()
+        with self._write() as conn:  # the only writer: new rows are those after the last id
+            (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM objects").fetchone()
+            conn.executemany("INSERT INTO objects (key, size, checksum, created) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                             ((key, size, checksum, now) for key, size, checksum in objects))
+            return conn.execute(
+                "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
+                "SELECT id, ?, key, 'ready', NULL, ?, ? FROM objects WHERE id > ?",
+                (tier, owner, now, last)).rowcount
+
+    # -- leases (one writer at a time: BEGIN IMMEDIATE makes each of these atomic) ----------
+
+    def clock(self) -> float:
+        return time.time()
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
+            "VALUES (?, ?, ?, ? + ?, 1) ON CONFLICT (name) DO UPDATE SET "
+            "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+            "THEN l.fence ELSE l.fence + 1 END, "
+            "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+            "THEN l.acquired ELSE excluded.acquired END, "
+            "holder = excluded.holder, expires = excluded.expires "
+            "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
+            "RETURNING name, holder, fence, acquired, expires", (name, holder, now, now, ttl)
+            ).fetchone()
+        return None if row is None else Lease(*row)
+
+    def renew_lease(self, name: str, holder: str, fence: int, ttl: float) -> Lease | None:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "UPDATE leases SET expires = ? WHERE name = ? AND holder = ? AND fence = ? "
+                "AND expires > ? RETURNING name, holder, fence, acquired, expires",
+                (now + ttl, name, holder, fence, now)).fetchone()
+        return None if row is None else Lease(*row)
+
+    def release_lease(self, name: str, holder: str, fence: int) -> bool:
+        now = time.time()
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE leases SET expires = ? WHERE name = ? AND holder = ? AND fence = ? "
+                "AND expires > ?", (now, name, holder, fence, now)).rowcount > 0
+
+    def leases(self) -> list[Lease]:
+        rows = self._conn().execute("SELECT name, holder, fence, acquired, expires FROM leases "
+                                    "ORDER BY name").fetchall()
+        return [Lease(*row) for row in rows]
 
     # -- what readers will read next, and scheduled pre-loads --------------------------------
 
