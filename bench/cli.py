@@ -62,6 +62,7 @@ def add_bench_commands(sub: Any) -> None:
     _add_loader_command(kinds)
     _add_report_command(kinds)
     _add_tiers_command(kinds)
+    _add_migrate_command(kinds)
     _add_catalog_command(kinds)
 
 
@@ -143,6 +144,24 @@ def _run_tiers(args: argparse.Namespace) -> int:
     from .tiers import run_tiers
 
     return run_tiers(args)
+
+
+def _add_migrate_command(kinds: Any) -> None:
+    from .migrate import add_migrate_arguments  # cheap: the CLI has imported what it needs
+
+    migrate = kinds.add_parser(
+        "migrate", help="moving objects between two tiers vs a plain fsspec copy",
+        description="Move a set of objects between two tiers with the daemon's executor "
+                    "(verified moves) and copy the same bytes with plain fsspec, in "
+                    "interleaved rounds; medians and their ratio, as a table and a result.")
+    add_migrate_arguments(migrate)
+    migrate.set_defaults(run=_run_migrate)
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    from .migrate import run_migrate
+
+    return run_migrate(args)
 
 
 def _add_catalog_command(kinds: Any) -> None:

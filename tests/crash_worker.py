@@ -59,9 +59,11 @@ LOCAL_STEPS = (
     "after_remove",         # a 'deleting' replica's bytes are gone, its row is not
     "after_forget",         # the row is gone
 )
-S3_STEPS = (*LOCAL_STEPS,
-            "part_uploaded",  # a multipart upload has a part (objects > PART_SIZE)
-            "mid_rename")     # S3 rename = copy + delete: copied, temporary not yet deleted
+# An S3 write shows all or nothing, so it goes to the replica's final name at once: no
+# rename (and no half-done rename, S3's copy + delete) on S3.
+S3_STEPS = (*(step for step in LOCAL_STEPS if step != "after_rename"),
+            "part_uploaded")  # a multipart upload has a part (objects >= PART_SIZE here)
+ALL_STEPS = (*LOCAL_STEPS, "part_uploaded", "mid_rename")
 STEPS = {"local": LOCAL_STEPS, "s3": S3_STEPS}
 
 # The objects: a fixed set of keys of three size classes. "big" objects are larger than one
@@ -198,6 +200,9 @@ class Hooks:
             self._wrap_s3(tier)
 
     def _wrap_s3(self, tier: Tier) -> None:
+        # Multipart from PART_SIZE on, as "big" objects are laid out for (by default objects
+        # up to SINGLE_PUT_MAX are one PUT).
+        tier.single_put_max = PART_SIZE - 1
         call_s3, get_fs = tier._call_s3, tier._fs
 
         async def wrapped_call_s3(fs: Any, method: str, **kwargs: Any) -> Any:
@@ -227,8 +232,8 @@ def _parse_spec(spec: str | None) -> tuple[str, str, int] | None:
     if not spec:
         return None
     step, where, n = spec.split(":")
-    if step not in S3_STEPS or where not in ("local", "s3", "any"):
-        raise SystemExit(f"bad crash spec {spec!r}: STEP:local|s3|any:N, STEP in {S3_STEPS}")
+    if step not in ALL_STEPS or where not in ("local", "s3", "any"):
+        raise SystemExit(f"bad crash spec {spec!r}: STEP:local|s3|any:N, STEP in {ALL_STEPS}")
     return step, where, int(n)
 
 

@@ -30,9 +30,9 @@ from tierstore.checksum import checksum
 WORKER = Path(__file__).with_name("crash_worker.py")
 TIMER_MAX = 0.3  # seconds after "ready" within which a timed kill lands
 # Per kind of store: rounds of hook kills (each round kills once at every step of its backend,
-# the 1st or 2nd time it is passed) and timed kills. local: 5 x 10 + 12 kills; moto: 3 x 12 +
-# 14; ceph (slower, and the same S3 code as moto): 1 x 12 + 6.
-PLAN = {"local": (5, 12), "moto": (3, 14), "ceph": (1, 6)}
+# the 1st or 2nd time it is passed) and timed kills. local: 5 x 10 + 12 kills; moto: 3 x 10 +
+# 20; ceph (slower, and the same S3 code as moto): 1 x 10 + 8.
+PLAN = {"local": (5, 12), "moto": (3, 20), "ceph": (1, 8)}
 MIN_KILLS = {"local": 50, "moto": 50, "ceph": 18}
 
 State = dict[str, str | None]  # key -> generation it holds, None when it does not exist

@@ -136,10 +136,20 @@ def _format_stat(info: ObjectInfo) -> str:
     head = [("key", info.key), ("size", f"{human(info.size)} ({info.size} bytes)"),
             ("checksum", info.checksum), ("created", _when(info.created)),
             ("pinned", info.pinned or "-"), ("reads", reads)]
-    replicas = _table(["TIER", "CLASS", "SITE", "STATE"],
-                      [[r.tier, r.tier_class, r.site, r.state] for r in info.replicas])
+    # RANK and SCORE (a cost in ms, lower reads first) are how this process ranks the ready
+    # replicas now; LAT/P95 what it measured of each endpoint; HEALTH its circuit breaker.
+    replicas = _table(
+        ["TIER", "CLASS", "SITE", "DISTANCE", "STATE", "RANK", "SCORE", "LAT/P95", "HEALTH"],
+        [[r.tier, r.tier_class, r.site, r.distance, r.state, _or_dash(r.rank),
+          "-" if r.score_ms is None else f"{r.score_ms:.1f}ms",
+          "-" if r.latency_ms is None else f"{r.latency_ms:.1f}/{_or_dash(r.p95_ms, '.1f')}ms",
+          r.health] for r in info.replicas])
     lines = [f"{name + ':':<10}{value}" for name, value in head]
     return "\n".join([*lines, "replicas:", *("  " + line for line in replicas.splitlines())])
+
+
+def _or_dash(value: float | None, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
 
 
 # -- choosing objects and files ---------------------------------------------------------------

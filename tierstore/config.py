@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownTier
+from .locality.settings import LocalitySettings
+from .locality.topology import parse_site
 
 __all__ = [
     "Config",
@@ -114,6 +116,7 @@ class TierConfig:
         if self.max_concurrency < 1 or not math.isfinite(self.timeout) or self.timeout <= 0:
             raise ConfigError("max_concurrency and timeout must be positive",
                               field=f"tiers.{self.name}")
+        parse_site(self.site, field=f"tiers.{self.name}.site")  # region/zone/node
 
     def __repr__(self) -> str:
         return (f"TierConfig(name={self.name!r}, class={self.tier_class.name.lower()}, "
@@ -138,8 +141,11 @@ class Config:
     verify_reads: bool = False
     source: str | None = None
     policies: Mapping[str, Any] = field(default_factory=dict)
+    # Replica selection, health and hedging (tierstore.locality); site is "region/zone/node".
+    locality: LocalitySettings = field(default_factory=LocalitySettings)
 
     def __post_init__(self) -> None:
+        parse_site(self.site, source=self.source, field="site")
         if not self.tiers:
             raise ConfigError("at least one tier is required", source=self.source, field="tiers")
         if self.default_tier not in self.tiers:
@@ -172,7 +178,8 @@ def default_config(home: Path, *, site: str = "local") -> Config:
                   default_tier="warm", site=site, source="<embedded default>")
 
 
-_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers", "policies"}
+_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers", "policies",
+             "locality"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
               "max_concurrency", "timeout"}
 
@@ -255,7 +262,9 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
                   verify_reads=_expect(raw.get("verify_reads", False), bool, "true or false",
                                        source=source, field="verify_reads"),
                   policies=_expect(raw.get("policies", {}), dict, "a table of policy settings",
-                                   source=source, field="policies"))
+                                   source=source, field="policies"),
+                  locality=LocalitySettings.from_mapping(raw.get("locality", {}),
+                                                         source=source))
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -267,6 +276,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """
     home = Path(os.environ.get("TIERSTORE_HOME", ".tierstore"))
     site = os.environ.get("TIERSTORE_SITE") or None
+    if site is not None:
+        parse_site(site, source="$TIERSTORE_SITE")
     chosen = path or os.environ.get("TIERSTORE_CONFIG")
     candidate = Path(chosen) if chosen else home / CONFIG_NAME
     if chosen or candidate.is_file():
@@ -287,7 +298,8 @@ CONFIG_TEMPLATE = '''\
 home = "{home}"                      # data directory: the catalog and default tier folders
 catalog = "sqlite:///{home}/catalog.db"   # SQLite in WAL mode; one file per store
 default_tier = "warm"                # where `put` writes unless told otherwise
-site = "local"                       # this reader's site (overridden by $TIERSTORE_SITE)
+site = "local"                       # this reader's site, "region/zone/node" widest first
+                                     # (one to three parts; overridden by $TIERSTORE_SITE)
 verify_reads = false                 # verify the checksum of every whole-object read
 
 [tiers.hot]
@@ -309,4 +321,13 @@ url = "{home}/tiers/warm"
 [tiers.cold]
 class = "cold"
 url = "{home}/tiers/cold"
+# site = "eu-west/az-b"              # where a tier lives (default: the reader's site); reads
+                                     # prefer the same node, then zone, then region
+
+# [locality]                         # replica selection (README, "Locality"); the defaults:
+# read_deadline = 60.0               # seconds before a read gives up with one clear error
+# trip_after = 3                     # consecutive failures that take an endpoint out of rotation
+# cooldown = 5.0                     # seconds out of rotation, then one probe read decides
+# hedge = true                       # hedge small reads after the chosen replica's p95
+# hedge_max_bytes = "1MiB"
 '''

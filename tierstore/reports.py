@@ -18,6 +18,15 @@ class ReplicaInfo:
     site: str
     state: str
     path: str
+    # How this process ranks it now (tierstore.locality): distance class from the reader,
+    # cost in ms (lower reads first), its place in the ranking (1 = first; None when not
+    # ready), what was measured of its endpoint, and the endpoint's circuit breaker.
+    distance: str = "-"
+    score_ms: float | None = None
+    rank: int | None = None
+    latency_ms: float | None = None
+    p95_ms: float | None = None
+    health: str = "closed"
 
 
 @dataclass(frozen=True, slots=True)

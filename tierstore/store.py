@@ -3,7 +3,9 @@
 Every replica goes through one life (see :class:`~tierstore.catalog.ReplicaState`): its intent
 is committed to the catalog before a byte is written, the bytes land under a temporary name,
 are read back and checked against size and checksum, take their final name, and only then are
-committed ``ready``; a superseded replica is marked ``deleting`` before its bytes are removed.
+committed ``ready`` (on S3, whose writes are all-or-nothing, they land under their final name
+and the server's MD5 ETag of what it received vouches for them, see ``_verify_written``); a
+superseded replica is marked ``deleting`` before its bytes are removed.
 So a process killed at any instant leaves every object with at least one verified replica, and
 :meth:`Store.recover` finishes or rolls back what it was doing.
 """
@@ -36,7 +38,7 @@ from .catalog import (
     open_catalog,
 )
 from .checksum import Hasher, checksum
-from .config import Config, TierClass, load_config
+from .config import Config, load_config
 from .errors import (
     ChecksumMismatch,
     NoReadableReplica,
@@ -48,6 +50,7 @@ from .errors import (
     UnknownTier,
 )
 from .keys import validate_key, validate_prefix
+from .locality.selector import Locality
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
 from .tier import PART_SIZE, Tier
 
@@ -89,6 +92,8 @@ class Store:
         self.reads_by_tier: Counter[str] = Counter()
         self.bytes_by_tier: Counter[str] = Counter()
         self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
+        # Replica ranking, endpoint health (EWMA, circuit breakers) and hedged reads.
+        self.locality = Locality(config)
 
     @classmethod
     async def connect(cls, config: Config | str | os.PathLike[str] | None = None, *,
@@ -132,16 +137,12 @@ class Store:
             raise ObjectNotFound(key)
         return record
 
-    def rank(self, record: ObjectRecord) -> list[Replica]:
-        """Ready replicas, best first: hotter tier class, then same site, then name."""
-
-        def cost(replica: Replica) -> tuple[int, int, str]:
-            tier = self.tiers.get(replica.tier)
-            if tier is None:  # a tier no longer configured: last, and it will fail loudly
-                return (len(TierClass), 1, replica.tier)
-            return (tier.tier_class, int(tier.config.site != self.config.site), replica.tier)
-
-        return sorted(record.ready, key=cost)
+    def rank(self, record: ObjectRecord, nbytes: int | None = None) -> list[Replica]:
+        """Ready replicas, best first, by a cost combining the static distance to each
+        replica's site, its tier class and what this process measured of its endpoint;
+        endpoints out of rotation last (see :mod:`tierstore.locality`)."""
+        size = (record.size or 0) if nbytes is None else nbytes
+        return [s.replica for s in self.locality.rank(record.ready, size)]
 
     def _fallback(self, key: str, replica: Replica, exc: BaseException) -> None:
         self.fallbacks += 1
@@ -163,25 +164,24 @@ class Store:
         lo, hi = _clamp(start, end, size)
         check = lo == 0 and hi == size and (self.config.verify_reads if verify is None
                                             else verify)
-        failures: list[tuple[str, BaseException]] = []
-        for replica in self.rank(record):
-            try:
-                data = b"" if hi <= lo else await self.tier(replica.tier).read(
-                    replica.path, lo, hi)
-                if len(data) != hi - lo:
-                    raise TierError(replica.tier, "read", f"short read ({len(data)} of "
-                                                          f"{hi - lo} bytes)")
-                if check and (actual := checksum(data)) != record.checksum:
-                    raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
-            except (TierstoreError, OSError) as exc:
-                failures.append((replica.tier, exc))
-                self._fallback(key, replica, exc)
-                continue
-            self.recorder.record(record.key)
-            self.reads_by_tier[replica.tier] += 1
-            self.bytes_by_tier[replica.tier] += len(data)
+
+        async def fetch(replica: Replica) -> bytes:
+            data = b"" if hi <= lo else await self.tier(replica.tier).read(replica.path, lo, hi)
+            if len(data) != hi - lo:
+                raise TierError(replica.tier, "read", f"short read ({len(data)} of "
+                                                      f"{hi - lo} bytes)")
+            if check and (actual := checksum(data)) != record.checksum:
+                raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
             return data
-        raise NoReadableReplica(key, failures)
+
+        # The best replica, failover, a deadline and hedging: tierstore.locality.
+        served, data = await self.locality.read(
+            key, self.locality.rank(record.ready, hi - lo), fetch, hi - lo,
+            lambda replica, exc: self._fallback(key, replica, exc))
+        self.recorder.record(record.key)
+        self.reads_by_tier[served.tier] += 1
+        self.bytes_by_tier[served.tier] += len(data)
+        return data
 
     async def _transfer(self, record: ObjectRecord,
                         write: Callable[[AsyncIterator[bytes]], Awaitable[T]],
@@ -310,12 +310,16 @@ class Store:
                             expected: Callable[[], tuple[int, str]], *, new_content: bool
                             ) -> None:
         tmp = str(replica.tmp)
+        # Where a write shows all or nothing (S3), the bytes go to their final name at once
+        # (no rename, which S3 does as a server-side copy): the copying row names that path,
+        # so readers never see it and recovery removes it, as it would the temporary name.
+        target = replica.path if dest.atomic_writes else tmp
         try:
-            await dest.write(tmp, chunks)
+            await dest.write(target, chunks)
             size, digest = expected()
-            await self._verify_written(dest, key, tmp, size, digest)
-            if replica.path != tmp:
-                await dest.rename(tmp, replica.path)
+            await self._verify_written(dest, key, target, size, digest)
+            if replica.path != target:
+                await dest.rename(target, replica.path)
                 if (landed := await dest.size(replica.path)) != size:
                     raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
                                                          f"expected {size}")
@@ -329,10 +333,19 @@ class Store:
 
     async def _verify_written(self, dest: Tier, key: str, path: str, size: int,
                               digest: str) -> None:
-        """Read back what was written: the size first (cheap), then every byte."""
-        landed = await dest.size(path)
+        """Check what was just written: the size first, then every byte. The bytes are read
+        back, unless the tier vouches for them (S3: the server's MD5 ETag of what it received
+        is the MD5 of the bytes sent, which ``digest`` was checked against as they streamed;
+        see :meth:`Tier.written_size`)."""
+        landed, vouched = await dest.written_size(path)
         if landed != size:
             raise TierError(dest.name, "verify", f"{landed} bytes landed, expected {size}")
+        if not vouched:
+            await self._read_back(dest, key, path, size, digest)
+
+    async def _read_back(self, dest: Tier, key: str, path: str, size: int, digest: str
+                         ) -> None:
+        """Read every byte of ``path`` and check it against ``digest``."""
         hasher = Hasher()
         async for chunk in dest.iter_read(path, size):
             hasher.update(chunk)
@@ -347,6 +360,7 @@ class Store:
                 await tier.abort_uploads(replica.tmp)
                 await tier.remove(replica.tmp)
             if replica.path != replica.tmp:
+                await tier.abort_uploads(replica.path)  # S3 writes go to the path directly
                 await tier.remove(replica.path)
             await self._db(self.catalog.forget_replica, replica.id)
         except Exception as exc:
@@ -474,11 +488,23 @@ class Store:
 
     def _info(self, record: ObjectRecord, access: AccessStats | None) -> ObjectInfo:
         replicas = []
+        ranked = {s.replica.id: (n, s) for n, s in enumerate(
+            self.locality.rank(record.ready, record.size or 0), 1)}
         for replica in record.replicas:
             tier = self.tiers.get(replica.tier)
+            place, scored = ranked.get(replica.id, (None, None))
+            health = self.locality.snapshot(replica.tier)
             replicas.append(ReplicaInfo(
                 replica.tier, tier.tier_class.name.lower() if tier else "unknown",
-                tier.config.site if tier else "unknown", str(replica.state), replica.path))
+                tier.config.site if tier else "unknown", str(replica.state), replica.path,
+                distance=str(self.locality.distances.get(replica.tier, "-")),
+                score_ms=None if scored is None else round(scored.cost_ms, 3),
+                rank=place,
+                latency_ms=None if health is None or health.latency_ms is None
+                else round(health.latency_ms, 3),
+                p95_ms=None if health is None or health.p95_ms is None
+                else round(health.p95_ms, 3),
+                health=health.state if health else "unknown"))
         return ObjectInfo(record.key, record.size or 0, str(record.checksum), record.created,
                           record.pinned, tuple(replicas), access)
 
@@ -602,8 +628,8 @@ class Store:
                                                               f"{record.size}"))
                 elif deep:
                     try:
-                        await self._verify_written(self.tier(replica.tier), record.key,
-                                                   replica.path, size, str(record.checksum))
+                        await self._read_back(self.tier(replica.tier), record.key,
+                                              replica.path, size, str(record.checksum))
                     except (TierstoreError, OSError) as exc:
                         missing.append((record.key, replica.tier, str(exc)))
         pending = sum(1 for rec in records for r in rec.replicas if r.state != "ready")

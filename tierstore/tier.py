@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
+import re
 import uuid
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
@@ -29,6 +31,11 @@ from .keys import RESERVED_PREFIX, validate_key
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
 PART_SIZE = 8 * 2**20  # streamed copies and multipart uploads move 8 MiB at a time
+# S3: an object up to this size is one PUT (held in memory meanwhile, as s3fs does up to
+# 100 MiB); larger ones are multipart uploads of PART_SIZE parts. On moto here, a 16 MiB
+# object went up at 211 MB/s as one PUT and 131 MB/s as two parts.
+SINGLE_PUT_MAX = 4 * PART_SIZE
+_MD5_ETAG = re.compile(r'"?([0-9a-f]{32}(?:-\d+)?)"?')
 PARTIAL_DIR = f"{RESERVED_PREFIX}/partial"
 
 _UNAVAILABLE_NAMES = ("ClientConnectorError", "EndpointConnectionError", "ConnectTimeoutError",
@@ -84,6 +91,10 @@ class Tier:
             weakref.WeakKeyDictionary()
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
+        self.single_put_max = SINGLE_PUT_MAX
+        # Full path -> ETag the server returned for bytes this process just wrote there, when
+        # it equals the MD5 (or multipart MD5) of those bytes: see written_size().
+        self._vouched: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -92,6 +103,12 @@ class Tier:
     @property
     def tier_class(self) -> TierClass:
         return self.config.tier_class
+
+    @property
+    def atomic_writes(self) -> bool:
+        """Whether a write shows the whole file at its path or nothing (S3: an object
+        appears when its PUT or multipart upload completes), so it needs no temporary name."""
+        return self.protocol == "s3"
 
     def __repr__(self) -> str:
         return f"Tier({self.name!r}, {self.tier_class.name.lower()}, {self.config.url!r})"
@@ -123,6 +140,7 @@ class Tier:
             self._sync_fs = None
             self._loop_fs = weakref.WeakKeyDictionary()
             self._limits = weakref.WeakKeyDictionary()
+            self._vouched = {}
 
     async def _fs(self) -> Any:
         self._after_fork()
@@ -230,6 +248,25 @@ class Tier:
             raise
         return None if info.get("type") == "directory" else int(info["size"])
 
+    async def written_size(self, path: str) -> tuple[int | None, bool]:
+        """The size of a file this process has just written (None: no such file), and
+        whether the backend vouches for its bytes: on S3, when the ETag the server computed
+        over what it received equals the MD5 (or multipart MD5) of the bytes :meth:`write`
+        sent, and the object at ``path`` still has that ETag. Otherwise (local files, ETags
+        that are not MD5s, as with SSE-KMS) False: the caller reads the bytes back."""
+        full = self.full_path(path)
+        expected = self._vouched.pop(full, None)
+        try:
+            info = await self._call("stat", "info", full)
+        except TierError as exc:
+            if _gone(exc):
+                return None, False
+            raise
+        if info.get("type") == "directory":
+            return None, False
+        etag = _md5_etag(info.get("ETag") or info.get("etag"))
+        return int(info["size"]), expected is not None and etag == expected
+
     async def iter_read(self, path: str, size: int, part: int = PART_SIZE) -> AsyncIterator[bytes]:
         """Stream ``path`` in ranged reads of ``part`` bytes, one read ahead."""
         if size <= 0:
@@ -272,9 +309,15 @@ class Tier:
             return written
 
     async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+        """One PUT up to ``single_put_max`` bytes, else a multipart upload. The MD5 of the
+        bytes sent (of each part) is computed on the way, in a thread, and compared with the
+        ETag the server returns (see :meth:`written_size`)."""
+        self._vouched.pop(full, None)
         bucket, key, _ = fs.split_path(full)
-        buffer, written = bytearray(), 0
+        held: list[bytes] = []  # chunks not yet sent; joined only when a request needs it
+        written = 0
         parts: list[dict[str, Any]] = []
+        digests: list[bytes] = []
         upload_id: str | None = None
 
         async def flush(data: bytes) -> None:
@@ -284,25 +327,37 @@ class Tier:
                                               Key=key)
                 upload_id = created["UploadId"]
             number = len(parts) + 1
-            out = await self._call_s3(fs, "upload_part", Bucket=bucket, Key=key,
-                                      UploadId=upload_id, PartNumber=number, Body=data)
+            out, digest = await asyncio.gather(
+                self._call_s3(fs, "upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
+                              PartNumber=number, Body=data),
+                asyncio.to_thread(_md5, data))
             parts.append({"PartNumber": number, "ETag": out["ETag"]})
+            digests.append(digest)
 
         try:
             async for chunk in chunks:
-                buffer += chunk
+                held.append(chunk if type(chunk) is bytes else bytes(chunk))
                 written += len(chunk)
-                while len(buffer) >= PART_SIZE:
-                    await flush(bytes(buffer[:PART_SIZE]))
-                    del buffer[:PART_SIZE]
+                if upload_id is not None or written > self.single_put_max:
+                    while sum(map(len, held)) >= PART_SIZE:
+                        await flush(_take(held, PART_SIZE))
             if upload_id is None:
-                await self._call_s3(fs, "put_object", Bucket=bucket, Key=key, Body=bytes(buffer))
-                return written
-            if buffer:
-                await flush(bytes(buffer))
-            await self._call_s3(fs, "complete_multipart_upload", Bucket=bucket, Key=key,
-                                UploadId=upload_id, MultipartUpload={"Parts": parts})
-            upload_id = None
+                data = held[0] if len(held) == 1 else b"".join(held)
+                held.clear()
+                out, digest = await asyncio.gather(
+                    self._call_s3(fs, "put_object", Bucket=bucket, Key=key, Body=data),
+                    asyncio.to_thread(_md5, data))
+                expected = digest.hex()
+            else:
+                if held:
+                    await flush(b"".join(held))
+                out = await self._call_s3(fs, "complete_multipart_upload", Bucket=bucket,
+                                          Key=key, UploadId=upload_id,
+                                          MultipartUpload={"Parts": parts})
+                upload_id = None
+                expected = f"{_md5(b''.join(digests)).hex()}-{len(digests)}"
+            if _md5_etag(out.get("ETag")) == expected:
+                self._vouched[full] = expected
             return written
         finally:
             if upload_id is not None:  # an interrupted upload leaves no parts billed behind
@@ -320,6 +375,7 @@ class Tier:
     async def remove(self, path: str) -> None:
         """Delete ``path``; deleting what is already gone is not an error."""
         full = self.full_path(path)
+        self._vouched.pop(full, None)
         if self.protocol == "file":
             await self._guard("delete", asyncio.to_thread(_remove_file, full, self.root))
             return
@@ -417,6 +473,26 @@ def _missing_bucket(exc: BaseException) -> bool:
     return any("NoSuchBucket" in type(e).__name__ or (
         isinstance(e, FileNotFoundError) and "bucket does not exist" in str(e).lower())
         for e in _chain(exc))
+
+
+def _take(held: list[bytes], size: int) -> bytes:
+    """The first ``size`` bytes of ``held`` (taken out of it), copied only when they span
+    chunks or end inside one."""
+    if len(held[0]) == size:
+        return held.pop(0)
+    joined = b"".join(held)
+    held[:] = [joined[size:]] if len(joined) > size else []
+    return joined[:size]
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def _md5_etag(etag: object) -> str | None:
+    """An S3 ETag as MD5 hex (``-N`` for a multipart upload), or None if it is not one."""
+    match = _MD5_ETAG.fullmatch(etag.strip().lower()) if isinstance(etag, str) else None
+    return match.group(1) if match else None
 
 
 def _one_line(text: str) -> str:

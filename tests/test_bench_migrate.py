@@ -1,0 +1,185 @@
+"""``tierstore bench migrate`` (real processes, real tiers, no timings asserted), and the S3
+write path it measures: an upload verified by the MD5 ETag the server returns, or read back
+when the server cannot vouch for the bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from storefixtures import make_config, toml_for
+
+from tierstore import Config, open_store
+from tierstore.checksum import checksum
+from tierstore.errors import ChecksumMismatch
+from tierstore.store import Store
+from tierstore.tier import PART_SIZE, Tier
+
+KIB, MIB = 2**10, 2**20
+
+
+def bench(*args: str, cwd: Path, status: int = 0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+    done = subprocess.run([sys.executable, "-m", "tierstore.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=240)
+    assert done.returncode == status, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def check_document(doc: dict, src: str, dst: str, rounds: int) -> None:
+    assert doc["benchmark"] == "migrate" and doc["rounds"] == rounds
+    for figures, direction in ((doc, f"{src}->{dst}"), (doc["reverse"], f"{dst}->{src}")):
+        assert figures["direction"] == direction
+        ours, theirs = figures["tierstore_mb_per_s"], figures["baseline_mb_per_s"]
+        assert ours > 0 and theirs > 0
+        assert figures["ratio"] == pytest.approx(ours / theirs, rel=0.01)
+    entries = {(e["direction"], e["path"]): e for e in doc["results"]}
+    assert set(entries) == {(d, p) for d in (f"{src}->{dst}", f"{dst}->{src}")
+                            for p in ("tierstore", "fsspec")}
+    assert all(len(e["rounds_mb_per_s"]) == rounds for e in entries.values())
+    assert "read back" in doc["verification"] or "ETag" in doc["verification"]
+
+
+def test_scratch_store_on_local_folders(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    done = bench("bench", "migrate", "--src", "hot", "--dst", "cold", "--count", "3",
+                 "--size", "300k", "--rounds", "2", "--json", str(out), "--results",
+                 str(tmp_path / "results"), "--dir", str(tmp_path), cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    check_document(doc, "hot", "cold", 2)
+    assert doc["objects"] == 3 and doc["object_bytes"] == 300 * KIB
+    [saved] = (tmp_path / "results").glob("migrate-*.json")
+    assert json.loads(saved.read_text())["ratio"] == doc["ratio"]
+    assert "hot->cold" in done.stdout and "tierstore" in done.stdout and "fsspec" in done.stdout
+    assert f"result saved to {saved}" in done.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tierstore-migrate-")]
+
+
+def test_scratch_store_on_moto(tmp_path: Path) -> None:
+    """--s3 moto starts its own server (a process), and stops it."""
+    out = tmp_path / "result.json"
+    bench("bench", "migrate", "--s3", "moto", "--count", "2", "--size", "1m", "--rounds", "1",
+          "--json", str(out), "--results", "none", "--dir", str(tmp_path), cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    check_document(doc, "hot", "warm", 1)
+    assert {e["dst_url"].split("://")[0] for e in doc["results"]} == {"s3", "file"}
+    assert not (tmp_path / "bench-results").exists()
+
+
+def test_a_store_of_ones_own_is_left_as_it_was(moto_server: object, tmp_path: Path) -> None:
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    config = make_config(tmp_path / "store", "moto", moto_server, bucket)
+    toml = tmp_path / "store.toml"
+    toml.write_text(toml_for(config))
+    with open_store(config) as store:
+        store.put("keep/me.bin", b"x" * 1000, tier="warm")
+    out = tmp_path / "r.json"
+    bench("--config", str(toml), "bench", "migrate", "--src", "warm", "--dst", "hot",
+          "--count", "2", "--size", "200k", "--rounds", "1", "--jobs", "2", "--json", str(out),
+          "--results", "none", cwd=tmp_path)
+    check_document(json.loads(out.read_text()), "warm", "hot", 1)
+    with open_store(config) as store:
+        assert store.find("") == ["keep/me.bin"]
+        report = store.audit(deep=True)
+        assert report.ok, report  # no bench files left on either tier
+    moto_server.delete_bucket(bucket)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("args", [["--src", "hot", "--dst", "hot"], ["--dst", "nowhere"],
+                                  ["--count", "0"], ["--size", "lots"]])
+def test_bad_arguments(tmp_path: Path, args: list[str]) -> None:
+    done = bench("bench", "migrate", *args, "--results", "none", cwd=tmp_path, status=2)
+    assert done.stderr.startswith("tierstore: error: "), done.stderr
+
+
+# -- the S3 write path: vouched for by the server, else read back -----------------------------
+
+
+def s3_tier(config: Config) -> Tier:
+    return Tier(config.tiers["warm"])
+
+
+@pytest.mark.parametrize("size", [5 * KIB, PART_SIZE + 3 * KIB])
+def test_an_upload_is_vouched_for_by_its_md5_etag(moto_server: object, tmp_path: Path,
+                                                   size: int) -> None:
+    """One PUT, or (with a small single-PUT limit) a multipart upload whose ETag is the MD5
+    of the parts' MD5s: the server's ETag equals the MD5 of what was sent."""
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    tier = s3_tier(make_config(tmp_path, "moto", moto_server, bucket))
+    tier.single_put_max = PART_SIZE - 1
+    data = os.urandom(size)
+
+    async def go() -> tuple[tuple[int | None, bool], tuple[int | None, bool]]:
+        async def chunks():  # type: ignore[no-untyped-def]
+            for start in range(0, size, 3 * MIB):
+                yield data[start:start + 3 * MIB]
+
+        try:
+            await tier.write("a/b.bin", chunks())
+            first = await tier.written_size("a/b.bin")
+            again = await tier.written_size("a/b.bin")  # a receipt is used once
+            return first, again
+        finally:
+            await tier.close()
+
+    first, again = asyncio.run(go())
+    assert first == (size, True) and again == (size, False)
+    etag = moto_server.client().head_object(Bucket=bucket, Key="warm/a/b.bin")["ETag"]  # type: ignore[attr-defined]
+    assert etag.endswith('-2"') == (size > PART_SIZE)
+
+
+def test_bytes_replaced_after_the_upload_are_read_back_and_refused(
+        moto_server: object, tmp_path: Path) -> None:
+    """If the object at the path is no longer the one uploaded (its ETag changed), the store
+    does not trust the receipt: it reads the bytes back, and refuses wrong ones."""
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    config = make_config(tmp_path, "moto", moto_server, bucket)
+    data = os.urandom(64 * KIB)
+    other = bytes(reversed(data))  # same size, other bytes
+
+    async def go() -> None:
+        store = Store(config)
+        try:
+            tier = store.tier("warm")
+
+            async def chunks():  # type: ignore[no-untyped-def]
+                yield data
+
+            await tier.write("x.bin", chunks())
+            moto_server.client().put_object(  # type: ignore[attr-defined]
+                Bucket=bucket, Key="warm/x.bin", Body=other)
+            with pytest.raises(ChecksumMismatch):
+                await store._verify_written(tier, "x.bin", "x.bin", len(data), checksum(data))
+            await tier.write("y.bin", chunks())
+            await store._verify_written(tier, "y.bin", "y.bin", len(data), checksum(data))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_moves_to_and_from_s3_stay_verified(moto_server: object, tmp_path: Path) -> None:
+    """Moves local -> S3 (direct to the final name, vouched for by the ETag) and back, of a
+    one-PUT object and a multipart one; every replica deep-audited."""
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    config = make_config(tmp_path, "moto", moto_server, bucket)
+    data = {"s.bin": os.urandom(700 * KIB), "m.bin": os.urandom(PART_SIZE * 4 + 5)}
+    with open_store(config) as store:
+        for key, content in data.items():
+            store.put(key, content, tier="hot")
+            store.move(key, "warm")
+            assert store.stat(key).tiers == ["warm"]
+            assert [r.path for r in store.stat(key).replicas] == [key]
+        assert store.audit(deep=True).ok
+        for key, content in data.items():
+            store.move(key, "hot")
+            assert store.cat(key, verify=True) == content
+        report = store.audit(deep=True)
+        assert report.ok, report
+    moto_server.delete_bucket(bucket)  # type: ignore[attr-defined]

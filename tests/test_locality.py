@@ -1,0 +1,203 @@
+"""Locality without a network: sites and distances in the config, the endpoint health model
+(EWMA, p95, circuit breaker), ranking on real local tiers, failover, and scores in ``stat``.
+
+The sites at a real network distance are in ``test_locality_sites.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tierstore import Config, ConfigError, TierClass, TierConfig, load_config, open_store
+from tierstore.config import config_from_toml
+from tierstore.errors import NoReadableReplica
+from tierstore.locality import (
+    BreakerState,
+    Distance,
+    EndpointHealth,
+    LocalitySettings,
+    distance,
+    parse_site,
+)
+
+
+@pytest.mark.parametrize(("reader", "other", "expected"), [
+    ("eu/a/n1", "eu/a/n1", Distance.NODE),
+    ("local", "local", Distance.NODE),
+    ("eu/a/n1", "eu/a/n2", Distance.ZONE),
+    ("eu/a/n1", "eu/a", Distance.ZONE),
+    ("eu/a", "eu/a/n1", Distance.ZONE),
+    ("eu/a/n1", "eu/b/n1", Distance.REGION),
+    ("eu/a/n1", "eu", Distance.REGION),
+    ("eu/a/n1", "us/a/n1", Distance.REMOTE),
+    ("rack-7", "local", Distance.REMOTE),
+])
+def test_distance_classes(reader: str, other: str, expected: Distance) -> None:
+    assert distance(reader, other) is expected
+    assert distance(other, reader) is expected
+
+
+@pytest.mark.parametrize("bad", ["", "a//b", "/a", "a/b/c/d", "a b", "eu/a/", 7, "é"])
+def test_malformed_sites_are_refused(bad: object) -> None:
+    with pytest.raises(ConfigError, match="region/zone/node"):
+        parse_site(bad, source="t.toml", field="site")
+
+
+def _toml(tmp_path: Path, extra: str = "", tier_site: str = "eu/a") -> str:
+    return (f'home = "{tmp_path}"\nsite = "eu/a/n1"\n{extra}\n'
+            f'[tiers.near]\nclass = "warm"\nurl = "near"\nsite = "{tier_site}"\n')
+
+
+def test_sites_in_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tierstore.toml"
+    path.write_text(_toml(tmp_path))
+    monkeypatch.delenv("TIERSTORE_SITE", raising=False)
+    config = load_config(path)
+    assert config.site == "eu/a/n1" and config.tiers["near"].site == "eu/a"
+    monkeypatch.setenv("TIERSTORE_SITE", "eu/b/n9")  # the reader's site from the environment
+    assert load_config(path).site == "eu/b/n9"
+    monkeypatch.setenv("TIERSTORE_SITE", "eu//n9")
+    with pytest.raises(ConfigError, match=r"\$TIERSTORE_SITE: .*'eu//n9'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("extra", "tier_site", "field"), [
+    ("", "eu/a/b/c", "tiers.near.site"),
+    ('[locality]\ntrip_after = 0', "eu/a", "locality.trip_after"),
+    ('[locality]\nread_deadline = -1', "eu/a", "locality.read_deadline"),
+    ('[locality]\nhedge_after = "soon"', "eu/a", "locality.hedge_after"),
+    ('[locality]\nhedge_max_bytes = "lots"', "eu/a", "locality.hedge_max_bytes"),
+    ('[locality]\nsurprise = 1', "eu/a", "locality"),
+    ('[locality.distance_ms]\nmoon = 1', "eu/a", "locality.distance_ms"),
+    ('[locality.class_ms]\nhot = -1', "eu/a", "locality.class_ms.hot"),
+])
+def test_malformed_topology_names_file_and_field(tmp_path: Path, extra: str, tier_site: str,
+                                                 field: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from_toml(_toml(tmp_path, extra, tier_site), source="/etc/ts.toml")
+    assert str(raised.value).startswith(f"/etc/ts.toml: {field}")
+
+
+def test_bad_reader_site_in_file(tmp_path: Path) -> None:
+    text = _toml(tmp_path).replace('site = "eu/a/n1"', 'site = "eu a"')
+    with pytest.raises(ConfigError, match=r"^/x.toml: site: "):
+        config_from_toml(text, source="/x.toml")
+
+
+def test_locality_settings_parse() -> None:
+    s = LocalitySettings.from_mapping({"hedge_after": 25, "hedge_max_bytes": "64KiB",
+                                       "distance_ms": {"remote": 80}})
+    assert s.hedge_after == 25.0 and s.hedge_max_bytes == 65536
+    assert s.distance_ms["remote"] == 80.0 and s.distance_ms["zone"] == 2.0
+    assert LocalitySettings.from_mapping({}).hedge_after is None  # p95
+
+
+def test_circuit_breaker() -> None:
+    h = EndpointHealth(trip_after=3, cooldown=5.0)
+    assert h.success(100, 0.5, now=0.0) is None  # the first answer set up the session
+    assert h.success(100, 0.010, now=1.0) == 0.010 and h.latency == 0.010
+    assert not h.failure(2.0) and not h.failure(2.1)
+    assert h.failure(2.2)  # the third in a row trips it
+    assert h.state(3.0) is BreakerState.OPEN
+    assert h.state(7.3) is BreakerState.HALF_OPEN  # cool-down over
+    assert h.begin(7.3)  # this request is the probe ...
+    assert h.state(7.3) is BreakerState.OPEN  # ... and no other goes meanwhile
+    assert h.failure(7.4)  # the probe failed: out again, for another cool-down
+    assert h.state(12.0) is BreakerState.OPEN and h.state(12.5) is BreakerState.HALF_OPEN
+    assert h.begin(12.5)
+    h.success(100, 0.012, now=12.6)
+    assert h.state(12.6) is BreakerState.CLOSED and h.trips == 2
+    # a missing file or a bad checksum is the replica's fault, not the endpoint's
+    for t in range(5):
+        assert not h.failure(13.0 + t, endpoint=False)
+    assert h.state(20.0) is BreakerState.CLOSED
+
+
+def test_latency_estimates() -> None:
+    h = EndpointHealth(alpha=0.5)
+    h.success(10, 1.0, now=0.0)
+    for t, seconds in enumerate([0.010, 0.020, 0.010, 0.010, 0.100]):
+        h.success(10, seconds, now=float(t))
+    assert h.p95() == 0.100 and h.latency is not None and 0.010 < h.latency < 0.100
+    measured = h.latency
+    assert h.expected_latency(0.5, now=4.0, memory=10.0) == pytest.approx(measured)
+    # measurements fade back to the static estimate with the memory's half-life
+    assert h.expected_latency(0.5, now=14.0, memory=10.0) == pytest.approx(
+        (measured + 0.5) / 2)
+    h.censored(0.5, now=5.0)  # a loser of a hedge took at least this long
+    assert h.latency > measured
+
+
+def _config(home: Path, sites: dict[str, tuple[TierClass, str]], reader: str = "eu/a/n1",
+            **locality: object) -> Config:
+    tiers = {name: TierConfig(name=name, tier_class=cls, url=(home / name).as_uri(), site=site)
+             for name, (cls, site) in sites.items()}
+    return Config(home=home, catalog=f"sqlite:///{home / 'catalog.db'}", tiers=tiers,
+                  default_tier=next(iter(tiers)), site=reader,
+                  locality=LocalitySettings.from_mapping(locality))
+
+
+def test_ranking_by_class_and_distance(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
+                                "near": (TierClass.WARM, "eu/a"),
+                                "far": (TierClass.WARM, "us/x"),
+                                "cold": (TierClass.COLD, "eu/a/n1")})
+    with open_store(config) as store:
+        store.put("k", b"data", tier="far")
+        for tier in ("cold", "near", "hot"):
+            store.add_replica("k", tier)
+        assert store.ls("k")[0]["tiers"] == ["hot", "near", "cold", "far"]
+        info = {r.tier: r for r in store.stat("k").replicas}
+        assert [(info[t].rank, info[t].distance) for t in ("hot", "near", "cold", "far")] == [
+            (1, "node"), (2, "zone"), (3, "node"), (4, "remote")]
+        assert all(r.health == "closed" and r.score_ms is not None for r in info.values())
+
+
+def test_failover_is_seen_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
+                                "warm": (TierClass.WARM, "eu/a/n1")})
+    with open_store(config) as store:
+        store.put("k", b"payload", tier="warm")
+        store.add_replica("k", "hot")
+        os.remove(tmp_path / "hot" / "k")  # the best replica's bytes are gone
+        assert store.cat("k") == b"payload"  # no error for the caller ...
+        assert store.aio.fallbacks == 1  # ... but counted
+        assert "read of 'k' from tier 'hot' failed" in caplog.text  # ... and logged
+        assert store.aio.reads_by_tier == {"warm": 1}
+        # a missing file is the replica's fault: the endpoint stays in rotation
+        assert {r.tier: r.health for r in store.stat("k").replicas}["hot"] == "closed"
+        os.remove(tmp_path / "warm" / "k")
+        with pytest.raises(NoReadableReplica) as failed:
+            store.cat("k")
+        text = str(failed.value)
+        assert "'k'" in text and "hot: FileNotFoundError" in text
+        assert "warm: FileNotFoundError" in text and "\n" not in text
+
+
+def test_stat_shows_scores(tmp_path: Path) -> None:
+    config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
+                                "warm": (TierClass.WARM, "eu/b")})
+    path = tmp_path / "tierstore.toml"
+    path.write_text(f'home = "{tmp_path}"\nsite = "eu/a/n1"\n'
+                    f'[tiers.hot]\nclass = "hot"\nurl = "hot"\nsite = "eu/a/n1"\n'
+                    f'[tiers.warm]\nclass = "warm"\nurl = "warm"\nsite = "eu/b"\n')
+    with open_store(config) as store:
+        store.put("k", b"x" * 100, tier="warm")
+        store.add_replica("k", "hot")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+    run = [sys.executable, "-m", "tierstore.cli", "--config", str(path), "stat", "k"]
+    shown = json.loads(subprocess.run([*run[:5], "--json", *run[5:]], env=env, capture_output=True,
+                                      text=True, check=True, timeout=60).stdout)
+    replicas = {r["tier"]: r for r in shown["replicas"]}
+    assert replicas["hot"]["rank"] == 1 and replicas["warm"]["rank"] == 2
+    assert replicas["warm"]["distance"] == "region" and replicas["warm"]["score_ms"] > 0
+    assert replicas["hot"]["health"] == "closed"
+    table = subprocess.run(run, env=env, capture_output=True, text=True, check=True,
+                           timeout=60).stdout
+    assert "DISTANCE" in table and "SCORE" in table and "region" in table
