@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import xxhash
 
-__all__ = ["ALGORITHM", "Hasher", "checksum"]
+__all__ = ["ALGORITHM", "Hasher", "checksum", "checksum_file"]
 
 ALGORITHM = "xxh3-128"
 
@@ -36,3 +36,15 @@ class Hasher:
 def checksum(data: bytes | bytearray | memoryview) -> str:
     """The checksum of ``data``, as stored in the catalog."""
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def checksum_file(path: str, chunk: int = 2**20) -> Hasher:
+    """Read the local file ``path`` through one reused buffer and hash it (blocking: run it
+    in a thread); the hasher's ``size`` is the bytes read."""
+    hasher = Hasher()
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            hasher.update(view[:n])
+    return hasher

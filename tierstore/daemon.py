@@ -313,8 +313,10 @@ class Daemon:
                                                      **self.outcomes}})
 
     async def _execute(self, plan: Plan, snapshot: Snapshot) -> None:
-        """Make ``plan``'s moves, ``max_moves`` at a time; a move onto a bounded tier waits
-        for the earlier moves off it (and is skipped if one of them did not finish)."""
+        """Make ``plan``'s moves, ``max_moves`` copies at a time (a move frees its slot once
+        its copy is verified and committed: dropping the source replica is a short request
+        that need not hold back the next copy); a move onto a bounded tier waits for the
+        earlier moves off it, drops included (and is skipped if one did not finish)."""
         gate = asyncio.Semaphore(self.options.max_moves)
         bounded = {tier.name for tier in snapshot.tiers if tier.capacity is not None}
         freeing: dict[str, list[asyncio.Future[str]]] = defaultdict(list)
@@ -335,8 +337,9 @@ class Daemon:
                     done.set_result(self._record(move, snapshot, 0.0, "skipped", "a move "
                                                  f"making room on {move.dst} did not finish"))
                 else:
-                    done = asyncio.create_task(self._move(move, snapshot))
-                    done.add_done_callback(lambda _: gate.release())
+                    release = _once(gate.release)
+                    done = asyncio.create_task(self._move(move, snapshot, copied=release))
+                    done.add_done_callback(_ignoring(release))
                     tasks.append(done)
                 if move.src is not None:
                     freeing[move.src].append(done)
@@ -350,14 +353,18 @@ class Daemon:
             if tasks:
                 await asyncio.wait(tasks)
 
-    async def _move(self, move: Move, snapshot: Snapshot) -> str:
-        """One move: copy to ``dst`` (verified, committed), then drop ``src``."""
+    async def _move(self, move: Move, snapshot: Snapshot,
+                    copied: Callable[[], None] | None = None) -> str:
+        """One move: copy to ``dst`` (verified, committed), tell ``copied``, then drop
+        ``src``."""
         began = time.monotonic()
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
             await self.store.add_replica(
                 move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size))
+            if copied is not None:
+                copied()
             if move.src is not None:
                 await self.store.drop_replica(move.key, move.src)
         except asyncio.CancelledError:
@@ -387,6 +394,24 @@ class Daemon:
         if outcome != "planned":
             self.metrics.moves.labels(move.policy, outcome).inc()
         return outcome
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, callable many times, run the first time only."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return call
+
+
+def _ignoring(fn: Callable[[], None]) -> Callable[[object], None]:
+    """``fn`` as a callback that ignores its argument (a done future)."""
+    return lambda _: fn()
 
 
 def _message(exc: BaseException) -> str:

@@ -346,9 +346,10 @@ class Store:
     async def _read_back(self, dest: Tier, key: str, path: str, size: int, digest: str
                          ) -> None:
         """Read every byte of ``path`` and check it against ``digest``."""
-        hasher = Hasher()
-        async for chunk in dest.iter_read(path, size):
-            hasher.update(chunk)
+        hasher = await dest.hash(path, size)
+        if hasher.size != size:
+            raise TierError(dest.name, "verify", f"{hasher.size} bytes read back, expected "
+                                                 f"{size}")
         if hasher.hexdigest() != digest:
             raise ChecksumMismatch(key, dest.name, digest, hasher.hexdigest())
 
