@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tierstore.errors import TierstoreError
 from tierstore.store import Store
@@ -56,13 +56,15 @@ class Announcer:
     """Announces one reader's remaining shards of this epoch and the next epoch's, on the
     reader's loop, until :meth:`close`.
 
-    The reader calls :meth:`advance` as it opens each shard of ``shards``.
+    The reader calls :meth:`advance` as it opens each shard of ``shards``; ``started``
+    tells how many its read-ahead has begun to read.
     """
 
     def __init__(self, store: Store, reader: str, shards: Sequence[ShardEntry],
                  following: Sequence[ShardEntry] = (), *, interval: float = 2.0,
-                 ttl: float = 120.0):
+                 ttl: float = 120.0, started: Callable[[], int] = lambda: 0):
         self.store, self.reader = store, reader
+        self.started = started  # how many of ``shards`` the reader's read-ahead has begun
         self.shards, self.following = list(shards), list(following)
         self.interval, self.ttl = interval, max(ttl, 3 * interval)
         self.opened = 0  # shards of ``shards`` opened so far (written by the reader)
@@ -93,9 +95,11 @@ class Announcer:
         return self._bytes / elapsed if self._bytes and elapsed > 0 else DEFAULT_RATE
 
     def uses(self, now: float) -> dict[str, float]:
-        """The keys this reader reads next, and when: left of this epoch, then the next."""
+        """The keys this reader reads next, and when: left of this epoch (but those its
+        read-ahead has already begun to read: staging them would come too late), then the
+        next epoch's."""
         rate = self.rate()
-        left = self.shards[self.opened:]
+        left = self.shards[max(self.opened, self.started()):]
         uses = expected_times(left, now, rate)
         later = now + sum(s.size for s in left) / rate
         for key, at in expected_times(self.following, later, rate).items():

@@ -238,8 +238,8 @@ class TierDataset(IterableDataset[Any]):
         needed = _needed_by_shard(ids, starts)
         shard_order = _shard_order(ids, starts)
         uses = _repeats(ids)
-        announcer = self._announcer(shard_order, placement)
         prefetcher = self._prefetcher(shard_order)
+        announcer = self._announcer(shard_order, placement, prefetcher)
         pending: dict[int, Any] = {}
         name = placement.name
         try:
@@ -261,7 +261,8 @@ class TierDataset(IterableDataset[Any]):
             if announcer is not None:
                 announcer.close()
 
-    def _announcer(self, shard_order: list[int], placement: Placement) -> Announcer | None:
+    def _announcer(self, shard_order: list[int], placement: Placement,
+                   prefetcher: ShardPrefetcher) -> Announcer | None:
         """Announces this reader's shards (this pass's, then the next epoch's) to the store,
         when ``announce`` is on."""
         if not self.announce:
@@ -272,7 +273,7 @@ class TierDataset(IterableDataset[Any]):
         return Announcer(
             self._store.get(), reader_id(placement.name), [shards[i] for i in shard_order],
             [shards[i] for i in _shard_order(following.samples, self.index.starts)],
-        ).start(LoopThread.get())
+            started=lambda: prefetcher.started).start(LoopThread.get())
 
     def _prefetcher(self, shard_order: list[int]) -> ShardPrefetcher:
         store = self._store.get()

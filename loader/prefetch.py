@@ -182,6 +182,7 @@ class ShardPrefetcher:
         self._loop = loop
         self._fetch = fetch
         self._shards = list(shards)
+        self.started = 0  # shards whose read has begun (read by the consumer's side too)
         self.stats = stats if stats is not None else PrefetchStats()
         first = cost(self._shards[0][1]) if self._shards else SHARD_OVERHEAD
         self.depth = DepthController(read_ahead, budget, START_SHARDS * first, self.stats)
@@ -196,6 +197,7 @@ class ShardPrefetcher:
         window = self._window = _Window(self.depth, self.stats)
         for position, shard in self._shards:
             await window.acquire(cost(shard))
+            self.started += 1
             read = self.depth.start()
             task = asyncio.ensure_future(self._fetch(
                 shard, functools.partial(setattr, read, "latency")))

@@ -75,6 +75,7 @@ class PolicyConfig:
         recency_half_life = "1h"
         displace_ratio = 2.0                          # 0: promotions never displace
         next_use_horizon = "1h"
+        next_use_lead = "0s"
         pins = { "datasets/eval" = "hot" }            # prefix -> tier name
 
     An unknown key, a value of the wrong kind, or a tier that is not configured is a
@@ -107,9 +108,10 @@ class PolicyConfig:
         at most ``1 / displace_ratio`` of the candidate's, coldest first (an admission test in
         the spirit of TinyLFU: one recent read does not displace a popular object). 0 turns
         displacement off: promotions then stop at the high watermark.
-    next_use_horizon
-        The next-use policy stages objects that readers announced they will read within this
-        time, soonest first, displacing what is read later or never.
+    next_use_horizon, next_use_lead
+        The next-use policy stages objects that readers announced they will read within
+        ``next_use_horizon``, soonest first, displacing what is read later or never; but not
+        those due within ``next_use_lead``: a reader gets to them before a copy would land.
     pins
         Prefix -> tier: objects under a prefix stay on that tier, as if pinned one by one (a
         pin in the catalog wins).
@@ -128,6 +130,7 @@ class PolicyConfig:
     recency_half_life: float = HOUR
     displace_ratio: float = 2.0
     next_use_horizon: float = HOUR
+    next_use_lead: float = 0.0
     pins: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,6 +140,9 @@ class PolicyConfig:
         _positive(self.min_idle, "min_idle")
         _positive(self.recency_half_life, "recency_half_life")
         _positive(self.next_use_horizon, "next_use_horizon")
+        if not 0 <= self.next_use_lead < self.next_use_horizon:
+            raise ConfigError("expected 0 or more seconds, less than next_use_horizon",
+                              field="policies.next_use_lead")
         if not (math.isfinite(self.displace_ratio) and (self.displace_ratio == 0
                                                         or self.displace_ratio >= 1)):
             raise ConfigError(f"expected 0 (off) or a ratio of at least 1, got "
@@ -304,6 +310,7 @@ _PARSERS: dict[str, Callable[[_Where, object, str], Any]] = {
     "recency_half_life": _Where.duration,
     "displace_ratio": _Where.number,
     "next_use_horizon": _Where.duration,
+    "next_use_lead": _Where.duration,
     "pins": _Where.pins,
 }
 

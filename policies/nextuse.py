@@ -11,7 +11,8 @@ __all__ = ["NextUsePolicy"]
 
 
 class NextUsePolicy(Policy):
-    """Stages what readers announced they will read within ``next_use_horizon``.
+    """Stages what readers announced they will read within ``next_use_horizon`` (and not
+    within ``next_use_lead``: the reader gets there before a copy would land).
 
     A loader knows its order in advance and announces when it will read each shard
     (:meth:`Catalog.announce <tierstore.catalog.Catalog.announce>`). Each announced object
@@ -19,8 +20,8 @@ class NextUsePolicy(Policy):
     high watermark it displaces residents read later than it, or not announced at all
     (those first, fewest reads first; then the furthest next use first). So with a dataset
     larger than the hot tier and a fresh shuffle every epoch the tier holds the next part
-    of the order instead of thrashing as LRU does. Announced objects already on the tier are
-    held, so recency and frequency do not demote what is about to be read.
+    of the order instead of thrashing as LRU does. Announced objects are held where they are,
+    so recency and frequency do not demote what is about to be read.
     """
 
     name = "next_use"
@@ -35,6 +36,12 @@ class NextUsePolicy(Policy):
         return (obj.next_use is not None
                 and obj.next_use <= snapshot.now + self.config.next_use_horizon)
 
+    def _stageable(self, snapshot: Snapshot, obj: ObjectState) -> bool:
+        """Due within the horizon, but not so soon that the reader gets there first."""
+        lead = self.config.next_use_lead
+        return (self._soon(snapshot, obj) and obj.next_use is not None
+                and (not lead or obj.next_use >= snapshot.now + lead))
+
     def decide(self, snapshot: Snapshot) -> list[Move]:
         target = self._target(snapshot)
         if target is None:
@@ -43,7 +50,7 @@ class NextUsePolicy(Policy):
         movable = [obj for obj in snapshot.objects if not obj.busy]
         wanted = sorted((obj for obj in movable if obj.pinned is None or obj.pinned == target),
                         key=lambda o: (o.next_use or 0.0, o.key))
-        wanted = [obj for obj in wanted if self._soon(snapshot, obj)
+        wanted = [obj for obj in wanted if self._stageable(snapshot, obj)
                   and snapshot.rank(snapshot.best(obj)) > rank]
         if not wanted:
             return []
@@ -63,9 +70,8 @@ class NextUsePolicy(Policy):
         return moves
 
     def holds(self, snapshot: Snapshot) -> frozenset[str]:
-        target = self._target(snapshot)
-        return frozenset(obj.key for obj in snapshot.objects
-                         if target in obj.replicas and self._soon(snapshot, obj))
+        """What readers will read within the horizon stays where it is (no demotion)."""
+        return frozenset(obj.key for obj in snapshot.objects if self._soon(snapshot, obj))
 
 
 def _read_later(candidate: ObjectState, resident: ObjectState) -> bool:

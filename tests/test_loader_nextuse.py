@@ -44,13 +44,13 @@ def shard_of(sample_key: str) -> str:
 
 
 def wait_announced(catalog: Any, seen: set[str], timeout: float = 10.0) -> None:
-    """Until the reader's announcement shows the shards it has read (``seen``) as due only
-    next epoch: after every shard of this epoch it has not read yet."""
+    """Until the reader has re-announced since reading ``seen``: those shards are then due
+    next epoch, after the soonest of those it has not read yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         uses = catalog.next_uses(time.time())
         ahead = [uses[k] for k in uses if k not in seen]
-        if all(k in uses for k in seen) and min(uses[k] for k in seen) > max(ahead):
+        if all(k in uses for k in seen) and ahead and min(uses[k] for k in seen) > min(ahead):
             return
         time.sleep(0.05)
     raise AssertionError("the reader never re-announced what it has read")

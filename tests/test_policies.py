@@ -342,6 +342,17 @@ def test_next_use_stages_soonest_first_and_displaces_what_is_read_later() -> Non
     assert NextUsePolicy().holds(stale) == {"s"} and default_engine().plan(stale).moves == ()
 
 
+def test_next_use_leaves_what_is_due_too_soon_to_the_reader() -> None:
+    s = snap(obj("now", "warm", next_use=NOW + 2), obj("soon", "warm", next_use=NOW + 30),
+             obj("held", "hot", "warm", idle=40 * DAY, next_use=NOW + 1),
+             capacity={"hot": 1000})
+    assert [m.key for m in default_engine().plan(s)] == ["now", "soon"]  # no lead by default
+    patient = default_engine(PolicyConfig(next_use_lead=5))
+    assert [m.key for m in patient.plan(s)] == ["soon"]  # "now" stays where it is (held)
+    with pytest.raises(ConfigError):
+        PolicyConfig(next_use_lead=2 * HOUR)
+
+
 def test_watermarks_shed_unannounced_then_furthest_next_use_first() -> None:
     objects = [obj("soon", "hot", idle=DAY, next_use=NOW + 10),
                obj("late", "hot", idle=DAY, next_use=NOW + 5000),

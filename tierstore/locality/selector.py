@@ -7,8 +7,9 @@
 where the expected latency is the endpoint's measured EWMA, fading back (half-life
 ``locality.memory``) to the static estimate of its distance class (``locality.distance_ms``:
 same node, zone, region, remote) -- the only estimate before anything is measured -- plus
-the least overhead (server and client time beyond the static estimate) seen on any endpoint,
-so that an unmeasured endpoint is not preferred for being compared without it. The first
+the least overhead (server and client time beyond the static estimate) seen on any endpoint
+(not for a local folder, which has no server), so that an unmeasured endpoint is not
+preferred for being compared without it. The first
 answer of each endpoint is not a sample: it also paid for the client session. Replicas
 whose endpoint is out of rotation (circuit open) come last, tried only when all else failed.
 
@@ -93,7 +94,9 @@ class Locality:
         dist = self.distances[tier.name]
         health = self.health[tier.name]
         tier_class = tier.tier_class.name.lower()
-        prior = s.distance_ms[str(dist)] / 1000 + self.overhead
+        # A local folder pays no server's or network's overhead: an unmeasured local tier
+        # must not look as slow as the slowest thing measured so far.
+        prior = s.distance_ms[str(dist)] / 1000 + (0.0 if _local(tier) else self.overhead)
         latency = health.expected_latency(prior, now, s.memory)
         transfer = nbytes / (health.throughput or PRIOR_THROUGHPUT)
         cost = (latency + transfer) * 1000 + s.class_ms.get(tier_class, 0.0)
@@ -244,3 +247,8 @@ def _retrieve(task: asyncio.Future[bytes]) -> None:
     """Mark a finished request's exception as seen (a cancelled loser's, say)."""
     if not task.cancelled():
         task.exception()
+
+
+def _local(tier: TierConfig) -> bool:
+    """Whether ``tier`` is a folder of this machine (``file://`` or a plain path)."""
+    return tier.url.startswith("file://") or "://" not in tier.url
