@@ -271,3 +271,6 @@ def test_example_traces_run(tmp_path: Path) -> None:
     assert zipf["trace"]["reads"] == 12000
     for policy in zipf["policies"]:
         assert 0.3 < policy["tiers"]["hot"]["read_hit_rate"] < 0.8
+    # the bar: the default is not worse than LRU on either trace (displacement)
+    hot = {p["policy"]: p["tiers"]["hot"]["read_hit_rate"] for p in zipf["policies"]}
+    assert hot["configured"] >= hot["lru-baseline"]
