@@ -64,6 +64,7 @@ def add_bench_commands(sub: Any) -> None:
     _add_tiers_command(kinds)
     _add_migrate_command(kinds)
     _add_catalog_command(kinds)
+    _add_locality_command(kinds)
 
 
 def _run_io(args: argparse.Namespace) -> int:
@@ -181,3 +182,23 @@ def _run_catalog(args: argparse.Namespace) -> int:
     from .catalog_bench import run_catalog
 
     return run_catalog(args)
+
+
+def _add_locality_command(kinds: Any) -> None:
+    from .locality_bench import add_locality_arguments
+
+    locality = kinds.add_parser(
+        "locality", help="replica selection over three sites at a network distance",
+        description="Three sites at about 1, 10 and 50 ms (network namespaces with a packet "
+                    "delay wire, an S3 server each; needs root): read latency p50/p99 and "
+                    "throughput of tierstore's selection vs a random replica vs always the "
+                    "home site; one site spiking with hedging on and off; a site killed "
+                    "mid-run. A table, --json FILE and a result in the results folder.")
+    add_locality_arguments(locality)
+    locality.set_defaults(run=_run_locality)
+
+
+def _run_locality(args: argparse.Namespace) -> int:
+    from .locality_bench import run_locality
+
+    return run_locality(args)

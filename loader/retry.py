@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tierstore.errors import (
+    CatalogError,
     ChecksumMismatch,
     InvalidKey,
     NoReadableReplica,
@@ -81,8 +82,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, NoReadableReplica):
         return bool(exc.failures) and all(is_transient(e) for _, e in exc.failures)
-    if isinstance(exc, TierUnavailable | TimeoutError | ConnectionError):
-        return True
+    if isinstance(exc, TierUnavailable | CatalogError | TimeoutError | ConnectionError):
+        return True  # a tier or the catalog briefly away (a server restarting)
     if isinstance(exc, TierError):
         text = f" {exc}".lower()
         return any(word in text for word in _TRANSIENT_WORDS)

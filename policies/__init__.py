@@ -23,6 +23,7 @@ from .frequency import FrequencyPolicy
 from .ledger import Ledger, apply_plan
 from .nextuse import NextUsePolicy
 from .pins import PinPolicy
+from .placement import PlacementPolicy
 from .preload import PreloadPolicy, PreloadRequest
 from .recency import RecencyPolicy
 from .simulate import Simulation
@@ -40,6 +41,7 @@ __all__ = [
     "NextUsePolicy",
     "ObjectState",
     "PinPolicy",
+    "PlacementPolicy",
     "Plan",
     "Policy",
     "PolicyConfig",

@@ -68,7 +68,8 @@ class ObjectState:
 
 @dataclass(frozen=True, kw_only=True)
 class TierState:
-    """One tier: its class, capacity and watermarks (fractions of capacity), bytes used."""
+    """One tier: its class, capacity and watermarks (fractions of capacity), bytes used, and
+    the site it lives at (``region/zone/node``; placement rules spread replicas over sites)."""
 
     name: str
     tier_class: TierClass
@@ -76,6 +77,7 @@ class TierState:
     high_watermark: float = 0.9
     low_watermark: float = 0.75
     used: int = 0
+    site: str = "local"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.low_watermark <= self.high_watermark <= 1.0:

@@ -14,13 +14,14 @@ import enum
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierstore.config import TierClass
 from tierstore.errors import ConfigError
 from tierstore.keys import validate_key
+from tierstore.locality.placement import PlacementRule
 
 from .base import TierState
 
@@ -132,6 +133,9 @@ class PolicyConfig:
     next_use_horizon: float = HOUR
     next_use_lead: float = 0.0
     pins: Mapping[str, str] = field(default_factory=dict)
+    # Not of the [policies] table: the config's [locality.placement] rules, which
+    # :meth:`from_config` brings along for the placement policy (tier class -> rule).
+    placement: Mapping[str, PlacementRule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for tier, seconds in self.demote_after.items():
@@ -158,13 +162,15 @@ class PolicyConfig:
         object.__setattr__(self, "default_scoring", _scoring(self.default_scoring, "default"))
         object.__setattr__(self, "demote_after", _frozen(self.demote_after))
         object.__setattr__(self, "pins", _frozen(self.pins))
+        object.__setattr__(self, "placement", _frozen(self.placement))
 
     @classmethod
     def from_config(cls, config: Config) -> PolicyConfig:
         """The settings of ``config``'s ``[policies]`` table (the defaults where absent),
         checked against its tiers."""
         tiers = {name: tier.tier_class for name, tier in config.tiers.items()}
-        return cls.from_toml(config.policies, source=config.source, tiers=tiers)
+        parsed = cls.from_toml(config.policies, source=config.source, tiers=tiers)
+        return replace(parsed, placement=config.locality.placement)
 
     @classmethod
     def from_toml(cls, table: Mapping[str, Any], *, source: str | None = None,
@@ -317,7 +323,8 @@ _PARSERS: dict[str, Callable[[_Where, object, str], Any]] = {
 
 def _from_toml(cls: type[PolicyConfig], table: Mapping[str, Any], where: _Where
                ) -> PolicyConfig:
-    assert set(_PARSERS) == {f.name for f in fields(cls)}, "a PolicyConfig field has no parser"
+    assert set(_PARSERS) == {f.name for f in fields(cls)} - {"placement"}, \
+        "a PolicyConfig field has no parser"
     unknown = sorted(set(table) - set(_PARSERS))
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "

@@ -10,18 +10,23 @@ from .frequency import FrequencyPolicy
 from .ledger import Ledger
 from .nextuse import NextUsePolicy
 from .pins import PinPolicy
+from .placement import PlacementPolicy
 from .preload import PreloadPolicy, PreloadRequest
 from .recency import RecencyPolicy
 from .watermarks import WatermarkPolicy
 
 __all__ = ["PRECEDENCE", "PolicyEngine", "default_engine"]
 
-# Highest first. Recency and frequency share a level: they govern different tiers (each
+# Highest first. Placement shares the pins' level and goes before them: pins hold pinned
+# objects from every later policy, and placement still keeps their replica counts (it never
+# drops a pinned replica, and leaves an object whose pin is not met yet to the pins policy).
+# Both come before watermarks, so a rule's copies are placed before usage is brought down.
+# Recency and frequency share a level: they govern different tiers (each
 # tier's scoring picks one), and where both propose a move for one object the first wins.
 # Pre-load and next-use share one too: both stage what is known to be read, and a scheduled
 # pre-load comes first.
-PRECEDENCE: dict[str, int] = {"pins": 0, "watermarks": 1, "preload": 2, "next_use": 2,
-                              "recency": 3, "frequency": 3}
+PRECEDENCE: dict[str, int] = {"placement": 0, "pins": 0, "watermarks": 1, "preload": 2,
+                              "next_use": 2, "recency": 3, "frequency": 3}
 
 
 class PolicyEngine:
@@ -73,7 +78,10 @@ class PolicyEngine:
 
 def default_engine(config: PolicyConfig | None = None,
                    preloads: Iterable[PreloadRequest] = ()) -> PolicyEngine:
-    """Every policy, with ``config`` (default: :class:`PolicyConfig` ()) and pre-loads."""
+    """Every policy, with ``config`` (default: :class:`PolicyConfig` ()) and pre-loads; the
+    placement rules are ``config.placement`` (:meth:`PolicyConfig.from_config` brings the
+    config's ``[locality.placement]``)."""
     config = config or PolicyConfig()
-    return PolicyEngine([PinPolicy(config), WatermarkPolicy(config), PreloadPolicy(preloads),
+    return PolicyEngine([PlacementPolicy(config=config), PinPolicy(config),
+                         WatermarkPolicy(config), PreloadPolicy(preloads),
                          NextUsePolicy(config), RecencyPolicy(config), FrequencyPolicy(config)])

@@ -45,7 +45,8 @@ def simulation_tiers(config: Config, capacities: Mapping[str, int] | None = None
     tiers = [TierState(name=t.name, tier_class=t.tier_class,
                        capacity=capacities.get(t.name, capacities.get(t.tier_class.name.lower(),
                                                                        t.capacity)),
-                       high_watermark=t.high_watermark, low_watermark=t.low_watermark)
+                       high_watermark=t.high_watermark, low_watermark=t.low_watermark,
+                       site=t.site)
              for t in config.tiers.values()]
     return tuple(sorted(tiers, key=lambda t: (t.tier_class, t.name)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from tierstore.catalog import AccessStats, ObjectRecord, ReplicaState, TierUsage
 from tierstore.catalog.base import DEFAULT_HALF_LIFE
@@ -16,28 +17,35 @@ from .preload import PreloadRequest
 __all__ = ["object_state", "snapshot_from_store", "tier_states"]
 
 
-def snapshot_from_store(store: Store | SyncStore, now: float | None = None) -> Snapshot:
+def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
+                        site: str | None = None, tiers: Collection[str] | None = None
+                        ) -> Snapshot:
     """Read every object, its access statistics, when readers announced they will read it
     next, and the tiers' usage from ``store``.
 
     Reads this process has not yet handed to the catalog are flushed first. ``now``
-    (default: the clock) is the time the plan is for; scores are decayed to it.
+    (default: the clock) is the time the plan is for; scores are decayed to it. With
+    ``site`` (a node's daemon in a cluster) the statistics and announcements are those of
+    reads and readers on that site only; ``tiers`` (default: every configured tier) are the
+    tiers the plan may touch, the others are left out as if not configured.
     """
     aio = store.aio if isinstance(store, SyncStore) else store
     aio.recorder.flush()
     at = time.time() if now is None else now
     catalog = aio.catalog
     records = catalog.objects()
-    stats = catalog.access([r.key for r in records])
+    stats = (catalog.access([r.key for r in records]) if site is None
+             else catalog.access([r.key for r in records], site=site))
     half_life = float(getattr(catalog, "half_life", DEFAULT_HALF_LIFE))
-    known = set(aio.config.tiers)
-    due = catalog.next_uses(at)
+    known = set(aio.config.tiers) if tiers is None else set(aio.config.tiers) & set(tiers)
+    due = catalog.next_uses(at, site=site)
     objects = [state for r in records
                if (state := object_state(r, stats.get(r.key), at, known, half_life,
                                          due.get(r.key)))]
     preloads = tuple(PreloadRequest.of(record) for record in catalog.preloads())
-    return Snapshot(tuple(objects), tier_states(aio.config, catalog.usage(), records), at,
-                    preloads)
+    states = tuple(t for t in tier_states(aio.config, catalog.usage(), records)
+                   if t.name in known)
+    return Snapshot(tuple(objects), states, at, preloads)
 
 
 def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,
@@ -67,5 +75,5 @@ def tier_states(config: Config, usage: list[TierUsage],
                 used[replica.tier] = used.get(replica.tier, 0) + (record.size or 0)
     return tuple(TierState(name=t.name, tier_class=t.tier_class, capacity=t.capacity,
                            high_watermark=t.high_watermark, low_watermark=t.low_watermark,
-                           used=used.get(t.name, 0))
+                           used=used.get(t.name, 0), site=t.site)
                  for t in config.tiers.values())

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,30 @@ def test_stat_shows_scores(tmp_path: Path) -> None:
     table = subprocess.run(run, env=env, capture_output=True, text=True, check=True,
                            timeout=60).stdout
     assert "DISTANCE" in table and "SCORE" in table and "region" in table
+
+
+def test_a_tier_dataset_fails_over_between_sites(tmp_path: Path) -> None:
+    """The loader reads through Store.cat: the near site's shards gone, it reads the far
+    site's replicas, with every fallback counted and no error."""
+    from tierstore.loader import TierDataset, write_tar_shards
+
+    config = replace(_config(tmp_path, {"near": (TierClass.WARM, "eu/a"),
+                                        "far": (TierClass.WARM, "us/x")}),
+                     locality=LocalitySettings.from_mapping(
+                         {"placement": {"warm": {"replicas": 2, "spread": "zone"}}}))
+    samples = [{"__key__": f"s{i:03d}", "bin": bytes([i]) * (100 + i)} for i in range(40)]
+    with open_store(config) as store:
+        index = write_tar_shards(store, "ds", samples, samples_per_shard=8)
+        shards = [shard.key for shard in index.shards]
+        assert all({r.tier for r in store.stat(k).replicas} == {"near", "far"} for k in shards)
+        for key in shards:  # the near site loses the shards' bytes
+            os.remove(tmp_path / "near" / key)
+        dataset = TierDataset(store, "ds", decode=lambda s: s["__key__"], shuffle=False,
+                              announce=False)
+        before = dict(store.aio.reads_by_tier)  # the index, which both sites still have
+        assert sorted(dataset) == [s["__key__"] for s in samples]
+        # each failure counted (once far is measured, as fast as local folders are, it
+        # ranks first and the near site is not asked any more)
+        assert store.aio.fallbacks >= 1
+        assert store.aio.reads_by_tier["near"] == before.get("near", 0)
+        assert store.aio.reads_by_tier["far"] - before.get("far", 0) >= len(shards)

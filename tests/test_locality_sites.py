@@ -2,7 +2,7 @@
 with its own S3 server (moto, a real HTTP server process), at about 1, 10 and 50 ms added
 round-trip time from the reader.
 
-Only the distance is simulated (``tests/tunwire.py`` holds packets for the RTT); the servers,
+Only the distance is simulated (``bench/tunwire.py`` holds packets for the RTT); the servers,
 TCP and the signals that kill them are real, and the store under test is used whole. The tests
 assert which replica served reads (the store's counters), never how long anything took.
 """
@@ -172,3 +172,54 @@ def test_every_replica_failing_is_one_clear_error_within_the_deadline(
     text = str(failed.value)
     assert repr(KEYS[0]) in text and "far: TimeoutError" in text and "deadline" in text
     assert store.aio.locality.counters["deadline_exceeded"] == 1
+
+
+def test_a_flipped_byte_and_a_wiped_site_are_repaired(open_sites: NetSites, seeded: Path,
+                                                       tmp_path: Path) -> None:
+    """Real S3 objects at the sites: one replica corrupted at the near site is read around
+    and replaced; a site whose objects are deleted gets them back from the daemon's scrub."""
+    import asyncio
+
+    from tierstore.daemon import Daemon, DaemonOptions
+    from tierstore.store import Store
+
+    config = _config(tmp_path, open_sites, hedge=False,
+                     placement={"warm": {"replicas": 3, "spread": "node"}})
+    data = {f"repair/k{i}": os.urandom(3000) for i in range(3)}
+    with open_store(config) as store:
+        for key, value in data.items():
+            assert {r.tier for r in store.put(key, value, tier="far").replicas} == {
+                "near", "mid", "far"}  # the placement rule: a replica at every site
+        paths = {key: store.aio.catalog.get(key).on("near").path  # type: ignore[union-attr]
+                 for key in data}
+    near, mid = open_sites["near"].server.client(), open_sites["mid"].server.client()
+    key = "repair/k0"
+    body = bytearray(near.get_object(Bucket=BUCKET, Key=f"near/{paths[key]}")["Body"].read())
+    body[100] ^= 0x01
+    near.put_object(Bucket=BUCKET, Key=f"near/{paths[key]}", Body=bytes(body))
+    with open_store(config) as store:
+        assert store.cat(key, verify=True) == data[key]  # served by another site
+        assert store.aio.corrupt == [(key, "near")]
+    # the read replaced the bad replica before its store closed
+    fixed = near.get_object(Bucket=BUCKET, Key=f"near/{paths[key]}")["Body"].read()
+    assert fixed == data[key]
+    for k in data:  # the mid site loses these objects
+        mid.delete_object(Bucket=BUCKET, Key=f"mid/{paths[k]}")
+
+    async def scrub_cycle() -> dict[str, int]:
+        store = Store(config)
+        try:
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None, scrub_every=0))
+            assert await daemon.cycle()
+            return dict(daemon.outcomes)
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(scrub_cycle())
+    assert outcomes["scrub_bad"] == 3 and outcomes["scrub_repaired"] == 3
+    for k, value in data.items():
+        assert mid.get_object(Bucket=BUCKET, Key=f"mid/{paths[k]}")["Body"].read() == value
+    with open_store(config) as store:
+        for k in data:
+            assert {r.tier for r in store.stat(k).replicas if r.state == "ready"} == {
+                "near", "mid", "far"}

@@ -53,8 +53,10 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
 class AccessRecorder:
     """Collects reads per key and flushes them to a catalog in batches."""
 
-    def __init__(self, catalog: Catalog, *, interval: float = 1.0, max_pending: int = 10_000):
+    def __init__(self, catalog: Catalog, *, interval: float = 1.0, max_pending: int = 10_000,
+                 site: str | None = None):
         self.catalog = catalog
+        self.site = site  # where the reads happen: they count for that site's statistics too
         self.interval = interval
         self.max_pending = max_pending
         self._pending: dict[str, tuple[int, float]] = {}
@@ -108,7 +110,7 @@ class AccessRecorder:
             return
         try:
             with self._in_catalog:
-                self.catalog.record_access(batch)
+                self.catalog.record_access(batch, site=self.site)
         except Exception as exc:  # a busy or vanished catalog must never fail a read
             log.warning("access statistics not recorded yet (%d keys): %s", len(batch), exc)
             with self._lock:

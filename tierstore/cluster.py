@@ -28,7 +28,9 @@ from collections.abc import Callable
 from .catalog import Catalog, Lease, ReplicaState
 from .config import Config, TierClass
 from .errors import TierstoreError
-from .policies.base import Move, Plan
+from .policies.base import Move, Plan, Snapshot
+from .policies.engine import PolicyEngine
+from .policies.snapshot import snapshot_from_store
 from .store import Store
 
 __all__ = ["LEADER", "ClusterMember", "LeaseKeeper", "NodeTaken", "node_lease"]
@@ -97,8 +99,13 @@ class ClusterMember:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.node = LeaseKeeper(catalog, node_lease(self.site), self.holder, ttl)
         self.leader = LeaseKeeper(catalog, LEADER, self.holder, ttl)
-        self.hot = {name for name, tier in config.tiers.items()
-                    if tier.tier_class is TierClass.HOT}
+        hot = {name for name, tier in config.tiers.items() if tier.tier_class is TierClass.HOT}
+        # This node's own hot tiers are those in its site; a hot tier of another site is
+        # another node's local disk, listed as reachable for reads: never this daemon's to
+        # promote to or evict from.
+        self.hot = {name for name in hot if config.tiers[name].site == self.site}
+        self.foreign = hot - self.hot
+        self.shared = set(config.tiers) - hot  # warm and cold: every node's, the leader's
         self._was_leader = False
 
     @property
@@ -192,16 +199,48 @@ class ClusterMember:
 
     def cluster_wide(self, move: Move) -> bool:
         """A move that touches no hot tier (a node's own) is the leader's to make."""
-        return move.dst not in self.hot and (move.src is None or move.src not in self.hot)
+        hot = self.hot | self.foreign
+        return move.dst not in hot and (move.src is None or move.src not in hot)
+
+    def _foreign(self, move: Move) -> bool:
+        return move.dst in self.foreign or move.src in self.foreign
 
     def mine(self, plan: Plan) -> tuple[Plan, int]:
-        """The moves of ``plan`` this daemon may make now, and how many were left out."""
+        """The moves of ``plan`` this daemon may make now, and how many were left out (those
+        of another node's hot tier are never this daemon's)."""
         leading = self.is_leader
         if not self.node.held:
             kept: tuple[Move, ...] = ()
         else:
-            kept = tuple(m for m in plan if leading or not self.cluster_wide(m))
+            kept = tuple(m for m in plan if not self._foreign(m)
+                         and (leading or not self.cluster_wide(m)))
         return Plan(kept, plan.now, plan.refused), len(plan) - len(kept)
+
+    def plan(self, store: Store, engine: PolicyEngine, now: float | None = None
+             ) -> tuple[Snapshot, Plan, int]:
+        """This cycle's work: the snapshot its moves are logged against, the plan, and how
+        many moves were left to the leader.
+
+        The node's plan sees its own hot tier and the shared tiers, with the reads and the
+        next-use announcements of this site only, and keeps the moves that touch its hot
+        tier (promotions, evictions, staging). The leader adds the cluster-wide plan: the
+        shared tiers only, with the reads and announcements of every site (a warm object
+        read on any node is not demoted), for objects the node's plan leaves alone."""
+        at = time.time() if now is None else now
+        local = snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared)
+        wanted = engine.plan(local)
+        if not self.node.held:
+            return local, Plan((), at, wanted.refused), len(wanted)
+        moves = [m for m in wanted if not self.cluster_wide(m) and not self._foreign(m)]
+        left = len(wanted) - len(moves)
+        refused = list(wanted.refused)
+        if self.is_leader:
+            left = 0
+            shared = engine.plan(snapshot_from_store(store, at, tiers=self.shared))
+            taken = {m.key for m in moves}
+            moves += [m for m in shared if m.key not in taken and self.cluster_wide(m)]
+            refused += shared.refused
+        return local, Plan(tuple(moves), at, tuple(refused)), left
 
     def status(self) -> dict[str, object]:
         return {"holder": self.holder, "site": self.site, "node_lease": self.node.held,

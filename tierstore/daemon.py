@@ -39,6 +39,7 @@ from .policies.base import Move, Plan, Snapshot
 from .policies.config import PolicyConfig
 from .policies.engine import PolicyEngine, default_engine
 from .policies.snapshot import snapshot_from_store
+from .scrub import ScrubReport, scrub
 from .store import Store
 
 __all__ = ["Daemon", "DaemonLock", "DaemonLocked", "DaemonOptions", "RunState",
@@ -74,9 +75,14 @@ class DaemonOptions:
     dry_run: bool = False
     metrics_port: int | None = 9464
     metrics_host: str = "127.0.0.1"
+    # Scrub (tierstore.scrub): every this many seconds (0: every cycle; None: never), check
+    # every replica's file (with scrub_deep, its checksum too) and repair the bad ones.
+    scrub_every: float | None = None
+    scrub_deep: bool = False
 
     def __post_init__(self) -> None:
         if not (self.tick > 0 and self.shutdown_timeout >= 0 and self.max_moves >= 1
+                and (self.scrub_every is None or self.scrub_every >= 0)
                 and (self.bandwidth is None or self.bandwidth > 0)
                 and (self.metrics_port is None or 0 <= self.metrics_port <= 65535)):
             raise ConfigError("expected tick > 0, shutdown timeout >= 0, max moves >= 1, "
@@ -155,6 +161,8 @@ class Daemon:
         self.cycles = self.in_flight = 0
         self.last_cycle: dict[str, Any] | None = None
         self.outcomes: Counter[str] = Counter()  # of the current cycle's moves
+        self.last_scrub: ScrubReport | None = None
+        self._scrubbed_at = -float("inf")
         self._stop, self._force = asyncio.Event(), asyncio.Event()
 
     def _set_state(self, state: RunState) -> None:
@@ -271,11 +279,14 @@ class Daemon:
         try:
             if self.cluster is not None and not self.options.dry_run:
                 await self.cluster.recover_crashed(self.store)  # a no-op unless leader
-            snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
-            plan = await asyncio.to_thread(self.engine.plan, snapshot)
-            if self.cluster is not None:  # cluster-wide moves: the leader's only
-                plan, deferred = self.cluster.mine(plan)
+            await self._scrub_if_due()  # bad replicas replaced before the plan sees them
+            if self.cluster is not None:  # this node's hot tier; cluster-wide: the leader's
+                snapshot, plan, deferred = await asyncio.to_thread(
+                    self.cluster.plan, self.store, self.engine)
                 self.outcomes["left_to_leader"] += deferred
+            else:
+                snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
+                plan = await asyncio.to_thread(self.engine.plan, snapshot)
             self._note_plan(plan)
             if self.options.dry_run:
                 for move in plan:
@@ -292,6 +303,25 @@ class Daemon:
             return False
         self._finish_cycle(began, started, ok=True)
         return True
+
+    async def _scrub_if_due(self) -> None:
+        """Check every replica and repair the bad ones, when a scrub is due (in a cluster,
+        the leader's work)."""
+        every = self.options.scrub_every
+        if (every is None or self.options.dry_run or time.monotonic() - self._scrubbed_at < every
+                or (self.cluster is not None and not self.cluster.is_leader)):
+            return
+        self._scrubbed_at = time.monotonic()
+        report = await scrub(self.store, deep=self.options.scrub_deep)
+        self.last_scrub = report
+        self.outcomes["scrub_bad"] += len(report.bad)
+        self.outcomes["scrub_repaired"] += len(report.repaired)
+        log.log(logging.WARNING if report.bad or report.unreachable else logging.INFO,
+                "scrub", extra={"fields": {"checked": report.checked, "bad": len(report.bad),
+                                           "repaired": len(report.repaired),
+                                           "failed": len(report.failed),
+                                           "unreachable": sorted(report.unreachable),
+                                           "deep": self.options.scrub_deep}})
 
     def _note_plan(self, plan: Plan) -> None:
         self.metrics.plan_moves.set(len(plan))
@@ -468,7 +498,8 @@ async def _daemon(args: argparse.Namespace) -> int:
                             shutdown_timeout=args.shutdown_timeout, once=args.once,
                             dry_run=args.dry_run,
                             metrics_port=None if args.no_metrics else args.metrics_port,
-                            metrics_host=args.metrics_host)
+                            metrics_host=args.metrics_host, scrub_every=args.scrub_every,
+                            scrub_deep=args.scrub_deep)
     store = None
     lock = DaemonLock(lock_path(config))
     try:
@@ -514,6 +545,12 @@ def add_daemon_command(sub: Any) -> None:
                      help="the IPv4 address metrics are served on (default: 127.0.0.1; "
                           "0.0.0.0 in a container or pod, to be scraped from outside)")
     cmd.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    cmd.add_argument("--scrub-every", type=_seconds(zero=True), metavar="SECONDS",
+                     help="check every replica's file (size) this often and repair bad ones: "
+                          "dropped and copied again from a good replica (default: never; 0: "
+                          "every cycle)")
+    cmd.add_argument("--scrub-deep", action="store_true",
+                     help="scrubs also read every replica and check its checksum")
     cmd.add_argument("--lease-ttl", type=_seconds(zero=False), default=15.0, metavar="SECONDS",
                      help="with a PostgreSQL catalog: how long the node's and the leader's "
                           "leases outlive a daemon that stops renewing them, so how soon "

@@ -40,6 +40,7 @@ from .catalog import (
 from .checksum import Hasher, checksum
 from .config import Config, load_config
 from .errors import (
+    CatalogError,
     ChecksumMismatch,
     NoReadableReplica,
     ObjectExists,
@@ -50,7 +51,9 @@ from .errors import (
     UnknownTier,
 )
 from .keys import validate_key, validate_prefix
+from .locality.placement import place_after_put
 from .locality.selector import Locality
+from .readcache import KnownRecords
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
 from .tier import PART_SIZE, Tier
 
@@ -86,14 +89,18 @@ class Store:
         self.config = config
         self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
-        self.recorder = AccessRecorder(self.catalog, interval=access_interval)
+        self.recorder = AccessRecorder(self.catalog, interval=access_interval,
+                                       site=config.site)
         self.fallbacks = 0  # reads served by a replica other than the first choice
         # Reads through cat() each tier served, and their bytes: hit rates per tier.
         self.reads_by_tier: Counter[str] = Counter()
         self.bytes_by_tier: Counter[str] = Counter()
         self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
+        # Replacements of replicas found corrupt by a read (locality.repair_on_read).
+        self.repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Replica ranking, endpoint health (EWMA, circuit breakers) and hedged reads.
         self.locality = Locality(config)
+        self.known = KnownRecords()  # records read lately: reads while the catalog is away
 
     @classmethod
     async def connect(cls, config: Config | str | os.PathLike[str] | None = None, *,
@@ -120,6 +127,10 @@ class Store:
 
     async def close(self) -> None:
         """Flush access statistics, close client sessions and catalog connections."""
+        if self.repairs:  # replacements of corrupt replicas: a while to finish
+            await asyncio.wait(list(self.repairs.values()), timeout=30.0)
+            for task in list(self.repairs.values()):
+                task.cancel()
         self.recorder.close()
         for tier in self.tiers.values():
             await tier.close()
@@ -136,6 +147,27 @@ class Store:
         if record is None or not record.ready or record.size is None:
             raise ObjectNotFound(key)
         return record
+
+    def _readable(self, key: str) -> tuple[ObjectRecord, bool]:
+        """The record a read goes by, and whether it is a remembered one: while the catalog
+        cannot be reached, the one it gave lately (:mod:`tierstore.readcache`)."""
+        try:
+            record = self._ready(key)
+        except CatalogError:
+            remembered = self.known.get(key)
+            if remembered is None:
+                raise
+            return remembered, True
+        self.known.put(record)
+        return record, False
+
+    def _unreachable(self, record: ObjectRecord) -> NoReadableReplica:
+        """The error of a read whose ready replicas are all on tiers this config does not
+        list (other nodes' local disks)."""
+        return NoReadableReplica(record.key, [
+            (r.tier, TierError(r.tier, "read", f"not reachable from site "
+                                               f"{self.config.site!r} (not in this config)"))
+            for r in record.ready])
 
     def rank(self, record: ObjectRecord, nbytes: int | None = None) -> list[Replica]:
         """Ready replicas, best first, by a cost combining the static distance to each
@@ -159,11 +191,11 @@ class Store:
         (for whole-object reads with ``verify``, default ``config.verify_reads``) a checksum
         mismatch. The read is recorded as an access.
         """
-        record = self._ready(key)
+        record, remembered = self._readable(key)
         size = record.size or 0
         lo, hi = _clamp(start, end, size)
-        check = lo == 0 and hi == size and (self.config.verify_reads if verify is None
-                                            else verify)
+        check = lo == 0 and hi == size and (remembered or (
+            self.config.verify_reads if verify is None else verify))
 
         async def fetch(replica: Replica) -> bytes:
             data = b"" if hi <= lo else await self.tier(replica.tier).read(replica.path, lo, hi)
@@ -175,9 +207,20 @@ class Store:
             return data
 
         # The best replica, failover, a deadline and hedging: tierstore.locality.
-        served, data = await self.locality.read(
-            key, self.locality.rank(record.ready, hi - lo), fetch, hi - lo,
-            lambda replica, exc: self._fallback(key, replica, exc))
+        ranked = self.locality.rank(record.ready, hi - lo)
+        if not ranked:
+            raise self._unreachable(record)
+        corrupt: list[Replica] = []
+
+        def failed(replica: Replica, exc: BaseException) -> None:
+            if isinstance(exc, ChecksumMismatch):
+                corrupt.append(replica)
+            self._fallback(key, replica, exc)
+
+        served, data = await self.locality.read(key, ranked, fetch, hi - lo, failed)
+        if self.config.locality.repair_on_read:  # served verified: a good source is known
+            for replica in corrupt:
+                self._repair_later(key, replica)
         self.recorder.record(record.key)
         self.reads_by_tier[served.tier] += 1
         self.bytes_by_tier[served.tier] += len(data)
@@ -199,7 +242,7 @@ class Store:
             except _SourceFailed as failed:
                 failures.append((failed.tier, failed.cause))
                 self._fallback(record.key, replica, failed.cause)
-        raise NoReadableReplica(record.key, failures)
+        raise NoReadableReplica(record.key, failures) if failures else self._unreachable(record)
 
     async def _verified_stream(self, record: ObjectRecord, replica: Replica,
                                pace: Pace | None = None) -> AsyncIterator[bytes]:
@@ -222,7 +265,7 @@ class Store:
 
     async def get(self, key: str, local_path: str | os.PathLike[str]) -> None:
         """Copy ``key`` to a local file, verified, replacing the file only when complete."""
-        record = self._ready(key)
+        record, _ = self._readable(key)
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
 
@@ -265,6 +308,7 @@ class Store:
 
         await self._write_replica(key, dest, hashed(),
                                   lambda: (hasher.size, hasher.hexdigest()), new_content=True)
+        await place_after_put(self, key, dest.name)  # [locality.placement]: extra replicas
         return await self.stat(key)
 
     def _refuse_folder_clash(self, key: str) -> None:
@@ -635,6 +679,41 @@ class Store:
                         missing.append((record.key, replica.tier, str(exc)))
         pending = sum(1 for rec in records for r in rec.replicas if r.state != "ready")
         return AuditReport(tuple(orphans), tuple(missing), pending)
+
+    async def repair(self, key: str, tier: str, *, replica_id: int | None = None
+                     ) -> ObjectInfo:
+        """Replace ``key``'s replica on ``tier`` (missing, short or corrupt) by a verified
+        copy of a good one: drop it (even a pinned one: the pin stays), then copy it again
+        from the best other replica. Never an object's only replica. ``replica_id``: only if
+        the replica there is still that one (another process may have replaced it)."""
+        record = self._ready(key)
+        replica = record.on(self.tier(tier).name)
+        if replica is None or (replica_id is not None and replica.id != replica_id):
+            raise ReplicaError(f"{key!r} has no such ready replica on tier {tier!r}")
+        if len(record.ready) < 2:
+            raise ReplicaError(f"{key!r} has no other replica to repair tier {tier!r} from")
+        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner)
+        with self._working(marked):
+            await self._remove(key, marked)
+        log.warning("replacing %r's bad replica on tier %r with a copy of a good one", key,
+                    tier)
+        return await self.add_replica(key, tier)
+
+    def _repair_later(self, key: str, replica: Replica) -> None:
+        """Repair a replica a read found corrupt, in the background (the read goes on)."""
+        token = (key, replica.tier)
+        if token in self.repairs:
+            return
+
+        async def repair() -> None:
+            try:
+                await self.repair(key, replica.tier, replica_id=replica.id)
+            except (TierstoreError, OSError) as exc:
+                log.warning("could not repair %r on tier %r: %s", key, replica.tier, exc)
+            finally:
+                self.repairs.pop(token, None)
+
+        self.repairs[token] = asyncio.get_running_loop().create_task(repair())
 
 
 def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:

@@ -223,12 +223,16 @@ class Catalog(ABC):
         """Pin ``key`` to ``tier`` (None unpins)."""
 
     @abstractmethod
-    def record_access(self, reads: Mapping[str, tuple[int, float]]) -> None:
-        """Merge a batch of reads: key -> (number of reads, time of the last one)."""
+    def record_access(self, reads: Mapping[str, tuple[int, float]], *,
+                      site: str | None = None) -> None:
+        """Merge a batch of reads: key -> (number of reads, time of the last one). With
+        ``site`` (where the reads happened) they count for that site's statistics too, in the
+        same transaction: a node's daemon promotes to its hot tier what its own node reads."""
 
     @abstractmethod
-    def access(self, keys: list[str]) -> dict[str, AccessStats]:
-        """Access statistics of the given keys (keys never read are absent)."""
+    def access(self, keys: list[str], *, site: str | None = None) -> dict[str, AccessStats]:
+        """Access statistics of the given keys (keys never read are absent): of reads on every
+        site, or only of those recorded for ``site``."""
 
     @abstractmethod
     def usage(self) -> list[TierUsage]:

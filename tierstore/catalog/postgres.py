@@ -109,6 +109,16 @@ MIGRATIONS = [
         fence    BIGINT NOT NULL
     );
     """,
+    """
+    CREATE TABLE site_access (
+        object_id   BIGINT NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+        site        TEXT NOT NULL,
+        last_access DOUBLE PRECISION NOT NULL,
+        count       BIGINT NOT NULL,
+        score       DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (object_id, site)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x7469657273746F72  # "tierstor": one migration at a time per database
@@ -298,10 +308,15 @@ class PostgresCatalog(Catalog):
                           "ON o.id = r.object_id WHERE r.state <> 'ready' ORDER BY r.id")
         return [(row[0], _replica(row[1:])) for row in rows]
 
-    def access(self, keys: list[str]) -> dict[str, AccessStats]:
-        rows = self._read("SELECT o.key, a.last_access, a.count, a.score FROM access a "
-                          "JOIN objects o ON o.id = a.object_id WHERE o.key = ANY(%s)",
-                          (list(keys),))
+    def access(self, keys: list[str], *, site: str | None = None) -> dict[str, AccessStats]:
+        if site is None:
+            rows = self._read("SELECT o.key, a.last_access, a.count, a.score FROM access a "
+                              "JOIN objects o ON o.id = a.object_id WHERE o.key = ANY(%s)",
+                              (list(keys),))
+        else:
+            rows = self._read("SELECT o.key, a.last_access, a.count, a.score FROM "
+                              "site_access a JOIN objects o ON o.id = a.object_id "
+                              "WHERE o.key = ANY(%s) AND a.site = %s", (list(keys), site))
         return {key: AccessStats(key, last, count, score) for key, last, count, score in rows}
 
     def usage(self) -> list[TierUsage]:
@@ -429,24 +444,37 @@ class PostgresCatalog(Catalog):
         self._write(lambda cur: cur.execute("UPDATE objects SET pinned = %s WHERE key = %s",
                                             (tier, key)))
 
-    def record_access(self, reads: Mapping[str, tuple[int, float]]) -> None:
-        """One upsert for the whole batch; the decay is computed by the server, so batches
-        from many processes merge without reading first. Rows are taken in id order so that
-        overlapping batches lock them in the same order."""
+    def record_access(self, reads: Mapping[str, tuple[int, float]], *,
+                      site: str | None = None) -> None:
+        """One upsert for the whole batch (and one more into the site's statistics when a
+        site is given); the decay is computed by the server, so batches from many processes
+        merge without reading first. Rows are taken in id order so that overlapping batches
+        lock them in the same order."""
         if not reads:
             return
         keys = list(reads)
         counts = [reads[k][0] for k in keys]
         times = [float(reads[k][1]) for k in keys]
-        self._write(lambda cur: cur.execute(
-            "INSERT INTO access AS a (object_id, last_access, count, score) "
-            "SELECT o.id, b.at, b.n, b.n FROM unnest(%s::text[], %s::bigint[], %s::float8[]) "
-            "AS b(key, n, at) JOIN objects o ON o.key = b.key ORDER BY o.id "
-            "ON CONFLICT (object_id) DO UPDATE SET "
-            "last_access = GREATEST(a.last_access, excluded.last_access), "
-            "count = a.count + excluded.count, "
-            "score = a.score * power(0.5, GREATEST(0, excluded.last_access - a.last_access) "
-            "/ %s) + excluded.count", (keys, counts, times, self.half_life)))
+        merge = ("DO UPDATE SET last_access = GREATEST(a.last_access, excluded.last_access), "
+                 "count = a.count + excluded.count, "
+                 "score = a.score * power(0.5, GREATEST(0, excluded.last_access - "
+                 "a.last_access) / %s) + excluded.count")
+
+        def txn(cur: Cursor) -> None:
+            cur.execute(
+                "INSERT INTO access AS a (object_id, last_access, count, score) "
+                "SELECT o.id, b.at, b.n, b.n FROM unnest(%s::text[], %s::bigint[], "
+                "%s::float8[]) AS b(key, n, at) JOIN objects o ON o.key = b.key ORDER BY o.id "
+                f"ON CONFLICT (object_id) {merge}", (keys, counts, times, self.half_life))
+            if site is not None:
+                cur.execute(
+                    "INSERT INTO site_access AS a (object_id, site, last_access, count, score) "
+                    "SELECT o.id, %s, b.at, b.n, b.n FROM unnest(%s::text[], %s::bigint[], "
+                    "%s::float8[]) AS b(key, n, at) JOIN objects o ON o.key = b.key "
+                    f"ORDER BY o.id ON CONFLICT (object_id, site) {merge}",
+                    (site, keys, counts, times, self.half_life))
+
+        self._write(txn)
 
     def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
                     ) -> int:

@@ -92,6 +92,16 @@ MIGRATIONS = [
         fence    INTEGER NOT NULL
     );
     """,
+    """
+    CREATE TABLE site_access (
+        object_id   INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+        site        TEXT NOT NULL,
+        last_access REAL NOT NULL,
+        count       INTEGER NOT NULL,
+        score       REAL NOT NULL,
+        PRIMARY KEY (object_id, site)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -239,15 +249,16 @@ class SqliteCatalog(Catalog):
         ).fetchall()
         return [(row[0], _replica(row[1:])) for row in rows]
 
-    def access(self, keys: list[str]) -> dict[str, AccessStats]:
+    def access(self, keys: list[str], *, site: str | None = None) -> dict[str, AccessStats]:
         conn = self._conn()
         out: dict[str, AccessStats] = {}
+        table, where = ("access a", "") if site is None else ("site_access a", " AND a.site = ?")
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             for key, last, count, score in conn.execute(
-                    "SELECT o.key, a.last_access, a.count, a.score FROM access a JOIN objects o "
-                    f"ON o.id = a.object_id WHERE o.key IN ({','.join('?' * len(chunk))})",
-                    chunk):
+                    f"SELECT o.key, a.last_access, a.count, a.score FROM {table} JOIN objects o "
+                    f"ON o.id = a.object_id WHERE o.key IN ({','.join('?' * len(chunk))})"
+                    + where, [*chunk, *([] if site is None else [site])]):
                 out[key] = AccessStats(key, last, count, score)
         return out
 
@@ -365,29 +376,47 @@ class SqliteCatalog(Catalog):
         with self._write() as conn:
             conn.execute("UPDATE objects SET pinned = ? WHERE key = ?", (tier, key))
 
-    def record_access(self, reads: Mapping[str, tuple[int, float]]) -> None:
+    def record_access(self, reads: Mapping[str, tuple[int, float]], *,
+                      site: str | None = None) -> None:
         if not reads:
             return
-        keys = list(reads)
         with self._write() as conn:
-            known: dict[str, tuple[int, float | None, int, float]] = {}
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                for oid, key, last, count, score in conn.execute(
-                        "SELECT o.id, o.key, a.last_access, a.count, a.score FROM objects o "
-                        "LEFT JOIN access a ON a.object_id = o.id "
-                        f"WHERE o.key IN ({','.join('?' * len(chunk))})", chunk):
-                    known[key] = (oid, last, count or 0, score or 0.0)
-            rows = []
-            for key, (oid, last, count, score) in known.items():
-                reads_now, at = reads[key]
-                decayed = 0.0 if last is None else score * 0.5 ** (
-                    max(0.0, at - last) / self.half_life)
-                rows.append((oid, max(at, last or at), count + reads_now, decayed + reads_now))
+            self._merge_access(conn, reads, None)
+            if site is not None:
+                self._merge_access(conn, reads, site)
+
+    def _merge_access(self, conn: sqlite3.Connection, reads: Mapping[str, tuple[int, float]],
+                      site: str | None) -> None:
+        """Merge ``reads`` into ``access`` (all sites), or into ``site_access`` for ``site``."""
+        keys = list(reads)
+        table = "access" if site is None else "site_access"
+        on = "" if site is None else " AND a.site = ?"
+        known: dict[str, tuple[int, float | None, int, float]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for oid, key, last, count, score in conn.execute(
+                    f"SELECT o.id, o.key, a.last_access, a.count, a.score FROM objects o "
+                    f"LEFT JOIN {table} a ON a.object_id = o.id{on} "
+                    f"WHERE o.key IN ({','.join('?' * len(chunk))})",
+                    [*([] if site is None else [site]), *chunk]):
+                known[key] = (oid, last, count or 0, score or 0.0)
+        rows = []
+        for key, (oid, last, count, score) in known.items():
+            reads_now, at = reads[key]
+            decayed = 0.0 if last is None else score * 0.5 ** (
+                max(0.0, at - last) / self.half_life)
+            rows.append((oid, max(at, last or at), count + reads_now, decayed + reads_now))
+        if site is None:
             conn.executemany(
                 "INSERT INTO access (object_id, last_access, count, score) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (object_id) DO UPDATE SET last_access = excluded.last_access, "
                 "count = excluded.count, score = excluded.score", rows)
+        else:
+            conn.executemany(
+                "INSERT INTO site_access (object_id, site, last_access, count, score) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (object_id, site) DO UPDATE SET "
+                "last_access = excluded.last_access, count = excluded.count, "
+                "score = excluded.score", [(oid, site, *rest) for oid, *rest in rows])
 
     def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
                     ) -> int:

@@ -104,9 +104,10 @@ class Locality:
 
     def rank(self, replicas: Iterable[Replica], nbytes: int = 0) -> list[Scored]:
         """Replicas best first: in rotation before out of it, then by cost, distance, class
-        and name."""
+        and name. Replicas on tiers this config does not list are left out: this reader
+        cannot reach them (another node's local disk, unless listed as reachable)."""
         now = time.monotonic()
-        scored = [self.score(r, nbytes, now) for r in replicas]
+        scored = [self.score(r, nbytes, now) for r in replicas if r.tier in self.tiers]
         return sorted(scored, key=lambda x: (x.state is BreakerState.OPEN, x.cost_ms,
                                              x.distance, x.tier_class, x.tier))
 

@@ -13,6 +13,11 @@ may be absent; a malformed value is a ConfigError naming the file and the field:
     hedge_max_bytes = "1MiB"    # reads up to this size are hedged
     hedge_after = "p95"         # "p95" (the chosen replica's own) or a fixed number of ms
     hedge_min_ms = 2.0          # never hedge sooner than this
+    repair_on_read = true       # a replica a verified read finds corrupt is replaced (dropped
+                                # and copied again from a good one) once the read is served
+
+    [locality.placement]        # per tier class: replicas and their spread (node, zone or
+    warm = { replicas = 2, spread = "zone" }   # region); none by default, see .placement
 
     [locality.distance_ms]      # latency assumed before anything is measured, per distance
     node = 0.5
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .placement import PlacementRule, parse_placement
 
 __all__ = ["LocalitySettings"]
 
@@ -56,6 +62,8 @@ class LocalitySettings:
     hedge_min_ms: float = 2.0
     distance_ms: Mapping[str, float] = field(default_factory=lambda: dict(_DISTANCE_MS))
     class_ms: Mapping[str, float] = field(default_factory=lambda: dict(_CLASS_MS))
+    repair_on_read: bool = True
+    placement: Mapping[str, PlacementRule] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, raw: object, *, source: str | None = None,
@@ -64,7 +72,8 @@ class LocalitySettings:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"expected a table, got {raw!r}", source=source, field=where)
         known = {"read_deadline", "trip_after", "cooldown", "ewma_alpha", "memory", "hedge",
-                 "hedge_max_bytes", "hedge_after", "hedge_min_ms", "distance_ms", "class_ms"}
+                 "hedge_max_bytes", "hedge_after", "hedge_min_ms", "distance_ms", "class_ms",
+                 "repair_on_read", "placement"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
@@ -110,6 +119,10 @@ class LocalitySettings:
         if not isinstance(hedge, bool):
             raise ConfigError(f"expected true or false, got {hedge!r}", source=source,
                               field=f"{where}.hedge")
+        repair = raw.get("repair_on_read", True)
+        if not isinstance(repair, bool):
+            raise ConfigError(f"expected true or false, got {repair!r}", source=source,
+                              field=f"{where}.repair_on_read")
         after = raw.get("hedge_after", "p95")
         if isinstance(after, str) and after != "p95":
             raise ConfigError(f"expected \"p95\" or milliseconds, got {after!r}",
@@ -128,6 +141,9 @@ class LocalitySettings:
             hedge_min_ms=number("hedge_min_ms", 2.0, strict=False),
             distance_ms=table("distance_ms", _DISTANCE_MS),
             class_ms=table("class_ms", _CLASS_MS),
+            repair_on_read=repair,
+            placement=parse_placement(raw.get("placement", {}), source=source,
+                                      where=f"{where}.placement"),
         )
 
 

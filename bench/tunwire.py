@@ -1,7 +1,7 @@
 """A packet-level delay "wire" between the root network namespace and another one, on two TUN
-devices: the tests' stand-in for ``tc qdisc ... netem delay``, which this kernel lacks
-(CONFIG_NET_SCH_NETEM is not set). This is a SIMULATION of network distance only: the packets,
-the TCP connections and the servers at either end are real.
+devices: the benchmarks' and tests' stand-in for ``tc qdisc ... netem delay``, which this
+kernel lacks (CONFIG_NET_SCH_NETEM is not set). This is a SIMULATION of network distance
+only: the packets, the TCP connections and the servers at either end are real.
 
 Root ns: device A (addr_a, peer addr_b)  <-- this process copies IP packets -->  device B in NS.
 Every packet is held for rtt/2 in each direction, so ping and TCP see the added round-trip time
