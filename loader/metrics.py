@@ -6,6 +6,8 @@
   (``hit_rate``; ``hot_hit_rate`` sums the hot-class tiers);
 - the time the training loop waited inside ``next(loader)`` per step (p50, p99, max);
 - the bytes read ahead and not yet consumed (``in_flight_bytes``), against the budget;
+- reads that failed over to another replica, hedged reads and hedges won (the read path's
+  cost, :mod:`tierstore.locality`);
 - a live accelerator utilisation, ``au``: compute time over wall time, where compute time is
   the time between ``next()`` calls not spent waiting, and the first step (start-up) is left
   out, as MLPerf Storage does; ``au_recent`` is the same over the last :data:`RECENT` steps.
@@ -46,6 +48,7 @@ __all__ = ["RECENT", "LoaderCollector", "LoaderMeter", "LoaderMetrics", "TierCou
            "percentile", "register_prometheus"]
 
 RECENT = 50  # steps the recent AU looks at
+EVENTS = ("failovers", "hedges", "hedge_wins")  # read-path events counted per worker
 WAITS_KEPT = 100_000  # step wait times kept for the percentiles (a pass of more keeps the last)
 T = TypeVar("T")
 
@@ -58,28 +61,32 @@ def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
 
 
 class TierCounters:
-    """Per-worker read counters in shared memory: reads and bytes per tier, and bytes and
-    shards read ahead now. Row ``w`` is written by worker ``w`` only; the training process
-    sums the rows."""
+    """Per-worker read counters in shared memory: reads and bytes per tier, bytes and
+    shards read ahead now, and the read path's events (:data:`EVENTS`: reads that failed over
+    to another replica, hedged reads, hedges won). Row ``w`` is written by worker ``w`` only;
+    the training process sums the rows."""
 
     def __init__(self, tiers: Sequence[str], workers: int):
         self.tiers = list(tiers)
         self.workers = max(1, workers)
         n = len(self.tiers)
-        self._held = 2 * n  # columns: reads per tier, bytes per tier, held bytes, held shards
-        self.table = torch.zeros((self.workers, 2 * n + 2), dtype=torch.int64).share_memory_()
+        # columns: reads per tier, bytes per tier, held bytes, held shards, events
+        self._held = 2 * n
+        self.table = torch.zeros((self.workers, 2 * n + 2 + len(EVENTS)),
+                                 dtype=torch.int64).share_memory_()
 
     def reset(self) -> None:
         """A new pass: every row back to zero (workers overwrite theirs as they go)."""
         self.table.zero_()
 
     def write(self, row: int, reads: Mapping[str, int], nbytes: Mapping[str, int],
-              held_bytes: int, held_shards: int) -> None:
-        n = len(self.tiers)
+              held_bytes: int, held_shards: int, events: Mapping[str, int] | None = None
+              ) -> None:
         values = [int(reads.get(t, 0)) for t in self.tiers]
         values += [int(nbytes.get(t, 0)) for t in self.tiers]
         values += [int(held_bytes), int(held_shards)]
-        self.table[row % self.workers, : 2 * n + 2] = torch.tensor(values, dtype=torch.int64)
+        values += [int((events or {}).get(e, 0)) for e in EVENTS]
+        self.table[row % self.workers] = torch.tensor(values, dtype=torch.int64)
 
     def read(self) -> tuple[dict[str, int], dict[str, int], int, int]:
         """Summed over workers: reads per tier, bytes per tier, held bytes, held shards."""
@@ -89,6 +96,11 @@ class TierCounters:
         nbytes = {t: int(total[n + i]) for i, t in enumerate(self.tiers)}
         return reads, nbytes, int(total[self._held]), int(total[self._held + 1])
 
+    def events(self) -> dict[str, int]:
+        """Summed over workers: the read path's :data:`EVENTS`."""
+        total = self.table.sum(dim=0).tolist()
+        return {e: int(total[self._held + 2 + i]) for i, e in enumerate(EVENTS)}
+
     def published(self, batches: Iterable[T], row: int, store: Callable[[], Store],
                   stats: Callable[[], PrefetchStats]) -> Iterator[T]:
         """``batches``, writing this worker's counters into row ``row`` before each batch
@@ -96,12 +108,13 @@ class TierCounters:
         opened = store()
         base_reads = dict(opened.reads_by_tier)
         base_bytes = dict(opened.bytes_by_tier)
+        base_events = _events(opened)
 
         def publish() -> None:
             now = stats()
             self.write(row, _minus(opened.reads_by_tier, base_reads),
                        _minus(opened.bytes_by_tier, base_bytes), now.held_bytes,
-                       now.held_shards)
+                       now.held_shards, _minus(_events(opened), base_events))
 
         try:
             for batch in batches:
@@ -109,6 +122,13 @@ class TierCounters:
                 yield batch
         finally:
             publish()
+
+
+def _events(store: Store) -> dict[str, int]:
+    """The read path's counts so far: failovers, hedged reads and hedges won."""
+    counters = store.locality.counters
+    return {"failovers": store.fallbacks, "hedges": counters["hedges"],
+            "hedge_wins": counters["hedge_wins"]}
 
 
 def _minus(now: Mapping[str, int], base: Mapping[str, int]) -> dict[str, int]:
@@ -146,6 +166,9 @@ class LoaderMetrics:
     prefetch_budget_bytes: int
     peak_in_flight_bytes: int  # the most any one worker held at once, summed over workers
     tier_classes: dict[str, str] = field(default_factory=dict)
+    failovers: int = 0  # reads served by another replica than the first choice (all logged)
+    hedged_reads: int = 0  # reads that sent a second request (tierstore.locality)
+    hedge_wins: int = 0  # of those, won by the second request
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +236,7 @@ def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounter
     """The metrics of ``loader`` now (see :meth:`TierLoader.metrics`)."""
     rank, size = loader.dataset._world()
     reads, nbytes, held, shards = counters.read()
+    events = counters.events()
     wall = 0.0 if meter.started is None else time.perf_counter() - meter.started
     classes = {name: tier.tier_class.name.lower()
                for name, tier in loader.dataset._store.config.tiers.items()}
@@ -234,7 +258,8 @@ def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounter
         compute_s=meter.compute_s, au=meter.au(), au_recent=meter.au_recent(),
         in_flight_bytes=held, in_flight_shards=shards,
         prefetch_budget_bytes=loader.dataset.prefetch_bytes, peak_in_flight_bytes=peak,
-        tier_classes=classes)
+        tier_classes=classes, failovers=events["failovers"], hedged_reads=events["hedges"],
+        hedge_wins=events["hedge_wins"])
 
 
 # -- Prometheus -------------------------------------------------------------------------------
@@ -276,6 +301,11 @@ class LoaderCollector:
             ("in_flight_bytes", "Bytes read ahead and not yet consumed", m.in_flight_bytes),
             ("prefetch_budget_bytes", "The read-ahead budget", m.prefetch_budget_bytes),
             ("epoch", "The epoch being read", m.epoch),
+            ("failovers", "Reads served by another replica than the first choice",
+             m.failovers),
+            ("hedged_reads", "Reads that sent a second request to the next replica",
+             m.hedged_reads),
+            ("hedge_wins", "Hedged reads the second request answered first", m.hedge_wins),
         ]
         for name, text, value in plain:
             gauge = GaugeMetricFamily(f"{p}_{name}", text, labels=["rank"])

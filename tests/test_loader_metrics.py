@@ -5,6 +5,7 @@ times checked are only ordered (a wait recorded, compute counted when the loop s
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -126,3 +127,21 @@ def test_counters_sum_rows_and_reset() -> None:
     counters.reset()
     assert counters.read()[1] == {"hot": 0, "warm": 0}
     assert percentile([], 99) == 0.0 and percentile([1.0, 3.0], 50) == 2.0
+
+
+def test_failovers_are_counted_where_the_loop_can_see_them(local_store: SyncStore) -> None:
+    """A shard's hot replica vanishes behind the store's back: its reads go to warm, no error
+    reaches the loop, and each fallback shows in the metrics (and is logged)."""
+    index = write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="warm")
+    for shard in index.shards[:3]:
+        local_store.add_replica(shard.key, "hot")
+        record = local_store.aio.catalog.get(shard.key)
+        replica = record.on("hot") if record else None
+        assert replica is not None
+        os.remove(local_store.aio.tier("hot").full_path(replica.path))
+    loader = make_loader(local_store, 2)
+    assert sorted(int(i) for batch in loader for i in batch) == list(range(N))
+    m = loader.metrics()
+    assert m.failovers >= 3 and m.hedged_reads >= 0
+    registry = register_prometheus(loader)
+    assert "tierstore_loader_failovers" in generate_latest(registry).decode()
