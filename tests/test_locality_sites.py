@@ -146,7 +146,9 @@ def test_a_site_that_slows_down_loses_its_traffic(open_sites: NetSites, seeded: 
         open_sites["near"].set_rtt(150.0)  # slower than the 10 ms site now
         _read(store, 6)  # the EWMA learns
         served = _read(store, 8)
-        assert served["near"] == 0 and served["mid"] >= MOST * 8
+        # the slow site's estimate fades back toward its distance's, so it is tried again now
+        # and then (one read in several here): it has lost its traffic, not every chance
+        assert served["mid"] >= MOST * 8 and served["near"] <= 8 - MOST * 8
         assert store.aio.fallbacks == 0  # nothing failed: it was only slow
 
 
