@@ -42,12 +42,11 @@ from tierstore.catalog import Catalog, open_catalog
 from .catalog_pgserver import find_postgres, temporary_postgres
 from .errors import BenchError
 from .machine import block_device
-from .results import result_document, results_dir, save_result
+from .results import result_document, save_and_say
 
 __all__ = ["BenchSettings", "add_catalog_arguments", "parse_counts", "run_catalog"]
 
 EXIT_USAGE = 2
-NO_RESULTS = ("none", "no", "off", "0")
 BACKENDS = ("sqlite", "postgresql")
 LOAD_CHUNK = 10_000
 WARMUP = 500
@@ -363,12 +362,5 @@ def run_catalog(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         else:
             Path(args.json_file).write_text(text, encoding="utf-8")
-    if args.results is None or args.results.lower() not in NO_RESULTS:
-        try:
-            path = save_result(document, args.results)
-        except OSError as exc:
-            print(f"tierstore: warning: result not saved in {results_dir(args.results)}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
-        else:
-            print(f"tierstore: result saved to {path}", file=sys.stderr)
+    save_and_say(document, args.results)
     return 0

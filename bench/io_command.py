@@ -24,15 +24,14 @@ from .machine import DiskStats, block_device, describe_machine
 from .options import JobOptions
 from .report_json import VERSION, fio_json, safe_options
 from .report_text import format_header, format_results, num2str
-from .results import result_document, results_dir, save_result
+from .results import NO_RESULTS, result_document, save_and_say
 from .runner import group_results, job_groups, plan_jobs, run_plans
 from .target import safe_url
 from .target_local import LocalTarget
 
-__all__ = ["NO_RESULTS", "run_io", "save_io_result"]
+__all__ = ["run_io", "save_io_result"]
 
 EXIT_USAGE = 2
-NO_RESULTS = ("none", "no", "off", "0")
 _SECRET_ARGS = ("storage_options", "storage-options")
 ENGINE = ("local files: one thread per in-flight I/O calling os.preadv/pwritev (O_DIRECT with "
           "direct=1); fsspec URLs, tier:// keys and tiers: asyncio, iodepth requests in flight")
@@ -118,16 +117,8 @@ def save_io_result(doc: dict[str, Any], command: str, disks: Sequence[str],
     ``none`` saves nothing); say where on stderr."""
     if folder is not None and folder.lower() in NO_RESULTS:
         return None
-    document = result_document("io", fio_entries(doc), command=command, disks=disks,
-                               fio=doc)
-    try:
-        path = save_result(document, folder)
-    except OSError as exc:
-        print(f"tierstore: warning: result not saved in {results_dir(folder)}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return None
-    print(f"tierstore: result saved to {path}", file=sys.stderr)
-    return path
+    return save_and_say(result_document("io", fio_entries(doc), command=command,
+                                        disks=disks, fio=doc), folder)
 
 
 def _run(invocation: Invocation, options_list: list[JobOptions], plans: list[JobPlan],

@@ -43,7 +43,7 @@ from .errors import BenchError
 from .loader_measure import EpochRun, MemorySampler, lru_hit_rates, run_epoch, shard_reads
 from .loader_options import PRESETS
 from .loader_setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
-from .results import result_document, save_result
+from .results import result_document, save_and_say
 
 __all__ = ["MEMORY_CONSTANT", "Workload", "run_benchmark", "run_loader"]
 
@@ -513,9 +513,7 @@ def run_loader(args: argparse.Namespace) -> int:
     console.print(render_table(document))
     for line in render_criteria(document):
         console.print(line, highlight=False)
-    saved: Path | None = None
-    if (args.results or "").lower() != "none":
-        saved = save_result(document, args.results)
+    saved = save_and_say(document, args.results)
     picture = Path(args.plot) if args.plot else (
         saved.with_suffix(".png") if saved else
         Path(args.json_file).with_suffix(".png") if args.json_file not in (None, "-") else None)
@@ -528,7 +526,6 @@ def run_loader(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     elif args.json_file:
         Path(args.json_file).write_text(json.dumps(document, indent=2) + "\n")
-    for what, where in (("result", saved), ("plot", picture)):
-        if where is not None:
-            print(f"{what}: {where}", file=sys.stderr)
+    if picture is not None:
+        print(f"tierstore: plot saved to {picture}", file=sys.stderr)
     return 0

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .results import result_document, save_result
+from .results import result_document, save_and_say
 
 __all__ = ["add_locality_arguments", "run_locality"]
 
@@ -343,6 +343,5 @@ def run_locality(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     elif args.json_file:
         Path(args.json_file).write_text(json.dumps(document, indent=2) + "\n")
-    if args.results != "none":
-        print(f"result: {save_result(document, args.results)}", file=sys.stderr)
+    save_and_say(document, args.results)
     return 0

@@ -63,7 +63,7 @@ from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
 from .errors import BenchError
-from .results import result_document, results_dir, save_result
+from .results import result_document, save_and_say
 from .target import safe_url
 from .units import parse_size
 
@@ -72,7 +72,6 @@ __all__ = ["MigrateSettings", "add_migrate_arguments", "local_moto", "measure", 
 
 EXIT_USAGE = 2
 MB = 1e6
-NO_RESULTS = ("none", "no", "off", "0")  # as for bench io
 KEY_PREFIX = "bench-migrate"
 BASE_DIR = f"{RESERVED_PREFIX}/bench"
 DEFAULT_JOBS = DaemonOptions().max_moves
@@ -472,17 +471,5 @@ def run_migrate(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         else:
             Path(args.json_file).write_text(text, encoding="utf-8")
-    _save(document, args.results)
+    save_and_say(document, args.results)
     return 0
-
-
-def _save(document: dict[str, Any], folder: str | None) -> None:
-    if folder is not None and folder.lower() in NO_RESULTS:
-        return
-    try:
-        path = save_result(document, folder)
-    except OSError as exc:
-        print(f"tierstore: warning: result not saved in {results_dir(folder)}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return
-    print(f"tierstore: result saved to {path}", file=sys.stderr)

@@ -24,10 +24,11 @@ from tierstore import __version__
 from .machine import describe_machine
 from .target import safe_url
 
-__all__ = ["RESULTS_ENV", "load_result", "result_document", "results_dir", "safe_command",
-           "save_result"]
+__all__ = ["NO_RESULTS", "RESULTS_ENV", "load_result", "result_document", "results_dir",
+           "safe_command", "save_and_say", "save_result"]
 
 RESULTS_ENV = "TIERSTORE_RESULTS"
+NO_RESULTS = ("none", "no", "off", "0")  # --results=none: save nothing
 _DEFAULT_DIR = "bench-results"
 _SECRET_ARG = re.compile(r"(?i)(secret|password|token|passwd|credential)[^=\s]*=\S+")
 
@@ -77,6 +78,22 @@ def save_result(document: dict[str, Any], directory: str | os.PathLike[str] | No
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+    return path
+
+
+def save_and_say(document: dict[str, Any], directory: str | None = None) -> Path | None:
+    """What every benchmark does with its document: :func:`save_result` (nothing when
+    ``directory`` is one of :data:`NO_RESULTS`), saying where on stderr; a folder that cannot
+    be written is a warning, not a failed benchmark."""
+    if directory is not None and directory.lower() in NO_RESULTS:
+        return None
+    try:
+        path = save_result(document, directory)
+    except OSError as exc:
+        print(f"tierstore: warning: result not saved in {results_dir(directory)}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return None
+    print(f"tierstore: result saved to {path}", file=sys.stderr)
     return path
 
 

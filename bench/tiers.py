@@ -30,12 +30,12 @@ from tierstore.config import Config, load_config
 from .engine import JobPlan, run_job
 from .errors import BenchError
 from .fio_results import bs_text, fio_entries
-from .io_command import ENGINE, NO_RESULTS
+from .io_command import ENGINE
 from .machine import describe_machine
 from .options import RW_MODES, job_options
 from .report_json import fio_json
 from .report_text import num2str
-from .results import result_document, results_dir, save_result
+from .results import result_document, save_and_say
 from .runner import plan_jobs
 from .units import parse_size, parse_time
 
@@ -260,17 +260,5 @@ def run_tiers(args: argparse.Namespace) -> int:
     if args.json_file and args.json_file != "-":
         with open(args.json_file, "w", encoding="utf-8") as handle:
             handle.write(text)
-    _save(document, args.results)
+    save_and_say(document, args.results)
     return 0
-
-
-def _save(document: dict[str, Any], folder: str | None) -> None:
-    if folder is not None and folder.lower() in NO_RESULTS:
-        return
-    try:
-        path = save_result(document, folder)
-    except OSError as exc:
-        print(f"tierstore: warning: result not saved in {results_dir(folder)}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return
-    print(f"tierstore: result saved to {path}", file=sys.stderr)
