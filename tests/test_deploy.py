@@ -472,12 +472,79 @@ def test_compose_config_loads(clean_env: pytest.MonkeyPatch) -> None:
         set(service["environment"])
 
 
-def test_k8s_config_loads(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def render_argv(spec: dict[str, Any]) -> list[str]:
+    """The ``render-config`` init container's command, its paths as mounted."""
+    [init] = [c for c in spec.get("initContainers", []) if c["name"] == "render-config"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config-template"]["configMap"]["name"] == "tierstore-config"
+    assert "emptyDir" in volumes["config"] and mounts["config"] == "/etc/tierstore"
+    argv: list[str] = [*init["command"], *init.get("args", [])]
+    assert argv[:2] == ["sh", "-c"] and mounts["config-template"] in argv[2], argv
+    return argv
+
+
+def render(spec: dict[str, Any], node: str, tmp_path: Path) -> Path:
+    """Run the pod's ``render-config`` script with ``sh``, its mounts moved under tmp_path,
+    for a pod on ``node``; return the config it wrote where TIERSTORE_CONFIG points."""
+    argv = render_argv(spec)
+    [init] = [c for c in spec["initContainers"] if c["name"] == "render-config"]
+    script = argv[2]
+    root = tmp_path / node
+    paths = sorted((m["mountPath"] for m in init["volumeMounts"]), key=len, reverse=True)
+    for path in paths:
+        (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    # in one pass, longest first: /etc/tierstore-template is not /etc/tierstore + "-template"
+    pattern = r"(?<![\w/.-])(" + "|".join(map(re.escape, paths)) + r")(?=/)"
+    script = re.sub(pattern, lambda m: str(root) + m.group(1), script)
+    (root / "etc/tierstore-template/tierstore.toml").write_text(configmap_toml())
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NODE_NAME": node}
+    done = subprocess.run([argv[0], argv[1], script], capture_output=True, text=True, env=env,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return root / "etc/tierstore/tierstore.toml"
+
+
+def test_k8s_config_template_loads(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The ConfigMap's template, NODE_NAME still in it, is valid TOML and a valid config."""
     toml = tmp_path / "tierstore.toml"
     toml.write_text(configmap_toml())
-    clean_env.setenv("TIERSTORE_SITE", "gpu-node-7")  # what the downward API sets
     config = load(toml)
-    assert config.site == "gpu-node-7" and config.tiers["hot"].site == "gpu-node-7"
+    assert config.tiers["hot-NODE_NAME"].site == "NODE_NAME"
+
+
+@pytest.mark.skipif(shutil.which("sh") is None or shutil.which("sed") is None, reason="no sh")
+def test_k8s_config_is_rendered_per_node(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each pod's init container writes its node's config: on two nodes, two configs whose hot
+    tiers have different names, each in its node's site, sharing the warm and cold tiers."""
+    specs = dict(pod_specs())
+    assert render_argv(specs["tierstore-daemon"]) == render_argv(specs["tierstore-train-example"])
+    for name in ("tierstore-daemon", "tierstore-train-example"):
+        configs = {}
+        for node in ("gpu-node-7", "ip-10-0-1-2.ec2.internal"):
+            clean_env.setenv("TIERSTORE_SITE", node)  # what the downward API sets
+            rendered = render(specs[name], node, tmp_path / name)
+            assert "NODE_NAME" not in rendered.read_text()
+            configs[node] = config = load(rendered)
+            [hot] = [t for t in config.tiers.values() if t.tier_class.name == "HOT"]
+            assert hot.name == "hot-" + node.replace(".", "_") and hot.site == node == config.site
+            assert hot.url == "file:///data/hot"
+        a, b = configs.values()
+        assert set(a.tiers) - {"warm", "cold"} != set(b.tiers) - {"warm", "cold"}
+        assert len(a.tiers) == len(b.tiers) == 3
+        for shared in ("warm", "cold"):
+            assert a.tiers[shared] == b.tiers[shared]
+            assert a.tiers[shared].site == "cluster"
+        assert a.catalog == b.catalog and a.default_tier == b.default_tier == "warm"
+
+
+def test_k8s_config_loads(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    [(_, spec)] = [(n, s) for n, s in pod_specs() if n == "tierstore-daemon"]
+    clean_env.setenv("TIERSTORE_SITE", "gpu-node-7")  # what the downward API sets
+    config = load(render(spec, "gpu-node-7", tmp_path))
+    assert config.site == "gpu-node-7" and config.tiers["hot-gpu-node-7"].site == "gpu-node-7"
     assert config.tiers["warm"].site == config.tiers["cold"].site == "cluster"
     [service] = [s for s in k8s_kind("Service") if s["metadata"]["name"] == "tierstore-postgres"]
     [namespace] = k8s_kind("Namespace")
@@ -490,6 +557,7 @@ def test_k8s_config_loads(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None
         [main] = spec["containers"]
         env = {e["name"]: e for e in main["env"]}
         assert env["TIERSTORE_CONFIG"]["value"] == "/etc/tierstore/tierstore.toml", name
+        assert "> " + env["TIERSTORE_CONFIG"]["value"] in render_argv(spec)[2], name
         assert env["TIERSTORE_SITE"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
         assert {"PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env), name
         mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
