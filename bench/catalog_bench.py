@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from tierstore._progress import interactive
+from tierstore._progress import Steps
 from tierstore.catalog import Catalog, open_catalog
 
 from .catalog_pgserver import find_postgres, temporary_postgres
 from .errors import BenchError
 from .machine import block_device
-from .results import result_document, save_and_say
+from .results import result_document, save_and_say, write_json
 
 __all__ = ["BenchSettings", "add_catalog_arguments", "parse_counts", "run_catalog"]
 
@@ -89,38 +89,6 @@ class BenchSettings:
     batch: int
     batches: int
     seed: int = 0
-
-
-class _Bar:
-    """One progress bar per phase, on a terminal only (stderr)."""
-
-    def __init__(self) -> None:
-        self._progress: Any = None
-        self._task: Any = None
-        if interactive():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
-                                      MofNCompleteColumn(), console=Console(stderr=True),
-                                      transient=True)
-
-    def __enter__(self) -> _Bar:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def phase(self, label: str, total: int) -> Callable[[int], None]:
-        if self._progress is None:
-            return lambda n: None
-        if self._task is not None:
-            self._progress.remove_task(self._task)
-        self._task = task = self._progress.add_task(label, total=total)
-        return lambda n: self._progress.update(task, advance=n)
 
 
 def _figures(backend: str, count: int, operation: str, latencies_ns: np.ndarray,
@@ -246,20 +214,20 @@ def measure(settings: BenchSettings, postgres: str | None, folder: str
     size so that both backends are measured side by side on the same machine state."""
     rng = np.random.default_rng(settings.seed)
     results: list[dict[str, Any]] = []
-    with _catalogs(settings, postgres, folder) as catalogs, _Bar() as bar:
+    with _catalogs(settings, postgres, folder) as catalogs, Steps(label_width=34) as bar:
         loaded = dict.fromkeys(catalogs, 0)
         for count in settings.sizes:
             for name, (catalog, _) in catalogs.items():
-                advance = bar.phase(f"{name}: load to {_label(count)}", count - loaded[name])
-                results.append(load(catalog, name, loaded[name], count, advance))
+                bar.task(f"{name}: load to {_label(count)}", count - loaded[name])
+                results.append(load(catalog, name, loaded[name], count, bar.advance))
                 loaded[name] = count
             for name, (catalog, _) in catalogs.items():
-                advance = bar.phase(f"{name} {_label(count)}: get", settings.lookups)
-                results.append(lookups(catalog, name, count, settings.lookups, rng, advance))
+                bar.task(f"{name} {_label(count)}: get", settings.lookups)
+                results.append(lookups(catalog, name, count, settings.lookups, rng, bar.advance))
             for name, (catalog, _) in catalogs.items():
-                advance = bar.phase(f"{name} {_label(count)}: record_access", settings.batches)
+                bar.task(f"{name} {_label(count)}: record_access", settings.batches)
                 results.append(record_batches(catalog, name, count, settings.batch,
-                                              settings.batches, rng, advance))
+                                              settings.batches, rng, bar.advance))
         described = {name: info for name, (_, info) in catalogs.items()}
     return results, described
 
@@ -357,10 +325,6 @@ def run_catalog(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         sys.stdout.write(format_table(results, settings))
-    if args.json_file:
-        if args.json_file == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json_file).write_text(text, encoding="utf-8")
+    write_json(document, args.json_file)
     save_and_say(document, args.results)
     return 0

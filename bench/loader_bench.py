@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from tierstore._progress import Transfer, interactive
+from tierstore._progress import Steps, Transfer
 from tierstore.sync import open_store
 
 from .errors import BenchError
 from .loader_measure import EpochRun, MemorySampler, lru_hit_rates, run_epoch, shard_reads
 from .loader_options import PRESETS
 from .loader_setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
-from .results import result_document, save_and_say
+from .results import result_document, save_and_say, write_json
 
 __all__ = ["MEMORY_CONSTANT", "Workload", "run_benchmark", "run_loader"]
 
@@ -138,32 +138,13 @@ def generate(bench: BenchStore, prefix: str, work: Workload) -> Any:
 # -- the loaders --------------------------------------------------------------------------------
 
 
-class _Epochs:
-    """Progress over a loader's epochs (a bar on a terminal, else nothing)."""
+def _epochs(label: str, total: int) -> Steps:
+    """Progress over a loader's epochs, in samples (a bar on a terminal, else nothing)."""
+    from rich.progress import TextColumn
 
-    def __init__(self, label: str, total: int):
-        self.progress: Any = None
-        if interactive():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                     MofNCompleteColumn(), TextColumn("samples"),
-                                     console=Console(stderr=True), transient=True)
-            self.task = self.progress.add_task(label, total=total)
-
-    def __enter__(self) -> _Epochs:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def step(self, n: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=n)
+    steps = Steps(TextColumn("samples"))
+    steps.task(label, total)
+    return steps
 
 
 def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
@@ -200,11 +181,11 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
                         num_workers=work.workers, collate_fn=collate_payloads,
                         persistent_workers=work.workers > 0)
     out = []
-    with _Epochs(name, work.samples * work.epochs) as progress:
+    with _epochs(name, work.samples * work.epochs) as progress:
         for epoch in range(work.epochs):
             generator.manual_seed(work.seed * 1000 + epoch)
             memory.reset()
-            run = run_epoch(loader, work.compute_s, progress.step)
+            run = run_epoch(loader, work.compute_s, progress.advance)
             payload = max(1, run.payload_bytes)
             if cache is None:
                 hits = {bench.data_tier: 1.0}
@@ -237,11 +218,11 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
     lru = lru_hit_rates(sizes, sequences, hot_capacity)
     out, metrics = [], []
     try:
-        with _Epochs("tierstore", work.samples * work.epochs) as progress:
+        with _epochs("tierstore", work.samples * work.epochs) as progress:
             for epoch in range(work.epochs):
                 loader.set_epoch(epoch)
                 memory.reset()
-                run = run_epoch(loader, work.compute_s, progress.step)
+                run = run_epoch(loader, work.compute_s, progress.advance)
                 m = loader.metrics()
                 metrics.append(m.to_dict())
                 hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
@@ -522,10 +503,7 @@ def run_loader(args: argparse.Namespace) -> int:
         document["plot"] = str(picture)
         if saved is not None:
             saved.write_text(json.dumps(document, indent=2) + "\n")
-    if args.json_file == "-":
-        print(json.dumps(document, indent=2))
-    elif args.json_file:
-        Path(args.json_file).write_text(json.dumps(document, indent=2) + "\n")
+    write_json(document, args.json_file)
     if picture is not None:
         print(f"tierstore: plot saved to {picture}", file=sys.stderr)
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import signal
 import sys
@@ -40,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .results import result_document, save_and_say
+from .results import result_document, save_and_say, write_json
 
 __all__ = ["add_locality_arguments", "run_locality"]
 
@@ -339,9 +338,6 @@ def run_locality(args: argparse.Namespace) -> int:
     print(f"tierstore p50 / nearest p50: {summary['p50_vs_nearest']:.2f}x; spike p99 "
           f"unhedged / hedged: {summary['spike_p99_unhedged_over_hedged']:.1f}x; failed reads "
           f"with a site killed: {summary['site_killed_failed_reads']}")
-    if args.json_file == "-":
-        print(json.dumps(document, indent=2))
-    elif args.json_file:
-        Path(args.json_file).write_text(json.dumps(document, indent=2) + "\n")
+    write_json(document, args.json_file)
     save_and_say(document, args.results)
     return 0

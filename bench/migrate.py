@@ -63,7 +63,7 @@ from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
 from .errors import BenchError
-from .results import result_document, save_and_say
+from .results import result_document, save_and_say, write_json
 from .target import safe_url
 from .units import parse_size
 
@@ -466,10 +466,6 @@ def run_migrate(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         sys.stdout.write(format_table(entries, top, settings))
-    if args.json_file:
-        if args.json_file == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json_file).write_text(text, encoding="utf-8")
+    write_json(document, args.json_file)
     save_and_say(document, args.results)
     return 0

@@ -25,7 +25,7 @@ from .machine import describe_machine
 from .target import safe_url
 
 __all__ = ["NO_RESULTS", "RESULTS_ENV", "load_result", "result_document", "results_dir",
-           "safe_command", "save_and_say", "save_result"]
+           "safe_command", "save_and_say", "save_result", "write_json"]
 
 RESULTS_ENV = "TIERSTORE_RESULTS"
 NO_RESULTS = ("none", "no", "off", "0")  # --results=none: save nothing
@@ -95,6 +95,18 @@ def save_and_say(document: dict[str, Any], directory: str | None = None) -> Path
         return None
     print(f"tierstore: result saved to {path}", file=sys.stderr)
     return path
+
+
+def write_json(document: dict[str, Any], json_file: str | None) -> None:
+    """``--json FILE``: the document as indented JSON into FILE, or on stdout for ``-``
+    (nothing for None)."""
+    if not json_file:
+        return
+    text = json.dumps(document, indent=2) + "\n"
+    if json_file == "-":
+        sys.stdout.write(text)
+    else:
+        Path(json_file).write_text(text, encoding="utf-8")
 
 
 def load_result(path: str | os.PathLike[str]) -> dict[str, Any]:

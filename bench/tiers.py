@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,10 +21,10 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeElapsedColumn
 from rich.table import Table
 
-from tierstore._progress import interactive
+from tierstore._progress import Steps
 from tierstore.config import Config, load_config
 
 from .engine import JobPlan, run_job
@@ -35,7 +35,7 @@ from .machine import describe_machine
 from .options import RW_MODES, job_options
 from .report_json import fio_json
 from .report_text import num2str
-from .results import result_document, save_and_say
+from .results import result_document, save_and_say, write_json
 from .runner import plan_jobs
 from .units import parse_size, parse_time
 
@@ -151,34 +151,6 @@ def survey(config: Config, config_path: str | None, tiers: Sequence[str],
 # -- the command --------------------------------------------------------------------------
 
 
-class _Bar:
-    """A progress bar over the cells, on a terminal only."""
-
-    def __init__(self, total: int):
-        self.progress: Progress | None = None
-        if interactive():
-            self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(),
-                                     MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=Console(stderr=True), transient=True)
-            self.task = self.progress.add_task("tiers", total=total)
-        self.started = False
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, description: str) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, description=description,
-                                 advance=1 if self.started else 0)
-        self.started = True
-
-
 def _entries(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     entries = fio_entries(doc)
     for entry in entries:
@@ -244,21 +216,21 @@ def run_tiers(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
-    with _Bar(len(tiers) * len(cells)) as bar:
+    with Steps(TimeElapsedColumn(), label_width=28) as bar:
+        bar.task("tiers", len(tiers) * len(cells))
+        begun = itertools.count()  # each cell is announced as it starts: count the one before
         doc = survey(config, config_path, tiers, cells, size=size, runtime=runtime,
-                     advance=bar)
+                     advance=lambda cell: bar.advance(1 if next(begun) else 0, label=cell))
     document = result_document(
         "tiers", _entries(doc, config), disks=(), config=config.source,
         tiers={name: config.tiers[name].tier_class.name.lower() for name in tiers},
         matrix={"size": size, "runtime_s": runtime, "tests": [c.label for c in cells]},
         fio=doc)
-    text = json.dumps(document, indent=2) + "\n"
-    if getattr(args, "json", False) or args.json_file == "-":  # the JSON instead of the table
-        sys.stdout.write(text)
-    else:
-        format_table(document["results"], Console())
-    if args.json_file and args.json_file != "-":
-        with open(args.json_file, "w", encoding="utf-8") as handle:
-            handle.write(text)
+    if args.json_file != "-":  # with --json -, the JSON instead of the table
+        if getattr(args, "json", False):
+            write_json(document, "-")
+        else:
+            format_table(document["results"], Console())
+    write_json(document, args.json_file)
     save_and_say(document, args.results)
     return 0

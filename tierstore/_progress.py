@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
@@ -28,7 +30,7 @@ from rich.progress import (
 from .store import ObjectInfo, Store
 from .tier import PART_SIZE
 
-__all__ = ["JOBS", "Transfer", "bounded", "each", "interactive", "put_files"]
+__all__ = ["JOBS", "Steps", "Transfer", "bounded", "each", "interactive", "put_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,6 +43,39 @@ JOBS = max(1, min(4, os.cpu_count() or 1))
 def interactive() -> bool:
     """Whether a person is watching: stdout and stderr are both terminals."""
     return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+class Steps:
+    """A count of steps done out of a total, as a bar on a terminal (else silent): one task at
+    a time, started with :meth:`task` (which ends the one before), moved on with
+    :meth:`advance`. ``label_width`` pads the label; ``extra`` columns follow the count."""
+
+    def __init__(self, *extra: ProgressColumn, label_width: int = 0):
+        self.progress: Progress | None = None
+        self._task: TaskID | None = None
+        if interactive():
+            self.progress = Progress(TextColumn(f"{{task.description:<{label_width}}}"),
+                                     BarColumn(), MofNCompleteColumn(), *extra,
+                                     console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> Steps:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def task(self, label: str, total: int) -> None:
+        if self.progress is not None:
+            if self._task is not None:
+                self.progress.remove_task(self._task)
+            self._task = self.progress.add_task(label, total=total)
+
+    def advance(self, n: int = 1, *, label: str | None = None) -> None:
+        if self.progress is not None and self._task is not None:
+            self.progress.update(self._task, advance=n, description=label)
 
 
 class Transfer:
