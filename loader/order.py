@@ -8,7 +8,7 @@ where a reader sits (rank of world size, worker of workers). No I/O, no clocks, 
    goes to exactly one reader. ``equalize`` asks for equal batches per rank instead: ``drop``
    leaves out the tail, ``pad`` repeats samples from the start of the sequence (counted).
 3. Each reader passes its block through a bounded shuffle buffer seeded by
-   ``(seed, epoch, rank, worker)``.
+   ``(seed, epoch, rank, worker)``, which starts emitting before it is full.
 
 Because it is pure, any process can compute any reader's order, which is what resumption and
 (later) staging ahead of the readers build on.
@@ -29,6 +29,7 @@ __all__ = [
     "OrderSpec",
     "WorkerOrder",
     "buffer_shuffle",
+    "buffer_start",
     "consumed_mask",
     "epoch_sequence",
     "rank_span",
@@ -40,6 +41,7 @@ __all__ = [
 Equalize = Literal["none", "drop", "pad"]
 EQUALIZE: tuple[Equalize, ...] = ("none", "drop", "pad")
 _SHARDS, _BUFFER, _RESUMED = 0, 1, 2  # streams of randomness, kept apart
+BUFFER_START = 8  # a shuffle buffer starts emitting when 1/8 full
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,20 +145,31 @@ def worker_span(count: int, num_workers: int, worker: int, batch_size: int
     return min(count, first * batch_size), min(count, last * batch_size)
 
 
+def buffer_start(size: int) -> int:
+    """Samples a shuffle buffer of ``size`` holds before it emits its first one."""
+    return max(1, size // BUFFER_START)
+
+
 def buffer_shuffle(ids: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``ids`` through a shuffle buffer of ``size``: once full, each arriving id replaces a
-    randomly chosen held one, which is emitted; the rest leave shuffled at the end."""
+    """``ids`` through a shuffle buffer of ``size`` that fills as it goes (as WebDataset's
+    does): it emits its first id, picked at random, once it holds :func:`buffer_start`
+    of them, then one for every two that arrive until it holds ``size``, then one for each;
+    what it holds at the end leaves shuffled. A reader's first batch so waits for a few
+    shards' samples, not for a full buffer."""
     if size <= 1 or len(ids) <= 1:
         return ids.copy()
-    draws = rng.integers(0, size, len(ids)).tolist()
+    start = buffer_start(size)
+    picks = rng.random(len(ids)).tolist()
     held: list[int] = []
     out: list[int] = []
-    for sample, slot in zip(ids.tolist(), draws, strict=True):
-        if len(held) < size:
-            held.append(sample)
-        else:
-            out.append(held[slot])
-            held[slot] = sample
+    for arrived, sample in enumerate(ids.tolist(), 1):
+        held.append(sample)
+        if len(held) < size and (len(held) < start or (arrived - start) % 2):
+            continue
+        k = int(picks[len(out)] * len(held))
+        out.append(held[k])
+        held[k] = held[-1]
+        held.pop()
     rng.shuffle(held)
     out.extend(held)
     return np.asarray(out, dtype=np.int64)

@@ -2,7 +2,7 @@
 
 A state is a plain dict (``torch.save`` and JSON both take it)::
 
-    {"version": 1, "samples": N, "shards": S,               # the dataset it belongs to
+    {"version": 2, "samples": N, "shards": S,               # the dataset it belongs to
      "seed": 0, "epoch": 3, "shuffle": True, "buffer_size": 512,
      "equalize": "none", "batch_size": 1,                   # the order it follows
      "world_size": 2, "num_workers": 4,                     # the layout it was read with
@@ -30,7 +30,7 @@ from .order import OrderSpec, consumed_mask
 
 __all__ = ["STATE_VERSION", "dataloader_consumed", "exclude_mask", "merge_states", "spec_of"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the shuffle buffer starts emitting before it is full
 _SPEC_KEYS = ("seed", "epoch", "shuffle", "buffer_size", "equalize", "batch_size")
 
 

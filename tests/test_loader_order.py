@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tierstore.loader import OrderSpec, Placement, worker_order
-from tierstore.loader.order import Equalize, buffer_shuffle, consumed_mask, epoch_sequence
+from tierstore.loader.order import (
+    Equalize,
+    buffer_shuffle,
+    buffer_start,
+    consumed_mask,
+    epoch_sequence,
+)
 from tierstore.loader.state import dataloader_consumed
 
 shard_sizes = st.lists(st.integers(0, 20), min_size=0, max_size=12)
@@ -103,6 +109,18 @@ def test_shuffle_buffer_is_a_bounded_permutation(n: int, size: int, seed: int) -
     arrival = {int(v): i for i, v in enumerate(ids)}
     for k, v in enumerate(out.tolist()[:max(0, n - size)]):
         assert arrival[v] < k + max(size, 1)  # nothing leaves before it could have arrived
+    if n > size > 1:  # it starts early and holds at most `size`
+        assert arrival[out[0]] < buffer_start(size)
+        assert all(arrival[v] < k + size for k, v in enumerate(out.tolist()))
+
+
+def test_shuffle_buffer_mixes_once_full() -> None:
+    """Past its filling, an id leaves the buffer anywhere from at once to far later."""
+    ids = np.arange(20_000, dtype=np.int64)
+    out = buffer_shuffle(ids, 512, np.random.default_rng(0))
+    held = np.arange(len(out)) + 512 - out  # arrivals the k-th id stayed for, once full
+    middle = held[2_000:18_000]  # about geometric with mean 512: median 512 ln 2 = 355
+    assert middle.min() < 20 and middle.max() > 1_000 and 250 < np.median(middle) < 500
 
 
 @settings(max_examples=100, deadline=None)
