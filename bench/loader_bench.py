@@ -10,7 +10,8 @@ emulated compute time per batch (:mod:`.loader_measure`):
    s3fs; 2. ``filecache``: the same through ``filecache::`` (:mod:`.loader_baselines`); both
    run first, while every shard is on the data tier;
 3. ``tierstore``: ``TierLoader`` over the dataset, with ``tierstore daemon --tick 1s`` running
-   beside it (``--no-daemon`` to leave it out), which may stage shards into the hot tier.
+   beside it (``--no-daemon`` to leave it out), which may stage shards into the hot tier; it
+   is started, and has started, before the loader's first epoch, as on a node where it runs.
 
 Each loader and epoch gives one entry of the result's ``results`` list. Beside tierstore's
 measured hot-tier hit rate the result shows what plain LRU of the same hot capacity would
@@ -282,6 +283,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     if args.daemon:
                         daemon = DaemonProcess(bench.config_path, workdir / "daemon.log",
                                                args.daemon_tick)
+                        daemon.wait_started()
                     try:
                         entries, tier_report = run_tierstore(bench, prefix, index, work,
                                                              args.prefetch_bytes, daemon,

@@ -110,6 +110,16 @@ class DaemonProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait until the daemon has started (its log says so), as it would have long before
+        a training job on a node where it runs; a BenchError if it exits or takes longer."""
+        deadline = time.monotonic() + timeout
+        while b"daemon started" not in self.log_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"tierstore daemon did not start (see {self.log_path})")
+            time.sleep(0.1)
+
     def stop(self) -> int | None:
         """SIGTERM, wait; the exit status (None if it had to be killed)."""
         status: int | None = self.process.poll()
