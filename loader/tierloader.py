@@ -4,8 +4,9 @@ batches made in the workers, epochs that reach persistent workers, and exact res
 How it is put together:
 
 - Each worker reads its slice of the epoch (:mod:`.order`) and collates whole batches itself,
-  so what crosses to the training process is collated tensors, which a worker puts in shared
-  memory, and never a list of per-sample Python objects to unpickle. Each batch travels with
+  so what crosses to the training process is collated tensors, never a list of per-sample
+  Python objects to unpickle; the tensors travel in shared-memory slots the worker reuses
+  (:mod:`.handover`), not in new shared memory per tensor and batch. Each batch travels with
   the reader that made it, how many samples it holds and a snapshot of that reader's
   read-ahead statistics (a few numbers per batch, not per sample).
 - The epoch and the reader a pass begins with sit in a small shared-memory tensor that every
@@ -24,6 +25,7 @@ How it is put together:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import warnings
 import weakref
@@ -37,6 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate, default_convert
 
 from .dataset import TierDataset
+from .handover import Packed, SlotReader, SlotWriter
 from .metrics import LoaderMeter, LoaderMetrics, TierCounters, loader_metrics
 from .order import OrderSpec, worker_order
 from .placement import Placement
@@ -59,13 +62,24 @@ class _Batches(IterableDataset[Batch]):
     metrics: TierCounters | None = None  # where a worker publishes its reads (.metrics)
 
     def __init__(self, dataset: TierDataset, batch_size: int | None, drop_last: bool,
-                 collate: Callable[[Any], Any], control: torch.Tensor):
+                 collate: Callable[[Any], Any], control: torch.Tensor, slots: int):
         super().__init__()
         self.dataset = dataset
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.collate = collate
         self.control = control  # shared: [epoch, the reader DataLoader worker 0 plays]
+        self.slots = slots  # batch slots per worker (0: tensors cross the usual way)
+        self._writer: SlotWriter | None = None
+        self._writer_pid = -1
+
+    def _pack(self, batch: Any) -> Any:
+        """``batch`` in one of this worker's slots (:mod:`.handover`), when it has them."""
+        if not self.slots or get_worker_info() is None:
+            return batch
+        if self._writer is None or self._writer_pid != os.getpid():
+            self._writer, self._writer_pid = SlotWriter(self.slots), os.getpid()
+        return self._writer.pack(batch)
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, first = (int(v) for v in self.control.tolist())
@@ -85,16 +99,17 @@ class _Batches(IterableDataset[Batch]):
         size = self.batch_size
         if size is None:
             for sample in samples:
-                yield reader, 1, self.dataset.stats.snapshot(), self.collate(sample)
+                yield reader, 1, self.dataset.stats.snapshot(), self._pack(self.collate(sample))
             return
         batch: list[Any] = []
         for sample in samples:
             batch.append(sample)
             if len(batch) == size:
-                yield reader, size, self.dataset.stats.snapshot(), self.collate(batch)
+                yield reader, size, self.dataset.stats.snapshot(), self._pack(self.collate(batch))
                 batch = []
         if batch and not self.drop_last:
-            yield reader, len(batch), self.dataset.stats.snapshot(), self.collate(batch)
+            yield (reader, len(batch), self.dataset.stats.snapshot(),
+                   self._pack(self.collate(batch)))
 
 
 @dataclass
@@ -168,6 +183,11 @@ class TierLoader:
     multiprocessing_context, pin_memory_device
         Passed to ``DataLoader``; batches always come in the order workers made them in turn
         (``in_order=True``), which resumption relies on.
+    reuse_memory
+        With workers (and without ``pin_memory``, whose copy is made off the training
+        thread anyway), batches arrive in shared-memory slots each worker reuses once the
+        training process holds no tensor of them (:mod:`.handover`). Turn it off when the
+        training loop passes batch tensors to other processes without copying them.
     """
 
     def __init__(self, dataset: TierDataset, batch_size: int | None = 1, *,
@@ -175,7 +195,8 @@ class TierLoader:
                  pin_memory: bool = False, drop_last: bool = False, timeout: float = 0,
                  worker_init_fn: Callable[[int], None] | None = None,
                  multiprocessing_context: Any = None, prefetch_factor: int | None = None,
-                 persistent_workers: bool = False, pin_memory_device: str = ""):
+                 persistent_workers: bool = False, pin_memory_device: str = "",
+                 reuse_memory: bool = True):
         if not isinstance(dataset, TierDataset):
             raise TypeError(f"TierLoader reads a TierDataset, not {type(dataset).__name__}")
         if batch_size is not None and batch_size < 1:
@@ -191,8 +212,12 @@ class TierLoader:
         self.batch_size, self.drop_last, self.num_workers = batch_size, drop_last, num_workers
         collate = collate_fn or (default_convert if batch_size is None else default_collate)
         self._control = torch.tensor([dataset.epoch, 0], dtype=torch.int64).share_memory_()
+        slots = (prefetch_factor or 2) + 3 if reuse_memory and num_workers and not pin_memory \
+            else 0  # queued in the DataLoader, held by the loop, being filled, not yet reclaimed
+        self._slots = SlotReader()
         self.dataloader = DataLoader(
-            _Batches(dataset, batch_size, drop_last, collate, self._control), batch_size=None,
+            _Batches(dataset, batch_size, drop_last, collate, self._control, slots),
+            batch_size=None,
             num_workers=num_workers, collate_fn=_as_is, pin_memory=pin_memory, timeout=timeout,
             worker_init_fn=worker_init_fn, multiprocessing_context=multiprocessing_context,
             prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
@@ -244,6 +269,7 @@ class TierLoader:
         self._control.copy_(torch.tensor([self.dataset.epoch, first]))
         self._counters.reset()  # before workers start reading this pass
         if self.num_workers and self.dataloader._iterator is None:
+            self._slots.forget()  # new workers, new slots
             LoopThread.get().flush_access()  # workers are forked now: see flush_access
             self.dataset._store.get().recorder.flush()  # a store handed in by the caller
         inner = iter(self.dataloader)  # workers take their copy of the dataset (or reset)
@@ -259,8 +285,11 @@ class TierLoader:
             asked = time.perf_counter()
             if stats.started is None:
                 stats.started = asked
+            self._slots.reclaim()
             try:
                 reader, count, reader_stats, batch = next(inner)
+                if isinstance(batch, Packed):
+                    batch = self._slots.unpack(batch)
             except StopIteration:
                 return
             except BaseException:
@@ -298,6 +327,7 @@ class TierLoader:
                       self._current() if self._current is not None else None):
             if inner is not None:
                 self._shut(inner)
+        self._slots.forget()
 
     def __enter__(self) -> TierLoader:
         return self
