@@ -52,7 +52,9 @@ class Packing(IterableDataset[Any]):
         self.writer: SlotWriter | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        worker = get_worker_info().id
+        info = get_worker_info()
+        assert info is not None
+        worker = info.id
         if self.writer is None:  # one per worker process, kept by persistent workers
             self.writer = SlotWriter(self.slots)
         for i in range(BATCHES):
