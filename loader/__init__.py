@@ -8,9 +8,10 @@
 - :class:`TierDataset`, an ``IterableDataset`` with async read-ahead that adapts its depth to
   the measured consumption rate and read latency within a byte budget, retries passing
   failures, verifies every shard, and resumes mid-epoch (also elastically).
-- :class:`TierLoader`, the DataLoader over it: batches collated in the workers, ``set_epoch``
-  reaching persistent workers, exact resumption in the same batch order, workers shut down
-  at once on an error.
+- :class:`TierLoader`, the DataLoader over it: batches collated in the workers and handed
+  over in reused shared-memory slots, ``set_epoch`` reaching persistent workers, exact
+  resumption in the same batch order, workers shut down at once on an error, live metrics
+  (:mod:`.metrics`) also served by the node's ``tierstore daemon``.
 """
 
 from __future__ import annotations

@@ -27,7 +27,11 @@ fresh one, or the one a process already serves).
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 
 from tierstore.config import TierClass
+from tierstore.metrics import loader_metrics_folder
 
 if TYPE_CHECKING:
     from tierstore.store import Store
@@ -44,8 +49,8 @@ if TYPE_CHECKING:
     from .readahead import PrefetchStats
     from .tierloader import TierLoader
 
-__all__ = ["RECENT", "LoaderCollector", "LoaderMeter", "LoaderMetrics", "TierCounters",
-           "percentile", "register_prometheus"]
+__all__ = ["RECENT", "LoaderCollector", "LoaderMeter", "LoaderMetrics", "MetricsFile",
+           "TierCounters", "percentile", "register_prometheus"]
 
 RECENT = 50  # steps the recent AU looks at
 EVENTS = ("failovers", "hedges", "hedge_wins")  # read-path events counted per worker
@@ -328,10 +333,70 @@ def register_prometheus(loader: TierLoader, registry: Any = None, *,
     """Register ``loader``'s metrics as gauges in ``registry`` (default: a new
     ``CollectorRegistry``) and return the registry; serve it with
     ``prometheus_client.start_http_server(port, registry=registry)`` or add it to an
-    endpoint the process already serves. (The daemon is another process: its endpoint
-    cannot show a training process's loader; scrape both.)"""
+    endpoint the process already serves. (A ``tierstore daemon`` of the same store on the
+    node serves them on its own endpoint too: see :class:`MetricsFile`.)"""
     from prometheus_client import CollectorRegistry
 
     registry = registry if registry is not None else CollectorRegistry()
     registry.register(LoaderCollector(loader, prefix))
     return registry
+
+
+class MetricsFile:
+    """Writes a loader's metrics (as :class:`LoaderCollector` exposes them) into the store's
+    home every ``interval`` seconds, where ``tierstore daemon`` on the node serves them on its
+    own endpoint (:class:`tierstore.metrics.LoaderFiles`); the file goes when the loader is
+    collected or :meth:`close` is called. Writing is best effort: a training loop never
+    fails over its metrics."""
+
+    _count = 0
+
+    def __init__(self, loader: TierLoader, interval: float = 5.0):
+        MetricsFile._count += 1
+        folder = loader_metrics_folder(loader.dataset._store.config)
+        name = f"loader-{socket.gethostname()}-{os.getpid()}-{MetricsFile._count}.prom"
+        self.path = folder / name
+        self.interval = interval
+        self._loader = weakref.ref(loader)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tierstore-loader-metrics",
+                                        daemon=True)
+        self._thread.start()
+        weakref.finalize(loader, self.close)
+
+    def write(self) -> bool:
+        """Write the metrics now; False when the loader is gone or the folder unwritable."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        loader = self._loader()
+        if loader is None:
+            return False
+        registry = CollectorRegistry()
+        registry.register(LoaderCollector(loader))
+        text = generate_latest(registry)
+        temp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(text)
+            os.replace(temp, self.path)  # the daemon never reads half a file
+        except OSError:
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._loader() is None:
+                break
+            self.write()
+        self._remove()
+
+    def _remove(self) -> None:
+        for path in (self.path, self.path.with_name(self.path.name + ".tmp")):
+            path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop writing and remove the file."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._remove()

@@ -40,7 +40,7 @@ from torch.utils.data._utils.collate import default_collate, default_convert
 
 from .dataset import TierDataset
 from .handover import Packed, SlotReader, SlotWriter
-from .metrics import LoaderMeter, LoaderMetrics, TierCounters, loader_metrics
+from .metrics import LoaderMeter, LoaderMetrics, MetricsFile, TierCounters, loader_metrics
 from .order import OrderSpec, worker_order
 from .placement import Placement
 from .readahead import PrefetchStats
@@ -188,6 +188,10 @@ class TierLoader:
         thread anyway), batches arrive in shared-memory slots each worker reuses once the
         training process holds no tensor of them (:mod:`.handover`). Turn it off when the
         training loop passes batch tensors to other processes without copying them.
+    metrics_every
+        Seconds between writes of :meth:`metrics` into the store's home, where a ``tierstore
+        daemon`` of the same store serves them on its metrics endpoint (:class:`~.MetricsFile`);
+        None: never.
     """
 
     def __init__(self, dataset: TierDataset, batch_size: int | None = 1, *,
@@ -196,7 +200,7 @@ class TierLoader:
                  worker_init_fn: Callable[[int], None] | None = None,
                  multiprocessing_context: Any = None, prefetch_factor: int | None = None,
                  persistent_workers: bool = False, pin_memory_device: str = "",
-                 reuse_memory: bool = True):
+                 reuse_memory: bool = True, metrics_every: float | None = 5.0):
         if not isinstance(dataset, TierDataset):
             raise TypeError(f"TierLoader reads a TierDataset, not {type(dataset).__name__}")
         if batch_size is not None and batch_size < 1:
@@ -215,6 +219,8 @@ class TierLoader:
         slots = (prefetch_factor or 2) + 3 if reuse_memory and num_workers and not pin_memory \
             else 0  # queued in the DataLoader, held by the loop, being filled, not yet reclaimed
         self._slots = SlotReader()
+        self._metrics_every = metrics_every
+        self._metrics_file: MetricsFile | None = None
         self.dataloader = DataLoader(
             _Batches(dataset, batch_size, drop_last, collate, self._control, slots),
             batch_size=None,
@@ -276,6 +282,8 @@ class TierLoader:
         self.dataset._resume = None  # the next pass starts afresh, in workers and here
         self._pass, self.stats = run, LoaderStats()
         self._meter.begin()
+        if self._metrics_every and self._metrics_file is None:
+            self._metrics_file = MetricsFile(self, self._metrics_every)
         self._current = weakref.ref(inner)
         return self._batches(inner, run)
 

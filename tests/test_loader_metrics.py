@@ -4,10 +4,14 @@ times checked are only ordered (a wait recorded, compute counted when the loop s
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tierstore import SyncStore
 from tierstore.loader import TierDataset, TierLoader, write_tar_shards
 from tierstore.loader.metrics import LoaderMeter, TierCounters, percentile, register_prometheus
+from tierstore.metrics import LoaderFiles
 
 N = 96
 
@@ -145,3 +150,65 @@ def test_failovers_are_counted_where_the_loop_can_see_them(local_store: SyncStor
     assert m.failovers >= 3 and m.hedged_reads >= 0
     registry = register_prometheus(loader)
     assert "tierstore_loader_failovers" in generate_latest(registry).decode()
+
+
+# -- served by the node's daemon --------------------------------------------------------------
+
+
+def test_the_daemon_serves_the_loaders_metrics(local_store: SyncStore, tmp_path: Path) -> None:
+    """A real daemon over the same store serves a training process's loader metrics on its
+    own endpoint, labelled with the process; they leave when the loader does."""
+    from test_daemon import Running, scrape, write_toml
+
+    write_tar_shards(local_store, "ds", samples(), samples_per_shard=12, tier="hot")
+    toml = write_toml(local_store.config, tmp_path / "store.toml")
+    daemon = Running(toml, "--tick", "1h", "--dry-run", "--metrics-port", "0")
+    try:
+        url = re.search(r"metrics=(\S+)", daemon.wait_for("daemon started")).group(1)
+        loader = make_loader(local_store, 2, metrics_every=0.1)
+        batches = iter(loader)
+        for _ in range(4):
+            next(batches)
+        deadline = time.monotonic() + 30
+        while True:
+            served = {labels: value for (name, labels), value in scrape(url).items()
+                      if name.startswith("tierstore_loader_")}
+            samples_seen = [v for labels, v in served.items() if dict(labels).keys() ==
+                            {"process", "rank"} and v == 32.0]
+            if samples_seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        assert re.search(r'tierstore_loader_samples\{process="loader-[^"]+",rank="0"\} 32', text)
+        assert re.search(r'tierstore_loader_tier_hit_ratio\{process="loader-[^"]+",rank="0",'
+                         r'tier="hot"\} 1\.0', text)
+        assert "tierstore_daemon_state" in text  # the daemon's own, beside them
+        files = list((local_store.config.home / "metrics").glob("*.prom"))
+        assert len(files) == 1
+        del batches
+        loader.shutdown()
+        del loader
+        gc.collect()
+        assert not files[0].exists()
+        assert "tierstore_loader_" not in urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        daemon.kill()
+
+
+def test_loader_files_skip_stale_and_broken_ones_and_merge(tmp_path: Path) -> None:
+    def family(process_value: float) -> str:
+        return ("# HELP tierstore_loader_samples Samples\n# TYPE tierstore_loader_samples gauge\n"
+                f'tierstore_loader_samples{{rank="0"}} {process_value}\n')
+
+    (tmp_path / "a.prom").write_text(family(5))
+    (tmp_path / "b.prom").write_text(family(7))
+    (tmp_path / "old.prom").write_text(family(9))
+    os.utime(tmp_path / "old.prom", (time.time() - 3600, time.time() - 3600))
+    (tmp_path / "broken.prom").write_text("tierstore_loader_samples{rank= 5 garbage\n")
+    registry = CollectorRegistry()
+    registry.register(LoaderFiles(tmp_path))
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE tierstore_loader_samples gauge") == 1
+    assert 'tierstore_loader_samples{process="a",rank="0"} 5.0' in text
+    assert 'tierstore_loader_samples{process="b",rank="0"} 7.0' in text
+    assert "9.0" not in text and "broken" not in text

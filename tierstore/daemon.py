@@ -34,7 +34,13 @@ from typing import Any
 from .cluster import ClusterMember
 from .config import Config, load_config, parse_size
 from .errors import ConfigError, TierstoreError
-from .metrics import DaemonMetrics, MetricsServer, configure_logs, secrets_of
+from .metrics import (
+    DaemonMetrics,
+    MetricsServer,
+    configure_logs,
+    loader_metrics_folder,
+    secrets_of,
+)
 from .policies.base import Move, Plan, Snapshot
 from .policies.config import PolicyConfig
 from .policies.engine import PolicyEngine, default_engine
@@ -155,7 +161,7 @@ class Daemon:
         self.store, self.options = store, options
         self.cluster = cluster  # leases in a shared catalog: node work, leader work
         self.engine = engine or default_engine(PolicyConfig.from_config(store.config))
-        self.metrics = metrics or DaemonMetrics()
+        self.metrics = metrics or DaemonMetrics(loader_metrics_folder(store.config))
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.state = RunState.STARTING
         self.cycles = self.in_flight = 0

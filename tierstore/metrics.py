@@ -1,9 +1,13 @@
 """What the daemon tells the outside: Prometheus metrics, a health endpoint, and log lines.
 
 The metrics live in a registry of their own (not ``prometheus_client``'s global one), served
-with ``/healthz`` by a small threaded WSGI server bound to 127.0.0.1 only. Log lines are one
-event each, as ``key=value`` text or as JSON objects, and any credential of the config that a
-message might carry (an error from a storage library, say) is masked before it is written.
+with ``/healthz`` by a small threaded WSGI server bound to 127.0.0.1 only. Training processes
+on the node leave their loaders' metrics as Prometheus text files in the store's home
+(:func:`loader_metrics_folder`, written by :class:`tierstore.loader.metrics.MetricsFile`);
+the daemon serves the fresh ones beside its own, each series labelled with the ``process``
+that wrote it (as node_exporter's textfile collector does). Log lines are one event each, as
+``key=value`` text or as JSON objects, and any credential of the config that a message might
+carry (an error from a storage library, say) is masked before it is written.
 """
 
 from __future__ import annotations
@@ -13,23 +17,65 @@ import logging
 import re
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, make_wsgi_app
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config, redact
 from .errors import TierstoreError
 
-__all__ = ["DaemonMetrics", "LogFormatter", "MetricsError", "MetricsServer", "configure_logs",
-           "secrets_of"]
+__all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "MetricsServer",
+           "configure_logs", "loader_metrics_folder", "secrets_of"]
 
 STATES = ["starting", "running", "stopping", "stopped"]
 Health = Callable[[], tuple[bool, Mapping[str, Any]]]
+LOADER_FILES_STALE_S = 60.0  # a loader's file not rewritten for this long is left out
+log = logging.getLogger(__name__)
+
+
+def loader_metrics_folder(config: Config) -> Path:
+    """Where loaders of ``config``'s store leave their metrics for its daemon."""
+    return Path(config.home) / "metrics"
+
+
+class LoaderFiles:
+    """A collector of the loaders' metric files in ``folder``: every ``*.prom`` file written
+    within ``stale_s`` seconds, its series labelled ``process`` (the file's name), series of
+    the same name from several files merged into one family."""
+
+    def __init__(self, folder: Path, stale_s: float = LOADER_FILES_STALE_S):
+        self.folder, self.stale_s = folder, stale_s
+
+    def describe(self) -> list[Any]:
+        return []  # read at scrape time
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        now = time.time()
+        for path in sorted(self.folder.glob("*.prom")):
+            try:
+                if now - path.stat().st_mtime > self.stale_s:
+                    continue
+                parsed = list(text_string_to_metric_families(path.read_text()))
+            except (OSError, ValueError) as exc:  # half-gone or foreign: skip, never fail
+                log.debug("skipping loader metrics %s: %s", path, exc)
+                continue
+            for family in parsed:
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "process": path.stem},
+                                      sample.value)
+        return list(families.values())
 
 
 class MetricsError(TierstoreError, OSError):
@@ -37,10 +83,13 @@ class MetricsError(TierstoreError, OSError):
 
 
 class DaemonMetrics:
-    """The daemon's metrics, all named ``tierstore_*``, in their own registry."""
+    """The daemon's metrics, all named ``tierstore_*``, in their own registry; with
+    ``loaders``, the loaders' metric files in that folder too (:class:`LoaderFiles`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loaders: Path | None = None) -> None:
         self.registry = r = CollectorRegistry()
+        if loaders is not None:
+            r.register(LoaderFiles(loaders))
         tier = ["tier", "tier_class"]
         self.tier_objects = Gauge("tierstore_tier_objects", "Objects with a ready replica on "
                                   "the tier", tier, registry=r)
