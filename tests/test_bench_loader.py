@@ -165,3 +165,22 @@ def test_baseline_reads_each_sample_by_its_range(local_store: SyncStore,
         assert batch["data"].numpy().tobytes() == b"".join(payloads)
         assert batch["lengths"].tolist() == [len(p) for p in payloads]
     assert bool(collate_payloads([dataset[0]])["cached"][0])  # filecache: read before
+
+
+def test_without_compute_au_is_no_criterion() -> None:
+    from tierstore.bench.loader_bench import criteria, render_criteria
+
+    def entry(loader: str, sps: float) -> dict[str, Any]:
+        return {"loader": loader, "epoch": 0, "samples_per_s": sps, "au": 0.0,
+                "hit_rate": {"hot": 0.1}, "peak_pss_bytes": 1, "peak_rss_bytes": 2}
+
+    doc: dict[str, Any] = {"results": [entry("plain", 100.0), entry("tierstore", 700.0)],
+                           "store": {"hot_share": 0.5, "hot_tier": "hot"},
+                           "tierstore": {"prefetch_budget_bytes": 10},
+                           "workload": {"compute_s": 0.0}}
+    doc["criteria"] = criteria(doc)
+    assert "tierstore_au_min" not in doc["criteria"]
+    assert doc["criteria"]["cold_epoch_speedup_vs_plain"]["value"] == 7.0
+    assert any(line.startswith("AU: not measured") for line in render_criteria(doc))
+    doc["workload"]["compute_s"] = 0.05
+    assert doc["criteria"] != criteria(doc) and criteria(doc)["tierstore_au_min"]["met"] is False
