@@ -186,7 +186,12 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
         for epoch in range(work.epochs):
             generator.manual_seed(work.seed * 1000 + epoch)
             memory.reset()
-            run = run_epoch(loader, work.compute_s, progress.advance)
+            try:
+                run = run_epoch(loader, work.compute_s, progress.advance)
+            except Exception as exc:  # a worker's error arrives as a long multi-line one
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                raise BenchError(f"the {name} baseline failed in epoch {epoch + 1}: "
+                                 f"{lines[-1] if lines else type(exc).__name__}") from exc
             payload = max(1, run.payload_bytes)
             if cache is None:
                 hits = {bench.data_tier: 1.0}

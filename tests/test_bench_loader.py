@@ -184,3 +184,15 @@ def test_without_compute_au_is_no_criterion() -> None:
     assert any(line.startswith("AU: not measured") for line in render_criteria(doc))
     doc["workload"]["compute_s"] = 0.05
     assert doc["criteria"] != criteria(doc) and criteria(doc)["tierstore_au_min"]["met"] is False
+
+
+def test_a_short_read_in_a_baseline_is_a_clear_error(tmp_path: Path) -> None:
+    from tierstore.bench.loader_baselines import SampleReads, SampleRef
+
+    path = tmp_path / "shard.bin"
+    path.write_bytes(b"x" * 100)
+    reads = SampleReads([SampleRef(str(path), 0, 100), SampleRef(str(path), 90, 150)], "raw",
+                        "file://", {})
+    assert reads[0]["data"] == b"x" * 100
+    with pytest.raises(OSError, match=r"asked for bytes 90-150, got 10 twice"):
+        reads[1]
