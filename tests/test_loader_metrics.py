@@ -170,13 +170,9 @@ def test_the_daemon_serves_the_loaders_metrics(local_store: SyncStore, tmp_path:
         for _ in range(4):
             next(batches)
         deadline = time.monotonic() + 30
-        while True:
-            served = {labels: value for (name, labels), value in scrape(url).items()
-                      if name.startswith("tierstore_loader_")}
-            samples_seen = [v for labels, v in served.items() if dict(labels).keys() ==
-                            {"process", "rank"} and v == 32.0]
-            if samples_seen or time.monotonic() > deadline:
-                break
+        while not any(name == "tierstore_loader_samples" and value == 32.0
+                      for (name, _), value in scrape(url).items()):
+            assert time.monotonic() < deadline, "the loader's metrics never reached the daemon"
             time.sleep(0.05)
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         assert re.search(r'tierstore_loader_samples\{process="loader-[^"]+",rank="0"\} 32', text)

@@ -128,9 +128,7 @@ class Store:
     async def close(self) -> None:
         """Flush access statistics, close client sessions and catalog connections."""
         if self.repairs:  # replacements of corrupt replicas: a while to finish
-            await asyncio.wait(list(self.repairs.values()), timeout=30.0)
-            for task in list(self.repairs.values()):
-                task.cancel()
+            await _finish(list(self.repairs.values()), timeout=30.0)
         self.recorder.close()
         for tier in self.tiers.values():
             await tier.close()
@@ -714,6 +712,23 @@ class Store:
                 self.repairs.pop(token, None)
 
         self.repairs[token] = asyncio.get_running_loop().create_task(repair())
+
+
+async def _finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``tasks``, then cancel what is left. A task may run on
+    another thread's loop (a loader's reads share the caller's store): those are waited for
+    by looking, and cancelled through their own loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := [t for t in tasks if not t.done()]) and loop.time() < deadline:
+        here = [t for t in left if t.get_loop() is loop]
+        if here:
+            await asyncio.wait(here, timeout=0.05)
+        else:
+            await asyncio.sleep(0.01)
+    for task in tasks:
+        if not task.done():
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
 
 def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:
