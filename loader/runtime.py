@@ -28,6 +28,7 @@ class LoopThread:
     """The process's loader loop: an asyncio loop running forever in a daemon thread."""
 
     _current: ClassVar[LoopThread | None] = None
+    _inherited: ClassVar[list[LoopThread]] = []  # kept, never used: see get()
     _lock: ClassVar[threading.Lock] = threading.Lock()
     _lock_pid: ClassVar[int] = os.getpid()
 
@@ -48,6 +49,9 @@ class LoopThread:
         with cls._lock:
             current = cls._current
             if current is None or current.pid != os.getpid():
+                if current is not None:  # the parent's, forked: its thread is not here, and
+                    cls._inherited.append(current)  # collecting it would tear down copies
+                    # of the parent's client sessions from here (aiohttp warns of each)
                 current = cls._current = cls()
             return current
 
