@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ ALIGN = 64  # each tensor starts at a multiple of this within a slot
 GROWTH = 1.25  # a slot grown for a batch gets this much room over it
 MIN_SLOT = 1 << 20
 
-_received: dict[tuple[int, int], torch.Tensor] = {}  # (worker token, slot) -> its memory
+_received: dict[tuple[int, int, int], torch.Tensor] = {}  # (reader, worker, slot) -> memory
 _received_lock = threading.Lock()
 
 
@@ -63,17 +64,22 @@ def _use_count(memory: torch.Tensor) -> int:
 
 
 class Packed:
-    """A batch as it crosses: the slot, the batch with :class:`_Ref` for its tensors, and the
-    slot's memory when the training process has not been sent it yet."""
+    """A batch as it crosses: whose slot (the :class:`SlotReader` it is for, the worker
+    process, the slot), the batch with :class:`_Ref` for its tensors, and the slot's memory
+    when the training process has not been sent it yet."""
 
-    def __init__(self, token: int, slot: int, seq: int, skeleton: Any,
+    def __init__(self, owner: int, token: int, slot: int, seq: int, skeleton: Any,
                  memory: torch.Tensor | None):
-        self.token, self.slot, self.seq = token, slot, seq
+        self.owner, self.token, self.slot, self.seq = owner, token, slot, seq
         self.skeleton, self.memory = skeleton, memory
         self._received = self._taken = False
 
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return self.owner, self.token, self.slot
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"token": self.token, "slot": self.slot, "seq": self.seq,
+        return {"owner": self.owner, "token": self.token, "slot": self.slot, "seq": self.seq,
                 "skeleton": self.skeleton, "memory": self.memory}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -81,12 +87,12 @@ class Packed:
         self._received, self._taken = True, False
         if self.memory is not None:  # register now: this batch may be discarded unread
             with _received_lock:
-                _received[(self.token, self.slot)] = self.memory
+                _received[self.key] = self.memory
             self.memory = None
 
     def _slot_memory(self) -> torch.Tensor:
         with _received_lock:
-            return _received[(self.token, self.slot)]
+            return _received[self.key]
 
     def __del__(self) -> None:
         if getattr(self, "_received", False) and not self._taken:
@@ -95,10 +101,11 @@ class Packed:
 
 
 class SlotWriter:
-    """A worker's slots: copies batches into free ones (see the module's text)."""
+    """A worker's slots for the batches of the :class:`SlotReader` ``owner``: copies batches
+    into free ones (see the module's text)."""
 
-    def __init__(self, slots: int):
-        self.slots = max(1, slots)
+    def __init__(self, slots: int, owner: int):
+        self.slots, self.owner = max(1, slots), owner
         self.token = random.getrandbits(62) + 1  # this worker process's slots, not another's
         self._memory: list[torch.Tensor | None] = [None] * self.slots
         self._sent = [False] * self.slots
@@ -129,7 +136,7 @@ class SlotWriter:
         _header(memory)[0] = self._seq  # after the data: the slot is lent from here on
         first = not self._sent[slot]
         self._sent[slot] = True
-        return Packed(self.token, slot, self._seq, _fill(skeleton, iter(refs)),
+        return Packed(self.owner, self.token, slot, self._seq, _fill(skeleton, iter(refs)),
                       memory if first else None)
 
     def _free_slot(self, nbytes: int) -> int | None:
@@ -154,18 +161,19 @@ class SlotWriter:
 
 class SlotReader:
     """The training process's side: turns a :class:`Packed` into the batch (views of its
-    slot) and releases slots once nothing holds their views."""
+    slot) and releases slots once nothing holds their views. Its workers' slots are known by
+    its :attr:`owner` number; their memory is let go when it is collected."""
 
     def __init__(self) -> None:
+        self.owner = random.getrandbits(62) + 1
         self._lent: list[tuple[torch.Tensor, int, int]] = []  # (memory, seq, idle count)
-        self._tokens: set[int] = set()
+        weakref.finalize(self, _forget, self.owner)
 
     def unpack(self, packed: Packed) -> Any:
         memory = packed._slot_memory()
         idle = _use_count(memory)
         batch = _fill(packed.skeleton, (_view(memory, ref) for ref in _refs(packed.skeleton)))
         packed._taken = True
-        self._tokens.add(packed.token)
         self._lent.append((memory, packed.seq, idle))
         return batch
 
@@ -183,10 +191,13 @@ class SlotReader:
         """The workers are gone (or about to be): drop the memory of their slots, but for
         the slots still lent (their views keep it)."""
         self.reclaim()
-        with _received_lock:
-            for key in [k for k in _received if k[0] in self._tokens]:
-                del _received[key]
-        self._tokens.clear()
+        _forget(self.owner)
+
+
+def _forget(owner: int) -> None:
+    with _received_lock:
+        for key in [k for k in _received if k[0] == owner]:
+            del _received[key]
 
 
 def _view(memory: torch.Tensor, ref: _Ref) -> torch.Tensor:

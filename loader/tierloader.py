@@ -62,7 +62,8 @@ class _Batches(IterableDataset[Batch]):
     metrics: TierCounters | None = None  # where a worker publishes its reads (.metrics)
 
     def __init__(self, dataset: TierDataset, batch_size: int | None, drop_last: bool,
-                 collate: Callable[[Any], Any], control: torch.Tensor, slots: int):
+                 collate: Callable[[Any], Any], control: torch.Tensor, slots: int,
+                 owner: int):
         super().__init__()
         self.dataset = dataset
         self.batch_size = batch_size
@@ -70,6 +71,7 @@ class _Batches(IterableDataset[Batch]):
         self.collate = collate
         self.control = control  # shared: [epoch, the reader DataLoader worker 0 plays]
         self.slots = slots  # batch slots per worker (0: tensors cross the usual way)
+        self.owner = owner  # the SlotReader the batches are for
         self._writer: SlotWriter | None = None
         self._writer_pid = -1
 
@@ -78,7 +80,8 @@ class _Batches(IterableDataset[Batch]):
         if not self.slots or get_worker_info() is None:
             return batch
         if self._writer is None or self._writer_pid != os.getpid():
-            self._writer, self._writer_pid = SlotWriter(self.slots), os.getpid()
+            self._writer = SlotWriter(self.slots, self.owner)
+            self._writer_pid = os.getpid()
         return self._writer.pack(batch)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -222,7 +225,8 @@ class TierLoader:
         self._metrics_every = metrics_every
         self._metrics_file: MetricsFile | None = None
         self.dataloader = DataLoader(
-            _Batches(dataset, batch_size, drop_last, collate, self._control, slots),
+            _Batches(dataset, batch_size, drop_last, collate, self._control, slots,
+                     self._slots.owner),
             batch_size=None,
             num_workers=num_workers, collate_fn=_as_is, pin_memory=pin_memory, timeout=timeout,
             worker_init_fn=worker_init_fn, multiprocessing_context=multiprocessing_context,

@@ -9,6 +9,7 @@ yields the same batches with and without reused memory.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,8 +48,8 @@ def same(a: Any, b: Any) -> bool:
 class Packing(IterableDataset[Any]):
     """Each worker yields (worker, i, batch i packed in its slots)."""
 
-    def __init__(self, slots: int = SLOTS) -> None:
-        self.slots = slots
+    def __init__(self, owner: int, slots: int = SLOTS) -> None:
+        self.owner, self.slots = owner, slots
         self.writer: SlotWriter | None = None
 
     def __iter__(self) -> Iterator[Any]:
@@ -56,7 +57,7 @@ class Packing(IterableDataset[Any]):
         assert info is not None
         worker = info.id
         if self.writer is None:  # one per worker process, kept by persistent workers
-            self.writer = SlotWriter(self.slots)
+            self.writer = SlotWriter(self.slots, self.owner)
         for i in range(BATCHES):
             yield worker, i, self.writer.pack(expected(worker, i))
 
@@ -77,33 +78,39 @@ def passes(loader: DataLoader[Any], reader: SlotReader) -> Iterator[tuple[int, i
         del batch
 
 
+def mine(reader: SlotReader) -> list[tuple[int, int, int]]:
+    """The slots whose memory the training process holds for ``reader``'s workers."""
+    return [key for key in handover._received if key[0] == reader.owner]
+
+
 def test_kept_batches_stay_intact_and_dropped_ones_reuse_few_slots() -> None:
-    loader = DataLoader(Packing(3), batch_size=None, num_workers=2)
     reader = SlotReader()
+    loader = DataLoader(Packing(reader.owner, 3), batch_size=None, num_workers=2)
     kept = [(w, i, b, packed) for w, i, b, packed in passes(loader, reader)]
     assert len(kept) == 2 * BATCHES
     assert all(same(b, expected(w, i)) for w, i, b, _ in kept)  # nothing overwritten
     assert sum(p for *_, p in kept) <= 2 * 3  # then every slot was lent: the usual way
     del kept
     reader.forget()
+    assert not mine(reader)
 
-    reader = SlotReader()
     packed = 0
-    for w, i, batch, was_packed in passes(loader, reader):
+    for w, i, batch, was_packed in passes(loader, reader):  # new workers, new slots
         assert same(batch, expected(w, i))
         packed += was_packed
         del batch
     assert packed >= 2 * BATCHES - 4  # a dropped batch's slot comes back at the next step
-    tokens = {key[0] for key in handover._received}
-    assert len(tokens) == 2 and len(handover._received) <= 2 * 3
-    reader.forget()
-    assert not handover._received
+    assert len({key[1] for key in mine(reader)}) == 2 and len(mine(reader)) <= 2 * 3
+    gone = reader.owner
+    del reader  # a loader dropped without shutdown() lets go of its slots' memory too
+    gc.collect()
+    assert not [key for key in handover._received if key[0] == gone]
 
 
 def test_batches_a_reset_discards_give_their_slots_back() -> None:
-    loader = DataLoader(Packing(), batch_size=None, num_workers=2, persistent_workers=True,
-                        prefetch_factor=2)
     reader = SlotReader()
+    loader = DataLoader(Packing(reader.owner), batch_size=None, num_workers=2,
+                        persistent_workers=True, prefetch_factor=2)
     for _ in range(3):  # each pass stops early: the batches in flight are discarded
         for n, (w, i, batch, _) in enumerate(passes(loader, reader)):
             assert same(batch, expected(w, i))
@@ -124,8 +131,10 @@ def test_tierloader_yields_the_same_batches_with_reused_memory(local_store: Sync
         dataset = TierDataset(local_store, "ds", seed=5, buffer_size=8)
         with TierLoader(dataset, batch_size=8, num_workers=2, reuse_memory=reuse,
                         collate_fn=collate) as loader:
-            return [{k: v.clone() if isinstance(v, torch.Tensor) else v
-                     for k, v in batch.items()} for batch in loader]
+            batches = [{k: v.clone() if isinstance(v, torch.Tensor) else v
+                        for k, v in batch.items()} for batch in loader]
+        assert not mine(loader._slots)  # shut down: its workers' slots let go
+        return batches
 
     reused, usual = run(True), run(False)
     assert len(reused) == len(usual) == 19
