@@ -7,6 +7,9 @@ the data tier's own filesystem (s3fs for S3):
 - ``plain``: ``fs.cat_file(path, start, end)``, one ranged GET per sample;
 - ``filecache``: the same through fsspec's ``filecache::`` (the whole object is downloaded
   into a local cache folder on first use, then read locally; the cache has no size bound).
+  filecache does not lock its cache between processes, so a worker can open a copy another
+  worker is still downloading; a read that comes up short there is read from the tier
+  itself instead and counted as not cached.
 
 Every loader of the benchmark, tierstore's included, collates with :func:`collate_payloads`:
 the samples' payloads concatenated into one ``uint8`` tensor with their lengths (variable-size
@@ -98,40 +101,51 @@ class SampleReads(Dataset[dict[str, Any]]):
         self.options = dict(options)
         self.cache_dir = cache_dir
         self._fs: Any = None
+        self._direct: Any = None
         self._pid = -1
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fs": None, "_pid": -1}
+        return {**self.__dict__, "_fs": None, "_direct": None, "_pid": -1}
 
-    def _filesystem(self) -> Any:
-        if self._fs is None or self._pid != os.getpid():  # one per process (workers fork)
-            if self.cache_dir is None:
-                self._fs = fsspec.filesystem(self.protocol, **self.options)
-            else:
-                self._fs = fsspec.filesystem("filecache", target_protocol=self.protocol,
-                                             target_options=self.options,
-                                             cache_storage=self.cache_dir)
-            self._pid = os.getpid()
+    def _filesystem(self, direct: bool = False) -> Any:
+        """The filecache filesystem, or (``direct``, or no cache) the data tier's own; one
+        of each per process (workers fork)."""
+        if self._pid != os.getpid():
+            self._fs, self._direct, self._pid = None, None, os.getpid()
+        if direct or self.cache_dir is None:
+            if self._direct is None:
+                self._direct = fsspec.filesystem(self.protocol, **self.options)
+            return self._direct
+        if self._fs is None:
+            self._fs = fsspec.filesystem("filecache", target_protocol=self.protocol,
+                                         target_options=self.options,
+                                         cache_storage=self.cache_dir)
         return self._fs
 
-    def _read(self, fs: Any, ref: SampleRef) -> bytes:
-        if self.cache_dir is None:
-            return bytes(fs.cat_file(ref.path, start=ref.start, end=ref.end))
-        with fs.open(ref.path, "rb") as handle:
-            handle.seek(ref.start)
-            return bytes(handle.read(ref.end - ref.start))
+    def _range(self, ref: SampleRef) -> bytes:
+        return bytes(self._filesystem(direct=True).cat_file(ref.path, start=ref.start,
+                                                            end=ref.end))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = self.refs[i]
-        fs = self._filesystem()
-        cached = self.cache_dir is not None and bool(fs._check_file(ref.path))
-        data = self._read(fs, ref)
-        if len(data) != ref.end - ref.start:  # once seen here under load: an empty body
-            data = self._read(fs, ref)
-            if len(data) != ref.end - ref.start:
+        want = ref.end - ref.start
+        cached = False
+        if self.cache_dir is None:
+            data = self._range(ref)
+        else:
+            fs = self._filesystem()
+            cached = bool(fs._check_file(ref.path))
+            with fs.open(ref.path, "rb") as handle:
+                handle.seek(ref.start)
+                data = handle.read(want)
+            if len(data) != want:  # filecache has no lock between processes: a worker can
+                cached, data = False, self._range(ref)  # find another's copy half written
+        if len(data) != want:  # once seen here under load: an empty body
+            data = self._range(ref)
+            if len(data) != want:
                 raise OSError(f"{self.protocol}://{ref.path}: asked for bytes {ref.start}-"
                               f"{ref.end}, got {len(data)} twice")
         sample: dict[str, Any] = (_tar_payloads(data) if self.fmt == "tar" else {"data": data})

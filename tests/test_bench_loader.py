@@ -196,3 +196,22 @@ def test_a_short_read_in_a_baseline_is_a_clear_error(tmp_path: Path) -> None:
     assert reads[0]["data"] == b"x" * 100
     with pytest.raises(OSError, match=r"asked for bytes 90-150, got 10 twice"):
         reads[1]
+
+
+def test_a_half_written_filecache_copy_is_read_from_the_tier(tmp_path: Path) -> None:
+    """filecache has no lock between processes: a worker can open the copy another is still
+    downloading. The baseline then reads the range from the tier itself (not cached)."""
+    from tierstore.bench.loader_baselines import CACHED, SampleReads, SampleRef
+
+    data = bytes(range(256)) * 4
+    (tmp_path / "shard.bin").write_bytes(data)
+    cache = tmp_path / "cache"
+    reads = SampleReads([SampleRef(str(tmp_path / "shard.bin"), 100, 900)], "raw", "file://",
+                        {}, str(cache))
+    first = reads[0]
+    assert first["data"] == data[100:900] and first[CACHED] is False
+    assert reads[0][CACHED] is True
+    [copy] = [p for p in cache.iterdir() if p.name != "cache"]
+    copy.write_bytes(data[:500])  # another worker's download, midway
+    again = reads[0]
+    assert again["data"] == data[100:900] and again[CACHED] is False
