@@ -30,6 +30,7 @@ import contextlib
 import random
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,48 +116,51 @@ class SlotWriter:
         """``batch`` as a :class:`Packed` in a free slot, or as it is when it holds no
         tensor or no slot is free."""
         tensors: list[torch.Tensor] = []
-        skeleton = _strip(batch, tensors)
+        end = HEADER
+
+        def place(t: torch.Tensor) -> _Ref:
+            nonlocal end
+            tensors.append(t.contiguous())
+            ref = _Ref(end, t.dtype, tuple(t.shape))
+            end += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
+            return ref
+
+        skeleton = _map(batch, _packable, place)
         if not tensors:
             return batch
-        offsets, end = [], HEADER
-        for t in tensors:
-            offsets.append(end)
-            end += -(-t.numel() * t.element_size() // ALIGN) * ALIGN
         slot = self._free_slot(end)
         if slot is None:
             return batch
         memory = self._memory[slot]
         assert memory is not None
-        refs = []
-        for t, offset in zip(tensors, offsets, strict=True):
-            nbytes = t.numel() * t.element_size()
-            memory[offset:offset + nbytes].view(t.dtype).view(t.shape).copy_(t)
-            refs.append(_Ref(offset, t.dtype, tuple(t.shape)))
+        for t, ref in zip(tensors, _refs_of(skeleton), strict=True):
+            _view(memory, ref).copy_(t)
         self._seq += 1
         _header(memory)[0] = self._seq  # after the data: the slot is lent from here on
         first = not self._sent[slot]
         self._sent[slot] = True
-        return Packed(self.owner, self.token, slot, self._seq, _fill(skeleton, iter(refs)),
+        return Packed(self.owner, self.token, slot, self._seq, skeleton,
                       memory if first else None)
 
     def _free_slot(self, nbytes: int) -> int | None:
-        small = None
+        """A free slot of at least ``nbytes``: one that is that large, else a slot not made
+        yet or a free one too small, (re)made large enough; None when every slot is lent."""
+        spare = None
         for i, memory in enumerate(self._memory):
-            if memory is None:
-                small = i if small is None else small
-                continue
-            written, released = _header(memory).tolist()
-            if written != released:
-                continue
-            if memory.numel() >= nbytes:
-                return i
-            small = i
-        if small is None:
+            if memory is not None:
+                written, released = _header(memory).tolist()
+                if written != released:
+                    continue  # lent
+                if memory.numel() >= nbytes:
+                    return i
+            if spare is None:
+                spare = i
+        if spare is None:
             return None
-        self._memory[small] = torch.zeros(max(MIN_SLOT, int(nbytes * GROWTH)),
+        self._memory[spare] = torch.zeros(max(MIN_SLOT, int(nbytes * GROWTH)),
                                           dtype=torch.uint8).share_memory_()
-        self._sent[small] = False
-        return small
+        self._sent[spare] = False
+        return spare
 
 
 class SlotReader:
@@ -172,7 +176,7 @@ class SlotReader:
     def unpack(self, packed: Packed) -> Any:
         memory = packed._slot_memory()
         idle = _use_count(memory)
-        batch = _fill(packed.skeleton, (_view(memory, ref) for ref in _refs(packed.skeleton)))
+        batch = _map(packed.skeleton, _is_ref, lambda ref: _view(memory, ref))
         packed._taken = True
         self._lent.append((memory, packed.seq, idle))
         return batch
@@ -213,49 +217,29 @@ def _packable(value: Any) -> bool:
             and not value.requires_grad and not value.is_complex())
 
 
-def _strip(value: Any, out: list[torch.Tensor], depth: int = 0) -> Any:
-    """``value`` with each tensor replaced by None (collected in ``out``, in order)."""
-    if _packable(value):
-        out.append(value.contiguous())
-        return _Slot
+def _map(value: Any, leaf: Callable[[Any], bool], fn: Callable[[Any], Any],
+         depth: int = 0) -> Any:
+    """``value`` with each part that is a ``leaf`` replaced by ``fn(part)``, looking into
+    dicts, lists, tuples and namedtuples (not deeper than a few levels)."""
+    if leaf(value):
+        return fn(value)
     if depth > 8:
         return value
     if type(value) is dict:
-        return {k: _strip(v, out, depth + 1) for k, v in value.items()}
+        return {k: _map(v, leaf, fn, depth + 1) for k, v in value.items()}
     if type(value) in (list, tuple):
-        return type(value)(_strip(v, out, depth + 1) for v in value)
+        return type(value)(_map(v, leaf, fn, depth + 1) for v in value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(_strip(v, out, depth + 1) for v in value))
+        return type(value)(*(_map(v, leaf, fn, depth + 1) for v in value))
     return value
 
 
-class _Slot:
-    """Marks where a tensor was taken out of a batch's structure."""
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, _Ref)
 
 
-def _fill(value: Any, items: Any, depth: int = 0) -> Any:
-    """``value`` with each :class:`_Slot` mark (or :class:`_Ref`) replaced by the next of
-    ``items``."""
-    if value is _Slot or isinstance(value, _Ref):
-        return next(items)
-    if depth > 8:
-        return value
-    if type(value) is dict:
-        return {k: _fill(v, items, depth + 1) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_fill(v, items, depth + 1) for v in value)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_fill(v, items, depth + 1) for v in value))
-    return value
-
-
-def _refs(value: Any, depth: int = 0) -> list[_Ref]:
-    if isinstance(value, _Ref):
-        return [value]
-    if depth > 8:
-        return []
-    if type(value) is dict:
-        return [r for v in value.values() for r in _refs(v, depth + 1)]
-    if isinstance(value, tuple | list):
-        return [r for v in value for r in _refs(v, depth + 1)]
-    return []
+def _refs_of(skeleton: Any) -> list[_Ref]:
+    """The :class:`_Ref` parts of ``skeleton``, in :func:`_map`'s order."""
+    refs: list[_Ref] = []
+    _map(skeleton, _is_ref, refs.append)
+    return refs

@@ -27,6 +27,7 @@ fresh one, or the one a process already serves).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["RECENT", "LoaderCollector", "LoaderMeter", "LoaderMetrics", "MetricsFile",
            "TierCounters", "percentile", "register_prometheus"]
 
+log = logging.getLogger(__name__)
 RECENT = 50  # steps the recent AU looks at
 EVENTS = ("failovers", "hedges", "hedge_wins")  # read-path events counted per worker
 WAITS_KEPT = 100_000  # step wait times kept for the percentiles (a pass of more keeps the last)
@@ -387,7 +389,10 @@ class MetricsFile:
         while not self._stop.wait(self.interval):
             if self._loader() is None:
                 break
-            self.write()
+            try:
+                self.write()
+            except Exception as exc:  # metrics must never stop a training loop
+                log.debug("could not write the loader's metrics to %s: %s", self.path, exc)
         self._remove()
 
     def _remove(self) -> None:
