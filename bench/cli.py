@@ -8,6 +8,8 @@ is imported until a benchmark runs: every ``tierstore`` command builds this pars
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["HELP", "add_bench_commands"]
@@ -49,6 +51,18 @@ Any other fio option is an error that names it.
 """
 
 
+def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
+    """A command's ``run``: ``function`` of this package's ``module``, imported when the
+    command runs (not when the parser is built)."""
+
+    def run(args: argparse.Namespace) -> int:
+        run_command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(f".{module}", __package__), function)
+        return run_command(args)
+
+    return run
+
+
 def add_bench_commands(sub: Any) -> None:
     """Add ``tierstore bench`` and its benchmarks to the top-level subcommands."""
     bench = sub.add_parser("bench", help="fio-like benchmarks of tiers and read paths",
@@ -58,19 +72,13 @@ def add_bench_commands(sub: Any) -> None:
                                      "keys and tiers", add_help=False, prefix_chars="+",
                           usage="tierstore bench io [JOBFILE...] [--option=value...]")
     io.add_argument("fio_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    io.set_defaults(run=_run_io)
+    io.set_defaults(run=_lazy("io_command", "run_io"))
     _add_loader_command(kinds)
     _add_report_command(kinds)
     _add_tiers_command(kinds)
     _add_migrate_command(kinds)
     _add_catalog_command(kinds)
     _add_locality_command(kinds)
-
-
-def _run_io(args: argparse.Namespace) -> int:
-    from .io_command import run_io
-
-    return run_io(args)
 
 
 def _add_loader_command(kinds: Any) -> None:
@@ -84,13 +92,7 @@ def _add_loader_command(kinds: Any) -> None:
                     "AU, samples/s, MB/s, waits, hit rate per tier and peak memory, as a "
                     "table, a JSON result and a plot.")
     add_loader_arguments(loader)
-    loader.set_defaults(run=_run_loader)
-
-
-def _run_loader(args: argparse.Namespace) -> int:
-    from .loader_bench import run_loader
-
-    return run_loader(args)
+    loader.set_defaults(run=_lazy("loader_bench", "run_loader"))
 
 
 def _add_report_command(kinds: Any) -> None:
@@ -104,13 +106,7 @@ def _add_report_command(kinds: Any) -> None:
                         help="result JSON files (tierstore's, or fio's JSON output)")
     report.add_argument("--out", metavar="DIR", default="bench-report",
                         help="folder for report.md and the plots (default: ./bench-report)")
-    report.set_defaults(run=_run_report)
-
-
-def _run_report(args: argparse.Namespace) -> int:
-    from .report import run_report
-
-    return run_report(args)
+    report.set_defaults(run=_lazy("report", "run_report"))
 
 
 def _add_tiers_command(kinds: Any) -> None:
@@ -138,13 +134,7 @@ def _add_tiers_command(kinds: Any) -> None:
                        help="also write the result document to FILE ('-': stdout)")
     tiers.add_argument("--results", metavar="DIR", help="results folder (default: "
                        "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
-    tiers.set_defaults(run=_run_tiers)
-
-
-def _run_tiers(args: argparse.Namespace) -> int:
-    from .tiers import run_tiers
-
-    return run_tiers(args)
+    tiers.set_defaults(run=_lazy("tiers", "run_tiers"))
 
 
 def _add_migrate_command(kinds: Any) -> None:
@@ -156,13 +146,7 @@ def _add_migrate_command(kinds: Any) -> None:
                     "(verified moves) and copy the same bytes with plain fsspec, in "
                     "interleaved rounds; medians and their ratio, as a table and a result.")
     add_migrate_arguments(migrate)
-    migrate.set_defaults(run=_run_migrate)
-
-
-def _run_migrate(args: argparse.Namespace) -> int:
-    from .migrate import run_migrate
-
-    return run_migrate(args)
+    migrate.set_defaults(run=_lazy("migrate", "run_migrate"))
 
 
 def _add_catalog_command(kinds: Any) -> None:
@@ -175,13 +159,7 @@ def _add_catalog_command(kinds: Any) -> None:
                     "(record_access): throughput and p50/p99 latency side by side, as a "
                     "table and a JSON result.")
     add_catalog_arguments(catalog)
-    catalog.set_defaults(run=_run_catalog)
-
-
-def _run_catalog(args: argparse.Namespace) -> int:
-    from .catalog_bench import run_catalog
-
-    return run_catalog(args)
+    catalog.set_defaults(run=_lazy("catalog_bench", "run_catalog"))
 
 
 def _add_locality_command(kinds: Any) -> None:
@@ -195,10 +173,5 @@ def _add_locality_command(kinds: Any) -> None:
                     "home site; one site spiking with hedging on and off; a site killed "
                     "mid-run. A table, --json FILE and a result in the results folder.")
     add_locality_arguments(locality)
-    locality.set_defaults(run=_run_locality)
+    locality.set_defaults(run=_lazy("locality_bench", "run_locality"))
 
-
-def _run_locality(args: argparse.Namespace) -> int:
-    from .locality_bench import run_locality
-
-    return run_locality(args)
