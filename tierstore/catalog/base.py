@@ -25,6 +25,7 @@ __all__ = [
     "Replica",
     "ReplicaState",
     "TierUsage",
+    "lease_upsert",
 ]
 
 DEFAULT_HALF_LIFE = 86400.0  # seconds for a read to count half as much in the frequency score
@@ -111,6 +112,23 @@ class PreloadRecord:
     lead: float | None
     hold: float
     created: float
+
+
+def lease_upsert(p: str) -> str:
+    """The SQL that takes lease ``(name, holder, now, now, ttl)`` if it is free, expired or
+    already ``holder``'s (then keeping its fence and acquisition time), returning the lease
+    row, or no row when another holds it; ``p`` is the driver's placeholder. SQLite and
+    PostgreSQL run the same statement, so their leases cannot drift apart."""
+    return (
+        "INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
+        f"VALUES ({p}, {p}, {p}, {p} + {p}, 1) ON CONFLICT (name) DO UPDATE SET "
+        "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+        "THEN l.fence ELSE l.fence + 1 END, "
+        "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
+        "THEN l.acquired ELSE excluded.acquired END, "
+        "holder = excluded.holder, expires = excluded.expires "
+        "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
+        "RETURNING name, holder, fence, acquired, expires")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from .base import (
     Replica,
     ReplicaState,
     TierUsage,
+    lease_upsert,
 )
 
 __all__ = ["PostgresCatalog"]
@@ -124,6 +125,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x7469657273746F72  # "tierstor": one migration at a time per database
 _RETRIES = 5
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, for leases
+_LEASE_UPSERT = lease_upsert("%s")
 
 _OBJECT_COLUMNS = "o.id, o.key, o.size, o.checksum, o.created, o.pinned"
 _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
@@ -499,16 +501,7 @@ class PostgresCatalog(Catalog):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         def txn(cur: Cursor) -> Lease | None:
             (now,) = _one(cur.execute(f"SELECT {_NOW}"))
-            row = cur.execute("INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
-            "VALUES (%s, %s, %s, %s + %s, 1) ON CONFLICT (name) DO UPDATE SET "
-            "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-            "THEN l.fence ELSE l.fence + 1 END, "
-            "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-            "THEN l.acquired ELSE excluded.acquired END, "
-            "holder = excluded.holder, expires = excluded.expires "
-            "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
-            "RETURNING name, holder, fence, acquired, expires", (name, holder, now, now, float(ttl))
-            ).fetchone()
+            row = cur.execute(_LEASE_UPSERT, (name, holder, now, now, float(ttl))).fetchone()
             return None if row is None else Lease(*row)
 
         return self._write(txn)

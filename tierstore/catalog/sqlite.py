@@ -27,9 +27,12 @@ from .base import (
     Replica,
     ReplicaState,
     TierUsage,
+    lease_upsert,
 )
 
 __all__ = ["SqliteCatalog"]
+
+_LEASE_UPSERT = lease_upsert("?")
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS = [
@@ -439,16 +442,7 @@ class SqliteCatalog(Catalog):
     def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
         now = time.time()
         with self._write() as conn:
-            row = conn.execute("INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
-            "VALUES (?, ?, ?, ? + ?, 1) ON CONFLICT (name) DO UPDATE SET "
-            "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-            "THEN l.fence ELSE l.fence + 1 END, "
-            "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-            "THEN l.acquired ELSE excluded.acquired END, "
-            "holder = excluded.holder, expires = excluded.expires "
-            "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
-            "RETURNING name, holder, fence, acquired, expires", (name, holder, now, now, ttl)
-            ).fetchone()
+            row = conn.execute(_LEASE_UPSERT, (name, holder, now, now, ttl)).fetchone()
         return None if row is None else Lease(*row)
 
     def renew_lease(self, name: str, holder: str, fence: int, ttl: float) -> Lease | None:
