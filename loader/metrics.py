@@ -368,14 +368,12 @@ class MetricsFile:
 
     def write(self) -> bool:
         """Write the metrics now; False when the loader is gone or the folder unwritable."""
-        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client import generate_latest
 
         loader = self._loader()
         if loader is None:
             return False
-        registry = CollectorRegistry()
-        registry.register(LoaderCollector(loader))
-        text = generate_latest(registry)
+        text = generate_latest(register_prometheus(loader))
         temp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
