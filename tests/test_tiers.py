@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from storefixtures import STORE_KINDS
 
 from tierstore import InvalidKey, TierClass, TierConfig, TierError, TierUnavailable
+from tierstore.keys import validate_key
 from tierstore.sync import _run
 from tierstore.tier import PART_SIZE, Tier
 
@@ -125,3 +129,77 @@ def test_missing_bucket_is_unavailable(moto_server) -> None:  # type: ignore[no-
         _run(tier.write("k", _gen(b"data")))
     assert isinstance(info.value, TierUnavailable)
     assert "bucket" in str(info.value).lower()
+
+
+# -- distinct keys are distinct objects -----------------------------------------------------
+
+# Keys that differ only where some layer could decode, fold, normalise or cut: each is an
+# object of its own on every tier (no percent-decoding, '+' is no space, no case folding or
+# Unicode normalisation, trailing dots and spaces kept, ']' and ':' plain characters).
+NEAR_MISSES = ["d/x", "d/X", "d/x ", "d/x.", "d/x y", "d/x+y", "d/x%20y", "d/x%2By", "d/x%",
+               "d/x%3FversionId=1", "d/x%23y", "d/p%2Fq", "d/p/q", "d/x=1&y=2", "d/x;y",
+               "d/x@y", "d/x~y", "d/~x", "d/x]", "d/x:y", "d/x{y}", "d/x!y", "d/x'y", "d/x,y",
+               "d/x$y", "d/...", "d/\u00e9", "d/e\u0301", "d/\u00a0", "d/\U0001f600"]
+
+
+def _paths(tier: Tier) -> list[str]:
+    return sorted(found.path for found in _run(tier.walk()))
+
+
+def test_near_miss_keys_are_distinct_objects(tier: Tier) -> None:
+    for key in NEAR_MISSES:
+        _run(tier.write(key, _gen(key.encode())))
+    assert _paths(tier) == sorted(NEAR_MISSES)
+    assert [_run(tier.read(key)) for key in NEAR_MISSES] == [k.encode() for k in NEAR_MISSES]
+    removed, kept = NEAR_MISSES[::2], NEAR_MISSES[1::2]
+    for key in removed:
+        _run(tier.remove(key))
+    assert _paths(tier) == sorted(kept)
+    assert [_run(tier.read(key)) for key in kept] == [k.encode() for k in kept]
+
+
+@pytest.mark.parametrize(("key", "special"), [
+    ("d/x?versionId=1", "?"), ("d/x?", "?"), ("d/x#1", "#"), ("d/x#", "#"), ("d/x*", "*"),
+    ("d/x[1]", "["), ("d/x::y", "::")])
+def test_keys_a_backend_would_alias_are_refused(tier: Tier, key: str, special: str) -> None:
+    # s3fs reads d/x?versionId=1 as d/x: writing it replaced d/x's bytes, removing it d/x
+    _run(tier.write("d/x", _gen(b"plain")))
+    for call in (lambda: tier.write(key, _gen(b"other")), lambda: tier.read(key),
+                 lambda: tier.size(key), lambda: tier.remove(key)):
+        with pytest.raises(InvalidKey, match=re.escape(f"contains {special!r}")):
+            _run(call())
+    assert _run(tier.read("d/x")) == b"plain"
+    assert _paths(tier) == ["d/x"]
+
+
+# Pieces of names, refused and allowed: "a" and "a?versionId=" were one object on S3.
+NAME_PARTS = st.sampled_from(["a", "A", "?versionId=", "?", "#", "*", "[", "]", "::", ":", "%",
+                              "%3F", "+", " ", ".", "~", "\u00e9", "e\u0301"])
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.lists(NAME_PARTS, min_size=1, max_size=3).map("".join),
+                      min_size=2, max_size=2, unique=True))
+def test_any_two_keys_are_two_objects_or_refused(tier: Tier, names: list[str]) -> None:
+    written = []
+    try:
+        for key in (f"p/{name}" for name in names):
+            try:
+                validate_key(key)
+            except InvalidKey:
+                with pytest.raises(InvalidKey):
+                    _run(tier.write(key, _gen(b"refused")))
+                continue
+            _run(tier.write(key, _gen(key.encode())))
+            written.append(key)
+        assert _paths(tier) == sorted(written)
+        assert [_run(tier.read(key)) for key in written] == [k.encode() for k in written]
+        if written:
+            _run(tier.remove(written[0]))
+            assert _paths(tier) == sorted(written[1:])
+            assert [_run(tier.read(key)) for key in written[1:]] == \
+                [k.encode() for k in written[1:]]
+    finally:
+        for key in written:
+            _run(tier.remove(key))

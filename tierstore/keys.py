@@ -4,19 +4,34 @@ from __future__ import annotations
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_BYTES", "RESERVED_PREFIX", "validate_key", "validate_prefix"]
+__all__ = ["MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "RESERVED_PREFIX", "SPECIAL", "validate_key",
+           "validate_prefix"]
 
 MAX_KEY_BYTES = 1024  # S3's own limit on key length
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on every local filesystem we target
 RESERVED_PREFIX = ".tierstore"  # first segment kept for tierstore's own files on a tier
+
+# What a backend reads in a path as something other than a name, so that a key holding it
+# would name another key's object, or several keys' objects. Refused rather than escaped: a
+# key stays its objects' name on every tier, in every listing and in every tier:// path.
+SPECIAL = {
+    "?": "s3fs cuts '?versionId=...' off a path, gcsfs and adlfs read a URL query there, and "
+         "fsspec's glob (rm, cp, get) takes it for a wildcard",
+    "#": "gcsfs reads '#<number>' as an object generation, adlfs as a URL fragment",
+    "*": "fsspec's glob (rm, cp, get) takes it for a wildcard",
+    "[": "fsspec's glob (rm, cp, get) takes it for the start of a wildcard set",
+    "::": "fsspec chains URLs at '::' (tier://a::b opens the local file b)",
+}
 
 
 def validate_key(key: object) -> str:
     """Return ``key`` if it is a safe object key, else raise :class:`InvalidKey`.
 
     A key is a non-empty relative path of ``/``-separated segments, none empty, ``.`` or
-    ``..``, with no control characters or backslashes, at most 1024 bytes of UTF-8, and not
-    under the reserved ``.tierstore/`` folder.
+    ``..``, with no control characters or backslashes, none of the characters in
+    :data:`SPECIAL` (``?``, ``#``, ``*``, ``[``, ``::``), at most 1024 bytes of UTF-8, and not
+    under the reserved ``.tierstore/`` folder. So distinct keys are distinct objects on every
+    tier: no backend reads part of a key as a version, a query or a pattern.
     """
     if not isinstance(key, str):
         raise InvalidKey(key, f"must be a string, not {type(key).__name__}")
@@ -28,6 +43,10 @@ def validate_key(key: object) -> str:
         raise InvalidKey(key, "contains a control character")
     if "\\" in key:
         raise InvalidKey(key, "contains a backslash")
+    for special, why in SPECIAL.items():
+        if special in key:
+            raise InvalidKey(key, f"contains {special!r}: {why}, so the key could name "
+                                  "another key's object")
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
