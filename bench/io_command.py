@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from tierstore import __version__
 from tierstore._progress import interactive
+from tierstore.redaction import redact
 
 from .cli import HELP
 from .engine import JobPlan
@@ -26,7 +27,6 @@ from .report_json import VERSION, fio_json, safe_options
 from .report_text import format_header, format_results, num2str
 from .results import NO_RESULTS, result_document, save_and_say
 from .runner import group_results, job_groups, plan_jobs, run_plans
-from .target import safe_url
 from .target_local import LocalTarget
 
 __all__ = ["run_io", "save_io_result"]
@@ -54,7 +54,7 @@ def _safe_command(args: Sequence[str], config: str | None) -> str:
             hidden = safe_options({"storage_options": text})["storage_options"]
             arg = f"{name}={hidden}" if sep and not secret_next else hidden
         secret_next = not sep and arg.lstrip("-") in _SECRET_ARGS
-        shown.append(safe_url(arg) if "://" in arg else arg)
+        shown.append(redact(arg))
     return shlex.join(shown)
 
 

@@ -59,12 +59,12 @@ from tierstore.keys import RESERVED_PREFIX
 from tierstore.policies.base import Move, Plan, Snapshot
 from tierstore.policies.engine import PolicyEngine
 from tierstore.policies.snapshot import object_state, tier_states
+from tierstore.redaction import redact
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
 from .errors import BenchError
 from .results import result_document, save_and_say, write_json
-from .target import safe_url
 from .units import parse_size
 
 __all__ = ["MigrateSettings", "add_migrate_arguments", "local_moto", "measure", "run_migrate",
@@ -293,8 +293,8 @@ def summarize(timings: Timings, settings: MigrateSettings, src: Tier, dst: Tier
         a, b = direction.split("->")
         entries.append({
             "name": f"{direction} {path}", "direction": direction, "path": path,
-            "src": a, "dst": b, "src_url": safe_url(tiers[a].config.url),
-            "dst_url": safe_url(tiers[b].config.url), "objects": settings.count,
+            "src": a, "dst": b, "src_url": redact(tiers[a].config.url),
+            "dst_url": redact(tiers[b].config.url), "objects": settings.count,
             "object_bytes": settings.size, "jobs": settings.jobs,
             "mb_per_s": round(median, 2), "rounds_mb_per_s": [round(r, 2) for r in rates],
             "seconds": [round(s, 4) for s in seconds]})

@@ -21,11 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tierstore import __version__
-from tierstore.config import redact
+from tierstore.redaction import redact
 
 from .histogram import FIO_PERCENTILES, LatencyHistogram
 from .stats import DIRECTIONS, DirectionStats, JobResult
-from .target import safe_url
 
 __all__ = ["LATENCY_EDGES_NS", "VERSION", "fio_json", "safe_options"]
 
@@ -48,7 +47,7 @@ def safe_options(options: Mapping[str, str]) -> dict[str, str]:
             except (ValueError, AttributeError, TypeError):
                 value = "***"
         elif "://" in value:
-            value = safe_url(value)
+            value = redact(value)
         out[name] = value
     return out
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -20,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tierstore import __version__
+from tierstore.redaction import redact
 
 from .machine import describe_machine
-from .target import safe_url
 
 __all__ = ["NO_RESULTS", "RESULTS_ENV", "load_result", "result_document", "results_dir",
            "safe_command", "save_and_say", "save_result", "write_json"]
@@ -30,7 +29,6 @@ __all__ = ["NO_RESULTS", "RESULTS_ENV", "load_result", "result_document", "resul
 RESULTS_ENV = "TIERSTORE_RESULTS"
 NO_RESULTS = ("none", "no", "off", "0")  # --results=none: save nothing
 _DEFAULT_DIR = "bench-results"
-_SECRET_ARG = re.compile(r"(?i)(secret|password|token|passwd|credential)[^=\s]*=\S+")
 
 
 def results_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -40,12 +38,12 @@ def results_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def safe_command(argv: Sequence[str] | None = None) -> str:
-    """The command line (default: this process's), with ``user:password@`` parts of URLs and
-    ``secret=...``-like arguments hidden."""
+    """The command line (default: this process's), with credentials hidden (``user:password@``
+    parts of URLs, ``--secret=...``-like arguments: :func:`~tierstore.redaction.redact`)."""
     args = list(sys.argv if argv is None else argv)
     if args and args[0].endswith(("/tierstore", "__main__.py")):
         args[0] = "tierstore"
-    return " ".join(_SECRET_ARG.sub(lambda m: m.group(1) + "=***", safe_url(a)) for a in args)
+    return " ".join(redact(a) for a in args)
 
 
 def result_document(benchmark: str, results: list[dict[str, Any]], *,

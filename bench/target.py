@@ -13,23 +13,18 @@ store's read path or a configured tier by name (:mod:`.target_store`).
 from __future__ import annotations
 
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from tierstore.redaction import redact
+
 from .errors import BenchError
 from .options import JobOptions
 
-__all__ = ["LAYOUT_CHUNK", "BlockingTarget", "Target", "filler", "job_paths", "make_target",
-           "safe_url"]
+__all__ = ["LAYOUT_CHUNK", "BlockingTarget", "Target", "filler", "job_paths", "make_target"]
 
 LAYOUT_CHUNK = 4 * 2**20
-
-
-def safe_url(url: str) -> str:
-    """Text with the ``user:password@`` part of any URL in it hidden."""
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\1***@", url)
 
 
 def filler(size: int) -> Iterator[bytes]:
@@ -95,7 +90,7 @@ class Target(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What this target is, safe to print (no credentials)."""
-        return {"kind": type(self).__name__, "files": [safe_url(p) for p in self.paths]}
+        return {"kind": type(self).__name__, "files": [redact(p) for p in self.paths]}
 
 
 class BlockingTarget(Target):
@@ -138,7 +133,7 @@ def make_target(options: JobOptions, jobnum: int) -> Target:
     kinds = {_kind(path) for path in paths}
     if len(kinds) > 1:
         raise BenchError(f"job {options.name!r}: files on different kinds of storage: "
-                         f"{', '.join(map(safe_url, paths))}")
+                         f"{', '.join(map(redact, paths))}")
     kind = kinds.pop()
     if kind == "tier":
         return StoreTarget(options, paths)

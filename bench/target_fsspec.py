@@ -14,10 +14,10 @@ from typing import Any
 import fsspec
 from fsspec.core import split_protocol
 
-from tierstore.config import redact
+from tierstore.redaction import redact
 
 from .errors import TargetError
-from .target import Target, filler, safe_url
+from .target import Target, filler
 
 __all__ = ["FsspecTarget"]
 
@@ -60,7 +60,7 @@ class FsspecTarget(Target):
 
     def _fail(self, op: str, index: int, exc: BaseException) -> TargetError:
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
-        return TargetError(f"{safe_url(self.paths[index])}: {op} failed: {text}")
+        return TargetError(f"{redact(self.paths[index])}: {op} failed: {text}")
 
     # -- the starting process ------------------------------------------------------------
 
@@ -143,5 +143,5 @@ class FsspecTarget(Target):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "fsspec", "protocol": self.protocol,
-                "files": [safe_url(p) for p in self.paths],
+                "files": [redact(p) for p in self.paths],
                 "storage_options": redact(self._options())}

@@ -13,14 +13,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tierstore.config import Config, load_config, redact
+from tierstore.config import Config, load_config
 from tierstore.errors import ObjectNotFound, TierstoreError
 from tierstore.keys import RESERVED_PREFIX
+from tierstore.redaction import redact
 from tierstore.store import Store
 from tierstore.tier import Tier
 
 from .errors import TargetError
-from .target import Target, filler, safe_url
+from .target import Target, filler
 
 __all__ = ["StoreTarget", "TierTarget"]
 
@@ -123,7 +124,7 @@ class StoreTarget(Target):
     def describe(self) -> dict[str, Any]:
         config = self._config()
         return {"kind": "store", "files": self.paths, "config": config.source,
-                "tiers": {name: safe_url(t.url) for name, t in config.tiers.items()}}
+                "tiers": {name: redact(t.url) for name, t in config.tiers.items()}}
 
 
 class TierTarget(Target):
@@ -197,5 +198,5 @@ class TierTarget(Target):
     def describe(self) -> dict[str, Any]:
         tier = self._make_tier()
         return {"kind": "tier", "tier": tier.name, "class": tier.tier_class.name.lower(),
-                "url": safe_url(tier.config.url), "files": self.files,
+                "url": redact(tier.config.url), "files": self.files,
                 "storage_options": redact(tier.config.options)}

@@ -166,7 +166,7 @@ class Hooks:
         after("commit_replica", "after_commit", committed)
         after("mark_deleting", "after_mark_deleting", lambda r, a: note(r))
         after("begin_delete", "after_begin_delete", deleting)
-        after("forget_replica", "after_forget", lambda r, a: where.pop(a[0]))
+        after("forget_replica", "after_forget", lambda r, a: where.pop(a[0].id))
 
     def _wrap_tier(self, tier: Tier) -> None:
         where = backend(tier)

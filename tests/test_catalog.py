@@ -21,13 +21,14 @@ from storefixtures import make_config
 from tierstore import open_store
 from tierstore.catalog import (
     Catalog,
+    Fence,
     PostgresCatalog,
     PreloadRecord,
     ReplicaState,
     SqliteCatalog,
     open_catalog,
 )
-from tierstore.errors import CatalogError, ObjectNotFound, ReplicaError
+from tierstore.errors import CatalogError, LeaseLost, ObjectNotFound, ReplicaError
 
 OWNER = "test-host:1"
 
@@ -46,8 +47,8 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
 def committed(catalog: Catalog, key: str, tier: str = "hot", data: bytes = b"abc") -> int:
     replica = catalog.begin_replica(key, tier, tmp=f".tierstore/partial/{key}",
                                     new_content=True, owner=OWNER)
-    catalog.commit_replica(replica.id, size=len(data), checksum=f"sum-{data!r}",
-                           new_content=True)
+    catalog.commit_replica(replica.id, owner=OWNER, size=len(data),
+                           checksum=f"sum-{data!r}", new_content=True)
     return replica.id
 
 
@@ -56,7 +57,7 @@ def test_put_is_invisible_until_committed(catalog: Catalog) -> None:
     record = catalog.get("k")
     assert record is not None and record.ready == () and record.size is None
     assert replica.path == "k" and replica.state is ReplicaState.COPYING
-    catalog.commit_replica(replica.id, size=3, checksum="c", new_content=True)
+    catalog.commit_replica(replica.id, owner=OWNER, size=3, checksum="c", new_content=True)
     record = catalog.get("k")
     assert record is not None and [r.tier for r in record.ready] == ["hot"]
 
@@ -65,7 +66,8 @@ def test_overwrite_on_the_same_tier_uses_a_new_path(catalog: Catalog) -> None:
     committed(catalog, "k")
     second = catalog.begin_replica("k", "hot", tmp="tmp-2", new_content=True, owner="new:2")
     assert second.path == "tmp-2"  # the old bytes at "k" stay untouched until superseded
-    superseded = catalog.commit_replica(second.id, size=5, checksum="new", new_content=True)
+    superseded = catalog.commit_replica(second.id, owner="new:2", size=5, checksum="new",
+                                        new_content=True)
     assert [(r.tier, r.path, r.state) for r in superseded] == [("hot", "k", "deleting")]
     # the committer owns the clean-up now, not whoever wrote the old bytes
     assert [r.owner for _, r in catalog.pending()] == ["new:2"]
@@ -93,7 +95,8 @@ def test_a_copy_of_stale_content_is_refused(catalog: Catalog, race: str) -> None
     else:
         catalog.begin_delete("k", owner=OWNER)
     with pytest.raises(ReplicaError, match="overwritten or removed"):
-        catalog.commit_replica(copy.id, size=3, checksum="sum-b'old'", new_content=False)
+        catalog.commit_replica(copy.id, owner=OWNER, size=3, checksum="sum-b'old'",
+                               new_content=False)
 
 
 def test_the_last_ready_replica_cannot_be_marked_deleting(catalog: Catalog) -> None:
@@ -101,11 +104,77 @@ def test_the_last_ready_replica_cannot_be_marked_deleting(catalog: Catalog) -> N
     with pytest.raises(ReplicaError, match="last"):
         catalog.mark_deleting(first, owner=OWNER)
     second = catalog.begin_replica("k", "cold", tmp="c", new_content=False, owner=OWNER)
-    catalog.commit_replica(second.id, size=3, checksum="sum-b'abc'", new_content=False)
-    assert catalog.mark_deleting(first, owner=OWNER).state is ReplicaState.DELETING
+    catalog.commit_replica(second.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                           new_content=False)
+    marked = catalog.mark_deleting(first, owner=OWNER)
+    assert marked.state is ReplicaState.DELETING
     assert [key for key, _ in catalog.pending()] == ["k"]
-    catalog.forget_replica(first)
+    assert catalog.forget_replica(marked)
     assert catalog.pending() == []
+
+
+def test_a_forget_touches_only_the_exact_replica_it_names(catalog: Catalog) -> None:
+    """Review defect 1: a rollback forgot its replica by id alone, and SQLite reused the id of
+    a row recovery had removed, so a failed writer deleted an unrelated object's replica."""
+    mine = catalog.begin_replica("slow", "hot", tmp="t1", new_content=True, owner=OWNER)
+    taken = catalog.take_over(mine, "recovery:2")  # recovery presumed its owner dead
+    assert taken is not None and taken.owner == "recovery:2"
+    assert catalog.forget_replica(taken)
+    other = catalog.begin_replica("other", "hot", tmp="t2", new_content=True, owner="other:3")
+    assert other.id > mine.id  # ids are never reused
+    catalog.commit_replica(other.id, owner="other:3", size=1, checksum="c", new_content=True)
+    assert not catalog.forget_replica(mine)  # the slow writer's late rollback: a no-op
+    assert not catalog.forget_replica(dataclasses.replace(other, owner=OWNER))
+    record = catalog.get("other")
+    assert record is not None and [r.id for r in record.ready] == [other.id]
+
+
+def test_a_taken_over_copy_cannot_commit(catalog: Catalog) -> None:
+    mine = catalog.begin_replica("k", "hot", tmp="t", new_content=True, owner=OWNER)
+    assert catalog.take_over(mine, "recovery:2") is not None
+    with pytest.raises(ReplicaError, match="taken over"):
+        catalog.commit_replica(mine.id, owner=OWNER, size=1, checksum="c", new_content=True)
+
+
+def test_a_heartbeat_wins_over_a_take_over_that_read_the_row_before(catalog: Catalog) -> None:
+    mine = catalog.begin_replica("k", "hot", tmp="t", new_content=True, owner=OWNER)
+    (_, seen), = catalog.pending()
+    time.sleep(0.01)  # the clock moves on, so the heartbeat changes `updated`
+    assert catalog.heartbeat([mine.id], OWNER) == 1
+    assert catalog.heartbeat([mine.id], "someone-else:9") == 0
+    assert catalog.take_over(seen, "recovery:2") is None  # the owner showed it is alive
+    (_, now), = catalog.pending()
+    assert now.owner == OWNER and now.updated > seen.updated
+    assert catalog.take_over(now, "recovery:2") is not None
+    assert catalog.take_over(now, "recovery:3") is None  # only one recovery acts on it
+
+
+def test_fenced_writes_commit_only_while_their_lease_holds(catalog: Catalog) -> None:
+    """Review defect 5: no catalog write carried the fence, so a stalled leader kept moving
+    after another took over. Each write of a move refuses a lost lease's fence."""
+    first = committed(catalog, "k")
+    lease = catalog.acquire_lease("leader", "a:1:x", 30.0)
+    assert lease is not None
+    fence = Fence("leader", lease.fence)
+    copy = catalog.begin_replica("k", "cold", tmp="c", new_content=False, owner=OWNER,
+                                 fence=fence)
+    catalog.commit_replica(copy.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                           new_content=False, fence=fence)
+    assert catalog.release_lease("leader", "a:1:x", lease.fence)  # lost (expired, released)
+    with pytest.raises(LeaseLost, match="'leader'"):
+        catalog.mark_deleting(first, owner=OWNER, fence=fence)
+    with pytest.raises(LeaseLost):
+        catalog.begin_replica("k", "warm", tmp="w", new_content=False, owner=OWNER,
+                              fence=fence)
+    other = catalog.acquire_lease("leader", "b:2:y", 30.0)  # another holder, a new term
+    assert other is not None and other.fence > lease.fence
+    late = catalog.begin_replica("k", "warm", tmp="w", new_content=False, owner=OWNER,
+                                 fence=Fence("leader", other.fence))
+    with pytest.raises(LeaseLost):  # the old term's commit, even with the lease held again
+        catalog.commit_replica(late.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                               new_content=False, fence=fence)
+    record = catalog.get("k")
+    assert record is not None and sorted(r.tier for r in record.ready) == ["cold", "hot"]
 
 
 def test_delete_marks_everything_then_forgets_the_object(catalog: Catalog) -> None:
@@ -113,7 +182,7 @@ def test_delete_marks_everything_then_forgets_the_object(catalog: Catalog) -> No
     replicas = catalog.begin_delete("k", owner=OWNER)
     assert [r.state for r in replicas] == [ReplicaState.DELETING]
     for replica in replicas:
-        catalog.forget_replica(replica.id)
+        assert catalog.forget_replica(replica)
     assert catalog.get("k") is None
     with pytest.raises(ObjectNotFound):
         catalog.begin_delete("k", owner=OWNER)
@@ -319,7 +388,8 @@ def test_postgres_concurrent_writers_never_drop_the_last_replica(pg_url: str) ->
         key = f"k{round_}"
         first = committed(catalog, key)
         copy = catalog.begin_replica(key, "cold", tmp="c", new_content=False, owner=OWNER)
-        catalog.commit_replica(copy.id, size=3, checksum="sum-b'abc'", new_content=False)
+        catalog.commit_replica(copy.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                               new_content=False)
         assert _mark_deleting_at_once(catalog, [first, copy.id]) == ["dropped", "refused"]
         assert len(catalog.get(key).ready) == 1  # type: ignore[union-attr]
     catalog.close()

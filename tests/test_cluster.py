@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,13 +111,13 @@ def _env() -> dict[str, str]:
 class Node:
     """A daemon process for one site, its JSON log lines in a file."""
 
-    def __init__(self, toml: Path):
+    def __init__(self, toml: Path, *options: str):
         self.err = toml.with_name("daemon.err")
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tierstore.cli", "--config", str(toml), "daemon",
                  "--tick", "0.5", "--lease-ttl", str(TTL), "--no-metrics", "--log-format",
-                 "json"], env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+                 "json", *options], env=_env(), stdout=subprocess.DEVNULL, stderr=err)
 
     def events(self) -> list[dict]:
         out = []
@@ -212,6 +213,51 @@ def test_the_leader_killed_another_daemon_takes_over(pg_url: str, tmp_path: Path
         for node in nodes:
             node.stop()
         catalog.close()
+
+
+def test_a_leader_frozen_past_its_lease_changes_nothing_when_it_resumes(
+        pg_url: str, tmp_path: Path) -> None:
+    """Review defect 5: a leader stalled mid-move (SIGSTOP) past its lease, while another
+    daemon took over, recovered its copy and made the move itself; resumed (SIGCONT), the
+    stalled one's writes carry its old fence and are refused: it commits nothing, removes
+    nothing but its own temporary bytes, and the object ends with one verified replica."""
+    catalog = open_catalog(pg_url)
+    a_toml, b_toml = _node(tmp_path, pg_url, "a"), _node(tmp_path, pg_url, "b")
+    config = config_from_toml(a_toml.read_text(), source="a")
+    with open_store(config) as store:  # 2 MB to copy at 400 kB/s: a's move takes ~5 s
+        store.put("ds/big", os.urandom(2_000_000), tier="warm")
+        store.aio.catalog.record_access({"ds/big": (1, time.time() - 100 * DAY)})
+    nodes: list[Node] = []
+    try:
+        a = Node(a_toml, "--bandwidth", "400kB")
+        nodes.append(a)
+        _wait("a copies ds/big", lambda: any(
+            r.owner == f"{socket.gethostname()}:{a.proc.pid}" for _, r in catalog.pending()),
+            60, nodes)
+        a.proc.send_signal(signal.SIGSTOP)
+        first = _lease(catalog, LEADER)
+        b = Node(b_toml)
+        nodes.append(b)
+        # b leads once a's leases expire, rolls back a's copy and makes the move itself
+        _wait("b leads", lambda: _held_by(catalog, LEADER, b), 10 * TTL, nodes)
+        _wait("b moved ds/big", lambda: "ds/big" in b.moved(), 60, nodes)
+        second = _lease(catalog, LEADER)
+        assert second is not None and (first is None or second.fence > first.fence)
+        a.proc.send_signal(signal.SIGCONT)
+        _wait("a's stalled move ended", lambda: any(
+            e.get("key") == "ds/big" and e.get("outcome") in ("failed", "skipped")
+            for e in a.events()), 60, nodes)
+        failed = [e for e in a.events() if e.get("key") == "ds/big" and "outcome" in e]
+        assert [e["outcome"] for e in failed] != ["done"] and "ds/big" not in a.moved()
+    finally:
+        for node in nodes:
+            node.proc.send_signal(signal.SIGCONT)
+            node.stop()
+    assert _tiers(catalog, "ds/big") == ["cold"] and catalog.pending() == []
+    with open_store(config) as store:
+        report = store.audit(deep=True)
+    assert (report.orphans, report.missing) == ((), ())
+    catalog.close()
 
 
 def test_the_leader_recovers_the_work_of_a_crashed_daemon(catalog_url: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -209,3 +210,30 @@ def test_file_objects(store: SyncStore) -> None:
 def test_errors_share_one_root(local_store: SyncStore) -> None:
     with pytest.raises(TierstoreError):
         local_store.cat("missing")
+
+
+@pytest.mark.parametrize("name", ["n" * 255, "é" * 127])  # 255 and 254 bytes of UTF-8
+def test_a_key_with_the_longest_name_can_be_stored_moved_and_overwritten(
+        store: SyncStore, name: str) -> None:
+    """Review defect 4: a last segment of 223-255 bytes passed validation, but its temporary
+    name did not fit a folder entry, and each attempt left a pending row behind for good."""
+    key = f"d/{name}"
+    store.put(key, b"first", tier="warm")
+    store.move(key, "hot")
+    store.put(key, b"second", tier="hot", overwrite=True)
+    store.add_replica(key, "cold")
+    assert store.cat(key) == b"second"
+    report = store.audit(deep=True)
+    assert (report.orphans, report.missing, report.pending) == ((), (), 0)
+
+
+def test_recovery_clears_a_row_whose_temporary_name_could_never_exist(
+        local_store: SyncStore) -> None:
+    """Rows that tierstore 0.1 left behind with over-long temporary names: nothing can be
+    there, so recovery forgets them instead of failing on them forever."""
+    catalog = local_store.aio.catalog
+    dead = f"{socket.gethostname()}:999999999"  # a process of this host that is gone
+    catalog.begin_replica("d/k", "warm", tmp=".tierstore/partial/" + "x" * 288,
+                          new_content=True, owner=dead)
+    report = local_store.recover()
+    assert report.rolled_back == (("d/k", "warm"),) and catalog.pending() == []

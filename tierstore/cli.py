@@ -33,12 +33,13 @@ from typing import Any, NoReturn
 from ._progress import each, put_files
 from .bench.cli import add_bench_commands
 from .catalog.command import add_catalog_command
-from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml, safe_url
+from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
 from .policies.command import add_plan_command, add_preload_command
 from .policies.simulate import add_simulate_command
+from .redaction import redact
 from .store import AuditReport, ObjectInfo, RecoveryReport, Store, TierReport
 
 __all__ = ["build_parser", "format_du", "format_objects", "human", "main", "plan_put"]
@@ -119,7 +120,7 @@ def format_du(reports: Sequence[TierReport]) -> str:
     """Per tier: objects and bytes held against capacity and watermarks."""
     rows = [[r.tier, r.tier_class, str(r.objects), human(r.bytes), human(r.capacity),
              "-" if r.fill is None else f"{r.fill:.1%}",
-             f"{r.high_watermark:.0%}/{r.low_watermark:.0%}", safe_url(r.url)]
+             f"{r.high_watermark:.0%}/{r.low_watermark:.0%}", redact(r.url)]
             for r in reports]
     return _table(["TIER", "CLASS", "OBJECTS", "SIZE", "CAPACITY", "FILL", "HIGH/LOW", "URL"],
                   rows, right=frozenset({2, 3, 4, 5}))
@@ -323,7 +324,7 @@ async def _cmd_stat(store: Store, args: argparse.Namespace) -> int:
 async def _cmd_du(store: Store, args: argparse.Namespace) -> int:
     reports = await store.usage()
     if args.json:
-        _print_json([{**dataclasses.asdict(r), "url": safe_url(r.url), "fill": r.fill}
+        _print_json([{**dataclasses.asdict(r), "url": redact(r.url), "fill": r.fill}
                      for r in reports])
     else:
         print(format_du(reports))

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .catalog import Catalog, Lease, ReplicaState
+from .catalog import Catalog, Fence, Lease
 from .config import Config, TierClass
 from .errors import TierstoreError
 from .policies.base import Move, Plan, Snapshot
@@ -177,21 +177,8 @@ class ClusterMember:
                 if lease.name.startswith("node:") and lease.expires <= now} - live
         if not dead:
             return []
-        done: list[tuple[str, str]] = []
-        for key, replica in await asyncio.to_thread(catalog.pending):
-            if replica.owner not in dead or replica.tier not in store.tiers:
-                continue
-            if replica.state is ReplicaState.COPYING:
-                if not await store._discard(key, replica):
-                    continue
-            else:
-                try:
-                    await store._remove(key, replica)
-                except (TierstoreError, OSError) as exc:
-                    log.warning("could not finish removing %r from %r: %s", key,
-                                replica.tier, exc)
-                    continue
-            done.append((key, replica.tier))
+        report = await store.recover(dead=dead)
+        done = [*report.rolled_back, *report.finished]
         if done:
             log.warning("recovered the work of crashed daemons", extra={"fields": {
                 "owners": sorted(dead), "replicas": len(done)}})
@@ -201,6 +188,15 @@ class ClusterMember:
         """A move that touches no hot tier (a node's own) is the leader's to make."""
         hot = self.hot | self.foreign
         return move.dst not in hot and (move.src is None or move.src not in hot)
+
+    def fence_for(self, move: Move) -> Fence | None:
+        """The lease ``move`` is made under (the leader's for a cluster-wide move, else the
+        node's), as its catalog writes carry it; None when that lease is not held now."""
+        keeper = self.leader if self.cluster_wide(move) else self.node
+        lease = keeper.lease
+        if not (self.node.held and keeper.held) or lease is None:
+            return None
+        return Fence(lease.name, lease.fence)
 
     def _foreign(self, move: Move) -> bool:
         return move.dst in self.foreign or move.src in self.foreign

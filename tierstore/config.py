@@ -19,6 +19,7 @@ from typing import Any
 from .errors import ConfigError, UnknownTier
 from .locality.settings import LocalitySettings
 from .locality.topology import parse_site
+from .redaction import redact  # re-exported: where callers have long found it
 
 __all__ = [
     "Config",
@@ -28,11 +29,9 @@ __all__ = [
     "load_config",
     "parse_size",
     "redact",
-    "safe_url",
 ]
 
 CONFIG_NAME = "tierstore.toml"
-_SECRET_OPTION = re.compile(r"secret|password|token|key$|credential", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -71,24 +70,6 @@ def parse_size(value: object, *, source: str | None = None, field: str = "size")
     return int(float(number) * _UNITS[(unit or "").lower()])
 
 
-def safe_url(url: str) -> str:
-    """``url`` with any ``user:password@`` part masked, for printing."""
-    return re.sub(r"^([A-Za-z0-9+.-]+://)[^/@\s]*@", r"\1***@", url)
-
-
-def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of storage options safe to print: secret-looking values become ``"***"``."""
-    out: dict[str, Any] = {}
-    for name, value in options.items():
-        if isinstance(value, Mapping):
-            out[name] = redact(value)
-        elif _SECRET_OPTION.search(name) and name not in ("endpoint_url",):
-            out[name] = "***"
-        else:
-            out[name] = value
-    return out
-
-
 @dataclass(frozen=True, kw_only=True)
 class TierConfig:
     """One tier: an fsspec URL (filesystem plus root), its class, capacity and site."""
@@ -103,6 +84,9 @@ class TierConfig:
     site: str = "local"
     max_concurrency: int = 16
     timeout: float = 30.0
+    # Local folders: a new replica's bytes and folder entries are on disk (fsync) before the
+    # catalog commit that lets an old copy go. False trades that for speed (scratch data).
+    fsync: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -120,7 +104,8 @@ class TierConfig:
 
     def __repr__(self) -> str:
         return (f"TierConfig(name={self.name!r}, class={self.tier_class.name.lower()}, "
-                f"url={self.url!r}, options={redact(self.options)!r}, site={self.site!r})")
+                f"url={redact(self.url)!r}, options={redact(self.options)!r}, "
+                f"site={self.site!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,7 +140,7 @@ class Config:
             )
 
     def __repr__(self) -> str:
-        return (f"Config(home={str(self.home)!r}, catalog={safe_url(self.catalog)!r}, "
+        return (f"Config(home={str(self.home)!r}, catalog={redact(self.catalog)!r}, "
                 f"tiers={list(self.tiers.values())!r}, default_tier={self.default_tier!r}, "
                 f"site={self.site!r}, source={self.source!r})")
 
@@ -181,7 +166,7 @@ def default_config(home: Path, *, site: str = "local") -> Config:
 _TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers", "policies",
              "locality"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
-              "max_concurrency", "timeout"}
+              "max_concurrency", "timeout", "fsync"}
 
 
 def _expect(value: object, kind: type | tuple[type, ...], what: str, *, source: str,
@@ -226,6 +211,8 @@ def _tier_from_toml(name: str, raw: object, *, source: str, site: str, home: Pat
                                     source=source, field=f"{where}.max_concurrency"),
             timeout=float(_expect(table.get("timeout", 30.0), num, "seconds", source=source,
                                   field=f"{where}.timeout")),
+            fsync=_expect(table.get("fsync", True), bool, "true or false", source=source,
+                          field=f"{where}.fsync"),
         )
     except ConfigError as exc:
         if exc.source is None:
@@ -286,6 +273,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         except OSError as exc:
             raise ConfigError(f"cannot read config ({exc.strerror})", source=str(candidate)) \
                 from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+            raise ConfigError(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                              f"{exc.start}); save the file as UTF-8", source=str(candidate)) \
+                from None
         return config_from_toml(text, source=str(candidate), home=home, site=site)
     return default_config(home, site=site or "local")
 
@@ -308,6 +299,7 @@ url = "{home}/tiers/hot"             # any fsspec URL; a bare path is a local fo
 capacity = "50GiB"                   # optional; the daemon keeps usage under the watermarks
 high_watermark = 0.9
 low_watermark = 0.75
+# fsync = true                       # new replicas on disk before an old copy goes (local)
 
 [tiers.warm]
 class = "warm"

@@ -52,6 +52,7 @@ __all__ = ["Daemon", "DaemonLock", "DaemonLocked", "DaemonOptions", "RunState",
            "TokenBucket", "add_daemon_command"]
 
 log = logging.getLogger(__name__)
+_SHOWN_CLUSTER_STATUS = ("site", "node_lease", "leader", "lease_ttl")  # on /healthz
 
 
 class RunState(enum.StrEnum):
@@ -176,11 +177,15 @@ class Daemon:
         self.metrics.state.state(str(state))
 
     def health(self) -> tuple[bool, Mapping[str, Any]]:
-        """For ``/healthz``: healthy while starting or running."""
+        """For ``/healthz``: healthy while starting or running. Anyone who reaches the port
+        reads it (a pod's is open to the cluster), so it names no process, lease holder or
+        fencing token: what the catalog needs to act as this daemon."""
+        cluster = self.cluster.status() if self.cluster is not None else None
         return self.state in (RunState.STARTING, RunState.RUNNING), {
-            "state": str(self.state), "pid": os.getpid(), "cycles": self.cycles,
+            "state": str(self.state), "cycles": self.cycles,
             "moves_in_flight": self.in_flight, "last_cycle": self.last_cycle,
-            **({"cluster": self.cluster.status()} if self.cluster is not None else {})}
+            **({"cluster": {name: cluster[name] for name in _SHOWN_CLUSTER_STATUS}}
+               if cluster is not None else {})}
 
     async def pace(self, src: str, dst: str, size: int) -> None:
         """Count ``size`` bytes copied from ``src`` to ``dst``; wait for the bandwidth cap."""
@@ -394,15 +399,22 @@ class Daemon:
         """One move: copy to ``dst`` (verified, committed), tell ``copied``, then drop
         ``src``."""
         began = time.monotonic()
+        fence = None
+        if self.cluster is not None:  # the lease is checked again at each move, and carried
+            fence = self.cluster.fence_for(move)
+            if fence is None:
+                return self._record(move, snapshot, 0.0, "skipped", "the lease it was "
+                                    "planned under is no longer held")
         self.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            await self.store.add_replica(
-                move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size))
-            if copied is not None:
-                copied()
-            if move.src is not None:
-                await self.store.drop_replica(move.key, move.src)
+            with self.store.fenced(fence):  # the catalog refuses its writes once it is lost
+                await self.store.add_replica(
+                    move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size))
+                if copied is not None:
+                    copied()
+                if move.src is not None:
+                    await self.store.drop_replica(move.key, move.src)
         except asyncio.CancelledError:
             self._record(move, snapshot, time.monotonic() - began, "cancelled")
             raise

@@ -13,6 +13,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigError",
     "InvalidKey",
+    "LeaseLost",
     "NoReadableReplica",
     "ObjectExists",
     "ObjectNotFound",
@@ -101,6 +102,11 @@ class ChecksumMismatch(TierstoreError, OSError):
 
 class ReplicaError(TierstoreError, ValueError):
     """A replica operation would break an invariant (e.g. drop the last ready replica)."""
+
+
+class LeaseLost(ReplicaError):
+    """Work done under a lease (a daemon's node or leader lease) after the lease expired or
+    passed to another holder: the catalog refuses its writes (a fenced write)."""
 
 
 class NoReadableReplica(TierstoreError, OSError):

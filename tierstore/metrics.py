@@ -1,7 +1,8 @@
 """What the daemon tells the outside: Prometheus metrics, a health endpoint, and log lines.
 
 The metrics live in a registry of their own (not ``prometheus_client``'s global one), served
-with ``/healthz`` by a small threaded WSGI server bound to 127.0.0.1 only. Training processes
+with ``/healthz`` by a small server (:class:`MetricsServer`) bound to 127.0.0.1 unless told
+otherwise, which no number of idle connections can exhaust. Training processes
 on the node leave their loaders' metrics as Prometheus text files in the store's home
 (:func:`loader_metrics_folder`, written by :class:`tierstore.loader.metrics.MetricsFile`);
 the daemon serves the fresh ones beside its own, each series labelled with the ``process``
@@ -12,26 +13,29 @@ carry (an error from a storage library, say) is masked before it is written.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import re
-import socketserver
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import unquote, urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import unquote
+from wsgiref.handlers import SimpleHandler
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .config import Config, redact
+from .config import Config
 from .errors import TierstoreError
+from .redaction import redact, secret_values
 
 __all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "MetricsServer",
            "configure_logs", "loader_metrics_folder", "secrets_of"]
@@ -39,6 +43,10 @@ __all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "Metr
 STATES = ["starting", "running", "stopping", "stopped"]
 Health = Callable[[], tuple[bool, Mapping[str, Any]]]
 LOADER_FILES_STALE_S = 60.0  # a loader's file not rewritten for this long is left out
+IDLE_TIMEOUT_S = 10.0  # to send a whole request, or to take a whole answer
+MAX_CONNECTIONS = 64  # open at once; a new one drops the oldest still sending its request
+ANSWER_THREADS = 2  # build answers (a scrape reads the loaders' files)
+REQUEST_LIMIT = 16 * 1024  # bytes of a request's line and headers; longer ones are dropped
 log = logging.getLogger(__name__)
 
 
@@ -128,33 +136,45 @@ class DaemonMetrics:
                 self.tier_capacity.labels(rep.tier, rep.tier_class).set(rep.capacity)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+class _Answer(SimpleHandler):
+    """wsgiref's handler of one request, its whole response written to ``out``."""
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can hang on a bad resolver
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
-        self.setup_environ()
+    server_software = "tierstore"
 
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.out = io.BytesIO()
+        super().__init__(io.BytesIO(), self.out, io.StringIO(), environ)
+        self.os_environ = {}  # the daemon's environment (credentials) stays out
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log: scrapes every few seconds would drown the daemon's own lines."""
+    def log_exception(self, exc_info: Any) -> None:
+        log.warning("metrics endpoint failed", exc_info=exc_info)
 
 
 class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/healthz`` (JSON; 200 while healthy, else 503)
     on ``host`` (127.0.0.1 by default; ``0.0.0.0`` in a container, to be scraped from
-    outside), on a thread of its own."""
+    outside), on a thread of its own.
+
+    Whoever reaches the port (in a cluster, any pod) holds at most a socket of it: one event
+    loop reads every request (its line and headers, up to 16 KiB), and only a whole request
+    reaches the ``answer_threads`` that build answers. A connection that has not sent its
+    request, or not taken its answer, within ``idle_timeout`` seconds is closed; of more than
+    ``max_connections`` open at once, the oldest still sending its request is dropped. So a
+    probe that asks at once is answered, however many idle connections pile up.
+    """
 
     def __init__(self, metrics: DaemonMetrics, health: Health, port: int,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", *, idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS, answer_threads: int = ANSWER_THREADS):
         self._metrics = make_wsgi_app(metrics.registry)
         self._health = health
-        self._port = port
-        self.host = host
-        self._server: _Server | None = None
+        self.host, self.port = host, port
+        self.idle_timeout, self.max_connections = idle_timeout, max_connections
+        self.answer_threads = answer_threads
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Future[None]] = set()  # one per connection, till it ends
+        self._open: set[asyncio.StreamWriter] = set()  # all but those dropped
+        self._sending: dict[asyncio.StreamWriter, None] = {}  # no whole request yet; oldest 1st
 
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO") or "/"
@@ -171,49 +191,114 @@ class MetricsServer:
     def start(self) -> int:
         """Serve; the port bound (a free one when asked for port 0)."""
         try:
-            self._server = make_server(self.host, self._port, self._app, _Server, _QuietHandler)
+            sock = socket.create_server((self.host, self.port))
         except OSError as exc:
-            raise MetricsError(f"cannot serve metrics on {self.host}:{self._port}: "
+            raise MetricsError(f"cannot serve metrics on {self.host}:{self.port}: "
                                f"{exc.strerror or exc} (choose another --metrics-host or "
                                "--metrics-port, 0 for a free one, or --no-metrics)") from exc
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
-                         name="tierstore-metrics").start()
-        return self._server.server_port
+        self.port = sock.getsockname()[1]
+        self._loop, self._stopping = asyncio.new_event_loop(), asyncio.Event()
+        self._pool = ThreadPoolExecutor(self.answer_threads,
+                                        thread_name_prefix="tierstore-metrics-answer")
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True,
+                                        name="tierstore-metrics")
+        self._thread.start()
+        return self.port
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join()
+            self._pool.shutdown(cancel_futures=True)
+            self._thread = None
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            self._loop.run_until_complete(self._serve(sock))
+        finally:
+            self._loop.close()
+
+    async def _serve(self, sock: socket.socket) -> None:
+        server = await asyncio.start_server(self._connection, sock=sock, limit=REQUEST_LIMIT)
+        await self._stopping.wait()
+        server.close()
+        await asyncio.sleep(0)  # connections accepted last start their tasks
+        for writer in self._open:  # not cancelled: 3.11's streams log a cancelled task
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        await server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._open.add(writer)
+        self._sending[writer] = None
+        if len(self._open) > self.max_connections:
+            self._drop_oldest_sending()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
+            del self._sending[writer]
+            answer = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._answer, head)
+            writer.write(answer)
+            await asyncio.wait_for(writer.drain(), self.idle_timeout)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):
+            pass  # idle, half-sent, too long, dropped or gone: no one to answer
+        finally:
+            self._tasks.discard(task)
+            self._open.discard(writer)
+            self._sending.pop(writer, None)
+            writer.close()
+
+    def _drop_oldest_sending(self) -> None:
+        """Close the oldest connection still sending its request (its read then ends), at
+        once: the next connection accepted in this turn of the loop counts without it."""
+        oldest = next(iter(self._sending))
+        del self._sending[oldest]
+        self._open.discard(oldest)
+        oldest.transport.abort()
+
+    def _answer(self, head: bytes) -> bytes:
+        """The whole response to a request whose line and headers are ``head``."""
+        line, *headers = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, protocol = line.split(" ")
+        except ValueError:
+            return b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+        path, _, query = target.partition("?")
+        environ = {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "QUERY_STRING": query,
+                   "PATH_INFO": unquote(path, "iso-8859-1"), "SERVER_PROTOCOL": protocol,
+                   "SERVER_NAME": self.host, "SERVER_PORT": str(self.port)}
+        for header in headers:
+            name, colon, value = header.partition(":")
+            if colon:
+                environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+        answer = _Answer(environ)
+        answer.run(self._app)
+        return answer.out.getvalue()
 
 
 def secrets_of(config: Config) -> list[str]:
-    """The option values of ``config`` that :func:`redact` hides: never to be written."""
-    found: list[str] = []
-
-    def walk(options: Mapping[str, Any], shown: Mapping[str, Any]) -> None:
-        for name, value in options.items():
-            if isinstance(value, Mapping):
-                walk(value, shown[name])
-            elif shown[name] == "***" and str(value):
-                found.append(str(value))
-
+    """The secrets in ``config`` (its tiers' options and URLs, its catalog URL), as
+    :func:`~tierstore.redaction.secret_values` finds them: never to be written."""
+    found = secret_values(config.catalog)
     for tier in config.tiers.values():
-        walk(tier.options, redact(tier.options))
-    password = urlsplit(config.catalog).password
-    if password:
-        found += [password, unquote(password)]
+        found += secret_values(tier.options) + secret_values(tier.url)
     return found
 
 
 _BARE = re.compile(r"^[^\s\"=]+$")
-_USERINFO = re.compile(r"([A-Za-z0-9+.-]+://)[^/@\s]*@")
 
 
 class LogFormatter(logging.Formatter):
     """One line per record: ``TIME LEVEL MESSAGE key=value ...`` or, with ``json``, a JSON
     object with ``time``, ``level``, ``logger``, ``message`` and the record's fields (given
-    as ``extra={"fields": {...}}``). Secrets and URL passwords are masked."""
+    as ``extra={"fields": {...}}``). ``secrets`` are masked wherever they appear, and
+    whatever :func:`~tierstore.redaction.redact` finds (a URL's password, ``password=...``)."""
 
     def __init__(self, style: str = "text", secrets: Iterable[str] = ()):
         super().__init__()
@@ -239,7 +324,7 @@ class LogFormatter(logging.Formatter):
     def _mask(self, line: str) -> str:
         for secret in self.secrets:
             line = line.replace(secret, "***")
-        return _USERINFO.sub(r"\1***@", line)
+        return redact(line)
 
 
 def configure_logs(logger: logging.Logger, style: str, secrets: Iterable[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -21,7 +22,15 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+)
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -31,6 +40,7 @@ from .access import AccessRecorder
 from .catalog import (
     AccessStats,
     Catalog,
+    Fence,
     ObjectRecord,
     PreloadRecord,
     Replica,
@@ -42,6 +52,7 @@ from .config import Config, load_config
 from .errors import (
     CatalogError,
     ChecksumMismatch,
+    InvalidKey,
     NoReadableReplica,
     ObjectExists,
     ObjectNotFound,
@@ -50,6 +61,7 @@ from .errors import (
     TierstoreError,
     UnknownTier,
 )
+from .inflight import IN_FLIGHT
 from .keys import validate_key, validate_prefix
 from .locality.placement import place_after_put
 from .locality.selector import Locality
@@ -63,10 +75,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
-STALE_OWNER_SECONDS = 3600.0  # work owned by another host is presumed dead after this long
-# Replicas this process is working on right now, as (catalog, replica id): recovery leaves
-# them alone, and takes over rows of this process that a failed rollback left behind.
-_IN_FLIGHT: set[tuple[str, int]] = set()
+# Work owned by another host is presumed dead when its row has had no heartbeat this long
+# (a live owner refreshes the rows of its pending replicas: tierstore.inflight).
+STALE_OWNER_SECONDS = 3600.0
+# The lease the current task's moves are made under (Store.fenced): their catalog writes
+# carry it, and the catalog refuses them once the lease is lost.
+_FENCE: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("fence", default=None)
 
 
 class _SourceFailed(Exception):
@@ -113,6 +127,17 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store(tiers={list(self.tiers)}, catalog={self.catalog!r})"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def fenced(fence: Fence | None) -> Iterator[None]:
+        """Make the moves started in this block (this task and the tasks it starts) under
+        the lease ``fence``: the catalog refuses their writes (LeaseLost) once it is lost."""
+        token = _FENCE.set(fence)
+        try:
+            yield
+        finally:
+            _FENCE.reset(token)
 
     @property
     def owner(self) -> str:
@@ -327,7 +352,7 @@ class Store:
         tmp = Tier.partial_path(key)
         begin = asyncio.ensure_future(self._db(
             self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
-            owner=self.owner))
+            owner=self.owner, fence=_FENCE.get()))
         try:
             replica = await asyncio.shield(begin)
         except asyncio.CancelledError:  # the intent may commit anyway: take it back at once
@@ -340,12 +365,13 @@ class Store:
 
     @contextlib.contextmanager
     def _working(self, replica: Replica) -> Iterator[None]:
-        token = (repr(self.catalog), replica.id)
-        _IN_FLIGHT.add(token)
+        """Mark ``replica`` as this process's work in progress: recovery in this process
+        leaves it alone, and its row's heartbeat tells other hosts its owner is alive."""
+        token = IN_FLIGHT.add(self.catalog, replica)
         try:
             yield
         finally:
-            _IN_FLIGHT.discard(token)
+            IN_FLIGHT.discard(token)
 
     async def _fill_replica(self, key: str, dest: Tier, replica: Replica,
                             chunks: AsyncIterable[bytes],
@@ -365,8 +391,10 @@ class Store:
                 if (landed := await dest.size(replica.path)) != size:
                     raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
                                                          f"expected {size}")
-            superseded = await self._db(self.catalog.commit_replica, replica.id, size=size,
-                                        checksum=digest, new_content=new_content)
+            await dest.sync(replica.path)  # durable before a commit lets old bytes go
+            superseded = await self._db(self.catalog.commit_replica, replica.id,
+                                        owner=replica.owner, size=size, checksum=digest,
+                                        new_content=new_content, fence=_FENCE.get())
         except BaseException:
             await asyncio.shield(self._discard(key, replica))
             raise
@@ -396,16 +424,20 @@ class Store:
             raise ChecksumMismatch(key, dest.name, digest, hasher.hexdigest())
 
     async def _discard(self, key: str, replica: Replica) -> bool:
-        """Roll back an uncommitted replica; if the tier refuses, recovery will."""
+        """Roll back an uncommitted replica; if the tier refuses, recovery will.
+
+        Only this replica's own row and paths are touched: its temporary name is its alone
+        (a fresh one per write); its final name only while the catalog still says the row is
+        exactly ``replica`` (if recovery took the work over, that path may since be another
+        replica's)."""
         try:
             tier = self.tier(replica.tier)
             if replica.tmp:
-                await tier.abort_uploads(replica.tmp)
-                await tier.remove(replica.tmp)
-            if replica.path != replica.tmp:
+                await _remove_partial(tier, replica.tmp)
+            if replica.path != replica.tmp and await self._owned(key, replica):
                 await tier.abort_uploads(replica.path)  # S3 writes go to the path directly
                 await tier.remove(replica.path)
-            await self._db(self.catalog.forget_replica, replica.id)
+            await self._db(self.catalog.forget_replica, replica)
         except Exception as exc:
             log.warning("could not roll back replica of %r on %r (recovery will): %s",
                         key, replica.tier, exc)
@@ -413,12 +445,22 @@ class Store:
         return True
 
     async def _remove(self, key: str, replica: Replica) -> None:
-        """Remove a ``deleting`` replica's bytes, then its row."""
+        """Remove a ``deleting`` replica's bytes, then its row (only while it is exactly
+        ``replica``, as :meth:`_discard`)."""
+        if not await self._owned(key, replica):
+            return
         tier = self.tier(replica.tier)
         await tier.remove(replica.path)
         if replica.tmp and replica.tmp != replica.path:
             await tier.remove(replica.tmp)
-        await self._db(self.catalog.forget_replica, replica.id)
+        await self._db(self.catalog.forget_replica, replica)
+
+    async def _owned(self, key: str, replica: Replica) -> bool:
+        """Whether the catalog still holds ``replica`` as it is: same id, owner and state."""
+        record = await self._db(self.catalog.get, key)
+        return record is not None and any(
+            (r.id, r.owner, r.state) == (replica.id, replica.owner, replica.state)
+            for r in record.replicas)
 
     # -- replicas and moves ----------------------------------------------------------------
 
@@ -449,7 +491,8 @@ class Store:
             raise ReplicaError(f"{key!r} has no ready replica on tier {tier!r}")
         if record.pinned == tier:
             raise ReplicaError(f"{key!r} is pinned to tier {tier!r}; unpin it first")
-        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner)
+        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner,
+                                fence=_FENCE.get())
         with self._working(marked):
             await self._remove(key, marked)
         return await self.stat(key)
@@ -598,14 +641,17 @@ class Store:
 
     # -- recovery and audit ----------------------------------------------------------------
 
-    def _owner_alive(self, owner: str, replica: Replica) -> bool:
-        host, _, pid = owner.rpartition(":")
+    def _owner_alive(self, replica: Replica, now: float) -> bool:
+        """Whether the process that owns ``replica`` may still be working on it: on this
+        host, while it runs (however long its copy takes); on another, while the row's
+        heartbeat is fresh."""
+        host, _, pid = replica.owner.rpartition(":")
         if host != socket.gethostname():
-            return True  # another node's work: left to its own recovery (or staleness)
+            return now - replica.updated <= STALE_OWNER_SECONDS
         if not pid.isdigit():
             return False
         if int(pid) == os.getpid():
-            return (repr(self.catalog), replica.id) in _IN_FLIGHT
+            return IN_FLIGHT.holds(self.catalog, replica)
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -614,38 +660,52 @@ class Store:
             return True
         return True
 
-    async def recover(self) -> RecoveryReport:
+    async def recover(self, *, dead: Collection[str] | None = None) -> RecoveryReport:
         """Finish or roll back the moves of processes that died mid-way.
 
         A ``copying`` replica never committed, so its bytes are removed (rolled back); a
         ``deleting`` replica was already superseded, so its removal is finished. Work of
-        live processes is left alone.
+        live processes is left alone; work presumed dead is first taken over in the catalog
+        (:meth:`Catalog.take_over`), so that its owner, if it lives after all, cannot touch
+        it again, and two recoveries never both act on it. With ``dead``: the work of exactly
+        these owners (``host:pid``), on any host (a cluster's leader names the daemons whose
+        node lease expired).
         """
-        rolled_back, finished, skipped, failed = [], [], 0, 0
+        rolled_back: list[tuple[str, str]] = []
+        finished: list[tuple[str, str]] = []
+        skipped = failed = 0
         now = time.time()
-        for key, replica in await self._db(self.catalog.pending):
-            stale = now - replica.updated > STALE_OWNER_SECONDS
-            busy = self._owner_alive(replica.owner, replica) and not stale
-            if busy or replica.tier not in self.tiers:
+        for key, pending in await self._db(self.catalog.pending):
+            presumed_dead = (pending.owner in dead if dead is not None
+                             else not self._owner_alive(pending, now))
+            if not presumed_dead or pending.tier not in self.tiers:
                 skipped += 1
                 continue
-            if replica.state is ReplicaState.COPYING:
-                if await self._discard(key, replica):
-                    rolled_back.append((key, replica.tier))
-                else:
-                    failed += 1
+            replica = await self._db(self.catalog.take_over, pending, self.owner)
+            if replica is None:  # a heartbeat or another recovery came first
+                skipped += 1
+                continue
+            with self._working(replica):
+                done = await self._recover_one(key, replica)
+            if done is None:
+                failed += 1
             else:
-                try:
-                    await self._remove(key, replica)
-                    finished.append((key, replica.tier))
-                except (TierstoreError, OSError) as exc:
-                    log.warning("could not finish removing %r from %r: %s", key,
-                                replica.tier, exc)
-                    failed += 1
+                (rolled_back if done else finished).append((key, replica.tier))
         if rolled_back or finished:
             log.info("recovered interrupted work: %d copies rolled back, %d removals finished",
                      len(rolled_back), len(finished))
         return RecoveryReport(tuple(rolled_back), tuple(finished), skipped, failed)
+
+    async def _recover_one(self, key: str, replica: Replica) -> bool | None:
+        """Roll back a copy (True) or finish a removal (False); None if the tier refused."""
+        if replica.state is ReplicaState.COPYING:
+            return True if await self._discard(key, replica) else None
+        try:
+            await self._remove(key, replica)
+        except (TierstoreError, OSError) as exc:
+            log.warning("could not finish removing %r from %r: %s", key, replica.tier, exc)
+            return None
+        return False
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica
@@ -729,6 +789,16 @@ async def _finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
     for task in tasks:
         if not task.done():
             task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+async def _remove_partial(tier: Tier, tmp: str) -> None:
+    """Remove a temporary name and any unfinished upload to it. A name the tier refuses
+    (an over-long one that tierstore 0.1 could give) can hold nothing: nothing to remove."""
+    try:
+        await tier.abort_uploads(tmp)
+        await tier.remove(tmp)
+    except InvalidKey:
+        pass
 
 
 def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:

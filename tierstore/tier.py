@@ -27,7 +27,8 @@ from fsspec.core import split_protocol
 from .checksum import Hasher, checksum_file
 from .config import TierClass, TierConfig
 from .errors import InvalidKey, TierError, TierUnavailable
-from .keys import RESERVED_PREFIX, validate_key
+from .keys import MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
+from .redaction import redact
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
@@ -114,7 +115,7 @@ class Tier:
         return self.protocol == "s3"
 
     def __repr__(self) -> str:
-        return f"Tier({self.name!r}, {self.tier_class.name.lower()}, {self.config.url!r})"
+        return f"Tier({self.name!r}, {self.tier_class.name.lower()}, {redact(self.config.url)!r})"
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -132,8 +133,12 @@ class Tier:
 
     @staticmethod
     def partial_path(key: str) -> str:
-        """A fresh temporary name for bytes of ``key`` that are not yet verified."""
-        return f"{PARTIAL_DIR}/{uuid.uuid4().hex}-{posixpath.basename(key)}"
+        """A fresh temporary name for bytes of ``key`` that are not yet verified: a unique
+        prefix and as much of the key's last segment as a name may hold (any valid key's)."""
+        prefix = f"{uuid.uuid4().hex}-"
+        room = MAX_SEGMENT_BYTES - len(prefix)
+        name = posixpath.basename(key).encode()[:room].decode(errors="ignore")
+        return f"{PARTIAL_DIR}/{prefix}{name}"
 
     # -- filesystem instances ----------------------------------------------------------------
 
@@ -472,6 +477,14 @@ class Tier:
         await self._call("rename", "mv_file" if self.is_async else "mv", self.full_path(src),
                          self.full_path(dst))
 
+    async def sync(self, path: str) -> None:
+        """Make ``path``'s bytes and its name durable: fsync the file, then every folder from
+        its own up to the root (any of them may be new). Local folders only, unless the
+        tier's ``fsync`` is off; an object store's write is durable when it is acknowledged."""
+        if self.protocol == "file" and self.config.fsync:
+            await self._guard("sync", asyncio.to_thread(_sync_file, self.full_path(path),
+                                                        self.root))
+
     async def walk(self) -> list[TierFile]:
         """Every file under the root, tierstore's own included."""
         fs = await self._fs()
@@ -508,6 +521,26 @@ def _replace_file(src: str, dst: str) -> None:
     if os.path.isdir(dst):
         os.rmdir(dst)  # fails, as it should, if the folder is not empty
     os.replace(src, dst)
+
+
+def _sync_file(full: str, root: str) -> None:
+    """fsync a file, then its folder and each folder above it up to ``root`` (their
+    entries: a power cut may otherwise lose a renamed or newly created name)."""
+    fd = os.open(full, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    folder = os.path.dirname(full)
+    while True:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if folder == root or not folder.startswith(root + "/"):
+            return
+        folder = os.path.dirname(folder)
 
 
 def _remove_file(full: str, root: str) -> None:

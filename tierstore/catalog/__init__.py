@@ -8,6 +8,7 @@ from ..errors import CatalogError
 from .base import (
     AccessStats,
     Catalog,
+    Fence,
     Lease,
     ObjectRecord,
     PreloadRecord,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessStats",
     "Catalog",
+    "Fence",
     "Lease",
     "ObjectRecord",
     "PostgresCatalog",

@@ -13,18 +13,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..errors import CatalogError
+from ..errors import CatalogError, LeaseLost, ReplicaError
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
     "AccessStats",
     "Catalog",
+    "Fence",
     "Lease",
     "ObjectRecord",
     "PreloadRecord",
     "Replica",
     "ReplicaState",
     "TierUsage",
+    "check_owned",
+    "fence_holds",
     "lease_upsert",
 ]
 
@@ -114,6 +117,37 @@ class PreloadRecord:
     created: float
 
 
+def check_owned(replica: Replica, owner: str, state: ReplicaState) -> None:
+    """Refuse work on a replica that is not (any more) ``owner``'s, in ``state``: recovery
+    may have taken over the work of an owner it presumed dead."""
+    if replica.state is not state:
+        raise ReplicaError(f"replica {replica.id} is {replica.state}, not {state}")
+    if replica.owner != owner:
+        raise ReplicaError(f"replica {replica.id} was taken over by {replica.owner} (its "
+                           f"owner {owner} was presumed dead)")
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease some work is done under: lease ``name`` in its term ``fence``. A catalog
+    write that carries it commits only while that lease is still in that term and unexpired,
+    by the catalog's clock: a holder that stalled past its lease (another took over) cannot
+    change what exists any more, whatever its own clock believes."""
+
+    name: str
+    fence: int
+
+    def refuse(self) -> LeaseLost:
+        return LeaseLost(f"lease {self.name!r} (term {self.fence}) has expired or passed to "
+                         "another holder; the write is refused")
+
+
+def fence_holds(p: str, now: str) -> str:
+    """The SQL that finds lease ``(name, fence)`` valid at ``now`` (an SQL expression: the
+    catalog's clock); ``p`` is the driver's placeholder. Shared, as :func:`lease_upsert`."""
+    return f"SELECT 1 FROM leases WHERE name = {p} AND fence = {p} AND expires > {now}"
+
+
 def lease_upsert(p: str) -> str:
     """The SQL that takes lease ``(name, holder, now, now, ttl)`` if it is free, expired or
     already ``holder``'s (then keeping its fence and acquisition time), returning the lease
@@ -192,7 +226,7 @@ class Catalog(ABC):
 
     @abstractmethod
     def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
-                      owner: str) -> Replica:
+                      owner: str, fence: Fence | None = None) -> Replica:
         """Record the intent to write a replica of ``key`` on ``tier`` (state ``copying``).
 
         Its path is the key itself when no replica on that tier uses that path, else ``tmp``
@@ -202,14 +236,19 @@ class Catalog(ABC):
         replica of the key on that tier is a conflict; without it (a copy of committed
         bytes) a ready or copying replica there already is.
         ``owner`` names the process doing the work (``host:pid``) so that recovery leaves
-        the work of live processes alone.
+        the work of live processes alone. With ``fence``, refused (LeaseLost) unless that
+        lease holds (:class:`Fence`); likewise in :meth:`commit_replica` and
+        :meth:`mark_deleting`.
         Raises :class:`~tierstore.errors.ReplicaError` on conflict.
         """
 
     @abstractmethod
-    def commit_replica(self, replica_id: int, *, size: int, checksum: str, new_content: bool
-                       ) -> list[Replica]:
-        """Mark a verified replica ``ready``, all in one transaction.
+    def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
+                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
+        """Mark a verified replica ``ready``, all in one transaction, durably (the commit is
+        on disk before this returns: the caller removes bytes next).
+
+        Refused (ReplicaError) unless the replica is still ``copying`` and ``owner``'s.
 
         With ``new_content`` (a put) the object takes ``size`` and ``checksum`` and every
         other replica of it becomes ``deleting``, owned now by the committing process; those
@@ -219,18 +258,34 @@ class Catalog(ABC):
         """
 
     @abstractmethod
-    def mark_deleting(self, replica_id: int, *, owner: str) -> Replica:
-        """Move a ready replica to ``deleting``; refuse (ReplicaError) if it is the object's
-        last ready replica."""
+    def mark_deleting(self, replica_id: int, *, owner: str, fence: Fence | None = None
+                      ) -> Replica:
+        """Move a ready replica to ``deleting``, durably; refuse (ReplicaError) if it is the
+        object's last ready replica."""
 
     @abstractmethod
     def begin_delete(self, key: str, *, owner: str) -> list[Replica]:
-        """Mark every replica of ``key`` ``deleting`` at once (removing the object); returns
-        them for the caller to remove. Raises ObjectNotFound if the key has no replica."""
+        """Mark every replica of ``key`` ``deleting`` at once (removing the object), durably;
+        returns them for the caller to remove. Raises ObjectNotFound if the key has no
+        replica."""
 
     @abstractmethod
-    def forget_replica(self, replica_id: int) -> None:
-        """Delete a replica row; an object left with no replica row is deleted too."""
+    def forget_replica(self, replica: Replica) -> bool:
+        """Delete the row of exactly ``replica``: only while it has that id (ids are never
+        reused), owner and state, so a process can only ever forget its own work. An object
+        left with no replica row is deleted too. Whether the row was deleted."""
+
+    @abstractmethod
+    def take_over(self, replica: Replica, owner: str) -> Replica | None:
+        """Recovery's claim on a pending replica whose owner it presumes dead: make ``owner``
+        its owner, only if the row is still exactly as ``replica`` shows it (owner, state and
+        ``updated``), so that a heartbeat since (the owner is alive after all) or another
+        recovery wins. The replica as claimed, or None."""
+
+    @abstractmethod
+    def heartbeat(self, replica_ids: list[int], owner: str) -> int:
+        """Refresh ``updated`` of these pending replicas, where ``owner`` still owns them: a
+        long copy shows it is alive. How many rows it refreshed."""
 
     @abstractmethod
     def pending(self) -> list[tuple[str, Replica]]:

@@ -18,28 +18,32 @@ before it could commit (the server restarted).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import CatalogError, ObjectNotFound, ReplicaError
+from ..redaction import redact, secret_values
 from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
     Catalog,
+    Fence,
     Lease,
     ObjectRecord,
     PreloadRecord,
     Replica,
     ReplicaState,
     TierUsage,
+    check_owned,
+    fence_holds,
     lease_upsert,
 )
 
@@ -120,12 +124,16 @@ MIGRATIONS = [
         PRIMARY KEY (object_id, site)
     );
     """,
+    # Version 5 made SQLite's replica ids never reused; identity columns never reuse theirs,
+    # so here it changes nothing (both backends keep one numbering of schema versions).
+    "SELECT 1",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x7469657273746F72  # "tierstor": one migration at a time per database
 _RETRIES = 5
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, for leases
 _LEASE_UPSERT = lease_upsert("%s")
+_FENCE_HOLDS = fence_holds("%s", _NOW)
 
 _OBJECT_COLUMNS = "o.id, o.key, o.size, o.checksum, o.created, o.pinned"
 _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
@@ -149,7 +157,7 @@ class PostgresCatalog(Catalog):
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:  # libpq may quote the URL, password and all
             raise CatalogError(f"malformed PostgreSQL catalog URL: {self._redact(exc)}") from None
-        self._secrets += [str(params["password"])] if params.get("password") else []
+        self._secrets = sorted({*self._secrets, *secret_values(params)}, key=len, reverse=True)
         self._url = url
         self._extra: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
@@ -188,7 +196,7 @@ class PostgresCatalog(Catalog):
         text = " ".join(str(exc).split())
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact(text)  # and what libpq quotes by name (password=..., sslpassword=...)
 
     def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
         if os.getpid() != self._pid:  # a forked child never reuses its parent's connections
@@ -330,10 +338,11 @@ class PostgresCatalog(Catalog):
     # -- writes ---------------------------------------------------------------------------------
 
     def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
-                      owner: str) -> Replica:
+                      owner: str, fence: Fence | None = None) -> Replica:
         now = time.time()
 
         def txn(cur: Cursor) -> Replica:
+            _check_fence(cur, fence)
             # Creates the row or locks the existing one, atomically even under concurrency.
             oid, size = _one(cur.execute(
                 "INSERT INTO objects (key, created) VALUES (%s, %s) ON CONFLICT (key) "
@@ -366,14 +375,14 @@ class PostgresCatalog(Catalog):
             raise ReplicaError(f"replica {replica_id} does not exist")
         return row[0], _replica(row[1:])
 
-    def commit_replica(self, replica_id: int, *, size: int, checksum: str, new_content: bool
-                       ) -> list[Replica]:
-        now = time.time()
+    def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
+                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
+        now = time.time()  # durable: synchronous_commit is on (the server's default)
 
         def txn(cur: Cursor) -> list[Replica]:
+            _check_fence(cur, fence)
             oid, replica = self._lock_replica(cur, replica_id)
-            if replica.state is not ReplicaState.COPYING:
-                raise ReplicaError(f"replica {replica_id} is {replica.state}, not copying")
+            check_owned(replica, owner, ReplicaState.COPYING)
             superseded: list[Replica] = []
             if new_content:
                 cur.execute("UPDATE objects SET size = %s, checksum = %s WHERE id = %s",
@@ -397,10 +406,12 @@ class PostgresCatalog(Catalog):
 
         return self._write(txn)
 
-    def mark_deleting(self, replica_id: int, *, owner: str) -> Replica:
+    def mark_deleting(self, replica_id: int, *, owner: str, fence: Fence | None = None
+                      ) -> Replica:
         now = time.time()
 
         def txn(cur: Cursor) -> Replica:
+            _check_fence(cur, fence)
             oid, replica = self._lock_replica(cur, replica_id)
             if replica.state is not ReplicaState.READY:
                 raise ReplicaError(f"replica {replica_id} is {replica.state}, not ready")
@@ -430,17 +441,36 @@ class PostgresCatalog(Catalog):
 
         return self._write(txn)
 
-    def forget_replica(self, replica_id: int) -> None:
-        def txn(cur: Cursor) -> None:
+    def forget_replica(self, replica: Replica) -> bool:
+        def txn(cur: Cursor) -> bool:
             # Locked first, so that NOT EXISTS sees every replica committed before the lock.
-            cur.execute(_LOCK_BY_REPLICA, (replica_id,))
-            row = cur.execute("DELETE FROM replicas WHERE id = %s RETURNING object_id",
-                              (replica_id,)).fetchone()
-            if row is not None:
-                cur.execute("DELETE FROM objects o WHERE id = %s AND NOT EXISTS "
-                            "(SELECT 1 FROM replicas WHERE object_id = o.id)", (row[0],))
+            cur.execute(_LOCK_BY_REPLICA, (replica.id,))
+            row = cur.execute("DELETE FROM replicas WHERE id = %s AND owner = %s AND "
+                              "state = %s RETURNING object_id",
+                              (replica.id, replica.owner, str(replica.state))).fetchone()
+            if row is None:
+                return False
+            cur.execute("DELETE FROM objects o WHERE id = %s AND NOT EXISTS "
+                        "(SELECT 1 FROM replicas WHERE object_id = o.id)", (row[0],))
+            return True
 
-        self._write(txn)
+        return self._write(txn)
+
+    def take_over(self, replica: Replica, owner: str) -> Replica | None:
+        now = time.time()
+        taken = self._write(lambda cur: cur.execute(
+            "UPDATE replicas SET owner = %s, updated = %s WHERE id = %s AND owner = %s AND "
+            "state = %s AND updated = %s AND state <> 'ready'",
+            (owner, now, replica.id, replica.owner, str(replica.state), replica.updated)
+        ).rowcount)
+        return dataclasses.replace(replica, owner=owner, updated=now) if taken else None
+
+    def heartbeat(self, replica_ids: list[int], owner: str) -> int:
+        if not replica_ids:
+            return 0
+        return self._write(lambda cur: cur.execute(
+            "UPDATE replicas SET updated = %s WHERE owner = %s AND state <> 'ready' AND "
+            "id = ANY(%s)", (time.time(), owner, list(replica_ids))).rowcount)
 
     def set_pin(self, key: str, tier: str | None) -> None:
         self._write(lambda cur: cur.execute("UPDATE objects SET pinned = %s WHERE key = %s",
@@ -573,6 +603,13 @@ def _one(cur: Cursor) -> tuple[Any, ...]:
     return row
 
 
+def _check_fence(cur: Cursor, fence: Fence | None) -> None:
+    """Refuse a fenced write whose lease no longer holds (the lease row is read under the
+    transaction's snapshot; taking a lease over commits before a new term's writes)."""
+    if fence is not None and cur.execute(
+            _FENCE_HOLDS + " FOR SHARE", (fence.name, fence.fence)).fetchone() is None:
+        raise fence.refuse()
+
 def _replica(row: tuple[Any, ...]) -> Replica:
     rid, tier, path, state, tmp, owner, updated = row
     return Replica(rid, tier, path, ReplicaState(state), tmp, owner, updated)
@@ -592,12 +629,8 @@ def _records(rows: list[tuple[Any, ...]]) -> list[ObjectRecord]:
 
 
 def _secrets_of(url: str) -> list[str]:
-    """Passwords that must never be shown: the URL's (as written and decoded), libpq's."""
-    try:
-        raw = urlsplit(url).password or ""
-    except ValueError:
-        raw = ""
-    found = {raw, unquote(raw), os.environ.get("PGPASSWORD", "")}
+    """Secrets that must never be shown: the URL's (as written and decoded), libpq's."""
+    found = {*secret_values(url), os.environ.get("PGPASSWORD", "")}
     return sorted((s for s in found if s), key=len, reverse=True)
 
 

@@ -8,6 +8,7 @@ half-way.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -21,18 +22,22 @@ from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
     Catalog,
+    Fence,
     Lease,
     ObjectRecord,
     PreloadRecord,
     Replica,
     ReplicaState,
     TierUsage,
+    check_owned,
+    fence_holds,
     lease_upsert,
 )
 
 __all__ = ["SqliteCatalog"]
 
 _LEASE_UPSERT = lease_upsert("?")
+_FENCE_HOLDS = fence_holds("?", "?")
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS = [
@@ -105,6 +110,28 @@ MIGRATIONS = [
         PRIMARY KEY (object_id, site)
     );
     """,
+    # Replica ids are never reused (AUTOINCREMENT): a row a process remembers can only ever
+    # be its own replica's, never a later replica that took a freed id.
+    """
+    CREATE TABLE replicas_v5 (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+        tier      TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        state     TEXT NOT NULL CHECK (state IN ('copying', 'ready', 'deleting')),
+        tmp       TEXT,
+        owner     TEXT NOT NULL,
+        updated   REAL NOT NULL
+    );
+    INSERT INTO replicas_v5 SELECT id, object_id, tier, path, state, tmp, owner, updated
+        FROM replicas;
+    DROP TABLE replicas;
+    ALTER TABLE replicas_v5 RENAME TO replicas;
+    CREATE INDEX replicas_object ON replicas(object_id);
+    CREATE INDEX replicas_state ON replicas(state) WHERE state != 'ready';
+    CREATE UNIQUE INDEX replicas_one_ready ON replicas(object_id, tier) WHERE state = 'ready';
+    CREATE UNIQUE INDEX replicas_path ON replicas(tier, path);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -160,19 +187,28 @@ class SqliteCatalog(Catalog):
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable``: its commit is on disk when this returns (the
+        WAL is synced at COMMIT, ``synchronous=FULL``), for the commits after which bytes are
+        removed; the others (``NORMAL``) may be lost to a power cut, never corrupted."""
         conn = self._conn()
+        if durable:
+            conn.execute("PRAGMA synchronous=FULL")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
 
     def schema_versions(self) -> tuple[int, int]:
         if not self.path.exists():  # never created: looking must not create it
@@ -274,10 +310,17 @@ class SqliteCatalog(Catalog):
 
     # -- writes ---------------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
+        if fence is not None and conn.execute(
+                _FENCE_HOLDS, (fence.name, fence.fence, time.time())).fetchone() is None:
+            raise fence.refuse()
+
     def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
-                      owner: str) -> Replica:
+                      owner: str, fence: Fence | None = None) -> Replica:
         now = time.time()
         with self._write() as conn:
+            self._check_fence(conn, fence)
             conn.execute("INSERT INTO objects (key, created) VALUES (?, ?) "
                          "ON CONFLICT (key) DO NOTHING", (key, now))
             oid, size = conn.execute("SELECT id, size FROM objects WHERE key = ?",
@@ -307,14 +350,14 @@ class SqliteCatalog(Catalog):
             raise ReplicaError(f"replica {replica_id} does not exist")
         return row[0], _replica(row[1:])
 
-    def commit_replica(self, replica_id: int, *, size: int, checksum: str, new_content: bool
-                       ) -> list[Replica]:
+    def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
+                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
         now = time.time()
         superseded: list[Replica] = []
-        with self._write() as conn:
+        with self._write(durable=True) as conn:
+            self._check_fence(conn, fence)
             oid, replica = self._replica(conn, replica_id)
-            if replica.state is not ReplicaState.COPYING:
-                raise ReplicaError(f"replica {replica_id} is {replica.state}, not copying")
+            check_owned(replica, owner, ReplicaState.COPYING)
             if new_content:
                 conn.execute("UPDATE objects SET size = ?, checksum = ? WHERE id = ?",
                              (size, checksum, oid))
@@ -338,9 +381,11 @@ class SqliteCatalog(Catalog):
                          "WHERE id = ?", (now, replica_id))
         return superseded
 
-    def mark_deleting(self, replica_id: int, *, owner: str) -> Replica:
+    def mark_deleting(self, replica_id: int, *, owner: str, fence: Fence | None = None
+                      ) -> Replica:
         now = time.time()
-        with self._write() as conn:
+        with self._write(durable=True) as conn:
+            self._check_fence(conn, fence)
             oid, replica = self._replica(conn, replica_id)
             if replica.state is not ReplicaState.READY:
                 raise ReplicaError(f"replica {replica_id} is {replica.state}, not ready")
@@ -355,7 +400,7 @@ class SqliteCatalog(Catalog):
 
     def begin_delete(self, key: str, *, owner: str) -> list[Replica]:
         now = time.time()
-        with self._write() as conn:
+        with self._write(durable=True) as conn:
             rows = conn.execute(
                 f"SELECT {self._REPLICA_COLUMNS} FROM replicas r JOIN objects o "
                 "ON o.id = r.object_id WHERE o.key = ? AND r.state = 'ready'", (key,)).fetchall()
@@ -365,15 +410,35 @@ class SqliteCatalog(Catalog):
                              "WHERE id = ?", [(owner, now, row[0]) for row in rows])
         return [_replica((*row[:3], "deleting", row[4], owner, now)) for row in rows]
 
-    def forget_replica(self, replica_id: int) -> None:
+    def forget_replica(self, replica: Replica) -> bool:
         with self._write() as conn:
-            row = conn.execute("SELECT object_id FROM replicas WHERE id = ?",
-                               (replica_id,)).fetchone()
+            row = conn.execute("DELETE FROM replicas WHERE id = ? AND owner = ? AND state = ? "
+                               "RETURNING object_id",
+                               (replica.id, replica.owner, str(replica.state))).fetchone()
             if row is None:
-                return
-            conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+                return False
             conn.execute("DELETE FROM objects WHERE id = ? AND NOT EXISTS "
                          "(SELECT 1 FROM replicas WHERE object_id = ?)", (row[0], row[0]))
+        return True
+
+    def take_over(self, replica: Replica, owner: str) -> Replica | None:
+        now = time.time()
+        with self._write() as conn:
+            taken = conn.execute(
+                "UPDATE replicas SET owner = ?, updated = ? WHERE id = ? AND owner = ? AND "
+                "state = ? AND updated = ? AND state != 'ready'",
+                (owner, now, replica.id, replica.owner, str(replica.state), replica.updated)
+            ).rowcount
+        return dataclasses.replace(replica, owner=owner, updated=now) if taken else None
+
+    def heartbeat(self, replica_ids: list[int], owner: str) -> int:
+        if not replica_ids:
+            return 0
+        with self._write() as conn:
+            return conn.execute(
+                f"UPDATE replicas SET updated = ? WHERE owner = ? AND state != 'ready' AND id "
+                f"IN ({','.join('?' * len(replica_ids))})",
+                (time.time(), owner, *replica_ids)).rowcount
 
     def set_pin(self, key: str, tier: str | None) -> None:
         with self._write() as conn:

@@ -1,0 +1,95 @@
+"""What a power cut keeps (issue 13, defect 3), shown by the order of the system calls of a
+real ``tierstore`` process under strace: before an old copy's bytes are unlinked, the new
+replica's data and every folder entry up to its tier's root are fsynced, and so is the
+catalog's write-ahead log holding the commit that supersedes the old copy."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from storefixtures import make_config, toml_for
+
+pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+
+CALL = re.compile(r"^\d+\s+(\w+)\((\d+<([^>]*)>|\"([^\"]*)\")")
+
+
+def _traced(config: Path, trace: Path, *args: str) -> list[tuple[str, str]]:
+    """Run ``tierstore *args`` under strace; its (call, path) of syncs, writes, renames and
+    unlinks, in order, over all its threads."""
+    subprocess.run(["strace", "-f", "-y", "-qq", "-o", str(trace), "-e",
+                    "trace=fsync,fdatasync,pwrite64,write,rename,renameat,renameat2,unlink,"
+                    "unlinkat", sys.executable, "-m", "tierstore.cli", "--config", str(config),
+                    *args], check=True, capture_output=True, timeout=120)
+    calls = []
+    for line in trace.read_text().splitlines():
+        if (m := CALL.match(line)) and "ENOENT" not in line:
+            calls.append((m.group(1), m.group(3) or m.group(4)))
+    return calls
+
+
+def _first(calls: list[tuple[str, str]], names: set[str], path: str, after: int = -1) -> int:
+    """The index of the first of ``names`` on ``path`` after ``after``; len(calls) if none."""
+    return next((i for i, (call, p) in enumerate(calls)
+                 if i > after and call in names and p == path), len(calls))
+
+
+SYNC = {"fsync", "fdatasync"}
+
+
+def _assert_durable_before_unlink(calls: list[tuple[str, str]], new: Path, root: Path,
+                                  old: Path, wal: Path) -> None:
+    unlink = _first(calls, {"unlink", "unlinkat"}, str(old))
+    synced = _first(calls, SYNC, str(new))
+    assert synced < unlink, "the new replica's bytes were not fsynced before the old unlink"
+    folder, last = new.parent, synced
+    while True:  # each folder entry up to the root, after the file
+        last = _first(calls, SYNC, str(folder), after=synced)
+        assert last < unlink, f"folder {folder} not fsynced before the old copy was unlinked"
+        if folder == root:
+            break
+        folder = folder.parent
+    wal_writes = [i for i, (call, p) in enumerate(calls[:unlink])
+                  if call in ("pwrite64", "write") and p == str(wal)]
+    assert wal_writes and wal_writes[-1] > last  # the commit was written after the syncs...
+    assert _first(calls, SYNC, str(wal), after=wal_writes[-1]) < unlink  # ...and synced
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> tuple[Path, Path]:
+    config = make_config(tmp_path, "local")
+    path = tmp_path / "tierstore.toml"
+    path.write_text(toml_for(config))
+    (tmp_path / "data").write_bytes(os.urandom(100_000))
+    subprocess.run([sys.executable, "-m", "tierstore.cli", "--config", str(path), "put",
+                    "--tier", "cold", str(tmp_path / "data"), "d/e/x"], check=True,
+                   capture_output=True)
+    return path, tmp_path
+
+
+def test_a_move_syncs_the_new_copy_and_its_commit_before_unlinking_the_old(
+        local: tuple[Path, Path]) -> None:
+    config, home = local
+    calls = _traced(config, home / "trace", "mv", "d/e/x", "--tier", "hot")
+    _assert_durable_before_unlink(calls, new=home / "tiers/hot/d/e/x",
+                                  root=home / "tiers/hot", old=home / "tiers/cold/d/e/x",
+                                  wal=home / "catalog.db-wal")
+
+
+def test_an_overwrite_syncs_the_new_content_and_its_commit_before_unlinking_the_old(
+        local: tuple[Path, Path]) -> None:
+    config, home = local
+    (home / "new").write_bytes(b"new content")
+    calls = _traced(config, home / "trace", "put", "--overwrite", "--tier", "cold",
+                    str(home / "new"), "d/e/x")
+    # the new content keeps the temporary name it was written under: the old holds the key's
+    (new,) = [Path(p) for call, p in calls if call in SYNC and "/.tierstore/partial/" in p
+              and not os.path.isdir(p)]
+    _assert_durable_before_unlink(calls, new=new, root=home / "tiers/cold",
+                                  old=home / "tiers/cold/d/e/x", wal=home / "catalog.db-wal")
