@@ -4,7 +4,10 @@
 #                 (Ceph and PostgreSQL required), ruff and mypy; extra pytest args:
 #                 make test PYTEST_ARGS="-x -k s3"
 #   make lint     ruff + mypy only
-# CI runs .ci/run (= make test). A CPU-only torch: make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+#   make wheel-check  build the sdist and the wheel (from the sdist), install the wheel in a fresh
+#                 venv and, with no source tree beside it, import every module and run the demo
+# CI runs .ci/run (= make test, then make wheel-check). A CPU-only torch:
+# make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (make wheel-check takes it too)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -17,13 +20,13 @@ PYTEST_ARGS ?=
 # the venv is re-synced only when these change
 HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 CEPH_BINS := ceph-mon ceph-mgr ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool
-TOOL_BINS := fio
+TOOL_BINS := fio strace
 # Debian keeps PostgreSQL's server binaries off PATH, under /usr/lib/postgresql/<version>/bin
 PG_BINS := initdb pg_ctl postgres
-APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common fio postgresql python3 python3-venv
+APT_PKGS := ceph-mon ceph-mgr ceph-osd radosgw ceph-common fio strace postgresql python3 python3-venv
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint sysdeps clean
+.PHONY: demo test lint wheel-check sysdeps clean
 
 demo: $(VENV)/.installed-$(HASH)
 	$(VENV)/bin/tierstore demo
@@ -35,6 +38,10 @@ test: $(VENV)/.installed-test-$(HASH)
 lint: $(VENV)/.installed-test-$(HASH)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# needs no .venv: it makes its own, in a temporary folder (.ci/wheel-check says how)
+wheel-check:
+	PYTHON='$(PYTHON)' TORCH='$(TORCH)' TORCH_INDEX_URL='$(TORCH_INDEX_URL)' bash .ci/wheel-check
 
 # Debian packages the tests need (a real Ceph radosgw, a real PostgreSQL); apt runs only when
 # something is missing.
