@@ -38,6 +38,8 @@ __all__ = ["SqliteCatalog"]
 
 _LEASE_UPSERT = lease_upsert("?")
 _FENCE_HOLDS = fence_holds("?", "?")
+# What a unique index refusing a row is called (a replica path or a ready replica taken).
+_UNIQUE_VIOLATIONS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS = [
@@ -187,36 +189,56 @@ class SqliteCatalog(Catalog):
         return conn
 
     @contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        """The one edge where the driver's errors become tierstore's: a unique index refusing
+        a row is a replica conflict (as on PostgreSQL), anything else (a corrupt page, a full
+        disk, a lock) the catalog failing. Errors of our own pass through unchanged."""
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname not in _UNIQUE_VIOLATIONS:
+                raise CatalogError(f"catalog {self.path}: {doing} failed: {exc}") from exc
+            raise ReplicaError(f"conflicts with another replica: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise CatalogError(f"catalog {self.path}: {doing} failed: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for the reads of one method (each statement its own snapshot)."""
+        with self._translated("a read"):
+            yield self._conn()
+
+    @contextmanager
     def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction. ``durable``: its commit is on disk when this returns (the
         WAL is synced at COMMIT, ``synchronous=FULL``), for the commits after which bytes are
         removed; the others (``NORMAL``) may be lost to a power cut, never corrupted."""
-        conn = self._conn()
-        if durable:
-            conn.execute("PRAGMA synchronous=FULL")
-        try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-        finally:
+        with self._translated("a write"):
+            conn = self._conn()
             if durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                        conn.execute("ROLLBACK")
+                    raise
+                else:
+                    conn.execute("COMMIT")
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
 
     def schema_versions(self) -> tuple[int, int]:
         if not self.path.exists():  # never created: looking must not create it
             return 0, SCHEMA_VERSION
-        try:
-            version = self._conn().execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"cannot read catalog {self.path}: {exc}") from exc
+        with self._read() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
         return int(version), SCHEMA_VERSION
 
     def migrate(self) -> list[int]:
@@ -234,7 +256,7 @@ class SqliteCatalog(Catalog):
         return list(range(version + 1, SCHEMA_VERSION + 1))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._translated("closing"):
             for conn in self._all:
                 conn.close()
             self._all = []
@@ -259,15 +281,14 @@ class SqliteCatalog(Catalog):
                 for oid, key, size, checksum, created, pinned in rows]
 
     def get(self, key: str) -> ObjectRecord | None:
-        conn = self._conn()
-        rows = conn.execute(f"SELECT {self._OBJECT_COLUMNS} FROM objects o WHERE key = ?",
-                            (key,)).fetchall()
-        found = self._records(conn, rows)
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {self._OBJECT_COLUMNS} FROM objects o WHERE key = ?",
+                                (key,)).fetchall()
+            found = self._records(conn, rows)
         return found[0] if found else None
 
     def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
              ) -> list[ObjectRecord]:
-        conn = self._conn()
         # key >= prefix AND key < prefix + U+10FFFF uses the key index, unlike LIKE.
         sql = (f"SELECT {self._OBJECT_COLUMNS} FROM objects o WHERE key >= ? AND key < ? "
                f"AND key > ? ORDER BY key")
@@ -276,36 +297,40 @@ class SqliteCatalog(Catalog):
             sql += " LIMIT ?"
             args.append(limit)
         out: list[ObjectRecord] = []
-        rows = conn.execute(sql, args).fetchall()
-        for start in range(0, len(rows), 500):  # bounded IN (...) lists
-            out.extend(self._records(conn, rows[start:start + 500]))
+        with self._read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+            for start in range(0, len(rows), 500):  # bounded IN (...) lists
+                out.extend(self._records(conn, rows[start:start + 500]))
         return out
 
     def pending(self) -> list[tuple[str, Replica]]:
-        rows = self._conn().execute(
-            f"SELECT o.key, {self._REPLICA_COLUMNS} FROM replicas r "
-            "JOIN objects o ON o.id = r.object_id WHERE r.state != 'ready' ORDER BY r.id"
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT o.key, {self._REPLICA_COLUMNS} FROM replicas r "
+                "JOIN objects o ON o.id = r.object_id WHERE r.state != 'ready' ORDER BY r.id"
+            ).fetchall()
         return [(row[0], _replica(row[1:])) for row in rows]
 
     def access(self, keys: list[str], *, site: str | None = None) -> dict[str, AccessStats]:
-        conn = self._conn()
         out: dict[str, AccessStats] = {}
         table, where = ("access a", "") if site is None else ("site_access a", " AND a.site = ?")
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            for key, last, count, score in conn.execute(
-                    f"SELECT o.key, a.last_access, a.count, a.score FROM {table} JOIN objects o "
-                    f"ON o.id = a.object_id WHERE o.key IN ({','.join('?' * len(chunk))})"
-                    + where, [*chunk, *([] if site is None else [site])]):
-                out[key] = AccessStats(key, last, count, score)
+        with self._read() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                for key, last, count, score in conn.execute(
+                        f"SELECT o.key, a.last_access, a.count, a.score FROM {table} JOIN "
+                        f"objects o ON o.id = a.object_id WHERE o.key IN "
+                        f"({','.join('?' * len(chunk))})" + where,
+                        [*chunk, *([] if site is None else [site])]):
+                    out[key] = AccessStats(key, last, count, score)
         return out
 
     def usage(self) -> list[TierUsage]:
-        rows = self._conn().execute(
-            "SELECT r.tier, COUNT(*), COALESCE(SUM(o.size), 0) FROM replicas r JOIN objects o "
-            "ON o.id = r.object_id WHERE r.state = 'ready' GROUP BY r.tier ORDER BY r.tier"
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT r.tier, COUNT(*), COALESCE(SUM(o.size), 0) FROM replicas r JOIN objects "
+                "o ON o.id = r.object_id WHERE r.state = 'ready' GROUP BY r.tier ORDER BY r.tier"
+            ).fetchall()
         return [TierUsage(tier, n, total) for tier, n, total in rows]
 
     # -- writes ---------------------------------------------------------------------------------
@@ -527,8 +552,9 @@ class SqliteCatalog(Catalog):
                 "AND expires > ?", (now, name, holder, fence, now)).rowcount > 0
 
     def leases(self) -> list[Lease]:
-        rows = self._conn().execute("SELECT name, holder, fence, acquired, expires FROM leases "
-                                    "ORDER BY name").fetchall()
+        with self._read() as conn:
+            rows = conn.execute("SELECT name, holder, fence, acquired, expires FROM leases "
+                                "ORDER BY name").fetchall()
         return [Lease(*row) for row in rows]
 
     # -- what readers will read next, and scheduled pre-loads --------------------------------
@@ -548,7 +574,8 @@ class SqliteCatalog(Catalog):
         if site is not None:
             sql += " AND site = ?"
             args.append(site)
-        return dict(self._conn().execute(sql + " GROUP BY key", args).fetchall())
+        with self._read() as conn:
+            return dict(conn.execute(sql + " GROUP BY key", args).fetchall())
 
     def add_preload(self, record: PreloadRecord) -> None:
         with self._write() as conn:
@@ -558,9 +585,10 @@ class SqliteCatalog(Catalog):
                                               record.lead, record.hold, record.created))
 
     def preloads(self) -> list[PreloadRecord]:
-        rows = self._conn().execute(
-            "SELECT prefix, tier, deadline, lead, hold, created FROM preloads "
-            "ORDER BY deadline, prefix, tier").fetchall()
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT prefix, tier, deadline, lead, hold, created FROM preloads "
+                "ORDER BY deadline, prefix, tier").fetchall()
         return [PreloadRecord(*row) for row in rows]
 
     def remove_preload(self, prefix: str, tier: str | None = None) -> int:
