@@ -13,7 +13,7 @@ from pgserver import PgServer, PostgresStartError, PostgresUnavailable, start_po
 
 from tierstore.catalog import open_catalog
 
-__all__ = ["TEMPLATE", "new_database_name", "pg_server", "pg_url"]
+__all__ = ["TEMPLATE", "new_database_name", "own_pg", "pg_server", "pg_url"]
 
 TEMPLATE = "tierstore_template"  # a migrated catalog; each test gets a copy
 _databases = itertools.count()
@@ -56,3 +56,18 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     pg_server.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield pg_server.url(name)
     pg_server.admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of this test's own, to stop (and start again)."""
+    try:
+        server, stop = start_postgres()
+    except PostgresUnavailable as exc:
+        if os.environ.get("TIERSTORE_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL not installed: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL not installed: {exc}")
+    except PostgresStartError as exc:
+        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
+    yield server
+    stop()

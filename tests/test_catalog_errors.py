@@ -19,11 +19,8 @@ from typing import Any
 import pytest
 from pgserver import (
     PgServer,
-    PostgresStartError,
-    PostgresUnavailable,
     _run_as,
     find_bin_dir,
-    start_postgres,
 )
 from storefixtures import make_config, toml_for
 
@@ -175,20 +172,6 @@ def test_a_replica_path_taken_is_a_replica_conflict(catalog: Catalog) -> None:
 
 # -- PostgreSQL: the server stopped mid-session -----------------------------------------------
 
-
-@pytest.fixture
-def own_pg() -> Iterator[PgServer]:
-    """A PostgreSQL server of this test's own, to stop."""
-    try:
-        server, stop = start_postgres()
-    except PostgresUnavailable as exc:
-        if os.environ.get("TIERSTORE_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL not installed: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL not installed: {exc}")
-    except PostgresStartError as exc:
-        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
-    yield server
-    stop()
 
 
 def test_a_stopped_postgres_server_is_a_catalog_error(own_pg: PgServer) -> None:

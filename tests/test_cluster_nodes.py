@@ -25,11 +25,8 @@ from typing import Any
 
 import pytest
 from pgserver import (
-    PostgresStartError,
-    PostgresUnavailable,
     _run_as,
     find_bin_dir,
-    start_postgres,
 )
 from s3servers import S3Server, free_port
 
@@ -485,20 +482,6 @@ def test_the_leader_killed_mid_moves(pg_url: str, tmp_path: Path,
         watch.close()
         catalog.close()
 
-
-@pytest.fixture
-def own_pg() -> Iterator[Any]:
-    """A PostgreSQL server of this test's own, to stop and start again."""
-    try:
-        server, stop = start_postgres()
-    except PostgresUnavailable as exc:
-        if os.environ.get("TIERSTORE_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL not installed: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL not installed: {exc}")
-    except PostgresStartError as exc:
-        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
-    yield server
-    stop()
 
 
 def pg_ctl(server: Any, *args: str) -> None:

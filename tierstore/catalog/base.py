@@ -29,6 +29,7 @@ __all__ = [
     "check_owned",
     "fence_holds",
     "lease_upsert",
+    "take_over_sql",
 ]
 
 DEFAULT_HALF_LIFE = 86400.0  # seconds for a read to count half as much in the frequency score
@@ -146,6 +147,13 @@ def fence_holds(p: str, now: str) -> str:
     """The SQL that finds lease ``(name, fence)`` valid at ``now`` (an SQL expression: the
     catalog's clock); ``p`` is the driver's placeholder. Shared, as :func:`lease_upsert`."""
     return f"SELECT 1 FROM leases WHERE name = {p} AND fence = {p} AND expires > {now}"
+
+
+def take_over_sql(p: str) -> str:
+    """The SQL of :meth:`Catalog.take_over`: set ``(owner, updated)`` of replica ``id`` if it
+    is still ``(owner, state, updated)``; ``p`` is the driver's placeholder."""
+    return (f"UPDATE replicas SET owner = {p}, updated = {p} WHERE id = {p} AND owner = {p} "
+            f"AND state = {p} AND updated = {p} AND state <> 'ready'")
 
 
 def lease_upsert(p: str) -> str:

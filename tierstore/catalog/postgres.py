@@ -45,6 +45,7 @@ from .base import (
     check_owned,
     fence_holds,
     lease_upsert,
+    take_over_sql,
 )
 
 __all__ = ["PostgresCatalog"]
@@ -134,6 +135,7 @@ _RETRIES = 5
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, for leases
 _LEASE_UPSERT = lease_upsert("%s")
 _FENCE_HOLDS = fence_holds("%s", _NOW)
+_TAKE_OVER = take_over_sql("%s")
 
 _OBJECT_COLUMNS = "o.id, o.key, o.size, o.checksum, o.created, o.pinned"
 _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
@@ -458,11 +460,8 @@ class PostgresCatalog(Catalog):
 
     def take_over(self, replica: Replica, owner: str) -> Replica | None:
         now = time.time()
-        taken = self._write(lambda cur: cur.execute(
-            "UPDATE replicas SET owner = %s, updated = %s WHERE id = %s AND owner = %s AND "
-            "state = %s AND updated = %s AND state <> 'ready'",
-            (owner, now, replica.id, replica.owner, str(replica.state), replica.updated)
-        ).rowcount)
+        taken = self._write(lambda cur: cur.execute(_TAKE_OVER, (
+            owner, now, replica.id, replica.owner, str(replica.state), replica.updated)).rowcount)
         return dataclasses.replace(replica, owner=owner, updated=now) if taken else None
 
     def heartbeat(self, replica_ids: list[int], owner: str) -> int:

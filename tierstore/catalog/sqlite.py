@@ -32,12 +32,14 @@ from .base import (
     check_owned,
     fence_holds,
     lease_upsert,
+    take_over_sql,
 )
 
 __all__ = ["SqliteCatalog"]
 
 _LEASE_UPSERT = lease_upsert("?")
 _FENCE_HOLDS = fence_holds("?", "?")
+_TAKE_OVER = take_over_sql("?")
 # What a unique index refusing a row is called (a replica path or a ready replica taken).
 _UNIQUE_VIOLATIONS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
@@ -449,11 +451,8 @@ class SqliteCatalog(Catalog):
     def take_over(self, replica: Replica, owner: str) -> Replica | None:
         now = time.time()
         with self._write() as conn:
-            taken = conn.execute(
-                "UPDATE replicas SET owner = ?, updated = ? WHERE id = ? AND owner = ? AND "
-                "state = ? AND updated = ? AND state != 'ready'",
-                (owner, now, replica.id, replica.owner, str(replica.state), replica.updated)
-            ).rowcount
+            taken = conn.execute(_TAKE_OVER, (owner, now, replica.id, replica.owner,
+                                              str(replica.state), replica.updated)).rowcount
         return dataclasses.replace(replica, owner=owner, updated=now) if taken else None
 
     def heartbeat(self, replica_ids: list[int], owner: str) -> int:
