@@ -348,8 +348,9 @@ class MetricsFile:
     """Writes a loader's metrics (as :class:`LoaderCollector` exposes them) into the store's
     home every ``interval`` seconds, where ``tierstore daemon`` on the node serves them on its
     own endpoint (:class:`tierstore.metrics.LoaderFiles`); the file goes when the loader is
-    collected or :meth:`close` is called. Writing is best effort: a training loop never
-    fails over its metrics."""
+    collected or :meth:`close` is called (a killed process's, when the daemon finds it has not
+    been written for ten minutes). Writing is best effort: a training loop never fails over
+    its metrics."""
 
     _count = 0
 

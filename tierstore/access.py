@@ -7,7 +7,9 @@ costs the catalog one transaction a second.
 A process that forks (a DataLoader starting its workers) waits for a flush in progress to
 finish first (:func:`os.register_at_fork`): a child forked while the thread was inside SQLite
 would inherit SQLite's locks held by a thread it does not have, and hang in its first
-``sqlite3.connect``.
+``sqlite3.connect``. The child starts each recorder afresh: new locks (one may have been held
+by a parent's thread that is not in the child), no thread, and none of the parent's notes
+(the parent flushes those).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     for recorder in _FORKING:
-        recorder._in_catalog = threading.Lock()
+        recorder._forked()
     _FORKING.clear()
 
 
@@ -87,10 +89,14 @@ class AccessRecorder:
         if full:
             self._wake.set()
 
+    def _forked(self) -> None:
+        """Start afresh in a forked child: the parent's thread and notes are not ours, and
+        a lock the parent's threads held at the fork would stay held for ever."""
+        self._pid, self._thread, self._pending = os.getpid(), None, {}
+        self._lock, self._in_catalog = threading.Lock(), threading.Lock()
+        self._wake = threading.Event()
+
     def _ensure_thread(self) -> None:
-        if os.getpid() != self._pid:  # forked: the parent's thread and notes are not ours
-            self._pid, self._thread, self._lock = os.getpid(), None, threading.Lock()
-            self._pending = {}
         if self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._run, name="tierstore-access",
                                             daemon=True)

@@ -291,6 +291,7 @@ class Daemon:
             if self.cluster is not None and not self.options.dry_run:
                 await self.cluster.recover_crashed(self.store)  # a no-op unless leader
             await self._scrub_if_due()  # bad replicas replaced before the plan sees them
+            await self._tidy()
             if self.cluster is not None:  # this node's hot tier; cluster-wide: the leader's
                 snapshot, plan, deferred = await asyncio.to_thread(
                     self.cluster.plan, self.store, self.engine)
@@ -333,6 +334,18 @@ class Daemon:
                                            "failed": len(report.failed),
                                            "unreachable": sorted(report.unreachable),
                                            "deep": self.options.scrub_deep}})
+
+    async def _tidy(self) -> None:
+        """Remove what has ended: pre-loads past their hold (in a cluster, the leader's
+        work; none on a dry run) and the metric files that killed loaders left."""
+        gone: Counter[str] = Counter()
+        if not self.options.dry_run and (self.cluster is None or self.cluster.is_leader):
+            gone["preloads_expired"] = await asyncio.to_thread(
+                self.store.catalog.remove_expired_preloads, time.time())
+        if self.metrics.loader_files is not None:
+            gone["loader_files_removed"] = await asyncio.to_thread(
+                self.metrics.loader_files.remove_dead)
+        self.outcomes.update(+gone)  # the counts above zero
 
     def _note_plan(self, plan: Plan) -> None:
         self.metrics.plan_moves.set(len(plan))

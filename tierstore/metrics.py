@@ -6,9 +6,10 @@ otherwise, which no number of idle connections can exhaust. Training processes
 on the node leave their loaders' metrics as Prometheus text files in the store's home
 (:func:`loader_metrics_folder`, written by :class:`tierstore.loader.metrics.MetricsFile`);
 the daemon serves the fresh ones beside its own, each series labelled with the ``process``
-that wrote it (as node_exporter's textfile collector does). Log lines are one event each, as
-``key=value`` text or as JSON objects, and any credential of the config that a message might
-carry (an error from a storage library, say) is masked before it is written.
+that wrote it (as node_exporter's textfile collector does), and removes the files of loaders
+killed before they could remove their own. Log lines are one event each, as ``key=value``
+text or as JSON objects, and any credential of the config that a message might carry (an error
+from a storage library, say) is masked before it is written.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "Metr
 STATES = ["starting", "running", "stopping", "stopped"]
 Health = Callable[[], tuple[bool, Mapping[str, Any]]]
 LOADER_FILES_STALE_S = 60.0  # a loader's file not rewritten for this long is left out
+LOADER_FILES_DEAD_S = 600.0  # ... and for this long is a dead loader's: removed
 IDLE_TIMEOUT_S = 10.0  # to send a whole request, or to take a whole answer
 MAX_CONNECTIONS = 64  # open at once; a new one drops the oldest still sending its request
 ANSWER_THREADS = 2  # build answers (a scrape reads the loaders' files)
@@ -58,10 +60,29 @@ def loader_metrics_folder(config: Config) -> Path:
 class LoaderFiles:
     """A collector of the loaders' metric files in ``folder``: every ``*.prom`` file written
     within ``stale_s`` seconds, its series labelled ``process`` (the file's name), series of
-    the same name from several files merged into one family."""
+    the same name from several files merged into one family. :meth:`remove_dead` removes the
+    loaders' files not written for ``dead_s`` seconds."""
 
-    def __init__(self, folder: Path, stale_s: float = LOADER_FILES_STALE_S):
-        self.folder, self.stale_s = folder, stale_s
+    def __init__(self, folder: Path, stale_s: float = LOADER_FILES_STALE_S,
+                 dead_s: float = LOADER_FILES_DEAD_S):
+        self.folder, self.stale_s, self.dead_s = folder, stale_s, dead_s
+
+    def remove_dead(self) -> int:
+        """Remove the files of loaders (``loader-*.prom``, and a half-written one's
+        ``.tmp``) not written for ``dead_s`` seconds: a loader that was killed left them, and
+        nothing else would. A live loader rewrites its file every few seconds, so the age
+        alone tells (a process id would not: the writer may be on another host sharing the
+        home, or in another PID namespace); one slower than ``dead_s`` just writes it again.
+        Returns how many were removed."""
+        removed, now = 0, time.time()
+        for path in [*self.folder.glob("loader-*.prom"), *self.folder.glob("loader-*.prom.tmp")]:
+            try:
+                if now - path.stat().st_mtime > self.dead_s:
+                    path.unlink()
+                    removed += 1
+            except OSError as exc:  # gone meanwhile, or not ours to remove: never fail
+                log.debug("could not remove loader metrics %s: %s", path, exc)
+        return removed
 
     def describe(self) -> list[Any]:
         return []  # read at scrape time
@@ -96,8 +117,9 @@ class DaemonMetrics:
 
     def __init__(self, loaders: Path | None = None) -> None:
         self.registry = r = CollectorRegistry()
-        if loaders is not None:
-            r.register(LoaderFiles(loaders))
+        self.loader_files = LoaderFiles(loaders) if loaders is not None else None
+        if self.loader_files is not None:
+            r.register(self.loader_files)
         tier = ["tier", "tier_class"]
         self.tier_objects = Gauge("tierstore_tier_objects", "Objects with a ready replica on "
                                   "the tier", tier, registry=r)

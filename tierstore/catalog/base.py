@@ -346,6 +346,11 @@ class Catalog(ABC):
         many there were."""
 
     @abstractmethod
+    def remove_expired_preloads(self, now: float) -> int:
+        """Remove the pre-loads whose hold ended by ``now`` (``deadline + hold <= now``), in
+        one statement: one scheduled again meanwhile is kept. Returns how many."""
+
+    @abstractmethod
     def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
                     ) -> int:
         """The bulk-load path: record committed objects, each ``(key, size, checksum)`` with

@@ -595,6 +595,10 @@ class PostgresCatalog(Catalog):
             "DELETE FROM preloads WHERE prefix = %s AND (%s::text IS NULL OR tier = %s)",
             (prefix, tier, tier)).rowcount)
 
+    def remove_expired_preloads(self, now: float) -> int:
+        return self._write(lambda cur: cur.execute(
+            "DELETE FROM preloads WHERE deadline + hold <= %s", (now,)).rowcount)
+
 
 def _one(cur: Cursor) -> tuple[Any, ...]:
     row = cur.fetchone()

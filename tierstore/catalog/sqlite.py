@@ -596,6 +596,11 @@ class SqliteCatalog(Catalog):
                                "tier = ?)", (prefix, tier, tier))
             return cur.rowcount
 
+    def remove_expired_preloads(self, now: float) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM preloads WHERE deadline + hold <= ?",
+                                (now,)).rowcount
+
 
 def _replica(row: tuple, state: ReplicaState | None = None) -> Replica:
     rid, tier, path, raw_state, tmp, owner, updated = row
