@@ -4,7 +4,11 @@ For each shard: its key, format, sample count, size and checksum (the store's ow
 ``stat`` at ingest), and per-sample byte ranges where the format has them. A loader reads this
 one object at start-up and then only ranged reads of known sizes: it never lists the store,
 never asks an object's size (the HEAD an S3 client would otherwise send before each read), and
-verifies every shard it reads against the checksum recorded here.
+verifies every shard it reads against the checksum recorded here. The index itself is not
+trusted: before anything is read, every size it claims is bounded by the size the catalog
+records for that object, and a Zarr array's chunk shapes by what a reader can hold, so a
+damaged or hostile index is an :class:`InvalidIndex`, never a flood of reads or an allocation
+that cannot succeed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -24,10 +29,10 @@ from tierstore.keys import validate_key
 from tierstore.store import Store
 from tierstore.sync import SyncStore
 
-from .errors import InvalidIndex
+from .errors import InvalidIndex, ShardFormatError
 from .format import Layout
 from .formats import FORMATS, format_for_key, resolve_formats
-from .zarrarray import META_KEY, ZarrFormat, chunk_layouts
+from .zarrarray import META_KEY, ZarrFormat, check_chunks, chunk_layouts
 
 __all__ = [
     "INDEX_NAME",
@@ -144,6 +149,12 @@ class DatasetIndex:
         if "samples" in raw and raw["samples"] != len(index):
             raise InvalidIndex(f"{source}: says {raw['samples']} samples, its shards hold "
                                f"{len(index)}")
+        zarr_shards = [s for s in entries if s.format == ZarrFormat.name]
+        if zarr_shards:
+            try:
+                check_chunks(index.meta, zarr_shards)
+            except ShardFormatError as exc:
+                raise InvalidIndex(f"{source}: {exc}") from None
         return index
 
 
@@ -170,9 +181,10 @@ def _entry(raw: Any, where: str) -> ShardEntry:
     if offsets is not None:
         offsets = _expect(offsets, list, f"{where}.offsets")
         if len(offsets) != raw["samples"] + 1 or not all(
-                isinstance(o, int) and 0 <= o <= raw["size"] for o in offsets):
+                isinstance(o, int) and 0 <= o <= raw["size"] for o in offsets) or any(
+                a > b for a, b in pairwise(offsets)):
             raise InvalidIndex(f"{where}.offsets: expected {raw['samples'] + 1} byte offsets "
-                               f"within the shard's {raw['size']} bytes")
+                               f"in order, within the shard's {raw['size']} bytes")
         offsets = tuple(offsets)
     return ShardEntry(raw["key"], raw["format"], raw["samples"], raw["size"], raw["checksum"],
                       offsets, _expect(raw.get("meta", {}), dict, f"{where}.meta"))
@@ -198,7 +210,28 @@ def _run(coro: Any) -> Any:
 async def aread_index(store: Store, prefix: str) -> DatasetIndex:
     """Read and validate ``<prefix>/index.json``: the one object a loader reads at start-up."""
     key = index_key(prefix)
-    return DatasetIndex.from_json(await store.cat(key), source=key)
+    index = DatasetIndex.from_json(await store.cat(key), source=key)
+    await asyncio.to_thread(_check_sizes, store, index, key)
+    return index
+
+
+def _check_sizes(store: Store, index: DatasetIndex, source: str) -> None:
+    """Refuse an index that claims more bytes of a shard than the catalog records for it (or
+    any bytes of an object the store does not hold): a reader plans its ranged reads and its
+    memory by those sizes. One catalog lookup per shard, as each of its reads makes anyway;
+    nothing is listed, nothing read from a tier."""
+    for shard in index.shards:
+        if not shard.size:  # nothing to read (a Zarr chunk never written)
+            continue
+        record = store.catalog.get(shard.key)
+        held = record.size if record is not None and record.ready else None
+        if held is None:
+            raise InvalidIndex(f"{source}: shard {shard.key!r} ({shard.size} bytes) is not in "
+                               "the store; rewrite the index")
+        if shard.size > held:
+            raise InvalidIndex(f"{source}: shard {shard.key!r} claims {shard.size} bytes, the "
+                               f"store holds {held}; the index is damaged or the shard was "
+                               "replaced (rewrite the index)")
 
 
 def read_index(store: AnyStore, prefix: str) -> DatasetIndex:

@@ -60,7 +60,7 @@ def _cstr(raw: Buffer) -> str:
     return text.decode("utf-8", "surrogateescape")
 
 
-def _number(raw: Buffer, where: int) -> int:
+def _number(raw: Buffer, shard: str, where: int) -> int:
     field = bytes(raw)
     if field[0] & 0x80:  # GNU base-256 for values too large for octal
         value = int.from_bytes(field[1:], "big")
@@ -69,61 +69,93 @@ def _number(raw: Buffer, where: int) -> int:
     try:
         return int(text, 8) if text else 0
     except ValueError:
-        raise ShardFormatError(f"bad number {text!r} in the tar header at byte {where}") \
+        raise _damaged(shard, f"bad number {text!r} in the tar header at byte {where}") \
             from None
 
 
-def _check_header(block: Buffer, where: int) -> None:
-    stored = _number(block[148:156], where)
+def _damaged(shard: str, what: str) -> ShardFormatError:
+    return ShardFormatError(f"tar shard {shard!r}: {what}")
+
+
+def _check_header(block: Buffer, shard: str, where: int) -> None:
+    stored = _number(block[148:156], shard, where)
     raw = bytes(block)
     unsigned = sum(raw[:148]) + 8 * 32 + sum(raw[156:])
     if stored != unsigned:
-        raise ShardFormatError(f"damaged tar header at byte {where} (header checksum "
-                               f"{stored:o}, computed {unsigned:o})")
+        raise _damaged(shard, f"damaged tar header at byte {where} (header checksum "
+                              f"{stored:o}, computed {unsigned:o})")
 
 
-def _pax_records(data: Buffer, where: int) -> dict[str, str]:
-    """``key=value`` records of a pax extended header (``"<len> <key>=<value>\\n"`` each)."""
+def _size(value: int, shard: str, where: int) -> int:
+    """A member's size; a negative one (GNU base-256 allows it) would never move on."""
+    if value < 0:
+        raise _damaged(shard, f"negative size {value} in the tar header at byte {where}")
+    return value
+
+
+def _pax_records(data: Buffer, shard: str, where: int) -> dict[str, str]:
+    """``key=value`` records of a pax extended header (``"<len> <key>=<value>\\n"`` each).
+
+    Each record's length counts its own digits, space and newline, so a valid record is at
+    least four bytes and ends within the data: a length that does not (0, negative, past the
+    end) is damage, and would otherwise leave the parser in place or send it backwards.
+    """
     raw, out, pos = bytes(data), {}, 0
     while pos < len(raw) and raw[pos:pos + 1] != b"\0":
-        space = raw.find(b" ", pos)
-        try:
-            length = int(raw[pos:space])
-        except ValueError:
-            raise ShardFormatError(f"bad pax header at byte {where}") from None
-        record = raw[space + 1:pos + length - 1]
-        key, _, value = record.partition(b"=")
+        space = raw.find(b" ", pos, pos + 21)  # a length of 20 digits is already absurd
+        digits = raw[pos:space] if space > pos else b""
+        length = int(digits) if digits.isdigit() else 0
+        end = pos + length
+        if length < len(digits) + 3 or end > len(raw) or raw[end - 1:end] != b"\n":
+            raise _damaged(shard, f"bad pax header at byte {where} (a record of length "
+                                  f"{digits!r} at offset {pos} of its {len(raw)} bytes)")
+        key, sep, value = raw[space + 1:end - 1].partition(b"=")
+        if not sep:
+            raise _damaged(shard, f"bad pax header at byte {where} (a record without '=' at "
+                                  f"offset {pos})")
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
+        pos = end
     return out
 
 
-def iter_members(data: Buffer, start: int = 0, end: int | None = None) -> Iterator[TarMember]:
+def _pax_size(text: str, shard: str, where: int) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise _damaged(shard, f"bad pax size {text[:40]!r} for the member whose headers "
+                              f"begin at byte {where}")
+    return int(text)
+
+
+def iter_members(data: Buffer, start: int = 0, end: int | None = None, *,
+                 shard: str = "?") -> Iterator[TarMember]:
     """The regular files of the tar bytes ``data[start:end]``, in order.
 
     Directories, links and global headers are skipped; the stream ends at a zero block or at
-    ``end``. A header that fails its checksum or runs past ``end`` raises
-    :class:`ShardFormatError`.
+    ``end``. Every header moves the position on by at least one block, so the parse ends;
+    a header that fails its checksum, claims a negative size, holds a bad pax record or runs
+    past ``end`` raises :class:`ShardFormatError` naming ``shard`` and the header's offset.
     """
     view = memoryview(data)
     stop = len(view) if end is None else end
+    if not 0 <= start <= stop <= len(view):
+        raise ShardFormatError(f"tar shard {shard!r}: bytes {start}-{stop} lie outside its "
+                               f"{len(view)} bytes")
     pos, first, long_name, pax = start, None, None, {}
     while pos + BLOCK <= stop:
         block = view[pos:pos + BLOCK]
         if block == _ZERO_BLOCK:
             return
-        _check_header(block, pos)
+        _check_header(block, shard, pos)
         kind = bytes(block[156:157])
-        size = _number(block[124:136], pos)
+        size = _size(_number(block[124:136], shard, pos), shard, pos)
         name = _cstr(block[0:100])
         if bytes(block[257:262]) == b"ustar" and (prefix := _cstr(block[345:500])):
             name = f"{prefix}/{name}"
         first = pos if first is None else first
         data_start = pos + BLOCK
         if kind in (b"x", b"g", b"L", b"K"):  # extended headers: data describe the next member
-            _need(data_start + size, stop, pos)
+            _need(data_start + size, stop, shard, pos)
             if kind == b"x":
-                pax = _pax_records(view[data_start:data_start + size], pos)
+                pax = _pax_records(view[data_start:data_start + size], shard, pos)
             elif kind == b"L":
                 long_name = _cstr(view[data_start:data_start + size])
             elif kind == b"g":
@@ -131,20 +163,20 @@ def iter_members(data: Buffer, start: int = 0, end: int | None = None) -> Iterat
             pos = data_start + _padded(size)
             continue
         if "size" in pax:
-            size = int(pax["size"])
+            size = _pax_size(pax["size"], shard, first)
         name = pax.get("path", long_name or name)
-        _need(data_start + size, stop, pos)
+        _need(data_start + size, stop, shard, pos)
         if kind in _REGULAR:
             yield TarMember(name, first, data_start, size)
         pos, first, long_name, pax = data_start + _padded(size), None, None, {}
     if pos < stop and end is None:
-        raise ShardFormatError(f"tar truncated at byte {pos} (a partial header)")
+        raise _damaged(shard, f"tar truncated at byte {pos} (a partial header)")
 
 
-def _need(upto: int, stop: int, where: int) -> None:
+def _need(upto: int, stop: int, shard: str, where: int) -> None:
     if upto > stop:
-        raise ShardFormatError(f"tar truncated: the member at byte {where} needs {upto} bytes, "
-                               f"there are {stop}")
+        raise _damaged(shard, f"tar truncated: the member at byte {where} needs {upto} "
+                              f"bytes, there are {stop}")
 
 
 class TarFormat(ShardFormat):
@@ -156,7 +188,7 @@ class TarFormat(ShardFormat):
         offsets: list[int] = []
         current: str | None = None
         end = 0
-        for member in iter_members(data):
+        for member in iter_members(data, shard=key):
             split = split_name(member.name)
             if split is None:  # WebDataset skips names without an extension too
                 continue
@@ -164,9 +196,8 @@ class TarFormat(ShardFormat):
                 offsets.append(member.header)
                 current = split[0]
             end = member.end
-        if offsets:
-            offsets.append(end)
-        return Layout(samples=max(0, len(offsets) - 1), offsets=tuple(offsets))
+        offsets.append(end)  # where the last sample ends (0 for a shard of none)
+        return Layout(samples=len(offsets) - 1, offsets=tuple(offsets))
 
     def open(self, data: Buffer, shard: ShardEntry, index: DatasetIndex) -> ShardReader:
         if shard.offsets is None:
@@ -184,7 +215,7 @@ class _TarReader(ShardReader):
     def sample(self, i: int) -> dict[str, Any]:
         start, end = self._offsets[i], self._offsets[i + 1]
         out: dict[str, Any] = {"__shard__": self._key}
-        for member in iter_members(self._view, start, end):
+        for member in iter_members(self._view, start, end, shard=self._key):
             split = split_name(member.name)
             if split is None:
                 continue

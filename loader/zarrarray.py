@@ -10,7 +10,7 @@ value) are indexed with no bytes and read as the fill value.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,9 +21,16 @@ from .format import Buffer, Layout, ShardFormat, ShardReader
 if TYPE_CHECKING:
     from .index import DatasetIndex, ShardEntry
 
-__all__ = ["ZarrFormat", "chunk_layouts"]
+__all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "ZarrFormat", "check_chunks", "chunk_layouts"]
 
 META_KEY = "zarr"  # where the array's metadata sits in the index's dataset-level meta
+MAX_CHUNK_BYTES = 2**31
+"""The most bytes a chunk may decode to. A reader holds a chunk whole in memory, decoded (a
+chunk never written is made of its fill value, from the shape alone), so metadata that
+claims more would have it allocate what it cannot; Blosc refuses chunks this large too."""
+MAX_CHUNKS = 2**20
+"""The most chunks an indexed array may have: each is an index entry (about 100 bytes of
+JSON that every loader reads at start-up) and a catalog lookup at indexing."""
 
 
 def chunk_layouts(metadata: Mapping[str, Any], array: str) -> list[tuple[str, Layout]]:
@@ -32,7 +39,7 @@ def chunk_layouts(metadata: Mapping[str, Any], array: str) -> list[tuple[str, La
     meta = _parse(metadata, array)
     rows, chunk_rows = meta.shape[0], meta.chunk_grid.chunk_shape[0]
     out = []
-    for i in range(math.ceil(rows / chunk_rows) if chunk_rows else 0):
+    for i in range(_chunk_count(meta, array)):
         coords = (i,) + (0,) * (len(meta.shape) - 1)
         key = f"{array}/{meta.encode_chunk_key(coords)}"
         count = min(chunk_rows, rows - i * chunk_rows)
@@ -64,7 +71,39 @@ def _parse(metadata: Mapping[str, Any], array: str) -> Any:
         names = [type(c).__name__ for c in meta.codecs]
         raise ShardFormatError(f"{array!r}: codecs {names} cannot be decoded chunk by chunk "
                                "(the sharding codec is not read yet)")
+    nbytes = math.prod(chunks) * meta.dtype.to_native_dtype().itemsize
+    if nbytes > MAX_CHUNK_BYTES:
+        raise ShardFormatError(f"{array!r}: chunks {tuple(chunks)} of {meta.dtype} decode to "
+                               f"{nbytes} bytes each, more than the {MAX_CHUNK_BYTES} a "
+                               "reader holds at once; rechunk it")
+    _chunk_count(meta, array)  # refuses more chunks than an index holds
     return meta
+
+
+def _chunk_count(meta: Any, array: str) -> int:
+    """How many chunks the array's first axis has, refusing more than :data:`MAX_CHUNKS`."""
+    rows, chunk_rows = meta.shape[0], meta.chunk_grid.chunk_shape[0]
+    count = -(-rows // chunk_rows) if chunk_rows else 0
+    if count > MAX_CHUNKS:
+        raise ShardFormatError(f"{array!r}: {rows} rows in chunks of {chunk_rows} are {count} "
+                               f"chunks, more than the {MAX_CHUNKS} one index holds; rechunk "
+                               "it with more rows per chunk")
+    return count
+
+
+def check_chunks(meta: Mapping[str, Any], shards: Sequence[ShardEntry]) -> None:
+    """Check the Zarr part of an index before anything is read: the array's metadata (as
+    :func:`chunk_layouts` would), and that no chunk claims more rows than a chunk holds."""
+    info = meta.get(META_KEY)
+    if not isinstance(info, Mapping) or not isinstance(info.get("metadata"), Mapping):
+        raise ShardFormatError("the index names no Zarr array; rewrite it with "
+                               "index_zarr_array")
+    array = str(info.get("array"))
+    chunk_rows = _parse(info["metadata"], array).chunk_grid.chunk_shape[0]
+    for shard in shards:
+        if shard.samples > chunk_rows:
+            raise ShardFormatError(f"chunk {shard.key!r} of {array!r} claims {shard.samples} "
+                                   f"rows; a chunk holds {chunk_rows}")
 
 
 class ZarrFormat(ShardFormat):
