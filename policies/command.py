@@ -17,7 +17,8 @@ from .ledger import apply_plan
 if TYPE_CHECKING:
     from tierstore.store import Store
 
-__all__ = ["add_plan_command", "add_preload_command", "format_plan", "parse_time"]
+__all__ = ["add_plan_command", "add_preload_command", "format_plan", "over_capacity",
+           "parse_time"]
 
 
 def parse_time(text: str) -> float:
@@ -38,24 +39,45 @@ def parse_time(text: str) -> float:
     return value
 
 
-def format_plan(plan: Plan) -> str:
-    """The plan as a table (object, from, to, bytes, reason) and a closing line."""
+def format_plan(plan: Plan, after: Snapshot | None = None) -> str:
+    """The plan as a table (object, from, to, bytes, reason) and a closing line; with
+    ``after`` (the snapshot as the plan leaves it), a warning for each tier still over its
+    capacity."""
     from tierstore.cli import _plural, _table, human
 
     count = _plural(len(plan), "move")
     tail = f"; {_plural(len(plan.refused), 'proposal')} refused (see --json)" \
         if plan.refused else ""
+    warnings = "".join(f"\nwarning: {line}" for line in over_capacity(after)) if after else ""
     if not plan.moves:
-        return f"nothing to move{tail}"
+        return f"nothing to move{tail}{warnings}"
     rows = [[m.key, m.src or "(copy)", m.dst, human(m.bytes), f"{m.policy}: {m.reason}"]
             for m in plan]
     table = _table(["OBJECT", "FROM", "TO", "BYTES", "REASON"], rows, right=frozenset({3}))
-    return f"{table}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}"
+    return f"{table}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}{warnings}"
+
+
+def over_capacity(snapshot: Snapshot) -> list[str]:
+    """A line for each tier over its capacity in ``snapshot``, and what is pinned there: the
+    policies move nothing pinned, and writes to such a tier are refused."""
+    from tierstore.cli import human
+
+    lines = []
+    for tier in snapshot.tiers:
+        if tier.capacity is None or tier.used <= tier.capacity:
+            continue
+        share = f", {tier.used / tier.capacity:.0%} of" if tier.capacity else " against"
+        pinned = sum(obj.size for obj in snapshot.on(tier.name) if obj.pinned == tier.name)
+        lines.append(f"tier {tier.name} holds {human(tier.used)}{share} its capacity "
+                     f"({human(tier.capacity)}), {human(pinned)} of it pinned there; writes "
+                     "to it are refused until it is under (unpin, or raise its capacity)")
+    return lines
 
 
 def _tiers_json(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
     return [{"tier": b.name, "capacity": b.capacity, "high_watermark": b.high_watermark,
-             "low_watermark": b.low_watermark, "bytes_now": b.used, "bytes_after": a.used}
+             "low_watermark": b.low_watermark, "bytes_now": b.used, "bytes_after": a.used,
+             "over_capacity_after": a.used > a.limit}
             for b, a in zip(before.tiers, after.tiers, strict=True)]
 
 
@@ -67,11 +89,11 @@ async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
     engine = default_engine(PolicyConfig.from_config(store.config))
     snapshot = snapshot_from_store(store, args.now)
     plan = engine.plan(snapshot)
+    after = apply_plan(snapshot, plan)
     if args.json:
-        _print_json({**plan.to_json(),
-                     "tiers": _tiers_json(snapshot, apply_plan(snapshot, plan))})
+        _print_json({**plan.to_json(), "tiers": _tiers_json(snapshot, after)})
     else:
-        print(format_plan(plan))
+        print(format_plan(plan, after))
     return 0
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import os
 import posixpath
+import stat
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -177,13 +179,39 @@ async def _objects(store: Store, names: Sequence[str], recursive: bool) -> list[
     return [await store.stat(key) for key in dict.fromkeys(keys)]
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, str]]:
-    """Files under ``folder`` (not following links to folders) and their ``/`` paths."""
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root, name)
-            yield path, path.relative_to(folder).as_posix()
+def _walk(folder: Path, rel: str = "", above: frozenset[tuple[int, int]] = frozenset()
+          ) -> Iterator[tuple[Path, str]]:
+    """Files under ``folder`` and their ``/`` paths, following symbolic links to files and
+    folders as ``aws s3 sync`` and ``gsutil cp -r`` do: an object store holds no links, and
+    a dataset folder often links in shards kept elsewhere, so skipping them would store an
+    incomplete dataset. A link that leads back to a folder above it (a cycle), a broken link
+    and anything not a regular file or folder are refused, naming them, before anything is
+    put."""
+    here = folder.stat()
+    above = above | {(here.st_dev, here.st_ino)}
+    with os.scandir(folder) as found:
+        entries = sorted(found, key=lambda entry: entry.name)
+    for entry in entries:
+        path, name = Path(entry.path), _join(rel, entry.name)
+        try:
+            info = entry.stat()  # of what a link leads to
+        except FileNotFoundError:
+            raise CommandError(f"{path}: a broken symbolic link{_leads_to(path)}") from None
+        if stat.S_ISDIR(info.st_mode):
+            if (info.st_dev, info.st_ino) in above:
+                raise CommandError(f"{path}: a link to a folder it is in{_leads_to(path)}, "
+                                   "a cycle")
+            yield from _walk(path, name, above)
+        elif stat.S_ISREG(info.st_mode):
+            yield path, name
+        else:
+            raise CommandError(f"{path}: not a regular file or folder")
+
+
+def _leads_to(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        return f" (to {os.readlink(path)})"
+    return ""
 
 
 def _join(prefix: str, name: str) -> str:
@@ -229,6 +257,24 @@ async def _refuse_existing(store: Store, keys: Sequence[str]) -> None:
         raise CommandError(f"object exists: {taken[0]!r}{more}; pass --overwrite to replace")
 
 
+async def _refuse_overfill(store: Store, pairs: Sequence[tuple[Path, str]], tier: str) -> None:
+    """Refuse files that together would take ``tier`` past its capacity before one is put
+    (the store checks each put again as it is written)."""
+    room = await store.capacity.room(tier)
+    if room is None:
+        return
+    need = 0
+    for path, key in pairs:
+        record = store.catalog.get(key)
+        replaced = record.size if record is not None and record.on(tier) else None
+        need += path.stat().st_size - (replaced or 0)
+    if need > room:
+        capacity = store.tier(tier).config.capacity
+        raise CommandError(f"{_plural(len(pairs), 'file')} ({human(need)}) would take tier "
+                           f"{tier!r} past its capacity ({human(room)} of {human(capacity)} "
+                           "free); nothing was put")
+
+
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -254,6 +300,7 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
     tier = store.tier(args.tier or store.config.default_tier).name
     if not args.overwrite:
         await _refuse_existing(store, [key for _, key in pairs])
+    await _refuse_overfill(store, pairs, tier)
     infos = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
     what = repr(infos[0].key) if len(infos) == 1 else _plural(len(infos), "object")
     print(f"put {what} ({human(sum(i.size for i in infos))}) on tier {tier}")
@@ -467,7 +514,8 @@ def _add_transfer_commands(sub: Any) -> None:
     put.add_argument("--tier", help="tier to write to (default: the config's default_tier)")
     put.add_argument("--overwrite", action="store_true", help="replace objects that exist")
     put.add_argument("-r", "--recursive", action="store_true",
-                     help="store folders recursively (always done for a folder)")
+                     help="store folders recursively (always done for a folder; symbolic "
+                          "links in it are followed)")
     get = _command(sub, "get", _with_store(_cmd_get), "copy objects to local files")
     get.add_argument("key", metavar="KEY")
     get.add_argument("dest", nargs="?", metavar="DEST", help="file or folder (default: ./NAME)")

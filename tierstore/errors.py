@@ -8,6 +8,8 @@ credentials.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CatalogError",
     "ChecksumMismatch",
@@ -19,6 +21,7 @@ __all__ = [
     "ObjectNotFound",
     "ReplicaError",
     "TierError",
+    "TierFull",
     "TierUnavailable",
     "TierstoreError",
     "UnknownTier",
@@ -87,6 +90,18 @@ class TierError(TierstoreError, OSError):
 
 class TierUnavailable(TierError, ConnectionError):
     """A tier's server cannot be reached (connection refused, timeout, missing bucket)."""
+
+
+class TierFull(TierError):
+    """A write would take a tier past its configured ``capacity``: the hard limit, checked
+    before a byte is written (the watermarks are the soft ones the daemon keeps usage under).
+    Its ``errno`` is ENOSPC, as for a full disk."""
+
+    def __init__(self, tier: str, key: str, nbytes: int, used: int, capacity: int):
+        super().__init__(tier, "write", f"no room for {key!r} ({nbytes} bytes): {used} of "
+                                        f"its {capacity} bytes capacity in use")
+        self.errno = errno.ENOSPC
+        self.key = key
 
 
 class ChecksumMismatch(TierstoreError, OSError):

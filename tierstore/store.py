@@ -37,6 +37,7 @@ from typing import IO, Any, TypeVar
 import aiofiles
 
 from .access import AccessRecorder
+from .capacity import Capacity
 from .catalog import (
     AccessStats,
     Catalog,
@@ -103,6 +104,8 @@ class Store:
         self.config = config
         self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
+        self.capacity = Capacity(self.catalog, {name: tier.capacity
+                                                for name, tier in config.tiers.items()})
         self.recorder = AccessRecorder(self.catalog, interval=access_interval,
                                        site=config.site)
         self.fallbacks = 0  # reads served by a replica other than the first choice
@@ -329,8 +332,10 @@ class Store:
                 hasher.update(chunk)
                 yield chunk
 
+        replaced = existing.size if existing is not None and existing.on(dest.name) else None
         await self._write_replica(key, dest, hashed(),
-                                  lambda: (hasher.size, hasher.hexdigest()), new_content=True)
+                                  lambda: (hasher.size, hasher.hexdigest()), new_content=True,
+                                  size=_size_of(source), freed=replaced or 0)
         await place_after_put(self, key, dest.name)  # [locality.placement]: extra replicas
         return await self.stat(key)
 
@@ -346,22 +351,28 @@ class Store:
             raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[bytes],
-                             expected: Callable[[], tuple[int, str]], *, new_content: bool
-                             ) -> None:
-        """The one way bytes become a replica: intent, temp write, verify, rename, commit."""
-        tmp = Tier.partial_path(key)
-        begin = asyncio.ensure_future(self._db(
-            self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
-            owner=self.owner, fence=_FENCE.get()))
-        try:
-            replica = await asyncio.shield(begin)
-        except asyncio.CancelledError:  # the intent may commit anyway: take it back at once
-            with contextlib.suppress(Exception):
-                await self._discard(key, await begin)
-            raise
-        with self._working(replica):
-            await self._fill_replica(key, dest, replica, chunks, expected,
-                                     new_content=new_content)
+                             expected: Callable[[], tuple[int, str]], *, new_content: bool,
+                             size: int | None = None, freed: int = 0) -> None:
+        """The one way bytes become a replica: room within the tier's capacity (``size``
+        bytes, None if unknown, freeing ``freed``), intent, temp write, verify, rename,
+        commit. A name or size the tier refuses is refused before the intent is recorded."""
+        dest.full_path(key)  # a local tier refuses a path through a link planted in it
+        async with self.capacity.reserve(dest.name, key, size, freed=freed) as room:
+            if room is not None:
+                chunks = room.counted(chunks)
+            tmp = Tier.partial_path(key)
+            begin = asyncio.ensure_future(self._db(
+                self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
+                owner=self.owner, fence=_FENCE.get()))
+            try:
+                replica = await asyncio.shield(begin)
+            except asyncio.CancelledError:  # the intent may commit anyway: take it back now
+                with contextlib.suppress(Exception):
+                    await self._discard(key, await begin)
+                raise
+            with self._working(replica):
+                await self._fill_replica(key, dest, replica, chunks, expected,
+                                         new_content=new_content)
 
     @contextlib.contextmanager
     def _working(self, replica: Replica) -> Iterator[None]:
@@ -478,7 +489,7 @@ class Store:
 
             async def write(chunks: AsyncIterator[bytes]) -> None:
                 await self._write_replica(record.key, dest, chunks, lambda: expected,
-                                          new_content=False)
+                                          new_content=False, size=record.size)
 
             await self._transfer(record, write, pace)
         return await self.stat(key)
@@ -805,6 +816,16 @@ def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:
     lo = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
     hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
     return lo, max(lo, hi)
+
+
+def _size_of(source: Source) -> int | None:
+    """The size of a put source when it is known before it is read: bytes, a file path."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return memoryview(source).nbytes
+    if isinstance(source, str | os.PathLike):
+        with contextlib.suppress(OSError):  # no such file: reading it says so
+            return os.stat(source).st_size
+    return None
 
 
 async def _chunks(source: Source) -> AsyncIterator[bytes]:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 import uuid
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator
@@ -129,7 +130,30 @@ class Tier:
         full = posixpath.normpath(f"{self.root}/{path}")
         if not full.startswith(self.root + "/"):
             raise InvalidKey(path, f"escapes the root of tier {self.name!r}")
+        if self.protocol == "file":
+            self._refuse_links(path, full)
         return full
+
+    def _refuse_links(self, path: str, full: str) -> None:
+        """Refuse a local path that passes through a symbolic link below the root: one
+        planted there (a hot folder shared with other pods) would lead writes, reads and
+        removals out of the tier. Links above the root (``/data -> /mnt/nvme``) are the
+        operator's and fine. One ``lstat`` per name below the root, up to the first that
+        does not exist (what an operation then creates is a folder or a file, not a link).
+        A link put in place between this check and the operation is not seen."""
+        here = self.root
+        for name in full[len(self.root) + 1:].split("/"):
+            here = f"{here}/{name}"
+            try:
+                if not stat.S_ISLNK(os.lstat(here).st_mode):
+                    continue
+            except OSError:  # missing (or unreadable): the operation itself finds out
+                return
+            link = here[len(self.root) + 1:]
+            with contextlib.suppress(OSError):
+                link += f" (to {os.readlink(here)})"
+            raise TierError(self.name, f"access to {path!r}", f"{link} is a symbolic link "
+                            "inside the tier's root; tierstore follows no links there")
 
     @staticmethod
     def partial_path(key: str) -> str:
@@ -486,7 +510,8 @@ class Tier:
                                                         self.root))
 
     async def walk(self) -> list[TierFile]:
-        """Every file under the root, tierstore's own included."""
+        """Every file under the root, tierstore's own included; in a local folder, the
+        regular files reached without following a link (see :meth:`full_path`)."""
         fs = await self._fs()
         if hasattr(fs, "invalidate_cache"):
             fs.invalidate_cache()
@@ -500,7 +525,8 @@ class Tier:
         return sorted(
             (TierFile(name[len(prefix):], int(info.get("size") or 0))
              for name, info in found.items()
-             if name.startswith(prefix) and info.get("type") != "directory"),
+             if name.startswith(prefix) and info.get("type") != "directory"
+             and not info.get("islink")),
             key=lambda f: f.path,
         )
 
