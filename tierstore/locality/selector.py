@@ -42,6 +42,7 @@ from .topology import Distance, distance, parse_site
 __all__ = ["Locality", "Scored"]
 
 log = logging.getLogger(__name__)
+_CLASS_ORDER = {"hot": 0, "warm": 1, "cold": 2}  # hotter first, within a margin of noise
 PRIOR_THROUGHPUT = 200e6  # bytes per second assumed before any large read is measured
 Fetch = Callable[[Replica], Awaitable[bytes]]
 OnFailure = Callable[[Replica, BaseException], None]
@@ -104,12 +105,18 @@ class Locality:
 
     def rank(self, replicas: Iterable[Replica], nbytes: int = 0) -> list[Scored]:
         """Replicas best first: in rotation before out of it, then by cost, distance, class
-        and name. Replicas on tiers this config does not list are left out: this reader
-        cannot reach them (another node's local disk, unless listed as reachable)."""
+        and name. A hotter class's replica goes before a colder one unless its cost is more
+        than ``hotter_wins_within`` above it (each class step colder multiplies the cost
+        compared by one plus that): a copy staged on the hot tier is read, not skipped for a shared
+        disk's warm copy that happened to measure a little faster. Replicas on tiers this
+        config does not list are left out: this reader cannot reach them (another node's
+        local disk, unless listed as reachable)."""
         now = time.monotonic()
         scored = [self.score(r, nbytes, now) for r in replicas if r.tier in self.tiers]
-        return sorted(scored, key=lambda x: (x.state is BreakerState.OPEN, x.cost_ms,
-                                             x.distance, x.tier_class, x.tier))
+        step = 1.0 + self.settings.hotter_wins_within
+        return sorted(scored, key=lambda x: (
+            x.state is BreakerState.OPEN, x.cost_ms * step ** _CLASS_ORDER.get(x.tier_class, 3),
+            x.distance, x.tier_class, x.tier))
 
     def snapshot(self, tier: str) -> HealthSnapshot | None:
         health = self.health.get(tier)

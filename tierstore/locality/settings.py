@@ -13,6 +13,9 @@ may be absent; a malformed value is a ConfigError naming the file and the field:
     hedge_max_bytes = "1MiB"    # reads up to this size are hedged
     hedge_after = "p95"         # "p95" (the chosen replica's own) or a fixed number of ms
     hedge_min_ms = 2.0          # never hedge sooner than this
+    hotter_wins_within = 0.5    # a hotter class's replica ranks first unless its cost is
+                                # more than this much (50%) above a colder one's: noise in
+                                # what was measured never sends reads past a staged copy
     repair_on_read = true       # a replica a verified read finds corrupt is replaced (dropped
                                 # and copied again from a good one) once the read is served
 
@@ -60,6 +63,7 @@ class LocalitySettings:
     hedge_max_bytes: int = 2**20
     hedge_after: float | None = None  # None: the chosen replica's measured p95
     hedge_min_ms: float = 2.0
+    hotter_wins_within: float = 0.5
     distance_ms: Mapping[str, float] = field(default_factory=lambda: dict(_DISTANCE_MS))
     class_ms: Mapping[str, float] = field(default_factory=lambda: dict(_CLASS_MS))
     repair_on_read: bool = True
@@ -72,7 +76,8 @@ class LocalitySettings:
         if not isinstance(raw, Mapping):
             raise ConfigError(f"expected a table, got {raw!r}", source=source, field=where)
         known = {"read_deadline", "trip_after", "cooldown", "ewma_alpha", "memory", "hedge",
-                 "hedge_max_bytes", "hedge_after", "hedge_min_ms", "distance_ms", "class_ms",
+                 "hedge_max_bytes", "hedge_after", "hedge_min_ms", "hotter_wins_within",
+                 "distance_ms", "class_ms",
                  "repair_on_read", "placement"}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -139,6 +144,7 @@ class LocalitySettings:
                                   field=f"{where}.hedge_max_bytes"),
             hedge_after=hedge_after,
             hedge_min_ms=number("hedge_min_ms", 2.0, strict=False),
+            hotter_wins_within=number("hotter_wins_within", 0.5, strict=False),
             distance_ms=table("distance_ms", _DISTANCE_MS),
             class_ms=table("class_ms", _CLASS_MS),
             repair_on_read=repair,
