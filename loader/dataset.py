@@ -9,6 +9,8 @@ samples it needs, and yields them through ``decode`` and ``transform`` in order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +26,7 @@ from tierstore.sync import SyncStore
 from .announce import Announcer, reader_id
 from .decode import to_tensors
 from .errors import SampleError, ShardError, ShardFormatError
+from .fill import FillStats, HotFill
 from .format import Buffer, ShardFormat
 from .formats import resolve_formats
 from .index import DatasetIndex, ShardEntry, aread_index
@@ -101,6 +104,11 @@ class TierDataset(IterableDataset[Any]):
         Tell the store which shards each reader reads next and when (this epoch's rest, then
         the next epoch's), so that a running ``tierstore daemon`` stages them into the hot
         tier ahead of need (:mod:`.announce`).
+    fill_hot
+        Keep each shard read from a slower tier on the node's hot tier too, from the bytes
+        just read (read-through fill, :mod:`.fill`), while that tier has room under its high
+        watermark: the shard's bytes cross from the slower tier once, not again when the
+        daemon stages it.
     """
 
     def __init__(self, store: StoreLike = None, prefix: str | None = None, *,
@@ -114,9 +122,9 @@ class TierDataset(IterableDataset[Any]):
                  retry: Backoff = RETRY, columns: list[str] | None = None,
                  formats: Mapping[str, ShardFormat] | None = None,
                  rank: int | None = None, world_size: int | None = None,
-                 announce: bool = True):
+                 announce: bool = True, fill_hot: bool = True):
         super().__init__()
-        self.announce = announce
+        self.announce, self.fill_hot = announce, fill_hot
         self._store = _handle(store)
         if index is None:
             if prefix is None:
@@ -144,6 +152,7 @@ class TierDataset(IterableDataset[Any]):
         self._layout: tuple[int, int] | None = None  # (world_size, num_workers) in use
         self._consumed: dict[str, int] = {}
         self.stats = PrefetchStats()
+        self.fills = FillStats()  # the last pass's read-through fills (fill_hot)
 
     def __repr__(self) -> str:
         return (f"TierDataset({self.index.prefix!r}, {len(self.index.shards)} shards, "
@@ -238,7 +247,8 @@ class TierDataset(IterableDataset[Any]):
         needed = _needed_by_shard(ids, starts)
         shard_order = _shard_order(ids, starts)
         uses = _repeats(ids)
-        prefetcher = self._prefetcher(shard_order)
+        fills = HotFill(self._store.get()) if self.fill_hot else None
+        prefetcher = self._prefetcher(shard_order, fills)
         announcer = self._announcer(shard_order, placement, prefetcher)
         pending: dict[int, Any] = {}
         name = placement.name
@@ -258,6 +268,10 @@ class TierDataset(IterableDataset[Any]):
                 yield sample
         finally:
             prefetcher.shutdown()
+            if fills is not None:
+                self.fills = fills.stats
+                with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                    LoopThread.get().submit(fills.close()).result(timeout=60)
             if announcer is not None:
                 announcer.close()
 
@@ -275,7 +289,7 @@ class TierDataset(IterableDataset[Any]):
             [shards[i] for i in _shard_order(following.samples, self.index.starts)],
             started=lambda: prefetcher.started).start(LoopThread.get())
 
-    def _prefetcher(self, shard_order: list[int]) -> ShardPrefetcher:
+    def _prefetcher(self, shard_order: list[int], fills: HotFill | None) -> ShardPrefetcher:
         store = self._store.get()
         loop = LoopThread.get()
         workers = self._layout[1] if self._layout else 1
@@ -283,8 +297,11 @@ class TierDataset(IterableDataset[Any]):
         reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
 
         async def fetch(shard: ShardEntry, on_latency: Callable[[float], None]) -> Buffer:
-            return await read_shard(store, shard, reads=reads, part_size=self.part_size,
+            data = await read_shard(store, shard, reads=reads, part_size=self.part_size,
                                     stats=stats, backoff=self.retry, on_latency=on_latency)
+            if fills is not None:  # a shard read from a slower tier: keep it hot
+                fills.offer(shard, data)
+            return data
 
         shards = [(pos, self.index.shards[pos]) for pos in shard_order]
         return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),

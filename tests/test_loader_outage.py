@@ -36,10 +36,11 @@ def test_radosgw_killed_mid_epoch_and_restarted(ceph_server: S3Server, tmp_path:
     with open_store(config) as store:
         index = write_tar_shards(store, "ds", samples(), samples_per_shard=PER_SHARD,
                                  tier="warm")
+        # (no read-through fill: every read of the pass must go to the gateway)
         expected = list(TierDataset(store, index=index, decode=key_only, seed=5,
-                                    announce=False))
+                                    announce=False, fill_hot=False))
         ds = TierDataset(store, index=index, decode=key_only, seed=5, read_ahead=1,
-                         announce=False)  # the default retries outlast a restart
+                         announce=False, fill_hot=False)  # default retries outlast a restart
         it = iter(ds)
         got = [next(it) for _ in range(N // 3)]
         kill_radosgw(ceph_server)

@@ -161,12 +161,14 @@ def test_ranking_by_class_and_distance(tmp_path: Path) -> None:
         assert all(r.health == "closed" and r.score_ms is not None for r in info.values())
 
 
-@pytest.mark.parametrize(("hot_ms", "first"), [(2.5, "hot"), (5.0, "warm")])
+@pytest.mark.parametrize(("hot_ms", "answers", "first"),
+                         [(2.5, 6, "hot"), (5.0, 6, "warm"), (50.0, 3, "hot")])
 def test_a_staged_hot_copy_is_read_unless_measured_slower_beyond_noise(
-        tmp_path: Path, hot_ms: float, first: str) -> None:
+        tmp_path: Path, hot_ms: float, answers: int, first: str) -> None:
     """Issue 12, item 2: hot and warm on one disk, every shard staged on hot, and a loader
     still read half from warm, because warm measured a little faster. Within 50% (the noise
-    of such measurements), the hotter copy wins; a hot tier truly slower still loses."""
+    of such measurements), or on fewer answers than a p95 needs, the hotter copy wins; a
+    hot tier measured truly slower still loses."""
     config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
                                 "warm": (TierClass.WARM, "eu/a/n1")})
     with open_store(config) as store:
@@ -175,7 +177,7 @@ def test_a_staged_hot_copy_is_read_unless_measured_slower_beyond_noise(
         now = time.monotonic()
         for tier, ms in (("warm", 1.0), ("hot", hot_ms)):
             health = store.aio.locality.health[tier]
-            for _ in range(5):
+            for _ in range(answers):
                 health.success(4096, ms / 1000, now)
         assert store.ls("k")[0]["tiers"][0] == first
 

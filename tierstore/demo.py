@@ -220,8 +220,9 @@ class _Tour:
                 staged = sum(1 for key in self.store.find(f"{PREFIX}/train/")
                              if key.endswith(".tar") and self.tiers["hot"] in _tiers(
                                  self.store.stat(key)))
-                self.say(f"  daemon cycle: {staged} of 8 shards staged on {self.tiers['hot']} "
-                         "(the loader announced it reads them next)")
+                self.say(f"  daemon cycle: {staged} of 8 shards on {self.tiers['hot']} (kept "
+                         "there by the loader from the bytes it read, or staged by the daemon "
+                         "for what the loader announced it reads next)")
         loader.shutdown()
 
     def show(self) -> None:

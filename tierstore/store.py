@@ -49,7 +49,7 @@ from .catalog import (
     open_catalog,
 )
 from .checksum import Hasher, checksum
-from .config import Config, load_config
+from .config import Config, TierClass, load_config
 from .errors import (
     CatalogError,
     ChecksumMismatch,
@@ -59,6 +59,7 @@ from .errors import (
     ObjectNotFound,
     ReplicaError,
     TierError,
+    TierFull,
     TierstoreError,
     UnknownTier,
 )
@@ -66,6 +67,7 @@ from .inflight import IN_FLIGHT
 from .keys import validate_key, validate_prefix
 from .locality.placement import place_after_put
 from .locality.selector import Locality
+from .locality.topology import Distance
 from .readcache import KnownRecords
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
 from .tier import PART_SIZE, Tier
@@ -112,6 +114,7 @@ class Store:
         # Reads through cat() each tier served, and their bytes: hit rates per tier.
         self.reads_by_tier: Counter[str] = Counter()
         self.bytes_by_tier: Counter[str] = Counter()
+        self.filled_by_tier: Counter[str] = Counter()  # bytes readers' fills wrote per tier
         self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
         # Replacements of replicas found corrupt by a read (locality.repair_on_read).
         self.repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -493,6 +496,46 @@ class Store:
 
             await self._transfer(record, write, pace)
         return await self.stat(key)
+
+    @property
+    def fill_tier(self) -> str | None:
+        """Where readers' bytes are kept (read-through fill): this node's hot tier."""
+        local = sorted(name for name, t in self.tiers.items() if t.tier_class is TierClass.HOT
+                       and self.locality.distances.get(name) == Distance.NODE)
+        return local[0] if local else None
+
+    async def fill(self, key: str, data: bytes | bytearray | memoryview,
+                   checksum_: str | None = None) -> bool:
+        """Read-through fill: make ``data``, the whole of ``key`` that a reader just fetched
+        from a slower tier, its replica on :attr:`fill_tier` too, so that its bytes cross
+        from the slower tier once; when that tier holds no replica of it yet and has room
+        under its high watermark (the daemon's next-use staging displaces residents to make
+        more). The bytes are checked against the catalog's size and checksum (``checksum_``:
+        as the caller already computed it) and written through the crash-safe replica path,
+        as any copy. Whether a replica was written; a copy already there or in flight, or
+        no room, is not an error."""
+        tier = self.fill_tier
+        record = self.catalog.get(validate_key(key))
+        if tier is None or record is None or not record.ready or record.on(tier) is not None:
+            return False
+        if record.on(tier, ReplicaState.COPYING) is not None:
+            return False
+        if len(data) != record.size or (checksum_ or checksum(data)) != record.checksum:
+            raise ChecksumMismatch(key, "a reader's bytes", str(record.checksum),
+                                   checksum_ or checksum(data))
+        config = self.tier(tier).config
+        if config.capacity is not None:
+            used = await self.capacity.used(tier)
+            if used + len(data) > config.high_watermark * config.capacity:
+                return False
+        expected = (len(data), str(record.checksum))
+        try:
+            await self._write_replica(record.key, self.tier(tier), _chunks(data),
+                                      lambda: expected, new_content=False, size=len(data))
+        except (ReplicaError, TierFull):  # raced with another copy, or the room went
+            return False
+        self.filled_by_tier[tier] += len(data)
+        return True
 
     async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
         """Remove ``key``'s replica on ``tier``; never its last one, never its pinned one."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ..catalog import Replica
 from ..config import Config, TierConfig
 from ..errors import ChecksumMismatch, NoReadableReplica, TierstoreError
-from .health import BreakerState, EndpointHealth, HealthSnapshot
+from .health import MIN_P95_SAMPLES, BreakerState, EndpointHealth, HealthSnapshot
 from .settings import LocalitySettings
 from .topology import Distance, distance, parse_site
 
@@ -98,7 +98,10 @@ class Locality:
         # A local folder pays no server's or network's overhead: an unmeasured local tier
         # must not look as slow as the slowest thing measured so far.
         prior = s.distance_ms[str(dist)] / 1000 + (0.0 if _local(tier) else self.overhead)
-        latency = health.expected_latency(prior, now, s.memory)
+        # A few samples are noise (one slow answer on a busy machine): until there are as
+        # many as a p95 needs, the static estimate stands.
+        latency = (prior if health.samples < MIN_P95_SAMPLES
+                   else health.expected_latency(prior, now, s.memory))
         transfer = nbytes / (health.throughput or PRIOR_THROUGHPUT)
         cost = (latency + transfer) * 1000 + s.class_ms.get(tier_class, 0.0)
         return Scored(replica, dist, tier_class, cost, health.state(now))

@@ -1,0 +1,85 @@
+"""Read-through fill (issue 12, item 1): a shard a reader fetched from a slower tier becomes
+its hot replica from the reader's own bytes, so it crosses from S3 once; a real moto server,
+real local folders, no daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from storefixtures import make_config
+
+from tierstore import Config, open_store
+from tierstore.loader import DatasetIndex, TierDataset, write_tar_shards
+
+SHARDS, PER_SHARD, SAMPLE = 12, 4, 8192
+
+
+def _dataset(tmp_path: Path, moto_server: Any, hot_share: float | None
+             ) -> tuple[Config, DatasetIndex]:
+    bucket = moto_server.new_bucket()
+    config = make_config(tmp_path, "moto", moto_server, bucket)
+    with open_store(config) as store:
+        index = write_tar_shards(
+            store, "ds", ({"__key__": f"s{i:04d}", "bin": os.urandom(SAMPLE)}
+                          for i in range(SHARDS * PER_SHARD)),
+            samples_per_shard=PER_SHARD, tier="warm")
+    if hot_share is not None:
+        total = sum(s.size for s in index.shards)
+        hot = dataclasses.replace(config.tiers["hot"], capacity=int(total * hot_share))
+        config = dataclasses.replace(config, tiers={**config.tiers, "hot": hot})
+    return config, index
+
+
+def _epoch(dataset: TierDataset, epoch: int) -> dict[str, int]:
+    """One pass; the bytes each tier served the reader in it."""
+    store = dataset._store.get()
+    before = dict(store.bytes_by_tier)
+    dataset.set_epoch(epoch)
+    keys = [sample["__key__"] for sample in dataset]
+    assert sorted(keys) == [f"s{i:04d}" for i in range(SHARDS * PER_SHARD)]
+    return {t: n - before.get(t, 0) for t, n in store.bytes_by_tier.items()}
+
+
+def test_a_cold_epoch_fetches_each_shard_from_s3_once_and_keeps_it_hot(
+        tmp_path: Path, moto_server: Any) -> None:
+    config, index = _dataset(tmp_path, moto_server, None)
+    total = sum(s.size for s in index.shards)
+    dataset = TierDataset(config, "ds", decode=None, buffer_size=8, announce=False)
+    first = _epoch(dataset, 0)
+    assert first.get("warm") == total and dataset.fills.shards == SHARDS
+    assert dataset.fills.bytes == total and dataset.fills.failed == 0
+    second = _epoch(dataset, 1)
+    assert second.get("warm", 0) == 0 and second.get("hot") == total  # all hot now
+    with open_store(config) as store:
+        for shard in index.shards:
+            assert sorted(r.tier for r in store.aio.catalog.get(shard.key).ready) == [
+                "hot", "warm"]
+        report = store.audit(deep=True)
+    assert (report.orphans, report.missing, report.pending) == ((), (), 0)
+
+
+def test_fills_stop_at_the_hot_tiers_high_watermark(tmp_path: Path, moto_server: Any) -> None:
+    config, _ = _dataset(tmp_path, moto_server, 0.5)
+    hot = config.tiers["hot"]
+    dataset = TierDataset(config, "ds", decode=None, buffer_size=8, announce=False)
+    _epoch(dataset, 0)
+    assert 0 < dataset.fills.shards < SHARDS and dataset.fills.failed == 0
+    with open_store(config) as store:
+        (usage,) = [u for u in store.usage() if u.tier == "hot"]
+        assert usage.bytes <= hot.high_watermark * (hot.capacity or 0)
+        assert usage.objects == dataset.fills.shards
+
+
+def test_no_fill_when_turned_off(tmp_path: Path, moto_server: Any) -> None:
+    config, _ = _dataset(tmp_path, moto_server, None)
+    dataset = TierDataset(config, "ds", decode=None, buffer_size=8, announce=False,
+                          fill_hot=False)
+    _epoch(dataset, 0)
+    assert dataset.fills.shards == 0
+    with open_store(config) as store:
+        assert store.find("ds/") and all(
+            [r.tier for r in store.aio.catalog.get(k).ready] == ["warm"]
+            for k in store.find("ds/") if k.endswith(".tar"))
