@@ -114,6 +114,9 @@ class Snapshot:
     tiers: tuple[TierState, ...]
     now: float
     preloads: tuple[PreloadRequest, ...] = ()
+    # How fast the daemon's recent copies landed, bytes per second (None: not measured): a
+    # staging copy that cannot land before its reader gets there is left to the reader.
+    copy_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.tiers, key=lambda t: (t.tier_class, t.name)))

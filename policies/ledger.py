@@ -70,7 +70,7 @@ class Ledger:
             if obj.key in self._replicas else obj
             for obj in self.snapshot.objects if obj.key not in exclude)
         tiers = tuple(replace(t, used=self.used[t.name]) for t in self.snapshot.tiers)
-        return Snapshot(objects, tiers, self.snapshot.now, self.snapshot.preloads)
+        return replace(self.snapshot, objects=objects, tiers=tiers)
 
 
 def apply_plan(snapshot: Snapshot, moves: Iterable[Move]) -> Snapshot:

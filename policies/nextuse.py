@@ -12,7 +12,10 @@ __all__ = ["NextUsePolicy"]
 
 class NextUsePolicy(Policy):
     """Stages what readers announced they will read within ``next_use_horizon`` (and not
-    within ``next_use_lead``: the reader gets there before a copy would land).
+    within ``next_use_lead``, nor what a copy at the measured rate,
+    :attr:`Snapshot.copy_bytes_per_s`, behind the copies planned before it, would land
+    after its reader got there: the reader fetches it anyway, and its read-through fill
+    keeps it hot, so its bytes cross once).
 
     A loader knows its order in advance and announces when it will read each shard
     (:meth:`Catalog.announce <tierstore.catalog.Catalog.announce>`). Each announced object
@@ -50,8 +53,8 @@ class NextUsePolicy(Policy):
         movable = [obj for obj in snapshot.objects if not obj.busy]
         wanted = sorted((obj for obj in movable if obj.pinned is None or obj.pinned == target),
                         key=lambda o: (o.next_use or 0.0, o.key))
-        wanted = [obj for obj in wanted if self._stageable(snapshot, obj)
-                  and snapshot.rank(snapshot.best(obj)) > rank]
+        wanted = _in_time([obj for obj in wanted if self._stageable(snapshot, obj)
+                           and snapshot.rank(snapshot.best(obj)) > rank], snapshot)
         if not wanted:
             return []
         on_target = [obj for obj in movable if target in obj.replicas and obj.pinned is None]
@@ -72,6 +75,21 @@ class NextUsePolicy(Policy):
     def holds(self, snapshot: Snapshot) -> frozenset[str]:
         """What readers will read within the horizon stays where it is (no demotion)."""
         return frozenset(obj.key for obj in snapshot.objects if self._soon(snapshot, obj))
+
+
+def _in_time(wanted: list[ObjectState], snapshot: Snapshot) -> list[ObjectState]:
+    """Of ``wanted`` (soonest first), those whose copy lands before their next use, each
+    copy queued behind the ones kept before it, at the measured copy rate."""
+    rate = snapshot.copy_bytes_per_s
+    if not rate:
+        return wanted
+    landed, kept = snapshot.now, []
+    for obj in wanted:
+        assert obj.next_use is not None
+        if landed + obj.size / rate <= obj.next_use:
+            landed += obj.size / rate
+            kept.append(obj)
+    return kept
 
 
 def _read_later(candidate: ObjectState, resident: ObjectState) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -351,6 +352,21 @@ def test_next_use_leaves_what_is_due_too_soon_to_the_reader() -> None:
     assert [m.key for m in patient.plan(s)] == ["soon"]  # "now" stays where it is (held)
     with pytest.raises(ConfigError):
         PolicyConfig(next_use_lead=2 * HOUR)
+
+
+def test_next_use_stages_only_what_its_copy_lands_before_the_reader() -> None:
+    """Issue 12, item 1: the daemon's staging fetched the shards the loader was fetching at
+    that moment, so their bytes crossed twice. At the measured copy rate (100 B/s here),
+    each copy queued behind those before it, what would land after its reader got there is
+    left to the reader (whose read-through fill keeps it)."""
+    s = dataclasses.replace(
+        snap(obj("a", "warm", next_use=NOW + 1.5), obj("b", "warm", next_use=NOW + 2.5),
+             obj("c", "warm", next_use=NOW + 2.9), obj("d", "warm", next_use=NOW + 600),
+             capacity={"hot": 1000}), copy_bytes_per_s=100.0)
+    # a lands at +1 (due 1.5), b at +2 (due 2.5); c would land at +3, after its read at 2.9
+    assert [m.key for m in default_engine().plan(s)] == ["a", "b", "d"]
+    unmeasured = dataclasses.replace(s, copy_bytes_per_s=None)
+    assert [m.key for m in default_engine().plan(unmeasured)] == ["a", "b", "c", "d"]
 
 
 def test_watermarks_shed_unannounced_then_furthest_next_use_first() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -212,8 +213,8 @@ class ClusterMember:
                          and (leading or not self.cluster_wide(m)))
         return Plan(kept, plan.now, plan.refused), len(plan) - len(kept)
 
-    def plan(self, store: Store, engine: PolicyEngine, now: float | None = None
-             ) -> tuple[Snapshot, Plan, int]:
+    def plan(self, store: Store, engine: PolicyEngine, now: float | None = None, *,
+             copy_bytes_per_s: float | None = None) -> tuple[Snapshot, Plan, int]:
         """This cycle's work: the snapshot its moves are logged against, the plan, and how
         many moves were left to the leader.
 
@@ -223,7 +224,9 @@ class ClusterMember:
         shared tiers only, with the reads and announcements of every site (a warm object
         read on any node is not demoted), for objects the node's plan leaves alone."""
         at = time.time() if now is None else now
-        local = snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared)
+        local = dataclasses.replace(
+            snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared),
+            copy_bytes_per_s=copy_bytes_per_s)
         wanted = engine.plan(local)
         if not self.node.held:
             return local, Plan((), at, wanted.refused), len(wanted)

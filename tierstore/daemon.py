@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import fcntl
 import logging
@@ -168,6 +169,7 @@ class Daemon:
         self.cycles = self.in_flight = 0
         self.last_cycle: dict[str, Any] | None = None
         self.outcomes: Counter[str] = Counter()  # of the current cycle's moves
+        self.copy_rate: float | None = None  # bytes/s of recent copies (EWMA): what lands when
         self.last_scrub: ScrubReport | None = None
         self._scrubbed_at = -float("inf")
         self._stop, self._force = asyncio.Event(), asyncio.Event()
@@ -294,10 +296,12 @@ class Daemon:
             await self._tidy()
             if self.cluster is not None:  # this node's hot tier; cluster-wide: the leader's
                 snapshot, plan, deferred = await asyncio.to_thread(
-                    self.cluster.plan, self.store, self.engine)
+                    self.cluster.plan, self.store, self.engine,
+                    copy_bytes_per_s=self.copy_rate)
                 self.outcomes["left_to_leader"] += deferred
             else:
                 snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
+                snapshot = dataclasses.replace(snapshot, copy_bytes_per_s=self.copy_rate)
                 plan = await asyncio.to_thread(self.engine.plan, snapshot)
             self._note_plan(plan)
             if self.options.dry_run:
@@ -437,7 +441,12 @@ class Daemon:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
-        return self._record(move, snapshot, time.monotonic() - began, "done")
+        seconds = time.monotonic() - began
+        if move.bytes >= 2**20 and seconds > 0:  # big enough for the rate to show
+            rate = move.bytes / seconds
+            self.copy_rate = rate if self.copy_rate is None else (
+                0.3 * rate + 0.7 * self.copy_rate)
+        return self._record(move, snapshot, seconds, "done")
 
     def _record(self, move: Move, snapshot: Snapshot, seconds: float, outcome: str,
                 error: str | None = None) -> str:
