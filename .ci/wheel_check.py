@@ -7,7 +7,8 @@
 
 ``contents``: the wheel holds exactly the source tree's modules, each folder of pyproject's
 ``package-dir`` under the package it maps to (so a subpackage left out of the build fails
-here, not at a user's ``import tierstore``), and nothing else: no tests, no benchmark results.
+here, not at a user's ``import tierstore``), and the package data pyproject names, and nothing
+else: no tests, no benchmark results.
 
 ``imports``: every module the installed distribution lists (its RECORD) imports, and from the
 installed copy. Run with ``-I`` from stdin, so neither the current folder nor PYTHONPATH can
@@ -28,13 +29,17 @@ DIST = "tierstore"
 
 
 def source_files() -> set[str]:
-    """The wheel paths the source tree's modules install to (``tierstore/loader/x.py`` ...)."""
+    """The wheel paths the source tree's modules install to (``tierstore/loader/x.py`` ...),
+    and the package data pyproject names (``[tool.setuptools.package-data]``)."""
     config = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
+    setuptools = config["tool"]["setuptools"]
+    data = setuptools.get("package-data", {})
     files = set()
-    for package, folder in config["tool"]["setuptools"]["package-dir"].items():
-        for path in Path(folder).rglob("*.py"):
-            if "__pycache__" not in path.parts:
-                files.add(str(PurePosixPath(*package.split("."), *path.relative_to(folder).parts)))
+    for package, folder in setuptools["package-dir"].items():
+        found = [p for p in Path(folder).rglob("*.py") if "__pycache__" not in p.parts]
+        found += [p for pattern in data.get(package, []) for p in Path(folder).glob(pattern)]
+        for path in found:
+            files.add(str(PurePosixPath(*package.split("."), *path.relative_to(folder).parts)))
     return files
 
 

@@ -2,12 +2,13 @@
 # Single-node Ceph 16.2 (Debian bookworm packages) with an S3 gateway (radosgw, beast) on 127.0.0.1.
 # 1 mon, 1 mgr, 1 osd (memstore in RAM by default, or bluestore on a file), 1 radosgw; no systemd,
 # no cephadm, nothing in /etc/ceph touched. Adapted from /work/shared/tools/ceph-single-node.sh;
-# tests/s3servers.py:start_ceph() runs it with free ports and a random secret.
+# tierstore.bench.ceph.start_ceph() (the tests' fixture and `bench loader --s3 ceph`) runs it
+# with free ports and a random secret.
 #
 #   apt-get install -y --no-install-recommends ceph-mon ceph-mgr ceph-osd radosgw ceph-common
-#   CEPH_DIR=/tmp/c RGW_PORT=7480 bash tests/ceph/ceph-single-node.sh start
-#   CEPH_DIR=/tmp/c bash tests/ceph/ceph-single-node.sh stop    # kills the pids in $CEPH_DIR/run
-#   CEPH_DIR=/tmp/c bash tests/ceph/ceph-single-node.sh purge   # stop + rm -rf $CEPH_DIR
+#   CEPH_DIR=/tmp/c RGW_PORT=7480 bash bench/ceph-single-node.sh start
+#   CEPH_DIR=/tmp/c bash bench/ceph-single-node.sh stop    # kills the pids in $CEPH_DIR/run
+#   CEPH_DIR=/tmp/c bash bench/ceph-single-node.sh purge   # stop + rm -rf $CEPH_DIR
 #
 # Parameters (environment): CEPH_DIR, STORE (memstore|bluestore), MEMSTORE_BYTES (default 2 GiB),
 # MON_PORT (msgr2, default 3300), MON_V1_PORT (legacy msgr1, default 6789), RGW_PORT (default 7480),

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from tierstore.loader import DatasetIndex
 from tierstore.store import Store
 
-__all__ = ["SampleReads", "SampleRef", "collate_payloads", "payload_of", "sample_refs"]
+__all__ = ["SampleReads", "SampleRef", "collate_payloads", "payload_of", "sample_id",
+           "sample_refs"]
 
 CACHED = "__cached__"  # a baseline sample's field: served from filecache's local copy
 
@@ -150,6 +152,7 @@ class SampleReads(Dataset[dict[str, Any]]):
                               f"{ref.end}, got {len(data)} twice")
         sample: dict[str, Any] = (_tar_payloads(data) if self.fmt == "tar" else {"data": data})
         sample[CACHED] = cached
+        sample["__index__"] = i
         return sample
 
 
@@ -165,13 +168,35 @@ def payload_of(sample: Any) -> bytes:
     raise TypeError(f"cannot take a payload out of a {type(sample).__name__} sample")
 
 
+def sample_id(sample: Any) -> int:
+    """The benchmark's number of a sample (it wrote sample ``i`` under the key ``f"{i:08d}"``),
+    from what the loader handed over: ``__index__`` (the baselines), an int ``key`` field (the
+    peers that store it as a column) or ``__key__`` (``.../00000017`` or ``00000017.bin``);
+    -1 when there is none."""
+    if isinstance(sample, Mapping):
+        if "__index__" in sample:
+            return int(sample["__index__"])
+        key = sample.get("key")
+        if isinstance(key, int | np.integer) or (isinstance(key, torch.Tensor)
+                                                   and key.numel() == 1):
+            return int(key)
+        name = sample.get("__key__")
+        if isinstance(name, str):
+            stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
+            if stem.isdigit():
+                return int(stem)
+    return -1
+
+
 def collate_payloads(samples: Sequence[Any]) -> dict[str, torch.Tensor]:
     """A batch: ``data`` (the payloads, concatenated, ``uint8``), ``lengths`` (per sample),
-    and ``cached`` (per sample: 1 if a cache served it, for the baselines' hit rates)."""
+    ``cached`` (per sample: 1 if a cache served it, for the baselines' hit rates) and ``ids``
+    (per sample, :func:`sample_id`: to check an epoch gave every sample exactly once)."""
     payloads = [payload_of(s) for s in samples]
     joined = b"".join(payloads)
     data = (torch.frombuffer(bytearray(joined), dtype=torch.uint8) if joined
             else torch.empty(0, dtype=torch.uint8))
     cached = [bool(s.get(CACHED, False)) if isinstance(s, Mapping) else False for s in samples]
     return {"data": data, "lengths": torch.tensor([len(p) for p in payloads], dtype=torch.int64),
-            "cached": torch.tensor(cached, dtype=torch.bool)}
+            "cached": torch.tensor(cached, dtype=torch.bool),
+            "ids": torch.tensor([sample_id(s) for s in samples], dtype=torch.int64)}

@@ -9,11 +9,20 @@ emulated compute time per batch (:mod:`.loader_measure`):
 1. ``plain``: ``DataLoader`` over a map-style dataset reading each sample's byte range with
    s3fs; 2. ``filecache``: the same through ``filecache::`` (:mod:`.loader_baselines`); both
    run first, while every shard is on the data tier;
-3. ``tierstore``: ``TierLoader`` over the dataset, with ``tierstore daemon --tick 1s`` running
+3. the peers ``--baselines`` names (``wds``, ``mosaic``, ``litdata``; :mod:`.peers`): each
+   writes the same samples with its own writer into the same bucket and reads them with its
+   own loader and shuffle; one that is not installed, raises or hangs (no batch for
+   ``--peer-timeout``) is recorded in the document's ``failures``, with its error, and the run
+   goes on;
+4. ``tierstore``: ``TierLoader`` over the dataset, with ``tierstore daemon --tick 1s`` running
    beside it (``--no-daemon`` to leave it out), which may stage shards into the hot tier; it
    is started, and has started, before the loader's first epoch, as on a node where it runs.
 
-Each loader and epoch gives one entry of the result's ``results`` list. Beside tierstore's
+Each loader and epoch gives one entry of the result's ``results`` list, measured the same way
+for every loader: samples/s, MB/s, time to first batch, step waits (p50/p99), AU, peak PSS and
+client CPU (the training process and its workers), whether every sample came exactly once,
+and the bytes and GETs the data tier served (the S3 server's own counters where it keeps them,
+as Ceph's radosgw does; else, for tierstore, its store's; else not counted). Beside tierstore's
 measured hot-tier hit rate the result shows what plain LRU of the same hot capacity would
 have served on the same sequence of shard reads. A table goes to the terminal, the document
 to ``--json FILE`` and the results folder, and a plot (throughput over time, wait-time
@@ -25,8 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -41,8 +52,17 @@ from tierstore._progress import Steps, Transfer
 from tierstore.sync import open_store
 
 from .errors import BenchError
-from .loader_measure import EpochRun, MemorySampler, lru_hit_rates, run_epoch, shard_reads
-from .loader_options import PRESETS
+from .loader_measure import (
+    EpochRun,
+    MemorySampler,
+    Stalled,
+    cpu_seconds,
+    exactly_once,
+    lru_hit_rates,
+    run_epoch,
+    shard_reads,
+)
+from .loader_options import PEERS, PRESETS
 from .loader_setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
 from .results import result_document, save_and_say, write_json
 
@@ -148,6 +168,42 @@ def _epochs(label: str, total: int) -> Steps:
     return steps
 
 
+class EpochMeter:
+    """What is measured around each epoch, the same for every loader: the client's peak memory
+    and CPU (this process and its workers), the S3 server's CPU and, where it keeps them, its
+    counters of GETs and bytes served (every client's: the daemon's staging included)."""
+
+    def __init__(self, bench: BenchStore, memory: MemorySampler, samples: int):
+        self.bench = bench
+        self.memory = memory
+        self.samples = samples
+        self._counters: dict[str, int] = {}
+        self._server_cpu = 0.0
+
+    def start(self) -> None:
+        if self.bench.server_counters is not None:
+            self._counters = self.bench.server_counters()
+        self._server_cpu = cpu_seconds(self.bench.server_pids())
+        self.memory.reset()
+
+    def stop(self, run: EpochRun) -> tuple[tuple[int, int], dict[str, Any]]:
+        """(peak RSS, peak PSS) and the entry's other figures."""
+        cpu = self.memory.cpu()
+        peak = self.memory.peak()
+        out: dict[str, Any] = {
+            "client_cpu_s": cpu,
+            "client_cpu_ms_per_sample": cpu * 1e3 / run.samples if run.samples else 0.0,
+            "server_cpu_s": cpu_seconds(self.bench.server_pids()) - self._server_cpu,
+            **exactly_once(run, self.samples),
+            "s3_gets": None, "s3_bytes": None, "s3_counted_by": None}
+        if self.bench.server_counters is not None:
+            now = self.bench.server_counters()
+            out.update(s3_gets=now["gets"] - self._counters["gets"],
+                       s3_bytes=now["get_bytes"] - self._counters["get_bytes"],
+                       s3_counted_by="server")
+        return peak, out
+
+
 def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
            memory: tuple[int, int], **extra: Any) -> dict[str, Any]:
     wall = run.wall_s
@@ -157,13 +213,14 @@ def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
             "mb_per_s": run.payload_bytes / wall / 1e6 if wall > 0 else 0.0,
             "au": run.au, "compute_s": run.compute_s, "wait_s": sum(run.waits),
             "first_wait_s": run.waits[0] if run.waits else 0.0,
+            "first_batch_s": run.waits[0] if run.waits else 0.0,
             "wait_p50_s": run.percentile(50), "wait_p99_s": run.percentile(99),
             "wait_max_s": max(run.waits, default=0.0), "hit_rate": hit_rate,
             "peak_rss_bytes": memory[0], "peak_pss_bytes": memory[1], **extra}
 
 
 def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
-                 memory: MemorySampler, runs: list[tuple[str, int, EpochRun]]
+                 meter: EpochMeter, runs: list[tuple[str, int, EpochRun]]
                  ) -> list[dict[str, Any]]:
     """``plain`` or ``filecache``: a DataLoader over a map-style dataset through fsspec."""
     import torch
@@ -185,7 +242,7 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
     with _epochs(name, work.samples * work.epochs) as progress:
         for epoch in range(work.epochs):
             generator.manual_seed(work.seed * 1000 + epoch)
-            memory.reset()
+            meter.start()
             try:
                 run = run_epoch(loader, work.compute_s, progress.advance)
             except Exception as exc:  # a worker's error arrives as a long multi-line one
@@ -198,7 +255,9 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
             else:
                 hits = {"filecache": run.cached_bytes / payload,
                         bench.data_tier: 1.0 - run.cached_bytes / payload}
-            out.append(_entry(name, epoch, run, hits, memory.peak()))
+            peak, measured = meter.stop(run)
+            out.append(_entry(name, epoch, run, hits, peak, stored_bytes=index.total_bytes,
+                              **measured))
             runs.append((name, epoch, run))
     del loader  # its persistent workers exit
     return out
@@ -206,7 +265,7 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
 
 def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                   prefetch_bytes: int | None, daemon: DaemonProcess | None,
-                  memory: MemorySampler, runs: list[tuple[str, int, EpochRun]]
+                  meter: EpochMeter, runs: list[tuple[str, int, EpochRun]]
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """TierLoader's epochs; the entries and what its own metrics said."""
     from tierstore.loader import TierDataset, TierLoader
@@ -227,13 +286,19 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
         with _epochs("tierstore", work.samples * work.epochs) as progress:
             for epoch in range(work.epochs):
                 loader.set_epoch(epoch)
-                memory.reset()
+                meter.start()
                 run = run_epoch(loader, work.compute_s, progress.advance)
+                peak, measured = meter.stop(run)
                 m = loader.metrics()
                 metrics.append(m.to_dict())
                 hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
+                if measured["s3_counted_by"] is None:  # no server counters: the loader's own
+                    measured.update(s3_bytes=m.bytes_by_tier.get(bench.data_tier, 0),
+                                    s3_gets=m.reads_by_tier.get(bench.data_tier, 0),
+                                    s3_counted_by="store (the loader's reads; not the daemon's)")
                 out.append(_entry(
-                    "tierstore", epoch, run, hits, memory.peak(),
+                    "tierstore", epoch, run, hits, peak, stored_bytes=index.total_bytes,
+                    **measured,
                     hot_hit_rate=m.hot_hit_rate, lru_hot_hit_rate=lru[epoch],
                     read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
                     loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
@@ -243,6 +308,95 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
         loader.shutdown()
     return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
                  "daemon": daemon is not None}
+
+
+def _last_line(exc: BaseException) -> str:
+    """An error in one line: its type and the last line of its message (a DataLoader worker's
+    error arrives as a long multi-line one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+def peer_site(bench: BenchStore, prefix: str, name: str, cache_bytes: int | None) -> Any:
+    """Where peer ``name`` keeps its dataset: beside tierstore's, in the data tier's bucket."""
+    from .peers import PeerSite
+
+    return PeerSite.of_storage_options(bench.data_url(), bench.storage_options,
+                                       f"{prefix.replace('/', '-')}-{name}",
+                                       bench.workdir / "peers" / name, cache_bytes)
+
+
+def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_bytes: int | None,
+             stall_s: float, meter: EpochMeter, runs: list[tuple[str, int, EpochRun]],
+             keep: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A peer's write and epochs: its entries and a report (what it wrote, how it reads, and
+    ``failure``: None, or where it crashed or hung and its error; a peer never stops the
+    run)."""
+    from .peers import Peer, SampleSource, peer_class
+
+    report: dict[str, Any] = {"failure": None}
+    out: list[dict[str, Any]] = []
+    cls = peer_class(name)
+    missing = cls.missing()
+    if missing is not None:
+        report["failure"] = {"phase": "import", "kind": "not installed", "error": missing}
+        return out, report
+    peer: Peer | None = None
+    phase = "set-up"
+    children = {p.pid for p in multiprocessing.active_children()}
+    try:
+        site = peer_site(bench, prefix, name, cache_bytes)
+        peer = cls(site, SampleSource(sample_sizes(work), work.seed),
+                   batch_size=work.batch_size, workers=work.workers, seed=work.seed,
+                   shard_bytes=work.shard_bytes)
+        phase = "write"
+        began = time.time()
+        report["write"] = peer.write()
+        report["write_s"] = round(time.time() - began, 3)
+        report["stored"] = stored = peer.stored()
+        phase = "open"
+        peer.open()
+        report["how"] = peer.describe()
+        with _epochs(name, work.samples * work.epochs) as progress:
+            for epoch in range(work.epochs):
+                phase = f"epoch {epoch + 1}"
+                meter.start()
+                run = run_epoch(peer.epoch(epoch), work.compute_s, progress.advance, stall_s)
+                peak, measured = meter.stop(run)
+                out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored["bytes"],
+                                  **measured))
+                runs.append((name, epoch, run))
+    except Stalled as exc:
+        report["failure"] = {"phase": phase, "kind": "hang", "error": str(exc)}
+    except Exception as exc:
+        report["failure"] = {"phase": phase, "kind": "crash", "error": _last_line(exc)}
+    finally:
+        if peer is not None:
+            with contextlib.suppress(Exception):
+                peer.close()
+            if not keep:
+                with contextlib.suppress(Exception):
+                    peer.remove()
+        gc.collect()  # the loader's workers exit now, not during the next loader's epochs
+        left = _end_children(children)
+        if left and report["failure"] is not None:
+            report["failure"]["workers_ended"] = left
+    return out, report
+
+
+def _end_children(before: set[int | None]) -> int:
+    """End the worker processes a failed loader left behind (a DataLoader iterator cut off
+    while it started its workers never stops them): this process's multiprocessing children
+    that were not there ``before``; how many."""
+    left = [p for p in multiprocessing.active_children() if p.pid not in before]
+    for p in left:
+        p.terminate()
+    for p in left:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    return len(left)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -255,7 +409,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if config is None and args.s3 is None and not getattr(args, "allow_local", False):
         raise BenchError("say where the data lives: --config STORE.toml (its warm tier) or "
                          "--s3 moto (a local S3 server started for the run)")
-    if work.format == "parquet" and set(args.loaders) & {"plain", "filecache"}:
+    loaders = loaders_of(args)
+    if work.format == "parquet" and set(loaders) & {"plain", "filecache"}:
         raise BenchError("the plain and filecache baselines read samples by byte range: use "
                          "--format tar or raw, or --loaders tierstore")
     temp = None
@@ -267,22 +422,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sample_sizes(work)
     dataset_bytes = int(sizes.sum())
     hot_capacity = int(dataset_bytes * args.hot_fraction)
+    peers = [n for n in loaders if n in PEERS]
+    # the OSD holds tierstore's dataset and each peer's, and room to spare
+    s3_bytes = max(2 << 30, int(dataset_bytes * 1.2 * (2 + len(peers))))
     bench = make_bench_store(workdir, hot_capacity, config=config, s3=args.s3, tier=args.tier,
-                             hot_dir=Path(args.hot_dir) if args.hot_dir else None)
+                             hot_dir=Path(args.hot_dir) if args.hot_dir else None,
+                             s3_bytes=s3_bytes)
     prefix = f"bench-loader/{uuid.uuid4().hex[:8]}"
     daemon: DaemonProcess | None = None
     try:
         began = time.time()
         index = generate(bench, prefix, work)
         generated = time.time() - began
-        order = [n for n in ("plain", "filecache", "tierstore") if n in args.loaders]
+        order = [n for n in ("plain", "filecache", *PEERS, "tierstore") if n in loaders]
         results: list[dict[str, Any]] = []
         runs: list[tuple[str, int, EpochRun]] = []
         tier_report: dict[str, Any] = {}
+        peer_reports: dict[str, Any] = {}
+        peer_cache = hot_capacity if args.hot_fraction < 1.0 else None
         daemon_status: int | None = None
         exclude = lambda: [p for p in (_moto_pid(bench), daemon.pid if daemon else None)  # noqa: E731
                            if p is not None]
         with MemorySampler(exclude) as memory:
+            meter = EpochMeter(bench, memory, work.samples)
             for name in order:
                 if name == "tierstore":
                     if args.daemon:
@@ -292,13 +454,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         entries, tier_report = run_tierstore(bench, prefix, index, work,
                                                              args.prefetch_bytes, daemon,
-                                                             memory, runs)
+                                                             meter, runs)
                     finally:
                         if daemon is not None:
                             daemon_status = daemon.stop()
                     results += entries
+                elif name in PEERS:
+                    entries, peer_reports[name] = run_peer(
+                        name, bench, prefix, work, peer_cache, args.peer_timeout, meter, runs,
+                        keep=args.keep)
+                    results += entries
                 else:
-                    results += run_baseline(name, bench, index, work, memory, runs)
+                    results += run_baseline(name, bench, index, work, meter, runs)
         document = result_document(
             "loader", results,
             workload={**dataclasses.asdict(work), "preset_source": PRESETS[work.preset].source},
@@ -315,9 +482,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             daemon={"ran": daemon is not None, "tick": args.daemon_tick,
                     "exit_status": daemon_status},
             tierstore={k: v for k, v in tier_report.items() if k != "metrics"},
+            peers={k: {f: v for f, v in r.items() if f != "failure"}
+                   for k, r in peer_reports.items()},
+            failures=[{"loader": k, **r["failure"]} for k, r in peer_reports.items()
+                      if r["failure"] is not None],
             loader_metrics=tier_report.get("metrics", []),
             memory_constant_bytes=MEMORY_CONSTANT)
         document["criteria"] = criteria(document)
+        document["summary"] = summary(document)
         document["timelines"] = {f"{name}/{epoch}": {"waits": run.waits,
                                                       "timeline": run.timeline}
                                  for name, epoch, run in runs}
@@ -329,6 +501,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         bench.close()
         if temp is not None and not args.keep:
             remove_tree(Path(temp))
+
+
+def loaders_of(args: argparse.Namespace) -> list[str]:
+    """The loaders a run compares: tierstore (where --loaders has it) and the baselines
+    (--baselines, else those --loaders names)."""
+    baselines = getattr(args, "baselines", None)
+    if baselines is None:
+        return list(args.loaders)
+    return [n for n in args.loaders if n == "tierstore"] + list(baselines)
 
 
 def _moto_pid(bench: BenchStore) -> int | None:
@@ -376,6 +557,32 @@ def criteria(document: dict[str, Any]) -> dict[str, Any]:
                               "peak_rss_bytes": max(r["peak_rss_bytes"] for r in ts),
                               "bar_bytes": budget + MEMORY_CONSTANT,
                               "met": peak <= budget + MEMORY_CONSTANT}
+    out.update(_peer_criteria(document, by))
+    return out
+
+
+def _peer_criteria(document: dict[str, Any], by: dict[tuple[str, int], dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """Issue 12's bars against the peers, where the run has what they need."""
+    out: dict[str, Any] = {}
+    ts0, wds0 = by.get(("tierstore", 0)), by.get(("wds", 0))
+    if ts0 and wds0 and wds0["samples_per_s"] > 0:
+        ratio = ts0["samples_per_s"] / wds0["samples_per_s"]
+        out["cold_epoch_vs_wds"] = {"value": ratio, "bar": 1.2, "met": ratio >= 1.2}
+        out["first_batch_vs_wds"] = {"value_s": ts0["first_batch_s"],
+                                     "wds_s": wds0["first_batch_s"],
+                                     "met": ts0["first_batch_s"] <= wds0["first_batch_s"]}
+    if ts0 and ts0.get("s3_bytes") is not None and ts0.get("s3_counted_by") == "server":
+        share = ts0["s3_bytes"] / ts0["stored_bytes"]
+        out["cold_epoch_s3_bytes"] = {"value": share, "bar": 1.02, "met": share <= 1.02}
+    peaks = {name: max(r["peak_pss_bytes"] for r in document["results"] if r["loader"] == name)
+             for name in PEERS if (name, 0) in by}
+    ts = [r["peak_pss_bytes"] for r in document["results"] if r["loader"] == "tierstore"]
+    if ts and peaks:
+        lowest = min(peaks.values())
+        out["peak_pss_vs_peers"] = {"value_bytes": max(ts), "lowest_peer_bytes": lowest,
+                                    "bar_bytes": int(lowest * 1.25),
+                                    "met": max(ts) <= lowest * 1.25}
     return out
 
 
@@ -384,6 +591,13 @@ def criteria(document: dict[str, Any]) -> dict[str, Any]:
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+def _s3_share(r: dict[str, Any]) -> str:
+    """The bytes the data tier served in an epoch, as a multiple of the loader's dataset."""
+    if r.get("s3_bytes") is None or not r.get("stored_bytes"):
+        return "-"
+    return f"{r['s3_bytes'] / r['stored_bytes']:.2f}x"
 
 
 def render_table(document: dict[str, Any]) -> Any:
@@ -397,17 +611,66 @@ def render_table(document: dict[str, Any]) -> Any:
              f"{_mib(store['hot_capacity_bytes'])} ({store['hot_share']:.0%}); data on "
              f"{store['data_tier_is']}")
     table = Table(title=title, title_justify="left")
-    for name in ("loader", "epoch", "samples/s", "MB/s", "AU", "wait p50", "wait p99",
-                 "hit rate", "LRU hot", "peak RSS", "peak PSS"):
+    for name in ("loader", "epoch", "samples/s", "MB/s", "1st batch", "AU", "wait p50",
+                 "wait p99", "hit rate", "S3 bytes", "GETs", "CPU ms/sample", "peak PSS",
+                 "each once"):
         table.add_column(name, justify="left" if name in ("loader", "hit rate") else "right")
     for r in document["results"]:
         hits = " ".join(f"{k} {v:.0%}" for k, v in r["hit_rate"].items() if v > 0.0005) or "-"
-        lru = r.get("lru_hot_hit_rate")
+        once = r.get("exactly_once")
         table.add_row(r["loader"], str(r["epoch"] + 1), f"{r['samples_per_s']:,.0f}",
-                      f"{r['mb_per_s']:,.1f}", f"{r['au']:.1%}",
-                      f"{r['wait_p50_s'] * 1e3:.1f} ms", f"{r['wait_p99_s'] * 1e3:.1f} ms",
-                      hits, "-" if lru is None else f"{lru:.0%}",
-                      _mib(r["peak_rss_bytes"]), _mib(r["peak_pss_bytes"]))
+                      f"{r['mb_per_s']:,.1f}", f"{r.get('first_batch_s', 0.0):.2f} s",
+                      f"{r['au']:.1%}", f"{r['wait_p50_s'] * 1e3:.1f} ms",
+                      f"{r['wait_p99_s'] * 1e3:.1f} ms", hits, _s3_share(r),
+                      "-" if r.get("s3_gets") is None else f"{r['s3_gets']:,}",
+                      f"{r.get('client_cpu_ms_per_sample', 0.0):.2f}",
+                      _mib(r["peak_pss_bytes"]),
+                      "-" if once is None else "yes" if once else
+                      f"NO ({r['missing']} missing, {r['repeated']} again)")
+    return table
+
+
+def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per loader, side by side: cold (first) epoch samples/s, the later epochs', S3 bytes per
+    epoch over its dataset, time to first batch, peak PSS, client CPU per sample."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in document["results"]:
+        by.setdefault(r["loader"], []).append(r)
+    out = []
+    for name, rows in by.items():
+        rows = sorted(rows, key=lambda r: r["epoch"])
+        share = [r["s3_bytes"] / r["stored_bytes"] if r.get("s3_bytes") is not None
+                 and r.get("stored_bytes") else None for r in rows]
+        out.append({"loader": name, "cold_samples_per_s": rows[0]["samples_per_s"],
+                    "later_samples_per_s": [r["samples_per_s"] for r in rows[1:]],
+                    "s3_bytes_per_dataset": share,
+                    "s3_counted_by": rows[0].get("s3_counted_by"),
+                    "first_batch_s": rows[0].get("first_batch_s"),
+                    "peak_pss_bytes": max(r["peak_pss_bytes"] for r in rows),
+                    "client_cpu_ms_per_sample": [r.get("client_cpu_ms_per_sample")
+                                                 for r in rows],
+                    "every_sample_once": all(r.get("exactly_once") for r in rows)})
+    return out
+
+
+def render_summary(document: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="side by side", title_justify="left")
+    for name in ("loader", "cold epoch samples/s", "later epochs", "S3 bytes / dataset",
+                 "first batch", "peak PSS", "CPU ms/sample", "each sample once"):
+        table.add_column(name, justify="left" if name in ("loader", "later epochs",
+                                                          "S3 bytes / dataset") else "right")
+    for s in document.get("summary", []):
+        share = ", ".join("-" if x is None else f"{x:.2f}x" for x in s["s3_bytes_per_dataset"])
+        table.add_row(s["loader"], f"{s['cold_samples_per_s']:,.0f}",
+                      ", ".join(f"{x:,.0f}" for x in s["later_samples_per_s"]) or "-", share,
+                      f"{s['first_batch_s']:.2f} s", _mib(s["peak_pss_bytes"]),
+                      ", ".join(f"{x:.2f}" for x in s["client_cpu_ms_per_sample"]),
+                      "yes" if s["every_sample_once"] else "NO")
+    for f in document.get("failures", []):  # the whole error is printed below the table
+        error = f["error"] if len(f["error"]) <= 60 else f["error"][:57] + "..."
+        table.add_row(f["loader"], f"{f['kind']} ({f['phase']})", error, *[""] * 5)
     return table
 
 
@@ -431,6 +694,23 @@ def render_criteria(document: dict[str, Any]) -> list[str]:
         lru = ", ".join(f"{x:.0%}" for x in v["lru"] if x is not None)
         lines.append(f"hot hit rate, epochs 2+: {v['value']:.0%} (bar {v['bar']:.0%} = 90% of "
                      f"the hot share; plain LRU: {lru}): {'met' if v['met'] else 'NOT met'}")
+    if "cold_epoch_vs_wds" in c:
+        v = c["cold_epoch_vs_wds"]
+        lines.append(f"cold epoch samples/s vs WebDataset: {v['value']:.2f}x (bar 1.2x): "
+                     f"{'met' if v['met'] else 'NOT met'}")
+        v = c["first_batch_vs_wds"]
+        lines.append(f"time to first batch: {v['value_s']:.2f} s (WebDataset {v['wds_s']:.2f} "
+                     f"s): {'met' if v['met'] else 'NOT met'}")
+    if "cold_epoch_s3_bytes" in c:
+        v = c["cold_epoch_s3_bytes"]
+        lines.append(f"S3 bytes in tierstore's cold epoch: {v['value']:.2f}x the dataset (bar "
+                     f"1.02x, the server's counters): {'met' if v['met'] else 'NOT met'}")
+    if "peak_pss_vs_peers" in c:
+        v = c["peak_pss_vs_peers"]
+        lines.append(f"peak PSS vs the lowest peer's + 25%: {_mib(v['value_bytes'])} (bar "
+                     f"{_mib(v['bar_bytes'])}): {'met' if v['met'] else 'NOT met'}")
+    for f in document.get("failures", []):
+        lines.append(f"{f['loader']}: {f['kind']} in {f['phase']}: {f['error']}")
     if "peak_memory" in c:
         v = c["peak_memory"]
         lines.append(f"peak memory (PSS, loader process and workers): "
@@ -448,7 +728,8 @@ def plot(document: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
-    colours = {"tierstore": "tab:green", "plain": "tab:red", "filecache": "tab:blue"}
+    colours = {"tierstore": "tab:green", "plain": "tab:red", "filecache": "tab:blue",
+               "wds": "tab:orange", "mosaic": "tab:purple", "litdata": "tab:brown"}
     by_loader: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for key, value in document["timelines"].items():
         name, epoch = key.rsplit("/", 1)
@@ -503,6 +784,7 @@ def run_loader(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json_file == "-" else sys.stdout
     console = Console(file=out, width=None if out.isatty() else 150)
     console.print(render_table(document))
+    console.print(render_summary(document))
     for line in render_criteria(document):
         console.print(line, highlight=False)
     saved = save_and_say(document, args.results)

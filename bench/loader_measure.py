@@ -8,6 +8,11 @@
   workers), sampled from ``/proc``; both the sum of RSS (counts pages the forked workers
   share with the parent once per process: an upper bound) and the sum of PSS (shared pages
   split between the processes that map them: what they cost together).
+- :func:`exactly_once`: whether an epoch handed over every sample exactly once (by the ids
+  :func:`~.loader_baselines.collate_payloads` puts in each batch).
+- CPU: the sampler also adds up the CPU time of the same processes (user + system, from
+  ``/proc``), so each epoch has the client's CPU beside its throughput; :func:`cpu_seconds`
+  reads a server's processes the same way.
 - :func:`lru_hit_rates`: what an LRU cache of the hot tier's capacity would have served over
   the same sequence of shard reads (the bound plain caching gives under per-epoch shuffle).
 """
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +33,16 @@ import numpy as np
 
 from tierstore.loader import DatasetIndex, OrderSpec, Placement, worker_order
 
-__all__ = ["EpochRun", "MemorySampler", "lru_hit_rates", "run_epoch", "shard_reads"]
+from .errors import BenchError
+
+__all__ = ["EpochRun", "MemorySampler", "Stalled", "cpu_seconds", "exactly_once",
+           "lru_hit_rates", "run_epoch", "shard_reads"]
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Stalled(BenchError):
+    """A loader handed over no batch for longer than the limit it was given (a hang)."""
 
 
 @dataclass
@@ -43,6 +58,7 @@ class EpochRun:
     waits: list[float] = field(default_factory=list)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, samples, bytes)
     started: float = 0.0  # time.perf_counter() at the start
+    ids: list[np.ndarray] = field(default_factory=list)  # per batch, its samples' numbers
 
     @property
     def au(self) -> float:
@@ -56,18 +72,44 @@ class EpochRun:
         return float(np.percentile(self.waits, q)) if self.waits else 0.0
 
 
+def _stalled(limit: float) -> Callable[[int, Any], None]:
+    def raise_stalled(signum: int, frame: Any) -> None:
+        raise Stalled(f"no batch for {limit:g} s (a hang)")
+
+    return raise_stalled
+
+
 def run_epoch(loader: Iterable[Any], compute_s: float,
-              on_step: Callable[[int], None] | None = None) -> EpochRun:
+              on_step: Callable[[int], None] | None = None,
+              stall_s: float | None = None) -> EpochRun:
     """Iterate ``loader`` once, sleeping ``compute_s`` per batch (a batch is a dict of
-    :func:`~.loader_baselines.collate_payloads`)."""
+    :func:`~.loader_baselines.collate_payloads`). With ``stall_s``, a :class:`Stalled` if
+    any one batch takes longer (SIGALRM: main thread only)."""
+    guard = stall_s is not None and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, _stalled(stall_s or 0.0)) if guard else None
+    try:
+        return _run_epoch(loader, compute_s, on_step, stall_s if guard else None)
+    finally:
+        if guard:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _run_epoch(loader: Iterable[Any], compute_s: float,
+               on_step: Callable[[int], None] | None, stall_s: float | None) -> EpochRun:
     run = EpochRun(started=time.perf_counter())
-    it = iter(loader)
+    it = iter(loader)  # not timed: an iterator cut off half-built leaves its workers behind
     while True:
         asked = time.perf_counter()
+        if stall_s:
+            signal.setitimer(signal.ITIMER_REAL, stall_s)
         try:
             batch = next(it)
         except StopIteration:
             break
+        finally:
+            if stall_s:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         got = time.perf_counter()
         run.waits.append(got - asked)
         lengths = batch["lengths"]
@@ -77,6 +119,8 @@ def run_epoch(loader: Iterable[Any], compute_s: float,
         run.payload_bytes += nbytes
         if "cached" in batch:
             run.cached_bytes += int(lengths[batch["cached"]].sum())
+        if "ids" in batch:
+            run.ids.append(batch["ids"].numpy().copy())
         run.steps += 1
         run.timeline.append((got - run.started, n, nbytes))
         if compute_s > 0:
@@ -89,7 +133,21 @@ def run_epoch(loader: Iterable[Any], compute_s: float,
     return run
 
 
-# -- memory -----------------------------------------------------------------------------------
+def exactly_once(run: EpochRun, samples: int) -> dict[str, Any]:
+    """Whether ``run`` handed over each of the samples ``0..samples-1`` exactly once:
+    ``exactly_once``, and how many were ``missing``, ``repeated`` (extra copies) or
+    ``unknown`` (no number, or one out of range)."""
+    ids = np.concatenate(run.ids) if run.ids else np.empty(0, dtype=np.int64)
+    known = ids[(ids >= 0) & (ids < samples)]
+    counts = np.bincount(known, minlength=samples)
+    missing = int((counts == 0).sum())
+    repeated = int(np.maximum(counts - 1, 0).sum())
+    unknown = int(len(ids) - len(known))
+    return {"exactly_once": missing == 0 and repeated == 0 and unknown == 0,
+            "missing": missing, "repeated": repeated, "unknown": unknown}
+
+
+# -- memory and CPU ---------------------------------------------------------------------------
 
 
 def _status_kib(pid: int, field_name: str) -> int:
@@ -110,6 +168,20 @@ def _pss_kib(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return _status_kib(pid, "VmRSS")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system time of ``pid`` (all its threads), in clock ticks; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time ``pids`` have used so far (user + system), in seconds."""
+    return sum(_cpu_ticks(p) for p in pids) / CLOCK_TICKS
 
 
 def _children(pid: int) -> list[int]:
@@ -140,7 +212,9 @@ def process_tree(root: int, exclude: Sequence[int] = ()) -> list[int]:
 
 class MemorySampler:
     """Samples the memory of this process and its children (minus ``exclude``: the S3 server,
-    the daemon) every ``interval`` seconds on a thread; :meth:`peak` since :meth:`reset`."""
+    the daemon) every ``interval`` seconds on a thread; :meth:`peak` since :meth:`reset`, and
+    :meth:`cpu`: the CPU time they used since then (a child that exits is counted up to its
+    last sample, so at most ``interval`` of its time is missed)."""
 
     def __init__(self, exclude: Callable[[], Sequence[int]] = lambda: (),
                  interval: float = 0.05):
@@ -150,6 +224,8 @@ class MemorySampler:
         self._lock = threading.Lock()
         self.peak_rss = 0
         self.peak_pss = 0
+        self._cpu_start: dict[int, int] = {}  # per pid, its ticks at the reset (0: born after)
+        self._cpu_last: dict[int, int] = {}  # per pid, its ticks when last seen
         self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
 
     def __enter__(self) -> MemorySampler:
@@ -165,15 +241,29 @@ class MemorySampler:
         pids = process_tree(os.getpid(), self._exclude())
         rss = sum(_status_kib(p, "VmRSS") for p in pids) * 1024
         pss = sum(_pss_kib(p) for p in pids) * 1024
+        ticks = {p: _cpu_ticks(p) for p in pids}
         with self._lock:
             self.peak_rss = max(self.peak_rss, rss)
             self.peak_pss = max(self.peak_pss, pss)
+            for p, t in ticks.items():
+                if t >= self._cpu_last.get(p, 0):
+                    self._cpu_last[p] = t
         return rss, pss
 
     def reset(self) -> None:
+        pids = process_tree(os.getpid(), self._exclude())
         with self._lock:
             self.peak_rss = self.peak_pss = 0
+            self._cpu_start = {p: _cpu_ticks(p) for p in pids}
+            self._cpu_last = dict(self._cpu_start)
         self.sample()
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of this process and its children since :meth:`reset`."""
+        self.sample()
+        with self._lock:
+            ticks = sum(t - self._cpu_start.get(p, 0) for p, t in self._cpu_last.items())
+        return ticks / CLOCK_TICKS
 
     def peak(self) -> tuple[int, int]:
         self.sample()

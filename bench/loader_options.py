@@ -88,15 +88,23 @@ def _seconds(text: str) -> float:
 
 
 LOADERS = ("tierstore", "plain", "filecache")
+PEERS = ("wds", "mosaic", "litdata")  # bench/peers: installed by the extra tierstore[peers]
+BASELINES = ("plain", "filecache", *PEERS)
 
 
-def _loaders(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in LOADERS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of "
-                                         f"{', '.join(LOADERS)}, got {text!r}")
-    return names
+def _names(allowed: tuple[str, ...]) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of "
+                                             f"{', '.join(allowed)}, got {text!r}")
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+_loaders = _names(LOADERS)
 
 
 def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +143,18 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--loaders", type=_loaders, default=list(LOADERS), metavar="LIST",
                      help="which loaders to run: tierstore,plain,filecache (default: all; "
                           "the baselines run first, while every shard is on the data tier)")
+    run.add_argument("--baselines", type=_names(BASELINES), metavar="LIST",
+                     help="the loaders tierstore is compared with, in place of those "
+                          "--loaders names: plain,filecache (fsspec over the tierstore "
+                          "dataset) and the peers wds (WebDataset), mosaic (MosaicML "
+                          "Streaming), litdata (LitData), each writing the samples with its "
+                          "own writer into the same bucket and reading them with its own "
+                          "loader and shuffle (pip install 'tierstore[peers]'); a peer that "
+                          "is missing, fails or hangs is recorded as such and the run goes "
+                          "on")
+    run.add_argument("--peer-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                     help="a peer that hands over no batch for this long is recorded as hung "
+                          "and left (default: 300)")
     run.add_argument("--workers", type=_positive(int), default=2, metavar="N",
                      help="DataLoader workers, the same for every loader (default: 2)")
     run.add_argument("--prefetch-bytes", type=_size, metavar="SIZE",
@@ -145,13 +165,16 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--config", metavar="STORE.toml", default=argparse.SUPPRESS,
                         help="a store whose warm tier holds the dataset (a private catalog "
                              "and hot folder are made beside it)")
-    source.add_argument("--s3", choices=("moto",),
-                        help="start a local S3 server for the data tier (moto, in a child "
-                             "process)")
+    source.add_argument("--s3", choices=("moto", "ceph"),
+                        help="start a local S3 server for the data tier: moto (in a child "
+                             "process) or ceph (the project's single-node Ceph radosgw, "
+                             "memstore OSD; needs the Ceph packages: a real gateway, with "
+                             "request counters)")
     where.add_argument("--tier", help="the tier of --config to put the dataset in (default: "
                                       "its first warm tier)")
     where.add_argument("--hot-fraction", type=_fraction, default=0.5, metavar="F",
-                       help="hot tier capacity as a fraction of the dataset (default: 0.5)")
+                       help="hot tier capacity as a fraction of the dataset (default: 0.5); "
+                            "the peers' local caches get the same bound (at 1: unbounded)")
     where.add_argument("--hot-dir", metavar="DIR",
                        help="the hot tier's folder (default: in the work folder)")
     where.add_argument("--workdir", metavar="DIR",

@@ -6,8 +6,10 @@ folder, with
 - a **hot** tier: a local folder whose capacity is ``--hot-fraction`` of the dataset's size
   (the daemon keeps it under its watermarks), and
 - the **data** tier the dataset is generated in: the warm tier of ``--config STORE.toml`` (or
-  the tier ``--tier`` names), or a bucket of a local S3 server the benchmark starts itself
-  (``--s3 moto``, in a process of its own so the server's CPU is not the training loop's),
+  the tier ``--tier`` names), or a bucket of a local S3 server the benchmark starts itself:
+  ``--s3 moto`` (in a process of its own so the server's CPU is not the training loop's) or
+  ``--s3 ceph``, the project's single-node Ceph radosgw (:mod:`.ceph`, the tests' fixture: a
+  real S3 gateway that keeps connections open, with its own request counters),
 
 and a SQLite catalog beside them. The config is written as TOML so that ``tierstore daemon``
 can run as a subprocess over the same store during the tierstore loader's epochs.
@@ -185,6 +187,10 @@ class BenchStore:
     server: str  # what the data tier is, in words (for the report)
     storage_options: dict[str, Any]  # of the data tier (for the baselines' s3fs)
     _cleanup: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    # the S3 server the bench started: its processes (for its CPU) and, where it keeps them,
+    # its own counters of requests served to every client (``gets``, ``get_bytes``)
+    server_pids: Callable[[], list[int]] = field(default=lambda: [], repr=False)
+    server_counters: Callable[[], dict[str, int]] | None = field(default=None, repr=False)
 
     def data_url(self) -> str:
         return self.config.tiers[self.data_tier].url
@@ -206,21 +212,59 @@ def _pick_data_tier(config: Config, name: str | None) -> TierConfig:
                      "dataset in; name one with --tier")
 
 
+def _start_ceph(workdir: Path, memstore_bytes: int) -> tuple[Any, Callable[[], None]]:
+    from .ceph import CephStartError, CephUnavailable, start_ceph
+
+    try:
+        return start_ceph(workdir / "ceph", memstore_bytes=memstore_bytes)
+    except (CephUnavailable, CephStartError) as exc:
+        raise BenchError(f"--s3 ceph: {exc}") from None
+
+
+def _ceph_pids(cluster: Path) -> list[int]:
+    pids = []
+    for f in (cluster / "run").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(f.read_text().strip()))
+    return pids
+
+
 def make_bench_store(workdir: Path, hot_capacity: int, *, config: str | None = None,
                      s3: str | None = None, tier: str | None = None,
-                     hot_dir: Path | None = None) -> BenchStore:
+                     hot_dir: Path | None = None, s3_bytes: int = 2 << 30) -> BenchStore:
     """A store for one benchmark run under ``workdir``: a hot local folder of
     ``hot_capacity`` bytes and a data tier from ``config`` (its tier ``tier``, default its
-    first warm one), from a local S3 server (``s3="moto"``), or, with neither, a local
-    folder (no S3: only useful for quick checks)."""
+    first warm one), from a local S3 server (``s3="moto"`` or ``"ceph"``, whose in-memory OSD
+    gets ``s3_bytes``), or, with neither, a local folder (no S3: only useful for quick
+    checks)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cleanup: list[Callable[[], None]] = []
     policies: Mapping[str, Any] = {}
+    server_pids: Callable[[], list[int]] = lambda: []  # noqa: E731
+    counters: Callable[[], dict[str, int]] | None = None
     if s3 is not None and config is not None:
         raise BenchError("give --config or --s3, not both")
-    if s3 is not None:
+    if s3 == "ceph":
+        from .ceph import _CEPH_DIRS, rgw_counters
+
+        ceph, stop = _start_ceph(workdir, s3_bytes)
+        cleanup.append(stop)
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        try:
+            ceph.make_bucket(bucket)
+        except Exception:
+            stop()
+            raise
+        data = TierConfig(name=DATA_TIER, tier_class=TierClass.WARM,
+                          url=f"s3://{bucket}/warm", options=ceph.storage_options(),
+                          timeout=30.0)
+        where = f"single-node Ceph radosgw (memstore OSD) at {ceph.endpoint_url}"
+        cluster = _CEPH_DIRS[ceph.endpoint_url]
+        server_pids = lambda: _ceph_pids(cluster)  # noqa: E731
+        counters = lambda: rgw_counters(ceph)  # noqa: E731
+    elif s3 is not None:
         if s3 != "moto":
-            raise BenchError(f"--s3 {s3!r}: only 'moto' can be started here")
+            raise BenchError(f"--s3 {s3!r}: 'moto' or 'ceph'")
         try:
             import moto  # noqa: F401
         except ImportError:
@@ -228,6 +272,7 @@ def make_bench_store(workdir: Path, hot_capacity: int, *, config: str | None = N
                 from None
         server = MotoProcess(workdir / "moto.log")
         cleanup.append(server.stop)
+        server_pids = lambda: [server.process.pid]  # noqa: E731
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         try:
             server.make_bucket(bucket)
@@ -267,7 +312,7 @@ def make_bench_store(workdir: Path, hot_capacity: int, *, config: str | None = N
         out.write(config_toml(bench_config))
     bench_config = load_config(path)
     return BenchStore(bench_config, path, home, data.name, hot_name, where,
-                      dict(data.options), cleanup)
+                      dict(data.options), cleanup, server_pids, counters)
 
 
 def remove_tree(path: Path) -> None:
