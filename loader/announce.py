@@ -30,6 +30,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from tierstore.catalog import FETCHING
 from tierstore.errors import TierstoreError
 from tierstore.store import Store
 
@@ -72,9 +73,11 @@ class Announcer:
     def __init__(self, store: Store, reader: str, shards: Sequence[ShardEntry],
                  following: Sequence[ShardEntry] = (), *, interval: float = 2.0,
                  ttl: float = 120.0, started: Callable[[], int] = lambda: 0,
+                 ahead: Callable[[], int] = lambda: 0,
                  tolerance: float = TOLERANCE, clock: Callable[[], float] = time.time):
         self.store, self.reader = store, reader
         self.started = started  # how many of ``shards`` the reader's read-ahead has begun
+        self.ahead = ahead  # bytes its read-ahead reads ahead of what it opens
         self.shards, self.following = list(shards), list(following)
         self.interval, self.ttl = interval, max(ttl, 3 * interval)
         self.tolerance, self.clock = tolerance, clock
@@ -110,15 +113,23 @@ class Announcer:
         return self._bytes / elapsed if self._bytes and elapsed > 0 else DEFAULT_RATE
 
     def uses(self, now: float) -> dict[str, float]:
-        """The keys this reader reads next, and when: left of this epoch (but those its
-        read-ahead has already begun to read: staging them would come too late), then the
-        next epoch's."""
+        """The keys this reader reads next, and when it will fetch them: left of this epoch
+        (but those its read-ahead has already begun to read: staging them would come too
+        late), then the next epoch's. A shard is fetched as far ahead of its opening as the
+        read-ahead reads (``ahead``), so that is when a staged copy must have landed (a time
+        already past: the reader is fetching it; the order stays as it reads)."""
         rate = self.rate()
-        left = self.shards[max(self.opened, self.started()):]
+        started = max(self.opened, self.started())
+        left = self.shards[started:]
         uses = expected_times(left, now, rate)
         later = now + sum(s.size for s in left) / rate
         for key, at in expected_times(self.following, later, rate).items():
             uses.setdefault(key, at)
+        lead = self.ahead() / rate
+        if lead:
+            uses = {key: at - lead for key, at in uses.items()}
+        # what its read-ahead is fetching now: nobody else should fetch it too
+        uses.update(dict.fromkeys((s.key for s in self.shards[self.opened:started]), FETCHING))
         return uses
 
     def moved(self, uses: Mapping[str, float], now: float) -> int:

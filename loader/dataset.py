@@ -287,7 +287,8 @@ class TierDataset(IterableDataset[Any]):
         return Announcer(
             self._store.get(), reader_id(placement.name), [shards[i] for i in shard_order],
             [shards[i] for i in _shard_order(following.samples, self.index.starts)],
-            started=lambda: prefetcher.started).start(LoopThread.get())
+            started=lambda: prefetcher.started,
+            ahead=lambda: prefetcher.stats.depth_bytes).start(LoopThread.get())
 
     def _prefetcher(self, shard_order: list[int], fills: HotFill | None) -> ShardPrefetcher:
         store = self._store.get()

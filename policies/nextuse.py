@@ -3,6 +3,8 @@ future the loaders announce instead of a guess from the past)."""
 
 from __future__ import annotations
 
+from tierstore.catalog import FETCHING
+
 from .base import Move, ObjectState, Policy, Snapshot, format_duration
 from .config import PolicyConfig
 from .displace import Displacer, coldest_by_reads
@@ -43,6 +45,7 @@ class NextUsePolicy(Policy):
         """Due within the horizon, but not so soon that the reader gets there first."""
         lead = self.config.next_use_lead
         return (self._soon(snapshot, obj) and obj.next_use is not None
+                and obj.next_use != FETCHING  # a reader is fetching it: no second fetch
                 and (not lead or obj.next_use >= snapshot.now + lead))
 
     def decide(self, snapshot: Snapshot) -> list[Move]:

@@ -80,6 +80,25 @@ def test_expected_times_follow_the_order_at_the_rate() -> None:
     assert expected_times(shards, 10.0, 100.0) == {"a": 10.0, "b": 11.0, "c": 15.0}
 
 
+def test_what_the_read_ahead_fetches_is_announced_as_fetching() -> None:
+    """Shards the read-ahead has begun and the reader has not opened yet: FETCHING (nobody
+    else should fetch them); the rest at the times they will be fetched, the read-ahead's
+    depth before they are opened."""
+    from tierstore.catalog import FETCHING
+    from tierstore.loader.announce import Announcer
+    from tierstore.loader.index import ShardEntry
+
+    shards = [ShardEntry(f"s{i}", "tar", 1, 100, "x") for i in range(5)]
+    store: Any = None  # uses() reads nothing from the store
+    announcer = Announcer(store, "r", shards, started=lambda: 3, ahead=lambda: 200,
+                          clock=lambda: 1000.0)
+    announcer.opened = 1  # s0 was opened; s1 and s2 are being fetched
+    rate = announcer.rate()
+    assert announcer.uses(1000.0) == pytest.approx({
+        "s1": FETCHING, "s2": FETCHING, "s3": 1000.0 - 200 / rate,
+        "s4": 1000.0 + (100 - 200) / rate})
+
+
 def test_readers_announce_this_epoch_then_the_next(s3_dataset: tuple[Config, Path,
                                                                      DatasetIndex]) -> None:
     config, _, index = s3_dataset

@@ -369,6 +369,20 @@ def test_next_use_stages_only_what_its_copy_lands_before_the_reader() -> None:
     assert [m.key for m in default_engine().plan(unmeasured)] == ["a", "b", "c", "d"]
 
 
+def test_next_use_never_stages_what_a_reader_is_fetching_and_keeps_it() -> None:
+    """A reader announces the shards its read-ahead has begun as FETCHING: a staging copy
+    would fetch the same bytes again (issue 12, item 1); and they are about to be read, so
+    nothing displaces or demotes them."""
+    from tierstore.catalog import FETCHING
+    from tierstore.policies import NextUsePolicy
+
+    s = snap(obj("fetching", "warm", next_use=FETCHING), obj("later", "warm", next_use=NOW + 60),
+             obj("held", "hot", "warm", idle=40 * DAY, next_use=FETCHING),
+             capacity={"hot": 1000})
+    assert [m.key for m in default_engine().plan(s)] == ["later"]
+    assert NextUsePolicy().holds(s) == {"fetching", "later", "held"}
+
+
 def test_watermarks_shed_unannounced_then_furthest_next_use_first() -> None:
     objects = [obj("soon", "hot", idle=DAY, next_use=NOW + 10),
                obj("late", "hot", idle=DAY, next_use=NOW + 5000),

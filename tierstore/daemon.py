@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config, load_config, parse_size
 from .errors import ConfigError, TierstoreError
@@ -170,6 +171,7 @@ class Daemon:
         self.last_cycle: dict[str, Any] | None = None
         self.outcomes: Counter[str] = Counter()  # of the current cycle's moves
         self.copy_rate: float | None = None  # bytes/s of recent copies (EWMA): what lands when
+        self._uses: tuple[float, dict[str, float]] = (-float("inf"), {})  # (read at, next uses)
         self.last_scrub: ScrubReport | None = None
         self._scrubbed_at = -float("inf")
         self._stop, self._force = asyncio.Event(), asyncio.Event()
@@ -416,6 +418,8 @@ class Daemon:
         """One move: copy to ``dst`` (verified, committed), tell ``copied``, then drop
         ``src``."""
         began = time.monotonic()
+        if move.policy == "next_use" and await self._fetching(move.key):
+            return self._record(move, snapshot, 0.0, "skipped", "a reader is fetching it")
         fence = None
         if self.cluster is not None:  # the lease is checked again at each move, and carried
             fence = self.cluster.fence_for(move)
@@ -447,6 +451,16 @@ class Daemon:
             self.copy_rate = rate if self.copy_rate is None else (
                 0.3 * rate + 0.7 * self.copy_rate)
         return self._record(move, snapshot, seconds, "done")
+
+    async def _fetching(self, key: str) -> bool:
+        """Whether a reader announced it is fetching ``key`` now (announcements read again
+        at most once a second: a plan made earlier in the cycle may be stale by now)."""
+        at, uses = self._uses
+        if time.monotonic() - at > 1.0:
+            site = self.cluster.site if self.cluster is not None else None
+            uses = await asyncio.to_thread(self.store.catalog.next_uses, time.time(), site=site)
+            self._uses = (time.monotonic(), uses)
+        return uses.get(key) == FETCHING
 
     def _record(self, move: Move, snapshot: Snapshot, seconds: float, outcome: str,
                 error: str | None = None) -> str:

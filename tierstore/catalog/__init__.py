@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError
 from .base import (
+    FETCHING,
     AccessStats,
     Catalog,
     Fence,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .postgres import PostgresCatalog
 
 __all__ = [
+    "FETCHING",
     "AccessStats",
     "Catalog",
     "Fence",
