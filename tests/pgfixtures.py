@@ -7,13 +7,14 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pgserver import PgServer, PostgresStartError, PostgresUnavailable, start_postgres
 
-from tierstore.catalog import open_catalog
+from tierstore.catalog import Catalog, open_catalog
 
-__all__ = ["TEMPLATE", "new_database_name", "own_pg", "pg_server", "pg_url"]
+__all__ = ["TEMPLATE", "catalog", "new_database_name", "own_pg", "pg_server", "pg_url"]
 
 TEMPLATE = "tierstore_template"  # a migrated catalog; each test gets a copy
 _databases = itertools.count()
@@ -71,3 +72,13 @@ def own_pg() -> Iterator[PgServer]:
         pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
     yield server
     stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
+    """An empty catalog on each backend: a SQLite file, a fresh PostgreSQL database."""
+    url = (f"sqlite:///{tmp_path / 'catalog.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    opened = open_catalog(url)
+    request.addfinalizer(opened.close)
+    return opened

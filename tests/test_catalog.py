@@ -33,16 +33,6 @@ from tierstore.errors import CatalogError, LeaseLost, ObjectNotFound, ReplicaErr
 OWNER = "test-host:1"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    opened = open_catalog(url)
-    request.addfinalizer(opened.close)
-    return opened
-
 
 def committed(catalog: Catalog, key: str, tier: str = "hot", data: bytes = b"abc") -> int:
     replica = catalog.begin_replica(key, tier, tmp=f".tierstore/partial/{key}",

@@ -152,14 +152,6 @@ def test_every_method_of_a_corrupt_sqlite_catalog_raises_catalog_error(
 # -- both backends: a unique index refusing a row is a replica conflict ---------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
-    url = (f"sqlite:///{tmp_path / 'catalog.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    opened = open_catalog(url)
-    request.addfinalizer(opened.close)
-    return opened
-
 
 def test_a_replica_path_taken_is_a_replica_conflict(catalog: Catalog) -> None:
     committed(catalog, "k")

@@ -7,24 +7,15 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from storefixtures import make_config
 
 from tierstore import Config, open_store
-from tierstore.catalog import Catalog, PreloadRecord, open_catalog
+from tierstore.catalog import Catalog, PreloadRecord
 from tierstore.daemon import Daemon, DaemonOptions
 from tierstore.store import Store
 
 HOUR = 3600.0
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
-    url = (f"sqlite:///{tmp_path / 'catalog.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
-    opened = open_catalog(url)
-    request.addfinalizer(opened.close)
-    return opened
 
 
 def test_expired_preloads_are_removed_and_the_others_kept(catalog: Catalog) -> None:
