@@ -12,9 +12,11 @@ a writer in another process makes the same ones).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -149,3 +151,50 @@ class Peer(ABC):
     def describe(self) -> dict[str, Any]:
         """How this peer writes, reads, shuffles and caches (for the result document)."""
         return {"title": self.title, "url": self.site.url, "cache_bytes": self.site.cache_bytes}
+
+
+@contextlib.contextmanager
+def environment(wanted: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``wanted`` set, put back as it was after."""
+    before = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class CachingPeer(Peer):
+    """A peer that downloads into a local cache and whose client is configured by the
+    environment: :meth:`open` builds its loader (:meth:`_build`) in :meth:`_environment`
+    and keeps that environment until :meth:`close`."""
+
+    shim: str | None = None  # the torchvision stand-in, when one was needed
+    _loader: Any = None
+    _held: contextlib.ExitStack | None = None
+
+    @abstractmethod
+    def _environment(self) -> contextlib.AbstractContextManager[None]:
+        """The environment its client reads while it writes and reads."""
+
+    @abstractmethod
+    def _build(self) -> Any:
+        """Its dataset and loader over what :meth:`write` wrote; the loader."""
+
+    def open(self) -> None:
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(self._environment())
+        self._loader = self._build()
+
+    def epoch(self, epoch: int) -> Iterable[Any]:
+        return self._loader
+
+    def close(self) -> None:
+        self._loader = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None

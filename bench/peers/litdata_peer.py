@@ -14,12 +14,10 @@ runs (workers fork and inherit it). Shuffle: its own
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .base import Peer, SampleSource
+from .base import CachingPeer, SampleSource, environment
 from .shims import stand_in_torchvision
 
 __all__ = ["LitDataPeer"]
@@ -30,32 +28,16 @@ def _item(source: SampleSource, i: int) -> dict[str, Any]:
     return {"key": i, "bin": source.payload(i)}
 
 
-class LitDataPeer(Peer):
+class LitDataPeer(CachingPeer):
     name = "litdata"
     title = "LitData"
     package = "litdata"
     modules = ("litdata", "obstore")
 
-    _dataset: Any = None
-    _loader: Any = None
-    _env: Any = None
-    shim: str | None = None
-
-    @contextmanager
-    def _environment(self) -> Iterator[None]:
+    def _environment(self) -> AbstractContextManager[None]:
         work = self.site.cache_dir.parent / f"{self.site.cache_dir.name}-optimize"
-        wanted = {"DATA_OPTIMIZER_CACHE_FOLDER": str(work / "chunks"),
-                  "DATA_OPTIMIZER_DATA_CACHE_FOLDER": str(work / "data")}
-        before = {k: os.environ.get(k) for k in wanted}
-        os.environ.update(wanted)
-        try:
-            yield
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        return environment({"DATA_OPTIMIZER_CACHE_FOLDER": str(work / "chunks"),
+                            "DATA_OPTIMIZER_DATA_CACHE_FOLDER": str(work / "data")})
 
     def _import(self) -> Any:
         self.shim = stand_in_torchvision()
@@ -78,32 +60,21 @@ class LitDataPeer(Peer):
                              storage_options=self.site.boto3_options(), verbose=False)
         return {}
 
-    def open(self) -> None:
+    def _build(self) -> Any:
         litdata = self._import()
 
         from ..loader_baselines import collate_payloads
 
-        self._env = self._environment()
-        self._env.__enter__()
         self.site.cache_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
         if self.site.cache_bytes is not None:
             kwargs["max_cache_size"] = self.site.cache_bytes
-        self._dataset = litdata.StreamingDataset(
+        dataset = litdata.StreamingDataset(
             input_dir=self.site.url, cache_dir=str(self.site.cache_dir), shuffle=True,
             seed=self.seed, storage_options=self.site.boto3_options(), **kwargs)
-        self._loader = litdata.StreamingDataLoader(
-            self._dataset, batch_size=self.batch_size, num_workers=self.workers,
+        return litdata.StreamingDataLoader(
+            dataset, batch_size=self.batch_size, num_workers=self.workers,
             collate_fn=collate_payloads)
-
-    def epoch(self, epoch: int) -> Iterable[Any]:
-        return self._loader
-
-    def close(self) -> None:
-        self._loader = self._dataset = None
-        if self._env is not None:
-            self._env.__exit__(None, None, None)
-            self._env = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "writer": "litdata.optimize (chunks)",

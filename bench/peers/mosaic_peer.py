@@ -10,43 +10,25 @@ itself, one per pass). ``streaming`` imports torchvision when imported: see :mod
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from .base import Peer
+from .base import CachingPeer, environment
 from .shims import stand_in_torchvision
 
 __all__ = ["MosaicPeer"]
 
 
-class MosaicPeer(Peer):
+class MosaicPeer(CachingPeer):
     name = "mosaic"
     title = "MosaicML Streaming"
     package = "mosaicml-streaming"
     modules = ("streaming",)
 
-    _dataset: Any = None
-    _loader: Any = None
-    _env: Any = None
-    shim: str | None = None
-
-    @contextmanager
-    def _environment(self) -> Iterator[None]:
-        wanted = {"S3_ENDPOINT_URL": self.site.endpoint_url,
-                  "AWS_ACCESS_KEY_ID": self.site.access_key,
-                  "AWS_SECRET_ACCESS_KEY": self.site.secret_key}
-        before = {k: os.environ.get(k) for k in wanted}
-        os.environ.update(wanted)
-        try:
-            yield
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    def _environment(self) -> AbstractContextManager[None]:
+        return environment({"S3_ENDPOINT_URL": self.site.endpoint_url,
+                            "AWS_ACCESS_KEY_ID": self.site.access_key,
+                            "AWS_SECRET_ACCESS_KEY": self.site.secret_key})
 
     def _import(self) -> Any:
         self.shim = stand_in_torchvision()
@@ -63,30 +45,19 @@ class MosaicPeer(Peer):
                 sink.write({"key": i, "bin": self.source.payload(i)})
         return {}
 
-    def open(self) -> None:
+    def _build(self) -> Any:
         streaming = self._import()
         from torch.utils.data import DataLoader
 
         from ..loader_baselines import collate_payloads
 
         streaming.base.util.clean_stale_shared_memory()
-        self._env = self._environment()
-        self._env.__enter__()
-        self._dataset = streaming.StreamingDataset(
+        dataset = streaming.StreamingDataset(
             remote=self.site.url, local=str(self.site.cache_dir), shuffle=True,
             shuffle_seed=self.seed, batch_size=self.batch_size,
             cache_limit=self.site.cache_bytes)
-        self._loader = DataLoader(self._dataset, batch_size=self.batch_size,
-                                  num_workers=self.workers, collate_fn=collate_payloads)
-
-    def epoch(self, epoch: int) -> Iterable[Any]:
-        return self._loader
-
-    def close(self) -> None:
-        self._loader = self._dataset = None
-        if self._env is not None:
-            self._env.__exit__(None, None, None)
-            self._env = None
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.workers,
+                          collate_fn=collate_payloads)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "writer": "streaming.MDSWriter (MDS, uncompressed)",
