@@ -28,7 +28,13 @@ from tierstore.catalog import (
     SqliteCatalog,
     open_catalog,
 )
-from tierstore.errors import CatalogError, LeaseLost, ObjectNotFound, ReplicaError
+from tierstore.errors import (
+    CatalogError,
+    CopyInFlight,
+    LeaseLost,
+    ObjectNotFound,
+    ReplicaError,
+)
 
 OWNER = "test-host:1"
 
@@ -117,6 +123,18 @@ def test_a_forget_touches_only_the_exact_replica_it_names(catalog: Catalog) -> N
     assert not catalog.forget_replica(dataclasses.replace(other, owner=OWNER))
     record = catalog.get("other")
     assert record is not None and [r.id for r in record.ready] == [other.id]
+
+
+def test_a_second_copy_to_one_tier_is_a_copy_in_flight(catalog: Catalog) -> None:
+    """A reader's read-through fill and a daemon's staging copy can meet: the second one is
+    told it is redundant (CopyInFlight), not that something failed."""
+    committed(catalog, "k")
+    catalog.begin_replica("k", "cold", tmp="c1", new_content=False, owner=OWNER)
+    with pytest.raises(CopyInFlight):
+        catalog.begin_replica("k", "cold", tmp="c2", new_content=False, owner="other:2")
+    with pytest.raises(ReplicaError) as ready:  # already there: not a copy in flight
+        catalog.begin_replica("k", "hot", tmp="h", new_content=False, owner=OWNER)
+    assert not isinstance(ready.value, CopyInFlight)
 
 
 def test_a_taken_over_copy_cannot_commit(catalog: Catalog) -> None:

@@ -383,7 +383,8 @@ def test_three_nodes_on_one_postgresql_and_one_ceph(pg_url: str, ceph_server: S3
             assert all(key in read_on[t[4:]] | announced[t[4:]] for t in hot), (key, hot)
         for node in nodes:
             assert node.proc.poll() is None
-            assert not [e for e in node.events() if e.get("outcome") == "failed"]
+            failed = [e for e in node.events() if e.get("outcome") == "failed"]
+            assert not failed, [(e.get("key"), e.get("error")) for e in failed]
         assert catalog.pending() == []
     finally:
         catalog.close()

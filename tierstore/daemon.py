@@ -35,7 +35,7 @@ from typing import Any
 from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config, load_config, parse_size
-from .errors import ConfigError, TierstoreError
+from .errors import ConfigError, CopyInFlight, TierstoreError
 from .metrics import (
     DaemonMetrics,
     MetricsServer,
@@ -439,6 +439,9 @@ class Daemon:
         except asyncio.CancelledError:
             self._record(move, snapshot, time.monotonic() - began, "cancelled")
             raise
+        except CopyInFlight:  # a reader's fill (or another mover) is copying it there
+            return self._record(move, snapshot, time.monotonic() - began, "skipped",
+                                "another copy to that tier is under way")
         except Exception as exc:
             return self._record(move, snapshot, time.monotonic() - began, "failed",
                                 _message(exc))

@@ -14,6 +14,7 @@ __all__ = [
     "CatalogError",
     "ChecksumMismatch",
     "ConfigError",
+    "CopyInFlight",
     "InvalidKey",
     "LeaseLost",
     "NoReadableReplica",
@@ -117,6 +118,11 @@ class ChecksumMismatch(TierstoreError, OSError):
 
 class ReplicaError(TierstoreError, ValueError):
     """A replica operation would break an invariant (e.g. drop the last ready replica)."""
+
+
+class CopyInFlight(ReplicaError):
+    """Another copy of the object to that tier is under way (a reader's read-through fill, a
+    daemon's move): nothing to do twice."""
 
 
 class LeaseLost(ReplicaError):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CatalogError, ObjectNotFound, ReplicaError
+from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
 from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
@@ -357,7 +357,8 @@ class SqliteCatalog(Catalog):
                 f"SELECT state FROM replicas WHERE object_id = ? AND tier = ? AND state IN "
                 f"({','.join('?' * len(blocking))})", (oid, tier, *blocking)).fetchone()
             if busy is not None:
-                raise ReplicaError(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
+                error = CopyInFlight if busy[0] == "copying" else ReplicaError
+                raise error(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
             if not new_content and size is None:
                 raise ReplicaError(f"{key!r} has no committed content to copy")
             taken = conn.execute("SELECT 1 FROM replicas WHERE tier = ? AND path = ?",
