@@ -114,7 +114,6 @@ class Store:
         # Reads through cat() each tier served, and their bytes: hit rates per tier.
         self.reads_by_tier: Counter[str] = Counter()
         self.bytes_by_tier: Counter[str] = Counter()
-        self.filled_by_tier: Counter[str] = Counter()  # bytes readers' fills wrote per tier
         self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
         # Replacements of replicas found corrupt by a read (locality.repair_on_read).
         self.repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -518,11 +517,9 @@ class Store:
         record = self.catalog.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
             return False
-        if record.on(tier, ReplicaState.COPYING) is not None:
-            return False
-        if len(data) != record.size or (checksum_ or checksum(data)) != record.checksum:
-            raise ChecksumMismatch(key, "a reader's bytes", str(record.checksum),
-                                   checksum_ or checksum(data))
+        actual = checksum_ or checksum(data)
+        if len(data) != record.size or actual != record.checksum:
+            raise ChecksumMismatch(key, "a reader's bytes", str(record.checksum), actual)
         config = self.tier(tier).config
         if config.capacity is not None:
             used = await self.capacity.used(tier)
@@ -532,9 +529,8 @@ class Store:
         try:
             await self._write_replica(record.key, self.tier(tier), _chunks(data),
                                       lambda: expected, new_content=False, size=len(data))
-        except (ReplicaError, TierFull):  # raced with another copy, or the room went
-            return False
-        self.filled_by_tier[tier] += len(data)
+        except (ReplicaError, TierFull):  # a copy in flight there (CopyInFlight), or the
+            return False                  # object changed meanwhile, or the room went
         return True
 
     async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
