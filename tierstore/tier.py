@@ -552,21 +552,16 @@ def _replace_file(src: str, dst: str) -> None:
 def _sync_file(full: str, root: str) -> None:
     """fsync a file, then its folder and each folder above it up to ``root`` (their
     entries: a power cut may otherwise lose a renamed or newly created name)."""
-    fd = os.open(full, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    folder = os.path.dirname(full)
-    while True:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    paths, folder = [full], os.path.dirname(full)
+    while folder == root or folder.startswith(root + "/"):
+        paths.append(folder)
+        folder = os.path.dirname(folder)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if folder == root or not folder.startswith(root + "/"):
-            return
-        folder = os.path.dirname(folder)
 
 
 def _remove_file(full: str, root: str) -> None:
