@@ -18,8 +18,8 @@ __all__ = ["object_state", "snapshot_from_store", "tier_states"]
 
 
 def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
-                        site: str | None = None, tiers: Collection[str] | None = None
-                        ) -> Snapshot:
+                        site: str | None = None, tiers: Collection[str] | None = None,
+                        copy_bytes_per_s: float | None = None) -> Snapshot:
     """Read every object, its access statistics, when readers announced they will read it
     next, and the tiers' usage from ``store``.
 
@@ -27,7 +27,8 @@ def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
     (default: the clock) is the time the plan is for; scores are decayed to it. With
     ``site`` (a node's daemon in a cluster) the statistics and announcements are those of
     reads and readers on that site only; ``tiers`` (default: every configured tier) are the
-    tiers the plan may touch, the others are left out as if not configured.
+    tiers the plan may touch, the others are left out as if not configured;
+    ``copy_bytes_per_s`` is the daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
     """
     aio = store.aio if isinstance(store, SyncStore) else store
     aio.recorder.flush()
@@ -45,7 +46,7 @@ def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
     preloads = tuple(PreloadRequest.of(record) for record in catalog.preloads())
     states = tuple(t for t in tier_states(aio.config, catalog.usage(), records)
                    if t.name in known)
-    return Snapshot(tuple(objects), states, at, preloads)
+    return Snapshot(tuple(objects), states, at, preloads, copy_bytes_per_s)
 
 
 def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,

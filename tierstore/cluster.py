@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import secrets
@@ -224,9 +223,8 @@ class ClusterMember:
         shared tiers only, with the reads and announcements of every site (a warm object
         read on any node is not demoted), for objects the node's plan leaves alone."""
         at = time.time() if now is None else now
-        local = dataclasses.replace(
-            snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared),
-            copy_bytes_per_s=copy_bytes_per_s)
+        local = snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared,
+                                    copy_bytes_per_s=copy_bytes_per_s)
         wanted = engine.plan(local)
         if not self.node.held:
             return local, Plan((), at, wanted.refused), len(wanted)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import fcntl
 import logging
@@ -302,8 +301,8 @@ class Daemon:
                     copy_bytes_per_s=self.copy_rate)
                 self.outcomes["left_to_leader"] += deferred
             else:
-                snapshot = await asyncio.to_thread(snapshot_from_store, self.store)
-                snapshot = dataclasses.replace(snapshot, copy_bytes_per_s=self.copy_rate)
+                snapshot = await asyncio.to_thread(snapshot_from_store, self.store,
+                                                   copy_bytes_per_s=self.copy_rate)
                 plan = await asyncio.to_thread(self.engine.plan, snapshot)
             self._note_plan(plan)
             if self.options.dry_run:

@@ -614,6 +614,7 @@ def _check_fence(cur: Cursor, fence: Fence | None) -> None:
             _FENCE_HOLDS + " FOR SHARE", (fence.name, fence.fence)).fetchone() is None:
         raise fence.refuse()
 
+
 def _replica(row: tuple[Any, ...]) -> Replica:
     rid, tier, path, state, tmp, owner, updated = row
     return Replica(rid, tier, path, ReplicaState(state), tmp, owner, updated)
