@@ -674,13 +674,17 @@ def render_summary(document: dict[str, Any]) -> Any:
     return table
 
 
+def _verdict(criterion: dict[str, Any]) -> str:
+    return "met" if criterion["met"] else "NOT met"
+
+
 def render_criteria(document: dict[str, Any]) -> list[str]:
     c = document["criteria"]
     lines = []
     if "cold_epoch_speedup_vs_plain" in c:
         v = c["cold_epoch_speedup_vs_plain"]
         lines.append(f"cold epoch samples/s vs plain: {v['value']:.2f}x (bar 3x): "
-                     f"{'met' if v['met'] else 'NOT met'}")
+                     f"{_verdict(v)}")
     if document["workload"]["compute_s"] <= 0:
         lines.append("AU: not measured (no compute emulated; --compute SECONDS per batch)")
     if "tierstore_au_min" in c:
@@ -688,27 +692,27 @@ def render_criteria(document: dict[str, Any]) -> list[str]:
         plain = v["plain_au_max"]
         lines.append(f"tierstore AU, lowest epoch: {v['value']:.1%} (bar 90%"
                      f"{'' if plain is None else f'; plain at most {plain:.1%}'}): "
-                     f"{'met' if v['met'] else 'NOT met'}")
+                     f"{_verdict(v)}")
     if "hot_hit_rate_later_epochs_min" in c:
         v = c["hot_hit_rate_later_epochs_min"]
         lru = ", ".join(f"{x:.0%}" for x in v["lru"] if x is not None)
         lines.append(f"hot hit rate, epochs 2+: {v['value']:.0%} (bar {v['bar']:.0%} = 90% of "
-                     f"the hot share; plain LRU: {lru}): {'met' if v['met'] else 'NOT met'}")
+                     f"the hot share; plain LRU: {lru}): {_verdict(v)}")
     if "cold_epoch_vs_wds" in c:
         v = c["cold_epoch_vs_wds"]
         lines.append(f"cold epoch samples/s vs WebDataset: {v['value']:.2f}x (bar 1.2x): "
-                     f"{'met' if v['met'] else 'NOT met'}")
+                     f"{_verdict(v)}")
         v = c["first_batch_vs_wds"]
         lines.append(f"time to first batch: {v['value_s']:.2f} s (WebDataset {v['wds_s']:.2f} "
-                     f"s): {'met' if v['met'] else 'NOT met'}")
+                     f"s): {_verdict(v)}")
     if "cold_epoch_s3_bytes" in c:
         v = c["cold_epoch_s3_bytes"]
         lines.append(f"S3 bytes in tierstore's cold epoch: {v['value']:.2f}x the dataset (bar "
-                     f"1.02x, the server's counters): {'met' if v['met'] else 'NOT met'}")
+                     f"1.02x, the server's counters): {_verdict(v)}")
     if "peak_pss_vs_peers" in c:
         v = c["peak_pss_vs_peers"]
         lines.append(f"peak PSS vs the lowest peer's + 25%: {_mib(v['value_bytes'])} (bar "
-                     f"{_mib(v['bar_bytes'])}): {'met' if v['met'] else 'NOT met'}")
+                     f"{_mib(v['bar_bytes'])}): {_verdict(v)}")
     for f in document.get("failures", []):
         lines.append(f"{f['loader']}: {f['kind']} in {f['phase']}: {f['error']}")
     if "peak_memory" in c:
@@ -716,7 +720,7 @@ def render_criteria(document: dict[str, Any]) -> list[str]:
         lines.append(f"peak memory (PSS, loader process and workers): "
                      f"{_mib(v['value_pss_bytes'])} (bar: budget + "
                      f"{_mib(MEMORY_CONSTANT)} = {_mib(v['bar_bytes'])}): "
-                     f"{'met' if v['met'] else 'NOT met'}")
+                     f"{_verdict(v)}")
     return lines
 
 
