@@ -13,7 +13,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -298,11 +298,12 @@ class TierDataset(IterableDataset[Any]):
         reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
 
         async def fetch(shard: ShardEntry, on_latency: Callable[[float], None]) -> Buffer:
-            data = await read_shard(store, shard, reads=reads, part_size=self.part_size,
-                                    stats=stats, backoff=self.retry, on_latency=on_latency)
-            if fills is not None:  # a shard read from a slower tier: keep it hot
-                fills.offer(shard, data)
-            return data
+            def read() -> Awaitable[Buffer]:
+                return read_shard(store, shard, reads=reads, part_size=self.part_size,
+                                  stats=stats, backoff=self.retry, on_latency=on_latency)
+
+            # a shard read from a slower tier is kept hot, one fetch for the node
+            return await (read() if fills is None else fills.fetch(shard, read))
 
         shards = [(pos, self.index.shards[pos]) for pos in shard_order]
         return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),

@@ -1,40 +1,48 @@
 """Read-through fill: a shard a reader fetched from a slower tier becomes its hot replica.
 
 The reader has the shard's bytes, verified against the index, in memory anyway; writing them
-to the node's hot tier (:meth:`Store.fill <tierstore.store.Store.fill>`, the store's crash-safe
-replica path) saves the daemon fetching the same bytes again to stage them, so each shard
-crosses from the slower tier once. Fills run beside the reads, one write at a time; the
-shards waiting for theirs are held in memory up to ``max_pending_bytes`` (a local write
-usually outpaces a read from S3, so few wait): a shard offered beyond that is left to the
-daemon.
+to the node's hot tier through the store's crash-safe replica path saves the daemon fetching
+the same bytes again to stage them, so each shard crosses from the slower tier once. The
+reader claims the hot replica before it fetches (:meth:`Store.claim_fill
+<tierstore.store.Store.claim_fill>`): the daemon's staging copy and the node's other readers
+(workers and ranks) then find the copy in flight and wait for it rather than fetch the same
+bytes, and a reader that finds one in flight waits for it in turn, up to the time such a copy
+should take (:data:`SLOWEST_COPY`). Fills run beside the reads, one write at a time; the shards
+waiting for theirs are held in memory up to ``max_pending_bytes`` (a local write usually
+outpaces a read from S3, so few wait): a shard beyond that is left to the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tierstore.errors import TierstoreError
-from tierstore.store import Store
+from tierstore.errors import CopyInFlight, TierstoreError
+from tierstore.store import FillClaim, Store
 
 from .format import Buffer
 from .index import ShardEntry
 
-__all__ = ["FillStats", "HotFill"]
+__all__ = ["SLOWEST_COPY", "FillStats", "HotFill"]
 
 log = logging.getLogger(__name__)
+SLOWEST_COPY = 25e6  # bytes/s: a copy in flight is waited for as long as it takes at this
+# rate (plus a second), then the reader fetches the bytes itself
 
 
 @dataclass
 class FillStats:
     """What a reader's fills did: shards and bytes written to the hot tier, shards left to
-    the daemon because enough fills were under way, fills that failed."""
+    the daemon because enough fills were under way, fills that failed, and shards whose copy
+    to the hot tier was in flight (the daemon's or another reader's) and waited for."""
 
     shards: int = 0
     bytes: int = 0
     skipped: int = 0
     failed: int = 0
+    waited: int = 0
 
 
 class HotFill:
@@ -48,30 +56,55 @@ class HotFill:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing = asyncio.Semaphore(1)  # one write at a time: reads come first
 
-    def offer(self, shard: ShardEntry, data: Buffer) -> None:
-        """Fill ``shard`` from ``data`` (verified bytes) in the background, if it is worth
-        it: the store decides (no hot replica yet, room under the high watermark)."""
-        if self.store.fill_tier is None or not shard.size:
-            return
-        if self._tasks and self.pending_bytes + len(data) > self.max_pending_bytes:
-            self.stats.skipped += 1
-            return
-        self.pending_bytes += len(data)
-        task = asyncio.get_running_loop().create_task(self._fill(shard, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def fetch(self, shard: ShardEntry, read: Callable[[], Awaitable[Buffer]]) -> Buffer:
+        """``read()`` the whole of ``shard``, claiming its hot replica first when it is worth
+        it (the store decides: no hot replica yet, room under the high watermark) and writing
+        the bytes read there in the background; a copy already in flight there is waited
+        for, so that ``read`` finds it ready."""
+        claim = await self._claim(shard)
+        try:
+            data = await read()
+        except BaseException:
+            if claim is not None:
+                await asyncio.shield(claim.release())
+            raise
+        if claim is not None:
+            task = asyncio.get_running_loop().create_task(self._fill(claim, shard, data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return data
 
-    async def _fill(self, shard: ShardEntry, data: Buffer) -> None:
-        async with self._writing:
-            try:
-                if await self.store.fill(shard.key, data, shard.checksum):
-                    self.stats.shards += 1
-                    self.stats.bytes += len(data)
-            except (TierstoreError, OSError) as exc:
-                self.stats.failed += 1
-                log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
-            finally:
-                self.pending_bytes -= len(data)
+    async def _claim(self, shard: ShardEntry) -> FillClaim | None:
+        tier = self.store.fill_tier
+        if tier is None or not shard.size:
+            return None
+        if self._tasks and self.pending_bytes + shard.size > self.max_pending_bytes:
+            self.stats.skipped += 1
+            return None
+        try:
+            claim = await self.store.claim_fill(shard.key)
+        except CopyInFlight:
+            self.stats.waited += 1
+            await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
+            return None
+        except (TierstoreError, OSError) as exc:
+            log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
+            return None
+        if claim is not None:
+            self.pending_bytes += shard.size
+        return claim
+
+    async def _fill(self, claim: FillClaim, shard: ShardEntry, data: Buffer) -> None:
+        try:
+            async with self._writing:
+                await claim.commit(data, shard.checksum)
+            self.stats.shards += 1
+            self.stats.bytes += len(data)
+        except (TierstoreError, OSError) as exc:
+            self.stats.failed += 1
+            log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
+        finally:
+            self.pending_bytes -= shard.size
 
     async def close(self, timeout: float = 30.0) -> None:
         """Let fills under way finish (a fill cancelled midway is rolled back)."""

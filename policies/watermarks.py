@@ -1,4 +1,5 @@
-"""Watermarks: a tier over its high watermark sheds its coldest objects to its low one."""
+"""Watermarks: a tier over its high watermark sheds its coldest objects to its low one (what
+readers announced they will read, only to get under the high one)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ class WatermarkPolicy(Policy):
     """Keep each bounded tier under its high watermark.
 
     A tier holding more than ``high_watermark`` of its capacity demotes objects, coldest first
-    by the tier's scoring, until it holds at most ``low_watermark``. Tiers are relieved
+    by the tier's scoring, until it holds at most ``low_watermark``; objects a reader
+    announced come last, the furthest next use first, and only as far as the high watermark:
+    shedding them to the low one would have their readers fetch them again, or the next-use
+    policy stage them back, to no gain. Tiers are relieved
     hottest first, so the bytes a tier sheds count against the tier that takes them, which
     may then shed too. A demotion drops the replica if the object has one further down,
     else goes to the nearest colder tier with capacity left. Pinned objects stay; if they
@@ -47,7 +51,8 @@ class WatermarkPolicy(Policy):
                       if obj.pinned is None and not obj.busy and obj.key not in moved]
         out: list[Move] = []
         for obj in coldest_first(candidates, scoring, snapshot.now, self.config):
-            if ledger.used[tier.name] <= tier.low_bytes:
+            floor = tier.low_bytes if obj.next_use is None else tier.high_bytes
+            if ledger.used[tier.name] <= floor:
                 break
             move = self._demotion(snapshot, ledger, obj, tier.name, f"{reason} ({scoring})")
             if move is not None:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from storefixtures import make_config
 
 from tierstore import Config, open_store
-from tierstore.loader import DatasetIndex, TierDataset, write_tar_shards
+from tierstore.errors import ChecksumMismatch, CopyInFlight
+from tierstore.loader import DatasetIndex, TierDataset, TierLoader, write_tar_shards
+from tierstore.sync import _run
 
 SHARDS, PER_SHARD, SAMPLE = 12, 4, 8192
 
@@ -83,3 +88,61 @@ def test_no_fill_when_turned_off(tmp_path: Path, moto_server: Any) -> None:
         assert store.find("ds/") and all(
             [r.tier for r in store.aio.catalog.get(k).ready] == ["warm"]
             for k in store.find("ds/") if k.endswith(".tar"))
+
+
+def test_a_copy_in_flight_is_waited_for_not_fetched_again(tmp_path: Path,
+                                                          moto_server: Any) -> None:
+    """Another reader of the node (or the daemon) is copying a shard to the hot tier: the
+    reader finds its claim, waits for the copy and reads the hot replica; a claim is taken
+    once, so the daemon's staging copy would meet CopyInFlight the same way."""
+    config, index = _dataset(tmp_path, moto_server, None)
+    total, shard = sum(s.size for s in index.shards), index.shards[5]
+    with open_store(config) as other:
+        claim = _run(other.aio.claim_fill(shard.key))
+        assert claim is not None
+        with pytest.raises(CopyInFlight):
+            _run(other.aio.claim_fill(shard.key))
+        data = other.cat(shard.key)
+
+        def commit_later() -> None:
+            time.sleep(0.3)
+            _run(claim.commit(data))
+
+        committer = threading.Thread(target=commit_later)
+        committer.start()
+        dataset = TierDataset(config, "ds", decode=None, buffer_size=8, announce=False)
+        first = _epoch(dataset, 0)
+        committer.join()
+    assert first.get("warm") == total - shard.size and first.get("hot") == shard.size
+    assert dataset.fills.shards == SHARDS - 1
+    with open_store(config) as store:
+        report = store.audit(deep=True)
+    assert (report.orphans, report.missing, report.pending) == ((), (), 0)
+
+
+def test_a_released_claim_leaves_nothing_behind(tmp_path: Path, moto_server: Any) -> None:
+    config, index = _dataset(tmp_path, moto_server, None)
+    shard = index.shards[0]
+    with open_store(config) as store:
+        claim = _run(store.aio.claim_fill(shard.key))
+        assert claim is not None
+        with pytest.raises(ChecksumMismatch):
+            _run(claim.commit(b"x" * shard.size))  # a reader's bytes that are not the shard
+        assert [r.tier for r in store.aio.catalog.get(shard.key).replicas] == ["warm"]
+        again = _run(store.aio.claim_fill(shard.key))  # the claim went with the bad bytes
+        assert again is not None
+        _run(again.release())
+        report = store.audit(deep=True)
+        assert (report.orphans, report.pending) == ((), 0)
+        assert not list((tmp_path / "tiers" / "hot").rglob("*.tar*"))
+
+
+def test_workers_of_one_node_fetch_each_shard_once(tmp_path: Path, moto_server: Any) -> None:
+    """Two DataLoader workers whose samples share shards: every shard crosses from S3 once
+    in the cold epoch, whichever worker gets to a shared one first."""
+    config, index = _dataset(tmp_path, moto_server, None)
+    total = sum(s.size for s in index.shards)
+    loader = TierLoader(TierDataset(config, "ds", decode=None, announce=False),
+                        batch_size=5, num_workers=2)
+    assert sum(len(batch["__key__"]) for batch in loader) == SHARDS * PER_SHARD
+    assert loader.metrics().bytes_by_tier.get("warm") == total

@@ -386,9 +386,15 @@ def test_next_use_never_stages_what_a_reader_is_fetching_and_keeps_it() -> None:
 def test_watermarks_shed_unannounced_then_furthest_next_use_first() -> None:
     objects = [obj("soon", "hot", idle=DAY, next_use=NOW + 10),
                obj("late", "hot", idle=DAY, next_use=NOW + 5000),
+               obj("latest", "hot", idle=DAY, next_use=NOW + 9000),
                obj("none", "hot", idle=1)]
     plan = WatermarkPolicy().decide(snap(*objects, capacity={"hot": 250}))
-    assert [m.key for m in plan] == ["none", "late"]
+    # 400 of 250: "none" goes (to 300, over the high watermark, 225), then the furthest
+    # announced one (to 200): under the high watermark, announced ones stay, though the
+    # tier is still over its low watermark (187.5) and "late" is idle a day
+    assert [m.key for m in plan] == ["none", "latest"]
+    plan = WatermarkPolicy().decide(snap(*objects[:3], capacity={"hot": 240}))
+    assert [m.key for m in plan] == ["latest"]  # 200 of 240: under the high one (216)
 
 
 def test_demotions_stop_at_capacity() -> None:

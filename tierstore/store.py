@@ -37,7 +37,7 @@ from typing import IO, Any, TypeVar
 import aiofiles
 
 from .access import AccessRecorder
-from .capacity import Capacity
+from .capacity import Capacity, Reservation
 from .catalog import (
     AccessStats,
     Catalog,
@@ -53,6 +53,7 @@ from .config import Config, TierClass, load_config
 from .errors import (
     CatalogError,
     ChecksumMismatch,
+    CopyInFlight,
     InvalidKey,
     NoReadableReplica,
     ObjectExists,
@@ -72,7 +73,8 @@ from .readcache import KnownRecords
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
 from .tier import PART_SIZE, Tier
 
-__all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store", "TierReport"]
+__all__ = ["AuditReport", "FillClaim", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store",
+           "TierReport"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -358,10 +360,21 @@ class Store:
         """The one way bytes become a replica: room within the tier's capacity (``size``
         bytes, None if unknown, freeing ``freed``), intent, temp write, verify, rename,
         commit. A name or size the tier refuses is refused before the intent is recorded."""
-        dest.full_path(key)  # a local tier refuses a path through a link planted in it
-        async with self.capacity.reserve(dest.name, key, size, freed=freed) as room:
+        async with self._intent(key, dest, new_content=new_content, size=size,
+                                freed=freed) as (replica, room):
             if room is not None:
                 chunks = room.counted(chunks)
+            await self._fill_replica(key, dest, replica, chunks, expected,
+                                     new_content=new_content)
+
+    @contextlib.asynccontextmanager
+    async def _intent(self, key: str, dest: Tier, *, new_content: bool, size: int | None,
+                      freed: int = 0) -> AsyncIterator[tuple[Replica, Reservation | None]]:
+        """Room on ``dest`` and the catalog's ``copying`` row of a replica about to be
+        written there, held as this process's work while the block runs (the block commits
+        or discards the row). :class:`CopyInFlight` if another copy there is under way."""
+        dest.full_path(key)  # a local tier refuses a path through a link planted in it
+        async with self.capacity.reserve(dest.name, key, size, freed=freed) as room:
             tmp = Tier.partial_path(key)
             begin = asyncio.ensure_future(self._db(
                 self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
@@ -373,8 +386,7 @@ class Store:
                     await self._discard(key, await begin)
                 raise
             with self._working(replica):
-                await self._fill_replica(key, dest, replica, chunks, expected,
-                                         new_content=new_content)
+                yield replica, room
 
     @contextlib.contextmanager
     def _working(self, replica: Replica) -> Iterator[None]:
@@ -503,35 +515,47 @@ class Store:
                        and self.locality.distances.get(name) == Distance.NODE)
         return local[0] if local else None
 
-    async def fill(self, key: str, data: bytes | bytearray | memoryview,
-                   checksum_: str | None = None) -> bool:
-        """Read-through fill: make ``data``, the whole of ``key`` that a reader just fetched
-        from a slower tier, its replica on :attr:`fill_tier` too, so that its bytes cross
-        from the slower tier once; when that tier holds no replica of it yet and has room
-        under its high watermark (the daemon's next-use staging displaces residents to make
-        more). The bytes are checked against the catalog's size and checksum (``checksum_``:
-        as the caller already computed it) and written through the crash-safe replica path,
-        as any copy. Whether a replica was written; a copy already there or in flight, or
-        no room, is not an error."""
+    async def claim_fill(self, key: str) -> FillClaim | None:
+        """Read-through fill, before a reader fetches the whole of ``key`` from a slower
+        tier: a claim that makes the fetched bytes its replica on :attr:`fill_tier` too
+        (:meth:`FillClaim.commit`), so that they cross from the slower tier once. Taken
+        before the fetch, the claim is the catalog's ``copying`` row there: the daemon's
+        staging copy and the node's other readers find the copy in flight instead of
+        fetching the same bytes (they :meth:`wait_for_copy`). None when a fill is not
+        wanted: no fill tier, a replica there already, no room under its high watermark (the
+        daemon's next-use staging displaces residents to make more). :class:`CopyInFlight`
+        when another copy there is under way."""
         tier = self.fill_tier
         record = self.catalog.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
-            return False
-        actual = checksum_ or checksum(data)
-        if len(data) != record.size or actual != record.checksum:
-            raise ChecksumMismatch(key, "a reader's bytes", str(record.checksum), actual)
-        config = self.tier(tier).config
-        if config.capacity is not None:
-            used = await self.capacity.used(tier)
-            if used + len(data) > config.high_watermark * config.capacity:
-                return False
-        expected = (len(data), str(record.checksum))
+            return None
+        dest, size = self.tier(tier), record.size or 0
+        capacity = dest.config.capacity
+        if capacity is not None and (
+                await self.capacity.used(tier) + size > dest.config.high_watermark * capacity):
+            return None
+        stack = contextlib.AsyncExitStack()
         try:
-            await self._write_replica(record.key, self.tier(tier), _chunks(data),
-                                      lambda: expected, new_content=False, size=len(data))
-        except (ReplicaError, TierFull):  # a copy in flight there (CopyInFlight), or the
-            return False                  # object changed meanwhile, or the room went
-        return True
+            replica, _ = await stack.enter_async_context(
+                self._intent(record.key, dest, new_content=False, size=size))
+        except CopyInFlight:
+            raise
+        except (ReplicaError, TierFull):  # the object changed meanwhile, or the room went
+            return None
+        return FillClaim(self, record, dest, replica, stack)
+
+    async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
+                            poll: float = 0.02) -> bool:
+        """Wait, ``timeout`` seconds at most, while a copy of ``key`` to ``tier`` is in
+        flight; whether a ready replica is there now."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = await self._db(self.catalog.get, validate_key(key))
+            if record is None or record.on(tier) is not None:
+                return record is not None
+            if record.on(tier, ReplicaState.COPYING) is None or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(poll)
 
     async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
         """Remove ``key``'s replica on ``tier``; never its last one, never its pinned one."""
@@ -822,6 +846,50 @@ class Store:
                 self.repairs.pop(token, None)
 
         self.repairs[token] = asyncio.get_running_loop().create_task(repair())
+
+
+class FillClaim:
+    """A reader's claim on an object's replica on the fill tier (:meth:`Store.claim_fill`),
+    taken before it fetches the bytes: :meth:`commit` them, or :meth:`release` it."""
+
+    def __init__(self, store: Store, record: ObjectRecord, dest: Tier, replica: Replica,
+                 held: contextlib.AsyncExitStack):
+        self.store, self.record, self.dest, self.replica = store, record, dest, replica
+        self._held: contextlib.AsyncExitStack | None = held  # the room and the row's work
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    async def commit(self, data: bytes | bytearray | memoryview,
+                     checksum_: str | None = None) -> None:
+        """Make ``data`` the replica: checked against the catalog's size and checksum
+        (``checksum_``: as the caller already computed it), written through the crash-safe
+        replica path as any copy."""
+        actual = checksum_ or checksum(data)
+        if len(data) != self.record.size or actual != self.record.checksum:
+            await self.release()
+            raise ChecksumMismatch(self.key, "a reader's bytes", str(self.record.checksum),
+                                   actual)
+        expected = (len(data), actual)
+        try:
+            await self.store._fill_replica(self.key, self.dest, self.replica, _chunks(data),
+                                           lambda: expected, new_content=False)
+        except BaseException as exc:  # the replica was rolled back
+            await self._end(exc)
+            raise
+        await self._end(None)
+
+    async def release(self) -> None:
+        """Give the claim up: its row (and any bytes) rolled back."""
+        if self._held is not None:
+            await asyncio.shield(self.store._discard(self.key, self.replica))
+            await self._end(ReplicaError("fill released"))
+
+    async def _end(self, exc: BaseException | None) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await held.__aexit__(type(exc) if exc else None, exc, None)
 
 
 async def _finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
