@@ -94,6 +94,8 @@ class Tier:
         self._sync_fs: fsspec.AbstractFileSystem | None = None
         self._loop_fs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = \
             weakref.WeakKeyDictionary()
+        self._connecting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                    asyncio.Task[Any]] = weakref.WeakKeyDictionary()
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
         self.single_put_max = SINGLE_PUT_MAX
@@ -171,6 +173,7 @@ class Tier:
             self._pid = os.getpid()
             self._sync_fs = None
             self._loop_fs = weakref.WeakKeyDictionary()
+            self._connecting = weakref.WeakKeyDictionary()
             self._limits = weakref.WeakKeyDictionary()
             self._vouched = {}
 
@@ -183,19 +186,30 @@ class Tier:
             return self._sync_fs
         loop = asyncio.get_running_loop()
         fs = self._loop_fs.get(loop)
-        if fs is None:
-            options = dict(self._options)
-            retries = options.pop("retries", 2)  # s3fs's own retry count is an attribute
-            fs = fsspec.filesystem(self.protocol, asynchronous=True, loop=loop,
-                                   skip_instance_cache=True, **options)
-            if hasattr(fs, "retries"):
-                fs.retries = retries
-            if hasattr(fs, "set_session"):
-                await self._guard("connect", fs.set_session())
-            winner = self._loop_fs.setdefault(loop, fs)
-            if winner is not fs and getattr(fs, "_s3", None) is not None:
-                await fs._s3.__aexit__(None, None, None)  # a concurrent first call won the race
-            fs = winner
+        if fs is not None:
+            return fs
+        # One client per loop: the concurrent first calls (a shard's ranged reads) wait for
+        # the one being made instead of each making its own (a botocore client costs tens
+        # of ms of CPU: eight at once delayed a loader worker's first read by ~1 s)
+        connecting = self._connecting.get(loop)
+        if connecting is None:
+            connecting = self._connecting[loop] = loop.create_task(self._connect(loop))
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done():
+                self._connecting.pop(loop, None)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> Any:
+        options = dict(self._options)
+        retries = options.pop("retries", 2)  # s3fs's own retry count is an attribute
+        fs = fsspec.filesystem(self.protocol, asynchronous=True, loop=loop,
+                               skip_instance_cache=True, **options)
+        if hasattr(fs, "retries"):
+            fs.retries = retries
+        if hasattr(fs, "set_session"):
+            await self._guard("connect", fs.set_session())
+        self._loop_fs[loop] = fs
         return fs
 
     def _limit(self) -> asyncio.Semaphore:
