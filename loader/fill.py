@@ -48,7 +48,7 @@ class FillStats:
 class HotFill:
     """Fills of one reader, on its loader loop."""
 
-    def __init__(self, store: Store, *, max_pending_bytes: int = 128 * 2**20):
+    def __init__(self, store: Store, *, max_pending_bytes: int = 256 * 2**20):
         self.store = store
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
