@@ -116,13 +116,19 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
 
         return await retrying(once, backoff, on_retry=retried)
 
+    async def into(whole: bytearray, lo: int, hi: int) -> None:
+        whole[lo:hi] = await part(lo, hi)  # each part let go as it lands: a shard is held
+        # once, not as its parts and their join both
+
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)
             data: Buffer = b""
+        elif shard.size <= part_size:
+            data = await part(0, shard.size)
         else:
-            parts = await asyncio.gather(*(part(lo, min(lo + part_size, shard.size))
-                                           for lo in range(0, shard.size, part_size)))
-            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            data = bytearray(shard.size)
+            await asyncio.gather(*(into(data, lo, min(lo + part_size, shard.size))
+                                   for lo in range(0, shard.size, part_size)))
         if len(data) != shard.size or checksum(data) != shard.checksum:
             stats.rereads.append(shard.key)
             data = await retrying(lambda: _verified(store, shard), backoff, on_retry=retried)
