@@ -117,8 +117,10 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
         return await retrying(once, backoff, on_retry=retried)
 
     async def into(whole: bytearray, lo: int, hi: int) -> None:
-        whole[lo:hi] = await part(lo, hi)  # each part let go as it lands: a shard is held
-        # once, not as its parts and their join both
+        # each part let go as it lands (a shard is held once, not as its parts and then
+        # their join), copied through a memoryview: a bytearray's own slice assignment
+        # copies at a tenth of the speed
+        memoryview(whole)[lo:hi] = await part(lo, hi)
 
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)

@@ -183,3 +183,46 @@ def test_moves_to_and_from_s3_stay_verified(moto_server: object, tmp_path: Path)
         report = store.audit(deep=True)
         assert report.ok, report
     moto_server.delete_bucket(bucket)  # type: ignore[attr-defined]
+
+
+# -- the local write path: hashed as it is handed to the kernel -------------------------------
+
+
+def test_a_local_write_is_vouched_for_by_the_hash_of_what_was_written(tmp_path: Path) -> None:
+    """A local folder vouches for bytes :meth:`Tier.write` hashed on their way to the kernel,
+    once; another digest, or a file replaced since, is read back, and wrong bytes refused."""
+    config = make_config(tmp_path, "local")
+    data = os.urandom(3 * MIB + 5)
+    other = bytes(reversed(data))
+
+    async def chunks(content: bytes):  # type: ignore[no-untyped-def]
+        for start in range(0, len(content), MIB):
+            yield content[start:start + MIB]
+
+    async def go() -> None:
+        store = Store(config)
+        try:
+            tier = store.tier("hot")
+            await tier.write("a.bin", chunks(data))
+            assert await tier.written_size("a.bin", checksum(data)) == (len(data), True)
+            assert await tier.written_size("a.bin", checksum(data)) == (len(data), False)
+            await tier.write("b.bin", chunks(data))
+            assert await tier.written_size("b.bin", checksum(other)) == (len(data), False)
+            await tier.write("c.bin", chunks(data))  # then replaced by other bytes
+            os.replace(await asyncio.to_thread(_write_temp, tmp_path, other),
+                       tier.full_path("c.bin"))
+            with pytest.raises(ChecksumMismatch):
+                await store._verify_written(tier, "c.bin", "c.bin", len(data), checksum(data))
+            await tier.write("d.bin", chunks(other))  # bytes that are not the object's
+            with pytest.raises(ChecksumMismatch):
+                await store._verify_written(tier, "d.bin", "d.bin", len(data), checksum(data))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def _write_temp(folder: Path, content: bytes) -> str:
+    path = folder / "replacement.bin"
+    path.write_bytes(content)
+    return str(path)

@@ -2,9 +2,10 @@
 
 Every replica goes through one life (see :class:`~tierstore.catalog.ReplicaState`): its intent
 is committed to the catalog before a byte is written, the bytes land under a temporary name,
-are read back and checked against size and checksum, take their final name, and only then are
-committed ``ready`` (on S3, whose writes are all-or-nothing, they land under their final name
-and the server's MD5 ETag of what it received vouches for them, see ``_verify_written``); a
+are checked against size and checksum (hashed as they are handed to the kernel), take their
+final name, are made durable, and only then are committed ``ready`` (on S3, whose writes are
+all-or-nothing, they land under their final name and the server's MD5 ETag of what it received
+vouches for them; where nothing vouches, they are read back: see ``_verify_written``); a
 superseded replica is marked ``deleting`` before its bytes are removed.
 So a process killed at any instant leaves every object with at least one verified replica, and
 :meth:`Store.recover` finishes or rolls back what it was doing.
@@ -319,7 +320,8 @@ class Store:
 
         ``source`` is bytes, a local file path, a binary file object or an async iterable of
         bytes; it is streamed, never held whole in memory. The checksum is computed on the
-        way in and the written bytes are read back and checked before the object exists.
+        way in and the written bytes are checked (see ``_verify_written``) before the object
+        exists.
         Replacing an existing key needs ``overwrite=True``; its old replicas go only after the
         new one is committed.
         """
@@ -431,8 +433,9 @@ class Store:
         """Check what was just written: the size first, then every byte. The bytes are read
         back, unless the tier vouches for them (S3: the server's MD5 ETag of what it received
         is the MD5 of the bytes sent, which ``digest`` was checked against as they streamed;
-        see :meth:`Tier.written_size`)."""
-        landed, vouched = await dest.written_size(path)
+        a local folder: what was handed to the kernel hashes to ``digest``; see
+        :meth:`Tier.written_size`)."""
+        landed, vouched = await dest.written_size(path, digest)
         if landed != size:
             raise TierError(dest.name, "verify", f"{landed} bytes landed, expected {size}")
         if not vouched:

@@ -99,8 +99,9 @@ class Tier:
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
             weakref.WeakKeyDictionary()
         self.single_put_max = SINGLE_PUT_MAX
-        # Full path -> ETag the server returned for bytes this process just wrote there, when
-        # it equals the MD5 (or multipart MD5) of those bytes: see written_size().
+        # Full path -> the receipt for bytes this process just wrote there: on S3 the ETag
+        # the server returned, when it equals the MD5 (or multipart MD5) of those bytes; on a
+        # local folder the checksum of what was handed to the kernel: see written_size().
         self._vouched: dict[str, str] = {}
 
     @property
@@ -294,12 +295,17 @@ class Tier:
             raise
         return None if info.get("type") == "directory" else int(info["size"])
 
-    async def written_size(self, path: str) -> tuple[int | None, bool]:
+    async def written_size(self, path: str, digest: str | None = None
+                           ) -> tuple[int | None, bool]:
         """The size of a file this process has just written (None: no such file), and
         whether the backend vouches for its bytes: on S3, when the ETag the server computed
         over what it received equals the MD5 (or multipart MD5) of the bytes :meth:`write`
-        sent, and the object at ``path`` still has that ETag. Otherwise (local files, ETags
-        that are not MD5s, as with SSE-KMS) False: the caller reads the bytes back."""
+        sent, and the object at ``path`` still has that ETag; on a local folder, when the
+        bytes :meth:`write` handed the kernel hash to ``digest`` and the file is still the
+        one written (inode and modification time; reading the bytes back would read the page
+        cache they were just copied into, not the disk). Otherwise (ETags that
+        are not MD5s, as with SSE-KMS; other backends) False: the caller reads the bytes
+        back."""
         full = self.full_path(path)
         expected = self._vouched.pop(full, None)
         try:
@@ -310,6 +316,9 @@ class Tier:
             raise
         if info.get("type") == "directory":
             return None, False
+        if self.protocol == "file":  # the file written, unchanged since (inode, mtime)
+            landed = f"{info.get('ino')}:{info.get('mtime')}:{digest}"
+            return int(info["size"]), expected == landed
         etag = _md5_etag(info.get("ETag") or info.get("etag"))
         return int(info["size"]), expected is not None and etag == expected
 
@@ -399,16 +408,25 @@ class Tier:
         return await self._write_blocking(fs, full, chunks)
 
     async def _write_blocking(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+        """A local file (or another blocking backend's) written chunk by chunk in threads; on
+        a local folder each chunk is hashed as it is handed to the kernel, the receipt
+        :meth:`written_size` checks."""
+        self._vouched.pop(full, None)
+        hasher = Hasher() if self.protocol == "file" else None
         async with self._limit():
             handle = await self._guard("write", asyncio.to_thread(fs.open, full, "wb"))
             written = 0
             try:
                 async for chunk in chunks:
-                    await self._guard("write", asyncio.to_thread(handle.write, chunk))
+                    await self._guard("write", asyncio.to_thread(_write_hashed, handle, chunk,
+                                                                 hasher))
                     written += len(chunk)
             finally:
                 await asyncio.to_thread(handle.close)
-            return written
+        if hasher is not None:
+            info = await self._call("stat", "info", full)
+            self._vouched[full] = f"{info.get('ino')}:{info.get('mtime')}:{hasher.hexdigest()}"
+        return written
 
     async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
         """One PUT up to ``single_put_max`` bytes, else a multipart upload. The MD5 of the
@@ -576,6 +594,12 @@ def _sync_file(full: str, root: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _write_hashed(handle: Any, chunk: bytes, hasher: Hasher | None) -> None:
+    if hasher is not None:
+        hasher.update(chunk)
+    handle.write(chunk)
 
 
 def _remove_file(full: str, root: str) -> None:
