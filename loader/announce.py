@@ -66,7 +66,8 @@ class Announcer:
     reader's loop, until :meth:`close`.
 
     The reader calls :meth:`advance` as it opens each shard of ``shards``; ``started``
-    tells how many its read-ahead has begun to read. ``clock`` is the wall clock the times
+    tells how many its read-ahead has begun to read, ``filling`` whether it keeps what it
+    fetches hot itself (read-through fill, with room). ``clock`` is the wall clock the times
     are announced in (a test passes a simulated one).
     """
 
@@ -74,10 +75,12 @@ class Announcer:
                  following: Sequence[ShardEntry] = (), *, interval: float = 2.0,
                  ttl: float = 120.0, started: Callable[[], int] = lambda: 0,
                  ahead: Callable[[], int] = lambda: 0,
+                 filling: Callable[[], bool] = lambda: False,
                  tolerance: float = TOLERANCE, clock: Callable[[], float] = time.time):
         self.store, self.reader = store, reader
         self.started = started  # how many of ``shards`` the reader's read-ahead has begun
         self.ahead = ahead  # bytes its read-ahead reads ahead of what it opens
+        self.filling = filling  # whether it keeps what it fetches hot itself, now
         self.shards, self.following = list(shards), list(following)
         self.interval, self.ttl = interval, max(ttl, 3 * interval)
         self.tolerance, self.clock = tolerance, clock
@@ -113,23 +116,24 @@ class Announcer:
         return self._bytes / elapsed if self._bytes and elapsed > 0 else DEFAULT_RATE
 
     def uses(self, now: float) -> dict[str, float]:
-        """The keys this reader reads next, and when it will fetch them: left of this epoch
-        (but those its read-ahead has already begun to read: staging them would come too
-        late), then the next epoch's. A shard is fetched as far ahead of its opening as the
+        """The keys this reader reads next, and when it will fetch them: left of this epoch,
+        then the next epoch's. A shard is fetched as far ahead of its opening as the
         read-ahead reads (``ahead``), so that is when a staged copy must have landed (a time
-        already past: the reader is fetching it; the order stays as it reads)."""
-        rate = self.rate()
+        already past: the reader is about to fetch it; the order stays as it reads). What it
+        fetches itself is announced :data:`FETCHING` (nobody else should fetch it too): what
+        its read-ahead has begun to read, and, while it keeps what it reads hot itself
+        (``filling``: read-through fill with room on the hot tier), the rest of this epoch."""
+        rate, filling = self.rate(), self.filling()
         started = max(self.opened, self.started())
         left = self.shards[started:]
-        uses = expected_times(left, now, rate)
+        times = {} if filling else expected_times(left, now, rate)
         later = now + sum(s.size for s in left) / rate
         for key, at in expected_times(self.following, later, rate).items():
-            uses.setdefault(key, at)
+            times.setdefault(key, at)
         lead = self.ahead() / rate
-        if lead:
-            uses = {key: at - lead for key, at in uses.items()}
-        # what its read-ahead is fetching now: nobody else should fetch it too
-        uses.update(dict.fromkeys((s.key for s in self.shards[self.opened:started]), FETCHING))
+        uses = {key: at - lead for key, at in times.items()} if lead else times
+        mine = self.shards[self.opened:] if filling else self.shards[self.opened:started]
+        uses.update(dict.fromkeys((s.key for s in mine), FETCHING))
         return uses
 
     def moved(self, uses: Mapping[str, float], now: float) -> int:

@@ -249,7 +249,7 @@ class TierDataset(IterableDataset[Any]):
         uses = _repeats(ids)
         fills = HotFill(self._store.get()) if self.fill_hot else None
         prefetcher = self._prefetcher(shard_order, fills)
-        announcer = self._announcer(shard_order, placement, prefetcher)
+        announcer = self._announcer(shard_order, placement, prefetcher, fills)
         pending: dict[int, Any] = {}
         name = placement.name
         try:
@@ -276,7 +276,7 @@ class TierDataset(IterableDataset[Any]):
                 announcer.close()
 
     def _announcer(self, shard_order: list[int], placement: Placement,
-                   prefetcher: ShardPrefetcher) -> Announcer | None:
+                   prefetcher: ShardPrefetcher, fills: HotFill | None) -> Announcer | None:
         """Announces this reader's shards (this pass's, then the next epoch's) to the store,
         when ``announce`` is on."""
         if not self.announce:
@@ -287,8 +287,8 @@ class TierDataset(IterableDataset[Any]):
         return Announcer(
             self._store.get(), reader_id(placement.name), [shards[i] for i in shard_order],
             [shards[i] for i in _shard_order(following.samples, self.index.starts)],
-            started=lambda: prefetcher.started,
-            ahead=lambda: prefetcher.stats.depth_bytes).start(LoopThread.get())
+            started=lambda: prefetcher.started, ahead=lambda: prefetcher.stats.depth_bytes,
+            filling=lambda: fills is not None and fills.room).start(LoopThread.get())
 
     def _prefetcher(self, shard_order: list[int], fills: HotFill | None) -> ShardPrefetcher:
         store = self._store.get()

@@ -9,7 +9,8 @@ reader claims the hot replica before it fetches (:meth:`Store.claim_fill
 bytes, and a reader that finds one in flight waits for it in turn, up to the time such a copy
 should take (:data:`SLOWEST_COPY`). Fills run beside the reads, one write at a time; the shards
 waiting for theirs are held in memory up to ``max_pending_bytes`` (a local write usually
-outpaces a read from S3, so few wait): a shard beyond that is left to the daemon.
+outpaces a read from S3, so few wait): beyond that the reader waits for the writes, rather
+than leave the shard to be fetched again.
 """
 
 from __future__ import annotations
@@ -34,25 +35,26 @@ SLOWEST_COPY = 25e6  # bytes/s: a copy in flight is waited for as long as it tak
 
 @dataclass
 class FillStats:
-    """What a reader's fills did: shards and bytes written to the hot tier, shards left to
-    the daemon because enough fills were under way, fills that failed, and shards whose copy
-    to the hot tier was in flight (the daemon's or another reader's) and waited for."""
+    """What a reader's fills did: shards and bytes written to the hot tier, fills that
+    failed, shards whose copy to the hot tier was in flight (the daemon's or another
+    reader's) and waited for, and reads held up until the writes caught up."""
 
     shards: int = 0
     bytes: int = 0
-    skipped: int = 0
     failed: int = 0
     waited: int = 0
+    held_up: int = 0
 
 
 class HotFill:
     """Fills of one reader, on its loader loop."""
 
-    def __init__(self, store: Store, *, max_pending_bytes: int = 256 * 2**20):
+    def __init__(self, store: Store, *, max_pending_bytes: int = 128 * 2**20):
         self.store = store
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
         self.stats = FillStats()
+        self.room = True  # whether the hot tier had room for the last shard offered
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing = asyncio.Semaphore(1)  # one write at a time: reads come first
 
@@ -69,17 +71,21 @@ class HotFill:
                 await asyncio.shield(claim.release())
             raise
         if claim is not None:
+            self.pending_bytes += shard.size
             task = asyncio.get_running_loop().create_task(self._fill(claim, shard, data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            while self.pending_bytes > self.max_pending_bytes and len(self._tasks) > 1:
+                self.stats.held_up += 1  # the writes fall behind the reads: wait for them
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
         return data
 
     async def _claim(self, shard: ShardEntry) -> FillClaim | None:
         tier = self.store.fill_tier
         if tier is None or not shard.size:
             return None
-        if self._tasks and self.pending_bytes + shard.size > self.max_pending_bytes:
-            self.stats.skipped += 1
+        self.room = await self.store.fill_room(shard.size)
+        if not self.room:
             return None
         try:
             claim = await self.store.claim_fill(shard.key)
@@ -90,8 +96,6 @@ class HotFill:
         except (TierstoreError, OSError) as exc:
             log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
             return None
-        if claim is not None:
-            self.pending_bytes += shard.size
         return claim
 
     async def _fill(self, claim: FillClaim, shard: ShardEntry, data: Buffer) -> None:

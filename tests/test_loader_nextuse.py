@@ -99,6 +99,29 @@ def test_what_the_read_ahead_fetches_is_announced_as_fetching() -> None:
         "s4": 1000.0 + (100 - 200) / rate})
 
 
+def test_a_reader_that_keeps_its_reads_hot_announces_its_epoch_as_fetching() -> None:
+    """While its read-through fills have room on the hot tier, a reader brings this epoch's
+    shards itself: all of them are FETCHING (no staging copy fetches them a second time);
+    the next epoch's shards it does not read in this one keep their times. Once the hot
+    tier is full, it announces times again, for the daemon to stage by displacement."""
+    from tierstore.catalog import FETCHING
+    from tierstore.loader.announce import Announcer
+    from tierstore.loader.index import ShardEntry
+
+    shards = [ShardEntry(f"s{i}", "tar", 1, 100, "x") for i in range(5)]
+    room = [True]
+    store: Any = None  # uses() reads nothing from the store
+    announcer = Announcer(store, "r", shards[:3], [shards[4], shards[0]], started=lambda: 2,
+                          filling=lambda: room[0], clock=lambda: 1000.0)
+    announcer.opened = 1
+    rate = announcer.rate()
+    assert announcer.uses(1000.0) == pytest.approx({
+        "s1": FETCHING, "s2": FETCHING, "s4": 1000.0 + 100 / rate, "s0": 1000.0 + 200 / rate})
+    room[0] = False
+    assert announcer.uses(1000.0) == pytest.approx({
+        "s1": FETCHING, "s2": 1000.0, "s4": 1000.0 + 100 / rate, "s0": 1000.0 + 200 / rate})
+
+
 def test_readers_announce_this_epoch_then_the_next(s3_dataset: tuple[Config, Path,
                                                                      DatasetIndex]) -> None:
     config, _, index = s3_dataset

@@ -533,9 +533,7 @@ class Store:
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
             return None
         dest, size = self.tier(tier), record.size or 0
-        capacity = dest.config.capacity
-        if capacity is not None and (
-                await self.capacity.used(tier) + size > dest.config.high_watermark * capacity):
+        if not await self.fill_room(size):
             return None
         stack = contextlib.AsyncExitStack()
         try:
@@ -546,6 +544,15 @@ class Store:
         except (ReplicaError, TierFull):  # the object changed meanwhile, or the room went
             return None
         return FillClaim(self, record, dest, replica, stack)
+
+    async def fill_room(self, nbytes: int) -> bool:
+        """Whether :attr:`fill_tier` has room for ``nbytes`` more under its high watermark."""
+        tier = self.fill_tier
+        if tier is None:
+            return False
+        config = self.tier(tier).config
+        return config.capacity is None or (
+            await self.capacity.used(tier) + nbytes <= config.high_watermark * config.capacity)
 
     async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
                             poll: float = 0.02) -> bool:

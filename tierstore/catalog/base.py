@@ -33,8 +33,9 @@ __all__ = [
     "take_over_sql",
 ]
 
-# An announced time that means "the reader is fetching it now" (its read-ahead has begun):
-# no staging copy could help, and one would fetch the same bytes a second time.
+# An announced time that means "the reader fetches it itself": its read-ahead has begun, or
+# it will fetch it this pass and keep it hot itself (read-through fill, while the hot tier has
+# room): no staging copy could help, and one would fetch the same bytes a second time.
 FETCHING = 0.0
 DEFAULT_HALF_LIFE = 86400.0  # seconds for a read to count half as much in the frequency score
 
@@ -327,7 +328,7 @@ class Catalog(ABC):
     def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,
                  site: str | None = None) -> None:
         """Replace everything ``reader`` announced with ``uses``: key -> the time it expects
-        to read the key next (:data:`FETCHING`: it is reading it now). The announcement
+        to read the key next (:data:`FETCHING`: it fetches it itself). The announcement
         counts until ``expires``; an empty ``uses``
         withdraws it. ``site`` is where the reader runs (for per-site staging). Expired
         announcements of every reader are dropped in the same transaction."""
