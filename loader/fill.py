@@ -84,15 +84,17 @@ class HotFill:
         tier = self.store.fill_tier
         if tier is None or not shard.size:
             return None
-        self.room = await self.store.fill_room(shard.size)
-        if not self.room:
-            return None
         try:
-            claim = await self.store.claim_fill(shard.key)
-        except CopyInFlight:
-            self.stats.waited += 1
-            await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
-            return None
+            self.room = await self.store.fill_room(shard.size)
+            try:
+                claim = await self.store.claim_fill(shard.key) if self.room else None
+            except CopyInFlight:
+                claim = None
+            if claim is None and await self.store.copying(shard.key, tier):
+                # the daemon's staging copy (which displaced a resident to make room for
+                # it), or another reader's fill: wait for it, and read what it lands
+                self.stats.waited += 1
+                await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
         except (TierstoreError, OSError) as exc:
             log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
             return None

@@ -554,6 +554,11 @@ class Store:
         return config.capacity is None or (
             await self.capacity.used(tier) + nbytes <= config.high_watermark * config.capacity)
 
+    async def copying(self, key: str, tier: str) -> bool:
+        """Whether a copy of ``key`` to ``tier`` is in flight."""
+        record = await self._db(self.catalog.get, validate_key(key))
+        return record is not None and record.on(tier, ReplicaState.COPYING) is not None
+
     async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
                             poll: float = 0.02) -> bool:
         """Wait, ``timeout`` seconds at most, while a copy of ``key`` to ``tier`` is in
