@@ -59,10 +59,11 @@ class HotFill:
         self._writing = asyncio.Semaphore(1)  # one write at a time: reads come first
 
     async def fetch(self, shard: ShardEntry, read: Callable[[], Awaitable[Buffer]]) -> Buffer:
-        """``read()`` the whole of ``shard``, claiming its hot replica first when it is worth
-        it (the store decides: no hot replica yet, room under the high watermark) and writing
-        the bytes read there in the background; a copy already in flight there is waited
-        for, so that ``read`` finds it ready."""
+        """``read()`` the whole of ``shard``, claiming its hot replica first (the store
+        decides: no hot replica yet) and writing the bytes read there in the background when
+        the hot tier has room under its high watermark; without room the claim only marks
+        the fetch while it runs. A copy already in flight there is waited for, so that
+        ``read`` finds it ready."""
         claim = await self._claim(shard)
         try:
             data = await read()
@@ -70,7 +71,9 @@ class HotFill:
             if claim is not None:
                 await asyncio.shield(claim.release())
             raise
-        if claim is not None:
+        if claim is not None and not claim.fills:
+            await asyncio.shield(claim.release())
+        elif claim is not None:
             self.pending_bytes += shard.size
             task = asyncio.get_running_loop().create_task(self._fill(claim, shard, data))
             self._tasks.add(task)
@@ -81,24 +84,20 @@ class HotFill:
         return data
 
     async def _claim(self, shard: ShardEntry) -> FillClaim | None:
+        """The shard's claim (to fill, or, with no room, only to mark the fetch), or None
+        when there is nothing to claim or a copy in flight was waited for."""
         tier = self.store.fill_tier
         if tier is None or not shard.size:
             return None
         try:
             self.room = await self.store.fill_room(shard.size)
-            try:
-                claim = await self.store.claim_fill(shard.key) if self.room else None
-            except CopyInFlight:
-                claim = None
-            if claim is None and await self.store.copying(shard.key, tier):
-                # the daemon's staging copy (which displaced a resident to make room for
-                # it), or another reader's fill: wait for it, and read what it lands
-                self.stats.waited += 1
-                await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
+            return await self.store.claim_fill(shard.key, fill=self.room)
+        except CopyInFlight:  # the daemon's staging copy or another reader's: wait for it,
+            self.stats.waited += 1  # and read what it lands
+            await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
         except (TierstoreError, OSError) as exc:
             log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
-            return None
-        return claim
+        return None
 
     async def _fill(self, claim: FillClaim, shard: ShardEntry, data: Buffer) -> None:
         try:

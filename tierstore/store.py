@@ -518,32 +518,31 @@ class Store:
                        and self.locality.distances.get(name) == Distance.NODE)
         return local[0] if local else None
 
-    async def claim_fill(self, key: str) -> FillClaim | None:
+    async def claim_fill(self, key: str, *, fill: bool = True) -> FillClaim | None:
         """Read-through fill, before a reader fetches the whole of ``key`` from a slower
         tier: a claim that makes the fetched bytes its replica on :attr:`fill_tier` too
         (:meth:`FillClaim.commit`), so that they cross from the slower tier once. Taken
         before the fetch, the claim is the catalog's ``copying`` row there: the daemon's
         staging copy and the node's other readers find the copy in flight instead of
-        fetching the same bytes (they :meth:`wait_for_copy`). None when a fill is not
-        wanted: no fill tier, a replica there already, no room under its high watermark (the
-        daemon's next-use staging displaces residents to make more). :class:`CopyInFlight`
-        when another copy there is under way."""
+        fetching the same bytes (they :meth:`wait_for_copy`). With ``fill`` False (no room
+        for the bytes under the high watermark) the claim only marks the fetch, and is
+        released after it. None when there is nothing to claim: no fill tier, a replica there
+        already, or the room for a fill went. :class:`CopyInFlight` when another copy there
+        is under way."""
         tier = self.fill_tier
         record = self.catalog.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
             return None
         dest, size = self.tier(tier), record.size or 0
-        if not await self.fill_room(size):
-            return None
         stack = contextlib.AsyncExitStack()
         try:
             replica, _ = await stack.enter_async_context(
-                self._intent(record.key, dest, new_content=False, size=size))
+                self._intent(record.key, dest, new_content=False, size=size if fill else None))
         except CopyInFlight:
             raise
         except (ReplicaError, TierFull):  # the object changed meanwhile, or the room went
             return None
-        return FillClaim(self, record, dest, replica, stack)
+        return FillClaim(self, record, dest, replica, stack, fills=fill)
 
     async def fill_room(self, nbytes: int) -> bool:
         """Whether :attr:`fill_tier` has room for ``nbytes`` more under its high watermark."""
@@ -553,11 +552,6 @@ class Store:
         config = self.tier(tier).config
         return config.capacity is None or (
             await self.capacity.used(tier) + nbytes <= config.high_watermark * config.capacity)
-
-    async def copying(self, key: str, tier: str) -> bool:
-        """Whether a copy of ``key`` to ``tier`` is in flight."""
-        record = await self._db(self.catalog.get, validate_key(key))
-        return record is not None and record.on(tier, ReplicaState.COPYING) is not None
 
     async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
                             poll: float = 0.02) -> bool:
@@ -868,8 +862,9 @@ class FillClaim:
     taken before it fetches the bytes: :meth:`commit` them, or :meth:`release` it."""
 
     def __init__(self, store: Store, record: ObjectRecord, dest: Tier, replica: Replica,
-                 held: contextlib.AsyncExitStack):
+                 held: contextlib.AsyncExitStack, *, fills: bool = True):
         self.store, self.record, self.dest, self.replica = store, record, dest, replica
+        self.fills = fills  # False: it only marks a fetch, to be released after it
         self._held: contextlib.AsyncExitStack | None = held  # the room and the row's work
 
     @property

@@ -572,13 +572,21 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _replace_file(src: str, dst: str) -> None:
+def _replace_file(src: str, dst: str, tries: int = 3) -> None:
     """Atomic rename into place; an empty folder left where the file goes is removed first
-    (a key may take the name of a folder whose objects are gone)."""
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if os.path.isdir(dst):
-        os.rmdir(dst)  # fails, as it should, if the folder is not empty
-    os.replace(src, dst)
+    (a key may take the name of a folder whose objects are gone). A folder another process
+    removes as it empties (:func:`_remove_file`) between making it and the rename is made
+    again."""
+    for attempt in range(tries):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.isdir(dst):
+            os.rmdir(dst)  # fails, as it should, if the folder is not empty
+        try:
+            os.replace(src, dst)
+            return
+        except FileNotFoundError:
+            if attempt == tries - 1 or not os.path.exists(src):
+                raise
 
 
 def _sync_file(full: str, root: str) -> None:
@@ -603,11 +611,14 @@ def _write_hashed(handle: Any, chunk: bytes, hasher: Hasher | None) -> None:
 
 
 def _remove_file(full: str, root: str) -> None:
-    """Remove a file and the folders it leaves empty, up to the root."""
+    """Remove a file and the folders it leaves empty, up to the root; tierstore's own folder
+    (temporary names) stays, as writers of other processes may be about to use it."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(full)
     parent = os.path.dirname(full)
-    while parent.startswith(root + "/"):
+    reserved = f"{root}/{RESERVED_PREFIX}"
+    while parent.startswith(root + "/") and not (
+            parent == reserved or parent.startswith(reserved + "/")):
         try:
             os.rmdir(parent)
         except OSError:  # not empty (or already gone): stop climbing
