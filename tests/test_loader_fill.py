@@ -146,3 +146,22 @@ def test_workers_of_one_node_fetch_each_shard_once(tmp_path: Path, moto_server: 
                         batch_size=5, num_workers=2)
     assert sum(len(batch["__key__"]) for batch in loader) == SHARDS * PER_SHARD
     assert loader.metrics().bytes_by_tier.get("warm") == total
+
+
+def test_fills_of_two_processes_count_each_others_copies_in_flight(
+        tmp_path: Path, moto_server: Any) -> None:
+    """Room on the hot tier counts every copy in flight there, not only this process's: a
+    reader's claim (or the daemon's staging copy) keeps another process's reader from
+    taking the same room (they overshot the high watermark by what each had in flight)."""
+    config, index = _dataset(tmp_path, moto_server, None)
+    size = index.shards[0].size
+    hot = dataclasses.replace(config.tiers["hot"], capacity=int(1.5 * size / 0.9))
+    config = dataclasses.replace(config, tiers={**config.tiers, "hot": hot})
+    with open_store(config) as one, open_store(config) as other:  # two processes' stores
+        assert _run(other.aio.fill_room(size))
+        claim = _run(one.aio.claim_fill(index.shards[0].key))
+        assert claim is not None
+        assert not _run(other.aio.fill_room(size))  # the claim took the room
+        _run(claim.release())
+        assert _run(other.aio.fill_room(size))
+        assert [u.in_flight for u in other.aio.catalog.usage() if u.tier == "hot"] in ([], [0])

@@ -7,11 +7,14 @@ and low watermarks are the soft limits: the daemon moves objects away to keep us
 Only writes are refused, so a tier whose capacity was lowered, or whose pinned objects alone
 exceed it, stays over it; ``tierstore plan`` says so.
 
-Usage is what the catalog counts (ready replicas, written by any process), read again when older
-than ``max_age`` seconds (a read scans the catalog: about 23 ms per 100,000 replicas here, eight
-puts' worth), plus this process's writes in flight or ended since that read. A write is refused
-only on a fresh read. Writes of other processes count once they commit, so writers in several
-processes at once can pass the limit by what they have in flight.
+Usage is what the catalog counts (ready replicas and copies in flight, written by any process),
+read again when older than ``max_age`` seconds (a read scans the catalog: about 23 ms per
+100,000 replicas here, eight puts' worth), plus this process's writes in flight or ended since
+that read (its own copies in flight count twice while both are: on the safe side). A write is
+refused only on a fresh read. Copies of other processes count from their intent (a reader's
+read-through fill, the daemon's staging); new objects written by other processes count once
+they commit (their size is not known before), so writers of new objects in several processes
+at once can pass the limit by what they have in flight.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class Capacity:
         if fresh or time.monotonic() - self._read_at > self.max_age:
             started = time.monotonic()
             usage = await asyncio.to_thread(self.catalog.usage)
-            self._counted = {u.tier: u.bytes for u in usage}
+            self._counted = {u.tier: u.bytes + u.in_flight for u in usage}
             self._read_at = started
             self._held = [r for r in self._held if r.ended is None or r.ended >= started]
         return self._counted.get(tier, 0) + sum(r.nbytes for r in self._held if r.tier == tier)

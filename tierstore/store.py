@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
+# fill_room reads the catalog afresh when fewer than this many fills of room are left (others
+# may have claimed some since the count it holds, at most Capacity.max_age old)
+FILL_MARGIN = 4
 # Work owned by another host is presumed dead when its row has had no heartbeat this long
 # (a live owner refreshes the rows of its pending replicas: tierstore.inflight).
 STALE_OWNER_SECONDS = 3600.0
@@ -545,13 +548,20 @@ class Store:
         return FillClaim(self, record, dest, replica, stack, fills=fill)
 
     async def fill_room(self, nbytes: int) -> bool:
-        """Whether :attr:`fill_tier` has room for ``nbytes`` more under its high watermark."""
+        """Whether :attr:`fill_tier` has room for ``nbytes`` more under its high watermark,
+        counting every process's copies in flight there: the catalog is read afresh when the
+        count this process holds leaves less than a few such fills of room."""
         tier = self.fill_tier
         if tier is None:
             return False
         config = self.tier(tier).config
-        return config.capacity is None or (
-            await self.capacity.used(tier) + nbytes <= config.high_watermark * config.capacity)
+        if config.capacity is None:
+            return True
+        limit = config.high_watermark * config.capacity
+        used = await self.capacity.used(tier)
+        if limit - used < FILL_MARGIN * nbytes:
+            used = await self.capacity.used(tier, fresh=True)
+        return used + nbytes <= limit
 
     async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
                             poll: float = 0.02) -> bool:

@@ -18,6 +18,7 @@ from ..errors import CatalogError, LeaseLost, ReplicaError
 __all__ = [
     "DEFAULT_HALF_LIFE",
     "FETCHING",
+    "USAGE_SQL",
     "AccessStats",
     "Catalog",
     "Fence",
@@ -102,11 +103,14 @@ class AccessStats:
 
 @dataclass(frozen=True, slots=True)
 class TierUsage:
-    """What one tier holds according to the catalog (ready replicas only)."""
+    """What one tier holds according to the catalog: objects and bytes of its ready
+    replicas, and the bytes of copies to it in flight (``copying`` replicas of objects whose
+    size is known, whoever writes them: what capacity checks must count besides)."""
 
     tier: str
     objects: int
     bytes: int
+    in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,16 @@ def fence_holds(p: str, now: str) -> str:
     """The SQL that finds lease ``(name, fence)`` valid at ``now`` (an SQL expression: the
     catalog's clock); ``p`` is the driver's placeholder. Shared, as :func:`lease_upsert`."""
     return f"SELECT 1 FROM leases WHERE name = {p} AND fence = {p} AND expires > {now}"
+
+
+# Catalog.usage, the same on both backends: per tier, ready replicas and their bytes, and the
+# bytes of copies in flight there (a copying replica of an object with a committed size).
+USAGE_SQL = (
+    "SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
+    "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN r.state = 'copying' THEN o.size ELSE 0 END), 0) "
+    "FROM replicas r JOIN objects o ON o.id = r.object_id "
+    "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
 
 
 def take_over_sql(p: str) -> str:
@@ -322,7 +336,7 @@ class Catalog(ABC):
 
     @abstractmethod
     def usage(self) -> list[TierUsage]:
-        """Objects and bytes of ready replicas per tier."""
+        """Objects and bytes of ready replicas per tier, and bytes being copied there."""
 
     @abstractmethod
     def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,

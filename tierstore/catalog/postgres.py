@@ -33,6 +33,7 @@ from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
 from ..redaction import redact, secret_values
 from .base import (
     DEFAULT_HALF_LIFE,
+    USAGE_SQL,
     AccessStats,
     Catalog,
     Fence,
@@ -332,10 +333,9 @@ class PostgresCatalog(Catalog):
         return {key: AccessStats(key, last, count, score) for key, last, count, score in rows}
 
     def usage(self) -> list[TierUsage]:
-        rows = self._read(
-            "SELECT r.tier, COUNT(*), COALESCE(SUM(o.size), 0) FROM replicas r JOIN objects o "
-            "ON o.id = r.object_id WHERE r.state = 'ready' GROUP BY r.tier ORDER BY r.tier")
-        return [TierUsage(tier, n, int(total)) for tier, n, total in rows]
+        rows = self._read(USAGE_SQL)
+        return [TierUsage(tier, int(n), int(total), int(flying))
+                for tier, n, total, flying in rows]
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
 from .base import (
     DEFAULT_HALF_LIFE,
+    USAGE_SQL,
     AccessStats,
     Catalog,
     Fence,
@@ -329,11 +330,8 @@ class SqliteCatalog(Catalog):
 
     def usage(self) -> list[TierUsage]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT r.tier, COUNT(*), COALESCE(SUM(o.size), 0) FROM replicas r JOIN objects "
-                "o ON o.id = r.object_id WHERE r.state = 'ready' GROUP BY r.tier ORDER BY r.tier"
-            ).fetchall()
-        return [TierUsage(tier, n, total) for tier, n, total in rows]
+            rows = conn.execute(USAGE_SQL).fetchall()
+        return [TierUsage(tier, n, total, flying) for tier, n, total, flying in rows]
 
     # -- writes ---------------------------------------------------------------------------------
 
