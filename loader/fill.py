@@ -90,12 +90,13 @@ class HotFill:
         if tier is None or not shard.size:
             return None
         try:
-            self.room = await self.store.fill_room(shard.size)
-            return await self.store.claim_fill(shard.key, fill=self.room)
-        except CopyInFlight:  # the daemon's staging copy or another reader's: wait for it,
-            self.stats.waited += 1  # and read what it lands
-            await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
-        except (TierstoreError, OSError) as exc:
+            try:
+                self.room = await self.store.fill_room(shard.size)
+                return await self.store.claim_fill(shard.key, fill=self.room)
+            except CopyInFlight:  # the daemon's staging copy or another reader's: wait for
+                self.stats.waited += 1  # it, and read what it lands
+                await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)
+        except (TierstoreError, OSError) as exc:  # a fill is a help, never a failure
             log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
         return None
 
