@@ -22,11 +22,14 @@ class NextUsePolicy(Policy):
     A loader knows its order in advance and announces when it will read each shard
     (:meth:`Catalog.announce <tierstore.catalog.Catalog.announce>`). Each announced object
     not yet on the promotion tier is copied there, soonest first; when the tier is at its
-    high watermark it displaces residents read later than it, or not announced at all
-    (those first, fewest reads first; then the furthest next use first). So with a dataset
-    larger than the hot tier and a fresh shuffle every epoch the tier holds the next part
-    of the order instead of thrashing as LRU does. Announced objects are held where they are,
-    so recency and frequency do not demote what is about to be read.
+    high watermark it displaces residents no reader announced within the horizon (those not
+    announced first, fewest reads first; then the furthest next use first), never one a
+    reader will read: that one would be fetched again, while the staged shard is fetched
+    once by its reader anyway. So with a dataset larger than the hot tier and a fresh shuffle
+    every epoch the tier keeps serving as many reads as it holds shards, each shard crossing
+    from the slower tier at most once an epoch, instead of thrashing as LRU does. Announced
+    objects are held where they are, so recency and frequency do not demote what is about to
+    be read.
     """
 
     name = "next_use"
@@ -60,7 +63,13 @@ class NextUsePolicy(Policy):
                            and snapshot.rank(snapshot.best(obj)) > rank], snapshot)
         if not wanted:
             return []
-        on_target = [obj for obj in movable if target in obj.replicas and obj.pinned is None]
+        # Only what no reader will read within the horizon is displaced: a resident a reader
+        # will read would be fetched again for it, while the shard staged in its place is
+        # one its reader fetches once anyway, staged or not (Belady's rule where a miss may
+        # bypass the tier: the tier keeps the reads it has; a fresh shuffle changes which
+        # shards are read when, not how many of them the tier can serve)
+        on_target = [obj for obj in movable if target in obj.replicas and obj.pinned is None
+                     and not self._soon(snapshot, obj)]
         unannounced = coldest_by_reads((o for o in on_target if o.next_use is None),
                                        snapshot.now)
         later = sorted((o for o in on_target if o.next_use is not None),
