@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from storefixtures import make_config
+from storefixtures import make_config, toml_for
 
 from tierstore import Config, open_store
 from tierstore.errors import ChecksumMismatch, CopyInFlight
@@ -148,20 +150,48 @@ def test_workers_of_one_node_fetch_each_shard_once(tmp_path: Path, moto_server: 
     assert loader.metrics().bytes_by_tier.get("warm") == total
 
 
+CLAIMER = """
+import asyncio, sys
+from tierstore import Store, load_config
+
+async def main():
+    store = Store(load_config(sys.argv[1]))
+    claims = [await store.claim_fill(key) for key in sys.argv[2:]]
+    print("claimed", sum(c is not None for c in claims), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    for claim in claims:
+        await claim.release()
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
 def test_fills_of_two_processes_count_each_others_copies_in_flight(
         tmp_path: Path, moto_server: Any) -> None:
-    """Room on the hot tier counts every copy in flight there, not only this process's: a
-    reader's claim (or the daemon's staging copy) keeps another process's reader from
-    taking the same room (they overshot the high watermark by what each had in flight)."""
+    """Room on the hot tier counts every copy in flight there, each once: another process's
+    claims (a reader's fills, the daemon's staging copies) keep this one's reader from taking
+    the same room (they overshot the high watermark by what each had in flight), and a
+    process counts its own claims once, not also as rows of the catalog."""
     config, index = _dataset(tmp_path, moto_server, None)
     size = index.shards[0].size
-    hot = dataclasses.replace(config.tiers["hot"], capacity=int(1.5 * size / 0.9))
+    hot = dataclasses.replace(config.tiers["hot"], capacity=int(2.5 * size / 0.9))
     config = dataclasses.replace(config, tiers={**config.tiers, "hot": hot})
-    with open_store(config) as one, open_store(config) as other:  # two processes' stores
-        assert _run(other.aio.fill_room(size))
-        claim = _run(one.aio.claim_fill(index.shards[0].key))
-        assert claim is not None
-        assert not _run(other.aio.fill_room(size))  # the claim took the room
-        _run(claim.release())
-        assert _run(other.aio.fill_room(size))
-        assert [u.in_flight for u in other.aio.catalog.usage() if u.tier == "hot"] in ([], [0])
+    toml = tmp_path / "store.toml"
+    toml.write_text(toml_for(config))
+    with open_store(config) as store:
+        assert _run(store.aio.fill_room(size))
+        mine = _run(store.aio.claim_fill(index.shards[0].key))
+        assert mine is not None and _run(store.aio.fill_room(size))  # 2 of 2.5: room
+        other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(toml),
+                                  index.shards[1].key], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert other.stdout is not None and other.stdout.readline() == "claimed 1\n"
+            assert not _run(store.aio.fill_room(size))  # 3 of 2.5: the other's claim counts
+        finally:
+            other.communicate("\n", timeout=60)
+        assert other.returncode == 0
+        assert _run(store.aio.fill_room(size))
+        _run(mine.release())
+        assert [u.in_flight for u in store.aio.catalog.usage() if u.tier == "hot"] in ([], [0])

@@ -7,14 +7,13 @@ and low watermarks are the soft limits: the daemon moves objects away to keep us
 Only writes are refused, so a tier whose capacity was lowered, or whose pinned objects alone
 exceed it, stays over it; ``tierstore plan`` says so.
 
-Usage is what the catalog counts (ready replicas and copies in flight, written by any process),
-read again when older than ``max_age`` seconds (a read scans the catalog: about 23 ms per
-100,000 replicas here, eight puts' worth), plus this process's writes in flight or ended since
-that read (its own copies in flight count twice while both are: on the safe side). A write is
-refused only on a fresh read. Copies of other processes count from their intent (a reader's
-read-through fill, the daemon's staging); new objects written by other processes count once
-they commit (their size is not known before), so writers of new objects in several processes
-at once can pass the limit by what they have in flight.
+Usage is what the catalog counts (ready replicas, and other processes' copies in flight), read
+again when older than ``max_age`` seconds (a read scans the catalog: about 23 ms per 100,000
+replicas here, eight puts' worth), plus this process's writes in flight or ended since that
+read. A write is refused only on a fresh read. Copies of other processes count from their
+intent (a reader's read-through fill, the daemon's staging); new objects written by other
+processes count once they commit (their size is not known before), so writers of new objects
+in several processes at once can pass the limit by what they have in flight.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 
 from .catalog import Catalog
 from .errors import TierFull
@@ -68,8 +67,9 @@ class Capacity:
     """The room left on each tier with a capacity, for this process's writes."""
 
     def __init__(self, catalog: Catalog, capacities: Mapping[str, int | None], *,
-                 max_age: float = 1.0):
+                 max_age: float = 1.0, owner: Callable[[], str] = lambda: ""):
         self.catalog = catalog
+        self.owner = owner  # who this process's copying replicas name: it counts them itself
         self.limits = {tier: limit for tier, limit in capacities.items() if limit is not None}
         self.max_age = max_age
         self._counted: dict[str, int] = {}  # bytes per tier at the last read of the catalog
@@ -81,7 +81,7 @@ class Capacity:
         ``fresh``) and this process's writes it may not count yet."""
         if fresh or time.monotonic() - self._read_at > self.max_age:
             started = time.monotonic()
-            usage = await asyncio.to_thread(self.catalog.usage)
+            usage = await asyncio.to_thread(self.catalog.usage, exclude_owner=self.owner())
             self._counted = {u.tier: u.bytes + u.in_flight for u in usage}
             self._read_at = started
             self._held = [r for r in self._held if r.ended is None or r.ended >= started]

@@ -113,7 +113,8 @@ class Store:
         self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
         self.capacity = Capacity(self.catalog, {name: tier.capacity
-                                                for name, tier in config.tiers.items()})
+                                                for name, tier in config.tiers.items()},
+                                 owner=lambda: self.owner)
         self.recorder = AccessRecorder(self.catalog, interval=access_interval,
                                        site=config.site)
         self.fallbacks = 0  # reads served by a replica other than the first choice

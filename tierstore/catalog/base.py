@@ -18,7 +18,6 @@ from ..errors import CatalogError, LeaseLost, ReplicaError
 __all__ = [
     "DEFAULT_HALF_LIFE",
     "FETCHING",
-    "USAGE_SQL",
     "AccessStats",
     "Catalog",
     "Fence",
@@ -32,6 +31,7 @@ __all__ = [
     "fence_holds",
     "lease_upsert",
     "take_over_sql",
+    "usage_sql",
 ]
 
 # An announced time that means "the reader fetches it itself": its read-ahead has begun, or
@@ -158,14 +158,15 @@ def fence_holds(p: str, now: str) -> str:
     return f"SELECT 1 FROM leases WHERE name = {p} AND fence = {p} AND expires > {now}"
 
 
-# Catalog.usage, the same on both backends: per tier, ready replicas and their bytes, and the
-# bytes of copies in flight there (a copying replica of an object with a committed size).
-USAGE_SQL = (
-    "SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
-    "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN r.state = 'copying' THEN o.size ELSE 0 END), 0) "
-    "FROM replicas r JOIN objects o ON o.id = r.object_id "
-    "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
+def usage_sql(p: str) -> str:
+    """The SQL of :meth:`Catalog.usage`, the same on both backends: per tier, ready replicas
+    and their bytes, and the bytes of copies in flight there (a copying replica of an object
+    with a committed size) but those of owner ``p``; ``p`` is the driver's placeholder."""
+    return ("SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
+            "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN r.state = 'copying' AND r.owner <> {p} THEN o.size "
+            "ELSE 0 END), 0) FROM replicas r JOIN objects o ON o.id = r.object_id "
+            "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
 
 
 def take_over_sql(p: str) -> str:
@@ -335,8 +336,9 @@ class Catalog(ABC):
         site, or only of those recorded for ``site``."""
 
     @abstractmethod
-    def usage(self) -> list[TierUsage]:
-        """Objects and bytes of ready replicas per tier, and bytes being copied there."""
+    def usage(self, *, exclude_owner: str = "") -> list[TierUsage]:
+        """Objects and bytes of ready replicas per tier, and bytes being copied there by
+        owners other than ``exclude_owner`` (a process counts its own writes itself)."""
 
     @abstractmethod
     def announce(self, reader: str, uses: Mapping[str, float], *, expires: float,

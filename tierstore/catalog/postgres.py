@@ -33,7 +33,6 @@ from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
 from ..redaction import redact, secret_values
 from .base import (
     DEFAULT_HALF_LIFE,
-    USAGE_SQL,
     AccessStats,
     Catalog,
     Fence,
@@ -47,6 +46,7 @@ from .base import (
     fence_holds,
     lease_upsert,
     take_over_sql,
+    usage_sql,
 )
 
 __all__ = ["PostgresCatalog"]
@@ -332,8 +332,8 @@ class PostgresCatalog(Catalog):
                               "WHERE o.key = ANY(%s) AND a.site = %s", (list(keys), site))
         return {key: AccessStats(key, last, count, score) for key, last, count, score in rows}
 
-    def usage(self) -> list[TierUsage]:
-        rows = self._read(USAGE_SQL)
+    def usage(self, *, exclude_owner: str = "") -> list[TierUsage]:
+        rows = self._read(usage_sql("%s"), (exclude_owner,))
         return [TierUsage(tier, int(n), int(total), int(flying))
                 for tier, n, total, flying in rows]
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
 from .base import (
     DEFAULT_HALF_LIFE,
-    USAGE_SQL,
     AccessStats,
     Catalog,
     Fence,
@@ -34,6 +33,7 @@ from .base import (
     fence_holds,
     lease_upsert,
     take_over_sql,
+    usage_sql,
 )
 
 __all__ = ["SqliteCatalog"]
@@ -328,9 +328,9 @@ class SqliteCatalog(Catalog):
                     out[key] = AccessStats(key, last, count, score)
         return out
 
-    def usage(self) -> list[TierUsage]:
+    def usage(self, *, exclude_owner: str = "") -> list[TierUsage]:
         with self._read() as conn:
-            rows = conn.execute(USAGE_SQL).fetchall()
+            rows = conn.execute(usage_sql("?"), (exclude_owner,)).fetchall()
         return [TierUsage(tier, n, total, flying) for tier, n, total, flying in rows]
 
     # -- writes ---------------------------------------------------------------------------------
