@@ -54,7 +54,7 @@ class HotFill:
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0
         self.stats = FillStats()
-        self.room = True  # whether the hot tier had room for the last shard offered
+        self.room = True  # whether the hot tier had room for the last shard claimed
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing = asyncio.Semaphore(1)  # one write at a time: reads come first
 
@@ -91,8 +91,10 @@ class HotFill:
             return None
         try:
             try:
-                self.room = await self.store.fill_room(shard.size)
-                return await self.store.claim_fill(shard.key, fill=self.room)
+                claim = await self.store.claim_fill(shard.key)
+                if claim is not None:  # a shard already hot says nothing of the room
+                    self.room = claim.fills
+                return claim
             except CopyInFlight:  # the daemon's staging copy or another reader's: wait for
                 self.stats.waited += 1  # it, and read what it lands
                 await self.store.wait_for_copy(shard.key, tier, 1 + shard.size / SLOWEST_COPY)

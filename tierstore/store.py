@@ -522,22 +522,23 @@ class Store:
                        and self.locality.distances.get(name) == Distance.NODE)
         return local[0] if local else None
 
-    async def claim_fill(self, key: str, *, fill: bool = True) -> FillClaim | None:
+    async def claim_fill(self, key: str) -> FillClaim | None:
         """Read-through fill, before a reader fetches the whole of ``key`` from a slower
         tier: a claim that makes the fetched bytes its replica on :attr:`fill_tier` too
         (:meth:`FillClaim.commit`), so that they cross from the slower tier once. Taken
         before the fetch, the claim is the catalog's ``copying`` row there: the daemon's
         staging copy and the node's other readers find the copy in flight instead of
-        fetching the same bytes (they :meth:`wait_for_copy`). With ``fill`` False (no room
-        for the bytes under the high watermark) the claim only marks the fetch, and is
-        released after it. None when there is nothing to claim: no fill tier, a replica there
-        already, or the room for a fill went. :class:`CopyInFlight` when another copy there
-        is under way."""
+        fetching the same bytes (they :meth:`wait_for_copy`). Without room for the bytes
+        under the high watermark (:meth:`fill_room`) the claim only marks the fetch
+        (:attr:`FillClaim.fills` False), and is released after it. None when there is
+        nothing to claim: no fill tier, a replica there already, or the room for a fill
+        went. :class:`CopyInFlight` when another copy there is under way."""
         tier = self.fill_tier
         record = self.catalog.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
             return None
         dest, size = self.tier(tier), record.size or 0
+        fill = await self.fill_room(size)
         stack = contextlib.AsyncExitStack()
         try:
             replica, _ = await stack.enter_async_context(
