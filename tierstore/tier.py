@@ -27,6 +27,7 @@ from fsspec.core import split_protocol
 
 from .checksum import Hasher, checksum_file
 from .config import TierClass, TierConfig
+from .direct import DIRECT_READ_MAX, DIRECT_READ_MIN, DirectWriter, read_direct
 from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from .redaction import redact
@@ -103,6 +104,7 @@ class Tier:
         # the server returned, when it equals the MD5 (or multipart MD5) of those bytes; on a
         # local folder the checksum of what was handed to the kernel: see written_size().
         self._vouched: dict[str, str] = {}
+        self._direct_reads = True  # until the filesystem refuses O_DIRECT
 
     @property
     def name(self) -> str:
@@ -277,12 +279,31 @@ class Tier:
         """Bytes ``[start, end)`` of ``path``; a missing file raises FileNotFoundError."""
         full = self.full_path(path)
         try:
+            if (self.protocol == "file" and self._direct_reads and start is not None
+                    and end is not None and start >= 0
+                    and DIRECT_READ_MIN <= end - start <= DIRECT_READ_MAX):
+                with contextlib.suppress(_DirectRefused):
+                    return await self._read_direct(full, start, end)
             data: bytes = await self._call("read", "cat_file", full, start=start, end=end)
         except TierError as exc:
             if _gone(exc):
                 raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing", path) from exc
             raise
         return data
+
+    async def _read_direct(self, full: str, start: int, end: int) -> bytes:
+        """A local read past the page cache (:mod:`tierstore.direct`); raises
+        :class:`_DirectRefused` (and reads never try again) where the filesystem refuses."""
+        async with self._limit():
+            try:
+                data: bytes = await self._guard("read", asyncio.to_thread(
+                    read_direct, full, start, end))
+                return data
+            except TierError as exc:
+                if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EINVAL:
+                    raise
+        self._direct_reads = False
+        raise _DirectRefused
 
     async def size(self, path: str) -> int | None:
         """The size of ``path``, or None when there is no such file."""
@@ -409,12 +430,14 @@ class Tier:
 
     async def _write_blocking(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
         """A local file (or another blocking backend's) written chunk by chunk in threads; on
-        a local folder each chunk is hashed as it is handed to the kernel, the receipt
-        :meth:`written_size` checks."""
+        a local folder past the page cache where it can (:mod:`tierstore.direct`), each chunk
+        hashed as it is handed to the kernel, the receipt :meth:`written_size` checks."""
         self._vouched.pop(full, None)
-        hasher = Hasher() if self.protocol == "file" else None
+        local = self.protocol == "file"
+        hasher = Hasher() if local else None
         async with self._limit():
-            handle = await self._guard("write", asyncio.to_thread(fs.open, full, "wb"))
+            handle = await self._guard("write", asyncio.to_thread(_open_local, full) if local
+                                       else asyncio.to_thread(fs.open, full, "wb"))
             written = 0
             try:
                 async for chunk in chunks:
@@ -602,6 +625,15 @@ def _sync_file(full: str, root: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class _DirectRefused(Exception):
+    """The filesystem refuses O_DIRECT: read the usual way."""
+
+
+def _open_local(full: str) -> DirectWriter:
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    return DirectWriter(full)
 
 
 def _write_hashed(handle: Any, chunk: bytes, hasher: Hasher | None) -> None:

@@ -1,0 +1,172 @@
+"""Local files written and read past the page cache (``O_DIRECT``), where the filesystem allows
+it.
+
+A write through the page cache costs the writer's CPU far more than its bytes' copy: pages
+are allocated, accounted and later written back one by one. On the 2-core benchmark machine
+(ext4 on a virtio disk) ``dd`` spends 1.6-1.9 s of system time per GiB written that way and
+0.11-0.13 s with ``oflag=direct``, and a loader keeping the shards it fetched from S3 hot
+spent half of a cold epoch's CPU there. Nothing is gained by caching what is written: a
+shard being copied to the hot tier is in the writer's memory already, and is read next in
+the next epoch, from the hot tier's disk. So a local tier writes its files of a MiB and more
+the way ``fio --direct=1`` does: from the write that takes one to a MiB on, the bytes go
+through one page-aligned staging buffer (a memory copy at several GB/s) to the device, and
+only a last piece shorter than a block goes through the page cache; smaller files are
+written as usual. Durability is unchanged: ``O_DIRECT`` promises nothing about the device's
+own cache, so the tier still ``fsync``\\ s the file and its folders before a replica counts.
+
+Reads of a whole part of a shard (:func:`read_direct`, 1-8 MiB) go past the page cache too:
+filling the cache costs what writing through it does (1.7 s of system time per GiB read from
+the disk, against 0.06 s direct at 1.3 GB/s), and the hot tier's files are not in the cache
+anyway once written this way. Smaller reads (an index, a sample's range) stay buffered,
+where the cache helps.
+
+A filesystem that refuses ``O_DIRECT`` (some FUSE and network filesystems), when it is
+switched on or at the first write, gets ordinary buffered writes:
+:attr:`DirectWriter.direct` says which; :func:`read_direct` raises ``EINVAL`` there and the
+caller reads the usual way.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import threading
+
+__all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
+           "DirectWriter", "read_direct"]
+
+ALIGN = 4096  # offsets, lengths and memory of direct I/O are multiples of this
+STAGE = 8 * 2**20  # the staging buffer: one write to the device at a time
+DIRECT_WRITE_MIN = 2**20  # files from this size up are written past the page cache
+DIRECT_READ_MIN = 2**20  # reads from this size up go past the page cache...
+DIRECT_READ_MAX = STAGE  # ...up to this size (one bounce buffer per thread)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_bounce = threading.local()  # .buffer: this thread's page-aligned read buffer
+
+
+class DirectWriter:
+    """A new file at ``path`` (created or truncated), written in order: :meth:`write`, then
+    :meth:`close`. Not thread-safe; one thread at a time (any thread).
+
+    The first :data:`DIRECT_WRITE_MIN` bytes go through the page cache: a small file is
+    written as any other (one system call, no device wait). From there on, once the file
+    offset is block-aligned, the file descriptor is switched to ``O_DIRECT``."""
+
+    def __init__(self, path: str, mode: int = 0o666):
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        self.direct = False  # whether writes go past the page cache now
+        self._refused = not _O_DIRECT  # the filesystem would not
+        self._stage: mmap.mmap | None = None  # page-aligned (mmap), once direct
+        self._held = 0  # bytes at the start of the stage not yet written
+        self.written = 0
+        self.direct_bytes = 0  # of them, written past the page cache
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        if self._stage is None and not self._refused and \
+                self.written + len(view) >= DIRECT_WRITE_MIN:
+            head = -self.written % ALIGN  # through the cache up to a block boundary
+            _write_all(self._fd, view[:head])
+            self.written += len(view[:head])
+            view = view[head:]
+            self._go_direct()
+        if self._stage is None:
+            _write_all(self._fd, view)
+            self.written += len(view)
+            return len(data)
+        while view:
+            n = min(len(view), STAGE - self._held)
+            self._stage[self._held:self._held + n] = view[:n]
+            self._held += n
+            self.written += n
+            view = view[n:]
+            if self._held == STAGE:
+                self._drain(STAGE)
+        return len(data)
+
+    def _go_direct(self) -> None:
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) | _O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._refused = True
+            return
+        self.direct = True
+        self._stage = mmap.mmap(-1, STAGE)
+
+    def _drain(self, nbytes: int) -> None:
+        """Write the stage's first ``nbytes`` (a multiple of :data:`ALIGN`)."""
+        assert self._stage is not None
+        with memoryview(self._stage) as stage:
+            try:
+                _write_all(self._fd, stage[:nbytes])
+                self.direct_bytes += nbytes if self.direct else 0
+            except OSError as exc:  # refused after all (alignment the device wants larger)
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                self._buffered()
+                _write_all(self._fd, stage[:nbytes])
+            rest = self._held - nbytes
+            stage[:rest] = stage[nbytes:self._held]
+        self._held = rest
+
+    def _buffered(self) -> None:
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        self.direct = False
+
+    def close(self) -> None:
+        """Write what is staged (the last piece shorter than a block through the page
+        cache) and close the file. Closing twice is a no-op."""
+        if self._fd < 0:
+            return
+        try:
+            if self._stage is not None:
+                if aligned := self._held // ALIGN * ALIGN:
+                    self._drain(aligned)
+                if self._held:
+                    self._buffered()
+                    with memoryview(self._stage) as stage:
+                        _write_all(self._fd, stage[:self._held])
+                    self._held = 0
+        finally:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+            if self._stage is not None:
+                self._stage.close()
+                self._stage = None
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_direct(path: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of ``path`` (fewer at its end), read with ``O_DIRECT`` into
+    this thread's aligned buffer and copied out once. ``end - start`` is at most
+    :data:`DIRECT_READ_MAX`. Raises ``OSError(EINVAL)`` where the filesystem refuses."""
+    if not _O_DIRECT:
+        raise OSError(errno.EINVAL, "O_DIRECT is not available here", path)
+    if not 0 <= start <= end or end - start > DIRECT_READ_MAX:
+        raise ValueError(f"a direct read covers 0 to {DIRECT_READ_MAX} bytes, not "
+                         f"[{start}, {end})")
+    lo = start // ALIGN * ALIGN
+    length = -(-(end - lo) // ALIGN) * ALIGN
+    buffer = getattr(_bounce, "buffer", None)
+    if buffer is None:
+        buffer = _bounce.buffer = mmap.mmap(-1, DIRECT_READ_MAX + 2 * ALIGN)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+    try:
+        with memoryview(buffer) as view:
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got:length]], lo + got)
+                if n == 0:  # the end of the file
+                    break
+                got += n
+            return bytes(view[start - lo:min(got, end - lo)]) if got > start - lo else b""
+    finally:
+        os.close(fd)
