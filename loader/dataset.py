@@ -300,7 +300,8 @@ class TierDataset(IterableDataset[Any]):
         async def fetch(shard: ShardEntry, on_latency: Callable[[float], None]) -> Buffer:
             def read() -> Awaitable[Buffer]:
                 return read_shard(store, shard, reads=reads, part_size=self.part_size,
-                                  stats=stats, backoff=self.retry, on_latency=on_latency)
+                                  stats=stats, backoff=self.retry, on_latency=on_latency,
+                                  buffers=loop.buffers)
 
             # a shard read from a slower tier is kept hot, one fetch for the node
             return await (read() if fills is None else fills.fetch(shard, read))

@@ -27,6 +27,7 @@ from tierstore.checksum import checksum
 from tierstore.errors import ChecksumMismatch, NoReadableReplica, TierstoreError
 from tierstore.store import Store
 
+from .buffers import ShardBuffers
 from .errors import CorruptShard, ShardError
 from .format import Buffer
 from .index import ShardEntry
@@ -92,13 +93,15 @@ def cost(shard: ShardEntry) -> int:
 
 async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphore,
                      part_size: int = PART_SIZE, stats: PrefetchStats | None = None,
-                     backoff: Backoff = NEVER, on_latency: Latency | None = None) -> Buffer:
+                     backoff: Backoff = NEVER, on_latency: Latency | None = None,
+                     buffers: ShardBuffers | None = None) -> Buffer:
     """The whole of ``shard``, verified against the index: ranged reads in parallel, then,
     on a checksum mismatch, one verified whole read that fails over between replicas.
 
     A read failing for a passing reason is tried again as ``backoff`` says. ``on_latency``
     is told how long the shard took, from its first read getting one of the ``reads`` slots
-    to its bytes being verified.
+    to its bytes being verified. A shard read in parts lands in memory from ``buffers`` when
+    given (a view of a reused buffer), else in a new ``bytearray``.
     """
     stats = stats if stats is not None else PrefetchStats()
     began: list[float] = []
@@ -116,11 +119,11 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
 
         return await retrying(once, backoff, on_retry=retried)
 
-    async def into(whole: bytearray, lo: int, hi: int) -> None:
+    async def into(whole: memoryview, lo: int, hi: int) -> None:
         # each part let go as it lands (a shard is held once, not as its parts and then
         # their join), copied through a memoryview: a bytearray's own slice assignment
         # copies at a tenth of the speed
-        memoryview(whole)[lo:hi] = await part(lo, hi)
+        whole[lo:hi] = await part(lo, hi)
 
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)
@@ -128,9 +131,11 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
         elif shard.size <= part_size:
             data = await part(0, shard.size)
         else:
-            data = bytearray(shard.size)
-            await asyncio.gather(*(into(data, lo, min(lo + part_size, shard.size))
+            whole = (memoryview(bytearray(shard.size)) if buffers is None
+                     else buffers.take(shard.size))
+            await asyncio.gather(*(into(whole, lo, min(lo + part_size, shard.size))
                                    for lo in range(0, shard.size, part_size)))
+            data = whole
         if len(data) != shard.size or checksum(data) != shard.checksum:
             stats.rereads.append(shard.key)
             data = await retrying(lambda: _verified(store, shard), backoff, on_retry=retried)

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, TypeVar
 from tierstore.config import Config
 from tierstore.store import Store
 
+from .buffers import ShardBuffers
+
 __all__ = ["LoopThread", "StoreHandle"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class LoopThread:
         self.pid = os.getpid()
         self._stores: dict[bytes, Store] = {}
         self._stores_lock = threading.Lock()
+        self.buffers = ShardBuffers()  # whole shards' memory, reused (used on the loop)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever,
                                        name="tierstore-loader-io", daemon=True)

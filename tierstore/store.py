@@ -960,9 +960,9 @@ def _size_of(source: Source) -> int | None:
 async def _chunks(source: Source) -> AsyncIterator[bytes]:
     """The bytes of any put source, PART_SIZE at a time (async iterables pass through)."""
     if isinstance(source, bytes | bytearray | memoryview):
-        view = memoryview(source)
+        view = memoryview(source)  # its parts as views: a writer copies what it must keep
         for start in range(0, len(view), PART_SIZE):
-            yield bytes(view[start:start + PART_SIZE])
+            yield view[start:start + PART_SIZE]  # type: ignore[misc]  # writers take buffers
     elif isinstance(source, str | os.PathLike):
         async with aiofiles.open(source, "rb") as handle:
             while chunk := await handle.read(PART_SIZE):
