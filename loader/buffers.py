@@ -26,7 +26,7 @@ SMALL = 1 << 20  # shards below this are read into new memory (the allocator kee
 class ShardBuffers:
     """Reusable shard buffers; at most ``keep`` idle ones are held (the rest are freed)."""
 
-    def __init__(self, keep: int = 2):
+    def __init__(self, keep: int = 1):
         self.keep = keep
         self._buffers: list[bytearray] = []
         self.lent = 0  # buffers lent out again (for tests and stats)

@@ -32,6 +32,7 @@ import errno
 import fcntl
 import mmap
 import os
+import queue
 import threading
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
@@ -43,7 +44,11 @@ DIRECT_WRITE_MIN = 2**20  # files from this size up are written past the page ca
 DIRECT_READ_MIN = 2**20  # reads from this size up go past the page cache...
 DIRECT_READ_MAX = STAGE  # ...up to this size (one bounce buffer per thread)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-_bounce = threading.local()  # .buffer: this thread's page-aligned read buffer
+BOUNCE_BUFFERS = 2  # page-aligned read buffers per process: a disk read of 8 MiB takes a
+# few ms, so two keep a disk busy while the bytes of a third are copied out; more threads wait
+_bounce: queue.LifoQueue[mmap.mmap] = queue.LifoQueue()
+_bounce_made = 0
+_bounce_lock = threading.Lock()
 
 
 class DirectWriter:
@@ -95,7 +100,7 @@ class DirectWriter:
             self._refused = True
             return
         self.direct = True
-        self._stage = mmap.mmap(-1, STAGE)
+        self._stage = _aligned(STAGE)
 
     def _drain(self, nbytes: int) -> None:
         """Write the stage's first ``nbytes`` (a multiple of :data:`ALIGN`)."""
@@ -145,8 +150,8 @@ def _write_all(fd: int, view: memoryview) -> None:
 
 
 def read_direct(path: str, start: int, end: int) -> bytes:
-    """Bytes ``[start, end)`` of ``path`` (fewer at its end), read with ``O_DIRECT`` into
-    this thread's aligned buffer and copied out once. ``end - start`` is at most
+    """Bytes ``[start, end)`` of ``path`` (fewer at its end), read with ``O_DIRECT`` into one
+    of the process's aligned buffers and copied out once. ``end - start`` is at most
     :data:`DIRECT_READ_MAX`. Raises ``OSError(EINVAL)`` where the filesystem refuses."""
     if not _O_DIRECT:
         raise OSError(errno.EINVAL, "O_DIRECT is not available here", path)
@@ -155,10 +160,8 @@ def read_direct(path: str, start: int, end: int) -> bytes:
                          f"[{start}, {end})")
     lo = start // ALIGN * ALIGN
     length = -(-(end - lo) // ALIGN) * ALIGN
-    buffer = getattr(_bounce, "buffer", None)
-    if buffer is None:
-        buffer = _bounce.buffer = mmap.mmap(-1, DIRECT_READ_MAX + 2 * ALIGN)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+    buffer = _take_bounce()
     try:
         with memoryview(buffer) as view:
             got = 0
@@ -169,4 +172,28 @@ def read_direct(path: str, start: int, end: int) -> bytes:
                 got += n
             return bytes(view[start - lo:min(got, end - lo)]) if got > start - lo else b""
     finally:
+        _bounce.put(buffer)
         os.close(fd)
+
+
+def _take_bounce() -> mmap.mmap:
+    global _bounce_made
+    with _bounce_lock:
+        if _bounce.empty() and _bounce_made < BOUNCE_BUFFERS:
+            _bounce_made += 1
+            return _aligned(DIRECT_READ_MAX + 2 * ALIGN)
+    return _bounce.get()
+
+
+def _aligned(nbytes: int) -> mmap.mmap:
+    """Page-aligned memory of this process alone (a forked child gets its own copy; the
+    default, shared, mapping would be written by both)."""
+    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _forget_bounce_buffers() -> None:
+    global _bounce, _bounce_made, _bounce_lock
+    _bounce, _bounce_made, _bounce_lock = queue.LifoQueue(), 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_bounce_buffers)  # a lock held at the fork, say
