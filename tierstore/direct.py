@@ -44,8 +44,9 @@ DIRECT_WRITE_MIN = 2**20  # files from this size up are written past the page ca
 DIRECT_READ_MIN = 2**20  # reads from this size up go past the page cache...
 DIRECT_READ_MAX = STAGE  # ...up to this size (one bounce buffer per thread)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
-BOUNCE_BUFFERS = 2  # page-aligned read buffers per process: a disk read of 8 MiB takes a
-# few ms, so two keep a disk busy while the bytes of a third are copied out; more threads wait
+BOUNCE_BUFFERS = min(32, (os.cpu_count() or 1) + 4)  # page-aligned read buffers per process,
+# made as reads need them: as many as asyncio.to_thread runs threads, so that no read waits for
+# one (a read that waited would measure the hot tier slower than it is: see locality)
 _bounce: queue.LifoQueue[mmap.mmap] = queue.LifoQueue()
 _bounce_made = 0
 _bounce_lock = threading.Lock()
