@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tierstore import TierClass, TierConfig
-from tierstore.direct import ALIGN, DIRECT_READ_MAX, STAGE, DirectWriter, read_direct
+from tierstore import TierClass, TierConfig, direct
+from tierstore.direct import (
+    ALIGN,
+    DIRECT_READ_MAX,
+    STAGE,
+    DirectWriter,
+    read_direct,
+    read_direct_into,
+)
 from tierstore.tier import Tier
 
 SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, STAGE - 1, STAGE, STAGE + 1, 3 * STAGE + 12345]
@@ -110,3 +117,25 @@ def test_a_hot_tier_write_leaves_nothing_in_the_page_cache(tmp_path: Path) -> No
     assert asyncio.run(write_and_read()) == data
     # written and read again past the cache: at most the last, partial block is in it
     assert resident(tmp_path / "shard.tar") < 0.01
+
+
+def test_a_cancelled_direct_read_writes_nothing_after_and_gives_its_buffer_back(
+        tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(random.Random(3).randbytes(DIRECT_READ_MAX))
+
+    async def cancelled() -> memoryview:
+        into = memoryview(bytearray(DIRECT_READ_MAX))
+        task = asyncio.ensure_future(read_direct_into(str(path), 0, into))
+        await asyncio.sleep(0)  # its thread is reading
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return into
+
+    into = asyncio.run(cancelled())  # returns once the default executor's threads are done
+    assert not any(into)  # the thread's bytes never reached it
+    assert direct._bounce.qsize() == direct._bounce_made  # every buffer back in the pool
+    whole = memoryview(bytearray(DIRECT_READ_MAX))
+    assert asyncio.run(read_direct_into(str(path), 0, whole)) == DIRECT_READ_MAX
+    assert bytes(whole) == path.read_bytes()

@@ -162,13 +162,14 @@ def test_ranking_by_class_and_distance(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("hot_ms", "answers", "first"),
-                         [(2.5, 6, "hot"), (5.0, 6, "warm"), (50.0, 3, "hot")])
+                         [(2.5, 6, "hot"), (3.5, 6, "hot"), (20.0, 6, "warm"), (50.0, 3, "hot")])
 def test_a_staged_hot_copy_is_read_unless_measured_slower_beyond_noise(
         tmp_path: Path, hot_ms: float, answers: int, first: str) -> None:
     """Issue 12, item 2: hot and warm on one disk, every shard staged on hot, and a loader
-    still read half from warm, because warm measured a little faster. Within 50% (the noise
-    of such measurements), or on fewer answers than a p95 needs, the hotter copy wins; a
-    hot tier measured truly slower still loses."""
+    still read half from warm, because warm measured a little faster; on Ceph, a loader's
+    part reads queued in its own process measured the hot tier 2-3x slower than S3. Within
+    4x (the noise of such measurements), or on fewer answers than a p95 needs, the hot copy
+    wins; a hot tier measured truly slower still loses."""
     config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
                                 "warm": (TierClass.WARM, "eu/a/n1")})
     with open_store(config) as store:

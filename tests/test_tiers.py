@@ -60,6 +60,21 @@ def test_streamed_write_larger_than_a_part(tier: Tier) -> None:
     assert _run(collect()) == data
 
 
+def test_read_into_lands_each_range_in_place(tier: Tier) -> None:
+    data = os.urandom(3 * 2**20 + 777)  # past the size local reads go direct from
+    _run(tier.write("into.bin", _gen(data)))
+    memory = bytearray(len(data) + 100)
+    view = memoryview(memory)
+    for lo, hi in [(0, 2**20), (2**20, 3 * 2**20 + 777), (10, 20)]:
+        assert _run(tier.read_into("into.bin", lo, view[lo:hi])) == hi - lo
+    assert bytes(view[:len(data)]) == data
+    # past the end: what there is, the rest of the view untouched
+    assert _run(tier.read_into("into.bin", len(data) - 5, view[-100:])) == 5
+    assert bytes(view[-100:-95]) == data[-5:] and bytes(view[-95:]) == bytes(95)
+    with pytest.raises(FileNotFoundError):
+        _run(tier.read_into("nope", 0, view[:10]))
+
+
 def test_empty_object(tier: Tier) -> None:
     _run(tier.write("empty", _gen()))
     assert _run(tier.size("empty")) == 0

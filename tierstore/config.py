@@ -323,6 +323,7 @@ url = "{home}/tiers/cold"
 # hedge = true                       # hedge small reads after the chosen replica's p95
 # hedge_max_bytes = "1MiB"
 # hotter_wins_within = 0.5           # a hotter copy is read unless measured >50% costlier
+# hot_wins_within = 3.0              # a hot (staged) copy unless measured >4x costlier
 # repair_on_read = true              # a replica a verified read finds corrupt is replaced
 # [locality.placement]               # per tier class: replicas, spread over node|zone|region
 # warm = {{ replicas = 2, spread = "zone" }}  # put writes them; the daemon repairs them

@@ -28,6 +28,7 @@ caller reads the usual way.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import mmap
@@ -36,7 +37,7 @@ import queue
 import threading
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
-           "DirectWriter", "read_direct"]
+           "DirectWriter", "read_direct", "read_direct_into"]
 
 ALIGN = 4096  # offsets, lengths and memory of direct I/O are multiples of this
 STAGE = 8 * 2**20  # the staging buffer: one write to the device at a time
@@ -154,6 +155,68 @@ def read_direct(path: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of ``path`` (fewer at its end), read with ``O_DIRECT`` into one
     of the process's aligned buffers and copied out once. ``end - start`` is at most
     :data:`DIRECT_READ_MAX`. Raises ``OSError(EINVAL)`` where the filesystem refuses."""
+    buffer, skip, n = _pread(path, start, end)
+    try:
+        with memoryview(buffer) as view:
+            return bytes(view[skip:skip + n])
+    finally:
+        _bounce.put(buffer)
+
+
+async def read_direct_into(path: str, start: int, into: memoryview) -> int:
+    """:func:`read_direct` of ``len(into)`` bytes from ``start`` into ``into``; how many.
+    The disk read runs in a thread; the copy into ``into`` is made on the calling loop, so a
+    read cancelled midway writes nothing into ``into`` after it is cancelled (the thread,
+    which cannot be stopped, gives its buffer back when it is done)."""
+    handoff = _Handoff()
+    try:
+        await asyncio.to_thread(handoff.read, path, start, start + len(into))
+    except asyncio.CancelledError:
+        handoff.abandon()
+        raise
+    buffer, skip, n = handoff.take()
+    try:
+        with memoryview(buffer) as view:
+            into[:n] = view[skip:skip + n]
+    finally:
+        _bounce.put(buffer)
+    return n
+
+
+class _Handoff:
+    """A direct read's bounce buffer passed from its thread to the loop, or given back by
+    whichever side learns last that the loop no longer wants it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._got: tuple[mmap.mmap, int, int] | None = None
+        self._abandoned = False
+
+    def read(self, path: str, start: int, end: int) -> None:
+        got = _pread(path, start, end)
+        with self._lock:
+            if not self._abandoned:
+                self._got = got
+                return
+        _bounce.put(got[0])
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned, got, self._got = True, self._got, None
+        if got is not None:
+            _bounce.put(got[0])
+
+    def take(self) -> tuple[mmap.mmap, int, int]:
+        with self._lock:
+            got, self._got = self._got, None
+        assert got is not None
+        return got
+
+
+def _pread(path: str, start: int, end: int) -> tuple[mmap.mmap, int, int]:
+    """Bytes ``[start, end)`` of ``path`` read with ``O_DIRECT`` into a bounce buffer:
+    (the buffer, where they begin in it, how many); the caller gives the buffer back
+    (``_bounce.put``)."""
     if not _O_DIRECT:
         raise OSError(errno.EINVAL, "O_DIRECT is not available here", path)
     if not 0 <= start <= end or end - start > DIRECT_READ_MAX:
@@ -162,19 +225,23 @@ def read_direct(path: str, start: int, end: int) -> bytes:
     lo = start // ALIGN * ALIGN
     length = -(-(end - lo) // ALIGN) * ALIGN
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
-    buffer = _take_bounce()
     try:
-        with memoryview(buffer) as view:
-            got = 0
-            while got < length:
-                n = os.preadv(fd, [view[got:length]], lo + got)
-                if n == 0:  # the end of the file
-                    break
-                got += n
-            return bytes(view[start - lo:min(got, end - lo)]) if got > start - lo else b""
+        buffer = _take_bounce()
+        try:
+            with memoryview(buffer) as view:
+                got = 0
+                while got < length:
+                    n = os.preadv(fd, [view[got:length]], lo + got)
+                    if n == 0:  # the end of the file
+                        break
+                    got += n
+        except BaseException:
+            _bounce.put(buffer)
+            raise
     finally:
-        _bounce.put(buffer)
         os.close(fd)
+    skip = start - lo
+    return buffer, skip, max(0, min(got, end - lo) - skip)
 
 
 def _take_bounce() -> mmap.mmap:

@@ -226,14 +226,32 @@ class Store:
         (for whole-object reads with ``verify``, default ``config.verify_reads``) a checksum
         mismatch. The read is recorded as an access.
         """
+        return bytes(await self._read(key, start, end, verify, None))
+
+    async def cat_into(self, key: str, into: memoryview, start: int = 0) -> int:
+        """:meth:`cat` of ``key`` from ``start`` into ``into`` (``len(into)`` bytes, fewer
+        at the object's end) instead of new memory; how many. Partial reads are not
+        verified (the caller checks what it assembles), and a failed read may leave
+        ``into`` partly written."""
+        return len(await self._read(key, start, start + len(into), False, into))
+
+    async def _read(self, key: str, start: int | None, end: int | None, verify: bool | None,
+                    into: memoryview | None) -> bytes | memoryview:
         record, remembered = self._readable(key)
         size = record.size or 0
         lo, hi = _clamp(start, end, size)
         check = lo == 0 and hi == size and (remembered or (
             self.config.verify_reads if verify is None else verify))
 
-        async def fetch(replica: Replica) -> bytes:
-            data = b"" if hi <= lo else await self.tier(replica.tier).read(replica.path, lo, hi)
+        async def fetch(replica: Replica) -> bytes | memoryview:
+            tier = self.tier(replica.tier)
+            data: bytes | memoryview
+            if hi <= lo:
+                data = b""
+            elif into is None:
+                data = await tier.read(replica.path, lo, hi)
+            else:
+                data = into[:await tier.read_into(replica.path, lo, into[:hi - lo])]
             if len(data) != hi - lo:
                 raise TierError(replica.tier, "read", f"short read ({len(data)} of "
                                                       f"{hi - lo} bytes)")

@@ -18,7 +18,7 @@ import re
 import stat
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,13 @@ from fsspec.core import split_protocol
 
 from .checksum import Hasher, checksum_file
 from .config import TierClass, TierConfig
-from .direct import DIRECT_READ_MAX, DIRECT_READ_MIN, DirectWriter, read_direct
+from .direct import (
+    DIRECT_READ_MAX,
+    DIRECT_READ_MIN,
+    DirectWriter,
+    read_direct,
+    read_direct_into,
+)
 from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from .redaction import redact
@@ -283,23 +289,71 @@ class Tier:
                     and end is not None and start >= 0
                     and DIRECT_READ_MIN <= end - start <= DIRECT_READ_MAX):
                 with contextlib.suppress(_DirectRefused):
-                    return await self._read_direct(full, start, end)
-            data: bytes = await self._call("read", "cat_file", full, start=start, end=end)
+                    data: bytes = await self._direct(path, asyncio.to_thread(
+                        read_direct, full, start, end))
+                    return data
+            data = await self._call("read", "cat_file", full, start=start, end=end)
         except TierError as exc:
             if _gone(exc):
                 raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing", path) from exc
             raise
         return data
 
-    async def _read_direct(self, full: str, start: int, end: int) -> bytes:
-        """A local read past the page cache (:mod:`tierstore.direct`); raises
+    async def read_into(self, path: str, start: int, view: memoryview) -> int:
+        """Bytes of ``path`` from ``start`` into ``view``, as many as fit (fewer at its end);
+        how many. On S3 the response is copied into ``view`` as it arrives (no whole part
+        held and joined first); elsewhere a :meth:`read` is copied in. Every copy is made on
+        the calling loop, never by another thread, so a read cancelled midway writes no more
+        into ``view`` after it is cancelled."""
+        if not len(view):
+            return 0
+        if (self.protocol == "file" and self._direct_reads
+                and DIRECT_READ_MIN <= len(view) <= DIRECT_READ_MAX):
+            with contextlib.suppress(_DirectRefused):
+                n: int = await self._direct(path, read_direct_into(
+                    self.full_path(path), start, view))
+                return n
+        fs = await self._fs()
+        if not (self.is_async and hasattr(fs, "_call_s3")):
+            data = await self.read(path, start, start + len(view))
+            view[:len(data)] = data
+            return len(data)
+        full = self.full_path(path)
+        bucket, key, _ = fs.split_path(full)
+        async with self._limit():
+            try:
+                response = await self._guard("read", fs._call_s3(
+                    "get_object", Bucket=bucket, Key=key,
+                    Range=f"bytes={start}-{start + len(view) - 1}"))
+            except TierError as exc:
+                if _gone(exc):
+                    raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing",
+                                            path) from exc
+                raise
+            body = response["Body"]
+            try:
+                got = 0
+                while got < len(view):
+                    data = await self._guard("read", body.read(min(STREAM_READ,
+                                                                   len(view) - got)))
+                    if not data:
+                        break
+                    view[got:got + len(data)] = data
+                    got += len(data)
+                return got
+            finally:
+                body.close()
+
+    async def _direct(self, path: str, read: Coroutine[Any, Any, Any]) -> Any:
+        """Await a local read past the page cache (:mod:`tierstore.direct`); raises
         :class:`_DirectRefused` (and reads never try again) where the filesystem refuses."""
         async with self._limit():
             try:
-                data: bytes = await self._guard("read", asyncio.to_thread(
-                    read_direct, full, start, end))
-                return data
+                return await self._guard("read", read)
             except TierError as exc:
+                if _gone(exc):
+                    raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing",
+                                            path) from exc
                 if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EINVAL:
                     raise
         self._direct_reads = False

@@ -44,7 +44,8 @@ __all__ = ["Locality", "Scored"]
 log = logging.getLogger(__name__)
 _CLASS_ORDER = {"hot": 0, "warm": 1, "cold": 2}  # hotter first, within a margin of noise
 PRIOR_THROUGHPUT = 200e6  # bytes per second assumed before any large read is measured
-Fetch = Callable[[Replica], Awaitable[bytes]]
+Fetched = bytes | memoryview  # what a read returns: new bytes, or the caller's memory
+Fetch = Callable[[Replica], Awaitable[Fetched]]
 OnFailure = Callable[[Replica, BaseException], None]
 
 
@@ -110,15 +111,21 @@ class Locality:
         """Replicas best first: in rotation before out of it, then by cost, distance, class
         and name. A hotter class's replica goes before a colder one unless its cost is more
         than ``hotter_wins_within`` above it (each class step colder multiplies the cost
-        compared by one plus that): a copy staged on the hot tier is read, not skipped for a shared
-        disk's warm copy that happened to measure a little faster. Replicas on tiers this
+        compared by one plus that; the step from hot by one plus ``hot_wins_within``): a copy
+        staged on the hot tier is read, not skipped for a warm copy that happened to measure
+        faster while the hot tier's reads queued in this process. Replicas on tiers this
         config does not list are left out: this reader cannot reach them (another node's
         local disk, unless listed as reachable)."""
         now = time.monotonic()
         scored = [self.score(r, nbytes, now) for r in replicas if r.tier in self.tiers]
-        step = 1.0 + self.settings.hotter_wins_within
+        step, hot = 1.0 + self.settings.hotter_wins_within, 1.0 + self.settings.hot_wins_within
+
+        def weight(tier_class: str) -> float:  # the cost compared is the cost times this
+            steps = _CLASS_ORDER.get(tier_class, 3)
+            return 1.0 if steps == 0 else hot * step ** (steps - 1)
+
         return sorted(scored, key=lambda x: (
-            x.state is BreakerState.OPEN, x.cost_ms * step ** _CLASS_ORDER.get(x.tier_class, 3),
+            x.state is BreakerState.OPEN, x.cost_ms * weight(x.tier_class),
             x.distance, x.tier_class, x.tier))
 
     def snapshot(self, tier: str) -> HealthSnapshot | None:
@@ -141,17 +148,17 @@ class Locality:
     # -- reading -----------------------------------------------------------------------------
 
     async def read(self, key: str, ranked: list[Scored], fetch: Fetch, nbytes: int,
-                   on_failure: OnFailure) -> tuple[Scored, bytes]:
+                   on_failure: OnFailure) -> tuple[Scored, Fetched]:
         """Read through ``fetch`` from the best of ``ranked`` that answers; see the module."""
         s = self.settings
         deadline = time.monotonic() + s.read_deadline
         pending = list(ranked)
-        running: dict[asyncio.Future[bytes], tuple[Scored, float]] = {}
+        running: dict[asyncio.Future[Fetched], tuple[Scored, float]] = {}
         failures: list[tuple[str, BaseException]] = []
-        hedge: asyncio.Future[bytes] | None = None
+        hedge: asyncio.Future[Fetched] | None = None
         hedgeable = s.hedge and nbytes <= s.hedge_max_bytes
 
-        def launch(item: Scored) -> asyncio.Future[bytes]:
+        def launch(item: Scored) -> asyncio.Future[Fetched]:
             now = time.monotonic()
             health = self.health.get(item.tier)
             if health is not None and health.begin(now):
@@ -237,7 +244,7 @@ class Locality:
         if not self._overhead_seen or extra < self.overhead:
             self.overhead, self._overhead_seen = extra, True
 
-    def _deadline_passed(self, key: str, running: dict[asyncio.Future[bytes], tuple[Scored,
+    def _deadline_passed(self, key: str, running: dict[asyncio.Future[Fetched], tuple[Scored,
                                                                                      float]],
                          pending: list[Scored], failures: list[tuple[str, BaseException]],
                          now: float) -> None:
@@ -254,7 +261,7 @@ class Locality:
         raise NoReadableReplica(key, failures)
 
 
-def _retrieve(task: asyncio.Future[bytes]) -> None:
+def _retrieve(task: asyncio.Future[Fetched]) -> None:
     """Mark a finished request's exception as seen (a cancelled loser's, say)."""
     if not task.cancelled():
         task.exception()

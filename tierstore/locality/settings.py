@@ -16,6 +16,9 @@ may be absent; a malformed value is a ConfigError naming the file and the field:
     hotter_wins_within = 0.5    # a hotter class's replica ranks first unless its cost is
                                 # more than this much (50%) above a colder one's: noise in
                                 # what was measured never sends reads past a staged copy
+    hot_wins_within = 3.0       # and a hot replica (a staged copy) unless more than this (4x)
+                                # above: reads measured under load include time queued in
+                                # this process, which swings 2-3x on a busy machine
     repair_on_read = true       # a replica a verified read finds corrupt is replaced (dropped
                                 # and copied again from a good one) once the read is served
 
@@ -64,6 +67,7 @@ class LocalitySettings:
     hedge_after: float | None = None  # None: the chosen replica's measured p95
     hedge_min_ms: float = 2.0
     hotter_wins_within: float = 0.5
+    hot_wins_within: float = 3.0
     distance_ms: Mapping[str, float] = field(default_factory=lambda: dict(_DISTANCE_MS))
     class_ms: Mapping[str, float] = field(default_factory=lambda: dict(_CLASS_MS))
     repair_on_read: bool = True
@@ -77,6 +81,7 @@ class LocalitySettings:
             raise ConfigError(f"expected a table, got {raw!r}", source=source, field=where)
         known = {"read_deadline", "trip_after", "cooldown", "ewma_alpha", "memory", "hedge",
                  "hedge_max_bytes", "hedge_after", "hedge_min_ms", "hotter_wins_within",
+                 "hot_wins_within",
                  "distance_ms", "class_ms",
                  "repair_on_read", "placement"}
         unknown = sorted(set(raw) - known)
@@ -145,6 +150,7 @@ class LocalitySettings:
             hedge_after=hedge_after,
             hedge_min_ms=number("hedge_min_ms", 2.0, strict=False),
             hotter_wins_within=number("hotter_wins_within", 0.5, strict=False),
+            hot_wins_within=number("hot_wins_within", 3.0, strict=False),
             distance_ms=table("distance_ms", _DISTANCE_MS),
             class_ms=table("class_ms", _CLASS_MS),
             repair_on_read=repair,
