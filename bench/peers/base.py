@@ -23,9 +23,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["INSTALL_HINT", "Peer", "PeerSite", "SampleSource"]
+__all__ = ["INSTALL_HINT", "Peer", "PeerSite", "SampleSource", "kept_s3fs"]
 
 INSTALL_HINT = "pip install -c constraints.txt 'tierstore[peers]'"
+_kept: list[Any] = []  # see kept_s3fs
+
+
+def kept_s3fs(options: Mapping[str, Any]) -> Any:
+    """A new s3fs filesystem, kept alive until the process exits. s3fs closes a collected
+    filesystem's session on whatever event loop is running in the thread that collects it;
+    collected on tierstore's loader loop thread, that raised "attached to a different loop"
+    at the end of every bench run. At exit, nothing is running there."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
+    _kept.append(fs)
+    return fs
 
 
 @dataclass(frozen=True)
@@ -134,17 +147,13 @@ class Peer(ABC):
 
     def stored(self) -> dict[str, int]:
         """What the writer left in the bucket: ``objects`` and ``bytes``."""
-        import s3fs
-
-        fs = s3fs.S3FileSystem(**self.site.s3fs_options(), skip_instance_cache=True)
+        fs = kept_s3fs(self.site.s3fs_options())
         sizes = fs.du(self.site.url, total=False)
         return {"objects": len(sizes), "bytes": int(sum(sizes.values()))}
 
     def remove(self) -> None:
         """Remove what the writer left in the bucket."""
-        import s3fs
-
-        fs = s3fs.S3FileSystem(**self.site.s3fs_options(), skip_instance_cache=True)
+        fs = kept_s3fs(self.site.s3fs_options())
         if fs.exists(self.site.url):
             fs.rm(self.site.url, recursive=True)
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from .base import Peer, PeerSite
+from .base import Peer, PeerSite, kept_s3fs
 
 __all__ = ["WebDatasetPeer"]
 
@@ -34,10 +34,8 @@ class _S3Open:
         self._pid = -1
 
     def __call__(self, url: str, mode: str = "rb", bufsize: int = 8192, **kw: Any) -> Any:
-        import s3fs
-
         if self._pid != os.getpid():
-            self._fs = s3fs.S3FileSystem(**self.options, skip_instance_cache=True)
+            self._fs = kept_s3fs(self.options)
             self._pid = os.getpid()
         if mode == "rb":
             return self._fs.open(url, "rb", block_size=READ_BLOCK, cache_type="readahead")
