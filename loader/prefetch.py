@@ -22,6 +22,7 @@ import functools
 import queue
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from tierstore.checksum import checksum
 from tierstore.errors import ChecksumMismatch, NoReadableReplica, TierstoreError
@@ -37,6 +38,7 @@ from .runtime import LoopThread
 
 __all__ = ["PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
 
+T = TypeVar("T")
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
 Latency = Callable[[float], None]
@@ -109,21 +111,23 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
     def retried(exc: BaseException, delay: float) -> None:
         stats.retries += 1
 
-    async def part(lo: int, hi: int) -> bytes:
-        async def once() -> bytes:
+    async def slot(read: Callable[[], Awaitable[T]]) -> T:
+        async def once() -> T:
             async with reads:
                 if not began:
                     began.append(time.perf_counter())
                 stats.reads += 1
-                return await store.cat(shard.key, lo, hi)
+                return await read()
 
         return await retrying(once, backoff, on_retry=retried)
 
+    async def part(lo: int, hi: int) -> bytes:
+        return await slot(lambda: store.cat(shard.key, lo, hi))
+
     async def into(whole: memoryview, lo: int, hi: int) -> None:
-        # each part let go as it lands (a shard is held once, not as its parts and then
-        # their join), copied through a memoryview: a bytearray's own slice assignment
-        # copies at a tenth of the speed
-        whole[lo:hi] = await part(lo, hi)
+        # each part lands in its place as it arrives: a shard is held once, not as its
+        # parts and then their copy
+        await slot(lambda: store.cat_into(shard.key, whole[lo:hi], lo))
 
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)
