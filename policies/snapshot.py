@@ -10,6 +10,7 @@ from tierstore.catalog.base import DEFAULT_HALF_LIFE
 from tierstore.config import Config
 from tierstore.store import Store
 from tierstore.sync import SyncStore
+from tierstore.tier import is_mark
 
 from .base import ObjectState, Snapshot, TierState
 from .preload import PreloadRequest
@@ -72,7 +73,7 @@ def tier_states(config: Config, usage: list[TierUsage],
     used = {u.tier: u.bytes for u in usage}
     for record in records:
         for replica in record.replicas:
-            if replica.state is not ReplicaState.READY:
+            if replica.state is not ReplicaState.READY and not is_mark(replica.tmp):
                 used[replica.tier] = used.get(replica.tier, 0) + (record.size or 0)
     return tuple(TierState(name=t.name, tier_class=t.tier_class, capacity=t.capacity,
                            high_watermark=t.high_watermark, low_watermark=t.low_watermark,

@@ -195,3 +195,30 @@ def test_fills_of_two_processes_count_each_others_copies_in_flight(
         assert _run(store.aio.fill_room(size))
         _run(mine.release())
         assert [u.in_flight for u in store.aio.catalog.usage() if u.tier == "hot"] in ([], [0])
+
+
+def test_a_claim_without_room_takes_no_room(tmp_path: Path, moto_server: Any) -> None:
+    """A reader's claim without room under the high watermark only marks its fetch and
+    writes nothing: other processes and the daemon's policies must not count it as bytes
+    on the way (counted, two workers' marks drove a half-size hot tier's usage to "100%",
+    and the daemon shed real replicas that the next epoch fetched again)."""
+    from tierstore.policies.snapshot import tier_states
+
+    config, index = _dataset(tmp_path, moto_server, None)
+    size = index.shards[0].size
+    hot = dataclasses.replace(config.tiers["hot"], capacity=int(1.5 * size / 0.9))
+    config = dataclasses.replace(config, tiers={**config.tiers, "hot": hot})
+    with open_store(config) as store:
+        fill = _run(store.aio.claim_fill(index.shards[0].key))
+        mark = _run(store.aio.claim_fill(index.shards[1].key))
+        assert fill is not None and fill.fills and mark is not None and not mark.fills
+        others = {u.tier: u.in_flight for u in store.aio.catalog.usage(exclude_owner="other")}
+        assert others["hot"] == size  # the fill's bytes on the way, not the mark's
+        records = [store.aio.catalog.get(s.key) for s in index.shards[:2]]
+        states = {t.name: t.used for t in tier_states(config, store.aio.catalog.usage(),
+                                                      [r for r in records if r])}
+        assert states["hot"] == size
+        with pytest.raises(CopyInFlight):  # the mark still tells the daemon and readers
+            _run(store.aio.claim_fill(index.shards[1].key))
+        _run(mark.release())
+        _run(fill.release())

@@ -10,6 +10,7 @@ __all__ = ["MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "RESERVED_PREFIX", "SPECIAL", "
 MAX_KEY_BYTES = 1024  # S3's own limit on key length
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on every local filesystem we target
 RESERVED_PREFIX = ".tierstore"  # first segment kept for tierstore's own files on a tier
+MARK_DIR = f"{RESERVED_PREFIX}/mark"  # temporary names of claims that write nothing
 
 # What a backend reads in a path as something other than a name, so that a key holding it
 # would name another key's object, or several keys' objects. Refused rather than escaped: a

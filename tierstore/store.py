@@ -82,8 +82,10 @@ T = TypeVar("T")
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
 # fill_room reads the catalog afresh when fewer than this many fills of room are left (others
-# may have claimed some since the count it holds, at most Capacity.max_age old)
-FILL_MARGIN = 4
+# may have claimed some since the count it holds, at most Capacity.max_age old: two workers
+# reading from Ceph claim ~6 shards of 64 MiB a second, and with 4 the hot tier overshot its
+# high watermark to 92-100% and the daemon shed the excess, to be fetched again next epoch)
+FILL_MARGIN = 16
 # Work owned by another host is presumed dead when its row has had no heartbeat this long
 # (a live owner refreshes the rows of its pending replicas: tierstore.inflight).
 STALE_OWNER_SECONDS = 3600.0
@@ -393,13 +395,15 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _intent(self, key: str, dest: Tier, *, new_content: bool, size: int | None,
-                      freed: int = 0) -> AsyncIterator[tuple[Replica, Reservation | None]]:
+                      freed: int = 0, mark: bool = False
+                      ) -> AsyncIterator[tuple[Replica, Reservation | None]]:
         """Room on ``dest`` and the catalog's ``copying`` row of a replica about to be
         written there, held as this process's work while the block runs (the block commits
-        or discards the row). :class:`CopyInFlight` if another copy there is under way."""
+        or discards the row). :class:`CopyInFlight` if another copy there is under way.
+        With ``mark``, a row that writes nothing and counts no room (a fetch's mark)."""
         dest.full_path(key)  # a local tier refuses a path through a link planted in it
         async with self.capacity.reserve(dest.name, key, size, freed=freed) as room:
-            tmp = Tier.partial_path(key)
+            tmp = Tier.partial_path(key, mark=mark)
             begin = asyncio.ensure_future(self._db(
                 self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
                 owner=self.owner, fence=_FENCE.get()))
@@ -560,7 +564,8 @@ class Store:
         stack = contextlib.AsyncExitStack()
         try:
             replica, _ = await stack.enter_async_context(
-                self._intent(record.key, dest, new_content=False, size=size if fill else None))
+                self._intent(record.key, dest, new_content=False, size=size if fill else None,
+                             mark=not fill))
         except CopyInFlight:
             raise
         except (ReplicaError, TierFull):  # the object changed meanwhile, or the room went

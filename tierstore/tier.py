@@ -35,7 +35,7 @@ from .direct import (
     read_direct_into,
 )
 from .errors import InvalidKey, TierError, TierUnavailable
-from .keys import MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
+from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from .redaction import redact
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
@@ -167,13 +167,15 @@ class Tier:
                             "inside the tier's root; tierstore follows no links there")
 
     @staticmethod
-    def partial_path(key: str) -> str:
+    def partial_path(key: str, *, mark: bool = False) -> str:
         """A fresh temporary name for bytes of ``key`` that are not yet verified: a unique
-        prefix and as much of the key's last segment as a name may hold (any valid key's)."""
+        prefix and as much of the key's last segment as a name may hold (any valid key's).
+        With ``mark``, the name of a claim that only marks a fetch and writes nothing
+        (:func:`is_mark`)."""
         prefix = f"{uuid.uuid4().hex}-"
         room = MAX_SEGMENT_BYTES - len(prefix)
         name = posixpath.basename(key).encode()[:room].decode(errors="ignore")
-        return f"{PARTIAL_DIR}/{prefix}{name}"
+        return f"{MARK_DIR if mark else PARTIAL_DIR}/{prefix}{name}"
 
     # -- filesystem instances ----------------------------------------------------------------
 
@@ -679,6 +681,12 @@ def _sync_file(full: str, root: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def is_mark(tmp: str | None) -> bool:
+    """Whether a copying replica whose temporary name is ``tmp`` only marks a reader's fetch
+    (a read-through fill without room): it will write nothing, so it takes no room."""
+    return tmp is not None and tmp.startswith(MARK_DIR + "/")
 
 
 class _DirectRefused(Exception):

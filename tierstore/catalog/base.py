@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import CatalogError, LeaseLost, ReplicaError
+from ..keys import MARK_DIR
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
@@ -161,10 +162,12 @@ def fence_holds(p: str, now: str) -> str:
 def usage_sql(p: str) -> str:
     """The SQL of :meth:`Catalog.usage`, the same on both backends: per tier, ready replicas
     and their bytes, and the bytes of copies in flight there (a copying replica of an object
-    with a committed size) but those of owner ``p``; ``p`` is the driver's placeholder."""
+    with a committed size, not a fetch's mark: ``tierstore.tier.is_mark``) but those of
+    owner ``p``; ``p`` is the driver's placeholder."""
     return ("SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
             "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
-            f"COALESCE(SUM(CASE WHEN r.state = 'copying' AND r.owner <> {p} THEN o.size "
+            f"COALESCE(SUM(CASE WHEN r.state = 'copying' AND r.owner <> {p} AND "
+            f"(r.tmp IS NULL OR r.tmp NOT LIKE '{MARK_DIR}/%') THEN o.size "
             "ELSE 0 END), 0) FROM replicas r JOIN objects o ON o.id = r.object_id "
             "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
 
