@@ -35,6 +35,8 @@ from tierstore.errors import (
     ObjectNotFound,
     ReplicaError,
 )
+from tierstore.keys import MARK_DIR
+from tierstore.tier import PARTIAL_DIR as PARTIAL
 
 OWNER = "test-host:1"
 
@@ -221,6 +223,18 @@ def test_usage_counts_ready_replicas(catalog: Catalog) -> None:
     catalog.begin_replica("c", "hot", tmp="t", new_content=True, owner=OWNER)
     assert [(u.tier, u.objects, u.bytes) for u in catalog.usage()] == [("cold", 1, 2),
                                                                       ("hot", 1, 5)]
+
+
+def test_usage_counts_copies_in_flight_but_not_marks(catalog: Catalog) -> None:
+    """A copying replica takes room for its object's committed size, for every owner but its
+    own; a fetch's mark (its temporary name under MARK_DIR) writes nothing and takes none."""
+    committed(catalog, "a", tier="warm", data=b"12345")
+    committed(catalog, "b", tier="warm", data=b"123")
+    catalog.begin_replica("a", "hot", tmp=f"{MARK_DIR}/x-a", new_content=False, owner=OWNER)
+    catalog.begin_replica("b", "hot", tmp=f"{PARTIAL}/x-b", new_content=False, owner=OWNER)
+    hot = {u.tier: u for u in catalog.usage(exclude_owner="someone else")}["hot"]
+    assert (hot.objects, hot.bytes, hot.in_flight) == (0, 0, 3)
+    assert {u.tier: u for u in catalog.usage(exclude_owner=OWNER)}["hot"].in_flight == 0
 
 
 def test_pins(catalog: Catalog) -> None:

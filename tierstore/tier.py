@@ -320,31 +320,16 @@ class Tier:
             data = await self.read(path, start, start + len(view))
             view[:len(data)] = data
             return len(data)
-        full = self.full_path(path)
-        bucket, key, _ = fs.split_path(full)
-        async with self._limit():
-            try:
-                response = await self._guard("read", fs._call_s3(
-                    "get_object", Bucket=bucket, Key=key,
-                    Range=f"bytes={start}-{start + len(view) - 1}"))
-            except TierError as exc:
-                if _gone(exc):
-                    raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing",
-                                            path) from exc
-                raise
-            body = response["Body"]
-            try:
-                got = 0
-                while got < len(view):
-                    data = await self._guard("read", body.read(min(STREAM_READ,
-                                                                   len(view) - got)))
-                    if not data:
-                        break
-                    view[got:got + len(data)] = data
-                    got += len(data)
-                return got
-            finally:
-                body.close()
+        async with self._s3_body(fs, path, Range=f"bytes={start}-{start + len(view) - 1}") \
+                as body:
+            got = 0
+            while got < len(view):
+                data = await self._guard("read", body.read(min(STREAM_READ, len(view) - got)))
+                if not data:
+                    break
+                view[got:got + len(data)] = data
+                got += len(data)
+            return got
 
     async def _direct(self, path: str, read: Coroutine[Any, Any, Any]) -> Any:
         """Await a local read past the page cache (:mod:`tierstore.direct`); raises
@@ -444,12 +429,29 @@ class Tier:
         """The object at ``path`` as one GET, its body read as it arrives: no ranged
         requests, and no whole part held and joined before the first byte moves on. Each
         chunk waits at most the tier's timeout."""
-        full = self.full_path(path)
-        bucket, key, _ = fs.split_path(full)
+        async with self._s3_body(fs, path) as body:
+            held: list[bytes] = []
+            have = 0
+            while True:
+                data = await self._guard("read", body.read(STREAM_READ))
+                if data:
+                    held.append(data)
+                    have += len(data)
+                if have >= STREAM_CHUNK or (not data and held):
+                    yield held[0] if len(held) == 1 else b"".join(held)
+                    held, have = [], 0
+                if not data:
+                    return
+
+    @contextlib.asynccontextmanager
+    async def _s3_body(self, fs: Any, path: str, **get: Any) -> AsyncIterator[Any]:
+        """The body of a GET of ``path`` (``get``: more of its parameters, a Range) within
+        the tier's concurrency limit, closed after; a missing object is FileNotFoundError."""
+        bucket, key, _ = fs.split_path(self.full_path(path))
         async with self._limit():
             try:
                 response = await self._guard("read", fs._call_s3("get_object", Bucket=bucket,
-                                                                 Key=key))
+                                                                 Key=key, **get))
             except TierError as exc:
                 if _gone(exc):
                     raise FileNotFoundError(errno.ENOENT, f"{self.name}: missing",
@@ -457,18 +459,7 @@ class Tier:
                 raise
             body = response["Body"]
             try:
-                held: list[bytes] = []
-                have = 0
-                while True:
-                    data = await self._guard("read", body.read(STREAM_READ))
-                    if data:
-                        held.append(data)
-                        have += len(data)
-                    if have >= STREAM_CHUNK or (not data and held):
-                        yield held[0] if len(held) == 1 else b"".join(held)
-                        held, have = [], 0
-                    if not data:
-                        return
+                yield body
             finally:
                 body.close()
 

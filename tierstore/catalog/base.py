@@ -167,7 +167,8 @@ def usage_sql(p: str) -> str:
     return ("SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
             "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
             f"COALESCE(SUM(CASE WHEN r.state = 'copying' AND r.owner <> {p} AND "
-            f"(r.tmp IS NULL OR r.tmp NOT LIKE '{MARK_DIR}/%') THEN o.size "
+            f"(r.tmp IS NULL OR substr(r.tmp, 1, {len(MARK_DIR) + 1}) <> '{MARK_DIR}/') "
+            "THEN o.size "
             "ELSE 0 END), 0) FROM replicas r JOIN objects o ON o.id = r.object_id "
             "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
 
