@@ -8,9 +8,9 @@ from collections.abc import Collection
 from tierstore.catalog import AccessStats, ObjectRecord, ReplicaState, TierUsage
 from tierstore.catalog.base import DEFAULT_HALF_LIFE
 from tierstore.config import Config
+from tierstore.keys import is_mark
 from tierstore.store import Store
 from tierstore.sync import SyncStore
-from tierstore.tier import is_mark
 
 from .base import ObjectState, Snapshot, TierState
 from .preload import PreloadRequest

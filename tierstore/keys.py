@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .errors import InvalidKey
 
-__all__ = ["MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "RESERVED_PREFIX", "SPECIAL", "validate_key",
-           "validate_prefix"]
+__all__ = ["MARK_DIR", "MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "RESERVED_PREFIX", "SPECIAL",
+           "is_mark", "validate_key", "validate_prefix"]
 
 MAX_KEY_BYTES = 1024  # S3's own limit on key length
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on every local filesystem we target
@@ -74,3 +74,9 @@ def validate_prefix(prefix: object) -> str:
     if isinstance(prefix, str) and prefix.endswith("/"):
         return validate_key(prefix[:-1]) + "/"
     return validate_key(prefix)
+
+
+def is_mark(tmp: str | None) -> bool:
+    """Whether a copying replica whose temporary name is ``tmp`` only marks a reader's fetch
+    (a read-through fill without room): it will write nothing, so it takes no room."""
+    return tmp is not None and tmp.startswith(MARK_DIR + "/")

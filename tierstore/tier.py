@@ -171,7 +171,7 @@ class Tier:
         """A fresh temporary name for bytes of ``key`` that are not yet verified: a unique
         prefix and as much of the key's last segment as a name may hold (any valid key's).
         With ``mark``, the name of a claim that only marks a fetch and writes nothing
-        (:func:`is_mark`)."""
+        (:func:`tierstore.keys.is_mark`)."""
         prefix = f"{uuid.uuid4().hex}-"
         room = MAX_SEGMENT_BYTES - len(prefix)
         name = posixpath.basename(key).encode()[:room].decode(errors="ignore")
@@ -287,9 +287,8 @@ class Tier:
         """Bytes ``[start, end)`` of ``path``; a missing file raises FileNotFoundError."""
         full = self.full_path(path)
         try:
-            if (self.protocol == "file" and self._direct_reads and start is not None
-                    and end is not None and start >= 0
-                    and DIRECT_READ_MIN <= end - start <= DIRECT_READ_MAX):
+            if start is not None and end is not None and start >= 0 \
+                    and self._reads_direct(end - start):
                 with contextlib.suppress(_DirectRefused):
                     data: bytes = await self._direct(path, asyncio.to_thread(
                         read_direct, full, start, end))
@@ -309,8 +308,7 @@ class Tier:
         into ``view`` after it is cancelled."""
         if not len(view):
             return 0
-        if (self.protocol == "file" and self._direct_reads
-                and DIRECT_READ_MIN <= len(view) <= DIRECT_READ_MAX):
+        if self._reads_direct(len(view)):
             with contextlib.suppress(_DirectRefused):
                 n: int = await self._direct(path, read_direct_into(
                     self.full_path(path), start, view))
@@ -330,6 +328,11 @@ class Tier:
                 view[got:got + len(data)] = data
                 got += len(data)
             return got
+
+    def _reads_direct(self, nbytes: int) -> bool:
+        """Whether a read of ``nbytes`` goes past the page cache (:mod:`tierstore.direct`)."""
+        return (self.protocol == "file" and self._direct_reads
+                and DIRECT_READ_MIN <= nbytes <= DIRECT_READ_MAX)
 
     async def _direct(self, path: str, read: Coroutine[Any, Any, Any]) -> Any:
         """Await a local read past the page cache (:mod:`tierstore.direct`); raises
@@ -672,12 +675,6 @@ def _sync_file(full: str, root: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def is_mark(tmp: str | None) -> bool:
-    """Whether a copying replica whose temporary name is ``tmp`` only marks a reader's fetch
-    (a read-through fill without room): it will write nothing, so it takes no room."""
-    return tmp is not None and tmp.startswith(MARK_DIR + "/")
 
 
 class _DirectRefused(Exception):

@@ -162,7 +162,7 @@ def fence_holds(p: str, now: str) -> str:
 def usage_sql(p: str) -> str:
     """The SQL of :meth:`Catalog.usage`, the same on both backends: per tier, ready replicas
     and their bytes, and the bytes of copies in flight there (a copying replica of an object
-    with a committed size, not a fetch's mark: ``tierstore.tier.is_mark``) but those of
+    with a committed size, not a fetch's mark: ``tierstore.keys.is_mark``) but those of
     owner ``p``; ``p`` is the driver's placeholder."""
     return ("SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
             "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
