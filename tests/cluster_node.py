@@ -18,6 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _report(out: str, data: dict[str, object]) -> None:
+    """Write ``data`` to ``out`` whole or not at all: the test polls the file while this node
+    rewrites it every 50 ms, and a torn read once parsed as no progress ({"ok": 0})."""
+    tmp = f"{out}.tmp"
+    Path(tmp).write_text(json.dumps(data))
+    os.replace(tmp, out)
+
+
 def read(config: str, keys: list[str]) -> None:
     from tierstore import open_store
 
@@ -42,7 +50,7 @@ def rank(config: str, rank: int, world: int, port: int, out: str) -> None:
         loader = TierLoader(dataset, batch_size=4, num_workers=0)
         got = [int(i) for batch in loader for i in batch.tolist()]
         dist.barrier()
-        Path(out).write_text(json.dumps({"got": got, "rank": rank}))
+        _report(out, {"got": got, "rank": rank})
     finally:
         dist.destroy_process_group()
 
@@ -64,14 +72,12 @@ def load(config: str, out: str, stop: str, keys: list[str]) -> None:
                     failed += 1
                     errors.append(f"{key}: {exc}"[:300])
             time.sleep(0.05)
-            Path(out).write_text(json.dumps({"ok": ok, "failed": failed,
-                                             "errors": errors[-5:],
-                                             "remembered": store.aio.known.served}))
+            _report(out, {"ok": ok, "failed": failed, "errors": errors[-5:],
+                          "remembered": store.aio.known.served})
         store.aio.recorder.flush()
         pending = len(store.aio.recorder._pending)
-    Path(out).write_text(json.dumps({"ok": ok, "failed": failed, "errors": errors[-5:],
-                                     "remembered": store.aio.known.served,
-                                     "unflushed": pending}))
+    _report(out, {"ok": ok, "failed": failed, "errors": errors[-5:],
+                  "remembered": store.aio.known.served, "unflushed": pending})
 
 
 if __name__ == "__main__":
