@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import sys
@@ -48,6 +49,31 @@ os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # moto and s3fs: give s3fs no region_name, set the default region instead.
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+# =============================================================================================
+# A crash of the test process itself (a segfault in an extension module) ends pytest before it
+# reports anything: the test that was running and every thread's stack are written to
+# FAULT_LOG instead, and `make test` prints them last, where a CI log's tail shows them.
+# =============================================================================================
+
+FAULT_LOG = Path(os.environ.get("TIERSTORE_FAULT_LOG", ".pytest-faults.log"))
+_fault_file = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _fault_file
+    if config.pluginmanager.has_plugin("faulthandler"):
+        return  # pytest's own handler writes to stderr; ours needs `-p no:faulthandler`
+    _fault_file = FAULT_LOG.open("w", buffering=1)
+    faulthandler.enable(file=_fault_file, all_threads=True)
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    if _fault_file is not None:
+        _fault_file.seek(0)
+        _fault_file.truncate()
+        _fault_file.write(f"running {nodeid}\n")
 
 
 @pytest.fixture(scope="session")
