@@ -27,9 +27,10 @@ from .announce import Announcer, reader_id
 from .decode import to_tensors
 from .errors import SampleError, ShardError, ShardFormatError
 from .fill import FillStats, HotFill
-from .format import Buffer, ShardFormat
+from .format import Buffer, ShardFormat, ShardReader
 from .formats import resolve_formats
 from .index import DatasetIndex, ShardEntry, aread_index
+from .landing import Landing
 from .order import Equalize, OrderSpec, rank_span, worker_order
 from .parquet import ParquetFormat
 from .placement import Placement, current_placement, world
@@ -251,13 +252,19 @@ class TierDataset(IterableDataset[Any]):
         prefetcher = self._prefetcher(shard_order, fills)
         announcer = self._announcer(shard_order, placement, prefetcher, fills)
         pending: dict[int, Any] = {}
+        taking: _Taking | None = None
         name = placement.name
         try:
             for gid, pos in zip(ids.tolist(), positions.tolist(), strict=True):
-                while gid not in pending:
-                    shard = self._take_shard(prefetcher, pending, needed, gid, pos, placement)
-                    if announcer is not None:
-                        announcer.advance(shard)
+                while gid not in pending:  # samples are taken in the order they were read
+                    if taking is None:
+                        taking = self._open_shard(prefetcher, needed, gid, pos, placement)
+                        if announcer is not None:
+                            announcer.advance(taking.landing.shard)
+                    self._take_sample(taking, pending, gid, pos, placement)
+                    if not taking.ids:
+                        prefetcher.release(taking.landing)
+                        taking = None
                 raw = pending[gid]
                 if uses.get(gid, 1) <= 1:
                     del pending[gid]
@@ -297,11 +304,12 @@ class TierDataset(IterableDataset[Any]):
         stats = self.stats = PrefetchStats()
         reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
 
-        async def fetch(shard: ShardEntry, on_latency: Callable[[float], None]) -> Buffer:
+        async def fetch(shard: ShardEntry, on_latency: Callable[[float], None],
+                        landing: Landing) -> Buffer:
             def read() -> Awaitable[Buffer]:
                 return read_shard(store, shard, reads=reads, part_size=self.part_size,
                                   stats=stats, backoff=self.retry, on_latency=on_latency,
-                                  buffers=loop.buffers)
+                                  buffers=loop.buffers, landing=landing)
 
             # a shard read from a slower tier is kept hot, one fetch for the node
             return await (read() if fills is None else fills.fetch(shard, read))
@@ -310,30 +318,43 @@ class TierDataset(IterableDataset[Any]):
         return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),
                                stats, read_ahead=self.read_ahead)
 
-    def _take_shard(self, prefetcher: ShardPrefetcher, pending: dict[int, Any],
-                    needed: Mapping[int, np.ndarray], gid: int, pos: int,
-                    placement: Placement) -> ShardEntry:
-        """Open the next shard and keep the samples this reader needs from it."""
+    def _open_shard(self, prefetcher: ShardPrefetcher, needed: Mapping[int, np.ndarray],
+                    gid: int, pos: int, placement: Placement) -> _Taking:
+        """The next shard, as it lands, and the samples this reader needs from it."""
         try:
-            got, shard, data = prefetcher.next()
+            got, _, landing = prefetcher.next()
         except StopIteration:
             raise RuntimeError(f"internal error: shard {pos} never arrived") from None
         except ShardError as exc:
-            entry, local = self.index.shards[pos], gid - int(self.index.starts[pos])
-            raise type(exc)(f"{exc} (needed for sample {local} of {entry.key!r}, global "
-                            f"sample {gid}; rank {placement.rank}, worker {placement.worker})",
-                            shard=entry.key, sample=local) from exc
-        start = int(self.index.starts[got])
-        reader = self.formats[shard.format].open(data, shard, self.index)
-        for i in needed[got].tolist():
-            try:
-                pending[start + i] = reader.sample(i)
-            except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
-                raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
-                                  f"(global sample {start + i}): {exc}") from exc
-        del reader, data
-        prefetcher.release(shard)
-        return shard
+            raise self._shard_error(exc, gid, pos, placement) from exc
+        return _Taking(landing, int(self.index.starts[got]), needed[got].tolist()[::-1])
+
+    def _take_sample(self, taking: _Taking, pending: dict[int, Any], gid: int, pos: int,
+                     placement: Placement) -> None:
+        """Take the next sample of ``taking`` once its bytes are checked (all of the
+        shard's, unless its format reads a sample from its own byte range alone)."""
+        shard, i = taking.landing.shard, taking.ids[-1]
+        fmt = self.formats[shard.format]
+        end = shard.offsets[i + 1] if fmt.ranged_samples and shard.offsets else shard.size
+        try:
+            data = taking.landing.wait(end)
+        except ShardError as exc:
+            raise self._shard_error(exc, gid, pos, placement) from exc
+        if taking.reader is None or data is not taking.data:  # the first, or re-read, bytes
+            taking.data, taking.reader = data, fmt.open(data, shard, self.index)
+        try:
+            pending[taking.start + i] = taking.reader.sample(i)
+        except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
+            raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
+                              f"(global sample {taking.start + i}): {exc}") from exc
+        taking.ids.pop()
+
+    def _shard_error(self, exc: ShardError, gid: int, pos: int,
+                     placement: Placement) -> ShardError:
+        entry, local = self.index.shards[pos], gid - int(self.index.starts[pos])
+        return type(exc)(f"{exc} (needed for sample {local} of {entry.key!r}, global sample "
+                         f"{gid}; rank {placement.rank}, worker {placement.worker})",
+                         shard=entry.key, sample=local)
 
     def _decoded(self, raw: Any, gid: int, pos: int) -> Any:
         sample = raw
@@ -406,6 +427,17 @@ class TierDataset(IterableDataset[Any]):
         check_state(state, len(self.index), len(self.index.shards))
         self.spec = spec_of(state)
         self._resume = {**state, "consumed": dict(state["consumed"])}
+
+
+@dataclasses.dataclass
+class _Taking:
+    """The shard a reader is taking samples from, as it lands."""
+
+    landing: Landing
+    start: int  # the global id of its sample 0
+    ids: list[int]  # the samples this reader still needs from it, the next one last
+    data: Buffer = b""  # the bytes its reader was opened on
+    reader: ShardReader | None = None
 
 
 def _shard_order(ids: np.ndarray, starts: np.ndarray) -> list[int]:

@@ -70,6 +70,10 @@ class ShardFormat(ABC):
     self_describing: ClassVar[bool] = True
     """Whether a shard's bytes alone say what it holds (tar, Parquet, raw files: yes; a Zarr
     chunk: no, its array's metadata does, so Zarr arrays are indexed as a whole)."""
+    ranged_samples: ClassVar[bool] = False
+    """Whether a reader's sample ``i`` lies within the index's ``offsets[i]`` to
+    ``offsets[i + 1]`` and nothing else of the buffer is read (tar: yes): then a sample may be
+    taken once those bytes are checked, before the rest of the shard is read (:mod:`.landing`)."""
 
     @abstractmethod
     def scan(self, data: Buffer, key: str) -> Layout:
@@ -84,4 +88,5 @@ class ShardFormat(ABC):
 
     @abstractmethod
     def open(self, data: Buffer, shard: ShardEntry, index: DatasetIndex) -> ShardReader:
-        """A reader over a shard's whole, verified bytes."""
+        """A reader over a shard's verified bytes (for :attr:`ranged_samples` formats, those
+        of the samples taken; the rest may still be arriving)."""

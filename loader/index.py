@@ -1,7 +1,9 @@
 """The dataset index: one object, ``<prefix>/index.json``, that says everything a loader needs.
 
 For each shard: its key, format, sample count, size and checksum (the store's own, from
-``stat`` at ingest), and per-sample byte ranges where the format has them. A loader reads this
+``stat`` at ingest), per-sample byte ranges where the format has them, and, where the writer
+had the shard's bytes, the checksums of its 4 MiB blocks (a reader starts on a shard's first
+samples once their blocks are checked, before the rest arrives: :mod:`.landing`). A loader reads this
 one object at start-up and then only ranged reads of known sizes: it never lists the store,
 never asks an object's size (the HEAD an S3 client would otherwise send before each read), and
 verifies every shard it reads against the checksum recorded here. The index itself is not
@@ -30,14 +32,16 @@ from tierstore.store import Store
 from tierstore.sync import SyncStore
 
 from .errors import InvalidIndex, ShardFormatError
-from .format import Layout
+from .format import Buffer, Layout
 from .formats import FORMATS, format_for_key, resolve_formats
 from .zarrarray import META_KEY, ZarrFormat, check_chunks, chunk_layouts
 
 __all__ = [
+    "BLOCK_SIZE",
     "INDEX_NAME",
     "DatasetIndex",
     "ShardEntry",
+    "block_checksums",
     "index_key",
     "index_zarr_array",
     "read_index",
@@ -48,6 +52,9 @@ __all__ = [
 INDEX_NAME = "index.json"
 KIND = "tierstore-dataset-index"
 VERSION = 1
+BLOCK_SIZE = 4 * 2**20  # shards are checked in blocks of this size as they arrive (.landing):
+# a reader can start on a shard's first samples before the rest is read; 16 checksums for a
+# shard of 64 MiB keep the index small
 AnyStore = SyncStore | Store
 
 
@@ -62,10 +69,16 @@ class ShardEntry:
     checksum: str
     offsets: tuple[int, ...] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    block_size: int = 0  # the shard's bytes are also checked in blocks of this size...
+    blocks: tuple[str, ...] = ()  # ...whose checksums these are (none: only as a whole)
 
     @classmethod
-    def of(cls, key: str, fmt: str, layout: Layout, size: int, checksum: str) -> ShardEntry:
-        return cls(key, fmt, layout.samples, size, checksum, layout.offsets, dict(layout.meta))
+    def of(cls, key: str, fmt: str, layout: Layout, size: int, checksum: str,
+           data: Buffer | None = None, block_size: int = BLOCK_SIZE) -> ShardEntry:
+        """The entry of a shard; with its bytes ``data``, with its blocks' checksums."""
+        blocks = block_checksums(data, block_size) if data is not None else ()
+        return cls(key, fmt, layout.samples, size, checksum, layout.offsets, dict(layout.meta),
+                   block_size if blocks else 0, blocks)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "format": self.format, "samples": self.samples,
@@ -74,7 +87,18 @@ class ShardEntry:
             out["offsets"] = list(self.offsets)
         if self.meta:
             out["meta"] = dict(self.meta)
+        if self.blocks:
+            out["blocks"] = {"size": self.block_size, "checksums": list(self.blocks)}
         return out
+
+
+def block_checksums(data: Buffer, block_size: int = BLOCK_SIZE) -> tuple[str, ...]:
+    """Checksums of ``data``'s consecutive blocks of ``block_size`` bytes (the last may be
+    shorter); none for data of one block or less, which its whole checksum covers."""
+    if len(data) <= block_size:
+        return ()
+    view = memoryview(data).cast("B")
+    return tuple(checksum(view[lo:lo + block_size]) for lo in range(0, len(view), block_size))
 
 
 @dataclass(frozen=True)
@@ -186,8 +210,19 @@ def _entry(raw: Any, where: str) -> ShardEntry:
             raise InvalidIndex(f"{where}.offsets: expected {raw['samples'] + 1} byte offsets "
                                f"in order, within the shard's {raw['size']} bytes")
         offsets = tuple(offsets)
+    block_size: int = 0
+    blocks: tuple[str, ...] = ()
+    if "blocks" in raw:
+        spec = _expect(raw["blocks"], dict, f"{where}.blocks")
+        block_size = _expect(spec.get("size"), int, f"{where}.blocks.size")
+        blocks = tuple(_expect(spec.get("checksums"), list, f"{where}.blocks.checksums"))
+        if block_size <= 0 or len(blocks) != -(-raw["size"] // block_size) or not all(
+                isinstance(b, str) for b in blocks):
+            raise InvalidIndex(f"{where}.blocks: expected the checksums of the shard's "
+                               f"{raw['size']} bytes in blocks of a positive size")
     return ShardEntry(raw["key"], raw["format"], raw["samples"], raw["size"], raw["checksum"],
-                      offsets, _expect(raw.get("meta", {}), dict, f"{where}.meta"))
+                      offsets, _expect(raw.get("meta", {}), dict, f"{where}.meta"),
+                      block_size, blocks)
 
 
 def index_key(prefix: str) -> str:

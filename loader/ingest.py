@@ -40,7 +40,7 @@ async def _put_shard(store: Store, key: str, data: bytes, fmt: ShardFormat, *,
                      tier: str | None, overwrite: bool) -> ShardEntry:
     layout = fmt.scan(data, key)
     info = await store.put(key, data, tier=tier, overwrite=overwrite)
-    return ShardEntry.of(key, fmt.name, layout, info.size, info.checksum)
+    return ShardEntry.of(key, fmt.name, layout, info.size, info.checksum, data)
 
 
 def _batches(samples: Iterable[Mapping[str, Any]], count: int, nbytes: int

@@ -32,6 +32,7 @@ from .buffers import ShardBuffers
 from .errors import CorruptShard, ShardError
 from .format import Buffer
 from .index import ShardEntry
+from .landing import Landing
 from .readahead import START_SHARDS, DepthController, PrefetchStats, Read, ReadAhead
 from .retry import NEVER, Backoff, retrying
 from .runtime import LoopThread
@@ -40,11 +41,12 @@ __all__ = ["PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
 
 T = TypeVar("T")
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
+HEAD_READS = 3  # blocks of a shard its consumer waits for that are read at once
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
 Latency = Callable[[float], None]
-Fetch = Callable[[ShardEntry, Latency], Awaitable[Buffer]]
-"""``await fetch(shard, on_latency)``: the shard's verified bytes; ``on_latency(seconds)``
-reports how long reading it took (:func:`read_shard` does)."""
+Fetch = Callable[[ShardEntry, Latency, Landing], Awaitable[Buffer]]
+"""``await fetch(shard, on_latency, landing)``: the shard's verified bytes; ``on_latency(seconds)``
+reports how long reading it took, ``landing`` follows its parts (:func:`read_shard` does both)."""
 
 
 class _Window:
@@ -96,14 +98,18 @@ def cost(shard: ShardEntry) -> int:
 async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphore,
                      part_size: int = PART_SIZE, stats: PrefetchStats | None = None,
                      backoff: Backoff = NEVER, on_latency: Latency | None = None,
-                     buffers: ShardBuffers | None = None) -> Buffer:
+                     buffers: ShardBuffers | None = None, landing: Landing | None = None
+                     ) -> Buffer:
     """The whole of ``shard``, verified against the index: ranged reads in parallel, then,
     on a checksum mismatch, one verified whole read that fails over between replicas.
 
     A read failing for a passing reason is tried again as ``backoff`` says. ``on_latency``
     is told how long the shard took, from its first read getting one of the ``reads`` slots
     to its bytes being verified. A shard read in parts lands in memory from ``buffers`` when
-    given (a view of a reused buffer), else in a new ``bytearray``.
+    given (a view of a reused buffer), else in a new ``bytearray``. ``landing`` is told of
+    each part as it lands (its consumer may start on the checked ones: :mod:`.landing`); a
+    shard its consumer is already waiting for (``landing.head``) is read in blocks, in
+    order, a few at a time, so that its first samples come first.
     """
     stats = stats if stats is not None else PrefetchStats()
     began: list[float] = []
@@ -124,21 +130,30 @@ async def read_shard(store: Store, shard: ShardEntry, *, reads: asyncio.Semaphor
     async def part(lo: int, hi: int) -> bytes:
         return await slot(lambda: store.cat(shard.key, lo, hi))
 
+    head = landing is not None and landing.head and bool(shard.blocks)
+    step = shard.block_size if head else part_size
+    order = asyncio.Semaphore(HEAD_READS) if head else contextlib.nullcontext()
+
     async def into(whole: memoryview, lo: int, hi: int) -> None:
         # each part lands in its place as it arrives: a shard is held once, not as its
         # parts and then their copy
-        await slot(lambda: store.cat_into(shard.key, whole[lo:hi], lo))
+        async with order:
+            await slot(lambda: store.cat_into(shard.key, whole[lo:hi], lo))
+        if landing is not None:
+            landing.landed(lo, hi)
 
     try:
         if shard.size == 0:  # nothing to read (a Zarr chunk never written, an empty file)
             data: Buffer = b""
-        elif shard.size <= part_size:
+        elif shard.size <= step:
             data = await part(0, shard.size)
         else:
             whole = (memoryview(bytearray(shard.size)) if buffers is None
                      else buffers.take(shard.size))
-            await asyncio.gather(*(into(whole, lo, min(lo + part_size, shard.size))
-                                   for lo in range(0, shard.size, part_size)))
+            if landing is not None:
+                landing.begin(whole)
+            await asyncio.gather(*(into(whole, lo, min(lo + step, shard.size))
+                                   for lo in range(0, shard.size, step)))
             data = whole
         if len(data) != shard.size or checksum(data) != shard.checksum:
             stats.rereads.append(shard.key)
@@ -160,14 +175,16 @@ async def _verified(store: Store, shard: ShardEntry) -> bytes:
     except NoReadableReplica as exc:
         if any(isinstance(e, ChecksumMismatch) for _, e in exc.failures):
             raise CorruptShard(f"shard {shard.key!r} is corrupt: {exc}; none of its samples "
-                               "were decoded", shard=shard.key) from exc
+                               "were decoded past the blocks that match the index",
+                               shard=shard.key) from exc
         raise
     if len(data) != shard.size or checksum(data) != shard.checksum:
         raise CorruptShard(
             f"shard {shard.key!r} does not match the dataset index: the store holds "
             f"{len(data)} bytes with checksum {checksum(data)}, the index expects "
             f"{shard.size} bytes with checksum {shard.checksum} (was it replaced after the "
-            "index was written? rewrite the index); none of its samples were decoded",
+            "index was written? rewrite the index); none of its samples were decoded past "
+            "the blocks that match the index",
             shard=shard.key)
     return data
 
@@ -203,62 +220,65 @@ class ShardPrefetcher:
         self.stats = stats if stats is not None else PrefetchStats()
         first = cost(self._shards[0][1]) if self._shards else SHARD_OVERHEAD
         self.depth = DepthController(read_ahead, budget, START_SHARDS * first, self.stats)
-        self._ready: queue.Queue[tuple[int, ShardEntry, concurrent.futures.Future[Buffer]]
-                                 | None] = queue.Queue()
+        self._ready: queue.Queue[tuple[int, ShardEntry, Landing] | None] = queue.Queue()
         self._tasks: set[asyncio.Task[Buffer]] = set()
+        self._early: set[Landing] = set()  # released by the consumer before their read ended
         self._window: _Window | None = None
-        self._handed: tuple[float, int] | None = None  # when the last shard went out, its cost
+        self._handed: tuple[float, int, Landing] | None = None  # the last shard handed out:
+        # when, its cost, its landing
         self._producer = loop.submit(self._produce())
 
     async def _produce(self) -> None:
         window = self._window = _Window(self.depth, self.stats)
         for position, shard in self._shards:
             await window.acquire(cost(shard))
+            landing = Landing(shard, head=self.started == 0)
             self.started += 1
             read = self.depth.start()
             task = asyncio.ensure_future(self._fetch(
-                shard, functools.partial(setattr, read, "latency")))
+                shard, functools.partial(setattr, read, "latency"), landing))
             self._tasks.add(task)
-            done: concurrent.futures.Future[Buffer] = concurrent.futures.Future()
-            task.add_done_callback(functools.partial(self._hand_over, done=done, read=read,
-                                                     nbytes=cost(shard)))
-            self._ready.put((position, shard, done))
+            task.add_done_callback(functools.partial(self._hand_over, landing=landing,
+                                                     read=read, nbytes=cost(shard)))
+            self._ready.put((position, shard, landing))
         self._ready.put(None)
 
-    def _hand_over(self, task: asyncio.Task[Buffer], done: concurrent.futures.Future[Buffer],
-                   read: Read, nbytes: int) -> None:
+    def _hand_over(self, task: asyncio.Task[Buffer], landing: Landing, read: Read,
+                   nbytes: int) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             self.depth.finish(read, None)
-            done.cancel()
+            landing.fail(ShardError(f"the read of shard {landing.shard.key!r} was cancelled",
+                                    shard=landing.shard.key))
         elif (exc := task.exception()) is not None:
             self.depth.finish(read, None)
-            done.set_exception(exc)
+            landing.fail(exc)
         else:
             self.depth.finish(read, nbytes)  # in the window's units, as the consumer's pace
-            done.set_result(task.result())
+            landing.finish(task.result())
+        if landing in self._early:
+            self._early.discard(landing)
+            self._release(landing)
         if self._window is not None:
             self._window.poke()
 
-    def next(self) -> tuple[int, ShardEntry, Buffer]:
-        """The next shard, blocking until it is read; raises the error that reading it
-        raised, or :class:`StopIteration` after the last."""
+    def next(self) -> tuple[int, ShardEntry, Landing]:
+        """The next shard, as it lands (:meth:`Landing.wait` for its bytes, which raises
+        the error that reading it raised), or :class:`StopIteration` after the last."""
         asked = time.perf_counter()
         if self._handed is not None:  # the consumer's pace: the last shard, over its time
-            handed, nbytes = self._handed
-            self.depth.consumed(nbytes, asked - handed)
-        try:
-            position, shard, done = self._take()
-            data = done.result()
-        finally:
-            now = time.perf_counter()
-            waited = now - asked
-            self.stats.stall_s += waited
-            self.stats.stalls += waited > 1e-3
-        self._handed = (now, cost(shard))
-        return position, shard, data
+            handed, nbytes, landing = self._handed  # less what it waited for its bytes
+            self.depth.consumed(nbytes, asked - handed - landing.waited)
+        position, shard, landing = self._take()
+        self._stalled(time.perf_counter() - asked)
+        self._handed = (time.perf_counter(), cost(shard), landing)
+        return position, shard, landing
 
-    def _take(self) -> tuple[int, ShardEntry, concurrent.futures.Future[Buffer]]:
+    def _stalled(self, waited: float) -> None:
+        self.stats.stall_s += waited
+        self.stats.stalls += waited > 1e-3
+
+    def _take(self) -> tuple[int, ShardEntry, Landing]:
         while True:
             try:
                 item = self._ready.get(timeout=0.1)
@@ -273,10 +293,18 @@ class ShardPrefetcher:
             raise StopIteration
         return item
 
-    def release(self, shard: ShardEntry) -> None:
-        """Give back the room of a shard the consumer has finished with."""
-        if self._window is not None:
-            self._loop.call_soon(self._window.release, cost(shard))
+    def release(self, landing: Landing) -> None:
+        """Give back the room of a shard the consumer has finished with (once its read is
+        over: a consumer that needed only its first samples may be done before it is)."""
+        self._stalled(landing.waited)
+        landing.close()
+        self._loop.call_soon(self._release, landing)
+
+    def _release(self, landing: Landing) -> None:
+        if not landing.done:
+            self._early.add(landing)  # released by _hand_over
+        elif self._window is not None:
+            self._window.release(cost(landing.shard))
 
     def shutdown(self) -> None:
         """Stop reading ahead: cancel the producer and every read in flight."""

@@ -183,6 +183,7 @@ class TarFormat(ShardFormat):
     """WebDataset-style tar shards; a raw sample is ``{"__key__", "__shard__", ext: bytes}``."""
 
     name = "tar"
+    ranged_samples = True
 
     def scan(self, data: Buffer, key: str) -> Layout:
         offsets: list[int] = []

@@ -20,6 +20,7 @@ from tierstore.loader import (
     write_tar_shards,
     write_zarr_array,
 )
+from tierstore.loader.index import BLOCK_SIZE, block_checksums
 from tierstore.loader.zarrarray import MAX_CHUNK_BYTES, MAX_CHUNKS
 
 
@@ -91,6 +92,24 @@ def test_offsets_out_of_order_are_refused(local_store: SyncStore) -> None:
 
     rewrite_index(local_store, "ds", swap)
     with pytest.raises(InvalidIndex, match=r"shards\[0\]\.offsets: .* in order"):
+        read_index(local_store, "ds")
+
+
+def test_block_checksums_are_written_and_a_wrong_count_is_refused(local_store: SyncStore
+                                                                  ) -> None:
+    big = 3 * BLOCK_SIZE // 2  # a shard of two blocks: its blocks are checked as they land
+    write_tar_shards(local_store, "ds", ({"__key__": f"s{i}", "bin": bytes([i]) * big}
+                                         for i in range(2)), samples_per_shard=1)
+    (first, _) = read_index(local_store, "ds").shards
+    assert first.block_size == BLOCK_SIZE
+    assert first.blocks == block_checksums(local_store.cat(first.key), BLOCK_SIZE)
+    assert len(first.blocks) == 2
+
+    def drop(document: dict[str, Any]) -> None:
+        document["shards"][1]["blocks"]["checksums"].pop()
+
+    rewrite_index(local_store, "ds", drop)
+    with pytest.raises(InvalidIndex, match=r"shards\[1\]\.blocks: expected the checksums"):
         read_index(local_store, "ds")
 
 

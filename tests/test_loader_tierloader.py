@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from tierstore.loader import (
     read_index,
     write_tar_shards,
 )
+from tierstore.loader.index import block_checksums
 from tierstore.loader.prefetch import cost
 
 N = 120
@@ -230,14 +232,18 @@ def test_batches_of_bytes_are_warned_about(local_ds: SyncStore) -> None:
 
 class SimulatedRemoteFileSystem(AsyncFileSystem):
     """A SIMULATION of a distant tier, for tests only: local files, each read answered after
-    a real ``latency`` seconds, and the first ``failures`` reads of each file refused with a
-    connection error."""
+    a real ``latency`` seconds, the first ``failures`` reads of each file refused with a
+    connection error, and reads from byte ``hold_from`` on held until :attr:`held` is set."""
 
     protocol = "simremote"
 
-    def __init__(self, *args: Any, latency: float = 0.0, failures: int = 0, **kwargs: Any):
+    held = threading.Event()  # reads from ``hold_from`` on wait until this is set
+
+    def __init__(self, *args: Any, latency: float = 0.0, failures: int = 0,
+                 hold_from: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.latency, self.failures = float(latency), int(failures)
+        self.hold_from = hold_from
         self._local = LocalFileSystem()
         self._failed: dict[str, int] = {}
 
@@ -248,6 +254,9 @@ class SimulatedRemoteFileSystem(AsyncFileSystem):
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None,
                         **kwargs: Any) -> bytes:
         await asyncio.sleep(self.latency)
+        while self.hold_from is not None and (start or 0) >= self.hold_from and \
+                not self.held.is_set():
+            await asyncio.sleep(0.01)
         if self._failed.get(path, 0) < self.failures:
             self._failed[path] = self._failed.get(path, 0) + 1
             raise ConnectionResetError(f"simulated: connection reset reading {path}")
@@ -318,3 +327,49 @@ def test_a_failure_that_stays_surfaces_after_the_retries(small_shards: SyncStore
     with pytest.raises(ShardError, match=r"shard-000000.tar.*simulated: connection reset"):
         list(dataset)
     assert dataset.stats.retries >= 1
+
+
+def test_a_shard_is_taken_from_its_checked_blocks_while_the_rest_is_read(
+        local_store: SyncStore) -> None:
+    """With block checksums in the index, the first samples come out while the shard's later
+    blocks cannot arrive; a block that does not match its checksum hands out nothing early."""
+    index = write_tar_shards(local_store, "ds", samples(64), samples_per_shard=64)
+    (entry,) = index.shards
+    data = local_store.cat(entry.key)
+    block = 2048
+
+    def dataset(blocks: tuple[str, ...]) -> TierDataset:
+        shard = dataclasses.replace(entry, block_size=block, blocks=blocks)
+        return TierDataset(simulated(local_store, hold_from=3 * block), decode=key_of,
+                           index=dataclasses.replace(index, shards=(shard,)), shuffle=False,
+                           part_size=block)
+
+    def first_of(dataset: TierDataset) -> tuple[threading.Thread, list[str]]:
+        got: list[str] = []
+        taker = threading.Thread(target=lambda: [got.append(k) for k in dataset], daemon=True)
+        taker.start()
+        return taker, got
+
+    SimulatedRemoteFileSystem.held.clear()
+    try:
+        taker, got = first_of(dataset(block_checksums(data, block)))
+        for _ in range(3000):  # held reads never end: only checked blocks can give these
+            if got:
+                break
+            time.sleep(0.01)
+        assert got and got[0] == "s0000" and len(got) < 64
+        wrong = list(block_checksums(data, block))
+        wrong[1] = wrong[0]
+        taker2, got2 = first_of(dataset(tuple(wrong)))
+        early = {f"s{i:04d}" for i in range(64) if (entry.offsets or ())[i + 1] <= block}
+        for _ in range(3000):  # block 0 checks, block 1 does not: nothing beyond block 0
+            if len(got2) >= len(early):
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert taker2.is_alive() and set(got2) == early
+    finally:
+        SimulatedRemoteFileSystem.held.set()
+    taker.join(30)
+    taker2.join(30)
+    assert got == [f"s{i:04d}" for i in range(64)] and got2 == got
