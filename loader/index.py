@@ -3,10 +3,10 @@
 For each shard: its key, format, sample count, size and checksum (the store's own, from
 ``stat`` at ingest), per-sample byte ranges where the format has them, and, where the writer
 had the shard's bytes, the checksums of its 4 MiB blocks (a reader starts on a shard's first
-samples once their blocks are checked, before the rest arrives: :mod:`.landing`). A loader reads this
-one object at start-up and then only ranged reads of known sizes: it never lists the store,
-never asks an object's size (the HEAD an S3 client would otherwise send before each read), and
-verifies every shard it reads against the checksum recorded here. The index itself is not
+samples once their blocks are checked, before the rest arrives: :mod:`.landing`). A loader
+reads this one object at start-up and then only ranged reads of known sizes: it never lists
+the store, never asks an object's size (the HEAD an S3 client would otherwise send before each
+read), and verifies every shard it reads against the checksums recorded here. The index itself is not
 trusted: before anything is read, every size it claims is bounded by the size the catalog
 records for that object, and a Zarr array's chunk shapes by what a reader can hold, so a
 damaged or hostile index is an :class:`InvalidIndex`, never a flood of reads or an allocation
