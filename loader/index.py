@@ -6,9 +6,9 @@ had the shard's bytes, the checksums of its 4 MiB blocks (a reader starts on a s
 samples once their blocks are checked, before the rest arrives: :mod:`.landing`). A loader
 reads this one object at start-up and then only ranged reads of known sizes: it never lists
 the store, never asks an object's size (the HEAD an S3 client would otherwise send before each
-read), and verifies every shard it reads against the checksums recorded here. The index itself is not
-trusted: before anything is read, every size it claims is bounded by the size the catalog
-records for that object, and a Zarr array's chunk shapes by what a reader can hold, so a
+read), and verifies every shard it reads against the checksums recorded here. The index
+itself is not trusted: before anything is read, every size it claims is bounded by the size
+the catalog records for that object, and a Zarr array's chunk shapes by what a reader can hold, so a
 damaged or hostile index is an :class:`InvalidIndex`, never a flood of reads or an allocation
 that cannot succeed.
 """
