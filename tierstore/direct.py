@@ -35,6 +35,9 @@ import mmap
 import os
 import queue
 import threading
+import time
+
+from .locality.health import queued
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
            "DirectWriter", "read_direct", "read_direct_into"]
@@ -170,7 +173,8 @@ async def read_direct_into(path: str, start: int, into: memoryview) -> int:
     which cannot be stopped, gives its buffer back when it is done)."""
     handoff = _Handoff()
     try:
-        await asyncio.to_thread(handoff.read, path, start, start + len(into))
+        await asyncio.to_thread(handoff.read, path, start, start + len(into),
+                                time.perf_counter())
     except asyncio.CancelledError:
         handoff.abandon()
         raise
@@ -192,7 +196,8 @@ class _Handoff:
         self._got: tuple[mmap.mmap, int, int] | None = None
         self._abandoned = False
 
-    def read(self, path: str, start: int, end: int) -> None:
+    def read(self, path: str, start: int, end: int, submitted: float) -> None:
+        queued(time.perf_counter() - submitted)  # waiting for a thread: not the disk's time
         got = _pread(path, start, end)
         with self._lock:
             if not self._abandoned:

@@ -16,11 +16,12 @@ import os
 import posixpath
 import re
 import stat
+import time
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import split_protocol
@@ -36,9 +37,12 @@ from .direct import (
 )
 from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
+from .locality.health import queued
 from .redaction import redact
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
+
+T = TypeVar("T")
 
 PART_SIZE = 8 * 2**20  # streamed copies and multipart uploads move 8 MiB at a time
 STREAM_CHUNK = 4 * 2**20  # a streamed S3 read hands on about this much at a time
@@ -223,12 +227,18 @@ class Tier:
         self._loop_fs[loop] = fs
         return fs
 
-    def _limit(self) -> asyncio.Semaphore:
+    @contextlib.asynccontextmanager
+    async def _limit(self) -> AsyncIterator[None]:
+        """One of the tier's ``max_concurrency`` request slots on this loop; the wait for it
+        is queueing in this process, not the tier's time (:func:`~.locality.health.queued`)."""
         loop = asyncio.get_running_loop()
         sem = self._limits.get(loop)
         if sem is None:
             sem = self._limits[loop] = asyncio.Semaphore(self.config.max_concurrency)
-        return sem
+        began = time.perf_counter()
+        async with sem:
+            queued(time.perf_counter() - began)
+            yield
 
     async def close(self) -> None:
         """Close the client sessions this tier opened, on every loop it ran on (s3fs keeps
@@ -279,7 +289,7 @@ class Tier:
             fs = await self._fs()
             if self.is_async:
                 return await self._guard(op, getattr(fs, "_" + method)(*args, **kwargs))
-            return await self._guard(op, asyncio.to_thread(getattr(fs, method), *args, **kwargs))
+            return await self._guard(op, _threaded(getattr(fs, method), *args, **kwargs))
 
     # -- operations --------------------------------------------------------------------------
 
@@ -290,7 +300,7 @@ class Tier:
             if start is not None and end is not None and start >= 0 \
                     and self._reads_direct(end - start):
                 with contextlib.suppress(_DirectRefused):
-                    data: bytes = await self._direct(path, asyncio.to_thread(
+                    data: bytes = await self._direct(path, _threaded(
                         read_direct, full, start, end))
                     return data
             data = await self._call("read", "cat_file", full, start=start, end=end)
@@ -706,6 +716,18 @@ def _remove_file(full: str, root: str) -> None:
         except OSError:  # not empty (or already gone): stop climbing
             break
         parent = os.path.dirname(parent)
+
+
+async def _threaded(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` in a thread of the loop's pool; the wait for a free thread is
+    queueing in this process, not the tier's time (:func:`~.locality.health.queued`)."""
+    submitted = time.perf_counter()
+
+    def run() -> T:
+        queued(time.perf_counter() - submitted)
+        return func(*args, **kwargs)
+
+    return await asyncio.to_thread(run)
 
 
 def _gone(exc: TierError) -> bool:

@@ -12,12 +12,15 @@ is back in rotation); one that fails opens it again for another cool-down.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["BreakerState", "EndpointHealth", "HealthSnapshot"]
+__all__ = ["BreakerState", "EndpointHealth", "HealthSnapshot", "measuring_queue", "queued"]
 
 WINDOW = 64  # recent latencies kept for the p95
 SMALL_READ = 256 * 1024  # a read up to this size measures latency; larger ones, throughput
@@ -26,6 +29,33 @@ MIN_P95_SAMPLES = 5
 # packet) does not send traffic away, while a sustained slowdown still overtakes the next
 # endpoint within a few reads (the average grows geometrically). The p95 sees every sample.
 CLIP = 3.0
+
+
+_queued: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "tierstore_queued", default=None)
+
+
+def queued(seconds: float) -> None:
+    """The read under way waited ``seconds`` in this process before its tier began to serve
+    it (for one of the tier's request slots, for a thread): time that says nothing of the
+    endpoint, left out of what the read measures of it. A local tier's reads queue behind
+    each other in the process; counted, they made a hot tier on a fast disk look several
+    times slower than S3 and sent reads of staged copies to S3."""
+    holder = _queued.get()
+    if holder is not None:
+        holder[0] += seconds
+
+
+@contextlib.contextmanager
+def measuring_queue() -> Iterator[list[float]]:
+    """Within it, tasks and threads started (they copy the context) add what they report
+    through :func:`queued` to the one-element list it yields."""
+    holder = [0.0]
+    token = _queued.set(holder)
+    try:
+        yield holder
+    finally:
+        _queued.reset(token)
 
 
 class BreakerState(enum.Enum):

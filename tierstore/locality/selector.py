@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from ..catalog import Replica
 from ..config import Config, TierConfig
 from ..errors import ChecksumMismatch, NoReadableReplica, TierstoreError
-from .health import MIN_P95_SAMPLES, BreakerState, EndpointHealth, HealthSnapshot
+from .health import (
+    MIN_P95_SAMPLES,
+    BreakerState,
+    EndpointHealth,
+    HealthSnapshot,
+    measuring_queue,
+)
 from .settings import LocalitySettings
 from .topology import Distance, distance, parse_site
 
@@ -153,7 +159,9 @@ class Locality:
         s = self.settings
         deadline = time.monotonic() + s.read_deadline
         pending = list(ranked)
-        running: dict[asyncio.Future[Fetched], tuple[Scored, float]] = {}
+        running: dict[asyncio.Future[Fetched], tuple[Scored, float, list[float]]] = {}
+        # each request: its replica, when it was launched, and how long it queued in this
+        # process (not the endpoint's time: see health.queued)
         failures: list[tuple[str, BaseException]] = []
         hedge: asyncio.Future[Fetched] | None = None
         hedgeable = s.hedge and nbytes <= s.hedge_max_bytes
@@ -165,9 +173,10 @@ class Locality:
                 self.counters["probes"] += 1
                 log.info("probing tier %r (out of rotation since %d failures) with a read of "
                          "%r", item.tier, health.consecutive_failures, key)
-            task = asyncio.ensure_future(fetch(item.replica))
+            with measuring_queue() as waited:
+                task = asyncio.ensure_future(fetch(item.replica))
             task.add_done_callback(_retrieve)
-            running[task] = (item, now)
+            running[task] = (item, now, waited)
             return task
 
         try:
@@ -181,7 +190,7 @@ class Locality:
                 hedge_due: float | None = None
                 if (hedgeable and hedge is None and len(running) == 1 and pending
                         and pending[0].state is not BreakerState.OPEN):
-                    ((first, started),) = running.values()
+                    ((first, started, _),) = running.values()
                     after = self.hedge_threshold(first.tier)
                     if after is not None:
                         hedge_due = started + after
@@ -200,14 +209,15 @@ class Locality:
                     continue
                 # failures first, so that every finished request is accounted for
                 for task in sorted(done, key=lambda t: t.exception() is None):
-                    item, started = running.pop(task)
+                    item, started, waited = running.pop(task)
+                    took = max(now - started - waited[0], 0.0)
                     health = self.health.get(item.tier)
                     exc = task.exception()
                     if exc is None:
                         data = task.result()
                         if health is not None:
                             was_probe = health.probing
-                            sample = health.success(len(data), now - started, now)
+                            sample = health.success(len(data), took, now)
                             if sample is not None:
                                 self._learn_overhead(item, sample)
                             if was_probe:
@@ -216,10 +226,10 @@ class Locality:
                                          item.tier)
                         if task is hedge:
                             self.counters["hedge_wins"] += 1
-                        for other, (loser, since) in running.items():
+                        for other, (loser, since, queue) in running.items():
                             other.cancel()
                             if (h := self.health.get(loser.tier)) is not None:
-                                h.censored(now - since, now)
+                                h.censored(now - since - queue[0], now)
                         running.clear()
                         return item, data
                     if not isinstance(exc, TierstoreError | OSError):
@@ -234,7 +244,7 @@ class Locality:
                     failures.append((item.tier, exc))
                     on_failure(item.replica, exc)
         finally:
-            for task, (item, _) in running.items():
+            for task, (item, _, _) in running.items():
                 task.cancel()
                 if (h := self.health.get(item.tier)) is not None:
                     h.abandon()
@@ -244,12 +254,12 @@ class Locality:
         if not self._overhead_seen or extra < self.overhead:
             self.overhead, self._overhead_seen = extra, True
 
-    def _deadline_passed(self, key: str, running: dict[asyncio.Future[Fetched], tuple[Scored,
-                                                                                     float]],
+    def _deadline_passed(self, key: str,
+                         running: dict[asyncio.Future[Fetched], tuple[Scored, float, list[float]]],
                          pending: list[Scored], failures: list[tuple[str, BaseException]],
                          now: float) -> None:
         limit = self.settings.read_deadline
-        for item, _ in running.values():
+        for item, _, _ in running.values():
             if (h := self.health.get(item.tier)) is not None and h.failure(now):
                 self.counters["trips"] += 1
             failures.append((item.tier, TimeoutError(
