@@ -136,6 +136,10 @@ def test_latency_estimates() -> None:
         (measured + 0.5) / 2)
     h.censored(0.5, now=5.0)  # a loser of a hedge took at least this long
     assert h.latency > measured
+    # a large read no slower than the latency estimate is not taken for an infinitely fast
+    # one: at most half its time is latency
+    h.success(8 << 20, h.latency, now=6.0)
+    assert h.throughput is not None and h.throughput <= 2 * (8 << 20) / measured
 
 
 def _config(home: Path, sites: dict[str, tuple[TierClass, str]], reader: str = "eu/a/n1",
