@@ -3,8 +3,9 @@
 The benchmark never writes into a user's catalog: it builds a store of its own in a work
 folder, with
 
-- a **hot** tier: a local folder whose capacity is ``--hot-fraction`` of the dataset's size
-  (the daemon keeps it under its watermarks), and
+- a **hot** tier: a local folder that holds ``--hot-fraction`` of the dataset's size under its
+  high watermark (the daemon keeps it under its watermarks; a peer's cache is bounded at the
+  same bytes), and
 - the **data** tier the dataset is generated in: the warm tier of ``--config STORE.toml`` (or
   the tier ``--tier`` names), or a bucket of a local S3 server the benchmark starts itself:
   ``--s3 moto`` (in a process of its own so the server's CPU is not the training loop's) or
@@ -18,6 +19,8 @@ can run as a subprocess over the same store during the tierstore loader's epochs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -299,8 +302,11 @@ def make_bench_store(workdir: Path, hot_capacity: int, *, config: str | None = N
         hot_name = HOT_TIER if data.name != HOT_TIER else "hot-bench"
         hot_path = (hot_dir or workdir / "tiers" / "hot").absolute()
         hot_path.mkdir(parents=True, exist_ok=True)
-        tiers = {hot_name: TierConfig(name=hot_name, tier_class=TierClass.HOT,
-                                      url=hot_path.as_uri(), capacity=max(1, hot_capacity)),
+        hot = TierConfig(name=hot_name, tier_class=TierClass.HOT, url=hot_path.as_uri())
+        # ``hot_capacity`` bytes fit under its high watermark: what a peer's cache is given
+        # (a watermark is the daemon's headroom, not a smaller cache)
+        tiers = {hot_name: dataclasses.replace(
+                     hot, capacity=max(1, math.ceil(hot_capacity / hot.high_watermark))),
                  data.name: data}
     home = workdir.absolute()
     bench_config = Config(home=home, catalog=f"sqlite:///{home / 'catalog.db'}", tiers=tiers,
