@@ -218,3 +218,36 @@ def test_any_two_keys_are_two_objects_or_refused(tier: Tier, names: list[str]) -
     finally:
         for key in written:
             _run(tier.remove(key))
+
+
+def test_a_forked_process_makes_its_client_from_the_session_it_inherited(moto_server) -> None:  # type: ignore[no-untyped-def]
+    """A loader worker forked after the training process read from S3 makes its client from
+    the botocore session it inherited (its service models parsed already), not a new one."""
+    bucket = moto_server.new_bucket()
+    config = TierConfig(name="t", tier_class=TierClass.WARM, url=f"s3://{bucket}/root",
+                        options=moto_server.storage_options())
+    parent = Tier(config)
+    _run(parent.write("k", _gen(b"payload")))
+
+    async def session_of(tier: Tier) -> int:
+        return id((await tier._fs()).session)
+
+    inherited = _run(session_of(parent))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new Tier (a worker's own store), on a new loop
+        child = Tier(config)
+
+        async def check() -> bool:
+            try:
+                return await session_of(child) == inherited and \
+                    await child.read("k") == b"payload"
+            finally:
+                await child.close()
+
+        os.write(write, b"1" if asyncio.run(check()) else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    moto_server.delete_bucket(bucket)
