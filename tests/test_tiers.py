@@ -250,4 +250,5 @@ def test_a_forked_process_makes_its_client_from_the_session_it_inherited(moto_se
     os.close(write)
     assert os.read(read, 1) == b"1"
     os.waitpid(pid, 0)
+    _run(parent.close())
     moto_server.delete_bucket(bucket)
