@@ -42,6 +42,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ import numpy as np
 from tierstore._progress import Steps, Transfer
 from tierstore.sync import open_store
 
+from .accelerators import Accelerators, merge_metrics, merge_runs, rank_view
 from .errors import BenchError
 from .loader_measure import (
     EpochRun,
@@ -90,6 +92,7 @@ class Workload:
     epochs: int
     workers: int
     seed: int
+    accelerators: int = 1  # training processes on the node (ranks of one job)
 
     @property
     def expected_bytes(self) -> int:
@@ -108,7 +111,7 @@ def workload_of(args: argparse.Namespace) -> Workload:
     compute = args.compute if args.compute is not None else preset.compute_s * scale
     return Workload(preset.name, scale, args.format or preset.format, samples, mean, stdev,
                     shard, args.batch_size or preset.batch_size, compute, args.epochs,
-                    args.workers, args.seed)
+                    args.workers, args.seed, args.accelerators)
 
 
 def sample_sizes(work: Workload) -> np.ndarray:
@@ -284,25 +287,44 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
 
     from .loader_baselines import collate_payloads
 
-    dataset = TierDataset(bench.config, prefix, decode=None, shuffle=True, seed=work.seed,
-                          prefetch_bytes=prefetch_bytes)
-    loader = TierLoader(dataset, batch_size=work.batch_size, num_workers=work.workers,
-                        collate_fn=collate_payloads, persistent_workers=work.workers > 0)
+    ranks = [TierDataset(bench.config, prefix, decode=None, shuffle=True, seed=work.seed,
+                         prefetch_bytes=prefetch_bytes, rank=rank,
+                         world_size=work.accelerators)
+             for rank in range(work.accelerators)]
+    dataset = ranks[0]
     hot_capacity = bench.config.tiers[bench.hot_tier].capacity or 0
     sizes = [s.size for s in index.shards]
-    sequences = [shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
-                             max(1, work.workers)) for e in range(work.epochs)]
+    sequences = [_side_by_side([shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
+                                            max(1, work.workers), rank, work.accelerators)
+                                for rank in range(work.accelerators)])
+                 for e in range(work.epochs)]
     lru = lru_hit_rates(sizes, sequences, hot_capacity)
     out, metrics = [], []
-    try:
+    with contextlib.ExitStack() as stack:
+        if work.accelerators > 1:  # a process per accelerator: bench/accelerators.py
+            job = stack.enter_context(Accelerators(ranks, batch_size=work.batch_size,
+                                                   workers=work.workers,
+                                                   compute_s=work.compute_s))
+        else:
+            loader = TierLoader(dataset, batch_size=work.batch_size, num_workers=work.workers,
+                                collate_fn=collate_payloads,
+                                persistent_workers=work.workers > 0)
+            stack.callback(loader.shutdown)
         with _epochs("tierstore", work.samples * work.epochs) as progress:
             for epoch in range(work.epochs):
-                loader.set_epoch(epoch)
                 meter.start()
-                run = run_epoch(loader, work.compute_s, progress.advance)
+                if work.accelerators > 1:
+                    each, rank_metrics = job.epoch(epoch)
+                    run = merge_runs(each)
+                    progress.advance(run.samples)
+                    m: Any = types.SimpleNamespace(**merge_metrics(rank_metrics))
+                    metrics.append(vars(m))
+                else:
+                    loader.set_epoch(epoch)
+                    run = run_epoch(loader, work.compute_s, progress.advance)
+                    m = loader.metrics()
+                    metrics.append(m.to_dict())
                 peak, measured = meter.stop(run)
-                m = loader.metrics()
-                metrics.append(m.to_dict())
                 hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
                 if measured["s3_counted_by"] is None:  # no server counters: the loader's own
                     measured.update(s3_bytes=m.bytes_by_tier.get(bench.data_tier, 0),
@@ -314,12 +336,18 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                     hot_hit_rate=m.hot_hit_rate, lru_hot_hit_rate=lru[epoch],
                     read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
                     loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
-                    peak_in_flight_bytes=m.peak_in_flight_bytes))
+                    peak_in_flight_bytes=m.peak_in_flight_bytes,
+                    **({"ranks": [rank_view(r) for r in run.ranks]} if run.ranks else {})))
                 runs.append(("tierstore", epoch, run))
-    finally:
-        loader.shutdown()
     return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
                  "daemon": daemon is not None}
+
+
+def _side_by_side(sequences: list[list[int]]) -> list[int]:
+    """Sequences that proceed at the same pace, merged by how far through its own each is."""
+    keyed = sorted(((i + 0.5) / len(seq), n, x) for n, seq in enumerate(sequences)
+                   for i, x in enumerate(seq))
+    return [x for _, _, x in keyed]
 
 
 def _last_line(exc: BaseException) -> str:
@@ -425,6 +453,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if work.format == "parquet" and set(loaders) & {"plain", "filecache"}:
         raise BenchError("the plain and filecache baselines read samples by byte range: use "
                          "--format tar or raw, or --loaders tierstore")
+    if work.accelerators > 1 and loaders != ["tierstore"]:
+        raise BenchError("--accelerators runs tierstore's loader only so far: add "
+                         "--loaders tierstore (the peers split by rank through "
+                         "torch.distributed, which the accelerator processes do not set up)")
     temp = None
     if args.workdir:
         workdir = Path(args.workdir)
@@ -601,6 +633,11 @@ def _peer_criteria(document: dict[str, Any], by: dict[tuple[str, int], dict[str,
 # -- output -------------------------------------------------------------------------------------
 
 
+def _accelerators(work: dict[str, Any]) -> str:
+    n = work.get("accelerators", 1)
+    return f" in each of {n} training processes" if n > 1 else ""
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -619,7 +656,8 @@ def render_table(document: dict[str, Any]) -> Any:
     title = (f"tierstore bench loader: {work['preset']} x{work['scale']:g}, {data['format']}, "
              f"{data['samples']:,} samples in {data['shards']:,} objects "
              f"({_mib(data['bytes'])}), batch {work['batch_size']}, compute "
-             f"{work['compute_s'] * 1e3:.1f} ms/batch, {work['workers']} workers; hot tier "
+             f"{work['compute_s'] * 1e3:.1f} ms/batch, {work['workers']} workers"
+             f"{_accelerators(work)}; hot tier "
              f"{_mib(store['hot_capacity_bytes'])} ({store['hot_share']:.0%}); data on "
              f"{store['data_tier_is']}")
     table = Table(title=title, title_justify="left")

@@ -59,11 +59,15 @@ class EpochRun:
     timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, samples, bytes)
     started: float = 0.0  # time.perf_counter() at the start
     ids: list[np.ndarray] = field(default_factory=list)  # per batch, its samples' numbers
+    ranks: list[EpochRun] = field(default_factory=list)  # a job's: each accelerator's own
 
     @property
     def au(self) -> float:
         """Compute over wall time, the first step left out: ``compute / (compute + waits)``
-        over steps 2..n (the first step's compute included: the accelerator works then)."""
+        over steps 2..n (the first step's compute included: the accelerator works then); a
+        job of several accelerators has its lowest."""
+        if self.ranks:
+            return min(r.au for r in self.ranks)
         waited = sum(self.waits[1:])
         total = self.compute_s + waited
         return self.compute_s / total if total > 0 else 0.0

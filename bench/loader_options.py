@@ -157,6 +157,11 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
                           "and left (default: 300)")
     run.add_argument("--workers", type=_positive(int), default=2, metavar="N",
                      help="DataLoader workers, the same for every loader (default: 2)")
+    run.add_argument("--accelerators", type=_positive(int), default=1, metavar="N",
+                     help="emulated accelerators on this node, as MLPerf Storage runs them: N "
+                          "training processes (ranks of one job), each with its own loader "
+                          "and --workers workers; the epoch's AU is the lowest rank's "
+                          "(tierstore's loader only, so far; default: 1)")
     run.add_argument("--prefetch-bytes", type=_size, metavar="SIZE",
                      help="tierstore's read-ahead budget (default: 1/16 of memory, "
                           "64 MiB-1 GiB)")

@@ -215,3 +215,33 @@ def test_a_half_written_filecache_copy_is_read_from_the_tier(tmp_path: Path) -> 
     copy.write_bytes(data[:500])  # another worker's download, midway
     again = reads[0]
     assert again["data"] == data[100:900] and again[CACHED] is False
+
+
+def test_bench_loader_with_two_accelerators(tmp_path: Path, s3_config: Path) -> None:
+    """Two training processes (ranks of one job) with two workers each: every sample once
+    per epoch across the ranks, each rank's own figures kept, the job's AU its lowest."""
+    out = tmp_path / "result.json"
+    argv = ["bench", "loader", "--config", str(s3_config), "--preset", "resnet50",
+            "--samples", "60", "--sample-size", "8KiB", "--sample-stdev", "2KiB",
+            "--shard-size", "64KiB", "--batch-size", "8", "--compute", "0.002",
+            "--epochs", "2", "--workers", "2", "--accelerators", "2", "--loaders",
+            "tierstore", "--no-daemon", "--json", str(out), "--results",
+            str(tmp_path / "results"), "--workdir", str(tmp_path / "w")]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    entries = doc["results"]
+    assert [(r["loader"], r["epoch"]) for r in entries] == [("tierstore", 0), ("tierstore", 1)]
+    for r in entries:
+        assert r["samples"] == 60 and r["exactly_once"], r  # across both ranks
+        assert len(r["ranks"]) == 2 and sum(k["samples"] for k in r["ranks"]) == 60
+        assert r["au"] == min(k["au"] for k in r["ranks"])
+        assert r["first_batch_s"] == max(k["first_batch_s"] for k in r["ranks"])
+        assert sum(r["hit_rate"].values()) == pytest.approx(1.0)
+
+
+def test_accelerators_run_tierstore_only_so_far(tmp_path: Path, s3_config: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "loader", "--config", str(s3_config), "--samples", "10",
+            "--accelerators", "2", "--workdir", str(tmp_path / "w")]
+    assert main(argv) != 0
+    assert "--accelerators runs tierstore's loader only so far" in capsys.readouterr().err
