@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -29,12 +29,12 @@ EPOCH_TIMEOUT = 3600.0  # seconds for one epoch of one rank
 
 
 class Accelerators:
-    """``len(datasets)`` training processes, rank ``r`` iterating ``datasets[r]`` (a
-    :class:`~tierstore.loader.TierDataset` made for that rank) through a
-    :class:`~tierstore.loader.TierLoader`; a context manager."""
+    """``len(datasets)`` training processes, rank ``r`` iterating ``datasets[r]()`` (a
+    :class:`~tierstore.loader.TierDataset` for that rank, made in its process as a training
+    script makes it) through a :class:`~tierstore.loader.TierLoader`; a context manager."""
 
-    def __init__(self, datasets: Sequence[Any], *, batch_size: int, workers: int,
-                 compute_s: float):
+    def __init__(self, datasets: Sequence[Callable[[], Any]], *, batch_size: int,
+                 workers: int, compute_s: float):
         context = multiprocessing.get_context("spawn")
         self._ends: list[Connection] = []
         self._processes: list[Any] = []
@@ -81,7 +81,7 @@ class Accelerators:
         self.close()
 
 
-def _accelerator(end: Connection, dataset: Any, batch_size: int, workers: int,
+def _accelerator(end: Connection, dataset: Callable[[], Any], batch_size: int, workers: int,
                  compute_s: float) -> None:
     """One training process: build the loader, then run each epoch it is sent."""
     try:
@@ -89,7 +89,7 @@ def _accelerator(end: Connection, dataset: Any, batch_size: int, workers: int,
 
         from .loader_baselines import collate_payloads
 
-        loader = TierLoader(dataset, batch_size=batch_size, num_workers=workers,
+        loader = TierLoader(dataset(), batch_size=batch_size, num_workers=workers,
                             collate_fn=collate_payloads, persistent_workers=workers > 0)
         end.send(("ready", None))
         try:

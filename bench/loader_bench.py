@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -287,11 +288,11 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
 
     from .loader_baselines import collate_payloads
 
-    ranks = [TierDataset(bench.config, prefix, decode=None, shuffle=True, seed=work.seed,
-                         prefetch_bytes=prefetch_bytes, rank=rank,
-                         world_size=work.accelerators)
+    ranks = [functools.partial(TierDataset, bench.config, prefix, decode=None, shuffle=True,
+                               seed=work.seed, prefetch_bytes=prefetch_bytes, rank=rank,
+                               world_size=work.accelerators)
              for rank in range(work.accelerators)]
-    dataset = ranks[0]
+    dataset = ranks[0]()  # each accelerator process makes its own, as a training script does
     hot_capacity = bench.config.tiers[bench.hot_tier].capacity or 0
     sizes = [s.size for s in index.shards]
     sequences = [_side_by_side([shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
