@@ -7,10 +7,12 @@ window has room for it: how much room is the :class:`~.readahead.DepthController
 never beyond the byte budget). Each shard is read as several ranged reads of known offsets (no
 size probe), all shards' reads bounded together by ``max_reads``; a read that fails for a
 passing reason is retried with backoff (:mod:`.retry`) after the store has tried every
-replica. The consumer takes finished shards in order from a queue, opens them, and gives
-their bytes back to the window. Every shard is verified against the index's checksum before
-the consumer sees it; a mismatch re-reads it through the store's verified, failing-over path,
-and a shard that stays wrong is a :class:`~tierstore.loader.errors.CorruptShard`, never bytes.
+replica. The consumer takes shards in order from a queue as they land (:mod:`.landing`),
+takes their samples as their bytes are checked, and gives their room back to the window.
+Nothing unchecked reaches it: a shard's blocks as they match the index's block checksums, the
+whole shard once it matches the index's checksum; a mismatch re-reads it through the store's
+verified, failing-over path, and a shard that stays wrong is a
+:class:`~tierstore.loader.errors.CorruptShard`, never bytes.
 """
 
 from __future__ import annotations
