@@ -84,6 +84,11 @@ class Accelerators:
 def _accelerator(end: Connection, dataset: Callable[[], Any], batch_size: int, workers: int,
                  compute_s: float) -> None:
     """One training process: build the loader, then run each epoch it is sent."""
+    if "fork" in multiprocessing.get_all_start_methods():
+        # as under torchrun, whose processes fork their DataLoader workers (the platform's
+        # default); a process multiprocessing spawned would spawn them too, each importing
+        # torch afresh: 2.4-3 s of a cold epoch's first batch on 2 cores
+        multiprocessing.set_start_method("fork", force=True)
     try:
         from tierstore.loader import TierLoader
 
