@@ -175,10 +175,13 @@ def dockerfile_argvs() -> Iterator[tuple[str, list[str]]]:
 
 
 def readme_argvs() -> Iterator[tuple[str, list[str]]]:
-    text = (DEPLOY / "README.md").read_text()
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S):
-        for argv in shell_commands(block):
-            yield "README", argv
+    """The commands in the shell blocks of deploy/README.md and the project's README.md."""
+    for where, readme, fence in (("README", DEPLOY / "README.md", r"^```[a-z]*\n"),
+                                 ("README top", DEPLOY.parent / "README.md", r"^```sh\n")):
+        text = readme.read_text()
+        for block in re.findall(fence + r"(.*?)^```", text, re.M | re.S):
+            for argv in shell_commands(block):
+                yield where, argv
 
 
 def all_argvs() -> list[tuple[str, list[str]]]:
@@ -371,6 +374,8 @@ def test_commands_are_found_everywhere() -> None:
     assert {"compose tierstore", "k8s tierstore-daemon/daemon", "systemd ExecStart",
             "Dockerfile CMD"} <= set(daemons)
     assert sum(where == "README" for where, _ in found) >= 6
+    top = {argv[1] for where, argv in found if where == "README top" and len(argv) > 1}
+    assert {"bench", "catalog", "daemon"} <= top, top
 
 
 @pytest.mark.parametrize(("where", "argv"), tierstore_commands(),
