@@ -65,6 +65,7 @@ from .loader_measure import (
     lru_hit_rates,
     run_epoch,
     shard_reads,
+    side_by_side,
 )
 from .loader_options import PEERS, PRESETS
 from .loader_setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
@@ -295,7 +296,7 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
     dataset = ranks[0]()  # each accelerator process makes its own, as a training script does
     hot_capacity = bench.config.tiers[bench.hot_tier].capacity or 0
     sizes = [s.size for s in index.shards]
-    sequences = [_side_by_side([shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
+    sequences = [side_by_side([shard_reads(index, dataclasses.replace(dataset.spec, epoch=e),
                                             max(1, work.workers), rank, work.accelerators)
                                 for rank in range(work.accelerators)])
                  for e in range(work.epochs)]
@@ -342,13 +343,6 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                 runs.append(("tierstore", epoch, run))
     return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
                  "daemon": daemon is not None}
-
-
-def _side_by_side(sequences: list[list[int]]) -> list[int]:
-    """Sequences that proceed at the same pace, merged by how far through its own each is."""
-    keyed = sorted(((i + 0.5) / len(seq), n, x) for n, seq in enumerate(sequences)
-                   for i, x in enumerate(seq))
-    return [x for _, _, x in keyed]
 
 
 def _last_line(exc: BaseException) -> str:

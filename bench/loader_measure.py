@@ -36,7 +36,7 @@ from tierstore.loader import DatasetIndex, OrderSpec, Placement, worker_order
 from .errors import BenchError
 
 __all__ = ["EpochRun", "MemorySampler", "Stalled", "cpu_seconds", "exactly_once",
-           "lru_hit_rates", "run_epoch", "shard_reads"]
+           "lru_hit_rates", "run_epoch", "shard_reads", "side_by_side"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -305,17 +305,21 @@ def shard_reads(index: DatasetIndex, spec: OrderSpec, workers: int, rank: int = 
     them, and the workers proceed side by side, so their sequences are merged by how far
     through its own each one is."""
     starts = index.starts
-    keyed: list[tuple[float, int, int]] = []
+    orders: list[list[int]] = []
     for w in range(max(1, workers)):
         ids = worker_order(starts, spec, Placement(rank, world_size, w, max(1, workers))).samples
-        if not len(ids):
-            continue
         positions = np.searchsorted(starts, ids, side="right") - 1
         first = np.unique(positions, return_index=True)[1]
-        order = positions[np.sort(first)].tolist()
-        keyed += [((i + 0.5) / len(order), w, pos) for i, pos in enumerate(order)]
-    keyed.sort()
-    return [pos for _, _, pos in keyed]
+        orders.append(positions[np.sort(first)].tolist())
+    return side_by_side(orders)
+
+
+def side_by_side(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """Sequences that proceed at the same pace (workers, ranks), merged by how far through
+    its own each one is."""
+    keyed = sorted(((i + 0.5) / len(seq), n, x) for n, seq in enumerate(sequences)
+                   for i, x in enumerate(seq))
+    return [x for _, _, x in keyed]
 
 
 def lru_hit_rates(sizes: Sequence[int], epochs: Sequence[Sequence[int]], capacity: int
