@@ -35,9 +35,8 @@ import mmap
 import os
 import queue
 import threading
-import time
 
-from .locality.health import queued
+from .locality.health import in_thread
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
            "DirectWriter", "read_direct", "read_direct_into"]
@@ -173,8 +172,7 @@ async def read_direct_into(path: str, start: int, into: memoryview) -> int:
     which cannot be stopped, gives its buffer back when it is done)."""
     handoff = _Handoff()
     try:
-        await asyncio.to_thread(handoff.read, path, start, start + len(into),
-                                time.perf_counter())
+        await in_thread(handoff.read, path, start, start + len(into))
     except asyncio.CancelledError:
         handoff.abandon()
         raise
@@ -196,8 +194,7 @@ class _Handoff:
         self._got: tuple[mmap.mmap, int, int] | None = None
         self._abandoned = False
 
-    def read(self, path: str, start: int, end: int, submitted: float) -> None:
-        queued(time.perf_counter() - submitted)  # waiting for a thread: not the disk's time
+    def read(self, path: str, start: int, end: int) -> None:
         got = _pread(path, start, end)
         with self._lock:
             if not self._abandoned:

@@ -19,9 +19,9 @@ import stat
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from fsspec.core import split_protocol
@@ -37,12 +37,11 @@ from .direct import (
 )
 from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
-from .locality.health import queued
+from .locality.health import in_thread, queued
 from .redaction import redact
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
-T = TypeVar("T")
 _SESSIONS: dict[str, Any] = {}  # an S3 tier's botocore session, by the tier's options: each
 # loop's client is made from it, and so is a forked loader worker's, whose copy has the
 # service's models loaded already (a new session parses them again: 70-150 ms of a cold
@@ -298,7 +297,7 @@ class Tier:
             fs = await self._fs()
             if self.is_async:
                 return await self._guard(op, getattr(fs, "_" + method)(*args, **kwargs))
-            return await self._guard(op, _threaded(getattr(fs, method), *args, **kwargs))
+            return await self._guard(op, in_thread(getattr(fs, method), *args, **kwargs))
 
     # -- operations --------------------------------------------------------------------------
 
@@ -309,7 +308,7 @@ class Tier:
             if start is not None and end is not None and start >= 0 \
                     and self._reads_direct(end - start):
                 with contextlib.suppress(_DirectRefused):
-                    data: bytes = await self._direct(path, _threaded(
+                    data: bytes = await self._direct(path, in_thread(
                         read_direct, full, start, end))
                     return data
             data = await self._call("read", "cat_file", full, start=start, end=end)
@@ -725,18 +724,6 @@ def _remove_file(full: str, root: str) -> None:
         except OSError:  # not empty (or already gone): stop climbing
             break
         parent = os.path.dirname(parent)
-
-
-async def _threaded(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``func(*args, **kwargs)`` in a thread of the loop's pool; the wait for a free thread is
-    queueing in this process, not the tier's time (:func:`~.locality.health.queued`)."""
-    submitted = time.perf_counter()
-
-    def run() -> T:
-        queued(time.perf_counter() - submitted)
-        return func(*args, **kwargs)
-
-    return await asyncio.to_thread(run)
 
 
 def _gone(exc: TierError) -> bool:

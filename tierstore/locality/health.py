@@ -12,15 +12,21 @@ is back in rotation); one that fails opens it again for another cool-down.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import enum
 import math
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["BreakerState", "EndpointHealth", "HealthSnapshot", "measuring_queue", "queued"]
+__all__ = ["BreakerState", "EndpointHealth", "HealthSnapshot", "in_thread", "measuring_queue",
+           "queued"]
+
+T = TypeVar("T")
 
 WINDOW = 64  # recent latencies kept for the p95
 SMALL_READ = 256 * 1024  # a read up to this size measures latency; larger ones, throughput
@@ -44,6 +50,18 @@ def queued(seconds: float) -> None:
     holder = _queued.get()
     if holder is not None:
         holder[0] += seconds
+
+
+async def in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``func(*args, **kwargs)`` in a thread of the loop's pool; the wait for a free thread
+    is :func:`queued` (the context, with the read's holder, goes along to the thread)."""
+    submitted = time.perf_counter()
+
+    def run() -> T:
+        queued(time.perf_counter() - submitted)
+        return func(*args, **kwargs)
+
+    return await asyncio.to_thread(run)
 
 
 @contextlib.contextmanager
