@@ -322,7 +322,7 @@ class TierDataset(IterableDataset[Any]):
                     gid: int, pos: int, placement: Placement) -> _Taking:
         """The next shard, as it lands, and the samples this reader needs from it."""
         try:
-            got, _, landing = prefetcher.next()
+            got, landing = prefetcher.next()
         except StopIteration:
             raise RuntimeError(f"internal error: shard {pos} never arrived") from None
         except ShardError as exc:

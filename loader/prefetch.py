@@ -222,12 +222,11 @@ class ShardPrefetcher:
         self.stats = stats if stats is not None else PrefetchStats()
         first = cost(self._shards[0][1]) if self._shards else SHARD_OVERHEAD
         self.depth = DepthController(read_ahead, budget, START_SHARDS * first, self.stats)
-        self._ready: queue.Queue[tuple[int, ShardEntry, Landing] | None] = queue.Queue()
+        self._ready: queue.Queue[tuple[int, Landing] | None] = queue.Queue()
         self._tasks: set[asyncio.Task[Buffer]] = set()
         self._early: set[Landing] = set()  # released by the consumer before their read ended
         self._window: _Window | None = None
-        self._handed: tuple[float, int, Landing] | None = None  # the last shard handed out:
-        # when, its cost, its landing
+        self._handed: tuple[float, Landing] | None = None  # the last shard handed out, when
         self._producer = loop.submit(self._produce())
 
     async def _produce(self) -> None:
@@ -242,7 +241,7 @@ class ShardPrefetcher:
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._hand_over, landing=landing,
                                                      read=read, nbytes=cost(shard)))
-            self._ready.put((position, shard, landing))
+            self._ready.put((position, landing))
         self._ready.put(None)
 
     def _hand_over(self, task: asyncio.Task[Buffer], landing: Landing, read: Read,
@@ -264,23 +263,23 @@ class ShardPrefetcher:
         if self._window is not None:
             self._window.poke()
 
-    def next(self) -> tuple[int, ShardEntry, Landing]:
+    def next(self) -> tuple[int, Landing]:
         """The next shard, as it lands (:meth:`Landing.wait` for its bytes, which raises
         the error that reading it raised), or :class:`StopIteration` after the last."""
         asked = time.perf_counter()
         if self._handed is not None:  # the consumer's pace: the last shard, over its time
-            handed, nbytes, landing = self._handed  # less what it waited for its bytes
-            self.depth.consumed(nbytes, asked - handed - landing.waited)
-        position, shard, landing = self._take()
+            handed, last = self._handed  # less what it waited for its bytes
+            self.depth.consumed(cost(last.shard), asked - handed - last.waited)
+        position, landing = self._take()
         self._stalled(time.perf_counter() - asked)
-        self._handed = (time.perf_counter(), cost(shard), landing)
-        return position, shard, landing
+        self._handed = (time.perf_counter(), landing)
+        return position, landing
 
     def _stalled(self, waited: float) -> None:
         self.stats.stall_s += waited
         self.stats.stalls += waited > 1e-3
 
-    def _take(self) -> tuple[int, ShardEntry, Landing]:
+    def _take(self) -> tuple[int, Landing]:
         while True:
             try:
                 item = self._ready.get(timeout=0.1)
