@@ -44,6 +44,7 @@ __all__ = ["PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
 T = TypeVar("T")
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
 HEAD_READS = 3  # blocks of a shard its consumer waits for that are read at once
+_UNDECODED = "none of its samples were decoded past the blocks that match the index"
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
 Latency = Callable[[float], None]
 Fetch = Callable[[ShardEntry, Latency, Landing], Awaitable[Buffer]]
@@ -176,8 +177,7 @@ async def _verified(store: Store, shard: ShardEntry) -> bytes:
         data = await store.cat(shard.key, verify=True)
     except NoReadableReplica as exc:
         if any(isinstance(e, ChecksumMismatch) for _, e in exc.failures):
-            raise CorruptShard(f"shard {shard.key!r} is corrupt: {exc}; none of its samples "
-                               "were decoded past the blocks that match the index",
+            raise CorruptShard(f"shard {shard.key!r} is corrupt: {exc}; {_UNDECODED}",
                                shard=shard.key) from exc
         raise
     if len(data) != shard.size or checksum(data) != shard.checksum:
@@ -185,9 +185,7 @@ async def _verified(store: Store, shard: ShardEntry) -> bytes:
             f"shard {shard.key!r} does not match the dataset index: the store holds "
             f"{len(data)} bytes with checksum {checksum(data)}, the index expects "
             f"{shard.size} bytes with checksum {shard.checksum} (was it replaced after the "
-            "index was written? rewrite the index); none of its samples were decoded past "
-            "the blocks that match the index",
-            shard=shard.key)
+            f"index was written? rewrite the index); {_UNDECODED}", shard=shard.key)
     return data
 
 
