@@ -53,6 +53,9 @@ PRIOR_THROUGHPUT = 200e6  # bytes per second assumed before any large read is me
 Fetched = bytes | memoryview  # what a read returns: new bytes, or the caller's memory
 Fetch = Callable[[Replica], Awaitable[Fetched]]
 OnFailure = Callable[[Replica, BaseException], None]
+Running = dict[asyncio.Future[Fetched], tuple["Scored", float, list[float]]]
+"""Requests in flight: each one's replica, when it was launched, and how long it queued in
+this process (not the endpoint's time: see :func:`~.health.queued`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +162,7 @@ class Locality:
         s = self.settings
         deadline = time.monotonic() + s.read_deadline
         pending = list(ranked)
-        running: dict[asyncio.Future[Fetched], tuple[Scored, float, list[float]]] = {}
-        # each request: its replica, when it was launched, and how long it queued in this
-        # process (not the endpoint's time: see health.queued)
+        running: Running = {}
         failures: list[tuple[str, BaseException]] = []
         hedge: asyncio.Future[Fetched] | None = None
         hedgeable = s.hedge and nbytes <= s.hedge_max_bytes
@@ -254,10 +255,8 @@ class Locality:
         if not self._overhead_seen or extra < self.overhead:
             self.overhead, self._overhead_seen = extra, True
 
-    def _deadline_passed(self, key: str,
-                         running: dict[asyncio.Future[Fetched], tuple[Scored, float, list[float]]],
-                         pending: list[Scored], failures: list[tuple[str, BaseException]],
-                         now: float) -> None:
+    def _deadline_passed(self, key: str, running: Running, pending: list[Scored],
+                         failures: list[tuple[str, BaseException]], now: float) -> None:
         limit = self.settings.read_deadline
         for item, _, _ in running.values():
             if (h := self.health.get(item.tier)) is not None and h.failure(now):
