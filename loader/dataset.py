@@ -12,8 +12,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,12 @@ from .errors import SampleError, ShardError, ShardFormatError
 from .fill import FillStats, HotFill
 from .format import Buffer, ShardFormat, ShardReader
 from .formats import resolve_formats
-from .index import DatasetIndex, ShardEntry, aread_index
+from .index import DatasetIndex, aread_index
 from .landing import Landing
 from .order import Equalize, OrderSpec, rank_span, worker_order
 from .parquet import ParquetFormat
 from .placement import Placement, current_placement, world
-from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, read_shard
+from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, ShardReads
 from .readahead import ReadAhead, check_read_ahead
 from .retry import RETRY, Backoff, retrying
 from .runtime import LoopThread, StoreHandle
@@ -43,6 +44,7 @@ from .state import STATE_VERSION, check_state, dataloader_consumed, exclude_mask
 __all__ = ["TierDataset", "default_prefetch_bytes"]
 
 StoreLike = Config | str | os.PathLike[str] | Store | SyncStore | None
+DRAIN = 60.0  # seconds a finished pass waits for reads under way (their fills need them)
 
 
 def default_prefetch_bytes() -> int:
@@ -253,7 +255,7 @@ class TierDataset(IterableDataset[Any]):
         announcer = self._announcer(shard_order, placement, prefetcher, fills)
         pending: dict[int, Any] = {}
         taking: _Taking | None = None
-        name = placement.name
+        name, finished = placement.name, False
         try:
             for gid, pos in zip(ids.tolist(), positions.tolist(), strict=True):
                 while gid not in pending:  # samples are taken in the order they were read
@@ -273,8 +275,9 @@ class TierDataset(IterableDataset[Any]):
                 sample = self._decoded(raw, gid, pos)
                 self._consumed[name] += 1
                 yield sample
+            finished = True
         finally:
-            prefetcher.shutdown()
+            prefetcher.shutdown(drain=DRAIN if finished else 0.0)
             if fills is not None:
                 self.fills = fills.stats
                 with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
@@ -302,21 +305,13 @@ class TierDataset(IterableDataset[Any]):
         loop = LoopThread.get()
         workers = self._layout[1] if self._layout else 1
         stats = self.stats = PrefetchStats()
-        reads = asyncio.Semaphore(self.max_reads)  # binds to the loop that first waits on it
-
-        async def fetch(shard: ShardEntry, on_latency: Callable[[float], None],
-                        landing: Landing) -> Buffer:
-            def read() -> Awaitable[Buffer]:
-                return read_shard(store, shard, reads=reads, part_size=self.part_size,
-                                  stats=stats, backoff=self.retry, on_latency=on_latency,
-                                  buffers=loop.buffers, landing=landing)
-
-            # a shard read from a slower tier is kept hot, one fetch for the node
-            return await (read() if fills is None else fills.fetch(shard, read))
-
+        # the semaphore binds to the loop that first waits on it
+        reads = ShardReads(store, asyncio.Semaphore(self.max_reads), stats, self.part_size,
+                           self.retry, loop.buffers, loop.blocks, fills)
         shards = [(pos, self.index.shards[pos]) for pos in shard_order]
-        return ShardPrefetcher(loop, fetch, shards, max(1, self.prefetch_bytes // workers),
-                               stats, read_ahead=self.read_ahead)
+        return ShardPrefetcher(loop, reads, shards, max(1, self.prefetch_bytes // workers),
+                               ranged=lambda shard: self.formats[shard.format].ranged_samples,
+                               read_ahead=self.read_ahead)
 
     def _open_shard(self, prefetcher: ShardPrefetcher, needed: Mapping[int, np.ndarray],
                     gid: int, pos: int, placement: Placement) -> _Taking:
@@ -333,21 +328,30 @@ class TierDataset(IterableDataset[Any]):
                      placement: Placement) -> None:
         """Take the next sample of ``taking`` once its bytes are checked (all of the
         shard's, unless its format reads a sample from its own byte range alone)."""
-        shard, i = taking.landing.shard, taking.ids[-1]
+        landing = taking.landing
+        shard, i = landing.shard, taking.ids[-1]
         fmt = self.formats[shard.format]
-        end = shard.offsets[i + 1] if fmt.ranged_samples and shard.offsets else shard.size
-        try:
-            data = taking.landing.wait(end)
+        offsets = shard.offsets if fmt.ranged_samples else None
+        end = offsets[i + 1] if offsets else shard.size
+        try:  # a parted shard: the sample's own bytes (the blocks behind it go)
+            data = landing.read(offsets[i], end) if offsets and landing.parted \
+                else landing.wait(end)
         except ShardError as exc:
             raise self._shard_error(exc, gid, pos, placement) from exc
-        if taking.reader is None or data is not taking.data:  # the first, or re-read, bytes
-            taking.data, taking.reader = data, fmt.open(data, shard, self.index)
+        if landing.parted:
+            take = functools.partial(fmt.ranged_sample, data, shard, i)
+        else:
+            if taking.reader is None or data is not taking.data:  # the first, or re-read
+                taking.data, taking.reader = data, fmt.open(data, shard, self.index)
+            take = functools.partial(taking.reader.sample, i)
         try:
-            pending[taking.start + i] = taking.reader.sample(i)
+            pending[taking.start + i] = take()
         except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
             raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
                               f"(global sample {taking.start + i}): {exc}") from exc
         taking.ids.pop()
+        if landing.parted and offsets and taking.ids:
+            landing.passed(offsets[taking.ids[-1]])
 
     def _shard_error(self, exc: ShardError, gid: int, pos: int,
                      placement: Placement) -> ShardError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from tierstore.errors import CopyInFlight, TierstoreError
@@ -25,6 +25,7 @@ from tierstore.store import FillClaim, Store
 
 from .format import Buffer
 from .index import ShardEntry
+from .landing import Landing
 
 __all__ = ["SLOWEST_COPY", "FillStats", "HotFill"]
 
@@ -46,6 +47,10 @@ class FillStats:
     held_up: int = 0
 
 
+class _Abandoned(Exception):
+    """A streamed fill's blocks stopped coming: its replica is rolled back."""
+
+
 class HotFill:
     """Fills of one reader, on its loader loop."""
 
@@ -64,7 +69,7 @@ class HotFill:
         the hot tier has room under its high watermark; without room the claim only marks
         the fetch while it runs. A copy already in flight there is waited for, so that
         ``read`` finds it ready."""
-        claim = await self._claim(shard)
+        claim = await self.claim(shard)
         try:
             data = await read()
         except BaseException:
@@ -83,7 +88,7 @@ class HotFill:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
         return data
 
-    async def _claim(self, shard: ShardEntry) -> FillClaim | None:
+    async def claim(self, shard: ShardEntry) -> FillClaim | None:
         """The shard's claim (to fill, or, with no room, only to mark the fetch), or None
         when there is nothing to claim or a copy in flight was waited for."""
         tier = self.store.fill_tier
@@ -101,6 +106,42 @@ class HotFill:
         except (TierstoreError, OSError) as exc:  # a fill is a help, never a failure
             log.warning("could not claim shard %r's hot replica: %s", shard.key, exc)
         return None
+
+    def stream(self, claim: FillClaim, landing: Landing) -> None:
+        """Write the blocks of a parted shard to ``claim``'s replica as they are checked
+        (:meth:`Landing.sink`), in the background: a block is let go once written, so a
+        shard is never held whole for its fill."""
+        blocks: asyncio.Queue[memoryview | None] = asyncio.Queue()
+        shard = landing.shard
+
+        def sink(index: int, view: memoryview | None) -> None:
+            blocks.put_nowait(view)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for index in range(-(-shard.size // shard.block_size)):
+                view = await blocks.get()
+                if view is None:
+                    raise _Abandoned(f"shard {shard.key!r} was re-read whole or failed")
+                yield view  # type: ignore[misc]  # a writer takes any buffer
+                landing.written(index)
+
+        async def fill() -> None:
+            try:
+                await claim.write(chunks())
+                self.stats.shards += 1
+                self.stats.bytes += shard.size
+            except _Abandoned:
+                pass
+            except (TierstoreError, OSError) as exc:
+                self.stats.failed += 1
+                log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
+            finally:
+                landing.sink(None)
+
+        landing.sink(sink)
+        task = asyncio.get_running_loop().create_task(fill())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _fill(self, claim: FillClaim, shard: ShardEntry, data: Buffer) -> None:
         try:

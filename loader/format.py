@@ -86,6 +86,11 @@ class ShardFormat(ABC):
         """
         return self.scan(await read(0, size) if size else b"", key)
 
+    def ranged_sample(self, data: Buffer, shard: ShardEntry, i: int) -> Any:
+        """Raw sample ``i`` of a :attr:`ranged_samples` format out of its own bytes ``data``
+        (the shard's ``offsets[i]`` to ``offsets[i + 1]``), as :meth:`open`'s reader gives it."""
+        raise NotImplementedError(f"{self.name} samples are read from the whole shard")
+
     @abstractmethod
     def open(self, data: Buffer, shard: ShardEntry, index: DatasetIndex) -> ShardReader:
         """A reader over a shard's verified bytes (for :attr:`ranged_samples` formats, those

@@ -1,25 +1,38 @@
 """A shard handed to its consumer while it is still being read.
 
-A shard is read as several ranged reads into one buffer; waiting for the last of them before
-the first sample is taken costs the time to first batch of a cold start the whole shard's
-read (a 64 MiB shard from S3: most of a second), where a stream of samples would start after
-its first megabytes. When the index has checksums of the shard's blocks
-(:attr:`~.index.ShardEntry.blocks`), each part is checked block by block as its read
-completes, and the consumer may take the samples that lie in the checked part of the shard
-from its start (:meth:`Landing.wait`) while the rest is still being read. Nothing unchecked is
-ever handed over: a part's bytes count only once its read has returned (no failover or hedge
-can write into them after that), and a block whose checksum does not match stops the checked
-prefix there until the whole shard has been verified (or re-read) the usual way. Without block
-checksums the prefix jumps from nothing to the whole shard when it is verified, as before.
+A shard is read as several ranged reads; waiting for the last of them before the first sample
+is taken costs the time to first batch of a cold start the whole shard's read (a 64 MiB shard
+from S3: most of a second), where a stream of samples would start after its first megabytes.
+When the index has checksums of the shard's blocks (:attr:`~.index.ShardEntry.blocks`), each
+part is checked block by block as its read completes, and the consumer may take the samples
+that lie in the checked part of the shard from its start (:meth:`Landing.wait`) while the rest
+is still being read. Nothing unchecked is ever handed over: a part's bytes count only once its
+read has returned (no failover or hedge can write into them after that), and a block whose
+checksum does not match stops the checked prefix there until the whole shard has been verified
+(or re-read) the usual way. Without block checksums the prefix jumps from nothing to the whole
+shard when it is verified, as before.
 
-The loader loop writes (:meth:`landed`, :meth:`finish`, :meth:`fail`); the consumer's
-thread reads (:meth:`wait`).
+A shard lands in one of two ways:
+
+- **whole**: its parts are read into one buffer of the shard's size (:meth:`begin`), which the
+  consumer opens as a whole; any format.
+- **in blocks** (``parted``): each block is read into a buffer of its own (:meth:`landed` with
+  ``part``) and let go as soon as nobody needs it any more: the consumer has passed it
+  (:meth:`passed`, for a format whose samples each lie in their own byte range, taken in
+  order) and the hot-tier fill it was handed to (:meth:`sink`) has written it. A reader then
+  holds the blocks between its consumer and its read-ahead, not whole shards: memory that
+  follows a block's read latency rather than a shard's.
+
+The loader loop writes (:meth:`landed`, :meth:`finish`, :meth:`fail`, :meth:`written`); the
+consumer's thread reads (:meth:`wait`, :meth:`read`, :meth:`passed`, :meth:`close`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tierstore.checksum import checksum
 
@@ -28,17 +41,47 @@ from .index import ShardEntry
 
 __all__ = ["Landing"]
 
+Sink = Callable[[int, memoryview | None], None]
+"""``sink(block, view)``: a checked block of a parted shard, handed on in order (to the hot-tier
+fill); the sink calls :meth:`Landing.written` once it no longer needs ``view``. ``view`` None:
+no more will come (the shard was re-read whole, or its read failed), though not all did."""
+
+
+@dataclass
+class _Block:
+    """A block of a parted shard, in its own buffer."""
+
+    lo: int
+    hi: int
+    view: memoryview
+    sunk: bool = False  # handed to the sink
+    writing: bool = False  # handed to the sink and not yet written
+
 
 class Landing:
-    """The bytes of ``shard`` as they are read and checked."""
+    """The bytes of ``shard`` as they are read and checked.
 
-    def __init__(self, shard: ShardEntry, *, head: bool = False):
+    ``free(nbytes)`` is called (from either thread) as a parted shard lets a block go, and
+    ``waiting()`` as its consumer starts waiting for bytes beyond :attr:`wanted`.
+    """
+
+    def __init__(self, shard: ShardEntry, *, head: bool = False, parted: bool = False,
+                 free: Callable[[int], None] | None = None,
+                 waiting: Callable[[], None] | None = None):
         self.shard = shard
         self.head = head  # its consumer waits for it already: its first blocks come first
+        self.parted = parted and bool(shard.blocks)
         self.data: Buffer = b""  # the shard's buffer (whole once finished)
         self.checked = 0  # bytes from the start that are checked against the index
         self.waited = 0.0  # seconds the consumer spent in wait()
         self._landed: list[tuple[int, int]] = []  # parts read, not yet under the prefix
+        self._blocks: dict[int, _Block] = {}  # parted: blocks held, by index
+        self._passed = 0  # parted: the consumer needs no byte below this
+        self._sink: Sink | None = None
+        self._free = free
+        self._waiting = waiting
+        self.wanted = 0  # the consumer waits for the bytes up to here
+        self.rereading = False  # the reader's business: a re-read whole is under way
         self._mismatch = False  # a block did not match: nothing more until finished
         self._done = False
         self._closed = False
@@ -48,14 +91,36 @@ class Landing:
     # -- the loader loop ------------------------------------------------------------------
 
     def begin(self, data: Buffer) -> None:
-        """The buffer the shard's parts are read into."""
+        """The buffer the shard's parts are read into (whole)."""
         with self._changed:
             self.data = data
 
-    def landed(self, lo: int, hi: int) -> None:
-        """The read of bytes ``[lo, hi)`` has returned: check the blocks now complete."""
+    def sink(self, sink: Sink | None) -> None:
+        """Hand each block of a parted shard on to ``sink`` once it is checked, in order;
+        None: the sink is gone (the blocks it had not written are let go)."""
+        with self._changed:
+            self._sink = sink
+            if sink is None:
+                for block in self._blocks.values():
+                    block.writing = False
+        self._collect()
+
+    def written(self, index: int) -> None:
+        """The sink is done with block ``index``."""
+        with self._changed:
+            if (block := self._blocks.get(index)) is not None:
+                block.writing = False
+        self._collect()
+
+    def landed(self, lo: int, hi: int, part: memoryview | None = None) -> None:
+        """The read of bytes ``[lo, hi)`` has returned (into ``part``, for a parted shard:
+        one block): check the blocks now complete."""
+        if part is not None:
+            with self._changed:
+                self._blocks[lo // self.shard.block_size] = _Block(lo, hi, part)
         blocks, size = self.shard.blocks, self.shard.block_size
         if not blocks or self._mismatch or self._done:
+            self._collect()
             return
         self._landed.append((lo, hi))
         reach, checked = _covered(self._landed, self.checked), self.checked
@@ -63,37 +128,62 @@ class Landing:
             block_end = min(checked + size, self.shard.size)
             if block_end > reach:
                 break
-            if checksum(memoryview(self.data)[checked:block_end]) != blocks[checked // size]:
+            if checksum(self._view(checked, block_end)) != blocks[checked // size]:
                 self._mismatch = True  # the whole shard's verification takes over
                 break
             checked = block_end
         self._landed = [r for r in self._landed if r[1] > checked]  # under the prefix: done
         if checked > self.checked:
             with self._changed:
-                self.checked = checked
+                first, self.checked = self.checked, checked
                 self._changed.notify_all()
+            self._hand_on(first, checked)
+        self._collect()
 
-    def finish(self, data: Buffer) -> None:
-        """The whole shard, verified."""
+    def _hand_on(self, lo: int, hi: int) -> None:
+        """Give the sink the blocks checked between ``lo`` and ``hi``."""
+        if not self.parted or self._sink is None:
+            return
+        size = self.shard.block_size
+        for index in range(lo // size, -(-hi // size)):
+            block = self._blocks[index]
+            block.sunk = block.writing = True
+            self._sink(index, block.view)
+
+    def finish(self, data: Buffer | None) -> None:
+        """The whole shard, verified: ``data`` (a parted shard whose blocks all matched:
+        None, its blocks are its bytes)."""
         with self._changed:
-            self.checked, self._done = len(data), True
-            if not self._closed:
-                self.data = data
+            if data is not None:
+                self.checked, self.data = len(data), (b"" if self._closed else data)
+            self._done = True
             self._changed.notify_all()
+        self._over()
 
     def fail(self, error: BaseException) -> None:
         """Reading the shard failed (or was cancelled): its waiter gets ``error``."""
         with self._changed:
             self._error, self._done = error, True
             self._changed.notify_all()
+        self._over()
+
+    def _over(self) -> None:
+        if self._sink is not None and (self._mismatch or self._error is not None):
+            self._sink(-1, None)  # the rest of the blocks will not come
+        self._collect()
 
     # -- the consumer ---------------------------------------------------------------------
 
     def wait(self, end: int) -> Buffer:
         """The shard's buffer once its bytes ``[0, end)`` are checked (all of it after the
-        read finished); raises the read's error if it failed first."""
+        read finished); raises the read's error if it failed first. (A parted shard has no
+        such buffer until re-read whole: :meth:`read` its samples.)"""
         with self._changed:
             if self.checked < end and self._error is None:
+                if end > self.wanted:
+                    self.wanted = end
+                    if self._waiting is not None:
+                        self._waiting()
                 began = time.perf_counter()
                 while self.checked < end and self._error is None and not self._done:
                     self._changed.wait()
@@ -102,15 +192,75 @@ class Landing:
                 raise self._error
             return self.data
 
-    def close(self) -> None:
-        """The consumer is done with the shard: let go of its buffer (for reuse)."""
+    def read(self, lo: int, hi: int) -> Buffer:
+        """Bytes ``[lo, hi)`` once checked: a view where they lie in one block or buffer."""
+        data = self.wait(hi)
         with self._changed:
-            self._closed, self.data = True, b""
+            if len(data) >= hi or not self.parted:
+                return memoryview(data)[lo:hi]
+            return self._view(lo, hi)
+
+    def passed(self, offset: int) -> None:
+        """The consumer will read nothing below ``offset`` (a parted shard's blocks there go
+        once the sink has written them)."""
+        with self._changed:
+            self._passed = max(self._passed, offset)
+        self._collect()
+
+    def close(self) -> None:
+        """The consumer is done with the shard: let go of its buffers (for reuse)."""
+        with self._changed:
+            self._closed, self.data, self._passed = True, b"", self.shard.size
+        self._collect()
 
     @property
     def done(self) -> bool:
         """Whether the read is over (finished or failed)."""
         return self._done
+
+    @property
+    def mismatched(self) -> bool:
+        """Whether a block did not match the index (the shard must be verified whole)."""
+        return self._mismatch
+
+    @property
+    def held(self) -> int:
+        """Bytes of a parted shard's blocks held now."""
+        with self._changed:
+            return sum(b.hi - b.lo for b in self._blocks.values())
+
+    # -- blocks ---------------------------------------------------------------------------
+
+    def _view(self, lo: int, hi: int) -> Buffer:
+        """Bytes ``[lo, hi)`` of the blocks (or the whole buffer): a view within one."""
+        if not self.parted:
+            return memoryview(self.data)[lo:hi]
+        size = self.shard.block_size
+        first, last = lo // size, (hi - 1) // size
+        if first == last:
+            block = self._blocks[first]
+            return block.view[lo - block.lo:hi - block.lo]
+        return b"".join(self._blocks[i].view[max(lo, i * size) - i * size:
+                                             min(hi, (i + 1) * size) - i * size]
+                        for i in range(first, last + 1))
+
+    def _collect(self) -> None:
+        """Let go of the blocks nobody needs: checked (or the read is over), passed by the
+        consumer, and written by the sink (or not wanted by it)."""
+        if not self.parted:
+            return
+        freed: list[int] = []
+        with self._changed:
+            for index, block in list(self._blocks.items()):
+                checked = block.hi <= self.checked or self._done
+                wanted = (self._sink is not None and not block.sunk and not self._done
+                          and not self._mismatch)
+                if checked and block.hi <= self._passed and not block.writing and not wanted:
+                    del self._blocks[index]
+                    freed.append(block.hi - block.lo)
+        if self._free is not None:
+            for nbytes in freed:
+                self._free(nbytes)
 
 
 def _covered(ranges: list[tuple[int, int]], start: int) -> int:

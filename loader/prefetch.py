@@ -24,6 +24,7 @@ import functools
 import queue
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tierstore.checksum import checksum
@@ -32,6 +33,7 @@ from tierstore.store import Store
 
 from .buffers import ShardBuffers
 from .errors import CorruptShard, ShardError
+from .fill import HotFill
 from .format import Buffer
 from .index import ShardEntry
 from .landing import Landing
@@ -39,7 +41,7 @@ from .readahead import START_SHARDS, DepthController, PrefetchStats, Read, ReadA
 from .retry import NEVER, Backoff, retrying
 from .runtime import LoopThread
 
-__all__ = ["PrefetchStats", "ShardPrefetcher", "cost", "read_shard"]
+__all__ = ["PrefetchStats", "ShardPrefetcher", "ShardReads", "cost", "read_shard"]
 
 T = TypeVar("T")
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
@@ -47,9 +49,6 @@ HEAD_READS = 3  # blocks of a shard its consumer waits for that are read at once
 _UNDECODED = "none of its samples were decoded past the blocks that match the index"
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
 Latency = Callable[[float], None]
-Fetch = Callable[[ShardEntry, Latency, Landing], Awaitable[Buffer]]
-"""``await fetch(shard, on_latency, landing)``: the shard's verified bytes; ``on_latency(seconds)``
-reports how long reading it took, ``landing`` follows its parts (:func:`read_shard` does both)."""
 
 
 class _Window:
@@ -65,20 +64,24 @@ class _Window:
 
     def fits(self, nbytes: int) -> bool:
         # an item larger than the whole limit goes alone: it slows reading, never stops it
-        return self.shards == 0 or (self.held + nbytes <= self.depth.limit()
-                                    and self.shards < self.depth.max_shards)
+        return self.held == 0 or (self.held + nbytes <= self.depth.limit()
+                                  and self.shards < self.depth.max_shards)
 
-    async def acquire(self, nbytes: int) -> None:
-        while not self.fits(nbytes):
+    async def acquire(self, nbytes: int, shards: int = 1,
+                      urgent: Callable[[], bool] = lambda: False) -> None:
+        """Room for ``nbytes`` (and ``shards`` more shards: a parted shard's blocks take
+        room as bytes only); at once when ``urgent()``: the consumer waits for these bytes
+        (the room is held by blocks it still needs)."""
+        while not (self.fits(nbytes) or urgent()):
             self._room.clear()
             await self._room.wait()
         self.held += nbytes
-        self.shards += 1
+        self.shards += shards
         self._publish()
 
-    def release(self, nbytes: int) -> None:
+    def release(self, nbytes: int, shards: int = 1) -> None:
         self.held -= nbytes
-        self.shards -= 1
+        self.shards -= shards
         self._publish()
         self.poke()
 
@@ -91,6 +94,15 @@ class _Window:
         stats.held_bytes, stats.held_shards = self.held, self.shards
         stats.peak_bytes = max(stats.peak_bytes, self.held)
         stats.peak_shards = max(stats.peak_shards, self.shards)
+
+
+def _wanted(landing: Landing, lo: int) -> bool:
+    return lo < landing.wanted
+
+
+def _cancelled(landing: Landing) -> ShardError:
+    return ShardError(f"the read of shard {landing.shard.key!r} was cancelled",
+                      shard=landing.shard.key)
 
 
 def cost(shard: ShardEntry) -> int:
@@ -189,6 +201,93 @@ async def _verified(store: Store, shard: ShardEntry) -> bytes:
     return data
 
 
+@dataclass
+class ShardReads:
+    """How a reader reads its shards: from ``store``, at most ``reads`` ranged reads in flight,
+    each of ``part_size``, a passing failure tried again as ``backoff`` says, counted in
+    ``stats``; whole shards into ``buffers`` and blocks into ``blocks``; each shard read from
+    a slower tier kept on the hot tier through ``fills`` (:mod:`.fill`), when given."""
+
+    store: Store
+    reads: asyncio.Semaphore
+    stats: PrefetchStats
+    part_size: int = PART_SIZE
+    backoff: Backoff = NEVER
+    buffers: ShardBuffers | None = None
+    blocks: ShardBuffers | None = None
+    fills: HotFill | None = None
+
+    def parted(self, shard: ShardEntry, ranged: bool) -> bool:
+        """Whether ``shard`` is read in blocks, each let go once used (:mod:`.landing`): a
+        shard of several blocks with their checksums, of a format whose samples each lie in
+        their own range (``ranged``)."""
+        return (ranged and shard.offsets is not None and len(shard.blocks) > 1
+                and shard.block_size > 0)
+
+    async def whole(self, shard: ShardEntry, on_latency: Latency, landing: Landing) -> Buffer:
+        """The whole of ``shard``, verified (:func:`read_shard`), kept hot when it came from
+        a slower tier, one fetch for the node."""
+        def read() -> Awaitable[Buffer]:
+            return read_shard(self.store, shard, reads=self.reads, part_size=self.part_size,
+                              stats=self.stats, backoff=self.backoff, on_latency=on_latency,
+                              buffers=self.buffers, landing=landing)
+
+        return await (read() if self.fills is None else self.fills.fetch(shard, read))
+
+    async def claim(self, landing: Landing) -> Callable[[], Awaitable[None]]:
+        """Claim a parted shard's hot replica before its blocks are read (its blocks are
+        written there as they are checked: :meth:`HotFill.stream`); what to await once the
+        read is over (a claim that only marked the fetch is given back)."""
+        claim = await self.fills.claim(landing.shard) if self.fills is not None else None
+        if claim is not None and claim.fills:
+            self.fills.stream(claim, landing)  # type: ignore[union-attr]  # claimed through it
+        elif claim is not None:
+            return claim.release
+
+        async def nothing() -> None:
+            return None
+
+        return nothing
+
+    async def block(self, shard: ShardEntry, lo: int, into: memoryview) -> float:
+        """Read bytes ``[lo, lo + len(into))`` of ``shard`` into ``into``; seconds the read
+        took from getting its slot."""
+        def retried(exc: BaseException, delay: float) -> None:
+            self.stats.retries += 1
+
+        async def once() -> float:
+            async with self.reads:
+                began = time.perf_counter()
+                self.stats.reads += 1
+                got = await self.store.cat_into(shard.key, into, lo)
+                if got != len(into):
+                    raise ShardError(f"shard {shard.key!r} ended at byte {lo + got}, the index "
+                                     f"says {shard.size}", shard=shard.key)
+                return time.perf_counter() - began
+
+        try:
+            return await retrying(once, self.backoff, on_retry=retried)
+        except ShardError:
+            raise
+        except (TierstoreError, OSError) as exc:
+            raise ShardError(f"cannot read shard {shard.key!r}: {exc}", shard=shard.key) from exc
+
+    async def reread(self, shard: ShardEntry) -> bytes:
+        """``shard`` whole through the store's verified, failing-over path (a block did not
+        match the index)."""
+        def retried(exc: BaseException, delay: float) -> None:
+            self.stats.retries += 1
+
+        self.stats.rereads.append(shard.key)
+        try:
+            return await retrying(lambda: _verified(self.store, shard), self.backoff,
+                                  on_retry=retried)
+        except ShardError:
+            raise
+        except (TierstoreError, OSError) as exc:
+            raise ShardError(f"cannot read shard {shard.key!r}: {exc}", shard=shard.key) from exc
+
+
 class ShardPrefetcher:
     """Reads ``shards`` ahead of their consumer, in order, as far ahead as ``read_ahead``
     says and never holding more than ``budget`` bytes.
@@ -197,69 +296,169 @@ class ShardPrefetcher:
     ----------
     loop
         The process's loader loop.
-    fetch
-        ``await fetch(shard, on_latency)``: the shard's verified bytes (:func:`read_shard`).
+    reads
+        What shards are read with (:class:`ShardReads`); its ``stats`` are :attr:`stats`.
     shards
         ``(position in the index, entry)`` in the order the consumer needs them.
     budget
         Bytes read ahead at most (being read, or handed over and not yet released), each
         shard counted with a small overhead so that many tiny shards are bounded too.
-    stats
-        Where to count; :attr:`stats` either way.
+    ranged
+        Whether a shard's format reads each sample from its own byte range
+        (:attr:`~.format.ShardFormat.ranged_samples`): such a shard with block checksums is
+        read in blocks, each let go once its consumer has passed it (:mod:`.landing`).
     read_ahead
         The depth policy (:data:`~.readahead.ReadAhead`): adaptive by default.
     """
 
-    def __init__(self, loop: LoopThread, fetch: Fetch, shards: Sequence[tuple[int, ShardEntry]],
-                 budget: int, stats: PrefetchStats | None = None, *,
+    def __init__(self, loop: LoopThread, reads: ShardReads,
+                 shards: Sequence[tuple[int, ShardEntry]], budget: int, *,
+                 ranged: Callable[[ShardEntry], bool] = lambda shard: False,
                  read_ahead: ReadAhead = "adaptive"):
         self._loop = loop
-        self._fetch = fetch
+        self._reads = reads
         self._shards = list(shards)
+        self._parted = [reads.parted(shard, ranged(shard)) for _, shard in self._shards]
         self.started = 0  # shards whose read has begun (read by the consumer's side too)
-        self.stats = stats if stats is not None else PrefetchStats()
-        first = cost(self._shards[0][1]) if self._shards else SHARD_OVERHEAD
-        self.depth = DepthController(read_ahead, budget, START_SHARDS * first, self.stats)
+        self.stats = reads.stats
+        self.depth = DepthController(read_ahead, budget, START_SHARDS * self._first_cost(),
+                                     self.stats)
         self._ready: queue.Queue[tuple[int, Landing] | None] = queue.Queue()
-        self._tasks: set[asyncio.Task[Buffer]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
         self._early: set[Landing] = set()  # released by the consumer before their read ended
         self._window: _Window | None = None
         self._handed: tuple[float, Landing] | None = None  # the last shard handed out, when
         self._producer = loop.submit(self._produce())
 
+    def _first_cost(self) -> int:
+        """The read-ahead before anything is measured: the first shard, or the first few
+        blocks of a parted one."""
+        if not self._shards:
+            return SHARD_OVERHEAD
+        shard = self._shards[0][1]
+        return HEAD_READS * shard.block_size if self._parted[0] else cost(shard)
+
     async def _produce(self) -> None:
         window = self._window = _Window(self.depth, self.stats)
-        for position, shard in self._shards:
-            await window.acquire(cost(shard))
-            landing = Landing(shard, head=self.started == 0)
+        for (position, shard), parted in zip(self._shards, self._parted, strict=True):
+            await window.acquire(SHARD_OVERHEAD if parted else cost(shard))
+            landing = Landing(shard, head=self.started == 0, parted=parted, free=self._freed,
+                              waiting=self._waiting)
             self.started += 1
+            if parted:
+                await self._read_blocks(position, landing, window)
+                continue
             read = self.depth.start()
-            task = asyncio.ensure_future(self._fetch(
-                shard, functools.partial(setattr, read, "latency"), landing))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._hand_over, landing=landing,
-                                                     read=read, nbytes=cost(shard)))
+            self._spawn(self._reads.whole(shard, functools.partial(setattr, read, "latency"),
+                                          landing),
+                        functools.partial(self._hand_over, landing=landing, read=read))
             self._ready.put((position, landing))
         self._ready.put(None)
 
-    def _hand_over(self, task: asyncio.Task[Buffer], landing: Landing, read: Read,
-                   nbytes: int) -> None:
-        self._tasks.discard(task)
+    def _spawn(self, coro: Awaitable[T], done: Callable[[asyncio.Task[T]], None] | None = None
+               ) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if done is not None:
+            task.add_done_callback(done)
+        return task
+
+    def _hand_over(self, task: asyncio.Task[Buffer], landing: Landing, read: Read) -> None:
         if task.cancelled():
             self.depth.finish(read, None)
-            landing.fail(ShardError(f"the read of shard {landing.shard.key!r} was cancelled",
-                                    shard=landing.shard.key))
+            landing.fail(_cancelled(landing))
         elif (exc := task.exception()) is not None:
             self.depth.finish(read, None)
             landing.fail(exc)
         else:
-            self.depth.finish(read, nbytes)  # in the window's units, as the consumer's pace
-            landing.finish(task.result())
+            self.depth.finish(read, cost(landing.shard))  # in the window's units, as the
+            landing.finish(task.result())  # consumer's pace
+        self._ended(landing)
+
+    def _ended(self, landing: Landing) -> None:
+        """A shard's read is over: its room goes back if its consumer is done with it."""
         if landing in self._early:
             self._early.discard(landing)
             self._release(landing)
         if self._window is not None:
             self._window.poke()
+
+    # -- parted shards --------------------------------------------------------------------
+
+    async def _read_blocks(self, position: int, landing: Landing, window: _Window) -> None:
+        """Start reading a parted shard's blocks, in order, each as the window has room."""
+        shard = landing.shard
+        settled = await self._reads.claim(landing)
+        self._ready.put((position, landing))
+        blocks = []
+        try:
+            for lo in range(0, shard.size, shard.block_size):
+                if landing.done or landing.mismatched:  # failed, or being re-read whole
+                    break
+                hi = min(lo + shard.block_size, shard.size)
+                await window.acquire(hi - lo, shards=0,
+                                     urgent=functools.partial(_wanted, landing, lo))
+                blocks.append(self._spawn(self._block(landing, lo, hi)))
+        except BaseException:  # cancelled: its fill's stream ends with it
+            landing.fail(_cancelled(landing))
+            await asyncio.shield(settled())
+            raise
+        self._spawn(self._settle(landing, blocks, settled),
+                    lambda task: self._ended(landing))
+
+    async def _block(self, landing: Landing, lo: int, hi: int) -> None:
+        """Read one block; the first block that does not match the index has the shard
+        re-read whole, at once (its consumer waits for it)."""
+        read = self.depth.start()
+        into = (memoryview(bytearray(hi - lo)) if self._reads.blocks is None
+                else self._reads.blocks.take(hi - lo))
+        try:
+            read.latency = await self._reads.block(landing.shard, lo, into)
+        except BaseException as exc:  # its room goes back: it never landed
+            self.depth.finish(read, None)
+            self._freed(hi - lo)
+            landing.fail(_cancelled(landing) if isinstance(exc, asyncio.CancelledError)
+                         else exc)
+            raise
+        self.depth.finish(read, hi - lo)
+        landing.landed(lo, hi, into)
+        if landing.mismatched and not landing.rereading:
+            landing.rereading = True
+            try:
+                landing.finish(await self._reads.reread(landing.shard))
+            except BaseException as exc:
+                landing.fail(_cancelled(landing) if isinstance(exc, asyncio.CancelledError)
+                             else exc)
+                raise
+
+    async def _settle(self, landing: Landing, blocks: Sequence[asyncio.Task[None]],
+                      settled: Callable[[], Awaitable[None]]) -> None:
+        """Once every block of a parted shard is read (or it was re-read): finished when all
+        matched the index; its fill's claim settled either way."""
+        shard = landing.shard
+        try:
+            await asyncio.gather(*blocks, return_exceptions=True)
+            if not landing.done:  # every block read and checked
+                landing.finish(None)
+            if landing.checked == shard.size:
+                self.stats.shards += 1
+                self.stats.bytes += shard.size
+        except BaseException:
+            landing.fail(_cancelled(landing))
+            raise
+        finally:
+            await asyncio.shield(settled())
+
+    def _waiting(self) -> None:
+        """A consumer waits for bytes of a parted shard not read yet (from its thread)."""
+        if self._window is not None:
+            self._loop.call_soon(self._window.poke)
+
+    def _freed(self, nbytes: int) -> None:
+        """A parted shard let ``nbytes`` of blocks go (from either thread)."""
+        if self._window is not None:
+            self._loop.call_soon(self._window.release, nbytes, 0)
 
     def next(self) -> tuple[int, Landing]:
         """The next shard, as it lands (:meth:`Landing.wait` for its bytes, which raises
@@ -301,17 +500,28 @@ class ShardPrefetcher:
 
     def _release(self, landing: Landing) -> None:
         if not landing.done:
-            self._early.add(landing)  # released by _hand_over
+            self._early.add(landing)  # released by _ended
         elif self._window is not None:
-            self._window.release(cost(landing.shard))
+            self._window.release(SHARD_OVERHEAD if landing.parted else cost(landing.shard))
 
-    def shutdown(self) -> None:
-        """Stop reading ahead: cancel the producer and every read in flight."""
-        self._producer.cancel()
+    def shutdown(self, drain: float = 0.0) -> None:
+        """Stop reading ahead: cancel the producer and every read in flight, after waiting
+        up to ``drain`` seconds for the reads under way (when the consumer took every sample
+        it needed: the trailing blocks of a shard it has passed still go to its fill)."""
+        if not drain:
+            self._producer.cancel()
 
         async def cancel_all() -> None:
+            deadline = time.monotonic() + drain
+            while (left := deadline - time.monotonic()) > 0 and (
+                    self._tasks or not self._producer.done()):
+                if self._tasks:
+                    await asyncio.wait(list(self._tasks), timeout=left)
+                else:  # the producer waits for room that the fills' writes give back
+                    await asyncio.sleep(min(left, 0.01))
+            self._producer.cancel()
             for task in list(self._tasks):
                 task.cancel()
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            self._loop.submit(cancel_all()).result(timeout=5)
+            self._loop.submit(cancel_all()).result(timeout=5 + drain)

@@ -24,6 +24,7 @@ __all__ = ["LoopThread", "StoreHandle"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+BLOCKS_KEPT = 8  # idle block buffers a process keeps for the next blocks (32 MiB at 4 MiB)
 
 
 class LoopThread:
@@ -39,6 +40,7 @@ class LoopThread:
         self._stores: dict[bytes, Store] = {}
         self._stores_lock = threading.Lock()
         self.buffers = ShardBuffers()  # whole shards' memory, reused (used on the loop)
+        self.blocks = ShardBuffers(keep=BLOCKS_KEPT)  # parted shards' blocks, the same
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever,
                                        name="tierstore-loader-io", daemon=True)

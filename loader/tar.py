@@ -206,15 +206,24 @@ class TarFormat(ShardFormat):
                                    f"{shard.key!r}; rewrite the index")
         return _TarReader(memoryview(data), shard.key, shard.offsets)
 
+    def ranged_sample(self, data: Buffer, shard: ShardEntry, i: int) -> dict[str, Any]:
+        if shard.offsets is None:
+            raise ShardFormatError(f"the index has no sample offsets for tar shard "
+                                   f"{shard.key!r}; rewrite the index")
+        return _TarReader(memoryview(data), shard.key, shard.offsets, shard.offsets[i]).sample(i)
+
 
 class _TarReader(ShardReader):
-    def __init__(self, view: memoryview, key: str, offsets: tuple[int, ...]):
+    """Samples out of ``view``: the shard's bytes from ``base`` on."""
+
+    def __init__(self, view: memoryview, key: str, offsets: tuple[int, ...], base: int = 0):
         self._view = view
         self._key = key
         self._offsets = offsets
+        self._base = base
 
     def sample(self, i: int) -> dict[str, Any]:
-        start, end = self._offsets[i], self._offsets[i + 1]
+        start, end = self._offsets[i] - self._base, self._offsets[i + 1] - self._base
         out: dict[str, Any] = {"__shard__": self._key}
         for member in iter_members(self._view, start, end, shard=self._key):
             split = split_name(member.name)
@@ -228,7 +237,8 @@ class _TarReader(ShardReader):
             out[ext] = bytes(self._view[member.start:member.start + member.size])
         if "__key__" not in out:
             raise ShardFormatError(f"sample {i} of {self._key!r} has no members at bytes "
-                                   f"{start}-{end}; the index does not match the shard")
+                                   f"{self._offsets[i]}-{self._offsets[i + 1]}; the index "
+                                   "does not match the shard")
         return out
 
 

@@ -19,6 +19,7 @@ from storefixtures import make_config, toml_for
 from tierstore import Config, open_store
 from tierstore.errors import ChecksumMismatch, CopyInFlight
 from tierstore.loader import DatasetIndex, TierDataset, TierLoader, write_tar_shards
+from tierstore.loader.index import block_checksums
 from tierstore.sync import _run
 
 SHARDS, PER_SHARD, SAMPLE = 12, 4, 8192
@@ -222,3 +223,56 @@ def test_a_claim_without_room_takes_no_room(tmp_path: Path, moto_server: Any) ->
             _run(store.aio.claim_fill(index.shards[1].key))
         _run(mark.release())
         _run(fill.release())
+
+
+def _in_blocks(config: Config, index: DatasetIndex, block: int, *,
+               wrong: str | None = None) -> DatasetIndex:
+    """``index`` with its shards' checksums in blocks of ``block`` bytes (block 1 of shard
+    ``wrong`` given block 0's checksum: not what the store holds)."""
+    with open_store(config) as store:
+        shards = []
+        for shard in index.shards:
+            blocks = list(block_checksums(store.cat(shard.key), block))
+            if shard.key == wrong:
+                blocks[1] = blocks[0]
+            shards.append(dataclasses.replace(shard, block_size=block, blocks=tuple(blocks)))
+    return dataclasses.replace(index, shards=tuple(shards))
+
+
+def test_a_shard_read_in_blocks_is_kept_hot_block_by_block(tmp_path: Path,
+                                                          moto_server: Any) -> None:
+    """A shard read in blocks (tar, with block checksums) is written to the hot tier as its
+    blocks are checked and each block is let go once written and passed: the reader holds
+    blocks, never a whole shard, and the replica is the shard's bytes, verified."""
+    config, index = _dataset(tmp_path, moto_server, None)
+    total, size = sum(s.size for s in index.shards), index.shards[0].size
+    block = 4096
+    dataset = TierDataset(config, index=_in_blocks(config, index, block), decode=None,
+                          buffer_size=8, announce=False, prefetch_bytes=4 * block)
+    first = _epoch(dataset, 0)
+    assert first.get("warm") == total and dataset.fills.shards == SHARDS
+    assert dataset.fills.bytes == total and dataset.fills.failed == 0
+    assert dataset.stats.shards == SHARDS and dataset.stats.reads == SHARDS * -(-size // block)
+    assert dataset.stats.peak_bytes < size  # blocks held, not whole shards (whole: >= size)
+    second = _epoch(dataset, 1)
+    assert second.get("warm", 0) == 0 and second.get("hot") == total
+    with open_store(config) as store:
+        report = store.audit(deep=True)  # every replica's bytes against its checksum
+    assert (report.orphans, report.missing, report.pending) == ((), (), 0)
+
+
+def test_a_block_that_does_not_match_leaves_no_hot_replica(tmp_path: Path,
+                                                           moto_server: Any) -> None:
+    """A block that does not match the index has the shard re-read whole (the samples come
+    from the verified bytes) and its fill rolled back: nothing unverified is kept."""
+    config, index = _dataset(tmp_path, moto_server, None)
+    bad = index.shards[3].key
+    dataset = TierDataset(config, index=_in_blocks(config, index, 4096, wrong=bad),
+                          decode=None, buffer_size=8, announce=False)
+    _epoch(dataset, 0)
+    assert dataset.stats.rereads == [bad] and dataset.fills.shards == SHARDS - 1
+    with open_store(config) as store:
+        assert [r.tier for r in store.aio.catalog.get(bad).replicas] == ["warm"]
+        report = store.audit(deep=True)
+    assert (report.orphans, report.pending) == ((), 0)
+    assert not list((tmp_path / "tiers" / "hot").rglob("*.tmp*"))

@@ -916,9 +916,16 @@ class FillClaim:
             await self.release()
             raise ChecksumMismatch(self.key, "a reader's bytes", str(self.record.checksum),
                                    actual)
-        expected = (len(data), actual)
+        await self.write(_chunks(data))
+
+    async def write(self, chunks: AsyncIterable[bytes]) -> None:
+        """Make the bytes ``chunks`` yields the replica, as they come (a reader's verified
+        blocks, in order): written through the crash-safe replica path and checked against
+        the catalog's size and checksum before they count, as any copy. A writer is done
+        with a chunk when it asks for the next one."""
+        expected = (self.record.size or 0, str(self.record.checksum))
         try:
-            await self.store._fill_replica(self.key, self.dest, self.replica, _chunks(data),
+            await self.store._fill_replica(self.key, self.dest, self.replica, chunks,
                                            lambda: expected, new_content=False)
         except BaseException as exc:  # the replica was rolled back
             await self._end(exc)
