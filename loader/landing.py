@@ -219,6 +219,12 @@ class Landing:
         return self._done
 
     @property
+    def unwanted(self) -> bool:
+        """Whether the rest of a parted shard is wanted by nobody: its consumer is done with
+        it and no fill takes its blocks."""
+        return self._closed and self._sink is None
+
+    @property
     def mismatched(self) -> bool:
         """Whether a block did not match the index (the shard must be verified whole)."""
         return self._mismatch

@@ -341,7 +341,7 @@ class ShardPrefetcher:
     async def _produce(self) -> None:
         window = self._window = _Window(self.depth, self.stats)
         for (position, shard), parted in zip(self._shards, self._parted, strict=True):
-            await window.acquire(SHARD_OVERHEAD if parted else cost(shard))
+            await window.acquire(0 if parted else cost(shard))  # a parted one: its blocks
             landing = Landing(shard, head=self.started == 0, parted=parted, free=self._freed,
                               waiting=self._waiting)
             self.started += 1
@@ -394,8 +394,8 @@ class ShardPrefetcher:
         blocks = []
         try:
             for lo in range(0, shard.size, shard.block_size):
-                if landing.done or landing.mismatched:  # failed, or being re-read whole
-                    break
+                if landing.done or landing.mismatched or landing.unwanted:
+                    break  # failed, being re-read whole, or neither consumer nor fill wants more
                 hi = min(lo + shard.block_size, shard.size)
                 await window.acquire(hi - lo, shards=0,
                                      urgent=functools.partial(_wanted, landing, lo))
@@ -439,7 +439,7 @@ class ShardPrefetcher:
         shard = landing.shard
         try:
             await asyncio.gather(*blocks, return_exceptions=True)
-            if not landing.done:  # every block read and checked
+            if not landing.done:  # every block read and checked (or no more wanted)
                 landing.finish(None)
             if landing.checked == shard.size:
                 self.stats.shards += 1
@@ -502,7 +502,7 @@ class ShardPrefetcher:
         if not landing.done:
             self._early.add(landing)  # released by _ended
         elif self._window is not None:
-            self._window.release(SHARD_OVERHEAD if landing.parted else cost(landing.shard))
+            self._window.release(0 if landing.parted else cost(landing.shard))
 
     def shutdown(self, drain: float = 0.0) -> None:
         """Stop reading ahead: cancel the producer and every read in flight, after waiting

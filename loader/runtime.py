@@ -24,7 +24,7 @@ __all__ = ["LoopThread", "StoreHandle"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-BLOCKS_KEPT = 8  # idle block buffers a process keeps for the next blocks (32 MiB at 4 MiB)
+BLOCKS_KEPT = 2  # idle block buffers a process keeps for the next blocks
 
 
 class LoopThread:

@@ -375,3 +375,22 @@ def test_a_shard_is_taken_from_its_checked_blocks_while_the_rest_is_read(
     got2 = list(mismatched)
     assert mismatched.stats.rereads == [entry.key]
     assert got == [f"s{i:04d}" for i in range(64)] and got2 == got
+
+
+def test_a_read_ahead_smaller_than_a_block_still_ends_the_pass(local_store: SyncStore) -> None:
+    """A read-ahead limit below one block admits one block at a time and never none: a pass
+    ends as soon as its last sample is taken, with the blocks past it (a tar's end) read or
+    left, not waited for (a shard's own slot once kept every block out, until the pass gave
+    up waiting a minute later)."""
+    index = write_tar_shards(local_store, "ds", samples(64), samples_per_shard=32)
+    block = 2048
+    shards = tuple(dataclasses.replace(s, block_size=block,
+                                       blocks=block_checksums(local_store.cat(s.key), block))
+                   for s in index.shards)
+    dataset = TierDataset(local_store, index=dataclasses.replace(index, shards=shards),
+                          decode=key_of, prefetch_bytes=block // 2, shuffle=False)
+    got: list[str] = []
+    taker = threading.Thread(target=lambda: got.extend(dataset), daemon=True)
+    taker.start()
+    taker.join(30)
+    assert not taker.is_alive() and got == [f"s{i:04d}" for i in range(64)]
