@@ -1,4 +1,5 @@
-"""Several emulated accelerators on one node, as MLPerf Storage runs them (``--accelerators N``).
+"""Training processes: each loader the benchmark measures runs in one of its own, and several
+emulated accelerators on one node, as MLPerf Storage runs them (``--accelerators N``).
 
 Each accelerator is a training process of its own: rank ``r`` of an ``N``-rank job, with its own
 DataLoader and workers, taking a batch, then sleeping the workload's compute time per step. The
@@ -7,49 +8,80 @@ epoch in all of them at once, and merges what they measured (:func:`merge_runs`)
 samples over the slowest rank's time, every rank's waits, and the lowest rank's AU (a job steps
 at the pace of its slowest accelerator).
 
-Only the tierstore loader runs this way so far: it is told its rank and the world size, so no
-process group is needed. The peers split by rank through ``torch.distributed`` (WebDataset,
-LitData) or the environment (MosaicML Streaming), which these processes do not set up yet.
+Every loader, tierstore's and each baseline's, runs this way, in one training process when there
+is one accelerator: what is measured of it (memory, CPU) is then its own, as a training script
+that uses it would show, and none of what the benchmark process itself holds (the generated
+data, and every library an earlier loader imported and left behind: measured in the benchmark
+process, the loader measured last carried 300-400 MiB of them).
+
+Only the tierstore loader runs with several accelerators so far: it is told its rank and the
+world size, so no process group is needed. The peers split by rank through
+``torch.distributed`` (WebDataset, LitData) or the environment (MosaicML Streaming), which these
+processes do not set up yet.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
-from .loader_measure import EpochRun, run_epoch
+from .loader_measure import EpochRun, Stalled, run_epoch
 
-__all__ = ["Accelerators", "merge_metrics", "merge_runs", "rank_view"]
+__all__ = ["Accelerators", "Trainee", "merge_metrics", "merge_runs", "one_line", "rank_view",
+           "tier_trainee"]
 
 START_TIMEOUT = 300.0  # seconds for a training process to build its loader
 EPOCH_TIMEOUT = 3600.0  # seconds for one epoch of one rank
 
 
-class Accelerators:
-    """``len(datasets)`` training processes, rank ``r`` iterating ``datasets[r]()`` (a
-    :class:`~tierstore.loader.TierDataset` for that rank, made in its process as a training
-    script makes it) through a :class:`~tierstore.loader.TierLoader`; a context manager."""
+class Trainee(Protocol):
+    """A loader as a training process holds it."""
 
-    def __init__(self, datasets: Sequence[Callable[[], Any]], *, batch_size: int,
-                 workers: int, compute_s: float):
+    def epoch(self, epoch: int) -> Iterable[Any]:
+        """The batches of ``epoch``."""
+
+    def metrics(self) -> dict[str, Any] | None:
+        """What the loader measured of the last epoch itself, if anything."""
+
+    def close(self) -> None:
+        """Stop its workers."""
+
+
+class Accelerators:
+    """``len(trainees)`` training processes, rank ``r`` making its loader with
+    ``trainees[r]()`` (in its own process, as a training script makes it) and iterating it
+    each epoch it is sent, ``compute_s`` per batch; a batch awaited longer than ``stall_s``
+    is a :class:`~.loader_measure.Stalled` hang. A context manager."""
+
+    def __init__(self, trainees: Sequence[Callable[[], Trainee]], *, compute_s: float,
+                 stall_s: float | None = None):
         context = multiprocessing.get_context("spawn")
         self._ends: list[Connection] = []
         self._processes: list[Any] = []
-        for dataset in datasets:
-            mine, theirs = context.Pipe()
-            process = context.Process(target=_accelerator, name="tierstore-accelerator",
-                                      args=(theirs, dataset, batch_size, workers, compute_s))
-            process.start()
-            theirs.close()
-            self._ends.append(mine)
-            self._processes.append(process)
-        for end in self._ends:
-            self._receive(end, START_TIMEOUT)
+        try:
+            for trainee in trainees:
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_accelerator, name="tierstore-trainer",
+                                          args=(theirs, trainee, compute_s, stall_s))
+                process.start()
+                theirs.close()
+                self._ends.append(mine)
+                self._processes.append(process)
+            for end in self._ends:
+                self._receive(end, START_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
 
-    def epoch(self, epoch: int) -> tuple[list[EpochRun], list[dict[str, Any]]]:
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    def epoch(self, epoch: int) -> tuple[list[EpochRun], list[dict[str, Any] | None]]:
         """Run ``epoch`` on every rank at once: each rank's run and loader metrics."""
         for end in self._ends:
             end.send(epoch)
@@ -58,10 +90,15 @@ class Accelerators:
 
     def _receive(self, end: Connection, timeout: float) -> Any:
         if not end.poll(timeout):
-            raise TimeoutError(f"an accelerator process sent nothing for {timeout:g}s")
-        kind, value = end.recv()
+            raise TimeoutError(f"a training process sent nothing for {timeout:g}s")
+        try:
+            kind, value = end.recv()
+        except EOFError:
+            raise RuntimeError("a training process died without a word") from None
+        if kind == "stalled":
+            raise Stalled(value)
         if kind == "error":
-            raise RuntimeError(f"an accelerator process failed: {value}")
+            raise RuntimeError(f"a training process failed: {value}")
         return value
 
     def close(self) -> None:
@@ -73,6 +110,7 @@ class Accelerators:
             if process.is_alive():
                 process.kill()
                 process.join()
+        self._processes.clear()
 
     def __enter__(self) -> Accelerators:
         return self
@@ -81,31 +119,63 @@ class Accelerators:
         self.close()
 
 
-def _accelerator(end: Connection, dataset: Callable[[], Any], batch_size: int, workers: int,
-                 compute_s: float) -> None:
-    """One training process: build the loader, then run each epoch it is sent."""
+def _accelerator(end: Connection, trainee: Callable[[], Trainee], compute_s: float,
+                 stall_s: float | None) -> None:
+    """One training process: make the loader, then run each epoch it is sent."""
     if "fork" in multiprocessing.get_all_start_methods():
         # as under torchrun, whose processes fork their DataLoader workers (the platform's
         # default); a process multiprocessing spawned would spawn them too, each importing
         # torch afresh: 2.4-3 s of a cold epoch's first batch on 2 cores
         multiprocessing.set_start_method("fork", force=True)
     try:
+        made = trainee()
+    except Exception as exc:  # the benchmark process reports it; never a silent hang
+        end.send(("error", one_line(exc)))
+        return
+    end.send(("ready", None))
+    try:
+        while (epoch := end.recv()) is not None:
+            run = run_epoch(made.epoch(epoch), compute_s, None, stall_s)
+            end.send(("epoch", (run, made.metrics())))
+    except Stalled as exc:  # its workers may hang as well: leave without waiting for them
+        end.send(("stalled", str(exc)))
+        os._exit(0)
+    except Exception as exc:
+        end.send(("error", one_line(exc)))
+    made.close()
+
+
+def one_line(exc: BaseException) -> str:
+    """An error in one line: its type and the last line of its message (a DataLoader worker's
+    error arrives as a long multi-line one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+class _TierTrainee:
+    def __init__(self, dataset: Any, batch_size: int, workers: int):
         from tierstore.loader import TierLoader
 
         from .loader_baselines import collate_payloads
 
-        loader = TierLoader(dataset(), batch_size=batch_size, num_workers=workers,
-                            collate_fn=collate_payloads, persistent_workers=workers > 0)
-        end.send(("ready", None))
-        try:
-            while (epoch := end.recv()) is not None:
-                loader.set_epoch(epoch)
-                run = run_epoch(loader, compute_s, None)
-                end.send(("epoch", (run, loader.metrics().to_dict())))
-        finally:
-            loader.shutdown()
-    except Exception as exc:  # the benchmark process reports it; never a silent hang
-        end.send(("error", f"{type(exc).__name__}: {exc}"))
+        self.loader = TierLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                 collate_fn=collate_payloads, persistent_workers=workers > 0)
+
+    def epoch(self, epoch: int) -> Iterable[Any]:
+        self.loader.set_epoch(epoch)
+        return self.loader
+
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.loader.metrics().to_dict())
+
+    def close(self) -> None:
+        self.loader.shutdown()
+
+
+def tier_trainee(dataset: Callable[[], Any], batch_size: int, workers: int) -> Trainee:
+    """tierstore's loader in a training process: a :class:`~tierstore.loader.TierLoader` over
+    ``dataset()`` (a :class:`~tierstore.loader.TierDataset` for the process's rank)."""
+    return _TierTrainee(dataset(), batch_size, workers)
 
 
 def merge_runs(runs: Sequence[EpochRun]) -> EpochRun:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import gc
@@ -54,7 +53,15 @@ import numpy as np
 from tierstore._progress import Steps, Transfer
 from tierstore.sync import open_store
 
-from .accelerators import Accelerators, merge_metrics, merge_runs, rank_view
+from .accelerators import (
+    Accelerators,
+    Trainee,
+    merge_metrics,
+    merge_runs,
+    one_line,
+    rank_view,
+    tier_trainee,
+)
 from .errors import BenchError
 from .loader_measure import (
     EpochRun,
@@ -63,7 +70,6 @@ from .loader_measure import (
     cpu_seconds,
     exactly_once,
     lru_hit_rates,
-    run_epoch,
     shard_reads,
     side_by_side,
 )
@@ -176,8 +182,9 @@ def _epochs(label: str, total: int) -> Steps:
 
 class EpochMeter:
     """What is measured around each epoch, the same for every loader: the client's peak memory
-    and CPU (this process and its workers), the S3 server's CPU and, where it keeps them, its
-    counters of GETs and bytes served (every client's: the daemon's staging included)."""
+    and CPU (its training processes and their workers), the S3 server's CPU and, where it
+    keeps them, its counters of GETs and bytes served (every client's: the daemon's staging
+    included)."""
 
     def __init__(self, bench: BenchStore, memory: MemorySampler, samples: int):
         self.bench = bench
@@ -187,7 +194,6 @@ class EpochMeter:
         self._server_cpu = 0.0
 
     def start(self) -> None:
-        _release_freed_memory()
         if self.bench.server_counters is not None:
             self._counters = self.bench.server_counters()
         self._server_cpu = cpu_seconds(self.bench.server_pids())
@@ -211,16 +217,6 @@ class EpochMeter:
         return peak, out
 
 
-def _release_freed_memory() -> None:
-    """Collect garbage and hand the C heap's free pages back (glibc's ``malloc_trim``), so
-    that what earlier loaders and the data's generation left in this process's heap, freed
-    but kept by the allocator, does not count against the loader measured next (the peers
-    run first, in this same process)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
            memory: tuple[int, int], **extra: Any) -> dict[str, Any]:
     wall = run.wall_s
@@ -239,33 +235,29 @@ def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
 def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
                  meter: EpochMeter, runs: list[tuple[str, int, EpochRun]]
                  ) -> list[dict[str, Any]]:
-    """``plain`` or ``filecache``: a DataLoader over a map-style dataset through fsspec."""
-    import torch
-    from torch.utils.data import DataLoader
-
+    """``plain`` or ``filecache``: a DataLoader over a map-style dataset through fsspec, in a
+    training process of its own."""
     from tierstore.loader.runtime import LoopThread
 
-    from .loader_baselines import SampleReads, collate_payloads, sample_refs
+    from .loader_baselines import sample_refs
 
     store = LoopThread.get().store(bench.config)
     refs = LoopThread.get().submit(sample_refs(store, index, bench.data_tier)).result()
     cache = str(bench.workdir / "filecache") if name == "filecache" else None
-    dataset = SampleReads(refs, work.format, bench.data_url(), bench.storage_options, cache)
-    generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=work.batch_size, shuffle=True, generator=generator,
-                        num_workers=work.workers, collate_fn=collate_payloads,
-                        persistent_workers=work.workers > 0)
+    trainee = functools.partial(baseline_trainee, refs, work.format, bench.data_url(),
+                                bench.storage_options, cache, work.batch_size, work.workers,
+                                work.seed)
     out = []
-    with _epochs(name, work.samples * work.epochs) as progress:
+    with _epochs(name, work.samples * work.epochs) as progress, \
+            Accelerators([trainee], compute_s=work.compute_s) as trainer:
         for epoch in range(work.epochs):
-            generator.manual_seed(work.seed * 1000 + epoch)
             meter.start()
             try:
-                run = run_epoch(loader, work.compute_s, progress.advance)
-            except Exception as exc:  # a worker's error arrives as a long multi-line one
-                lines = [line for line in str(exc).splitlines() if line.strip()]
+                (run,), _ = trainer.epoch(epoch)
+            except Exception as exc:
                 raise BenchError(f"the {name} baseline failed in epoch {epoch + 1}: "
-                                 f"{lines[-1] if lines else type(exc).__name__}") from exc
+                                 f"{exc}") from exc
+            progress.advance(run.samples)
             payload = max(1, run.payload_bytes)
             if cache is None:
                 hits = {bench.data_tier: 1.0}
@@ -276,8 +268,62 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
             out.append(_entry(name, epoch, run, hits, peak, stored_bytes=index.total_bytes,
                               **measured))
             runs.append((name, epoch, run))
-    del loader  # its persistent workers exit
     return out
+
+
+class _BaselineTrainee:
+    """A plain DataLoader over :class:`~.loader_baselines.SampleReads`, shuffled per epoch."""
+
+    def __init__(self, dataset: Any, batch_size: int, workers: int, seed: int):
+        import torch
+        from torch.utils.data import DataLoader
+
+        from .loader_baselines import collate_payloads
+
+        self.seed = seed
+        self.generator = torch.Generator()
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                 generator=self.generator, num_workers=workers,
+                                 collate_fn=collate_payloads, persistent_workers=workers > 0)
+
+    def epoch(self, epoch: int) -> Any:
+        self.generator.manual_seed(self.seed * 1000 + epoch)
+        return self.loader
+
+    def metrics(self) -> None:
+        return None
+
+    def close(self) -> None:
+        del self.loader  # its persistent workers exit
+
+
+def baseline_trainee(refs: Any, fmt: str, url: str, options: dict[str, Any],
+                     cache: str | None, batch_size: int, workers: int, seed: int) -> Trainee:
+    """The plain or filecache baseline in a training process."""
+    from .loader_baselines import SampleReads
+
+    return _BaselineTrainee(SampleReads(refs, fmt, url, options, cache), batch_size, workers,
+                            seed)
+
+
+class _PeerTrainee:
+    def __init__(self, peer: Any):
+        self.peer = peer
+
+    def epoch(self, epoch: int) -> Any:
+        return self.peer.epoch(epoch)
+
+    def metrics(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.peer.close()
+
+
+def peer_trainee(peer: Any) -> Trainee:
+    """A peer that has written its dataset, opened for reading in a training process."""
+    peer.open()
+    return _PeerTrainee(peer)
 
 
 def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
@@ -285,9 +331,8 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                   meter: EpochMeter, runs: list[tuple[str, int, EpochRun]]
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """TierLoader's epochs; the entries and what its own metrics said."""
-    from tierstore.loader import TierDataset, TierLoader
+    from tierstore.loader import TierDataset
 
-    from .loader_baselines import collate_payloads
 
     ranks = [functools.partial(TierDataset, bench.config, prefix, decode=None, shuffle=True,
                                seed=work.seed, prefetch_bytes=prefetch_bytes, rank=rank,
@@ -302,54 +347,36 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                  for e in range(work.epochs)]
     lru = lru_hit_rates(sizes, sequences, hot_capacity)
     out, metrics = [], []
-    with contextlib.ExitStack() as stack:
-        if work.accelerators > 1:  # a process per accelerator: bench/accelerators.py
-            job = stack.enter_context(Accelerators(ranks, batch_size=work.batch_size,
-                                                   workers=work.workers,
-                                                   compute_s=work.compute_s))
-        else:
-            loader = TierLoader(dataset, batch_size=work.batch_size, num_workers=work.workers,
-                                collate_fn=collate_payloads,
-                                persistent_workers=work.workers > 0)
-            stack.callback(loader.shutdown)
-        with _epochs("tierstore", work.samples * work.epochs) as progress:
-            for epoch in range(work.epochs):
-                meter.start()
-                if work.accelerators > 1:
-                    each, rank_metrics = job.epoch(epoch)
-                    run = merge_runs(each)
-                    progress.advance(run.samples)
-                    m: Any = types.SimpleNamespace(**merge_metrics(rank_metrics))
-                    metrics.append(vars(m))
-                else:
-                    loader.set_epoch(epoch)
-                    run = run_epoch(loader, work.compute_s, progress.advance)
-                    m = loader.metrics()
-                    metrics.append(m.to_dict())
-                peak, measured = meter.stop(run)
-                hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
-                if measured["s3_counted_by"] is None:  # no server counters: the loader's own
-                    measured.update(s3_bytes=m.bytes_by_tier.get(bench.data_tier, 0),
-                                    s3_gets=m.reads_by_tier.get(bench.data_tier, 0),
-                                    s3_counted_by="store (the loader's reads; not the daemon's)")
-                out.append(_entry(
-                    "tierstore", epoch, run, hits, peak, stored_bytes=index.total_bytes,
-                    **measured,
-                    hot_hit_rate=m.hot_hit_rate, lru_hot_hit_rate=lru[epoch],
-                    read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
-                    loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
-                    peak_in_flight_bytes=m.peak_in_flight_bytes,
-                    **({"ranks": [rank_view(r) for r in run.ranks]} if run.ranks else {})))
-                runs.append(("tierstore", epoch, run))
+    trainees = [functools.partial(tier_trainee, rank, work.batch_size, work.workers)
+                for rank in ranks]
+    with _epochs("tierstore", work.samples * work.epochs) as progress, \
+            Accelerators(trainees, compute_s=work.compute_s) as job:
+        for epoch in range(work.epochs):
+            meter.start()
+            each, rank_metrics = job.epoch(epoch)
+            run = merge_runs(each) if len(each) > 1 else each[0]
+            progress.advance(run.samples)
+            merged = merge_metrics([r or {} for r in rank_metrics]) if len(each) > 1 \
+                else rank_metrics[0] or {}
+            m: Any = types.SimpleNamespace(**merged)
+            metrics.append(merged)
+            peak, measured = meter.stop(run)
+            hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
+            if measured["s3_counted_by"] is None:  # no server counters: the loader's own
+                measured.update(s3_bytes=m.bytes_by_tier.get(bench.data_tier, 0),
+                                s3_gets=m.reads_by_tier.get(bench.data_tier, 0),
+                                s3_counted_by="store (the loader's reads; not the daemon's)")
+            out.append(_entry(
+                "tierstore", epoch, run, hits, peak, stored_bytes=index.total_bytes,
+                **measured,
+                hot_hit_rate=m.hot_hit_rate, lru_hot_hit_rate=lru[epoch],
+                read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
+                loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
+                peak_in_flight_bytes=m.peak_in_flight_bytes,
+                **({"ranks": [rank_view(r) for r in run.ranks]} if run.ranks else {})))
+            runs.append(("tierstore", epoch, run))
     return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
                  "daemon": daemon is not None}
-
-
-def _last_line(exc: BaseException) -> str:
-    """An error in one line: its type and the last line of its message (a DataLoader worker's
-    error arrives as a long multi-line one)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
 
 
 def peer_site(bench: BenchStore, prefix: str, name: str, cache_bytes: int | None) -> Any:
@@ -390,13 +417,15 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
         report["write_s"] = round(time.time() - began, 3)
         report["stored"] = stored = peer.stored()
         phase = "open"
-        peer.open()
         report["how"] = peer.describe()
-        with _epochs(name, work.samples * work.epochs) as progress:
+        with _epochs(name, work.samples * work.epochs) as progress, \
+                Accelerators([functools.partial(peer_trainee, peer)], compute_s=work.compute_s,
+                             stall_s=stall_s) as trainer:
             for epoch in range(work.epochs):
                 phase = f"epoch {epoch + 1}"
                 meter.start()
-                run = run_epoch(peer.epoch(epoch), work.compute_s, progress.advance, stall_s)
+                (run,), _ = trainer.epoch(epoch)
+                progress.advance(run.samples)
                 peak, measured = meter.stop(run)
                 out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored["bytes"],
                                   **measured))
@@ -404,7 +433,7 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
     except Stalled as exc:
         report["failure"] = {"phase": phase, "kind": "hang", "error": str(exc)}
     except Exception as exc:
-        report["failure"] = {"phase": phase, "kind": "crash", "error": _last_line(exc)}
+        report["failure"] = {"phase": phase, "kind": "crash", "error": one_line(exc)}
     finally:
         if peer is not None:
             with contextlib.suppress(Exception):
@@ -482,7 +511,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         daemon_status: int | None = None
         exclude = lambda: [p for p in (_moto_pid(bench), daemon.pid if daemon else None)  # noqa: E731
                            if p is not None]
-        with MemorySampler(exclude) as memory:
+        # every loader runs in training processes of its own (bench/accelerators.py): what
+        # this process holds is the benchmark's, not a loader's
+        with MemorySampler(exclude, count_self=False) as memory:
             meter = EpochMeter(bench, memory, work.samples)
             for name in order:
                 if name == "tierstore":

@@ -215,10 +215,11 @@ def process_tree(root: int, exclude: Sequence[int] = ()) -> list[int]:
 
 
 class MemorySampler:
-    """Samples the memory of this process and its children (minus ``exclude``: the S3 server,
-    the daemon) every ``interval`` seconds on a thread; :meth:`peak` since :meth:`reset`, and
-    :meth:`cpu`: the CPU time they used since then (a child that exits is counted up to its
-    last sample, so at most ``interval`` of its time is missed).
+    """Samples the memory of this process (unless ``count_self`` is false) and its children
+    (minus ``exclude``: the S3 server, the daemon) every ``interval`` seconds on a thread;
+    :meth:`peak` since :meth:`reset`, and :meth:`cpu`: the CPU time they used since then (a
+    child that exits is counted up to its last sample, so at most ``interval`` of its time is
+    missed).
 
     RSS is read every time (``/proc/PID/status``: constant cost). PSS is not: the kernel walks
     every page of a process to sum ``smaps_rollup``, about 20 ms per GiB resident, so reading
@@ -229,8 +230,9 @@ class MemorySampler:
     :meth:`peak`."""
 
     def __init__(self, exclude: Callable[[], Sequence[int]] = lambda: (),
-                 interval: float = 0.05, pss_every: float = 1.0):
+                 interval: float = 0.05, pss_every: float = 1.0, *, count_self: bool = True):
         self._exclude = exclude
+        self._count_self = count_self
         self._interval = interval
         self._pss_every = pss_every
         self._pss_read_at = 0.0  # monotonic time of the last PSS reading
@@ -251,10 +253,14 @@ class MemorySampler:
         self._stop.set()
         self._thread.join(5)
 
+    def _pids(self) -> list[int]:
+        pids = process_tree(os.getpid(), self._exclude())
+        return pids if self._count_self else pids[1:]
+
     def sample(self, pss: bool = True) -> tuple[int, int]:
         """(sum of RSS, sum of PSS) in bytes, now; PSS 0 when ``pss`` is false and no
         reading is due."""
-        pids = process_tree(os.getpid(), self._exclude())
+        pids = self._pids()
         rss = sum(_status_kib(p, "VmRSS") for p in pids) * 1024
         now = time.monotonic()
         pss = pss or rss > self._pss_rss_high * 1.02 or now - self._pss_read_at >= self._pss_every
@@ -271,7 +277,7 @@ class MemorySampler:
         return rss, pss_sum
 
     def reset(self) -> None:
-        pids = process_tree(os.getpid(), self._exclude())
+        pids = self._pids()
         with self._lock:
             self.peak_rss = self.peak_pss = self._pss_rss_high = 0
             self._cpu_start = {p: _cpu_ticks(p) for p in pids}
