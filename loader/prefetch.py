@@ -13,6 +13,12 @@ Nothing unchecked reaches it: a shard's blocks as they match the index's block c
 whole shard once it matches the index's checksum; a mismatch re-reads it through the store's
 verified, failing-over path, and a shard that stays wrong is a
 :class:`~tierstore.loader.errors.CorruptShard`, never bytes.
+
+A tar shard with block checksums is read block by block instead (a *parted* shard,
+:mod:`.landing`): each block takes room in the window as it is read and gives it back once its
+consumer has passed it and the hot-tier fill has written it, so the window holds the blocks
+between the consumer and the read-ahead, and its depth follows a block's read latency rather
+than a whole shard's.
 """
 
 from __future__ import annotations
@@ -238,23 +244,16 @@ class ShardReads:
         """Claim a parted shard's hot replica before its blocks are read (its blocks are
         written there as they are checked: :meth:`HotFill.stream`); what to await once the
         read is over (a claim that only marked the fetch is given back)."""
-        claim = await self.fills.claim(landing.shard) if self.fills is not None else None
-        if claim is not None and claim.fills:
-            self.fills.stream(claim, landing)  # type: ignore[union-attr]  # claimed through it
-        elif claim is not None:
-            return claim.release
-
-        async def nothing() -> None:
-            return None
-
-        return nothing
+        if self.fills is None or (claim := await self.fills.claim(landing.shard)) is None:
+            return _nothing
+        if claim.fills:
+            self.fills.stream(claim, landing)
+            return _nothing
+        return claim.release
 
     async def block(self, shard: ShardEntry, lo: int, into: memoryview) -> float:
         """Read bytes ``[lo, lo + len(into))`` of ``shard`` into ``into``; seconds the read
         took from getting its slot."""
-        def retried(exc: BaseException, delay: float) -> None:
-            self.stats.retries += 1
-
         async def once() -> float:
             async with self.reads:
                 began = time.perf_counter()
@@ -266,7 +265,7 @@ class ShardReads:
                 return time.perf_counter() - began
 
         try:
-            return await retrying(once, self.backoff, on_retry=retried)
+            return await retrying(once, self.backoff, on_retry=self._retried)
         except ShardError:
             raise
         except (TierstoreError, OSError) as exc:
@@ -275,17 +274,21 @@ class ShardReads:
     async def reread(self, shard: ShardEntry) -> bytes:
         """``shard`` whole through the store's verified, failing-over path (a block did not
         match the index)."""
-        def retried(exc: BaseException, delay: float) -> None:
-            self.stats.retries += 1
-
         self.stats.rereads.append(shard.key)
         try:
             return await retrying(lambda: _verified(self.store, shard), self.backoff,
-                                  on_retry=retried)
+                                  on_retry=self._retried)
         except ShardError:
             raise
         except (TierstoreError, OSError) as exc:
             raise ShardError(f"cannot read shard {shard.key!r}: {exc}", shard=shard.key) from exc
+
+    def _retried(self, exc: BaseException, delay: float) -> None:
+        self.stats.retries += 1
+
+
+async def _nothing() -> None:
+    return None
 
 
 class ShardPrefetcher:
