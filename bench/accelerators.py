@@ -14,10 +14,10 @@ that uses it would show, and none of what the benchmark process itself holds (th
 data, and every library an earlier loader imported and left behind: measured in the benchmark
 process, the loader measured last carried 300-400 MiB of them).
 
-Only the tierstore loader runs with several accelerators so far: it is told its rank and the
-world size, so no process group is needed. The peers split by rank through
-``torch.distributed`` (WebDataset, LitData) or the environment (MosaicML Streaming), which these
-processes do not set up yet.
+With several accelerators each training process is a rank of one job, started as ``torchrun``
+starts one: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` set (MosaicML
+Streaming splits by them) and a gloo process group (WebDataset and LitData split through
+``torch.distributed``). tierstore's loader is told its rank and the world size as well.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -62,11 +63,13 @@ class Accelerators:
         context = multiprocessing.get_context("spawn")
         self._ends: list[Connection] = []
         self._processes: list[Any] = []
+        job = (len(trainees), _free_port()) if len(trainees) > 1 else None
         try:
-            for trainee in trainees:
+            for rank, trainee in enumerate(trainees):
                 mine, theirs = context.Pipe()
                 process = context.Process(target=_accelerator, name="tierstore-trainer",
-                                          args=(theirs, trainee, compute_s, stall_s))
+                                          args=(theirs, trainee, compute_s, stall_s,
+                                                None if job is None else (rank, *job)))
                 process.start()
                 theirs.close()
                 self._ends.append(mine)
@@ -120,14 +123,17 @@ class Accelerators:
 
 
 def _accelerator(end: Connection, trainee: Callable[[], Trainee], compute_s: float,
-                 stall_s: float | None) -> None:
-    """One training process: make the loader, then run each epoch it is sent."""
+                 stall_s: float | None, job: tuple[int, int, int] | None) -> None:
+    """One training process (rank ``job[0]`` of ``job[1]``, the group's port ``job[2]``):
+    make the loader, then run each epoch it is sent."""
     if "fork" in multiprocessing.get_all_start_methods():
         # as under torchrun, whose processes fork their DataLoader workers (the platform's
         # default); a process multiprocessing spawned would spawn them too, each importing
         # torch afresh: 2.4-3 s of a cold epoch's first batch on 2 cores
         multiprocessing.set_start_method("fork", force=True)
     try:
+        if job is not None:
+            _join(*job)
         made = trainee()
     except Exception as exc:  # the benchmark process reports it; never a silent hang
         end.send(("error", one_line(exc)))
@@ -143,6 +149,24 @@ def _accelerator(end: Connection, trainee: Callable[[], Trainee], compute_s: flo
     except Exception as exc:
         end.send(("error", one_line(exc)))
     made.close()
+
+
+def _join(rank: int, world: int, port: int) -> None:
+    """Be rank ``rank`` of a ``world``-rank job on this node as ``torchrun`` starts one: its
+    environment (MosaicML Streaming reads it) and a gloo process group (WebDataset and LitData
+    split their shards by rank through it)."""
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def one_line(exc: BaseException) -> str:

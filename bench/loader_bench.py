@@ -63,6 +63,7 @@ from .accelerators import (
     tier_trainee,
 )
 from .errors import BenchError
+from .find_max import Trial, find_max
 from .loader_measure import (
     EpochRun,
     MemorySampler,
@@ -373,7 +374,7 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
                 read_hit_rate=m.read_hit_rate, bytes_read=sum(m.bytes_by_tier.values()),
                 loader_au=m.au, prefetch_budget_bytes=m.prefetch_budget_bytes,
                 peak_in_flight_bytes=m.peak_in_flight_bytes,
-                **({"ranks": [rank_view(r) for r in run.ranks]} if run.ranks else {})))
+                **_ranks(run)))
             runs.append(("tierstore", epoch, run))
     return out, {"prefetch_budget_bytes": dataset.prefetch_bytes, "metrics": metrics,
                  "daemon": daemon is not None}
@@ -386,6 +387,11 @@ def peer_site(bench: BenchStore, prefix: str, name: str, cache_bytes: int | None
     return PeerSite.of_storage_options(bench.data_url(), bench.storage_options,
                                        f"{prefix.replace('/', '-')}-{name}",
                                        bench.workdir / "peers" / name, cache_bytes)
+
+
+def _ranks(run: EpochRun) -> dict[str, Any]:
+    """What an entry keeps of each rank of a run of several."""
+    return {"ranks": [rank_view(r) for r in run.ranks]} if run.ranks else {}
 
 
 def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_bytes: int | None,
@@ -418,17 +424,18 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
         report["stored"] = stored = peer.stored()
         phase = "open"
         report["how"] = peer.describe()
+        ranks = [functools.partial(peer_trainee, peer)] * work.accelerators
         with _epochs(name, work.samples * work.epochs) as progress, \
-                Accelerators([functools.partial(peer_trainee, peer)], compute_s=work.compute_s,
-                             stall_s=stall_s) as trainer:
+                Accelerators(ranks, compute_s=work.compute_s, stall_s=stall_s) as job:
             for epoch in range(work.epochs):
                 phase = f"epoch {epoch + 1}"
                 meter.start()
-                (run,), _ = trainer.epoch(epoch)
+                each, _ = job.epoch(epoch)
+                run = merge_runs(each) if len(each) > 1 else each[0]
                 progress.advance(run.samples)
                 peak, measured = meter.stop(run)
                 out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored["bytes"],
-                                  **measured))
+                                  **measured, **_ranks(run)))
                 runs.append((name, epoch, run))
     except Stalled as exc:
         report["failure"] = {"phase": phase, "kind": "hang", "error": str(exc)}
@@ -477,10 +484,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if work.format == "parquet" and set(loaders) & {"plain", "filecache"}:
         raise BenchError("the plain and filecache baselines read samples by byte range: use "
                          "--format tar or raw, or --loaders tierstore")
-    if work.accelerators > 1 and loaders != ["tierstore"]:
-        raise BenchError("--accelerators runs tierstore's loader only so far: add "
-                         "--loaders tierstore (the peers split by rank through "
-                         "torch.distributed, which the accelerator processes do not set up)")
+    if getattr(args, "find_max", False) and work.compute_s <= 0:
+        raise BenchError("--find-max needs --compute SECONDS per batch: without compute there "
+                         "is no accelerator utilisation to keep")
+    if work.accelerators > 1 and set(loaders) & {"plain", "filecache"}:
+        raise BenchError("--accelerators runs tierstore's loader and the peers (wds, mosaic, "
+                         "litdata): the plain and filecache baselines do not split by rank")
     temp = None
     if args.workdir:
         workdir = Path(args.workdir)
@@ -536,6 +545,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     results += entries
                 else:
                     results += run_baseline(name, bench, index, work, meter, runs)
+            most: dict[str, Any] = {}
+            searched = [n for n in order if n == "tierstore" or n in PEERS]
+            for name in searched if getattr(args, "find_max", False) else []:
+                trial = functools.partial(_trial, name, bench, prefix, index, work, args,
+                                          peer_cache, meter)
+                found, trials = find_max(trial, args.max_accelerators)
+                most[name] = {"max_accelerators": found,
+                              "trials": [t.to_dict() for t in trials]}
         document = result_document(
             "loader", results,
             workload={**dataclasses.asdict(work), "preset_source": PRESETS[work.preset].source},
@@ -557,6 +574,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             failures=[{"loader": k, **r["failure"]} for k, r in peer_reports.items()
                       if r["failure"] is not None],
             loader_metrics=tier_report.get("metrics", []),
+            find_max=most or None,
             memory_constant_bytes=MEMORY_CONSTANT)
         document["criteria"] = criteria(document)
         document["summary"] = summary(document)
@@ -571,6 +589,46 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         bench.close()
         if temp is not None and not args.keep:
             remove_tree(Path(temp))
+
+
+def _trial(name: str, bench: BenchStore, prefix: str, index: Any, work: Workload,
+           args: argparse.Namespace, peer_cache: int | None, meter: EpochMeter,
+           accelerators: int) -> Trial:
+    """One --find-max trial: ``name`` with ``accelerators`` training processes, from cold
+    (tierstore: its hot replicas dropped, no daemon; a peer: written afresh, its cache empty)."""
+    shaped = dataclasses.replace(work, accelerators=accelerators)
+    failure: str | None = None
+    try:
+        if name == "tierstore":
+            _drop_hot(bench, index)
+            entries, _ = run_tierstore(bench, prefix, index, shaped, args.prefetch_bytes, None,
+                                       meter, [])
+        else:
+            entries, report = run_peer(name, bench, prefix, shaped, peer_cache,
+                                       args.peer_timeout, meter, [])
+            if (f := report["failure"]) is not None:
+                failure = f"{f['kind']} in {f['phase']}: {f['error']}"
+    except Exception as exc:  # a trial that fails counts as not kept, and the search goes on
+        entries, failure = [], one_line(exc)
+    return Trial(accelerators, [e["au"] for e in entries],
+                 [e["samples_per_s"] for e in entries], failure)
+
+
+def _drop_hot(bench: BenchStore, index: Any) -> None:
+    """Drop the dataset's hot replicas where another replica stays: the next trial is cold."""
+    from tierstore.loader.runtime import LoopThread
+
+    loop = LoopThread.get()
+    store = loop.store(bench.config)
+
+    async def drop() -> None:
+        for shard in index.shards:
+            record = store.catalog.get(shard.key)
+            tiers = [r.tier for r in record.ready] if record is not None else []
+            if bench.hot_tier in tiers and len(tiers) > 1:
+                await store.drop_replica(shard.key, bench.hot_tier)
+
+    loop.submit(drop()).result()
 
 
 def loaders_of(args: argparse.Namespace) -> list[str]:
@@ -791,6 +849,12 @@ def render_criteria(document: dict[str, Any]) -> list[str]:
                      f"{_mib(v['bar_bytes'])}): {_verdict(v)}")
     for f in document.get("failures", []):
         lines.append(f"{f['loader']}: {f['kind']} in {f['phase']}: {f['error']}")
+    for name, found in (document.get("find_max") or {}).items():
+        tried = ", ".join(f"{t['accelerators']}: {min(t['au'], default=0):.0%}"
+                          + ("" if t["failure"] is None else " (failed)")
+                          for t in found["trials"])
+        lines.append(f"{name}: {found['max_accelerators']} accelerator(s) kept at AU >= 90% "
+                     f"in every epoch (lowest AU per count tried: {tried})")
     if "peak_memory" in c:
         v = c["peak_memory"]
         lines.append(f"peak memory (PSS, loader process and workers): "

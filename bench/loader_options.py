@@ -161,7 +161,13 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
                      help="emulated accelerators on this node, as MLPerf Storage runs them: N "
                           "training processes (ranks of one job), each with its own loader "
                           "and --workers workers; the epoch's AU is the lowest rank's "
-                          "(tierstore's loader only, so far; default: 1)")
+                          "(tierstore and the peers; default: 1)")
+    run.add_argument("--find-max", action="store_true",
+                     help="also find, for tierstore and each peer, the most accelerators this "
+                          "node keeps at AU >= 90%% in every epoch (doubling, then bisecting; "
+                          "each trial starts cold; needs --compute)")
+    run.add_argument("--max-accelerators", type=_positive(int), default=16, metavar="N",
+                     help="the most accelerators --find-max tries (default: 16)")
     run.add_argument("--prefetch-bytes", type=_size, metavar="SIZE",
                      help="tierstore's read-ahead budget (default: 1/16 of memory, "
                           "64 MiB-1 GiB)")

@@ -8,6 +8,7 @@ config the daemon is given, the baselines' byte ranges."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,50 @@ def test_bench_loader_with_two_accelerators(tmp_path: Path, s3_config: Path) -> 
         assert sum(r["hit_rate"].values()) == pytest.approx(1.0)
 
 
-def test_accelerators_run_tierstore_only_so_far(tmp_path: Path, s3_config: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_accelerators_refuse_the_baselines_that_do_not_split_by_rank(
+        tmp_path: Path, s3_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["bench", "loader", "--config", str(s3_config), "--samples", "10",
-            "--accelerators", "2", "--workdir", str(tmp_path / "w")]
+            "--accelerators", "2", "--loaders", "plain,tierstore", "--workdir",
+            str(tmp_path / "w")]
     assert main(argv) != 0
-    assert "--accelerators runs tierstore's loader only so far" in capsys.readouterr().err
+    assert "the plain and filecache baselines do not split by rank" in capsys.readouterr().err
+
+
+def test_find_max_doubles_then_bisects_to_the_last_count_kept() -> None:
+    from tierstore.bench.find_max import Trial, find_max
+
+    def limit(kept: int) -> Callable[[int], Trial]:
+        return lambda n: Trial(n, au=[0.95, 0.93] if n <= kept else [0.95, 0.6])
+
+    found, trials = find_max(limit(5), 16)
+    assert found == 5 and [t.accelerators for t in trials] == [1, 2, 4, 8, 6, 5]
+    assert find_max(limit(0), 16)[0] == 0
+    assert find_max(limit(99), 6)[0] == 6  # never short: the most tried
+    failing = find_max(lambda n: Trial(n, au=[1.0], failure="crash" if n > 2 else None), 8)
+    assert failing[0] == 2
+
+
+def test_find_max_needs_compute(tmp_path: Path, s3_config: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "loader", "--config", str(s3_config), "--samples", "10", "--compute", "0",
+            "--find-max", "--loaders", "tierstore", "--workdir", str(tmp_path / "w")]
+    assert main(argv) != 0
+    assert "--find-max needs --compute" in capsys.readouterr().err
+
+
+def test_find_max_reports_the_most_accelerators_kept(tmp_path: Path, s3_config: Path) -> None:
+    """A run with --find-max: tierstore's trials, each from cold, and the count it found."""
+    out = tmp_path / "result.json"
+    argv = ["bench", "loader", "--config", str(s3_config), "--samples", "40",
+            "--sample-size", "8KiB", "--sample-stdev", "2KiB", "--shard-size", "64KiB",
+            "--batch-size", "8", "--compute", "0.05", "--epochs", "1", "--workers", "1",
+            "--loaders", "tierstore", "--no-daemon", "--find-max", "--max-accelerators", "2",
+            "--json", str(out), "--results", str(tmp_path / "results"), "--workdir",
+            str(tmp_path / "w")]
+    assert main(argv) == 0
+    found = json.loads(out.read_text())["find_max"]["tierstore"]
+    counts = [t["accelerators"] for t in found["trials"]]
+    assert counts[0] == 1 and set(counts) <= {1, 2}
+    kept = [t["accelerators"] for t in found["trials"] if t["kept"]]
+    assert found["max_accelerators"] == max(kept, default=0)
+    assert all(len(t["au"]) == 1 for t in found["trials"] if t["failure"] is None)

@@ -76,6 +76,21 @@ def test_installed_peers_read_every_sample_once_per_epoch(tmp_path: Path) -> Non
     assert all(s["every_sample_once"] for s in doc["summary"])
 
 
+def test_installed_peers_split_by_rank_under_two_accelerators(tmp_path: Path) -> None:
+    """Two training processes, ranks of one job started as torchrun starts them: each peer
+    splits the samples by rank its own way, and every sample comes once per epoch across
+    both."""
+    installed = [n for n in PEERS if n not in _missing(PEERS)]
+    if not installed:
+        pytest.skip("no peer installed")
+    doc = _bench(tmp_path, "--loaders", "tierstore", "--no-daemon", "--baselines",
+                 ",".join(installed), "--hot-fraction", "1", "--accelerators", "2")
+    assert doc["failures"] == []
+    for r in doc["results"]:
+        assert len(r["ranks"]) == 2 and all(k["samples"] > 0 for k in r["ranks"]), r
+        assert r["exactly_once"] is True, r
+
+
 def test_a_peer_that_raises_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
     _needs("mosaic")
     # a cache of 5% of the dataset: MosaicML Streaming refuses a cache_limit under four shards

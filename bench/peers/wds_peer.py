@@ -6,7 +6,8 @@ the documented place to add a scheme); it has no ``s3://`` entry of its own, onl
 commands such as ``aws s3 cp``. The bench registers one that streams the object with s3fs (a
 sequential read-ahead of the whole object: one GET per 16 MiB), in-process so its CPU is
 counted with the loader's. Shuffle: WebDataset's own, the shard list shuffled per epoch with
-a fixed seed (``detshuffle``) and a 1,000-sample shuffle buffer in each worker.
+a fixed seed (``detshuffle``) and a 1,000-sample shuffle buffer in each worker; with several
+accelerators the shard list is split by rank (``split_by_node``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class WebDatasetPeer(Peer):
 
         self._register()
         dataset = (wds.WebDataset(self._urls, shardshuffle=len(self._urls), detshuffle=True,
-                                  seed=self.seed, nodesplitter=wds.single_node_only,
+                                  seed=self.seed, nodesplitter=wds.split_by_node,
                                   workersplitter=wds.split_by_worker, empty_check=False)
                    .shuffle(SHUFFLE_BUFFER)
                    .batched(self.batch_size, collation_fn=collate_payloads, partial=True))
