@@ -396,10 +396,12 @@ def _ranks(run: EpochRun) -> dict[str, Any]:
 
 def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_bytes: int | None,
              stall_s: float, meter: EpochMeter, runs: list[tuple[str, int, EpochRun]],
-             keep: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+             keep: bool = False, most: int | None = None
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """A peer's write and epochs: its entries and a report (what it wrote, how it reads, and
     ``failure``: None, or where it crashed or hung and its error; a peer never stops the
-    run)."""
+    run). With ``most``, then ``find_max`` over up to that many accelerators, on the data it
+    wrote (written once: a store's space for deleted objects may come back only later)."""
     from .peers import Peer, SampleSource, peer_class
 
     report: dict[str, Any] = {"failure": None}
@@ -410,37 +412,32 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
         report["failure"] = {"phase": "import", "kind": "not installed", "error": missing}
         return out, report
     peer: Peer | None = None
-    phase = "set-up"
+    phase = ["set-up"]
     children = {p.pid for p in multiprocessing.active_children()}
     try:
         site = peer_site(bench, prefix, name, cache_bytes)
         peer = cls(site, SampleSource(sample_sizes(work), work.seed),
                    batch_size=work.batch_size, workers=work.workers, seed=work.seed,
                    shard_bytes=work.shard_bytes)
-        phase = "write"
+        phase[0] = "write"
         began = time.time()
         report["write"] = peer.write()
         report["write_s"] = round(time.time() - began, 3)
         report["stored"] = stored = peer.stored()
-        phase = "open"
+        phase[0] = "open"
         report["how"] = peer.describe()
-        ranks = [functools.partial(peer_trainee, peer)] * work.accelerators
-        with _epochs(name, work.samples * work.epochs) as progress, \
-                Accelerators(ranks, compute_s=work.compute_s, stall_s=stall_s) as job:
-            for epoch in range(work.epochs):
-                phase = f"epoch {epoch + 1}"
-                meter.start()
-                each, _ = job.epoch(epoch)
-                run = merge_runs(each) if len(each) > 1 else each[0]
-                progress.advance(run.samples)
-                peak, measured = meter.stop(run)
-                out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored["bytes"],
-                                  **measured, **_ranks(run)))
-                runs.append((name, epoch, run))
+        out = _peer_epochs(peer, name, work, stall_s, meter, runs, stored["bytes"], phase)
     except Stalled as exc:
-        report["failure"] = {"phase": phase, "kind": "hang", "error": str(exc)}
+        report["failure"] = {"phase": phase[0], "kind": "hang", "error": str(exc)}
     except Exception as exc:
-        report["failure"] = {"phase": phase, "kind": "crash", "error": one_line(exc)}
+        report["failure"] = {"phase": phase[0], "kind": "crash", "error": one_line(exc)}
+    try:
+        if most is not None and peer is not None and "stored" in report:
+            found, trials = find_max(functools.partial(
+                _peer_trial, peer, name, work, stall_s, meter, report["stored"]["bytes"]),
+                most)
+            report["find_max"] = {"max_accelerators": found,
+                                  "trials": [t.to_dict() for t in trials]}
     finally:
         if peer is not None:
             with contextlib.suppress(Exception):
@@ -453,6 +450,42 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
         if left and report["failure"] is not None:
             report["failure"]["workers_ended"] = left
     return out, report
+
+
+def _peer_epochs(peer: Any, name: str, work: Workload, stall_s: float, meter: EpochMeter,
+                 runs: list[tuple[str, int, EpochRun]], stored_bytes: int,
+                 phase: list[str]) -> list[dict[str, Any]]:
+    """The epochs of a peer that has written its dataset, in ``work.accelerators`` training
+    processes; ``phase[0]`` says where it is."""
+    out = []
+    ranks = [functools.partial(peer_trainee, peer)] * work.accelerators
+    with _epochs(name, work.samples * work.epochs) as progress, \
+            Accelerators(ranks, compute_s=work.compute_s, stall_s=stall_s) as job:
+        for epoch in range(work.epochs):
+            phase[0] = f"epoch {epoch + 1}"
+            meter.start()
+            each, _ = job.epoch(epoch)
+            run = merge_runs(each) if len(each) > 1 else each[0]
+            progress.advance(run.samples)
+            peak, measured = meter.stop(run)
+            out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored_bytes,
+                              **measured, **_ranks(run)))
+            runs.append((name, epoch, run))
+    return out
+
+
+def _peer_trial(peer: Any, name: str, work: Workload, stall_s: float, meter: EpochMeter,
+                stored_bytes: int, accelerators: int) -> Trial:
+    """A --find-max trial of a peer: its epochs with ``accelerators`` training processes,
+    its cache emptied first (a trial starts cold)."""
+    if peer.site.cache_dir != Path():
+        remove_tree(peer.site.cache_dir)
+    try:
+        entries = _peer_epochs(peer, name, dataclasses.replace(work, accelerators=accelerators),
+                               stall_s, meter, [], stored_bytes, ["open"])
+    except Exception as exc:  # a trial that fails counts as not kept; the search goes on
+        return Trial(accelerators, failure=one_line(exc))
+    return Trial(accelerators, [e["au"] for e in entries], [e["samples_per_s"] for e in entries])
 
 
 def _end_children(before: set[int | None]) -> int:
@@ -518,6 +551,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         peer_reports: dict[str, Any] = {}
         peer_cache = hot_capacity if args.hot_fraction < 1.0 else None
         daemon_status: int | None = None
+        finding = getattr(args, "find_max", False)
         exclude = lambda: [p for p in (_moto_pid(bench), daemon.pid if daemon else None)  # noqa: E731
                            if p is not None]
         # every loader runs in training processes of its own (bench/accelerators.py): what
@@ -541,18 +575,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 elif name in PEERS:
                     entries, peer_reports[name] = run_peer(
                         name, bench, prefix, work, peer_cache, args.peer_timeout, meter, runs,
-                        keep=args.keep)
+                        keep=args.keep, most=args.max_accelerators if finding else None)
                     results += entries
                 else:
                     results += run_baseline(name, bench, index, work, meter, runs)
-            most: dict[str, Any] = {}
-            searched = [n for n in order if n == "tierstore" or n in PEERS]
-            for name in searched if getattr(args, "find_max", False) else []:
-                trial = functools.partial(_trial, name, bench, prefix, index, work, args,
-                                          peer_cache, meter)
-                found, trials = find_max(trial, args.max_accelerators)
-                most[name] = {"max_accelerators": found,
-                              "trials": [t.to_dict() for t in trials]}
+            most = {name: r["find_max"] for name, r in peer_reports.items() if "find_max" in r}
+            if finding and "tierstore" in order:
+                found, trials = find_max(functools.partial(
+                    _tier_trial, bench, prefix, index, work, args, meter), args.max_accelerators)
+                most["tierstore"] = {"max_accelerators": found,
+                                     "trials": [t.to_dict() for t in trials]}
         document = result_document(
             "loader", results,
             workload={**dataclasses.asdict(work), "preset_source": PRESETS[work.preset].source},
@@ -569,7 +601,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             daemon={"ran": daemon is not None, "tick": args.daemon_tick,
                     "exit_status": daemon_status},
             tierstore={k: v for k, v in tier_report.items() if k != "metrics"},
-            peers={k: {f: v for f, v in r.items() if f != "failure"}
+            peers={k: {f: v for f, v in r.items() if f not in ("failure", "find_max")}
                    for k, r in peer_reports.items()},
             failures=[{"loader": k, **r["failure"]} for k, r in peer_reports.items()
                       if r["failure"] is not None],
@@ -591,27 +623,18 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             remove_tree(Path(temp))
 
 
-def _trial(name: str, bench: BenchStore, prefix: str, index: Any, work: Workload,
-           args: argparse.Namespace, peer_cache: int | None, meter: EpochMeter,
-           accelerators: int) -> Trial:
-    """One --find-max trial: ``name`` with ``accelerators`` training processes, from cold
-    (tierstore: its hot replicas dropped, no daemon; a peer: written afresh, its cache empty)."""
-    shaped = dataclasses.replace(work, accelerators=accelerators)
-    failure: str | None = None
+def _tier_trial(bench: BenchStore, prefix: str, index: Any, work: Workload,
+                args: argparse.Namespace, meter: EpochMeter, accelerators: int) -> Trial:
+    """A --find-max trial of tierstore: its epochs with ``accelerators`` training processes,
+    from cold (its hot replicas dropped; no daemon)."""
     try:
-        if name == "tierstore":
-            _drop_hot(bench, index)
-            entries, _ = run_tierstore(bench, prefix, index, shaped, args.prefetch_bytes, None,
-                                       meter, [])
-        else:
-            entries, report = run_peer(name, bench, prefix, shaped, peer_cache,
-                                       args.peer_timeout, meter, [])
-            if (f := report["failure"]) is not None:
-                failure = f"{f['kind']} in {f['phase']}: {f['error']}"
-    except Exception as exc:  # a trial that fails counts as not kept, and the search goes on
-        entries, failure = [], one_line(exc)
-    return Trial(accelerators, [e["au"] for e in entries],
-                 [e["samples_per_s"] for e in entries], failure)
+        _drop_hot(bench, index)
+        entries, _ = run_tierstore(bench, prefix, index,
+                                   dataclasses.replace(work, accelerators=accelerators),
+                                   args.prefetch_bytes, None, meter, [])
+    except Exception as exc:  # a trial that fails counts as not kept; the search goes on
+        return Trial(accelerators, failure=one_line(exc))
+    return Trial(accelerators, [e["au"] for e in entries], [e["samples_per_s"] for e in entries])
 
 
 def _drop_hot(bench: BenchStore, index: Any) -> None:

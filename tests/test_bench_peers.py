@@ -91,6 +91,19 @@ def test_installed_peers_split_by_rank_under_two_accelerators(tmp_path: Path) ->
         assert r["exactly_once"] is True, r
 
 
+def test_find_max_searches_each_peer_on_the_data_it_wrote_once(tmp_path: Path) -> None:
+    _needs("wds")
+    doc = _bench(tmp_path, "--loaders", "tierstore", "--no-daemon", "--baselines", "wds",
+                 "--compute", "0.02", "--find-max", "--max-accelerators", "2")
+    assert doc["failures"] == [] and set(doc["find_max"]) == {"wds", "tierstore"}
+    for found in doc["find_max"].values():
+        assert found["trials"][0]["accelerators"] == 1
+        kept = [t["accelerators"] for t in found["trials"] if t["kept"]]
+        assert found["max_accelerators"] == max(kept, default=0)
+        assert all(t["failure"] is None and len(t["au"]) == 2 for t in found["trials"])
+    assert "find_max" not in doc["peers"]["wds"]
+
+
 def test_a_peer_that_raises_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
     _needs("mosaic")
     # a cache of 5% of the dataset: MosaicML Streaming refuses a cache_limit under four shards
