@@ -10,7 +10,9 @@ bytes, and a reader that finds one in flight waits for it in turn, up to the tim
 should take (:data:`SLOWEST_COPY`). Fills run beside the reads, one write at a time; the shards
 waiting for theirs are held in memory up to ``max_pending_bytes`` (a local write usually
 outpaces a read from S3, so few wait): beyond that the reader waits for the writes, rather
-than leave the shard to be fetched again.
+than leave the shard to be fetched again. A shard read in blocks (:mod:`.landing`) is not held
+whole at all: its fill writes each block as it is checked (:meth:`HotFill.stream`), and the
+block goes once written; a shard re-read whole after a block did not match is not kept.
 """
 
 from __future__ import annotations
@@ -133,8 +135,7 @@ class HotFill:
             except _Abandoned:
                 pass
             except (TierstoreError, OSError) as exc:
-                self.stats.failed += 1
-                log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
+                self._failed(shard, exc)
             finally:
                 landing.sink(None)
 
@@ -150,10 +151,13 @@ class HotFill:
             self.stats.shards += 1
             self.stats.bytes += len(data)
         except (TierstoreError, OSError) as exc:
-            self.stats.failed += 1
-            log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
+            self._failed(shard, exc)
         finally:
             self.pending_bytes -= shard.size
+
+    def _failed(self, shard: ShardEntry, exc: BaseException) -> None:
+        self.stats.failed += 1  # a fill is a help, never a failure
+        log.warning("could not keep shard %r on the hot tier: %s", shard.key, exc)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Let fills under way finish (a fill cancelled midway is rolled back)."""

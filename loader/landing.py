@@ -229,12 +229,6 @@ class Landing:
         """Whether a block did not match the index (the shard must be verified whole)."""
         return self._mismatch
 
-    @property
-    def held(self) -> int:
-        """Bytes of a parted shard's blocks held now."""
-        with self._changed:
-            return sum(b.hi - b.lo for b in self._blocks.values())
-
     # -- blocks ---------------------------------------------------------------------------
 
     def _view(self, lo: int, hi: int) -> Buffer:
