@@ -43,6 +43,7 @@ _FENCE_HOLDS = fence_holds("?", "?")
 _TAKE_OVER = take_over_sql("?")
 # What a unique index refusing a row is called (a replica path or a ready replica taken).
 _UNIQUE_VIOLATIONS = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+CLOSE_WAIT = 30.0  # seconds close() waits for the methods under way in other threads
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS = [
@@ -155,6 +156,8 @@ class SqliteCatalog(Catalog):
         self._pid = os.getpid()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._busy: dict[sqlite3.Connection, int] = {}  # connections in a method's span now
+        self._idle = threading.Condition(self._lock)
         if migrate:
             self.migrate()
 
@@ -175,7 +178,7 @@ class SqliteCatalog(Catalog):
 
     def _conn(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:  # a forked child never reuses its parent's connections
-            self._pid, self._local, self._all = os.getpid(), threading.local(), []
+            self._pid, self._local, self._all, self._busy = os.getpid(), threading.local(), [], {}
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -206,18 +209,35 @@ class SqliteCatalog(Catalog):
             raise CatalogError(f"catalog {self.path}: {doing} failed: {exc}") from exc
 
     @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for the span of one method. :meth:`close` waits for the
+        spans under way and never closes a connection in one: a connection closed while
+        another thread runs a statement on it is freed under that statement (a segfault,
+        seen when a store closed while a reader's claim still ran in a thread)."""
+        conn = self._conn()
+        with self._lock:
+            self._busy[conn] = self._busy.get(conn, 0) + 1
+        try:
+            yield conn
+        finally:
+            with self._idle:
+                if (left := self._busy.pop(conn, 1) - 1) > 0:
+                    self._busy[conn] = left
+                else:
+                    self._idle.notify_all()
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A connection for the reads of one method (each statement its own snapshot)."""
-        with self._translated("a read"):
-            yield self._conn()
+        with self._translated("a read"), self._using() as conn:
+            yield conn
 
     @contextmanager
     def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One write transaction. ``durable``: its commit is on disk when this returns (the
         WAL is synced at COMMIT, ``synchronous=FULL``), for the commits after which bytes are
         removed; the others (``NORMAL``) may be lost to a power cut, never corrupted."""
-        with self._translated("a write"):
-            conn = self._conn()
+        with self._translated("a write"), self._using() as conn:
             if durable:
                 conn.execute("PRAGMA synchronous=FULL")
             try:
@@ -259,9 +279,13 @@ class SqliteCatalog(Catalog):
         return list(range(version + 1, SCHEMA_VERSION + 1))
 
     def close(self) -> None:
-        with self._lock, self._translated("closing"):
+        """Close every connection, once no thread is in a method on it (waiting up to
+        :data:`CLOSE_WAIT`; one still busy then is left to be closed when it is collected)."""
+        with self._idle, self._translated("closing"):
+            self._idle.wait_for(lambda: not self._busy, timeout=CLOSE_WAIT)
             for conn in self._all:
-                conn.close()
+                if conn not in self._busy:
+                    conn.close()
             self._all = []
         self._local = threading.local()
 
