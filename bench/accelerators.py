@@ -80,16 +80,17 @@ class Accelerators:
             self.close()
             raise
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes]
-
-    def epoch(self, epoch: int) -> tuple[list[EpochRun], list[dict[str, Any] | None]]:
-        """Run ``epoch`` on every rank at once: each rank's run and loader metrics."""
+    def epoch(self, epoch: int) -> tuple[EpochRun, dict[str, Any] | None]:
+        """Run ``epoch`` on every rank at once: the job's run and its loader's metrics (None
+        for a loader that measures nothing itself), merged over the ranks when there are
+        several (:func:`merge_runs`, :func:`merge_metrics`)."""
         for end in self._ends:
             end.send(epoch)
         got = [self._receive(end, EPOCH_TIMEOUT) for end in self._ends]
-        return [run for run, _ in got], [metrics for _, metrics in got]
+        if len(got) == 1:
+            return got[0]
+        metrics = [m for _, m in got if m is not None]
+        return merge_runs([run for run, _ in got]), merge_metrics(metrics) if metrics else None
 
     def _receive(self, end: Connection, timeout: float) -> Any:
         if not end.poll(timeout):

@@ -5,8 +5,8 @@ accelerators (``--accelerators``) whose every epoch keeps accelerator utilisatio
 90%, each consuming batches at the workload's compute time per step. It is found per loader on
 the same data by doubling the count from one until a trial falls short (or fails), then
 bisecting between the last count kept and the first one not. Each trial starts cold: the
-loader's cache emptied (tierstore's hot replicas dropped, a peer's dataset written afresh into
-an empty cache), so that no trial inherits what an earlier one fetched.
+loader's cache emptied (tierstore's hot replicas dropped, a peer's cache folder removed; its
+dataset, written once, stays), so that no trial inherits what an earlier one fetched.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import gc
 import json
 import math
 import multiprocessing
@@ -44,7 +43,7 @@ import tempfile
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,6 @@ from tierstore.sync import open_store
 from .accelerators import (
     Accelerators,
     Trainee,
-    merge_metrics,
-    merge_runs,
     one_line,
     rank_view,
     tier_trainee,
@@ -254,7 +251,7 @@ def run_baseline(name: str, bench: BenchStore, index: Any, work: Workload,
         for epoch in range(work.epochs):
             meter.start()
             try:
-                (run,), _ = trainer.epoch(epoch)
+                run, _ = trainer.epoch(epoch)
             except Exception as exc:
                 raise BenchError(f"the {name} baseline failed in epoch {epoch + 1}: "
                                  f"{exc}") from exc
@@ -354,12 +351,9 @@ def run_tierstore(bench: BenchStore, prefix: str, index: Any, work: Workload,
             Accelerators(trainees, compute_s=work.compute_s) as job:
         for epoch in range(work.epochs):
             meter.start()
-            each, rank_metrics = job.epoch(epoch)
-            run = merge_runs(each) if len(each) > 1 else each[0]
+            run, merged = job.epoch(epoch)
             progress.advance(run.samples)
-            merged = merge_metrics([r or {} for r in rank_metrics]) if len(each) > 1 \
-                else rank_metrics[0] or {}
-            m: Any = types.SimpleNamespace(**merged)
+            m: Any = types.SimpleNamespace(**(merged or {}))
             metrics.append(merged)
             peak, measured = meter.stop(run)
             hits = {name: m.hit_rate.get(name, 0.0) for name in bench.config.tiers}
@@ -433,11 +427,9 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
         report["failure"] = {"phase": phase[0], "kind": "crash", "error": one_line(exc)}
     try:
         if most is not None and peer is not None and "stored" in report:
-            found, trials = find_max(functools.partial(
+            report["find_max"] = _searched(functools.partial(
                 _peer_trial, peer, name, work, stall_s, meter, report["stored"]["bytes"]),
                 most)
-            report["find_max"] = {"max_accelerators": found,
-                                  "trials": [t.to_dict() for t in trials]}
     finally:
         if peer is not None:
             with contextlib.suppress(Exception):
@@ -445,7 +437,6 @@ def run_peer(name: str, bench: BenchStore, prefix: str, work: Workload, cache_by
             if not keep:
                 with contextlib.suppress(Exception):
                     peer.remove()
-        gc.collect()  # the loader's workers exit now, not during the next loader's epochs
         left = _end_children(children)
         if left and report["failure"] is not None:
             report["failure"]["workers_ended"] = left
@@ -464,8 +455,7 @@ def _peer_epochs(peer: Any, name: str, work: Workload, stall_s: float, meter: Ep
         for epoch in range(work.epochs):
             phase[0] = f"epoch {epoch + 1}"
             meter.start()
-            each, _ = job.epoch(epoch)
-            run = merge_runs(each) if len(each) > 1 else each[0]
+            run, _ = job.epoch(epoch)
             progress.advance(run.samples)
             peak, measured = meter.stop(run)
             out.append(_entry(name, epoch, run, {}, peak, stored_bytes=stored_bytes,
@@ -480,12 +470,25 @@ def _peer_trial(peer: Any, name: str, work: Workload, stall_s: float, meter: Epo
     its cache emptied first (a trial starts cold)."""
     if peer.site.cache_dir != Path():
         remove_tree(peer.site.cache_dir)
+    shaped = dataclasses.replace(work, accelerators=accelerators)
+    return _tried(accelerators, lambda: _peer_epochs(peer, name, shaped, stall_s, meter, [],
+                                                     stored_bytes, ["open"]))
+
+
+def _tried(accelerators: int, epochs: Callable[[], list[dict[str, Any]]]) -> Trial:
+    """A --find-max trial from the entries ``epochs()`` gives; one that fails counts as not
+    kept, and the search goes on."""
     try:
-        entries = _peer_epochs(peer, name, dataclasses.replace(work, accelerators=accelerators),
-                               stall_s, meter, [], stored_bytes, ["open"])
-    except Exception as exc:  # a trial that fails counts as not kept; the search goes on
+        entries = epochs()
+    except Exception as exc:
         return Trial(accelerators, failure=one_line(exc))
     return Trial(accelerators, [e["au"] for e in entries], [e["samples_per_s"] for e in entries])
+
+
+def _searched(trial: Callable[[int], Trial], most: int) -> dict[str, Any]:
+    """What the result document keeps of a --find-max search (:func:`~.find_max.find_max`)."""
+    found, trials = find_max(trial, most)
+    return {"max_accelerators": found, "trials": [t.to_dict() for t in trials]}
 
 
 def _end_children(before: set[int | None]) -> int:
@@ -581,10 +584,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     results += run_baseline(name, bench, index, work, meter, runs)
             most = {name: r["find_max"] for name, r in peer_reports.items() if "find_max" in r}
             if finding and "tierstore" in order:
-                found, trials = find_max(functools.partial(
+                most["tierstore"] = _searched(functools.partial(
                     _tier_trial, bench, prefix, index, work, args, meter), args.max_accelerators)
-                most["tierstore"] = {"max_accelerators": found,
-                                     "trials": [t.to_dict() for t in trials]}
         document = result_document(
             "loader", results,
             workload={**dataclasses.asdict(work), "preset_source": PRESETS[work.preset].source},
@@ -627,14 +628,13 @@ def _tier_trial(bench: BenchStore, prefix: str, index: Any, work: Workload,
                 args: argparse.Namespace, meter: EpochMeter, accelerators: int) -> Trial:
     """A --find-max trial of tierstore: its epochs with ``accelerators`` training processes,
     from cold (its hot replicas dropped; no daemon)."""
-    try:
+    def epochs() -> list[dict[str, Any]]:
         _drop_hot(bench, index)
-        entries, _ = run_tierstore(bench, prefix, index,
-                                   dataclasses.replace(work, accelerators=accelerators),
-                                   args.prefetch_bytes, None, meter, [])
-    except Exception as exc:  # a trial that fails counts as not kept; the search goes on
-        return Trial(accelerators, failure=one_line(exc))
-    return Trial(accelerators, [e["au"] for e in entries], [e["samples_per_s"] for e in entries])
+        return run_tierstore(bench, prefix, index,
+                             dataclasses.replace(work, accelerators=accelerators),
+                             args.prefetch_bytes, None, meter, [])[0]
+
+    return _tried(accelerators, epochs)
 
 
 def _drop_hot(bench: BenchStore, index: Any) -> None:
