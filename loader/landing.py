@@ -81,7 +81,6 @@ class Landing:
         self._free = free
         self._waiting = waiting
         self.wanted = 0  # the consumer waits for the bytes up to here
-        self.rereading = False  # the reader's business: a re-read whole is under way
         self._mismatch = False  # a block did not match: nothing more until finished
         self._done = False
         self._closed = False
@@ -112,16 +111,17 @@ class Landing:
                 block.writing = False
         self._collect()
 
-    def landed(self, lo: int, hi: int, part: memoryview | None = None) -> None:
+    def landed(self, lo: int, hi: int, part: memoryview | None = None) -> bool:
         """The read of bytes ``[lo, hi)`` has returned (into ``part``, for a parted shard:
-        one block): check the blocks now complete."""
+        one block): check the blocks now complete. True when this found the shard's first
+        block that does not match (the whole shard must be verified, or re-read, now)."""
         if part is not None:
             with self._changed:
                 self._blocks[lo // self.shard.block_size] = _Block(lo, hi, part)
         blocks, size = self.shard.blocks, self.shard.block_size
         if not blocks or self._mismatch or self._done:
             self._collect()
-            return
+            return False
         self._landed.append((lo, hi))
         reach, checked = _covered(self._landed, self.checked), self.checked
         while checked < reach:
@@ -139,6 +139,7 @@ class Landing:
                 self._changed.notify_all()
             self._hand_on(first, checked)
         self._collect()
+        return self._mismatch
 
     def _hand_on(self, lo: int, hi: int) -> None:
         """Give the sink the blocks checked between ``lo`` and ``hi``."""

@@ -106,9 +106,13 @@ def _wanted(landing: Landing, lo: int) -> bool:
     return lo < landing.wanted
 
 
-def _cancelled(landing: Landing) -> ShardError:
-    return ShardError(f"the read of shard {landing.shard.key!r} was cancelled",
-                      shard=landing.shard.key)
+def _failure(landing: Landing, exc: BaseException | None) -> BaseException:
+    """What the consumer of ``landing`` gets for a read that raised ``exc`` (None or a
+    cancellation: that the read was cancelled)."""
+    if exc is None or isinstance(exc, asyncio.CancelledError):
+        return ShardError(f"the read of shard {landing.shard.key!r} was cancelled",
+                          shard=landing.shard.key)
+    return exc
 
 
 def cost(shard: ShardEntry) -> int:
@@ -370,7 +374,7 @@ class ShardPrefetcher:
     def _hand_over(self, task: asyncio.Task[Buffer], landing: Landing, read: Read) -> None:
         if task.cancelled():
             self.depth.finish(read, None)
-            landing.fail(_cancelled(landing))
+            landing.fail(_failure(landing, None))
         elif (exc := task.exception()) is not None:
             self.depth.finish(read, None)
             landing.fail(exc)
@@ -404,7 +408,7 @@ class ShardPrefetcher:
                                      urgent=functools.partial(_wanted, landing, lo))
                 blocks.append(self._spawn(self._block(landing, lo, hi)))
         except BaseException:  # cancelled: its fill's stream ends with it
-            landing.fail(_cancelled(landing))
+            landing.fail(_failure(landing, None))
             await asyncio.shield(settled())
             raise
         self._spawn(self._settle(landing, blocks, settled),
@@ -421,18 +425,14 @@ class ShardPrefetcher:
         except BaseException as exc:  # its room goes back: it never landed
             self.depth.finish(read, None)
             self._freed(hi - lo)
-            landing.fail(_cancelled(landing) if isinstance(exc, asyncio.CancelledError)
-                         else exc)
+            landing.fail(_failure(landing, exc))
             raise
         self.depth.finish(read, hi - lo)
-        landing.landed(lo, hi, into)
-        if landing.mismatched and not landing.rereading:
-            landing.rereading = True
+        if landing.landed(lo, hi, into):
             try:
                 landing.finish(await self._reads.reread(landing.shard))
             except BaseException as exc:
-                landing.fail(_cancelled(landing) if isinstance(exc, asyncio.CancelledError)
-                             else exc)
+                landing.fail(_failure(landing, exc))
                 raise
 
     async def _settle(self, landing: Landing, blocks: Sequence[asyncio.Task[None]],
@@ -448,7 +448,7 @@ class ShardPrefetcher:
                 self.stats.shards += 1
                 self.stats.bytes += shard.size
         except BaseException:
-            landing.fail(_cancelled(landing))
+            landing.fail(_failure(landing, None))
             raise
         finally:
             await asyncio.shield(settled())
