@@ -30,7 +30,7 @@ from .errors import SampleError, ShardError, ShardFormatError
 from .fill import FillStats, HotFill
 from .format import Buffer, ShardFormat, ShardReader
 from .formats import resolve_formats
-from .index import DatasetIndex, aread_index
+from .index import DatasetIndex, ShardEntry, aread_index
 from .landing import Landing
 from .order import Equalize, OrderSpec, rank_span, worker_order
 from .parquet import ParquetFormat
@@ -39,6 +39,7 @@ from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, ShardReads
 from .readahead import ReadAhead, check_read_ahead
 from .retry import RETRY, Backoff, retrying
 from .runtime import LoopThread, StoreHandle
+from .samples import DueReads, DueSample
 from .state import STATE_VERSION, check_state, dataloader_consumed, exclude_mask, spec_of
 
 __all__ = ["TierDataset", "default_prefetch_bytes"]
@@ -253,11 +254,13 @@ class TierDataset(IterableDataset[Any]):
         fills = HotFill(self._store.get()) if self.fill_hot else None
         prefetcher = self._prefetcher(shard_order, fills)
         announcer = self._announcer(shard_order, placement, prefetcher, fills)
-        pending: dict[int, Any] = {}
+        pending: dict[int, Any] = {}  # samples taken (or, due: where they lie), by id
+        due = DueReads(self._store.get(), prefetcher.reread)
         taking: _Taking | None = None
         name, finished = placement.name, False
+        order = ids.tolist()
         try:
-            for gid, pos in zip(ids.tolist(), positions.tolist(), strict=True):
+            for at, (gid, pos) in enumerate(zip(order, positions.tolist(), strict=True)):
                 while gid not in pending:  # samples are taken in the order they were read
                     if taking is None:
                         taking = self._open_shard(prefetcher, needed, gid, pos, placement)
@@ -267,16 +270,20 @@ class TierDataset(IterableDataset[Any]):
                     if not taking.ids:
                         prefetcher.release(taking.landing)
                         taking = None
+                due.read_ahead(at, order, pending)
                 raw = pending[gid]
                 if uses.get(gid, 1) <= 1:
                     del pending[gid]
                 else:
                     uses[gid] -= 1
+                if isinstance(raw, DueSample):
+                    raw = self._due_sample(due, at, raw, gid, pos, placement)
                 sample = self._decoded(raw, gid, pos)
                 self._consumed[name] += 1
                 yield sample
             finished = True
         finally:
+            due.close()
             prefetcher.shutdown(drain=DRAIN if finished else 0.0)
             if fills is not None:
                 self.fills = fills.stats
@@ -330,6 +337,10 @@ class TierDataset(IterableDataset[Any]):
         shard's, unless its format reads a sample from its own byte range alone)."""
         landing = taking.landing
         shard, i = landing.shard, taking.ids[-1]
+        if landing.local is not None:  # read when due
+            pending[taking.start + i] = DueSample(landing.local, i)
+            taking.ids.pop()
+            return
         fmt = self.formats[shard.format]
         offsets = shard.offsets if fmt.ranged_samples else None
         end = offsets[i + 1] if offsets else shard.size
@@ -344,14 +355,21 @@ class TierDataset(IterableDataset[Any]):
             if taking.reader is None or data is not taking.data:  # the first, or re-read
                 taking.data, taking.reader = data, fmt.open(data, shard, self.index)
             take = functools.partial(taking.reader.sample, i)
-        try:
-            pending[taking.start + i] = take()
-        except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
-            raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
-                              f"(global sample {taking.start + i}): {exc}") from exc
+        pending[taking.start + i] = _taken(take, shard, i, taking.start + i)
         taking.ids.pop()
         if landing.parted and offsets and taking.ids:
             landing.passed(offsets[taking.ids[-1]])
+
+    def _due_sample(self, due: DueReads, at: int, sample: DueSample, gid: int, pos: int,
+                    placement: Placement) -> Any:
+        """The raw sample ``sample`` (read now, or ahead by ``due``), yielded at ``at``."""
+        shard = sample.local.shard
+        try:
+            data = due.take(at, sample)
+        except ShardError as exc:
+            raise self._shard_error(exc, gid, pos, placement) from exc
+        return _taken(functools.partial(self.formats[shard.format].ranged_sample, data, shard,
+                                        sample.index), shard, sample.index, gid)
 
     def _shard_error(self, exc: ShardError, gid: int, pos: int,
                      placement: Placement) -> ShardError:
@@ -442,6 +460,15 @@ class _Taking:
     ids: list[int]  # the samples this reader still needs from it, the next one last
     data: Buffer = b""  # the bytes its reader was opened on
     reader: ShardReader | None = None
+
+
+def _taken(take: Callable[[], Any], shard: ShardEntry, i: int, gid: int) -> Any:
+    """``take()``: raw sample ``i`` of ``shard`` (global sample ``gid``), or why not."""
+    try:
+        return take()
+    except (ShardFormatError, IndexError, ValueError, KeyError) as exc:
+        raise SampleError(f"cannot take sample {i} out of shard {shard.key!r} "
+                          f"(global sample {gid}): {exc}") from exc
 
 
 def _shard_order(ids: np.ndarray, starts: np.ndarray) -> list[int]:

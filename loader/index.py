@@ -3,7 +3,9 @@
 For each shard: its key, format, sample count, size and checksum (the store's own, from
 ``stat`` at ingest), per-sample byte ranges where the format has them, and, where the writer
 had the shard's bytes, the checksums of its 4 MiB blocks (a reader starts on a shard's first
-samples once their blocks are checked, before the rest arrives: :mod:`.landing`). A loader
+samples once their blocks are checked, before the rest arrives: :mod:`.landing`) and of each
+sample's byte range (a reader of a shard on its node's own disk reads each sample on its own
+when it is due, checked against its own checksum: :mod:`.samples`). A loader
 reads this one object at start-up and then only ranged reads of known sizes: it never lists
 the store, never asks an object's size (the HEAD an S3 client would otherwise send before each
 read), and verifies every shard it reads against the checksums recorded here. The index
@@ -44,6 +46,7 @@ __all__ = [
     "block_checksums",
     "index_key",
     "index_zarr_array",
+    "range_checksums",
     "read_index",
     "save_index",
     "write_index",
@@ -71,14 +74,18 @@ class ShardEntry:
     meta: Mapping[str, Any] = field(default_factory=dict)
     block_size: int = 0  # the shard's bytes are also checked in blocks of this size...
     blocks: tuple[str, ...] = ()  # ...whose checksums these are (none: only as a whole)
+    sample_checksums: tuple[str, ...] = ()  # of each sample's range [offsets[i], offsets[i+1])
 
     @classmethod
     def of(cls, key: str, fmt: str, layout: Layout, size: int, checksum: str,
            data: Buffer | None = None, block_size: int = BLOCK_SIZE) -> ShardEntry:
-        """The entry of a shard; with its bytes ``data``, with its blocks' checksums."""
+        """The entry of a shard; with its bytes ``data``, with its blocks' checksums and (a
+        format whose samples each lie in their own byte range) its samples'."""
         blocks = block_checksums(data, block_size) if data is not None else ()
+        samples = range_checksums(data, layout.offsets) \
+            if data is not None and layout.offsets is not None else ()
         return cls(key, fmt, layout.samples, size, checksum, layout.offsets, dict(layout.meta),
-                   block_size if blocks else 0, blocks)
+                   block_size if blocks else 0, blocks, samples)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "format": self.format, "samples": self.samples,
@@ -89,6 +96,8 @@ class ShardEntry:
             out["meta"] = dict(self.meta)
         if self.blocks:
             out["blocks"] = {"size": self.block_size, "checksums": list(self.blocks)}
+        if self.sample_checksums:
+            out["sample_checksums"] = list(self.sample_checksums)
         return out
 
 
@@ -99,6 +108,12 @@ def block_checksums(data: Buffer, block_size: int = BLOCK_SIZE) -> tuple[str, ..
         return ()
     view = memoryview(data).cast("B")
     return tuple(checksum(view[lo:lo + block_size]) for lo in range(0, len(view), block_size))
+
+
+def range_checksums(data: Buffer, offsets: Sequence[int]) -> tuple[str, ...]:
+    """Checksums of ``data``'s ranges between consecutive ``offsets`` (a shard's samples)."""
+    view = memoryview(data).cast("B")
+    return tuple(checksum(view[lo:hi]) for lo, hi in pairwise(offsets))
 
 
 @dataclass(frozen=True)
@@ -220,9 +235,16 @@ def _entry(raw: Any, where: str) -> ShardEntry:
                 isinstance(b, str) for b in blocks):
             raise InvalidIndex(f"{where}.blocks: expected the checksums of the shard's "
                                f"{raw['size']} bytes in blocks of a positive size")
+    samples: tuple[str, ...] = ()
+    if "sample_checksums" in raw:
+        samples = tuple(_expect(raw["sample_checksums"], list, f"{where}.sample_checksums"))
+        if offsets is None or len(samples) != raw["samples"] or not all(
+                isinstance(c, str) for c in samples):
+            raise InvalidIndex(f"{where}.sample_checksums: expected one checksum per sample "
+                               f"({raw['samples']}), beside the samples' offsets")
     return ShardEntry(raw["key"], raw["format"], raw["samples"], raw["size"], raw["checksum"],
                       offsets, _expect(raw.get("meta", {}), dict, f"{where}.meta"),
-                      block_size, blocks)
+                      block_size, blocks, samples)
 
 
 def index_key(prefix: str) -> str:

@@ -12,7 +12,7 @@ checksum does not match stops the checked prefix there until the whole shard has
 (or re-read) the usual way. Without block checksums the prefix jumps from nothing to the whole
 shard when it is verified, as before.
 
-A shard lands in one of two ways:
+A shard lands in one of three ways:
 
 - **whole**: its parts are read into one buffer of the shard's size (:meth:`begin`), which the
   consumer opens as a whole; any format.
@@ -22,6 +22,9 @@ A shard lands in one of two ways:
   order) and the hot-tier fill it was handed to (:meth:`sink`) has written it. A reader then
   holds the blocks between its consumer and its read-ahead, not whole shards: memory that
   follows a block's read latency rather than a shard's.
+- **on this node's disk** (``local``): its best replica is a hot file, opened and handed over
+  as it is; nothing is read ahead, and the consumer reads each sample when it is due
+  (:mod:`.samples`).
 
 The loader loop writes (:meth:`landed`, :meth:`finish`, :meth:`fail`, :meth:`written`); the
 consumer's thread reads (:meth:`wait`, :meth:`read`, :meth:`passed`, :meth:`close`).
@@ -33,11 +36,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tierstore.checksum import checksum
 
 from .format import Buffer
 from .index import ShardEntry
+
+if TYPE_CHECKING:
+    from .samples import LocalShard
 
 __all__ = ["Landing"]
 
@@ -67,8 +74,9 @@ class Landing:
 
     def __init__(self, shard: ShardEntry, *, head: bool = False, parted: bool = False,
                  free: Callable[[int], None] | None = None,
-                 waiting: Callable[[], None] | None = None):
+                 waiting: Callable[[], None] | None = None, local: LocalShard | None = None):
         self.shard = shard
+        self.local = local  # the shard's file on this node's disk: nothing is read ahead
         self.head = head  # its consumer waits for it already: its first blocks come first
         self.parted = parted and bool(shard.blocks)
         self.data: Buffer = b""  # the shard's buffer (whole once finished)
@@ -82,7 +90,7 @@ class Landing:
         self._waiting = waiting
         self.wanted = 0  # the consumer waits for the bytes up to here
         self._mismatch = False  # a block did not match: nothing more until finished
-        self._done = False
+        self._done = local is not None
         self._closed = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()

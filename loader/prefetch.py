@@ -19,6 +19,10 @@ A tar shard with block checksums is read block by block instead (a *parted* shar
 consumer has passed it and the hot-tier fill has written it, so the window holds the blocks
 between the consumer and the read-ahead, and its depth follows a block's read latency rather
 than a whole shard's.
+
+A shard whose best replica is a file on this node's disk, of a format whose samples each have
+their own range and checksum, is not read ahead at all: its file is opened and handed over
+(``Landing.local``), and its consumer reads each sample when it is due (:mod:`.samples`).
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ from .landing import Landing
 from .readahead import START_SHARDS, DepthController, PrefetchStats, Read, ReadAhead
 from .retry import NEVER, Backoff, retrying
 from .runtime import LoopThread
+from .samples import LocalShard
 
 __all__ = ["PrefetchStats", "ShardPrefetcher", "ShardReads", "cost", "read_shard"]
 
 T = TypeVar("T")
 PART_SIZE = 8 * 2**20  # one ranged read; a shard of 64 MiB is 8 reads in flight
 HEAD_READS = 3  # blocks of a shard its consumer waits for that are read at once
+LOCAL_OPEN = 64  # shards on this node's disk open ahead of their consumer at most
 _UNDECODED = "none of its samples were decoded past the blocks that match the index"
 SHARD_OVERHEAD = 4096  # what a shard costs the budget besides its bytes: empty shards count
 Latency = Callable[[float], None]
@@ -227,6 +233,12 @@ class ShardReads:
     blocks: ShardBuffers | None = None
     fills: HotFill | None = None
 
+    def sampled(self, shard: ShardEntry, ranged: bool) -> bool:
+        """Whether ``shard``'s samples can be read each on its own, when due, from a file
+        on this node's disk (:mod:`.samples`): a format whose samples each lie in their own
+        range (``ranged``), with a checksum for each."""
+        return ranged and bool(shard.sample_checksums) and shard.offsets is not None
+
     def parted(self, shard: ShardEntry, ranged: bool) -> bool:
         """Whether ``shard`` is read in blocks, each let go once used (:mod:`.landing`): a
         shard of several blocks with their checksums, of a format whose samples each lie in
@@ -326,6 +338,8 @@ class ShardPrefetcher:
         self._reads = reads
         self._shards = list(shards)
         self._parted = [reads.parted(shard, ranged(shard)) for _, shard in self._shards]
+        self._sampled = [reads.sampled(shard, ranged(shard)) for _, shard in self._shards]
+        self._opened: asyncio.Semaphore | None = None  # local shards open ahead (loop's)
         self.started = 0  # shards whose read has begun (read by the consumer's side too)
         self.stats = reads.stats
         self.depth = DepthController(read_ahead, budget, START_SHARDS * self._first_cost(),
@@ -347,7 +361,13 @@ class ShardPrefetcher:
 
     async def _produce(self) -> None:
         window = self._window = _Window(self.depth, self.stats)
-        for (position, shard), parted in zip(self._shards, self._parted, strict=True):
+        self._opened = asyncio.Semaphore(LOCAL_OPEN)
+        for (position, shard), parted, sampled in zip(self._shards, self._parted,
+                                                       self._sampled, strict=True):
+            if sampled and (local := await self._open_local(shard)) is not None:
+                self.started += 1  # nothing to read ahead: its samples are read when due
+                self._ready.put((position, Landing(shard, local=local)))
+                continue
             await window.acquire(0 if parted else cost(shard))  # a parted one: its blocks
             landing = Landing(shard, head=self.started == 0, parted=parted, free=self._freed,
                               waiting=self._waiting)
@@ -361,6 +381,16 @@ class ShardPrefetcher:
                         functools.partial(self._hand_over, landing=landing, read=read))
             self._ready.put((position, landing))
         self._ready.put(None)
+
+    async def _open_local(self, shard: ShardEntry) -> LocalShard | None:
+        """``shard``'s file, open, when its best replica is on this node's disk (at most
+        :data:`LOCAL_OPEN` such shards are open ahead of the consumer)."""
+        assert self._opened is not None
+        await self._opened.acquire()
+        local = LocalShard.open(self._reads.store, shard)
+        if local is None:
+            self._opened.release()
+        return local
 
     def _spawn(self, coro: Awaitable[T], done: Callable[[asyncio.Task[T]], None] | None = None
                ) -> asyncio.Task[T]:
@@ -468,8 +498,9 @@ class ShardPrefetcher:
         the error that reading it raised), or :class:`StopIteration` after the last."""
         asked = time.perf_counter()
         if self._handed is not None:  # the consumer's pace: the last shard, over its time
-            handed, last = self._handed  # less what it waited for its bytes
-            self.depth.consumed(cost(last.shard), asked - handed - last.waited)
+            handed, last = self._handed  # less what it waited for its bytes (one read
+            if last.local is None:  # ahead: a local shard's samples are read when due)
+                self.depth.consumed(cost(last.shard), asked - handed - last.waited)
         position, landing = self._take()
         self._stalled(time.perf_counter() - asked)
         self._handed = (time.perf_counter(), landing)
@@ -494,6 +525,11 @@ class ShardPrefetcher:
             raise StopIteration
         return item
 
+    def reread(self, shard: ShardEntry) -> bytes:
+        """``shard`` whole through the store's verified, failing-over path (from the
+        consumer's thread: one of its samples read on its own did not match)."""
+        return self._loop.submit(self._reads.reread(shard)).result()
+
     def release(self, landing: Landing) -> None:
         """Give back the room of a shard the consumer has finished with (once its read is
         over: a consumer that needed only its first samples may be done before it is)."""
@@ -502,6 +538,10 @@ class ShardPrefetcher:
         self._loop.call_soon(self._release, landing)
 
     def _release(self, landing: Landing) -> None:
+        if landing.local is not None:
+            if self._opened is not None:
+                self._opened.release()
+            return
         if not landing.done:
             self._early.add(landing)  # released by _ended
         elif self._window is not None:

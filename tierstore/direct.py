@@ -17,7 +17,8 @@ own cache, so the tier still ``fsync``\\ s the file and its folders before a rep
 Reads of a whole part of a shard (:func:`read_direct`, 1-8 MiB) go past the page cache too:
 filling the cache costs what writing through it does (1.7 s of system time per GiB read from
 the disk, against 0.06 s direct at 1.3 GB/s), and the hot tier's files are not in the cache
-anyway once written this way. Smaller reads (an index, a sample's range) stay buffered,
+anyway once written this way. So do a loader's reads of one sample at a time from a hot
+shard's open file (:func:`pread`, any length). Other small reads (an index) stay buffered,
 where the cache helps.
 
 A filesystem that refuses ``O_DIRECT`` (some FUSE and network filesystems), when it is
@@ -39,7 +40,7 @@ import threading
 from .locality.health import in_thread
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
-           "DirectWriter", "read_direct", "read_direct_into"]
+           "DirectWriter", "open_for_reads", "pread", "read_direct", "read_direct_into"]
 
 ALIGN = 4096  # offsets, lengths and memory of direct I/O are multiples of this
 STAGE = 8 * 2**20  # the staging buffer: one write to the device at a time
@@ -221,29 +222,69 @@ def _pread(path: str, start: int, end: int) -> tuple[mmap.mmap, int, int]:
     (``_bounce.put``)."""
     if not _O_DIRECT:
         raise OSError(errno.EINVAL, "O_DIRECT is not available here", path)
+    _check_span(start, end)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+    try:
+        return _pread_fd(fd, start, end)
+    finally:
+        os.close(fd)
+
+
+def _check_span(start: int, end: int) -> None:
     if not 0 <= start <= end or end - start > DIRECT_READ_MAX:
         raise ValueError(f"a direct read covers 0 to {DIRECT_READ_MAX} bytes, not "
                          f"[{start}, {end})")
+
+
+def _pread_fd(fd: int, start: int, end: int) -> tuple[mmap.mmap, int, int]:
+    """:func:`_pread` from a file opened with ``O_DIRECT``."""
     lo = start // ALIGN * ALIGN
     length = -(-(end - lo) // ALIGN) * ALIGN
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+    buffer = _take_bounce()
     try:
-        buffer = _take_bounce()
-        try:
-            with memoryview(buffer) as view:
-                got = 0
-                while got < length:
-                    n = os.preadv(fd, [view[got:length]], lo + got)
-                    if n == 0:  # the end of the file
-                        break
-                    got += n
-        except BaseException:
-            _bounce.put(buffer)
-            raise
-    finally:
-        os.close(fd)
+        with memoryview(buffer) as view:
+            got = 0
+            while got < length:
+                n = os.preadv(fd, [view[got:length]], lo + got)
+                if n == 0:  # the end of the file
+                    break
+                got += n
+    except BaseException:
+        _bounce.put(buffer)
+        raise
     skip = start - lo
     return buffer, skip, max(0, min(got, end - lo) - skip)
+
+
+def open_for_reads(path: str) -> tuple[int, bool]:
+    """A read-only descriptor of ``path`` for :func:`pread`, and whether its reads go past
+    the page cache (``O_DIRECT``, where the filesystem allows it)."""
+    if _O_DIRECT:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+
+
+def pread(fd: int, direct: bool, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the file ``fd`` (fewer at its end), from
+    :func:`open_for_reads`: through one of the process's aligned buffers when ``direct``
+    (any length, in pieces of at most :data:`DIRECT_READ_MAX`), else a plain ``pread``."""
+    if not direct:
+        return os.pread(fd, end - start, start)
+    pieces = []
+    for lo in range(start, end, DIRECT_READ_MAX):
+        buffer, skip, n = _pread_fd(fd, lo, min(lo + DIRECT_READ_MAX, end))
+        try:
+            with memoryview(buffer) as view:
+                pieces.append(bytes(view[skip:skip + n]))
+        finally:
+            _bounce.put(buffer)
+        if lo + n < min(lo + DIRECT_READ_MAX, end):
+            break  # the end of the file
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _take_bounce() -> mmap.mmap:

@@ -213,6 +213,30 @@ class Store:
         size = (record.size or 0) if nbytes is None else nbytes
         return [s.replica for s in self.locality.rank(record.ready, size)]
 
+    def hot_file(self, key: str) -> tuple[str, str] | None:
+        """``(tier, path)`` of the file of ``key``'s best ready replica, when that replica is
+        on a hot tier in a local folder (the node's own disk), else None; the access is
+        recorded, as a read.
+
+        For a reader that reads small ranges of an object straight from the file (a loader's
+        samples, each when it is due): nothing vouches for the file after this returns, so
+        that reader checks what it reads itself and reads through :meth:`cat` (which fails
+        over) when the file is gone or its bytes do not match.
+        """
+        record, _ = self._readable(key)
+        ranked = self.rank(record)
+        if not ranked or (tier := self.tier(ranked[0].tier)).protocol != "file" \
+                or tier.tier_class is not TierClass.HOT:
+            return None
+        self.recorder.record(record.key)
+        return tier.name, tier.full_path(ranked[0].path)
+
+    def count_read(self, tier: str, nbytes: int) -> None:
+        """Count a read of ``nbytes`` from ``tier`` made outside :meth:`cat` (from a file
+        :meth:`hot_file` named) in :attr:`reads_by_tier` and :attr:`bytes_by_tier`."""
+        self.reads_by_tier[tier] += 1
+        self.bytes_by_tier[tier] += nbytes
+
     def _fallback(self, key: str, replica: Replica, exc: BaseException) -> None:
         self.fallbacks += 1
         if isinstance(exc, ChecksumMismatch):
