@@ -36,7 +36,7 @@ from .index import ShardEntry
 __all__ = ["AHEAD", "DueReads", "DueSample", "LocalShard"]
 
 AHEAD = 16  # due samples read ahead of the one being yielded
-THREADS = 4  # threads per process reading them
+THREADS = 2  # threads per process reading them
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
