@@ -255,7 +255,7 @@ class TierDataset(IterableDataset[Any]):
         prefetcher = self._prefetcher(shard_order, fills)
         announcer = self._announcer(shard_order, placement, prefetcher, fills)
         pending: dict[int, Any] = {}  # samples taken (or, due: where they lie), by id
-        due = DueReads(self._store.get(), prefetcher.reread)
+        due = DueReads(self._store.get(), prefetcher.reread, prefetcher.stats)
         taking: _Taking | None = None
         name, finished = placement.name, False
         order = ids.tolist()
@@ -337,25 +337,28 @@ class TierDataset(IterableDataset[Any]):
         shard's, unless its format reads a sample from its own byte range alone)."""
         landing = taking.landing
         shard, i = landing.shard, taking.ids[-1]
-        if landing.local is not None:  # read when due
-            pending[taking.start + i] = DueSample(landing.local, i)
-            taking.ids.pop()
-            return
         fmt = self.formats[shard.format]
         offsets = shard.offsets if fmt.ranged_samples else None
         end = offsets[i + 1] if offsets else shard.size
-        try:  # a parted shard: the sample's own bytes (the blocks behind it go)
-            data = landing.read(offsets[i], end) if offsets and landing.parted \
-                else landing.wait(end)
+        parted = bool(offsets) and landing.parted
+        try:  # a sample on this node's disk (a hot replica, or the file its fill writes, once
+            local = landing.local  # the sample is there) is read when due; others now
+            if local is None and parted:
+                local = landing.on_file(end)
+            if local is None:  # a parted shard: the sample's own bytes (the blocks behind go)
+                data = landing.read(offsets[i], end) if offsets and parted else landing.wait(end)
         except ShardError as exc:
             raise self._shard_error(exc, gid, pos, placement) from exc
-        if landing.parted:
-            take = functools.partial(fmt.ranged_sample, data, shard, i)
+        if local is not None:
+            pending[taking.start + i] = DueSample(local, i)
         else:
-            if taking.reader is None or data is not taking.data:  # the first, or re-read
-                taking.data, taking.reader = data, fmt.open(data, shard, self.index)
-            take = functools.partial(taking.reader.sample, i)
-        pending[taking.start + i] = _taken(take, shard, i, taking.start + i)
+            if parted:
+                take = functools.partial(fmt.ranged_sample, data, shard, i)
+            else:
+                if taking.reader is None or data is not taking.data:  # the first, or re-read
+                    taking.data, taking.reader = data, fmt.open(data, shard, self.index)
+                take = functools.partial(taking.reader.sample, i)
+            pending[taking.start + i] = _taken(take, shard, i, taking.start + i)
         taking.ids.pop()
         if landing.parted and offsets and taking.ids:
             landing.passed(offsets[taking.ids[-1]])

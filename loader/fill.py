@@ -22,12 +22,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from tierstore.direct import DIRECT_WRITE_MIN
 from tierstore.errors import CopyInFlight, TierstoreError
 from tierstore.store import FillClaim, Store
 
 from .format import Buffer
 from .index import ShardEntry
 from .landing import Landing
+from .samples import LocalShard
 
 __all__ = ["SLOWEST_COPY", "FillStats", "HotFill"]
 
@@ -112,14 +114,21 @@ class HotFill:
     def stream(self, claim: FillClaim, landing: Landing) -> None:
         """Write the blocks of a parted shard to ``claim``'s replica as they are checked
         (:meth:`Landing.sink`), in the background: a block is let go once written, so a
-        shard is never held whole for its fill."""
+        shard is never held whole for its fill. Where the replica is a local file, its
+        reader reads the samples from that file as they are written (:meth:`Landing.on_file`)
+        rather than hold them: the file is open for its reads, so a fill rolled back later
+        leaves what was written readable, each sample checked against its own checksum."""
         blocks: asyncio.Queue[memoryview | None] = asyncio.Queue()
         shard = landing.shard
+        # a block is in the file once written (DirectWriter: a write of a MiB or more)
+        path = claim.local_path if shard.block_size >= DIRECT_WRITE_MIN else None
 
         def sink(index: int, view: memoryview | None) -> None:
             blocks.put_nowait(view)
 
         async def chunks() -> AsyncIterator[bytes]:
+            if path is not None:  # the writer has made the file: its reader reads it too
+                landing.file(LocalShard.filling(shard, path))
             for index in range(-(-shard.size // shard.block_size)):
                 view = await blocks.get()
                 if view is None:
@@ -130,6 +139,7 @@ class HotFill:
         async def fill() -> None:
             try:
                 await claim.write(chunks())
+                landing.filed()
                 self.stats.shards += 1
                 self.stats.bytes += shard.size
             except _Abandoned:
@@ -139,7 +149,7 @@ class HotFill:
             finally:
                 landing.sink(None)
 
-        landing.sink(sink)
+        landing.sink(sink, filing=path is not None)
         task = asyncio.get_running_loop().create_task(fill())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

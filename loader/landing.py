@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from tierstore.checksum import checksum
@@ -86,6 +87,12 @@ class Landing:
         self._blocks: dict[int, _Block] = {}  # parted: blocks held, by index
         self._passed = 0  # parted: the consumer needs no byte below this
         self._sink: Sink | None = None
+        self._filing = False  # its sink writes it to a file on this node's disk...
+        self._file: LocalShard | None = None  # ...open here for reads...
+        self._on_file = 0  # ...that holds its bytes up to here
+        # the samples that end in the last block are taken from the blocks (that block is in
+        # the file only once the file is closed): the blocks from the first's start are kept
+        self._last, self._keep_from = _last_block(shard)
         self._free = free
         self._waiting = waiting
         self.wanted = 0  # the consumer waits for the bytes up to here
@@ -102,21 +109,44 @@ class Landing:
         with self._changed:
             self.data = data
 
-    def sink(self, sink: Sink | None) -> None:
+    def sink(self, sink: Sink | None, *, filing: bool = False) -> None:
         """Hand each block of a parted shard on to ``sink`` once it is checked, in order;
-        None: the sink is gone (the blocks it had not written are let go)."""
+        None: the sink is gone (the blocks it had not written are let go). ``filing``: the
+        sink writes the shard to a file on this node's disk, which it will name
+        (:meth:`file`), and its consumer reads its samples from there (:meth:`filed`)."""
         with self._changed:
-            self._sink = sink
+            self._sink, self._filing = sink, filing and sink is not None
             if sink is None:
                 for block in self._blocks.values():
                     block.writing = False
+            self._changed.notify_all()
         self._collect()
 
+    def file(self, local: LocalShard | None) -> None:
+        """The sink's file, open for reads (None: it cannot be read; the consumer takes its
+        samples from the blocks)."""
+        with self._changed:
+            self._file = local
+            self._filing = self._filing and local is not None
+            self._changed.notify_all()
+
     def written(self, index: int) -> None:
-        """The sink is done with block ``index``."""
+        """The sink is done with block ``index`` (a filing sink: it is in the file, unless
+        it is the last, whose end may be written only when the file is closed)."""
         with self._changed:
             if (block := self._blocks.get(index)) is not None:
                 block.writing = False
+                if self._filing and block.hi < self.shard.size:
+                    self._on_file = max(self._on_file, block.hi)
+                    self._changed.notify_all()
+        self._collect()
+
+    def filed(self) -> None:
+        """A filing sink wrote the whole shard to its file, and closed it."""
+        with self._changed:
+            if self._filing:
+                self._on_file = self.shard.size
+                self._changed.notify_all()
         self._collect()
 
     def landed(self, lo: int, hi: int, part: memoryview | None = None) -> bool:
@@ -189,10 +219,7 @@ class Landing:
         such buffer until re-read whole: :meth:`read` its samples.)"""
         with self._changed:
             if self.checked < end and self._error is None:
-                if end > self.wanted:
-                    self.wanted = end
-                    if self._waiting is not None:
-                        self._waiting()
+                self._want(end)
                 began = time.perf_counter()
                 while self.checked < end and self._error is None and not self._done:
                     self._changed.wait()
@@ -200,6 +227,31 @@ class Landing:
             if self._error is not None:
                 raise self._error
             return self.data
+
+    def on_file(self, end: int) -> LocalShard | None:
+        """The file a filing sink writes the shard to, once its bytes ``[0, end)`` are there;
+        None when the shard is not being written to one (or that stopped first), or ``end``
+        lies in its last block (which is in the file only once the file is closed, verified
+        and committed): its bytes are then taken from the blocks, :meth:`read`."""
+        with self._changed:
+            if self._filing and self._on_file < end <= self._last and self._error is None:
+                self._want(end)
+                began = time.perf_counter()
+                while self._filing and self._on_file < end and self._error is None:
+                    self._changed.wait()
+                self.waited += time.perf_counter() - began
+            if self._on_file >= end and end <= self._last and self._file is not None:
+                return self._file
+            if self._error is not None:
+                raise self._error
+            return None
+
+    def _want(self, end: int) -> None:
+        """The consumer waits for bytes up to ``end`` (under the lock)."""
+        if end > self.wanted:
+            self.wanted = end
+            if self._waiting is not None:
+                self._waiting()
 
     def read(self, lo: int, hi: int) -> Buffer:
         """Bytes ``[lo, hi)`` once checked: a view where they lie in one block or buffer."""
@@ -264,12 +316,24 @@ class Landing:
                 checked = block.hi <= self.checked or self._done
                 wanted = (self._sink is not None and not block.sunk and not self._done
                           and not self._mismatch)
-                if checked and block.hi <= self._passed and not block.writing and not wanted:
+                on_file = block.hi <= min(self._on_file, self._keep_from)  # read there
+                if on_file or (checked and block.hi <= self._passed and not block.writing
+                               and not wanted):
                     del self._blocks[index]
                     freed.append(block.hi - block.lo)
         if self._free is not None:
             for nbytes in freed:
                 self._free(nbytes)
+
+
+def _last_block(shard: ShardEntry) -> tuple[int, int]:
+    """Where ``shard``'s last block starts, and where the first sample that ends in it
+    starts."""
+    if not shard.block_size or not shard.size:
+        return 0, 0
+    last = (shard.size - 1) // shard.block_size * shard.block_size
+    offsets = shard.offsets or (0,)
+    return last, next((lo for lo, hi in pairwise(offsets) if hi > last), last)
 
 
 def _covered(ranges: list[tuple[int, int]], start: int) -> int:

@@ -99,6 +99,7 @@ class PrefetchStats:
     stall_s: float = 0.0  # time the consumer waited for a shard
     stalls: int = 0  # shards the consumer had to wait for
     busy_s: float = 0.0  # time the consumer spent between shards
+    due_samples: int = 0  # samples read when due from a file on this node's disk (.samples)
 
     def snapshot(self) -> PrefetchStats:
         """A copy that later updates do not touch (to send along with a batch)."""

@@ -20,8 +20,10 @@ path (another replica), once, and is taken from there; a shard that stays wrong 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,11 +34,13 @@ from tierstore.direct import open_for_reads, pread
 from tierstore.store import Store
 
 from .index import ShardEntry
+from .readahead import PrefetchStats
 
 __all__ = ["AHEAD", "DueReads", "DueSample", "LocalShard"]
 
-AHEAD = 16  # due samples read ahead of the one being yielded
-THREADS = 2  # threads per process reading them
+log = logging.getLogger(__name__)
+AHEAD = 48  # due samples read ahead of the one being yielded
+THREADS = 6  # threads per process reading them
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -60,17 +64,28 @@ os.register_at_fork(after_in_child=_forget_threads)
 
 class LocalShard:
     """``shard``'s file on this node's disk, open for reads (and closed once nothing refers
-    to it): ``tier`` and ``path`` as :meth:`~tierstore.Store.hot_file` named them."""
+    to it): ``tier`` and ``path`` as :meth:`~tierstore.Store.hot_file` named them (reads
+    counted as the tier's), or (``tier`` None) the file a fill is writing (not counted: the
+    bytes were counted as they were fetched)."""
 
-    def __init__(self, shard: ShardEntry, tier: str, path: str):
+    def __init__(self, shard: ShardEntry, tier: str | None, path: str):
         self.shard, self.tier = shard, tier
         self._fd, self._direct = open_for_reads(path)
         self._closer = weakref.finalize(self, os.close, self._fd)
         self.verified: bytes | None = None  # the shard read whole elsewhere, after a mismatch
         self._verifying = threading.Lock()
-        if os.fstat(self._fd).st_size != shard.size:
+        if tier is not None and os.fstat(self._fd).st_size != shard.size:
             self.close()
             raise OSError(f"{path} is not of the {shard.size} bytes the index says")
+
+    @classmethod
+    def filling(cls, shard: ShardEntry, path: str) -> LocalShard | None:
+        """The file a fill writes ``shard`` to, open (None where it cannot be opened)."""
+        try:
+            return cls(shard, None, path)
+        except OSError as exc:
+            log.warning("cannot read shard %r from the file its fill writes: %s", shard.key, exc)
+            return None
 
     @classmethod
     def open(cls, store: Store, shard: ShardEntry) -> LocalShard | None:
@@ -122,9 +137,11 @@ class DueReads:
     threads; ``whole(shard)`` is the shard's verified read through the store, for a sample
     that cannot be read from its file or does not match."""
 
-    def __init__(self, store: Store, whole: Callable[[ShardEntry], bytes], ahead: int = AHEAD):
+    def __init__(self, store: Store, whole: Callable[[ShardEntry], bytes],
+                 stats: PrefetchStats, ahead: int = AHEAD):
         self._store = store
         self._whole = whole
+        self._stats = stats
         self._ahead = ahead
         self._reads: dict[int, concurrent.futures.Future[bytes | None]] = {}
         self._next = 0  # the first position not yet looked at for reading ahead
@@ -146,14 +163,20 @@ class DueReads:
     def take(self, position: int, due: DueSample) -> bytes:
         """The bytes of ``due``, yielded at ``position`` of the order, checked."""
         read = self._reads.pop(position, None)
-        data = read.result() if read is not None else due.local.read(due.index)
+        if read is None or not read.done():  # the consumer waits for it
+            began = time.perf_counter()
+            data = read.result() if read is not None else due.local.read(due.index)
+            self._stats.stall_s += time.perf_counter() - began
+        else:
+            data = read.result()
+        self._stats.due_samples += 1
         local = due.local
         if data is None:  # unreadable or not matching: the shard from the store, whole
             whole = local.reread(lambda: self._whole(local.shard))
             offsets = local.shard.offsets
             assert offsets is not None
             data = whole[offsets[due.index]:offsets[due.index + 1]]
-        else:
+        elif local.tier is not None:
             self._store.count_read(local.tier, len(data))
         return data
 

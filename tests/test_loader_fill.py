@@ -283,3 +283,30 @@ def test_a_block_that_does_not_match_leaves_no_hot_replica(tmp_path: Path,
         report = store.audit(deep=True)
     assert (report.orphans, report.pending) == ((), 0)
     assert not list((tmp_path / "tiers" / "hot").rglob("*.tmp*"))
+
+
+def test_a_cold_epoch_reads_its_samples_back_from_the_file_its_fill_writes(
+        tmp_path: Path, moto_server: Any) -> None:
+    """With blocks of a MiB and more, a cold epoch's reader takes the samples of a shard its
+    fill writes to the hot tier from that file, each when it is due, rather than hold their
+    bytes: only the samples that end in a shard's last block (in the file once it is closed)
+    come from the blocks fetched. What it reads back is checked (nothing was re-read) and not
+    counted as a hot read: those bytes were counted as they were fetched."""
+    config = make_config(tmp_path, "moto", moto_server, moto_server.new_bucket())
+    expected = {f"s{i:04d}": os.urandom(300_000) for i in range(36)}
+    with open_store(config) as store:
+        index = write_tar_shards(store, "big", ({"__key__": k, "bin": v}
+                                                for k, v in expected.items()),
+                                 samples_per_shard=12, tier="warm")
+    dataset = TierDataset(config, index=_in_blocks(config, index, 2**20), decode=None,
+                          buffer_size=8, announce=False)
+    store = dataset._store.get()
+    before = dict(store.bytes_by_tier)
+    got = {sample["__key__"]: sample["bin"] for sample in dataset}
+    read = {t: n - before.get(t, 0) for t, n in store.bytes_by_tier.items()}
+    assert got == expected
+    assert dataset.fills.shards == 3 and dataset.stats.rereads == []
+    assert read.get("hot", 0) == 0 and read["warm"] == sum(s.size for s in index.shards)
+    last = [sum(1 for hi in s.offsets[1:] if hi > (s.size - 1) // 2**20 * 2**20)
+            for s in index.shards if s.offsets]
+    assert dataset.stats.due_samples == len(expected) - sum(last) > 0

@@ -62,7 +62,10 @@ class DirectWriter:
 
     The first :data:`DIRECT_WRITE_MIN` bytes go through the page cache: a small file is
     written as any other (one system call, no device wait). From there on, once the file
-    offset is block-aligned, the file descriptor is switched to ``O_DIRECT``."""
+    offset is block-aligned, the file descriptor is switched to ``O_DIRECT``. A write of
+    :data:`DIRECT_WRITE_MIN` bytes or more is in the file when it returns (one reading the
+    file meanwhile sees it), but for a last piece shorter than a block, staged until the
+    next write or :meth:`close`."""
 
     def __init__(self, path: str, mode: int = 0o666):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -94,6 +97,8 @@ class DirectWriter:
             view = view[n:]
             if self._held == STAGE:
                 self._drain(STAGE)
+        if len(data) >= DIRECT_WRITE_MIN and self._held >= ALIGN:  # a large chunk is in the
+            self._drain(self._held // ALIGN * ALIGN)  # file when this returns, but for a tail
         return len(data)
 
     def _go_direct(self) -> None:

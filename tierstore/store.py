@@ -930,6 +930,15 @@ class FillClaim:
     def key(self) -> str:
         return self.record.key
 
+    @property
+    def local_path(self) -> str | None:
+        """The file :meth:`write` writes the replica's bytes to, where the fill tier is a
+        local folder (it exists once the writer asks for its first chunk, and keeps its
+        name until they are all written); None elsewhere."""
+        if self.dest.protocol != "file" or self.replica.tmp is None:
+            return None
+        return self.dest.full_path(self.replica.tmp)
+
     async def commit(self, data: bytes | bytearray | memoryview,
                      checksum_: str | None = None) -> None:
         """Make ``data`` the replica: checked against the catalog's size and checksum
