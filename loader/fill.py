@@ -115,7 +115,7 @@ class HotFill:
         """Write the blocks of a parted shard to ``claim``'s replica as they are checked
         (:meth:`Landing.sink`), in the background: a block is let go once written, so a
         shard is never held whole for its fill. Where the replica is a local file, its
-        reader reads the samples from that file as they are written (:meth:`Landing.on_file`)
+        reader may read samples back from that file once written (:attr:`Landing.filing`)
         rather than hold them: the file is open for its reads, so a fill rolled back later
         leaves what was written readable, each sample checked against its own checksum."""
         blocks: asyncio.Queue[memoryview | None] = asyncio.Queue()
@@ -127,8 +127,6 @@ class HotFill:
             blocks.put_nowait(view)
 
         async def chunks() -> AsyncIterator[bytes]:
-            if path is not None:  # the writer has made the file: its reader reads it too
-                landing.file(LocalShard.filling(shard, path))
             for index in range(-(-shard.size // shard.block_size)):
                 view = await blocks.get()
                 if view is None:
@@ -150,6 +148,8 @@ class HotFill:
                 landing.sink(None)
 
         landing.sink(sink, filing=path is not None)
+        if path is not None:  # made now, for its reader to open; the writer truncates it
+            landing.file(LocalShard.filling(shard, path, landing.until_on_file))
         task = asyncio.get_running_loop().create_task(fill())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

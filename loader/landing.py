@@ -36,7 +36,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from tierstore.checksum import checksum
@@ -90,9 +89,6 @@ class Landing:
         self._filing = False  # its sink writes it to a file on this node's disk...
         self._file: LocalShard | None = None  # ...open here for reads...
         self._on_file = 0  # ...that holds its bytes up to here
-        # the samples that end in the last block are taken from the blocks (that block is in
-        # the file only once the file is closed): the blocks from the first's start are kept
-        self._last, self._keep_from = _last_block(shard)
         self._free = free
         self._waiting = waiting
         self.wanted = 0  # the consumer waits for the bytes up to here
@@ -121,6 +117,12 @@ class Landing:
                     block.writing = False
             self._changed.notify_all()
         self._collect()
+
+    @property
+    def filing(self) -> LocalShard | None:
+        """The file a filing sink writes the shard to, open for reads (its bytes read from it
+        wait for :meth:`until_on_file`), while it does or once it wrote it all."""
+        return self._file if self._filing or self._on_file == self.shard.size else None
 
     def file(self, local: LocalShard | None) -> None:
         """The sink's file, open for reads (None: it cannot be read; the consumer takes its
@@ -228,23 +230,13 @@ class Landing:
                 raise self._error
             return self.data
 
-    def on_file(self, end: int) -> LocalShard | None:
-        """The file a filing sink writes the shard to, once its bytes ``[0, end)`` are there;
-        None when the shard is not being written to one (or that stopped first), or ``end``
-        lies in its last block (which is in the file only once the file is closed, verified
-        and committed): its bytes are then taken from the blocks, :meth:`read`."""
+    def until_on_file(self, end: int) -> bool:
+        """Wait until the shard's bytes ``[0, end)`` are in the file its filing sink writes
+        (True), or that sink stopped first (False). From any thread but the loader loop."""
         with self._changed:
-            if self._filing and self._on_file < end <= self._last and self._error is None:
-                self._want(end)
-                began = time.perf_counter()
-                while self._filing and self._on_file < end and self._error is None:
-                    self._changed.wait()
-                self.waited += time.perf_counter() - began
-            if self._on_file >= end and end <= self._last and self._file is not None:
-                return self._file
-            if self._error is not None:
-                raise self._error
-            return None
+            while self._filing and self._on_file < end and self._error is None:
+                self._changed.wait()
+            return self._on_file >= end
 
     def _want(self, end: int) -> None:
         """The consumer waits for bytes up to ``end`` (under the lock)."""
@@ -316,24 +308,12 @@ class Landing:
                 checked = block.hi <= self.checked or self._done
                 wanted = (self._sink is not None and not block.sunk and not self._done
                           and not self._mismatch)
-                on_file = block.hi <= min(self._on_file, self._keep_from)  # read there
-                if on_file or (checked and block.hi <= self._passed and not block.writing
-                               and not wanted):
+                if checked and block.hi <= self._passed and not block.writing and not wanted:
                     del self._blocks[index]
                     freed.append(block.hi - block.lo)
         if self._free is not None:
             for nbytes in freed:
                 self._free(nbytes)
-
-
-def _last_block(shard: ShardEntry) -> tuple[int, int]:
-    """Where ``shard``'s last block starts, and where the first sample that ends in it
-    starts."""
-    if not shard.block_size or not shard.size:
-        return 0, 0
-    last = (shard.size - 1) // shard.block_size * shard.block_size
-    offsets = shard.offsets or (0,)
-    return last, next((lo for lo, hi in pairwise(offsets) if hi > last), last)
 
 
 def _covered(ranges: list[tuple[int, int]], start: int) -> int:

@@ -68,9 +68,11 @@ class LocalShard:
     counted as the tier's), or (``tier`` None) the file a fill is writing (not counted: the
     bytes were counted as they were fetched)."""
 
-    def __init__(self, shard: ShardEntry, tier: str | None, path: str):
+    def __init__(self, shard: ShardEntry, tier: str | None, path: str,
+                 until: Callable[[int], bool] | None = None):
         self.shard, self.tier = shard, tier
-        self._fd, self._direct = open_for_reads(path)
+        self._until = until  # a file being written: until(end) waits for its bytes
+        self._fd, self._direct = open_for_reads(path, create=until is not None)
         self._closer = weakref.finalize(self, os.close, self._fd)
         self.verified: bytes | None = None  # the shard read whole elsewhere, after a mismatch
         self._verifying = threading.Lock()
@@ -79,10 +81,13 @@ class LocalShard:
             raise OSError(f"{path} is not of the {shard.size} bytes the index says")
 
     @classmethod
-    def filling(cls, shard: ShardEntry, path: str) -> LocalShard | None:
-        """The file a fill writes ``shard`` to, open (None where it cannot be opened)."""
+    def filling(cls, shard: ShardEntry, path: str, until: Callable[[int], bool]
+                ) -> LocalShard | None:
+        """The file a fill writes ``shard`` to, made if it is not there yet and open
+        (None where it cannot be); ``until(end)`` waits until its bytes up to ``end`` are
+        written, false if they never will be."""
         try:
-            return cls(shard, None, path)
+            return cls(shard, None, path, until)
         except OSError as exc:
             log.warning("cannot read shard %r from the file its fill writes: %s", shard.key, exc)
             return None
@@ -104,6 +109,8 @@ class LocalShard:
         shard = self.shard
         assert shard.offsets is not None
         lo, hi = shard.offsets[index], shard.offsets[index + 1]
+        if self._until is not None and not self._until(hi):
+            return None
         try:
             data = pread(self._fd, self._direct, lo, hi)
         except (OSError, ValueError):

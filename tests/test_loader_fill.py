@@ -19,6 +19,7 @@ from storefixtures import make_config, toml_for
 from tierstore import Config, open_store
 from tierstore.errors import ChecksumMismatch, CopyInFlight
 from tierstore.loader import DatasetIndex, TierDataset, TierLoader, write_tar_shards
+from tierstore.loader import dataset as dataset_module
 from tierstore.loader.index import block_checksums
 from tierstore.sync import _run
 
@@ -285,13 +286,16 @@ def test_a_block_that_does_not_match_leaves_no_hot_replica(tmp_path: Path,
     assert not list((tmp_path / "tiers" / "hot").rglob("*.tmp*"))
 
 
+@pytest.mark.parametrize("read_back_after", [0, 10_000])
 def test_a_cold_epoch_reads_its_samples_back_from_the_file_its_fill_writes(
-        tmp_path: Path, moto_server: Any) -> None:
-    """With blocks of a MiB and more, a cold epoch's reader takes the samples of a shard its
-    fill writes to the hot tier from that file, each when it is due, rather than hold their
-    bytes: only the samples that end in a shard's last block (in the file once it is closed)
-    come from the blocks fetched. What it reads back is checked (nothing was re-read) and not
-    counted as a hot read: those bytes were counted as they were fetched."""
+        tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch,
+        read_back_after: int) -> None:
+    """With blocks of a MiB and more, a cold epoch's reader takes the samples that are due
+    long after it takes them (``READ_BACK_AFTER`` samples or more: here all, or none) from
+    the file its fill writes the shard to on the hot tier, each when it is due, rather than
+    hold their bytes. What it reads back is checked (nothing was re-read) and not counted as a
+    hot read: those bytes were counted as they were fetched."""
+    monkeypatch.setattr(dataset_module, "READ_BACK_AFTER", read_back_after)
     config = make_config(tmp_path, "moto", moto_server, moto_server.new_bucket())
     expected = {f"s{i:04d}": os.urandom(300_000) for i in range(36)}
     with open_store(config) as store:
@@ -307,6 +311,4 @@ def test_a_cold_epoch_reads_its_samples_back_from_the_file_its_fill_writes(
     assert got == expected
     assert dataset.fills.shards == 3 and dataset.stats.rereads == []
     assert read.get("hot", 0) == 0 and read["warm"] == sum(s.size for s in index.shards)
-    last = [sum(1 for hi in s.offsets[1:] if hi > (s.size - 1) // 2**20 * 2**20)
-            for s in index.shards if s.offsets]
-    assert dataset.stats.due_samples == len(expected) - sum(last) > 0
+    assert dataset.stats.due_samples == (len(expected) if read_back_after == 0 else 0)

@@ -261,16 +261,21 @@ def _pread_fd(fd: int, start: int, end: int) -> tuple[mmap.mmap, int, int]:
     return buffer, skip, max(0, min(got, end - lo) - skip)
 
 
-def open_for_reads(path: str) -> tuple[int, bool]:
-    """A read-only descriptor of ``path`` for :func:`pread`, and whether its reads go past
-    the page cache (``O_DIRECT``, where the filesystem allows it)."""
+def open_for_reads(path: str, *, create: bool = False) -> tuple[int, bool]:
+    """A read-only descriptor of ``path`` for :func:`pread` (``create``: an empty file made
+    when there is none, with its folders, for a writer to fill), and whether its reads go
+    past the page cache (``O_DIRECT``, where the filesystem allows it)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    if create:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        flags |= os.O_CREAT
     if _O_DIRECT:
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT), True
+            return os.open(path, flags | _O_DIRECT, 0o666), True
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+    return os.open(path, flags, 0o666), False
 
 
 def pread(fd: int, direct: bool, start: int, end: int) -> bytes:
