@@ -26,6 +26,7 @@ import contextlib
 import multiprocessing
 import os
 import socket
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -172,9 +173,15 @@ def _free_port() -> int:
 
 def one_line(exc: BaseException) -> str:
     """An error in one line: its type and the last line of its message (a DataLoader worker's
-    error arrives as a long multi-line one)."""
+    error arrives as a long multi-line one), and where it was raised (the innermost frame of
+    the worker's traceback in that message, else of its own)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+    text = f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+    frames = [line for line in lines if line.startswith('File "')]
+    if not frames and exc.__traceback__ is not None:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        frames = [f'File "{last.filename}", line {last.lineno}, in {last.name}']
+    return f"{text} ({frames[-1]})" if frames else text
 
 
 class _TierTrainee:
