@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Landing"]
 
+FILE_WAIT = 120.0  # seconds a sample read back from a fill's file waits for its bytes at most
 Sink = Callable[[int, memoryview | None], None]
 """``sink(block, view)``: a checked block of a parted shard, handed on in order (to the hot-tier
 fill); the sink calls :meth:`Landing.written` once it no longer needs ``view``. ``view`` None:
@@ -230,12 +231,16 @@ class Landing:
                 raise self._error
             return self.data
 
-    def until_on_file(self, end: int) -> bool:
+    def until_on_file(self, end: int, timeout: float = FILE_WAIT) -> bool:
         """Wait until the shard's bytes ``[0, end)`` are in the file its filing sink writes
-        (True), or that sink stopped first (False). From any thread but the loader loop."""
+        (True), or that sink stopped first, or ``timeout`` seconds passed (False: a reader
+        thread never waits on a fill forever). From any thread but the loader loop."""
+        deadline = time.monotonic() + timeout
         with self._changed:
             while self._filing and self._on_file < end and self._error is None:
-                self._changed.wait()
+                if (left := deadline - time.monotonic()) <= 0:
+                    break
+                self._changed.wait(left)
             return self._on_file >= end
 
     def _want(self, end: int) -> None:

@@ -64,3 +64,38 @@ def test_a_waiter_gets_the_bytes_or_the_error() -> None:
     failing.fail(OSError("gone"))
     with pytest.raises(OSError, match="gone"):
         failing.wait(2000)
+
+
+def test_a_filing_sink_tells_what_is_in_its_file() -> None:
+    """A parted shard's blocks handed to a sink that writes them to a file: a block is in the
+    file once written, but the last, whose end is written when the file is closed, only once
+    the sink says it filed the whole shard; a reader waiting for bytes the sink will never
+    write (it stopped) or that are late gets False."""
+    data = random.Random(3).randbytes(3500)
+    entry = ShardEntry("s", "tar", 1, len(data), checksum(data), block_size=BLOCK,
+                       blocks=block_checksums(data, BLOCK))
+    landing = Landing(entry, parted=True)
+    landing.sink(lambda index, view: None, filing=True)
+    for lo in range(0, len(data), BLOCK):
+        landing.landed(lo, min(lo + BLOCK, len(data)),
+                       memoryview(bytearray(data[lo:lo + BLOCK])))
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(landing.until_on_file(2000)))
+    waiter.start()
+    landing.written(0)
+    assert landing.until_on_file(BLOCK, timeout=0) and not got
+    landing.written(1)
+    waiter.join(10)
+    assert got == [True]
+    landing.written(2)
+    landing.written(3)  # the last block: its end may still be in the writer's stage
+    assert not landing.until_on_file(3500, timeout=0.05)
+    landing.filed()
+    assert landing.until_on_file(3500, timeout=0)
+
+    stopped = Landing(entry, parted=True)
+    stopped.sink(lambda index, view: None, filing=True)
+    stopped.landed(0, BLOCK, memoryview(bytearray(data[:BLOCK])))
+    stopped.written(0)
+    stopped.sink(None)  # the fill failed: nothing more will be written
+    assert stopped.until_on_file(BLOCK, timeout=0) and not stopped.until_on_file(2000)
