@@ -9,6 +9,12 @@ about to yield it, a few ahead in threads (:class:`DueReads`), past the page cac
 how MosaicML Streaming reads its local shards: a reader holds the samples it is about to hand
 over, not the shards or the buffer of samples behind them.
 
+A shard read from S3 that the reader's fill writes to the hot tier is half-way there: the file
+the fill writes is opened when the fill starts (:meth:`LocalShard.filling`), and a sample that
+will wait long in the shuffle buffer is read back from it when it is due (its read waits for
+its block to be written), while those due soon are held (:mod:`.dataset`'s
+``READ_BACK_AFTER``): a read back costs the CPU of an ``O_DIRECT`` read, holding costs memory.
+
 Nothing unchecked is handed over: every sample is checked against its own checksum in the
 index (:attr:`~.index.ShardEntry.sample_checksums`). The file stays readable while it is open,
 so a replica evicted or moved meanwhile is still read whole; a sample that cannot be read from
