@@ -109,8 +109,8 @@ class Landing:
     def sink(self, sink: Sink | None, *, filing: bool = False) -> None:
         """Hand each block of a parted shard on to ``sink`` once it is checked, in order;
         None: the sink is gone (the blocks it had not written are let go). ``filing``: the
-        sink writes the shard to a file on this node's disk, which it will name
-        (:meth:`file`), and its consumer reads its samples from there (:meth:`filed`)."""
+        sink writes the shard to a file on this node's disk, which it names (:meth:`file`),
+        and its consumer may read samples back from there (:attr:`filing`)."""
         with self._changed:
             self._sink, self._filing = sink, filing and sink is not None
             if sink is None:
@@ -222,7 +222,10 @@ class Landing:
         such buffer until re-read whole: :meth:`read` its samples.)"""
         with self._changed:
             if self.checked < end and self._error is None:
-                self._want(end)
+                if end > self.wanted:
+                    self.wanted = end
+                    if self._waiting is not None:
+                        self._waiting()
                 began = time.perf_counter()
                 while self.checked < end and self._error is None and not self._done:
                     self._changed.wait()
@@ -242,13 +245,6 @@ class Landing:
                     break
                 self._changed.wait(left)
             return self._on_file >= end
-
-    def _want(self, end: int) -> None:
-        """The consumer waits for bytes up to ``end`` (under the lock)."""
-        if end > self.wanted:
-            self.wanted = end
-            if self._waiting is not None:
-                self._waiting()
 
     def read(self, lo: int, hi: int) -> Buffer:
         """Bytes ``[lo, hi)`` once checked: a view where they lie in one block or buffer."""

@@ -163,7 +163,13 @@ def read_direct(path: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of ``path`` (fewer at its end), read with ``O_DIRECT`` into one
     of the process's aligned buffers and copied out once. ``end - start`` is at most
     :data:`DIRECT_READ_MAX`. Raises ``OSError(EINVAL)`` where the filesystem refuses."""
-    buffer, skip, n = _pread(path, start, end)
+    return _copied(_pread(path, start, end))
+
+
+def _copied(got: tuple[mmap.mmap, int, int]) -> bytes:
+    """The bytes a direct read left in a bounce buffer (:func:`_pread`), copied out; the
+    buffer goes back."""
+    buffer, skip, n = got
     try:
         with memoryview(buffer) as view:
             return bytes(view[skip:skip + n])
@@ -286,13 +292,9 @@ def pread(fd: int, direct: bool, start: int, end: int) -> bytes:
         return os.pread(fd, end - start, start)
     pieces = []
     for lo in range(start, end, DIRECT_READ_MAX):
-        buffer, skip, n = _pread_fd(fd, lo, min(lo + DIRECT_READ_MAX, end))
-        try:
-            with memoryview(buffer) as view:
-                pieces.append(bytes(view[skip:skip + n]))
-        finally:
-            _bounce.put(buffer)
-        if lo + n < min(lo + DIRECT_READ_MAX, end):
+        hi = min(lo + DIRECT_READ_MAX, end)
+        pieces.append(_copied(_pread_fd(fd, lo, hi)))
+        if len(pieces[-1]) < hi - lo:
             break  # the end of the file
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
