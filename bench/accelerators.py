@@ -25,12 +25,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import socket
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from .ceph import free_port
 from .loader_measure import EpochRun, Stalled, run_epoch
 
 __all__ = ["Accelerators", "Trainee", "merge_metrics", "merge_runs", "one_line", "rank_view",
@@ -64,7 +64,7 @@ class Accelerators:
         context = multiprocessing.get_context("spawn")
         self._ends: list[Connection] = []
         self._processes: list[Any] = []
-        job = (len(trainees), _free_port()) if len(trainees) > 1 else None
+        job = (len(trainees), free_port()) if len(trainees) > 1 else None
         try:
             for rank, trainee in enumerate(trainees):
                 mine, theirs = context.Pipe()
@@ -163,12 +163,6 @@ def _join(rank: int, world: int, port: int) -> None:
                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,12 +13,12 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .ceph import free_port
 from .errors import BenchError
 
 __all__ = ["find_postgres", "temporary_postgres"]
@@ -36,12 +36,6 @@ def find_postgres() -> Path | None:
         if all((folder / name).is_file() for name in _TOOLS):
             return folder
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -77,7 +71,7 @@ def temporary_postgres(bin_dir: Path, parent: str | None = None) -> Iterator[str
                     f"every folder above {base}: choose another --dir)"
                     if owner is not None and "Permission denied" in init.stderr else "")
             raise BenchError(f"initdb failed: {' '.join(init.stderr.split())[-300:]}{hint}")
-        port = _free_port()
+        port = free_port()
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base}")
         started = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t",
                       "60", "-o", options, "start")

@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from typing import IO, Any
 
 from tierstore.config import Config, TierClass, TierConfig, load_config
 
+from .ceph import free_port
 from .errors import BenchError
 
 __all__ = ["BenchStore", "DaemonProcess", "MotoProcess", "config_toml", "make_bench_store"]
@@ -46,17 +46,11 @@ DATA_TIER = "warm"
 HOT_TIER = "hot"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class MotoProcess:
     """moto's S3 server in a child process on 127.0.0.1 and a free port."""
 
     def __init__(self, log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.access_key = "tierstore-bench"
         self.secret_key = uuid.uuid4().hex

@@ -36,7 +36,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from tierstore.redaction import redact
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
+from .ceph import free_port
 from .errors import BenchError
 from .results import result_document, save_and_say, write_json
 from .units import parse_size
@@ -334,13 +334,6 @@ def format_table(entries: Sequence[dict[str, Any]], top: dict[str, Any],
 # -- where the tiers are ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def local_moto(timeout: float = 30.0) -> Iterator[dict[str, Any]]:
     """A moto S3 server in its own process on 127.0.0.1, with a fresh bucket; yields
@@ -348,7 +341,7 @@ def local_moto(timeout: float = 30.0) -> Iterator[dict[str, Any]]:
     if find_spec("moto") is None or find_spec("flask") is None:
         raise BenchError("--s3 moto needs moto's server installed (pip install 'moto[server]')")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # moto's, and s3fs's, region
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
