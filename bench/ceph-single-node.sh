@@ -30,9 +30,12 @@ MON_ADDR="[v2:127.0.0.1:$MON_PORT,v1:127.0.0.1:$MON_V1_PORT]"
 
 T0=$EPOCHREALTIME
 el() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-die() {
+die() {  # die MESSAGE [LOG...]: the message, then the tail of each log that exists
   echo "ceph-single-node: $1" >&2
-  if [ -n "${2:-}" ] && [ -e "$2" ]; then tail -n 25 "$2" >&2; fi
+  shift
+  for f in "$@"; do
+    if [ -e "$f" ]; then echo "--- $f" >&2; tail -n 25 "$f" >&2; fi
+  done
   exit 1
 }
 
@@ -144,20 +147,23 @@ K=$CEPH_DIR/keyring
 # monitor (daemonizes, writes run/mon.a.pid)
 ceph-mon "${C[@]}" --mkfs -i a --monmap "$CEPH_DIR/monmap" --keyring "$K" \
   >> "$CEPH_DIR/log/setup.out" 2>&1 || die "ceph-mon --mkfs failed" "$CEPH_DIR/log/setup.out"
-ceph-mon "${C[@]}" -i a >> "$CEPH_DIR/log/setup.out" 2>&1 || die "ceph-mon failed" "$CEPH_DIR/log/mon.a.log"
+ceph-mon "${C[@]}" -i a >> "$CEPH_DIR/log/setup.out" 2>&1 \
+  || die "ceph-mon failed" "$CEPH_DIR/log/setup.out" "$CEPH_DIR/log/mon.a.log"
 timeout 60 ceph "${C[@]}" -s > /dev/null 2>> "$CEPH_DIR/log/setup.out" \
   || die "no monitor quorum on 127.0.0.1:$MON_PORT" "$CEPH_DIR/log/mon.a.log"
 T_MON=$(el)
 
 # manager
-ceph-mgr "${C[@]}" -i x >> "$CEPH_DIR/log/setup.out" 2>&1 || die "ceph-mgr failed" "$CEPH_DIR/log/mgr.x.log"
+ceph-mgr "${C[@]}" -i x >> "$CEPH_DIR/log/setup.out" 2>&1 \
+  || die "ceph-mgr failed" "$CEPH_DIR/log/setup.out" "$CEPH_DIR/log/mgr.x.log"
 
 # osd
 OSD_UUID=$(cat /proc/sys/kernel/random/uuid)
 ID=$(ceph "${C[@]}" osd new "$OSD_UUID" 2>> "$CEPH_DIR/log/setup.out")
 ceph-osd "${C[@]}" -i "$ID" --mkfs --osd-uuid "$OSD_UUID" >> "$CEPH_DIR/log/setup.out" 2>&1 \
   || die "ceph-osd --mkfs failed" "$CEPH_DIR/log/osd.$ID.log"
-ceph-osd "${C[@]}" -i "$ID" >> "$CEPH_DIR/log/setup.out" 2>&1 || die "ceph-osd failed" "$CEPH_DIR/log/osd.$ID.log"
+ceph-osd "${C[@]}" -i "$ID" >> "$CEPH_DIR/log/setup.out" 2>&1 \
+  || die "ceph-osd failed" "$CEPH_DIR/log/setup.out" "$CEPH_DIR/log/osd.$ID.log"
 for i in $(seq 1 120); do
   if ceph "${C[@]}" osd dump 2>/dev/null | grep -q "^osd.$ID up"; then break; fi
   if [ "$i" = 120 ]; then die "osd.$ID did not come up" "$CEPH_DIR/log/osd.$ID.log"; fi

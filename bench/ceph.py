@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -48,6 +49,7 @@ CEPH_BINARIES = (
     "monmaptool",
 )
 CEPH_START_TIMEOUT = 120.0
+START_ATTEMPTS = 3  # of the start script, each on other ports, within CEPH_START_TIMEOUT
 _CEPH_DIRS: dict[str, Path] = {}  # endpoint URL -> the cluster's CEPH_DIR (for restarts)
 
 StopFn = Callable[[], None]
@@ -135,22 +137,41 @@ class S3Server:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (bind to port 0, read it, close)."""
+    """A TCP port nothing listens on right now (see :func:`free_ports`)."""
     return free_ports(1, host)[0]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct free TCP ports (all sockets held open until every port is chosen)."""
-    socks = []
+    """``n`` distinct TCP ports nothing listens on right now, chosen below the kernel's
+    ephemeral range where it can: a port from that range (what binding port 0 gives) can be
+    taken by any outgoing connection before the server meant for it binds it, which made Ceph's
+    monitor fail to start in CI. All sockets are held open until every port is chosen."""
+    socks: list[socket.socket] = []
+    ports = _listen_ports()
+    candidates = random.sample(ports, k=min(200, len(ports)))
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, candidates.pop() if candidates else 0))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _listen_ports() -> range:
+    """Ports for servers started here: from 10000 up to the kernel's ephemeral range, so no
+    outgoing connection takes one (empty where that range starts too low to leave room)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(10_000, low)
 
 
 # --------------------------------------------------------------------------------------- ceph
@@ -184,21 +205,8 @@ def start_ceph(
         )
     cdir = Path(workdir).resolve()
     cdir.mkdir(parents=True, exist_ok=True)
-    mon_port, mon_v1_port, rgw_port = free_ports(3)
     access_key = "tierstore-" + secrets.token_hex(4)
     secret_key = secrets.token_hex(20)
-    env = {
-        **os.environ,
-        "CEPH_DIR": str(cdir / "cluster"),
-        "STORE": store,
-        "MON_PORT": str(mon_port),
-        "MON_V1_PORT": str(mon_v1_port),
-        "RGW_PORT": str(rgw_port),
-        "AK": access_key,
-        "SK": secret_key,
-    }
-    if memstore_bytes is not None:
-        env["MEMSTORE_BYTES"] = str(int(memstore_bytes))
     run_dir = cdir / "cluster" / "run"
     stopped = False
 
@@ -211,26 +219,31 @@ def start_ceph(
     atexit.register(stop)
     deadline = time.monotonic() + timeout
     log_path = cdir / "start.log"
-    with open(log_path, "wb") as log:
-        # Output goes to a file, not a pipe: the daemons fork and may keep inherited fds open.
-        try:
-            proc = subprocess.run(
-                ["bash", str(CEPH_SCRIPT), "start"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                start_new_session=True,  # a Ctrl-C in pytest must not hit the daemons mid-start
-                check=False,
-            )
-            rc: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = None
-    if rc != 0:
-        stop()
-        why = f"timed out after {timeout:g}s" if rc is None else f"exit status {rc}"
-        raise CephStartError(f"ceph-single-node.sh {why}; {log_path}:\n{_tail(log_path)}")
+    for attempt in range(1, START_ATTEMPTS + 1):
+        # A port found free can be taken before a daemon binds it (an outgoing connection's
+        # ephemeral port, say): a start that fails fast is tried again on other ports.
+        mon_port, mon_v1_port, rgw_port = free_ports(3)
+        env = {
+            **os.environ,
+            "CEPH_DIR": str(cdir / "cluster"),
+            "STORE": store,
+            "MON_PORT": str(mon_port),
+            "MON_V1_PORT": str(mon_v1_port),
+            "RGW_PORT": str(rgw_port),
+            "AK": access_key,
+            "SK": secret_key,
+        }
+        if memstore_bytes is not None:
+            env["MEMSTORE_BYTES"] = str(int(memstore_bytes))
+        rc = _run_start_script(env, log_path, deadline - time.monotonic())
+        if rc == 0:
+            break
+        if rc is None or attempt == START_ATTEMPTS or time.monotonic() > deadline:
+            stop()
+            why = f"timed out after {timeout:g}s" if rc is None else f"exit status {rc}"
+            raise CephStartError(f"ceph-single-node.sh {why} (try {attempt} of "
+                                 f"{START_ATTEMPTS}); {log_path}:\n{_tail(log_path)}")
+        _kill_pidfiles(run_dir)  # what this try started; the next one starts afresh
 
     server = S3Server(
         name="ceph",
@@ -249,6 +262,25 @@ def start_ceph(
                 stop()
                 raise CephStartError(f"radosgw on {server.endpoint_url} never answered: {e}") from e
             time.sleep(0.2)
+
+
+def _run_start_script(env: dict[str, str], log_path: Path, timeout: float) -> int | None:
+    """Run ``ceph-single-node.sh start``; its exit status, or None if it ran past ``timeout``."""
+    with open(log_path, "wb") as log:
+        # Output goes to a file, not a pipe: the daemons fork and may keep inherited fds open.
+        try:
+            return subprocess.run(
+                ["bash", str(CEPH_SCRIPT), "start"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=max(timeout, 1.0),
+                start_new_session=True,  # a Ctrl-C in pytest must not hit the daemons mid-start
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return None
 
 
 def kill_radosgw(server: S3Server) -> None:

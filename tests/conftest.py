@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from s3servers import (
     CephStartError,
     CephUnavailable,
     S3Server,
+    free_port,
     reset_moto,
     start_ceph,
     start_moto,
@@ -155,10 +155,7 @@ def _bench_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def dead_endpoint() -> str:
     """An ``http://127.0.0.1:<port>`` URL where nothing listens (connection refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 # =============================================================================================

@@ -13,13 +13,14 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from s3servers import free_port
 
 __all__ = ["PgServer", "PostgresStartError", "PostgresUnavailable", "find_bin_dir",
            "start_postgres"]
@@ -84,12 +85,6 @@ def _run_as() -> tuple[list[str], tuple[int, int] | None]:
     return [runuser, "-u", "postgres", "--"], (user.pw_uid, user.pw_gid)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_postgres(*, attempts: int = 3) -> tuple[PgServer, Callable[[], None]]:
     """Start a server; returns it and a function that stops it and removes its files."""
     bin_dir = find_bin_dir()
@@ -121,7 +116,7 @@ def start_postgres(*, attempts: int = 3) -> tuple[PgServer, Callable[[], None]]:
         raise PostgresStartError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
     version = (data / "PG_VERSION").read_text().strip()
     for _ in range(attempts):
-        port = _free_port()
+        port = free_port()
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={base} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                    "-c max_connections=200")

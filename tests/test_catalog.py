@@ -6,7 +6,6 @@ import dataclasses
 import itertools
 import multiprocessing
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 from pgfixtures import new_database_name
 from pgserver import PgServer
+from s3servers import free_port
 from storefixtures import make_config
 
 from tierstore import open_store
@@ -517,9 +517,7 @@ def test_postgres_password_file(pg_server: PgServer, pg_url: str, tmp_path: Path
 
 
 def test_postgres_server_down_is_a_clear_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    port = free_port()  # nothing listens there
     with pytest.raises(CatalogError, match=f"cannot connect to the catalog at "
                                            f"u@127.0.0.1:{port}/db: .*refused") as failed:
         open_catalog(f"postgresql://u:hunter2@127.0.0.1:{port}/db")
