@@ -193,8 +193,8 @@ def collate_payloads(samples: Sequence[Any]) -> dict[str, torch.Tensor]:
     ``cached`` (per sample: 1 if a cache served it, for the baselines' hit rates) and ``ids``
     (per sample, :func:`sample_id`: to check an epoch gave every sample exactly once)."""
     payloads = [payload_of(s) for s in samples]
-    joined = b"".join(payloads)
-    data = (torch.frombuffer(bytearray(joined), dtype=torch.uint8) if joined
+    joined = bytearray().join(payloads)  # one copy, into memory the tensor may own
+    data = (torch.frombuffer(joined, dtype=torch.uint8) if joined
             else torch.empty(0, dtype=torch.uint8))
     cached = [bool(s.get(CACHED, False)) if isinstance(s, Mapping) else False for s in samples]
     return {"data": data, "lengths": torch.tensor([len(p) for p in payloads], dtype=torch.int64),

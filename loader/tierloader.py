@@ -24,7 +24,9 @@ How it is put together:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import os
 import time
 import warnings
@@ -282,7 +284,8 @@ class TierLoader:
             self._slots.forget()  # new workers, new slots
             LoopThread.get().flush_access()  # workers are forked now: see flush_access
             self.dataset._store.get().recorder.flush()  # a store handed in by the caller
-        inner = iter(self.dataloader)  # workers take their copy of the dataset (or reset)
+        with _frozen_heap():  # workers are forked here (or reset)
+            inner = iter(self.dataloader)
         self.dataset._resume = None  # the next pass starts afresh, in workers and here
         self._pass, self.stats = run, LoaderStats()
         self._meter.begin()
@@ -392,3 +395,20 @@ def _holds_bytes(value: Any, depth: int = 0) -> bool:
     if isinstance(value, list | tuple):
         return any(_holds_bytes(v, depth + 1) for v in value[:4])
     return False
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the garbage collector of workers forked here off the objects they inherit.
+
+    A forked worker shares its parent's memory until it writes to a page; a collection walks
+    every tracked object and writes to each one's header, so a worker's first collections
+    made its own copy of most of the parent's heap: about 70 MiB per worker of a training
+    process that imported torch, which with 2 workers was a tenth of the loader's memory.
+    Objects frozen before the fork stay out of the workers' collections (``gc.freeze``); the
+    parent takes them back at once."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -221,6 +221,28 @@ def test_worker_error_shuts_the_workers_down_at_once(local_ds: SyncStore,
     assert loader.dataloader._iterator is None  # the next pass starts new workers
 
 
+def _record_frozen(worker: int) -> None:
+    """worker_init_fn: how many objects the forked worker's collector leaves alone."""
+    import gc
+
+    Path(os.environ["FROZEN_LOG"], str(worker)).write_text(str(gc.get_freeze_count()))
+
+
+def test_workers_collections_leave_the_inherited_heap_alone(local_ds: SyncStore,
+                                                              tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    import gc
+
+    monkeypatch.setenv("FROZEN_LOG", str(tmp_path))
+    loader = loader_over(local_ds, worker_init_fn=_record_frozen,
+                         multiprocessing_context="fork")
+    assert sorted(i for batch in ids(list(loader)) for i in batch) == ALL
+    frozen = [int((tmp_path / str(w)).read_text()) for w in range(2)]
+    assert all(n > 10_000 for n in frozen), frozen  # what was alive at the fork: torch, ...
+    assert gc.get_freeze_count() == 0  # the training process collects as before
+
+
 def test_batches_of_bytes_are_warned_about(local_ds: SyncStore) -> None:
     dataset = TierDataset(local_ds, "ds", decode=lambda s: s["bin"])
     with pytest.warns(UserWarning, match="Python bytes"):
