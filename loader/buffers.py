@@ -10,11 +10,19 @@ parsed the shard, not a sample that is a view into it, not a hot-tier write stil
 it. A buffer is lent as a ``memoryview`` of exactly the shard's size; its capacity is
 rounded up, so shards of about the same size share buffers.
 
+The buffers are mappings of their own (``mmap``), not the allocator's: a large block freed
+back to the C allocator raises its threshold for mapping, after which blocks of that size come
+from the freeing thread's arena and stay there, freed or not. The loader loop's arena grew so
+to its limit of 64 MiB per worker in a cold epoch read in 2 MiB blocks; a mapping goes back to
+the system the moment nothing holds it and the pool does not keep it.
+
 It lives on the process's loader loop (:class:`~.runtime.LoopThread`) and is used from that
 thread only.
 """
 
 from __future__ import annotations
+
+import mmap
 
 __all__ = ["ShardBuffers"]
 
@@ -28,7 +36,7 @@ class ShardBuffers:
 
     def __init__(self, keep: int = 1):
         self.keep = keep
-        self._buffers: list[bytearray] = []
+        self._buffers: list[mmap.mmap] = []
         self.lent = 0  # buffers lent out again (for tests and stats)
         self.made = 0  # buffers made
 
@@ -39,14 +47,17 @@ class ShardBuffers:
         if fits:
             buffer = min(fits, key=len)
             self.lent += 1
-        else:
-            buffer = bytearray(-(-size // GRAIN) * GRAIN)
+        elif size < SMALL:
             self.made += 1
-            if size >= SMALL:
-                self._buffers.append(buffer)
+            return memoryview(bytearray(size))
+        else:
+            buffer = mmap.mmap(-1, -(-size // GRAIN) * GRAIN)
+            self.made += 1
+            self._buffers.append(buffer)
         # idle beyond what is kept go back to the system, the smallest first
         for spare in sorted((b for b in idle if b is not buffer), key=len)[:-self.keep or None]:
             self._buffers.remove(spare)
+            spare.close()
         return memoryview(buffer)[:size]
 
     def held(self) -> int:
@@ -54,12 +65,11 @@ class ShardBuffers:
         return sum(map(len, self._buffers))
 
 
-def _unexported(buffer: bytearray) -> bool:
+def _unexported(buffer: mmap.mmap) -> bool:
     """Whether nothing views ``buffer`` (no memoryview, NumPy array, Arrow buffer...): only
-    then may it change size, so try that (without a new allocation: shorter, then back)."""
+    then may it change size, so try that (to the size it has)."""
     try:
-        last = buffer.pop()
+        buffer.resize(len(buffer))
     except BufferError:
         return False
-    buffer.append(last)
     return True
