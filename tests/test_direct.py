@@ -63,16 +63,22 @@ def resident(path: Path) -> float:
         os.close(fd)
 
 
+@pytest.mark.parametrize("memory", ["bytes", "page-aligned"])
 @pytest.mark.parametrize("size", SIZES)
-def test_every_size_and_chunking_round_trips(tmp_path: Path, size: int) -> None:
+def test_every_size_and_chunking_round_trips(tmp_path: Path, size: int, memory: str) -> None:
     rng = random.Random(size)
     data = rng.randbytes(size)
+    source = memoryview(data)
+    if memory == "page-aligned" and size:  # written from itself where a chunk is aligned
+        mapped = mmap.mmap(-1, size)
+        mapped[:] = data
+        source = memoryview(mapped)
     path = tmp_path / "f.bin"
     writer = DirectWriter(str(path))
     pos = 0
     while pos < size:
         n = rng.choice([1, 100, ALIGN, 70_000, 2**20, STAGE + 3])
-        writer.write(memoryview(data)[pos:pos + n])
+        writer.write(source[pos:pos + n])
         pos += n
     writer.close()
     writer.close()  # twice is a no-op
@@ -80,6 +86,21 @@ def test_every_size_and_chunking_round_trips(tmp_path: Path, size: int) -> None:
     assert writer.written == size
     if writer.direct_bytes:
         assert writer.direct_bytes % ALIGN == 0 and writer.direct_bytes <= size
+
+
+def test_page_aligned_memory_is_written_from_itself(tmp_path: Path) -> None:
+    block = mmap.mmap(-1, 3 * 2**20 + 100)  # a shard's block in the loader's buffers
+    block[:] = random.Random(2).randbytes(len(block))
+    path = tmp_path / "f.bin"
+    writer = DirectWriter(str(path))
+    writer.write(memoryview(block))
+    if not writer.direct:
+        pytest.skip(f"{_fstype(tmp_path)} refuses O_DIRECT")
+    assert writer._stage is not None
+    assert writer._stage[100:2 * ALIGN] == bytes(2 * ALIGN - 100)  # only the tail was staged
+    writer.close()
+    assert path.read_bytes() == block[:]
+    assert writer.direct_bytes == 3 * 2**20
 
 
 def test_direct_read_matches_a_buffered_one_at_any_offset(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ spent half of a cold epoch's CPU there. Nothing is gained by caching what is wri
 shard being copied to the hot tier is in the writer's memory already, and is read next in
 the next epoch, from the hot tier's disk. So a local tier writes its files of a MiB and more
 the way ``fio --direct=1`` does: from the write that takes one to a MiB on, the bytes go
-through one page-aligned staging buffer (a memory copy at several GB/s) to the device, and
-only a last piece shorter than a block goes through the page cache; smaller files are
-written as usual. Durability is unchanged: ``O_DIRECT`` promises nothing about the device's
-own cache, so the tier still ``fsync``\\ s the file and its folders before a replica counts.
+to the device from the writer's own memory where it is page-aligned (a block of a shard read
+into the loader's buffers), else through one page-aligned staging buffer (a memory copy at
+several GB/s), and only a last piece shorter than a block goes through the page cache;
+smaller files are written as usual. Durability is unchanged: ``O_DIRECT`` promises nothing
+about the device's own cache, so the tier still ``fsync``\\ s the file and its folders before
+a replica counts.
 
 Reads of a whole part of a shard (:func:`read_direct`, 1-8 MiB) go past the page cache too:
 filling the cache costs what writing through it does (1.7 s of system time per GiB read from
@@ -30,6 +32,7 @@ caller reads the usual way.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -90,6 +93,12 @@ class DirectWriter:
             self.written += len(view)
             return len(data)
         while view:
+            if not self._held and len(view) >= ALIGN and _page_aligned(view):
+                n = len(view) // ALIGN * ALIGN  # from the caller's own memory: no copy
+                self._put(view[:n])
+                self.written += n
+                view = view[n:]
+                continue
             n = min(len(view), STAGE - self._held)
             self._stage[self._held:self._held + n] = view[:n]
             self._held += n
@@ -112,18 +121,23 @@ class DirectWriter:
         self.direct = True
         self._stage = _aligned(STAGE)
 
+    def _put(self, view: memoryview) -> None:
+        """Write ``view`` (page-aligned memory, a multiple of :data:`ALIGN` long) at the
+        file's offset, past the page cache while the filesystem lets it."""
+        try:
+            _write_all(self._fd, view)
+            self.direct_bytes += len(view) if self.direct else 0
+        except OSError as exc:  # refused after all (alignment the device wants larger)
+            if exc.errno != errno.EINVAL or not self.direct:
+                raise
+            self._buffered()
+            _write_all(self._fd, view)
+
     def _drain(self, nbytes: int) -> None:
         """Write the stage's first ``nbytes`` (a multiple of :data:`ALIGN`)."""
         assert self._stage is not None
         with memoryview(self._stage) as stage:
-            try:
-                _write_all(self._fd, stage[:nbytes])
-                self.direct_bytes += nbytes if self.direct else 0
-            except OSError as exc:  # refused after all (alignment the device wants larger)
-                if exc.errno != errno.EINVAL or not self.direct:
-                    raise
-                self._buffered()
-                _write_all(self._fd, stage[:nbytes])
+            self._put(stage[:nbytes])
             rest = self._held - nbytes
             stage[:rest] = stage[nbytes:self._held]
         self._held = rest
@@ -152,6 +166,16 @@ class DirectWriter:
             if self._stage is not None:
                 self._stage.close()
                 self._stage = None
+
+
+def _page_aligned(view: memoryview) -> bool:
+    """Whether ``view``'s memory starts on a page (a shard's block, a buffer of
+    :class:`~tierstore.loader.buffers.ShardBuffers`); False where its address cannot be had
+    (read-only memory)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _write_all(fd: int, view: memoryview) -> None:
