@@ -77,6 +77,7 @@ def add_bench_commands(sub: Any) -> None:
     _add_report_command(kinds)
     _add_tiers_command(kinds)
     _add_migrate_command(kinds)
+    _add_ingest_command(kinds)
     _add_catalog_command(kinds)
     _add_locality_command(kinds)
 
@@ -147,6 +148,19 @@ def _add_migrate_command(kinds: Any) -> None:
                     "interleaved rounds; medians and their ratio, as a table and a result.")
     add_migrate_arguments(migrate)
     migrate.set_defaults(run=_lazy("migrate", "run_migrate"))
+
+
+def _add_ingest_command(kinds: Any) -> None:
+    from .ingest import add_ingest_arguments
+
+    ingest = kinds.add_parser(
+        "ingest", help="writing a dataset with tierstore's tar writer vs the peers' writers",
+        description="Write the same samples into the same S3 bucket with tierstore's "
+                    "write_tar_shards and, side by side, with WebDataset's, MosaicML "
+                    "Streaming's and LitData's own writers (the [peers] extra): MB/s and "
+                    "client CPU per GB, with ratios against WebDataset's.")
+    add_ingest_arguments(ingest)
+    ingest.set_defaults(run=_lazy("ingest", "run_ingest"))
 
 
 def _add_catalog_command(kinds: Any) -> None:
