@@ -10,11 +10,11 @@ parsed the shard, not a sample that is a view into it, not a hot-tier write stil
 it. A buffer is lent as a ``memoryview`` of exactly the shard's size; its capacity is
 rounded up, so shards of about the same size share buffers.
 
-The buffers are mappings of their own (``mmap``), not the allocator's: a large block freed
-back to the C allocator raises its threshold for mapping, after which blocks of that size come
-from the freeing thread's arena and stay there, freed or not. The loader loop's arena grew so
-to its limit of 64 MiB per worker in a cold epoch read in 2 MiB blocks; a mapping goes back to
-the system the moment nothing holds it and the pool does not keep it.
+The buffers are private anonymous mappings of their own (``mmap``), not the C allocator's: a
+large block freed back to the allocator raises its threshold for mapping, after which blocks
+of that size come from the freeing thread's arena and stay there, freed or not. The loader
+loop's arena grew so to its limit of 64 MiB per worker in a cold epoch read in 4 MiB blocks; a
+mapping goes back to the system the moment nothing holds it and the pool does not keep it.
 
 It lives on the process's loader loop (:class:`~.runtime.LoopThread`) and is used from that
 thread only.
@@ -51,7 +51,8 @@ class ShardBuffers:
             self.made += 1
             return memoryview(bytearray(size))
         else:
-            buffer = mmap.mmap(-1, -(-size // GRAIN) * GRAIN)
+            buffer = mmap.mmap(-1, -(-size // GRAIN) * GRAIN,
+                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             self.made += 1
             self._buffers.append(buffer)
         # idle beyond what is kept go back to the system, the smallest first
