@@ -431,6 +431,33 @@ class FixedPlan(PolicyEngine):
         return Plan(tuple(self.moves), snapshot.now)
 
 
+def test_a_move_whose_destination_got_a_ready_replica_meanwhile_is_done(
+        small: tuple[Config, Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race of the three-node test: the daemon looked (no replica on cold), then a
+    reader's fill committed one there before the daemon's copy recorded its intent. The copy
+    has nothing left to do, so the move is done (its source dropped), not failed."""
+    config, _, data = small
+
+    async def cycle() -> dict[str, int]:
+        store = Store(config)
+        try:
+            looked = store._ready("ds/w")  # what the daemon saw
+            await store.add_replica("ds/w", "cold")  # the fill, meanwhile
+            monkeypatch.setattr(store, "_ready", lambda key: looked)
+            plan = [Move("ds/w", "warm", "cold", 125, "recency", "test: planned before")]
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None),
+                            engine=FixedPlan(plan))
+            await daemon.cycle()
+            return dict(daemon.outcomes)
+        finally:
+            await store.close()
+
+    assert asyncio.run(cycle()) == {"done": 1}
+    with open_store(config) as store:
+        assert tiers_of(store, "ds/w") == ["cold"]
+    check_intact(config, data)
+
+
 def test_a_move_waits_for_room_and_is_skipped_without_it(
         small: tuple[Config, Path, dict[str, bytes]]) -> None:
     """A move that should have made room on hot fails, so the promotion onto hot that counted

@@ -21,6 +21,7 @@ __all__ = [
     "ObjectExists",
     "ObjectNotFound",
     "ReplicaError",
+    "ReplicaReady",
     "TierError",
     "TierFull",
     "TierUnavailable",
@@ -123,6 +124,11 @@ class ReplicaError(TierstoreError, ValueError):
 class CopyInFlight(ReplicaError):
     """Another copy of the object to that tier is under way (a reader's read-through fill, a
     daemon's move): nothing to do twice."""
+
+
+class ReplicaReady(ReplicaError):
+    """A copy to a tier that already holds a ready replica of the object (one that was not
+    there when the copy was planned: a reader's read-through fill put it there)."""
 
 
 class LeaseLost(ReplicaError):

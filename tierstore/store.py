@@ -60,6 +60,7 @@ from .errors import (
     ObjectExists,
     ObjectNotFound,
     ReplicaError,
+    ReplicaReady,
     TierError,
     TierFull,
     TierstoreError,
@@ -544,7 +545,9 @@ class Store:
 
     async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None
                           ) -> ObjectInfo:
-        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas.
+        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas; nothing to do
+        when a ready replica is there already, also one that landed meanwhile (a reader's
+        read-through fill committed between this copy's look and its intent).
 
         ``pace(source_tier, nbytes)`` is awaited before each chunk is written: a rate limit
         (the daemon's bandwidth cap) or a progress hook.
@@ -558,7 +561,8 @@ class Store:
                 await self._write_replica(record.key, dest, chunks, lambda: expected,
                                           new_content=False, size=record.size)
 
-            await self._transfer(record, write, pace)
+            with contextlib.suppress(ReplicaReady):
+                await self._transfer(record, write, pace)
         return await self.stat(key)
 
     @property

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
+from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError, ReplicaReady
 from ..redaction import redact, secret_values
 from .base import (
     DEFAULT_HALF_LIFE,
@@ -353,7 +353,7 @@ class PostgresCatalog(Catalog):
             busy = cur.execute("SELECT state FROM replicas WHERE object_id = %s AND tier = %s "
                                "AND state = ANY(%s) LIMIT 1", (oid, tier, blocking)).fetchone()
             if busy is not None:
-                error = CopyInFlight if busy[0] == "copying" else ReplicaError
+                error = CopyInFlight if busy[0] == "copying" else ReplicaReady
                 raise error(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
             if not new_content and size is None:
                 raise ReplicaError(f"{key!r} has no committed content to copy")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError
+from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError, ReplicaReady
 from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
@@ -379,7 +379,7 @@ class SqliteCatalog(Catalog):
                 f"SELECT state FROM replicas WHERE object_id = ? AND tier = ? AND state IN "
                 f"({','.join('?' * len(blocking))})", (oid, tier, *blocking)).fetchone()
             if busy is not None:
-                error = CopyInFlight if busy[0] == "copying" else ReplicaError
+                error = CopyInFlight if busy[0] == "copying" else ReplicaReady
                 raise error(f"{key!r} already has a {busy[0]} replica on tier {tier!r}")
             if not new_content and size is None:
                 raise ReplicaError(f"{key!r} has no committed content to copy")
