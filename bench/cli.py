@@ -73,27 +73,56 @@ def add_bench_commands(sub: Any) -> None:
                           usage="tierstore bench io [JOBFILE...] [--option=value...]")
     io.add_argument("fio_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     io.set_defaults(run=_lazy("io_command", "run_io"))
-    _add_loader_command(kinds)
-    _add_report_command(kinds)
-    _add_tiers_command(kinds)
-    _add_migrate_command(kinds)
-    _add_ingest_command(kinds)
-    _add_catalog_command(kinds)
-    _add_locality_command(kinds)
-
-
-def _add_loader_command(kinds: Any) -> None:
-    from .loader_options import add_loader_arguments  # light: no torch until it runs
-
-    loader = kinds.add_parser(
-        "loader", help="accelerator utilisation of tierstore's loader vs plain DataLoaders",
+    _add_command(
+        kinds, "loader", "loader_options", "loader_bench", "run_loader",
+        help="accelerator utilisation of tierstore's loader vs plain DataLoaders",
         description="MLPerf Storage-like: generate a dataset in a tier, emulate the "
                     "accelerator's compute per batch, run several epochs of TierLoader and of "
                     "a plain DataLoader reading through s3fs and through fsspec's filecache; "
                     "AU, samples/s, MB/s, waits, hit rate per tier and peak memory, as a "
                     "table, a JSON result and a plot.")
-    add_loader_arguments(loader)
-    loader.set_defaults(run=_lazy("loader_bench", "run_loader"))
+    _add_report_command(kinds)
+    _add_tiers_command(kinds)
+    _add_command(
+        kinds, "migrate", "migrate", "migrate", "run_migrate",
+        help="moving objects between two tiers vs a plain fsspec copy",
+        description="Move a set of objects between two tiers with the daemon's executor "
+                    "(verified moves) and copy the same bytes with plain fsspec, in "
+                    "interleaved rounds; medians and their ratio, as a table and a result.")
+    _add_command(
+        kinds, "ingest", "ingest", "ingest", "run_ingest",
+        help="writing a dataset with tierstore's tar writer vs the peers' writers",
+        description="Write the same samples into the same S3 bucket with tierstore's "
+                    "write_tar_shards and, side by side, with WebDataset's, MosaicML "
+                    "Streaming's and LitData's own writers (the [peers] extra): MB/s and "
+                    "client CPU per GB, with ratios against WebDataset's.")
+    _add_command(
+        kinds, "catalog", "catalog_bench", "catalog_bench", "run_catalog",
+        help="catalog lookups and access recording: SQLite vs PostgreSQL",
+        description="Fill a SQLite and a PostgreSQL catalog to each size (--objects "
+                    "10k,100k,1m) and measure lookups (get) and batched access recording "
+                    "(record_access): throughput and p50/p99 latency side by side, as a "
+                    "table and a JSON result.")
+    _add_command(
+        kinds, "locality", "locality_bench", "locality_bench", "run_locality",
+        help="replica selection over three sites at a network distance",
+        description="Three sites at about 1, 10 and 50 ms (network namespaces with a packet "
+                    "delay wire, an S3 server each; needs root): read latency p50/p99 and "
+                    "throughput of tierstore's selection vs a random replica vs always the "
+                    "home site; one site spiking with hedging on and off; a site killed "
+                    "mid-run. A table, --json FILE and a result in the results folder.")
+
+
+def _add_command(kinds: Any, name: str, options: str, module: str, function: str, *,
+                 help: str, description: str) -> None:
+    """Benchmark ``name``: its options from ``add_<name>_arguments`` of this package's
+    module ``options`` (light to import: no torch until a command runs), its run from
+    ``function`` of ``module``, imported when it runs."""
+    parser = kinds.add_parser(name, help=help, description=description)
+    add_arguments = getattr(importlib.import_module(f".{options}", __package__),
+                            f"add_{name}_arguments")
+    add_arguments(parser)
+    parser.set_defaults(run=_lazy(module, function))
 
 
 def _add_report_command(kinds: Any) -> None:
@@ -136,56 +165,3 @@ def _add_tiers_command(kinds: Any) -> None:
     tiers.add_argument("--results", metavar="DIR", help="results folder (default: "
                        "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
     tiers.set_defaults(run=_lazy("tiers", "run_tiers"))
-
-
-def _add_migrate_command(kinds: Any) -> None:
-    from .migrate import add_migrate_arguments  # cheap: the CLI has imported what it needs
-
-    migrate = kinds.add_parser(
-        "migrate", help="moving objects between two tiers vs a plain fsspec copy",
-        description="Move a set of objects between two tiers with the daemon's executor "
-                    "(verified moves) and copy the same bytes with plain fsspec, in "
-                    "interleaved rounds; medians and their ratio, as a table and a result.")
-    add_migrate_arguments(migrate)
-    migrate.set_defaults(run=_lazy("migrate", "run_migrate"))
-
-
-def _add_ingest_command(kinds: Any) -> None:
-    from .ingest import add_ingest_arguments
-
-    ingest = kinds.add_parser(
-        "ingest", help="writing a dataset with tierstore's tar writer vs the peers' writers",
-        description="Write the same samples into the same S3 bucket with tierstore's "
-                    "write_tar_shards and, side by side, with WebDataset's, MosaicML "
-                    "Streaming's and LitData's own writers (the [peers] extra): MB/s and "
-                    "client CPU per GB, with ratios against WebDataset's.")
-    add_ingest_arguments(ingest)
-    ingest.set_defaults(run=_lazy("ingest", "run_ingest"))
-
-
-def _add_catalog_command(kinds: Any) -> None:
-    from .catalog_bench import add_catalog_arguments
-
-    catalog = kinds.add_parser(
-        "catalog", help="catalog lookups and access recording: SQLite vs PostgreSQL",
-        description="Fill a SQLite and a PostgreSQL catalog to each size (--objects "
-                    "10k,100k,1m) and measure lookups (get) and batched access recording "
-                    "(record_access): throughput and p50/p99 latency side by side, as a "
-                    "table and a JSON result.")
-    add_catalog_arguments(catalog)
-    catalog.set_defaults(run=_lazy("catalog_bench", "run_catalog"))
-
-
-def _add_locality_command(kinds: Any) -> None:
-    from .locality_bench import add_locality_arguments
-
-    locality = kinds.add_parser(
-        "locality", help="replica selection over three sites at a network distance",
-        description="Three sites at about 1, 10 and 50 ms (network namespaces with a packet "
-                    "delay wire, an S3 server each; needs root): read latency p50/p99 and "
-                    "throughput of tierstore's selection vs a random replica vs always the "
-                    "home site; one site spiking with hedging on and off; a site killed "
-                    "mid-run. A table, --json FILE and a result in the results folder.")
-    add_locality_arguments(locality)
-    locality.set_defaults(run=_lazy("locality_bench", "run_locality"))
-
