@@ -219,22 +219,16 @@ def start_ceph(
     atexit.register(stop)
     deadline = time.monotonic() + timeout
     log_path = cdir / "start.log"
+    env = {**os.environ, "CEPH_DIR": str(cdir / "cluster"), "STORE": store,
+           "AK": access_key, "SK": secret_key}
+    if memstore_bytes is not None:
+        env["MEMSTORE_BYTES"] = str(int(memstore_bytes))
     for attempt in range(1, START_ATTEMPTS + 1):
         # A port found free can be taken before a daemon binds it (an outgoing connection's
         # ephemeral port, say): a start that fails fast is tried again on other ports.
         mon_port, mon_v1_port, rgw_port = free_ports(3)
-        env = {
-            **os.environ,
-            "CEPH_DIR": str(cdir / "cluster"),
-            "STORE": store,
-            "MON_PORT": str(mon_port),
-            "MON_V1_PORT": str(mon_v1_port),
-            "RGW_PORT": str(rgw_port),
-            "AK": access_key,
-            "SK": secret_key,
-        }
-        if memstore_bytes is not None:
-            env["MEMSTORE_BYTES"] = str(int(memstore_bytes))
+        env.update(MON_PORT=str(mon_port), MON_V1_PORT=str(mon_v1_port),
+                   RGW_PORT=str(rgw_port))
         rc = _run_start_script(env, log_path, deadline - time.monotonic())
         if rc == 0:
             break
