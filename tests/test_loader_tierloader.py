@@ -225,7 +225,7 @@ def _record_frozen(worker: int) -> None:
     """worker_init_fn: how many objects the forked worker's collector leaves alone."""
     import gc
 
-    Path(os.environ["FROZEN_LOG"], str(worker)).write_text(str(gc.get_freeze_count()))
+    Path(os.environ["WORKER_LOG"], str(worker)).write_text(str(gc.get_freeze_count()))
 
 
 def test_workers_collections_leave_the_inherited_heap_alone(local_ds: SyncStore,
@@ -234,7 +234,7 @@ def test_workers_collections_leave_the_inherited_heap_alone(local_ds: SyncStore,
                                                               ) -> None:
     import gc
 
-    monkeypatch.setenv("FROZEN_LOG", str(tmp_path))
+    monkeypatch.setenv("WORKER_LOG", str(tmp_path))
     loader = loader_over(local_ds, worker_init_fn=_record_frozen,
                          multiprocessing_context="fork")
     assert sorted(i for batch in ids(list(loader)) for i in batch) == ALL
@@ -245,10 +245,10 @@ def test_workers_collections_leave_the_inherited_heap_alone(local_ds: SyncStore,
 
 def _arenas_in_use(sample: dict[str, Any]) -> torch.Tensor:
     """decode: the sample's number; the first time in a worker, also writes how many malloc
-    arenas the worker has (glibc's malloc_info) to FROZEN_LOG/arenas-<pid>."""
+    arenas the worker has (glibc's malloc_info) to WORKER_LOG/arenas-<pid>."""
     import ctypes
 
-    out = Path(os.environ["FROZEN_LOG"], f"arenas-{os.getpid()}")
+    out = Path(os.environ["WORKER_LOG"], f"arenas-{os.getpid()}")
     if not out.exists():
         libc = ctypes.CDLL(None)
         libc.fopen.restype = ctypes.c_void_p
@@ -262,7 +262,7 @@ def test_a_workers_threads_share_two_malloc_arenas(local_ds: SyncStore, tmp_path
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # a spawned worker starts with one arena; a forked one inherits its parent's, all free
     # for its threads to take (pytest's process has a dozen)
-    monkeypatch.setenv("FROZEN_LOG", str(tmp_path))
+    monkeypatch.setenv("WORKER_LOG", str(tmp_path))
     dataset = TierDataset(local_ds, "ds", decode=_arenas_in_use, seed=3, buffer_size=8)
     loader = TierLoader(dataset, batch_size=7, num_workers=1, persistent_workers=True,
                         multiprocessing_context="spawn")
