@@ -2,12 +2,15 @@
 
 Each helper builds a shard in memory, learns its layout from those bytes (nothing is read
 back for it), puts it (the store verifies what landed and returns its size and checksum), and
-finally writes ``<prefix>/index.json``.
+finally writes ``<prefix>/index.json``. Tar shards are packed in a thread while the shard
+before uploads, so that making a shard and sending one overlap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,7 +20,7 @@ import pyarrow.parquet as pq
 
 from tierstore.store import Store
 
-from .format import ShardFormat
+from .format import Layout, ShardFormat
 from .index import (
     AnyStore,
     DatasetIndex,
@@ -29,7 +32,7 @@ from .index import (
 )
 from .parquet import ParquetFormat
 from .raw import RawFormat
-from .tar import TarFormat, pack_tar
+from .tar import TarFormat, pack_tar_layout
 
 __all__ = ["write_parquet_shards", "write_raw_files", "write_tar_shards", "write_zarr_array"]
 
@@ -37,8 +40,10 @@ SHARD_BYTES = 64 * 2**20  # the shard size MosaicML Streaming and LitData defaul
 
 
 async def _put_shard(store: Store, key: str, data: bytes, fmt: ShardFormat, *,
-                     tier: str | None, overwrite: bool) -> ShardEntry:
-    layout = fmt.scan(data, key)
+                     tier: str | None, overwrite: bool, layout: Layout | None = None
+                     ) -> ShardEntry:
+    """Put one shard; its ``layout`` found in ``data`` unless the packer knew it."""
+    layout = layout or fmt.scan(data, key)
     info = await store.put(key, data, tier=tier, overwrite=overwrite)
     return ShardEntry.of(key, fmt.name, layout, info.size, info.checksum, data)
 
@@ -62,10 +67,29 @@ async def _write_tar(store: Store, prefix: str, samples: Iterable[Mapping[str, A
                      count: int, nbytes: int, tier: str | None, overwrite: bool
                      ) -> DatasetIndex:
     fmt, entries = TarFormat(), []
-    for n, batch in enumerate(_batches(samples, count, nbytes)):
-        key = f"{prefix}/shard-{n:06d}.tar"
-        entries.append(await _put_shard(store, key, pack_tar(batch), fmt, tier=tier,
-                                        overwrite=overwrite))
+    batches = _batches(samples, count, nbytes)
+
+    def pack_next() -> tuple[bytes, Layout] | None:  # in a thread: the samples drawn too
+        batch = next(batches, None)
+        return None if batch is None else pack_tar_layout(batch)
+
+    uploading: asyncio.Future[ShardEntry] | None = None  # the shard before, one at most
+    try:
+        for n in itertools.count():
+            packed = await asyncio.to_thread(pack_next)
+            if uploading is not None:
+                entries.append(await uploading)
+                uploading = None
+            if packed is None:
+                break
+            uploading = asyncio.ensure_future(_put_shard(
+                store, f"{prefix}/shard-{n:06d}.tar", packed[0], fmt, tier=tier,
+                overwrite=overwrite, layout=packed[1]))
+    except BaseException:
+        if uploading is not None:  # a put cancelled midway is rolled back
+            uploading.cancel()
+            await asyncio.gather(uploading, return_exceptions=True)
+        raise
     index = DatasetIndex(prefix=prefix, shards=tuple(entries))
     await asave_index(store, index, tier=tier, overwrite=overwrite)
     return index

@@ -9,7 +9,6 @@ each sample's byte range, and at read time only within that range.
 
 from __future__ import annotations
 
-import io
 import re
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,7 +21,7 @@ from .format import Buffer, Layout, ShardFormat, ShardReader
 if TYPE_CHECKING:
     from .index import DatasetIndex, ShardEntry
 
-__all__ = ["TarFormat", "TarMember", "iter_members", "pack_tar", "split_name"]
+__all__ = ["TarFormat", "TarMember", "iter_members", "pack_tar", "pack_tar_layout", "split_name"]
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -246,19 +245,74 @@ def pack_tar(samples: Iterable[Mapping[str, Any]]) -> bytes:
     """A tar shard of ``samples``: each a mapping with ``__key__`` and ``ext -> bytes``
     (str values are UTF-8 encoded). Member metadata is fixed, so equal input gives equal
     bytes."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for sample in samples:
-            key = sample.get("__key__")
-            if not isinstance(key, str) or not key or "." in key.rsplit("/", 1)[-1]:
-                raise ValueError(f"a sample needs a __key__ without a dot in its last "
-                                 f"segment, got {key!r}")
-            for ext, value in sample.items():
-                if ext.startswith("__"):
-                    continue
-                payload = value.encode() if isinstance(value, str) else bytes(value)
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size, info.mtime, info.mode = len(payload), 0, 0o444
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
+    return pack_tar_layout(samples)[0]
+
+
+def pack_tar_layout(samples: Iterable[Mapping[str, Any]]) -> tuple[bytes, Layout]:
+    """:func:`pack_tar`'s bytes and their :class:`Layout` (what :meth:`TarFormat.scan` would
+    find in them), learnt while packing: nothing is parsed back.
+
+    The bytes are those :mod:`tarfile` writes in its pax format (a plain ustar header for a
+    name of at most 100 ASCII bytes, a pax header before any other), assembled in one join:
+    a member's header is filled into a template, and its data is copied once, not streamed
+    through ``tarfile``'s file objects (which cost more than the upload of the bytes)."""
+    pieces: list[Buffer] = []
+    offsets: list[int] = []
+    current: str | None = None
+    pos = end = 0
+    for sample in samples:
+        key = sample.get("__key__")
+        if not isinstance(key, str) or not key or "." in key.rsplit("/", 1)[-1]:
+            raise ValueError(f"a sample needs a __key__ without a dot in its last segment, "
+                             f"got {key!r}")
+        for ext, value in sample.items():
+            if ext.startswith("__"):
+                continue
+            payload = value.encode() if isinstance(value, str) else value
+            size = memoryview(payload).nbytes
+            name = f"{key}.{ext}"
+            header = _ustar_header(name, size) or _pax_header(name, size)
+            if (split := split_name(name)) is not None:  # what scan() counts as a sample
+                if split[0] != current:
+                    offsets.append(pos)
+                    current = split[0]
+                end = pos + len(header) + _padded(size)
+            pieces += (header, payload, _ZERO_BLOCK[:_padded(size) - size])
+            pos += len(header) + _padded(size)
+    offsets.append(end)
+    archive = pos + 2 * BLOCK  # two zero blocks end it; tarfile pads to whole records
+    pieces.append(bytes(-(-archive // tarfile.RECORDSIZE) * tarfile.RECORDSIZE - pos))
+    return b"".join(pieces), Layout(samples=len(offsets) - 1, offsets=tuple(offsets))
+
+
+def _header_template() -> tuple[bytes, int]:
+    """The ustar header :mod:`tarfile` writes for a member of ours with an empty name and
+    size field, and the sum of its bytes with the checksum field as spaces."""
+    info = tarfile.TarInfo("")
+    info.mtime, info.mode, info.uname, info.gname = 0, 0o444, "", ""
+    raw = bytearray(info.tobuf(tarfile.USTAR_FORMAT, "ascii", "strict"))
+    raw[124:136] = bytes(12)
+    raw[148:156] = b" " * 8
+    return bytes(raw), sum(raw)
+
+
+_TEMPLATE, _TEMPLATE_SUM = _header_template()
+_MAX_OCTAL_SIZE = 8**11  # sizes from here on need a pax header (tarfile's rule)
+
+
+def _ustar_header(name: str, size: int) -> bytes | None:
+    """The header of a member of ``size`` bytes named ``name``, as :mod:`tarfile` writes it
+    in pax format, where a plain ustar header holds it (else None)."""
+    raw = name.encode("ascii", "surrogateescape") if name.isascii() else None
+    if raw is None or len(raw) > 100 or size >= _MAX_OCTAL_SIZE:
+        return None
+    field = b"%011o\0" % size
+    check = _TEMPLATE_SUM + sum(raw) + sum(field)
+    return b"".join((raw, _TEMPLATE[len(raw):124], field, _TEMPLATE[136:148],
+                     b"%06o\0 " % check, _TEMPLATE[156:]))
+
+
+def _pax_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, 0, 0o444, "", ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")

@@ -16,7 +16,7 @@ from storefixtures import make_config, toml_for
 
 from tierstore import Config, open_store
 from tierstore.checksum import checksum
-from tierstore.errors import ChecksumMismatch
+from tierstore.errors import ChecksumMismatch, TierstoreError
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
@@ -226,3 +226,89 @@ def _write_temp(folder: Path, content: bytes) -> str:
     path = folder / "replacement.bin"
     path.write_bytes(content)
     return str(path)
+
+
+# -- the proof an S3 server gives: its check of signed bodies, else the MD5 ETag ----------------
+
+
+@pytest.mark.parametrize("server_name, checks", [("moto", False), ("ceph", True)])
+def test_the_probe_finds_whether_the_server_checks_signed_bodies(
+        request: pytest.FixtureRequest, tmp_path: Path, server_name: str, checks: bool) -> None:
+    """Ceph RGW refuses a body changed after signing; moto stores it (and the probe removes
+    it again): an upload there is proven by its MD5 ETag instead."""
+    server = request.getfixturevalue(f"{server_name}_server")
+    bucket = server.new_bucket()
+    tier = s3_tier(make_config(tmp_path, server_name, server, bucket))
+
+    async def go() -> bool:
+        try:
+            await tier.write("a.bin", _one(b"payload"))
+            assert await tier.written_size("a.bin") == (7, True)
+            return bool(tier._checks_payload)
+        finally:
+            await tier.close()
+
+    try:
+        assert asyncio.run(go()) is checks
+        keys = [o["Key"] for o in server.client().list_objects_v2(Bucket=bucket)
+                .get("Contents", [])]
+        assert keys == ["warm/a.bin"]  # no probe object left behind
+    finally:
+        server.delete_bucket(bucket)
+
+
+@pytest.mark.parametrize("size", [5 * KIB, PART_SIZE + 3 * KIB])
+@pytest.mark.parametrize("server_name", ["moto", "ceph"])
+def test_a_byte_flipped_on_the_way_to_s3_is_caught_before_commit(
+        request: pytest.FixtureRequest, tmp_path: Path, server_name: str, size: int) -> None:
+    """A byte of a put's body (one PUT, or a part of a multipart upload) flipped after the
+    client hashed and signed it, every time it is sent, as a faulty link or proxy would:
+    the server refuses it
+    (Ceph: the signed SHA-256 does not match), or stores it and its ETag gives it away
+    (moto), which the store then reads back and refuses. Either way the put fails, and no
+    object, replica or stray upload is left."""
+    server = request.getfixturevalue(f"{server_name}_server")
+    bucket = server.new_bucket()
+    config = make_config(tmp_path, server_name, server, bucket)
+    data = os.urandom(size)
+
+    async def go() -> None:
+        store = Store(config)
+        try:
+            tier = store.tier("warm")
+            tier.single_put_max = PART_SIZE - 1
+            await tier.write("warmup.bin", _one(b"x"))  # the probe runs unchanged
+            fs = await tier._fs()
+            flipped = []
+
+            def flip(request: object, **_: object) -> None:
+                body = getattr(request, "body", None)  # bytes, or a BytesIO of them
+                body = body.getvalue() if hasattr(body, "getvalue") else body
+                url = getattr(request, "url", "")
+                if "/k.bin" in url and "partNumber=2" not in url:  # one PUT, or part 1
+                    changed = bytearray(body)  # type: ignore[arg-type]
+                    changed[len(changed) // 2] ^= 0x01
+                    request.body = bytes(changed)  # type: ignore[attr-defined]
+                    flipped.append(url)  # every try (a refused body is sent again)
+
+            for op in ("PutObject", "UploadPart"):
+                fs.s3.meta.events.register(f"before-send.s3.{op}", flip, unique_id=f"t-{op}")
+            with pytest.raises(TierstoreError):
+                await store.put("k.bin", data)
+            assert flipped
+            assert store.catalog.get("k.bin") is None
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+        client = server.client()
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys == ["warm/warmup.bin"]
+        assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    finally:
+        server.delete_bucket(bucket)
+
+
+async def _one(data: bytes):  # type: ignore[no-untyped-def]
+    yield data

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import posixpath
-import re
 import stat
 import time
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Coroutine
@@ -54,8 +55,13 @@ STREAM_READ = 2**20  # ...read from the response body in pieces of at most this
 # 100 MiB); larger ones are multipart uploads of PART_SIZE parts. On moto here, a 16 MiB
 # object went up at 211 MB/s as one PUT and 131 MB/s as two parts.
 SINGLE_PUT_MAX = 4 * PART_SIZE
-_MD5_ETAG = re.compile(r'"?([0-9a-f]{32}(?:-\d+)?)"?')
+PARTS_IN_FLIGHT = 4  # parts of one multipart upload sent at once (boto3's transfers send 10)
+log = logging.getLogger(__name__)
+
 PARTIAL_DIR = f"{RESERVED_PREFIX}/partial"
+PROBE_DIR = f"{RESERVED_PREFIX}/probe"
+_PROBE_SHA256 = hashlib.sha256(b"0").hexdigest()
+_PAYLOAD_REFUSED = ("XAmzContentSHA256Mismatch", "BadDigest")
 
 _UNAVAILABLE_NAMES = ("ClientConnectorError", "EndpointConnectionError", "ConnectTimeoutError",
                       "ServerDisconnectedError", "ReadTimeoutError", "ClientOSError",
@@ -114,9 +120,12 @@ class Tier:
             weakref.WeakKeyDictionary()
         self.single_put_max = SINGLE_PUT_MAX
         # Full path -> the receipt for bytes this process just wrote there: on S3 the ETag
-        # the server returned, when it equals the MD5 (or multipart MD5) of those bytes; on a
-        # local folder the checksum of what was handed to the kernel: see written_size().
+        # the server returned for them, once proven (see _write_s3); on a local folder the
+        # checksum of what was handed to the kernel: see written_size().
         self._vouched: dict[str, str] = {}
+        self._checks_payload: bool | None = None  # S3: see _server_checks_payload()
+        self._probing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                 asyncio.Task[bool]] = weakref.WeakKeyDictionary()
         self._direct_reads = True  # until the filesystem refuses O_DIRECT
 
     @property
@@ -194,6 +203,7 @@ class Tier:
             self._connecting = weakref.WeakKeyDictionary()
             self._limits = weakref.WeakKeyDictionary()
             self._vouched = {}
+            self._probing = weakref.WeakKeyDictionary()
 
     async def _fs(self) -> Any:
         self._after_fork()
@@ -386,14 +396,14 @@ class Tier:
     async def written_size(self, path: str, digest: str | None = None
                            ) -> tuple[int | None, bool]:
         """The size of a file this process has just written (None: no such file), and
-        whether the backend vouches for its bytes: on S3, when the ETag the server computed
-        over what it received equals the MD5 (or multipart MD5) of the bytes :meth:`write`
-        sent, and the object at ``path`` still has that ETag; on a local folder, when the
+        whether the backend vouches for its bytes: on S3, when the server proved it received
+        the bytes :meth:`write` sent (see :meth:`_write_s3`) and the object at ``path``
+        still has the ETag it returned then; on a local folder, when the
         bytes :meth:`write` handed the kernel hash to ``digest`` and the file is still the
         one written (inode and modification time; reading the bytes back would read the page
-        cache they were just copied into, not the disk). Otherwise (ETags that
-        are not MD5s, as with SSE-KMS; other backends) False: the caller reads the bytes
-        back."""
+        cache they were just copied into, not the disk). Otherwise (no proof: an ETag that
+        is not the MD5 of the bytes, as with SSE-KMS, on a server that does not check signed
+        bodies; other backends) False: the caller reads the bytes back."""
         full = self.full_path(path)
         expected = self._vouched.pop(full, None)
         try:
@@ -407,7 +417,7 @@ class Tier:
         if self.protocol == "file":  # the file written, unchanged since (inode, mtime)
             landed = f"{info.get('ino')}:{info.get('mtime')}:{digest}"
             return int(info["size"]), expected == landed
-        etag = _md5_etag(info.get("ETag") or info.get("etag"))
+        etag = _etag(info.get("ETag") or info.get("etag"))
         return int(info["size"]), expected is not None and etag == expected
 
     async def hash(self, path: str, size: int) -> Hasher:
@@ -525,16 +535,37 @@ class Tier:
         return written
 
     async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
-        """One PUT up to ``single_put_max`` bytes, else a multipart upload. The MD5 of the
-        bytes sent (of each part) is computed on the way, in a thread, and compared with the
-        ETag the server returns (see :meth:`written_size`)."""
+        """One PUT up to ``single_put_max`` bytes, else a multipart upload with up to
+        :data:`PARTS_IN_FLIGHT` parts sent at once.
+
+        What the server received is proven, without reading it back, by one of two receipts:
+        where the server refuses a request body that does not match the SHA-256 its request
+        was signed with (:meth:`_server_checks_payload`; botocore signs every body it sends
+        over plain HTTP), its acceptance of each request; elsewhere the ETag it returns, the
+        MD5 of what it received (of each part's MD5s, for a multipart upload), compared with
+        the MD5 of the bytes sent, computed in a thread on the way. See :meth:`written_size`.
+        """
         self._vouched.pop(full, None)
         bucket, key, _ = fs.split_path(full)
+        md5 = _md5 if not await self._server_checks_payload(fs) else None
         held: list[bytes] = []  # chunks not yet sent; joined only when a request needs it
         written = 0
-        parts: list[dict[str, Any]] = []
-        digests: list[bytes] = []
+        sent: dict[int, tuple[str, bytes]] = {}  # part number: its ETag and MD5
+        sending: list[asyncio.Task[None]] = []  # every part's send, in order
         upload_id: str | None = None
+
+        async def request(method: str, data: bytes, **params: Any) -> tuple[Any, bytes]:
+            """The server's answer to sending ``data``, and their MD5 where it is needed."""
+            call = self._call_s3(fs, method, Bucket=bucket, Key=key, Body=data, **params)
+            if md5 is None:
+                return await call, b""
+            out, digest = await asyncio.gather(call, asyncio.to_thread(md5, data))
+            return out, digest
+
+        async def send(number: int, data: bytes) -> None:
+            out, digest = await request("upload_part", data, UploadId=upload_id,
+                                        PartNumber=number)
+            sent[number] = (out["ETag"], digest)
 
         async def flush(data: bytes) -> None:
             nonlocal upload_id
@@ -542,13 +573,12 @@ class Tier:
                 created = await self._call_s3(fs, "create_multipart_upload", Bucket=bucket,
                                               Key=key)
                 upload_id = created["UploadId"]
-            number = len(parts) + 1
-            out, digest = await asyncio.gather(
-                self._call_s3(fs, "upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
-                              PartNumber=number, Body=data),
-                asyncio.to_thread(_md5, data))
-            parts.append({"PartNumber": number, "ETag": out["ETag"]})
-            digests.append(digest)
+            while len(busy := [t for t in sending if not t.done()]) >= PARTS_IN_FLIGHT:
+                await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+            for task in sending:
+                if task.done():
+                    task.result()  # a part that failed fails the upload now
+            sending.append(asyncio.ensure_future(send(len(sending) + 1, data)))
 
         try:
             async for chunk in chunks:
@@ -560,24 +590,43 @@ class Tier:
             if upload_id is None:
                 data = held[0] if len(held) == 1 else b"".join(held)
                 held.clear()
-                out, digest = await asyncio.gather(
-                    self._call_s3(fs, "put_object", Bucket=bucket, Key=key, Body=data),
-                    asyncio.to_thread(_md5, data))
+                out, digest = await request("put_object", data)
                 expected = digest.hex()
             else:
                 if held:
                     await flush(b"".join(held))
+                for task in sending:
+                    await task
+                parts = [{"PartNumber": n, "ETag": sent[n][0]} for n in sorted(sent)]
                 out = await self._call_s3(fs, "complete_multipart_upload", Bucket=bucket,
                                           Key=key, UploadId=upload_id,
                                           MultipartUpload={"Parts": parts})
                 upload_id = None
-                expected = f"{_md5(b''.join(digests)).hex()}-{len(digests)}"
-            if _md5_etag(out.get("ETag")) == expected:
-                self._vouched[full] = expected
+                digests = b"".join(sent[n][1] for n in sorted(sent))
+                expected = f"{_md5(digests).hex()}-{len(sent)}" if md5 else ""
+            etag = _etag(out.get("ETag"))
+            if etag is not None and (md5 is None or etag == expected):
+                self._vouched[full] = etag
             return written
         finally:
+            for task in sending:
+                task.cancel()  # done ones: nothing happens
+            await asyncio.gather(*sending, return_exceptions=True)
             if upload_id is not None:  # an interrupted upload leaves no parts billed behind
                 await asyncio.shield(self._abort(fs, bucket, key, upload_id))
+
+    async def _server_checks_payload(self, fs: Any) -> bool:
+        """Whether this S3 server refuses a request whose body does not match the SHA-256
+        it was signed with, and this client signs bodies (botocore does over plain HTTP; over
+        HTTPS it sends them unsigned). Found once, by a probe (:func:`_probe_payload_check`),
+        at the first write; until then, and where the probe cannot tell, False."""
+        if self._checks_payload is None:
+            loop = asyncio.get_running_loop()
+            if (probing := self._probing.get(loop)) is None:
+                probing = self._probing[loop] = loop.create_task(
+                    _probe_payload_check(self, fs))
+            self._checks_payload = await asyncio.shield(probing)
+        return self._checks_payload
 
     async def _abort(self, fs: Any, bucket: str, key: str, upload_id: str) -> None:
         with contextlib.suppress(Exception):  # best effort; a lifecycle rule reaps the rest
@@ -742,6 +791,38 @@ def _missing_bucket(exc: BaseException) -> bool:
         for e in _chain(exc))
 
 
+async def _probe_payload_check(tier: Tier, fs: Any) -> bool:
+    """Put a one-byte probe object under the tier's reserved folder, its body changed after
+    botocore signed it: a server that checks signed bodies refuses it (``XAmzContentSHA256
+    Mismatch``, or ``BadDigest``); one that stores it does not check (it is removed again).
+    Any other answer, or a body sent unsigned, says nothing: False."""
+    bucket, key, _ = fs.split_path(tier.full_path(f"{PROBE_DIR}/{uuid.uuid4().hex}"))
+    signed = False
+
+    def change_body(request: Any, **_: Any) -> None:
+        nonlocal signed
+        if request.url.split("?")[0].endswith(urllib.parse.quote(key)):
+            sha256 = request.headers.get("X-Amz-Content-SHA256", b"")
+            signed = (sha256.decode() if isinstance(sha256, bytes) else sha256) == _PROBE_SHA256
+            request.body = b"1"  # signed as b"0"
+
+    events = fs.s3.meta.events
+    unique = f"tierstore-probe-{key}"
+    events.register("before-send.s3.PutObject", change_body, unique_id=unique)
+    try:
+        await tier._call_s3(fs, "put_object", Bucket=bucket, Key=key, Body=b"0")
+    except TierError as exc:
+        checks = signed and any(code in str(exc) for code in _PAYLOAD_REFUSED)
+        log.debug("tier %r: a body changed after signing was refused (%s): %s", tier.name,
+                  "the server checks bodies" if checks else "not for that", exc)
+        return checks
+    finally:
+        events.unregister("before-send.s3.PutObject", unique_id=unique)
+    with contextlib.suppress(Exception):
+        await fs._call_s3("delete_object", Bucket=bucket, Key=key)
+    return False
+
+
 def _take(held: list[bytes], size: int) -> bytes:
     """The first ``size`` bytes of ``held`` (taken out of it), copied only when they span
     chunks or end inside one."""
@@ -756,10 +837,11 @@ def _md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
 
-def _md5_etag(etag: object) -> str | None:
-    """An S3 ETag as MD5 hex (``-N`` for a multipart upload), or None if it is not one."""
-    match = _MD5_ETAG.fullmatch(etag.strip().lower()) if isinstance(etag, str) else None
-    return match.group(1) if match else None
+def _etag(etag: object) -> str | None:
+    """An S3 ETag without its quotes, in lower case (an MD5 in hex, ``-N`` after it for a
+    multipart upload, where it is one); None if there is none."""
+    text = etag.strip().strip('"').lower() if isinstance(etag, str) else ""
+    return text or None
 
 
 def _one_line(text: str) -> str:
