@@ -73,7 +73,7 @@ from .locality.selector import Locality
 from .locality.topology import Distance
 from .readcache import KnownRecords
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
-from .tier import PART_SIZE, Tier
+from .tier import PART_SIZE, PROBE_DIR, Tier
 
 __all__ = ["AuditReport", "FillClaim", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store",
            "TierReport"]
@@ -864,7 +864,8 @@ class Store:
         for tier in self.tiers.values():
             for found in await tier.walk():
                 sizes[(tier.name, found.path)] = found.size
-                if (tier.name, found.path) not in named:
+                if (tier.name, found.path) not in named and not found.path.startswith(
+                        PROBE_DIR + "/"):  # a probe a killed process left: not data
                     orphans.append((tier.name, found.path))
         missing: list[tuple[str, str, str]] = []
         for record in records:

@@ -794,8 +794,9 @@ def _missing_bucket(exc: BaseException) -> bool:
 async def _probe_payload_check(tier: Tier, fs: Any) -> bool:
     """Put a one-byte probe object under the tier's reserved folder, its body changed after
     botocore signed it: a server that checks signed bodies refuses it (``XAmzContentSHA256
-    Mismatch``, or ``BadDigest``); one that stores it does not check (it is removed again).
-    Any other answer, or a body sent unsigned, says nothing: False."""
+    Mismatch``, or ``BadDigest``); one that stores it does not check (it is removed again,
+    with any probe object a process killed meanwhile left; :meth:`Store.audit` ignores
+    them). Any other answer, or a body sent unsigned, says nothing: False."""
     bucket, key, _ = fs.split_path(tier.full_path(f"{PROBE_DIR}/{uuid.uuid4().hex}"))
     signed = False
 
@@ -818,8 +819,8 @@ async def _probe_payload_check(tier: Tier, fs: Any) -> bool:
         return checks
     finally:
         events.unregister("before-send.s3.PutObject", unique_id=unique)
-    with contextlib.suppress(Exception):
-        await fs._call_s3("delete_object", Bucket=bucket, Key=key)
+    with contextlib.suppress(Exception):  # this probe's object, and any a killed one left
+        await fs._rm(await fs._find(tier.full_path(PROBE_DIR)))
     return False
 
 
