@@ -209,7 +209,9 @@ def _pick_data_tier(config: Config, name: str | None) -> TierConfig:
                      "dataset in; name one with --tier")
 
 
-def _start_ceph(workdir: Path, memstore_bytes: int) -> tuple[Any, Callable[[], None]]:
+def start_bench_ceph(workdir: Path, memstore_bytes: int) -> tuple[Any, Callable[[], None]]:
+    """The single-node Ceph RGW of a benchmark run, under ``workdir``; it cannot start: a
+    :class:`BenchError` that says why."""
     from .ceph import CephStartError, CephUnavailable, start_ceph
 
     try:
@@ -244,7 +246,7 @@ def make_bench_store(workdir: Path, hot_capacity: int, *, config: str | None = N
     if s3 == "ceph":
         from .ceph import _CEPH_DIRS, rgw_counters
 
-        ceph, stop = _start_ceph(workdir, s3_bytes)
+        ceph, stop = start_bench_ceph(workdir, s3_bytes)
         cleanup.append(stop)
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         try:

@@ -24,7 +24,8 @@ Where the tiers are: ``--config STORE.toml`` (any store; the objects live under
 ``bench-migrate/<run>/`` and are removed afterwards), else a scratch store in a temporary
 folder (``--dir``) whose ``hot`` and ``cold`` tiers are local folders and whose ``warm``
 tier is a local folder too, or with ``--s3 moto`` a bucket on a moto server started for the
-run (a separate process on 127.0.0.1; needs ``moto[server]``).
+run (a separate process on 127.0.0.1; needs ``moto[server]``), with ``--s3 ceph`` a bucket on
+the project's single-node Ceph RGW started for the run (``bench/ceph-single-node.sh``).
 """
 
 from __future__ import annotations
@@ -75,14 +76,17 @@ MB = 1e6
 KEY_PREFIX = "bench-migrate"
 BASE_DIR = f"{RESERVED_PREFIX}/bench"
 DEFAULT_JOBS = DaemonOptions().max_moves
+CEPH_BYTES = 2 << 30  # the in-memory OSD of --s3 ceph
 VERIFICATION = ("tierstore: every move streams the source replica through its checksum "
                 "(XXH3-128, checked against the catalog before the copy can complete). To S3 "
                 "the bytes go to their final name as one PUT (a multipart upload above 32 "
-                "MiB) whose MD5, computed on the way, must equal the ETag the server returns "
-                "and still shows on a HEAD, else they are read back and checked; to a local "
-                "folder they are written under a temporary name, read back and checked, then "
-                "renamed. The new replica is committed, then the source replica removed. "
-                "fsspec: a copy, nothing verified")
+                "MiB, 4 parts in flight), proven by the server's check of the SHA-256 each "
+                "request is signed with where it makes one (probed once), else by its ETag, "
+                "which must equal the MD5 computed on the way and still show on a HEAD, else "
+                "they are read back and checked; to a local folder they are written under a "
+                "temporary name (past the page cache from a MiB on), hashed as they are "
+                "handed to the kernel, fsynced and renamed. The new replica is committed, "
+                "then the source replica removed. fsspec: a copy, nothing verified")
 
 
 @dataclass(frozen=True)
@@ -377,10 +381,12 @@ def local_moto(timeout: float = 30.0) -> Iterator[dict[str, Any]]:
 @contextlib.contextmanager
 def scratch_config(s3: str | None, folder: str | None = None) -> Iterator[Config]:
     """A throw-away store: ``hot``, ``warm`` and ``cold`` local folders under a temporary
-    folder (in ``folder`` if given), ``warm`` on a local moto server with ``s3="moto"``."""
-    if s3 not in (None, "moto"):
-        raise BenchError(f"--s3 {s3!r}: only 'moto' (a local server for the run) is known; "
-                         "for another server, describe the store in a --config file")
+    folder (in ``folder`` if given), ``warm`` on a local S3 server started for it with
+    ``s3="moto"`` or ``"ceph"``."""
+    if s3 not in (None, "moto", "ceph"):
+        raise BenchError(f"--s3 {s3!r}: only 'moto' and 'ceph' (local servers for the run) "
+                         "are known; for another server, describe the store in a --config "
+                         "file")
     with contextlib.ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="tierstore-migrate-", dir=folder)))
@@ -392,6 +398,16 @@ def scratch_config(s3: str | None, folder: str | None = None) -> Iterator[Config
             tiers["warm"] = TierConfig(name="warm", tier_class=TierClass.WARM,
                                        url=f"s3://{moto['bucket']}/warm",
                                        options=moto["options"])
+        elif s3 == "ceph":
+            from .loader_setup import start_bench_ceph
+
+            ceph, stop = start_bench_ceph(home, CEPH_BYTES)
+            stack.callback(stop)
+            bucket = f"migrate-{uuid.uuid4().hex[:8]}"
+            ceph.make_bucket(bucket)
+            tiers["warm"] = TierConfig(name="warm", tier_class=TierClass.WARM,
+                                       url=f"s3://{bucket}/warm",
+                                       options=ceph.storage_options(), timeout=30.0)
         yield Config(home=home, catalog=f"sqlite:///{home / 'catalog.db'}", tiers=tiers,
                      default_tier="hot")
 
@@ -404,9 +420,9 @@ def add_migrate_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                      help="the store whose tiers to use (default: a scratch store with local "
                           "hot, warm and cold folders)")
-    cmd.add_argument("--s3", metavar="SERVER", choices=("moto",),
-                     help="scratch store only: put its warm tier on a moto S3 server started "
-                          "for the run")
+    cmd.add_argument("--s3", metavar="SERVER", choices=("moto", "ceph"),
+                     help="scratch store only: put its warm tier on an S3 server started for "
+                          "the run: moto, or a single-node Ceph RGW")
     cmd.add_argument("--dir", metavar="DIR", help="where the scratch store's temporary folder "
                      "goes (default: the system's temporary folder)")
     cmd.add_argument("--src", default="hot", help="the tier objects start on (default: hot)")

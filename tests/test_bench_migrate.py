@@ -18,6 +18,7 @@ from tierstore import Config, open_store
 from tierstore.checksum import checksum
 from tierstore.errors import ChecksumMismatch, TierstoreError
 from tierstore.store import Store
+from tierstore.bench.ceph import ceph_missing
 from tierstore.tier import PART_SIZE, Tier
 
 KIB, MIB = 2**10, 2**20
@@ -89,6 +90,30 @@ def test_a_store_of_ones_own_is_left_as_it_was(moto_server: object, tmp_path: Pa
         report = store.audit(deep=True)
         assert report.ok, report  # no bench files left on either tier
     moto_server.delete_bucket(bucket)  # type: ignore[attr-defined]
+
+
+def test_scratch_store_on_ceph(tmp_path: Path) -> None:
+    """--s3 ceph starts the project's single-node Ceph RGW, moves over it, and stops it."""
+    if (missing := ceph_missing()) and os.environ.get("TIERSTORE_REQUIRE_CEPH") == "1":
+        pytest.fail(f"ceph not installed and TIERSTORE_REQUIRE_CEPH=1: {missing}")
+    if missing:
+        pytest.skip(f"ceph not installed: {missing}")
+    out = tmp_path / "result.json"
+    bench("bench", "migrate", "--s3", "ceph", "--count", "2", "--size", "9m", "--rounds", "1",
+          "--json", str(out), "--results", "none", "--dir", str(tmp_path), cwd=tmp_path)
+    doc = json.loads(out.read_text())
+    check_document(doc, "hot", "warm", 1)
+    assert doc["scratch"] == {"s3": "ceph"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tierstore-migrate-")]
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_ceph_of(p, tmp_path)]
+
+
+def _is_ceph_of(proc: Path, folder: Path) -> bool:
+    """Whether process ``proc`` is a Ceph daemon of a cluster under ``folder``."""
+    try:
+        return str(folder) in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("args", [["--src", "hot", "--dst", "hot"], ["--dst", "nowhere"],
