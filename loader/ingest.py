@@ -43,7 +43,7 @@ async def _put_shard(store: Store, key: str, data: bytes, fmt: ShardFormat, *,
                      tier: str | None, overwrite: bool, layout: Layout | None = None
                      ) -> ShardEntry:
     """Put one shard; its ``layout`` found in ``data`` unless the packer knew it."""
-    layout = layout or fmt.scan(data, key)
+    layout = fmt.scan(data, key) if layout is None else layout
     info = await store.put(key, data, tier=tier, overwrite=overwrite)
     return ShardEntry.of(key, fmt.name, layout, info.size, info.checksum, data)
 
@@ -104,7 +104,8 @@ def write_tar_shards(store: AnyStore, prefix: str, samples: Iterable[Mapping[str
     ----------
     samples
         Mappings with a ``__key__`` (no dot in its last segment) and ``ext -> bytes`` fields,
-        in the dataset's canonical order; consumed as they come.
+        in the dataset's canonical order; consumed as they come, a shard's worth at a time
+        in a worker thread (never two at once) while the shard before uploads.
     samples_per_shard, shard_bytes
         A shard is closed at whichever limit comes first.
     """
