@@ -253,7 +253,10 @@ def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> N
     """SIGINT mid-write. Simulated: the tier's write is replaced by one that waits forever,
     so that the signal surely lands while a replica is being written."""
     (tmp_path / "f.bin").write_bytes(b"x" * 1000)
-    hang = ("import asyncio, sys, tierstore.tier as t\n"
+    # a shell's background job inherits SIGINT ignored, and Python keeps it so: as run from
+    # a terminal, the CLI gets Python's own handler
+    hang = ("import asyncio, signal, sys, tierstore.tier as t\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "async def write(self, path, chunks):\n"
             "    print('writing', flush=True)\n"
             "    await asyncio.sleep(3600)\n"
