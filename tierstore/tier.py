@@ -40,6 +40,7 @@ from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from .locality.health import in_thread, queued
 from .redaction import redact
+from .s3get import FastPathRefused, RangeReader
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
@@ -55,6 +56,7 @@ STREAM_READ = 2**20  # ...read from the response body in pieces of at most this
 # 100 MiB); larger ones are multipart uploads of PART_SIZE parts. On moto here, a 16 MiB
 # object went up at 211 MB/s as one PUT and 131 MB/s as two parts.
 SINGLE_PUT_MAX = 4 * PART_SIZE
+FAST_PATH_REFUSALS = 3  # direct ranged reads refused in a row before a tier stops trying them
 PARTS_IN_FLIGHT = 4  # parts of one multipart upload sent at once (boto3's transfers send 10)
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class Tier:
         self._probing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
                                                  asyncio.Task[bool]] = weakref.WeakKeyDictionary()
         self._direct_reads = True  # until the filesystem refuses O_DIRECT
+        self._ranges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RangeReader] = \
+            weakref.WeakKeyDictionary()  # S3: ranged reads straight into buffers (s3get)
+        self._ranges_refused = 0  # in a row: from FAST_PATH_REFUSALS on, reads go as before
 
     @property
     def name(self) -> str:
@@ -204,6 +209,7 @@ class Tier:
             self._limits = weakref.WeakKeyDictionary()
             self._vouched = {}
             self._probing = weakref.WeakKeyDictionary()
+            self._ranges = weakref.WeakKeyDictionary()
 
     async def _fs(self) -> Any:
         self._after_fork()
@@ -277,6 +283,12 @@ class Tier:
                 with contextlib.suppress(AttributeError):
                     s3._client._endpoint.http_session._connector._close()
         self._loop_fs = weakref.WeakKeyDictionary()
+        for loop, reader in list(self._ranges.items()):  # their kept-alive connections
+            if loop is not current and loop.is_running():
+                loop.call_soon_threadsafe(reader.close)
+            else:
+                reader.close()
+        self._ranges = weakref.WeakKeyDictionary()
 
     # -- error translation -------------------------------------------------------------------
 
@@ -351,6 +363,10 @@ class Tier:
             data = await self.read(path, start, start + len(view))
             view[:len(data)] = data
             return len(data)
+        if self._ranges_refused < FAST_PATH_REFUSALS:
+            with contextlib.suppress(FastPathRefused):
+                got: int = await self._read_range(fs, path, start, view)
+                return got
         async with self._s3_body(fs, path, Range=f"bytes={start}-{start + len(view) - 1}") \
                 as body:
             got = 0
@@ -361,6 +377,29 @@ class Tier:
                 view[got:got + len(data)] = data
                 got += len(data)
             return got
+
+    async def _read_range(self, fs: Any, path: str, start: int, view: memoryview) -> int:
+        """:meth:`read_into` on S3 straight into ``view`` (:mod:`tierstore.s3get`), within
+        the tier's concurrency limit and timeout; :class:`FastPathRefused` where the answer
+        is not the whole range (the usual read then says why). A range past the object's
+        end is read the usual way, which returns what there is."""
+        loop = asyncio.get_running_loop()
+        reader = self._ranges.get(loop)
+        if reader is None:
+            reader = self._ranges[loop] = RangeReader(fs.s3)
+        bucket, key, _ = fs.split_path(self.full_path(path))
+        try:
+            async with self._limit(), asyncio.timeout(self.config.timeout):
+                got = await reader.read_into(bucket, key, start, view)
+        except FastPathRefused as exc:
+            self._ranges_refused += 1
+            log.debug("tier %r: a direct ranged read was refused (%s); reading as usual",
+                      self.name, exc)
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise self._translate("read", exc) from exc
+        self._ranges_refused = 0
+        return got
 
     def _reads_direct(self, nbytes: int) -> bool:
         """Whether a read of ``nbytes`` goes past the page cache (:mod:`tierstore.direct`)."""
