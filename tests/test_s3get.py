@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from storefixtures import make_config
 
-from tierstore.s3get import FastPathRefused, RangeReader
+from tierstore.s3get import FastPathRefused, RangeReader, behind_proxy
 from tierstore.tier import Tier
 
 MIB = 2**20
@@ -173,3 +173,15 @@ def test_a_cancelled_read_writes_nothing_more_into_its_buffer() -> None:
             server.close()
 
     asyncio.run(go())
+
+
+def test_a_proxied_endpoint_is_read_the_usual_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This module connects directly: where the environment sends requests through a proxy
+    (and NO_PROXY does not exempt the host), the tier does not use it."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not behind_proxy(None, "http://127.0.0.1:8000")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    assert behind_proxy(None, "http://s3.example:8000")
+    monkeypatch.setenv("NO_PROXY", "s3.example")
+    assert not behind_proxy(None, "http://s3.example:8000")

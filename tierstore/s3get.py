@@ -23,16 +23,29 @@ import contextlib
 import ssl
 import time
 import urllib.parse
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FastPathRefused", "RangeReader"]
+__all__ = ["FastPathRefused", "RangeReader", "behind_proxy"]
 
 PRESIGN_SECONDS = 3600  # a presigned URL's life...
 PRESIGN_REUSE = 1800.0  # ...of which this much is used: a request never meets an expired one
 IDLE_CONNECTIONS = 16  # kept-alive connections per server at most
 HEAD_LIMIT = 16 * 2**10  # a response's status line and headers fit in this
+
+
+def behind_proxy(client: Any, endpoint: str) -> bool:
+    """Whether requests to ``endpoint`` go through a proxy (botocore's ``proxies``, or the
+    environment's ``HTTP(S)_PROXY`` short of ``NO_PROXY``): this module connects directly,
+    so it is not used there."""
+    if getattr(getattr(getattr(client, "meta", None), "config", None), "proxies", None):
+        return True
+    parts = urllib.parse.urlsplit(endpoint)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not (
+        parts.hostname and urllib.request.proxy_bypass(parts.hostname))
 
 
 class FastPathRefused(Exception):
@@ -163,8 +176,9 @@ class _Response(asyncio.BufferedProtocol):
 class RangeReader:
     """Ranged GETs of one tier's objects into caller buffers, on one event loop."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, connect_timeout: float = 5.0):
         self._client = client  # the tier's aiobotocore S3 client: it presigns
+        self._connect_timeout = connect_timeout
         self._urls: dict[tuple[str, str], tuple[float, str, _Server, str]] = {}
         self._idle: defaultdict[_Server, list[_Response]] = defaultdict(list)
         self._tls: ssl.SSLContext | None = None
@@ -229,10 +243,11 @@ class RangeReader:
             self._tls = ssl.create_default_context()
         loop = asyncio.get_running_loop()
         try:
-            _, protocol = await loop.create_connection(
-                _Response, server.host, server.port,
-                ssl=self._tls if server.tls else None,
-                server_hostname=server.host if server.tls else None)
+            async with asyncio.timeout(self._connect_timeout):  # then TimeoutError, as
+                _, protocol = await loop.create_connection(  # botocore's connect timeout
+                    _Response, server.host, server.port,
+                    ssl=self._tls if server.tls else None,
+                    server_hostname=server.host if server.tls else None)
         except OSError as exc:
             raise FastPathRefused(f"cannot connect to {server.host}:{server.port}: "
                                   f"{exc.strerror or type(exc).__name__}") from None

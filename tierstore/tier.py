@@ -40,7 +40,7 @@ from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from .locality.health import in_thread, queued
 from .redaction import redact
-from .s3get import FastPathRefused, RangeReader
+from .s3get import FastPathRefused, RangeReader, behind_proxy
 
 __all__ = ["PART_SIZE", "Tier", "TierFile"]
 
@@ -386,7 +386,11 @@ class Tier:
         loop = asyncio.get_running_loop()
         reader = self._ranges.get(loop)
         if reader is None:
-            reader = self._ranges[loop] = RangeReader(fs.s3)
+            if behind_proxy(fs.s3, fs.s3.meta.endpoint_url):
+                self._ranges_refused = FAST_PATH_REFUSALS
+                raise FastPathRefused("requests go through a proxy")
+            reader = self._ranges[loop] = RangeReader(
+                fs.s3, connect_timeout=min(5.0, self.config.timeout))
         bucket, key, _ = fs.split_path(self.full_path(path))
         try:
             async with self._limit(), asyncio.timeout(self.config.timeout):
