@@ -11,7 +11,9 @@ drift in the machine's state falls on both sides alike):
 * ``fsspec`` forward: the same bytes, as plain files on ``--src`` (laid out once, under
   ``.tierstore/bench/`` on the tier), copied to ``--dst`` by the tier's own fsspec filesystem
   (``put_file``, ``get_file`` or ``cp_file``, what ``fs.put``/``fs.get``/``fs.cp`` do), with
-  the same number of copies in flight; no catalog, no verification. The copies are removed,
+  the same number of copies in flight; no catalog, no verification, but a copy that lands on
+  a local folder is fsynced (with its folder) as a move's must be: a copy left in the page
+  cache would measure memory, not the disk. The copies are removed,
   untimed, after each pass.
 * ``tierstore`` and ``fsspec`` back, from ``--dst`` to ``--src`` (the objects go home).
 
@@ -86,7 +88,9 @@ VERIFICATION = ("tierstore: every move streams the source replica through its ch
                 "they are read back and checked; to a local folder they are written under a "
                 "temporary name (past the page cache from a MiB on), hashed as they are "
                 "handed to the kernel, fsynced and renamed. The new replica is committed, "
-                "then the source replica removed. fsspec: a copy, nothing verified")
+                "then the source replica removed. fsspec: a copy (put_file, get_file or "
+                "cp_file), made durable where it lands on a local folder (the file and its "
+                "folder fsynced, as a move's must be), nothing verified")
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,33 @@ def _parent(path: str) -> str:
 
 
 async def _plain_copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
-    """Copy one file between two tiers' fsspec filesystems, as a user of fsspec would."""
+    """Copy one file between two tiers' fsspec filesystems, as a user of fsspec would; on a
+    local folder made durable after (the file and its folder fsynced), as a move must be:
+    a copy left in the page cache measures memory, not the disk."""
+    await _copy(src, src_path, dst, dst_path)
+    if dst.protocol == "file":
+        await asyncio.to_thread(_fsync_file, dst.full_path(dst_path))
+
+
+def _uncache(path: str) -> None:
+    """Drop a local file's pages from the page cache (they are clean: nothing is lost)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    for name, flags in ((path, os.O_RDONLY), (os.path.dirname(path), os.O_RDONLY)):
+        fd = os.open(name, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+async def _copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
     sfs, dfs = await src._fs(), await dst._fs()
     source, target = src.full_path(src_path), dst.full_path(dst_path)
     if not src.is_async and not dst.is_async:
@@ -203,6 +233,9 @@ async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jo
         await _plain_copy(src, f"{base}/src/{name}", dst, f"{base}/copy/{name}")
         advance(size)
 
+    if src.protocol == "file":  # read from the disk, as tierstore's sources are (written
+        for name in names:  # past the page cache), not from what an earlier pass cached
+            _uncache(src.full_path(f"{base}/src/{name}"))
     began = time.perf_counter()
     await bounded(names, one, jobs)
     seconds = time.perf_counter() - began
