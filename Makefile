@@ -1,5 +1,5 @@
 # tierstore: set-up, demo and tests.
-#   make demo     create .venv, install tierstore, run `tierstore demo`
+#   make demo     create .venv, install tierstore with its loader, run `tierstore demo`
 #   make test     install the test's Debian packages (as root, when missing), then pytest
 #                 (Ceph and PostgreSQL required), ruff and mypy; extra pytest args:
 #                 make test PYTEST_ARGS="-x -k s3"
@@ -72,7 +72,7 @@ define install
 endef
 
 $(VENV)/.installed-$(HASH):
-	$(call install,$@,.)
+	$(call install,$@,.[loader])
 
 $(VENV)/.installed-test-$(HASH): | sysdeps
 	$(call install,$@,.[test])

@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tierstore.errors import require
+
+require("matplotlib", part="tierstore bench's plots", package="matplotlib", extra="bench")
+
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 

@@ -16,6 +16,10 @@
 
 from __future__ import annotations
 
+from tierstore.errors import require
+
+require("torch", part="tierstore.loader", package="PyTorch", extra="loader")
+
 from .dataset import TierDataset, default_prefetch_bytes
 from .decode import as_bytes, to_tensors
 from .errors import CorruptShard, InvalidIndex, SampleError, ShardError, ShardFormatError

@@ -567,6 +567,7 @@ def _add_admin_commands(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Tiered storage for machine-learning training.")
     _options(parser, data=True, top=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
     for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
@@ -574,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
                 add_simulate_command, add_catalog_command):
         add(sub)
     return parser
+
+
+def _version() -> str:
+    from tierstore import __version__
+
+    return __version__
 
 
 # -- the entry point --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ __all__ = [
     "CopyInFlight",
     "InvalidKey",
     "LeaseLost",
+    "MissingExtra",
     "NoReadableReplica",
     "ObjectExists",
     "ObjectNotFound",
@@ -27,6 +28,7 @@ __all__ = [
     "TierUnavailable",
     "TierstoreError",
     "UnknownTier",
+    "require",
 ]
 
 
@@ -148,3 +150,23 @@ class NoReadableReplica(TierstoreError, OSError):
 
 class CatalogError(TierstoreError, RuntimeError):
     """The catalog is unusable (corrupt file, schema newer than this tierstore, locked)."""
+
+
+class MissingExtra(TierstoreError, ImportError):
+    """A part of tierstore needs packages its install left out (an extra): the message names
+    the extra to install."""
+
+    def __init__(self, part: str, package: str, extra: str):
+        super().__init__(f"{part} needs {package}, which this install of tierstore lacks: "
+                         f"pip install 'tierstore[{extra}]'")
+        self.extra = extra
+
+
+def require(module: str, *, part: str, package: str, extra: str) -> None:
+    """Import ``module`` or raise :class:`MissingExtra` naming ``extra``."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(part, package, extra) from exc

@@ -50,8 +50,8 @@ def _postgres() -> type[PostgresCatalog]:
     try:
         from .postgres import PostgresCatalog
     except ImportError as exc:
-        raise CatalogError(f"a PostgreSQL catalog needs psycopg 3 ({exc}); install it with "
-                           "pip install 'psycopg[binary]'") from exc
+        raise CatalogError(f"a PostgreSQL catalog needs psycopg 3 ({exc}): "
+                           "pip install 'tierstore[postgres]'") from exc
     return PostgresCatalog
 
 
