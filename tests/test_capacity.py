@@ -114,7 +114,7 @@ def test_put_dir_past_capacity_puts_nothing(config: Config, tmp_path: Path,
     folder.mkdir()
     for name in ("a", "b", "c"):
         (folder / name).write_bytes(os.urandom(400))
-    assert cli(config, tmp_path, "put", str(folder), "ds", "--tier", "hot") == 1
+    assert cli(config, tmp_path, "put", "-r", str(folder), "ds", "--tier", "hot") == 1
     error = capsys.readouterr().err.strip()
     assert error == ("tierstore: error: 3 files (1.2 KiB) would take tier 'hot' past its "
                      "capacity (1000 B of 1000 B free); nothing was put")

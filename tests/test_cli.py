@@ -119,7 +119,7 @@ def hot_root(cli: Cli) -> Path:
 
 def test_put_folder_then_ls_stat_du(cli: Cli, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "data")
-    done = cli("put", "data", "ds")
+    done = cli("put", "-r", "data", "ds")
     assert done.stdout.startswith("put 3 objects") and "tier warm" in done.stdout
 
     assert cli("ls").stdout.split() == ["ds/"]
@@ -148,7 +148,7 @@ def test_put_folder_then_ls_stat_du(cli: Cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize("store_config", ["moto"], indirect=True)
 def test_bulk_put_to_s3_keeps_stderr_clean(cli: Cli, tmp_path: Path) -> None:
     make_tree(tmp_path / "data")
-    assert cli("put", "data", "ds").stderr == ""
+    assert cli("put", "-r", "data", "ds").stderr == ""
 
 
 def test_put_single_file_to_key_and_into_prefix(cli: Cli, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_put_single_file_to_key_and_into_prefix(cli: Cli, tmp_path: Path) -> Non
 
 def test_mv_pin_get_rm(cli: Cli, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "data")
-    cli("put", "data", "ds")
+    cli("put", "-r", "data", "ds")
     assert "moved 3 objects" in cli("mv", "-r", "ds", "--tier", "cold").stdout
     assert {tuple(e["tiers"]) for e in cli.json("ls", "-r", "ds")} == {("cold",)}
     cli("mv", "ds/a.bin", "--tier", "hot")
@@ -195,7 +195,7 @@ def test_mv_pin_get_rm(cli: Cli, tmp_path: Path) -> None:
 
 def test_fsck_lists_orphans_and_missing_replicas(local_cli: Cli, tmp_path: Path) -> None:
     make_tree(tmp_path / "data")
-    local_cli("put", "data", "ds", "--tier", "hot")
+    local_cli("put", "-r", "data", "ds", "--tier", "hot")
     (hot_root(local_cli) / "ds" / "a.bin").unlink()
     (hot_root(local_cli) / "stray.bin").write_bytes(b"?")
     report = local_cli("fsck", status=1).stdout
@@ -278,10 +278,11 @@ def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> N
 
 def test_progress_only_on_a_terminal(local_cli: Cli, tmp_path: Path) -> None:
     make_tree(tmp_path / "data")
-    assert local_cli("put", "data", "quiet").stderr == ""
+    assert local_cli("put", "-r", "data", "quiet").stderr == ""
     main, child = pty.openpty()
-    proc = subprocess.Popen(local_cli.command("put", "data", "loud"), stdin=child, stdout=child,
-                            stderr=child, env={**_env(tmp_path), "TERM": "xterm"}, cwd=tmp_path)
+    proc = subprocess.Popen(local_cli.command("put", "-r", "data", "loud"), stdin=child,
+                            stdout=child, stderr=child, env={**_env(tmp_path), "TERM": "xterm"},
+                            cwd=tmp_path)
     os.close(child)
     seen = b""
     while True:
@@ -356,7 +357,7 @@ def test_no_credential_in_any_output(cli: Cli, store_config: Config, tmp_path: P
                                     dead_endpoint: str) -> None:
     assert cli.secrets  # the S3 tiers' key and secret
     make_tree(tmp_path / "data")
-    cli("put", "data", "ds", "--tier", "cold")
+    cli("put", "-r", "data", "ds", "--tier", "cold")
     for args in (["ls", "-l", "-r"], ["stat", "ds/a.bin"], ["du"], ["fsck", "--deep"],
                  ["recover"], ["mv", "ds/a.bin", "--tier", "warm"], ["get", "ds/a.bin"]):
         cli(*args)
@@ -371,3 +372,25 @@ def test_no_credential_in_any_output(cli: Cli, store_config: Config, tmp_path: P
     failed = down("put", "data/a.bin", "other", "--tier", "cold", status=1).stderr
     assert failed.splitlines()[-1].startswith("tierstore: error: tier 'cold': ")
     assert "Traceback" in down("-v", "fsck", status=1).stderr
+
+
+def test_a_folder_without_r_is_refused(local_cli: Cli, tmp_path: Path) -> None:
+    """As cp does: a folder needs -r; nothing is stored."""
+    make_tree(tmp_path / "data")
+    assert local_cli.error("put", "data", "ds") == "tierstore: error: data is a folder: use -r"
+    assert local_cli.json("ls") == []
+
+
+def test_a_command_that_only_looks_makes_no_store(tmp_path: Path) -> None:
+    """ls, stat, du, get and fsck where there is no store: one line saying where they looked,
+    and nothing created (no ./.tierstore, no catalog)."""
+    env = {k: v for k, v in _env(tmp_path).items() if k not in ("TIERSTORE_HOME",
+                                                                 "TIERSTORE_CONFIG")}
+    for argv in (["ls"], ["stat", "k"], ["du"], ["get", "k"], ["fsck"]):
+        done = subprocess.run([sys.executable, "-m", "tierstore.cli", *argv], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 1, (argv, done.stderr)
+        assert done.stderr.startswith("tierstore: error: no store at ") and \
+            done.stderr.count("\n") == 1, done.stderr
+        assert list(tmp_path.iterdir()) == [], argv
+

@@ -148,7 +148,7 @@ def test_put_dir_refuses_a_cycle_a_broken_link_and_a_fifo(
     config = make_config(tmp_path / "store", "local")
     toml = tmp_path / "store.toml"
     toml.write_text(toml_for(config))
-    assert main(["--config", str(toml), "put", str(dataset), "ds"]) == 1
+    assert main(["--config", str(toml), "put", "-r", str(dataset), "ds"]) == 1
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and str(bad) in error, error
     assert {"cycle": "a cycle", "broken": "broken symbolic link",

@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 from ._progress import each, put_files
 from .bench.cli import add_bench_commands
 from .catalog.command import add_catalog_command
-from .config import CONFIG_NAME, CONFIG_TEMPLATE, config_from_toml
+from .config import CONFIG_NAME, CONFIG_TEMPLATE, Config, config_from_toml, load_config
 from .daemon import add_daemon_command
 from .errors import ObjectNotFound, TierstoreError
 from .keys import validate_key
@@ -218,17 +218,21 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def plan_put(sources: Sequence[str], dest: str) -> list[tuple[Path, str]]:
+def plan_put(sources: Sequence[str], dest: str, *, recursive: bool = True
+             ) -> list[tuple[Path, str]]:
     """(local file, key) for each file to put.
 
-    A folder's files go to ``dest/<path in the folder>``; a file goes to ``dest`` itself when
-    it is the only source and ``dest`` does not end in ``/``, else to ``dest/<file name>``.
-    ``""``, ``.`` or ``/`` as ``dest`` is the top of the store.
+    A folder's files go to ``dest/<path in the folder>`` (only ``recursive``: else a folder
+    is refused, as ``cp`` does); a file goes to ``dest`` itself when it is the only source and
+    ``dest`` does not end in ``/``, else to ``dest/<file name>``. ``""``, ``.`` or ``/`` as
+    ``dest`` is the top of the store.
     """
     prefix = "" if dest.strip("/") in ("", ".") else dest.rstrip("/")
     as_key = len(sources) == 1 and bool(prefix) and not dest.endswith("/")
     pairs: list[tuple[Path, str]] = []
     for source in map(Path, sources):
+        if source.is_dir() and not recursive:
+            raise CommandError(f"{source} is a folder: use -r")
         if source.is_dir():
             pairs += [(path, _join(prefix, rel)) for path, rel in _walk(source)]
         elif source.is_file():
@@ -296,7 +300,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
-    pairs = plan_put(args.sources, args.dest)
+    pairs = plan_put(args.sources, args.dest, recursive=args.recursive)
     tier = store.tier(args.tier or store.config.default_tier).name
     if not args.overwrite:
         await _refuse_existing(store, [key for _, key in pairs])
@@ -493,11 +497,17 @@ def _command(sub: Any, name: str, run: Callable[[argparse.Namespace], int], help
     return parser
 
 
-def _with_store(command: Command, *, recover: bool = True) -> Callable[[argparse.Namespace], int]:
-    """Run ``command`` on one event loop against the configured store, closed afterwards."""
+def _with_store(command: Command, *, recover: bool = True, reads_only: bool = False
+                ) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` on one event loop against the configured store, closed afterwards.
+    ``reads_only``: a command that only looks, which never makes a store where there is none
+    (an embedded catalog that does not exist is an error that says where it looked)."""
 
     async def session(args: argparse.Namespace) -> int:
-        store = await Store.connect(args.config, recover=recover)
+        config = load_config(args.config)
+        if reads_only:
+            _refuse_absent(config)
+        store = await Store.connect(config, recover=recover)
         try:
             return await command(store, args)
         finally:
@@ -514,23 +524,33 @@ def _add_transfer_commands(sub: Any) -> None:
     put.add_argument("--tier", help="tier to write to (default: the config's default_tier)")
     put.add_argument("--overwrite", action="store_true", help="replace objects that exist")
     put.add_argument("-r", "--recursive", action="store_true",
-                     help="store folders recursively (always done for a folder; symbolic "
-                          "links in it are followed)")
-    get = _command(sub, "get", _with_store(_cmd_get), "copy objects to local files")
+                     help="store folders, recursively (a folder without it is refused, as "
+                          "cp does; symbolic links in it are followed)")
+    get = _command(sub, "get", _with_store(_cmd_get, reads_only=True),
+                   "copy objects to local files")
     get.add_argument("key", metavar="KEY")
     get.add_argument("dest", nargs="?", metavar="DEST", help="file or folder (default: ./NAME)")
     get.add_argument("-r", "--recursive", action="store_true", help="KEY is a prefix (folder)")
 
 
+def _refuse_absent(config: Config) -> None:
+    if config.catalog.startswith("sqlite:///") and \
+            not Path(config.catalog[len("sqlite:///"):]).exists():
+        raise CommandError(f"no store at {config.home} (its catalog "
+                           f"{config.catalog[len('sqlite:///'):]} does not exist): put something "
+                           "first, or pick a store with --config or $TIERSTORE_HOME")
+
+
 def _add_listing_commands(sub: Any) -> None:
-    ls = _command(sub, "ls", _with_store(_cmd_ls), "list objects and folders", data=True)
+    ls = _command(sub, "ls", _with_store(_cmd_ls, reads_only=True), "list objects and folders",
+                  data=True)
     ls.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
     ls.add_argument("-l", "--long", action="store_true", help="size, tiers, pin and reads")
     ls.add_argument("-r", "--recursive", action="store_true", help="every object under PREFIX")
-    stat = _command(sub, "stat", _with_store(_cmd_stat), "an object's replicas and statistics",
-                    data=True)
+    stat = _command(sub, "stat", _with_store(_cmd_stat, reads_only=True),
+                    "an object's replicas and statistics", data=True)
     stat.add_argument("key", metavar="KEY")
-    _command(sub, "du", _with_store(_cmd_du), "usage per tier", data=True)
+    _command(sub, "du", _with_store(_cmd_du, reads_only=True), "usage per tier", data=True)
 
 
 def _add_placement_commands(sub: Any) -> None:
@@ -558,7 +578,7 @@ def _add_init_command(sub: Any) -> None:
 def _add_admin_commands(sub: Any) -> None:
     _command(sub, "recover", _with_store(_cmd_recover, recover=False),
              "finish or roll back work of processes that died", data=True)
-    fsck = _command(sub, "fsck", _with_store(_cmd_fsck, recover=False),
+    fsck = _command(sub, "fsck", _with_store(_cmd_fsck, recover=False, reads_only=True),
                     "check that tiers and catalog agree (exit 1 if not)", data=True)
     fsck.add_argument("--deep", action="store_true", help="verify every checksum too")
     _command(sub, "demo", _cmd_demo, "a guided tour on a small synthetic dataset")
