@@ -185,3 +185,43 @@ def test_a_proxied_endpoint_is_read_the_usual_way(monkeypatch: pytest.MonkeyPatc
     assert behind_proxy(None, "http://s3.example:8000")
     monkeypatch.setenv("NO_PROXY", "s3.example")
     assert not behind_proxy(None, "http://s3.example:8000")
+
+
+def test_a_kept_alive_connection_closed_under_a_request_is_tried_once_anew() -> None:
+    """The server closes a kept-alive connection as a request crosses it (its idle timeout):
+    the read goes again on a new connection, and succeeds; a new connection closed so is
+    refused (the usual read takes over)."""
+    served: list[int] = []
+
+    async def go() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            number = len(served)
+            served.append(0)
+            while True:
+                try:
+                    await _request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                if number == 0 and served[0] == 1 or number == 2:  # close, unanswered
+                    writer.close()
+                    return
+                served[number] += 1
+                writer.write(b"HTTP/1.1 206 Partial\r\nContent-Length: 4\r\n\r\nabcd")
+                await writer.drain()
+
+        server, port = await _serve(answer)
+        reader = RangeReader(_Presigner(port))
+        try:
+            for _ in range(2):
+                buf = bytearray(4)
+                assert await reader.read_into("b", "k", 0, memoryview(buf)) == 4
+                assert buf == b"abcd"
+            assert served == [1, 1]  # the second on a new connection
+            reader.close()
+            with pytest.raises(FastPathRefused, match="closed"):
+                await reader.read_into("b", "k", 0, memoryview(bytearray(4)))
+        finally:
+            reader.close()
+            server.close()
+
+    asyncio.run(go())

@@ -80,6 +80,11 @@ class _Response(asyncio.BufferedProtocol):
         self._status, self._done = 0, done
 
     @property
+    def answered(self) -> bool:
+        """Whether any byte of the current (or last) answer came."""
+        return self._head_len > 0 or self._status != 0
+
+    @property
     def reusable(self) -> bool:
         return (self.transport is not None and not self.transport.is_closing()
                 and not self._closing and self._done is None)
@@ -195,7 +200,20 @@ class RangeReader:
             raise
 
     async def _get(self, server: _Server, target: str, start: int, view: memoryview) -> int:
-        connection = await self._connection(server)
+        """One GET on a kept-alive connection, or, where the server had closed that one
+        before a byte of the answer came (an idle connection's close crossing the request),
+        once more on a new one."""
+        connection, kept = await self._connection(server)
+        try:
+            return await self._exchange(connection, server, target, start, view)
+        except FastPathRefused:
+            if not kept or connection.answered:
+                raise
+        connection, _ = await self._connection(server, fresh=True)
+        return await self._exchange(connection, server, target, start, view)
+
+    async def _exchange(self, connection: _Response, server: _Server, target: str,
+                        start: int, view: memoryview) -> int:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         connection.expect(view, done)
         request = (f"GET {target} HTTP/1.1\r\nHost: {server.netloc}\r\n"
@@ -233,12 +251,14 @@ class RangeReader:
             cached = self._urls[(bucket, key)] = (now, url, server, target)
         return cached[2], cached[3]
 
-    async def _connection(self, server: _Server) -> _Response:
+    async def _connection(self, server: _Server, *, fresh: bool = False
+                          ) -> tuple[_Response, bool]:
+        """A connection to ``server``, and whether it was kept alive from an earlier GET."""
         idle = self._idle[server]
-        while idle:
+        while idle and not fresh:
             connection = idle.pop()
             if connection.reusable:
-                return connection
+                return connection, True
         if server.tls and self._tls is None:
             self._tls = ssl.create_default_context()
         loop = asyncio.get_running_loop()
@@ -251,7 +271,7 @@ class RangeReader:
         except OSError as exc:
             raise FastPathRefused(f"cannot connect to {server.host}:{server.port}: "
                                   f"{exc.strerror or type(exc).__name__}") from None
-        return protocol
+        return protocol, False
 
     def close(self) -> None:
         for connections in self._idle.values():
