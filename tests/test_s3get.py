@@ -202,7 +202,7 @@ def test_a_kept_alive_connection_closed_under_a_request_is_tried_once_anew() -> 
                     await _request(reader)
                 except asyncio.IncompleteReadError:
                     return
-                if number == 0 and served[0] == 1 or number == 2:  # close, unanswered
+                if (number == 0 and served[0] == 1) or number == 2:  # close, unanswered
                     writer.close()
                     return
                 served[number] += 1
