@@ -183,6 +183,16 @@ class LoaderMetrics:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    def __str__(self) -> str:
+        """One line a person reads: the rate, AU, the waits and where the bytes came from."""
+        tiers = ", ".join(f"{t} {share:.0%}" for t, share in sorted(self.hit_rate.items())
+                          ) or "nothing read"
+        rank = f"rank {self.rank}/{self.world_size}, " if self.world_size > 1 else ""
+        return (f"{rank}epoch {self.epoch}: {self.samples:,} samples, "
+                f"{self.samples_per_s:,.0f} samples/s ({self.bytes_per_s / 1e6:,.1f} MB/s), "
+                f"AU {self.au:.0%}, wait p50 {self.wait_p50_s * 1e3:.1f} ms "
+                f"p99 {self.wait_p99_s * 1e3:.1f} ms, bytes from {tiers}")
+
 
 def _shares(values: Mapping[str, int]) -> dict[str, float]:
     total = sum(values.values())

@@ -219,3 +219,17 @@ def test_loader_files_skip_stale_and_broken_ones_and_merge(tmp_path: Path) -> No
     assert 'tierstore_loader_samples{process="a",rank="0"} 5.0' in text
     assert 'tierstore_loader_samples{process="b",rank="0"} 7.0' in text
     assert "9.0" not in text and "broken" not in text
+
+
+def test_str_of_the_metrics_is_one_readable_line() -> None:
+    from tierstore.loader.metrics import LoaderMetrics
+
+    m = LoaderMetrics(rank=1, world_size=2, epoch=3, batches=10, samples=640, wall_s=2.0,
+                      samples_per_s=320.0, bytes_per_s=35e6, bytes_by_tier={"hot": 3, "warm": 1},
+                      reads_by_tier={"hot": 3, "warm": 1}, bytes_per_s_by_tier={},
+                      hit_rate={"hot": 0.75, "warm": 0.25}, read_hit_rate={}, hot_hit_rate=0.75,
+                      wait_s=0.1, wait_p50_s=0.0007, wait_p99_s=0.0053, wait_max_s=0.01,
+                      compute_s=1.9, au=0.981, au_recent=0.98, in_flight_bytes=0,
+                      in_flight_shards=0, prefetch_budget_bytes=1, peak_in_flight_bytes=0)
+    assert str(m) == ("rank 1/2, epoch 3: 640 samples, 320 samples/s (35.0 MB/s), AU 98%, "
+                      "wait p50 0.7 ms p99 5.3 ms, bytes from hot 75%, warm 25%")

@@ -215,11 +215,7 @@ class _Tour:
                 loss = torch.nn.functional.mse_loss(model(xb).squeeze(1), yb)
                 loss.backward()
                 optimizer.step()
-            m = loader.metrics()
-            tiers = ", ".join(f"{t} {share:.0%}" for t, share in sorted(m.hit_rate.items()))
-            self.say(f"  epoch {epoch}: loss {loss.item():.4f}; {m.samples_per_s:,.0f} "
-                     f"samples/s, bytes from {tiers}, wait p50 {m.wait_p50_s * 1e3:.1f} ms "
-                     f"p99 {m.wait_p99_s * 1e3:.1f} ms, AU {m.au:.0%}")
+            self.say(f"  {loader.metrics()}; loss {loss.item():.4f}")
             if epoch == 0:
                 sync(get_loop(), daemon.cycle)
                 staged = sum(1 for key in self.store.find(f"{PREFIX}/train/")
