@@ -27,8 +27,6 @@ from .results import result_document, save_and_say, write_json
 from .units import parse_size
 
 if TYPE_CHECKING:  # the command line imports this module; torch and NumPy wait for a run
-    import numpy as np
-
     from .loader_measure import MemorySampler
     from .loader_setup import BenchStore
 
@@ -57,18 +55,9 @@ def add_ingest_arguments(cmd: argparse.ArgumentParser) -> None:
                      "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
 
 
-def sample_sizes(samples: int, mean: int, seed: int) -> np.ndarray:
-    """``samples`` sizes around ``mean`` (a fifth of it as the deviation, within [mean/8,
-    mean*1.8]), the same for a seed."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 1])
-    sizes = rng.normal(mean, mean / 5, samples)
-    return np.clip(sizes, max(1, mean // 8), mean * 9 // 5).astype(np.int64)
-
-
 def run_ingest(args: argparse.Namespace) -> int:
     """``tierstore bench ingest``: write with each writer, print a table, save the result."""
+    from .loader_bench import normal_sizes
     from .loader_measure import MemorySampler
     from .loader_setup import make_bench_store, remove_tree
     from .peers import SampleSource
@@ -86,7 +75,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
-    source = SampleSource(sample_sizes(args.samples, mean, args.seed), args.seed)
+    source = SampleSource(normal_sizes(args.samples, mean, mean / 5, args.seed), args.seed)
     total = int(source.sizes.sum())
     workdir = Path(tempfile.mkdtemp(prefix="tierstore-bench-ingest-"))
     try:

@@ -122,13 +122,18 @@ def workload_of(args: argparse.Namespace) -> Workload:
 
 
 def sample_sizes(work: Workload) -> np.ndarray:
-    """Per sample, its size: normal around the mean, clipped to [mean/8, mean + 4 sd]."""
-    rng = np.random.default_rng([work.seed, 1])
-    if work.sample_stdev <= 0:
-        return np.full(work.samples, work.sample_bytes, dtype=np.int64)
-    sizes = rng.normal(work.sample_bytes, work.sample_stdev, work.samples)
-    low = max(1, work.sample_bytes // 8)
-    return np.clip(sizes, low, work.sample_bytes + 4 * work.sample_stdev).astype(np.int64)
+    """Per sample, its size (:func:`normal_sizes` of the workload)."""
+    return normal_sizes(work.samples, work.sample_bytes, work.sample_stdev, work.seed)
+
+
+def normal_sizes(samples: int, mean: int, stdev: float, seed: int) -> np.ndarray:
+    """``samples`` sizes, normal around ``mean``, clipped to [mean/8, mean + 4 sd]; the same
+    for a seed."""
+    rng = np.random.default_rng([seed, 1])
+    if stdev <= 0:
+        return np.full(samples, mean, dtype=np.int64)
+    sizes = rng.normal(mean, stdev, samples)
+    return np.clip(sizes, max(1, mean // 8), mean + 4 * stdev).astype(np.int64)
 
 
 # -- the dataset --------------------------------------------------------------------------------

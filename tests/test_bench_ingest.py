@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tierstore.bench.ingest import sample_sizes
+from tierstore.bench.loader_bench import normal_sizes
 from tierstore.cli import main
 
 
@@ -21,7 +21,7 @@ def test_each_writer_writes_the_samples_and_says_what_it_cost(tmp_path: Path) ->
     assert status == 0
     document = json.loads(out.read_text())
     assert list(tmp_path.joinpath("results").glob("ingest-*.json"))
-    total = int(sample_sizes(120, 20 * 1024, 0).sum())
+    total = int(normal_sizes(120, 20 * 1024, 20 * 1024 / 5, 0).sum())
     assert document["benchmark"] == "ingest" and document["dataset_bytes"] == total
     ours, wds = document["results"]
     assert ours["writer"] == "tierstore" and ours["failure"] is None
