@@ -90,7 +90,7 @@ VERIFICATION = ("tierstore: every move streams the source replica through its ch
                 "handed to the kernel, fsynced and renamed. The new replica is committed, "
                 "then the source replica removed. fsspec: a copy (put_file, get_file or "
                 "cp_file), made durable where it lands on a local folder (the file and its "
-                "folder fsynced, as a move's must be), nothing verified")
+                "folders fsynced, as a move's replica is), nothing verified")
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,10 @@ def _parent(path: str) -> str:
 
 async def _plain_copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
     """Copy one file between two tiers' fsspec filesystems, as a user of fsspec would; on a
-    local folder made durable after (the file and its folder fsynced), as a move must be:
-    a copy left in the page cache measures memory, not the disk."""
+    local folder made durable after (:meth:`Tier.sync`: the file and its folders fsynced),
+    as a move's replica is: a copy left in the page cache measures memory, not the disk."""
     await _copy(src, src_path, dst, dst_path)
-    if dst.protocol == "file":
-        await asyncio.to_thread(_fsync_file, dst.full_path(dst_path))
+    await dst.sync(dst_path)  # what a move's new replica gets (nothing on S3)
 
 
 def _uncache(path: str) -> None:
@@ -193,15 +192,6 @@ def _uncache(path: str) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    for name, flags in ((path, os.O_RDONLY), (os.path.dirname(path), os.O_RDONLY)):
-        fd = os.open(name, flags)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 async def _copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
