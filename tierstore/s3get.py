@@ -184,7 +184,8 @@ class RangeReader:
     def __init__(self, client: Any, connect_timeout: float = 5.0):
         self._client = client  # the tier's aiobotocore S3 client: it presigns
         self._connect_timeout = connect_timeout
-        self._urls: dict[tuple[str, str], tuple[float, str, _Server, str]] = {}
+        # (bucket, key): when its URL was presigned, where it goes, and the request target
+        self._urls: dict[tuple[str, str], tuple[float, _Server, str]] = {}
         self._idle: defaultdict[_Server, list[_Response]] = defaultdict(list)
         self._tls: ssl.SSLContext | None = None
 
@@ -248,8 +249,8 @@ class RangeReader:
             target = f"{parts.path}?{parts.query}" if parts.query else parts.path
             if len(self._urls) > 4096:
                 self._urls.clear()
-            cached = self._urls[(bucket, key)] = (now, url, server, target)
-        return cached[2], cached[3]
+            cached = self._urls[(bucket, key)] = (now, server, target)
+        return cached[1], cached[2]
 
     async def _connection(self, server: _Server, *, fresh: bool = False
                           ) -> tuple[_Response, bool]:

@@ -640,13 +640,14 @@ class Tier:
                     await flush(b"".join(held))
                 for task in sending:
                     await task
-                parts = [{"PartNumber": n, "ETag": sent[n][0]} for n in sorted(sent)]
+                numbers = sorted(sent)
+                parts = [{"PartNumber": n, "ETag": sent[n][0]} for n in numbers]
                 out = await self._call_s3(fs, "complete_multipart_upload", Bucket=bucket,
                                           Key=key, UploadId=upload_id,
                                           MultipartUpload={"Parts": parts})
                 upload_id = None
-                digests = b"".join(sent[n][1] for n in sorted(sent))
-                expected = f"{_md5(digests).hex()}-{len(sent)}" if md5 else ""
+                expected = "" if md5 is None else \
+                    f"{md5(b''.join(sent[n][1] for n in numbers)).hex()}-{len(numbers)}"
             etag = _etag(out.get("ETag"))
             if etag is not None and (md5 is None or etag == expected):
                 self._vouched[full] = etag
