@@ -534,11 +534,10 @@ def _add_transfer_commands(sub: Any) -> None:
 
 
 def _refuse_absent(config: Config) -> None:
-    if config.catalog.startswith("sqlite:///") and \
-            not Path(config.catalog[len("sqlite:///"):]).exists():
-        raise CommandError(f"no store at {config.home} (its catalog "
-                           f"{config.catalog[len('sqlite:///'):]} does not exist): put something "
-                           "first, or pick a store with --config or $TIERSTORE_HOME")
+    if (path := config.sqlite_path) is not None and not path.exists():
+        raise CommandError(f"no store at {config.home} (its catalog {path} does not exist): "
+                           "put something first, or pick a store with --config or "
+                           "$TIERSTORE_HOME")
 
 
 def _add_listing_commands(sub: Any) -> None:

@@ -144,6 +144,12 @@ class Config:
                 f"tiers={list(self.tiers.values())!r}, default_tier={self.default_tier!r}, "
                 f"site={self.site!r}, source={self.source!r})")
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file of an embedded (SQLite) catalog; None for a shared one."""
+        prefix = "sqlite:///"
+        return Path(self.catalog[len(prefix):]) if self.catalog.startswith(prefix) else None
+
     def tier(self, name: str) -> TierConfig:
         try:
             return self.tiers[name]

@@ -99,9 +99,8 @@ class DaemonOptions:
 
 def lock_path(config: Config) -> Path:
     """The daemon's lock: next to a SQLite catalog, else in the store's home."""
-    if config.catalog.startswith("sqlite:///"):
-        return Path(config.catalog[len("sqlite:///"):] + ".daemon.lock")
-    return config.home / "daemon.lock"
+    path = config.sqlite_path
+    return config.home / "daemon.lock" if path is None else Path(f"{path}.daemon.lock")
 
 
 class DaemonLock:
@@ -562,7 +561,7 @@ async def _daemon(args: argparse.Namespace) -> int:
         lock.acquire(f"{socket.gethostname()}:{os.getpid()}")
         store = Store(config)
         cluster = None
-        if not config.catalog.startswith("sqlite:///"):  # a shared catalog: a cluster
+        if config.sqlite_path is None:  # a shared catalog: a cluster
             cluster = ClusterMember(store.catalog, config, ttl=args.lease_ttl)
             await asyncio.to_thread(cluster.join)
         return await Daemon(store, options, engine=engine, cluster=cluster).run()
