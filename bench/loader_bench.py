@@ -44,13 +44,13 @@ import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tierstore._progress import Steps, Transfer
+from tierstore.errors import MissingExtra, require
 from tierstore.sync import open_store
 
 from .accelerators import (
@@ -964,9 +964,12 @@ def run_loader(args: argparse.Namespace) -> int:
     picture = Path(args.plot) if args.plot else (
         saved.with_suffix(".png") if saved else
         Path(args.json_file).with_suffix(".png") if args.json_file not in (None, "-") else None)
-    if picture is not None and find_spec("matplotlib") is None:
-        print("tierstore: no plot: pip install 'tierstore[bench]'", file=sys.stderr)
-        picture = None
+    if picture is not None:
+        try:
+            require("matplotlib", part="the plot", package="matplotlib", extra="bench")
+        except MissingExtra as exc:
+            print(f"tierstore: no plot: {exc}", file=sys.stderr)
+            picture = None
     if picture is not None:
         plot(document, picture)
         document["plot"] = str(picture)

@@ -13,7 +13,6 @@ again and again in the same store.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from ._progress import put_files
 from .cli import _tiers, format_du, format_objects, human, plan_put
 from .config import TierClass
 from .daemon import Daemon, DaemonOptions
-from .errors import ConfigError
+from .errors import ConfigError, MissingExtra, require
 from .fs import TierFileSystem
 from .policies.config import PolicyConfig
 from .policies.engine import default_engine
@@ -186,24 +185,26 @@ class _Tour:
         """Two epochs of a tiny regression through TierLoader; the daemon runs one cycle
         between them and stages, by next use, what the loader announced it reads next.
         Skipped, with a line that says so, where the install has no loader (no torch)."""
-        try:  # the loader first: without torch it names the extra to install
-            tl = importlib.import_module("tierstore.loader")
-            import torch
-        except ImportError as exc:
+        try:
+            require("torch", part="tierstore.loader", package="PyTorch", extra="loader")
+        except MissingExtra as exc:
             self.say(f"training through TierLoader skipped: {exc}")
             return
+        import torch
+
+        from tierstore.loader import TierDataset, TierLoader, write_tar_shards
 
         rng = np.random.default_rng(SEED)
         true_w = rng.normal(size=FEATURES).astype(np.float32)
         x = rng.normal(size=(TRAIN_SAMPLES, FEATURES)).astype(np.float32)
         y = x @ true_w + rng.normal(0.0, 0.05, TRAIN_SAMPLES).astype(np.float32)
-        tl.write_tar_shards(self.store, f"{PREFIX}/train", (
+        write_tar_shards(self.store, f"{PREFIX}/train", (
             {"__key__": f"s{i:05d}", "x": x[i].tobytes(), "y": y[i:i + 1].tobytes()}
             for i in range(TRAIN_SAMPLES)), samples_per_shard=TRAIN_SAMPLES // 8,
             tier=self.tiers["warm"])
         model = torch.nn.Linear(FEATURES, 1, bias=False)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        loader = tl.TierLoader(tl.TierDataset(self.store, f"{PREFIX}/train", decode=_xy,
+        loader = TierLoader(TierDataset(self.store, f"{PREFIX}/train", decode=_xy,
                                               seed=1), batch_size=64, num_workers=2)
         daemon = Daemon(self.store.aio, DaemonOptions(once=True, metrics_port=None))
         self.say(f"\ntraining a linear model on {TRAIN_SAMPLES:,} samples in 8 shards on "
