@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import hashlib
 import logging
@@ -211,6 +212,12 @@ class Tier:
             self._probing = weakref.WeakKeyDictionary()
             self._ranges = weakref.WeakKeyDictionary()
 
+    async def connect(self) -> None:
+        """Make this loop's client now rather than at the first request: nothing is sent.
+        For an S3 tier that parses botocore's models (the service's and ``endpoints``: ~15
+        MiB of objects) into the session that DataLoader workers forked afterwards share."""
+        await self._guard("connect", self._fs())
+
     async def _fs(self) -> Any:
         self._after_fork()
         if not self.is_async:
@@ -235,7 +242,9 @@ class Tier:
                 self._connecting.pop(loop, None)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> Any:
-        options = dict(self._options)
+        # a copy all the way down: botocore rewrites the ``retries`` it is given in place,
+        # which changed the tier's options, so no later client found the session shared
+        options = copy.deepcopy(self._options)
         retries = options.pop("retries", 2)  # s3fs's own retry count is an attribute
         shared = repr(sorted(options.items()))
         if (session := _SESSIONS.get(shared)) is not None:
