@@ -22,7 +22,7 @@ from tierstore.store import Store
 
 from .buffers import ShardBuffers
 
-__all__ = ["LoopThread", "StoreHandle", "share_arenas"]
+__all__ = ["LoopThread", "StoreHandle", "share_arenas", "trim_heap"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +44,19 @@ def share_arenas(arenas: int = WORKER_ARENAS) -> None:
     workers only: the training process's allocator is its own."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
+
+
+def trim_heap() -> None:
+    """Give the memory the allocator holds free back to the system (glibc's
+    ``malloc_trim``; elsewhere nothing).
+
+    A persistent worker's heap stays as large as its busiest moment made it: the samples a
+    reader held for its shuffle buffer (all of a shard's that had no hot copy to be read back
+    from), batches being collated. Trimmed at the start of each pass, the next pass starts
+    from what is in use: the full-cache Ceph run's second epoch peaked at 510-516 MiB of PSS
+    instead of 522-544, and one trim per pass costs nothing measurable."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 class LoopThread:

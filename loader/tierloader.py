@@ -46,7 +46,7 @@ from .metrics import LoaderMeter, LoaderMetrics, MetricsFile, TierCounters, load
 from .order import OrderSpec, worker_order
 from .placement import Placement
 from .readahead import PrefetchStats
-from .runtime import LoopThread, share_arenas
+from .runtime import LoopThread, share_arenas, trim_heap
 from .state import STATE_VERSION
 
 __all__ = ["LoaderStats", "TierLoader"]
@@ -93,6 +93,7 @@ class _Batches(IterableDataset[Batch]):
         info = get_worker_info()
         if info is not None:
             share_arenas()  # before this worker's reader starts its threads
+            trim_heap()  # what the last pass left free, before this one reads
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rank, size = self.dataset._world()
         placement = Placement(rank, size, (worker + first) % workers, workers)
@@ -284,8 +285,11 @@ class TierLoader:
         self._counters.reset()  # before workers start reading this pass
         if self.num_workers and self.dataloader._iterator is None:
             self._slots.forget()  # new workers, new slots
-            LoopThread.get().flush_access()  # workers are forked now: see flush_access
-            self.dataset._store.get().recorder.flush()  # a store handed in by the caller
+            loop, store = LoopThread.get(), self.dataset._store.get()
+            loop.flush_access()  # workers are forked now: see flush_access
+            store.recorder.flush()  # a store handed in by the caller
+            # parsed once here, botocore's models are the workers' without a copy each
+            loop.submit(store.connect_tiers()).result()
         with _frozen_heap():  # workers are forked here (or reset)
             inner = iter(self.dataloader)
         self.dataset._resume = None  # the next pass starts afresh, in workers and here

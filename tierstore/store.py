@@ -165,6 +165,15 @@ class Store:
         except KeyError:
             raise UnknownTier(name, list(self.tiers)) from None
 
+    async def connect_tiers(self) -> None:
+        """Make each tier's client now (:meth:`Tier.connect`), so that processes forked
+        afterwards inherit them made; a tier that cannot is left to its first request."""
+        for tier in self.tiers.values():
+            try:
+                await tier.connect()
+            except TierError as exc:
+                log.debug("connecting tier %r ahead of its first request: %s", tier.name, exc)
+
     async def close(self) -> None:
         """Flush access statistics, close client sessions and catalog connections."""
         if self.repairs:  # replacements of corrupt replicas: a while to finish
