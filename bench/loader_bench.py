@@ -817,6 +817,7 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_summary(document: dict[str, Any]) -> Any:
+    from rich.markup import escape  # an install hint's '[peers]' is no style
     from rich.table import Table
 
     table = Table(title="side by side", title_justify="left")
@@ -833,7 +834,7 @@ def render_summary(document: dict[str, Any]) -> Any:
                       "yes" if s["every_sample_once"] else "NO")
     for f in document.get("failures", []):  # the whole error is printed below the table
         error = f["error"] if len(f["error"]) <= 60 else f["error"][:57] + "..."
-        table.add_row(f["loader"], f"{f['kind']} ({f['phase']})", error, *[""] * 5)
+        table.add_row(f["loader"], f"{f['kind']} ({f['phase']})", escape(error), *[""] * 5)
     return table
 
 
@@ -959,7 +960,7 @@ def run_loader(args: argparse.Namespace) -> int:
     console.print(render_table(document))
     console.print(render_summary(document))
     for line in render_criteria(document):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     saved = save_and_say(document, args.results)
     picture = Path(args.plot) if args.plot else (
         saved.with_suffix(".png") if saved else

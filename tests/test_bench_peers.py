@@ -137,3 +137,18 @@ def test_exactly_once_counts_missing_and_repeated_samples() -> None:
     run = EpochRun(ids=[np.array([3, 1]), np.array([0, 2])])
     assert exactly_once(run, 4)["exactly_once"] is True
     assert exactly_once(EpochRun(ids=[np.array([0, -1])]), 1)["unknown"] == 1
+
+
+def test_a_missing_peers_install_hint_is_printed_as_written() -> None:
+    """rich read ``[peers]`` in the hint as a style and dropped it: the line said to
+    ``pip install 'tierstore'``."""
+    from rich.console import Console
+
+    from tierstore.bench.loader_bench import render_summary
+
+    hint = "pip install 'tierstore[peers]'"
+    document = {"summary": [], "failures": [
+        {"loader": "mosaic", "phase": "import", "kind": "not installed", "error": hint}]}
+    console = Console(record=True, width=300)
+    console.print(render_summary(document))
+    assert hint in console.export_text()
