@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from storefixtures import STORE_KINDS
 
 from tierstore import InvalidKey, TierClass, TierConfig, TierError, TierUnavailable
+from tierstore.direct import STREAM_PART
 from tierstore.keys import validate_key
 from tierstore.sync import _run
 from tierstore.tier import PART_SIZE, Tier
@@ -54,10 +55,29 @@ def test_streamed_write_larger_than_a_part(tier: Tier) -> None:
     _run(tier.write("big", _gen(*(data[i:i + step] for i in range(0, len(data), step)))))
     assert _run(tier.size("big")) == len(data)
 
-    async def collect() -> bytes:
-        return b"".join([c async for c in tier.iter_read("big", len(data))])
+    async def collect() -> bytes:  # a chunk is lent until the next: what is kept is copied
+        return b"".join([bytes(c) async for c in tier.iter_read("big", len(data))])
 
     assert _run(collect()) == data
+
+
+def test_a_local_streams_chunks_are_lent_until_the_next(tmp_path: Path) -> None:
+    """A local file streams as views of a few reused buffers (no copy): each chunk is
+    right while it is the latest, and a chunk kept past the next is overwritten."""
+    tier = Tier(TierConfig(name="hot", tier_class=TierClass.HOT, url=tmp_path.as_uri()))
+    data = os.urandom(7 * STREAM_PART + 999)
+    _run(tier.write("f", _gen(data)))
+
+    async def chunks() -> tuple[bytes, list[memoryview]]:
+        fresh, kept = [], []
+        async for chunk in tier.iter_read("f", len(data)):
+            fresh.append(bytes(chunk))
+            kept.append(chunk)
+        return b"".join(fresh), kept
+
+    joined, kept = _run(chunks())
+    assert joined == data
+    assert b"".join(kept) != data  # kept views: their buffers were read into again
 
 
 def test_read_into_lands_each_range_in_place(tier: Tier) -> None:

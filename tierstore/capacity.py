@@ -53,7 +53,8 @@ class Reservation:
                 return
         raise TierFull(self.tier, self.key, self.size + nbytes, used - self.nbytes, limit)
 
-    async def counted(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async def counted(self, chunks: AsyncIterable[bytes | memoryview]
+                      ) -> AsyncIterator[bytes | memoryview]:
         """``chunks``, reserving what passes beyond the size reserved up front."""
         sent = 0
         async for chunk in chunks:

@@ -32,6 +32,7 @@ caller reads the usual way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import errno
 import fcntl
@@ -39,11 +40,13 @@ import mmap
 import os
 import queue
 import threading
+from collections.abc import AsyncIterator
 
 from .locality.health import in_thread
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
-           "DirectWriter", "open_for_reads", "pread", "read_direct", "read_direct_into"]
+           "DirectWriter", "open_for_reads", "pread", "read_direct", "read_direct_into",
+           "stream_file"]
 
 ALIGN = 4096  # offsets, lengths and memory of direct I/O are multiples of this
 STAGE = 8 * 2**20  # the staging buffer: one write to the device at a time
@@ -321,6 +324,66 @@ def pread(fd: int, direct: bool, start: int, end: int) -> bytes:
         if len(pieces[-1]) < hi - lo:
             break  # the end of the file
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+STREAM_PART = 2 * 2**20  # a streamed file's reads: on the benchmark machine's virtio disk
+# reads and writes of 1-2 MiB move 1.9-3 GB/s past the page cache, of 8 MiB 1.2-2 GB/s
+STREAM_AHEAD = 4  # ...this many in flight ahead of the chunk its consumer holds
+
+
+async def stream_file(path: str, size: int, part: int = STREAM_PART,
+                      ahead: int = STREAM_AHEAD) -> AsyncIterator[memoryview]:
+    """Bytes ``[0, size)`` of the local file ``path`` (fewer at its end), in chunks of
+    ``part`` bytes read in threads with ``ahead`` reads in flight, past the page cache where
+    the filesystem allows it, straight into page-aligned buffers of the stream's own: no
+    copy, and a :class:`DirectWriter` writes them as they are. Each chunk is a view *lent*
+    until the consumer asks for the next one: a consumer keeping chunks copies them.
+
+    So a move between local tiers reads the next chunks while the current one is written;
+    a read and its write one after the other took a 16 MiB move 41 ms, twice what a plain
+    buffered copy and ``fsync`` take."""
+    part = -(-part // ALIGN) * ALIGN
+    fd, direct = open_for_reads(path)
+    loop = asyncio.get_running_loop()
+    free = [_aligned(part) for _ in range(min(ahead + 1, -(-size // part)))]
+    reads: collections.deque[tuple[asyncio.Future[int], mmap.mmap, int]] = collections.deque()
+    offsets = iter(range(0, size, part))
+    try:
+        while True:
+            while free and (lo := next(offsets, None)) is not None:
+                buffer, n = free.pop(), min(part, size - lo)
+                reads.append((loop.run_in_executor(None, _read_full, fd, buffer, lo, n, direct),
+                              buffer, n))
+            if not reads:
+                return
+            got = await reads[0][0]
+            _, buffer, n = reads.popleft()
+            with memoryview(buffer) as view:
+                yield view[:got]
+            free.append(buffer)
+            if got < n:
+                return  # the file ends before ``size``
+    finally:
+        # threads still reading write into these buffers and read this descriptor: both
+        # stay until the last of them is done
+        if reads:
+            await asyncio.shield(asyncio.gather(*(r for r, _, _ in reads),
+                                                return_exceptions=True))
+        os.close(fd)
+
+
+def _read_full(fd: int, buffer: mmap.mmap, lo: int, n: int, direct: bool) -> int:
+    """Read ``n`` bytes at ``lo`` into ``buffer`` (whole blocks when ``direct``); how many
+    there were (fewer at the file's end)."""
+    length = -(-n // ALIGN) * ALIGN if direct else n
+    got = 0
+    with memoryview(buffer) as view:
+        while got < length:
+            k = os.preadv(fd, [view[got:length]], lo + got)
+            if k == 0:
+                break
+            got += k
+    return min(got, n)
 
 
 def _take_bounce() -> mmap.mmap:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import math
 import os
@@ -68,12 +69,13 @@ from .errors import (
 )
 from .inflight import IN_FLIGHT
 from .keys import validate_key, validate_prefix
+from .localcopy import LocalFile
 from .locality.placement import place_after_put
 from .locality.selector import Locality
 from .locality.topology import Distance
 from .readcache import KnownRecords
 from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
-from .tier import PART_SIZE, PROBE_DIR, Tier
+from .tier import PART_SIZE, PROBE_DIR, Chunk, Tier
 
 __all__ = ["AuditReport", "FillClaim", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store",
            "TierReport"]
@@ -316,25 +318,33 @@ class Store:
         return data
 
     async def _transfer(self, record: ObjectRecord,
-                        write: Callable[[AsyncIterator[bytes]], Awaitable[T]],
-                        pace: Pace | None = None) -> T:
+                        write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
+                        pace: Pace | None = None, *, into: Tier | None = None) -> T:
         """Stream a whole verified object into ``write``, failing over between replicas.
 
         The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
         catalog, so ``write`` never commits a corrupt copy; errors of ``write`` itself (the
-        destination) propagate at once.
+        destination) propagate at once. When ``write`` writes to the local tier ``into``
+        from a local replica, the stream comes as that replica's :class:`LocalFile`, which
+        ``into`` copies in the kernel (where the copy does not land the checksum, it streams).
         """
         failures: list[tuple[str, BaseException]] = []
         for replica in self.rank(record):
+            stream: AsyncIterable[Chunk] = self._verified_stream(record, replica, pace)
+            source = self.tier(replica.tier)
+            if into is not None and into.protocol == source.protocol == "file":
+                stream = LocalFile(source.full_path(replica.path), record.size or 0,
+                                   str(record.checksum), stream,
+                                   None if pace is None else functools.partial(pace, source.name))
             try:
-                return await write(self._verified_stream(record, replica, pace))
+                return await write(stream)
             except _SourceFailed as failed:
                 failures.append((failed.tier, failed.cause))
                 self._fallback(record.key, replica, failed.cause)
         raise NoReadableReplica(record.key, failures) if failures else self._unreachable(record)
 
     async def _verified_stream(self, record: ObjectRecord, replica: Replica,
-                               pace: Pace | None = None) -> AsyncIterator[bytes]:
+                               pace: Pace | None = None) -> AsyncIterator[Chunk]:
         hasher = Hasher()
         try:
             tier = self.tier(replica.tier)
@@ -358,7 +368,7 @@ class Store:
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
 
-        async def write(chunks: AsyncIterator[bytes]) -> None:
+        async def write(chunks: AsyncIterable[Chunk]) -> None:
             async with aiofiles.open(partial, "wb") as out:
                 async for chunk in chunks:
                     await out.write(chunk)
@@ -414,7 +424,7 @@ class Store:
         if any(r.ready for r in self.catalog.objects(key + "/")):
             raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
 
-    async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[bytes],
+    async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[Chunk],
                              expected: Callable[[], tuple[int, str]], *, new_content: bool,
                              size: int | None = None, freed: int = 0) -> None:
         """The one way bytes become a replica: room within the tier's capacity (``size``
@@ -422,7 +432,7 @@ class Store:
         commit. A name or size the tier refuses is refused before the intent is recorded."""
         async with self._intent(key, dest, new_content=new_content, size=size,
                                 freed=freed) as (replica, room):
-            if room is not None:
+            if room is not None and not isinstance(chunks, LocalFile):  # its size is reserved
                 chunks = room.counted(chunks)
             await self._fill_replica(key, dest, replica, chunks, expected,
                                      new_content=new_content)
@@ -461,7 +471,7 @@ class Store:
             IN_FLIGHT.discard(token)
 
     async def _fill_replica(self, key: str, dest: Tier, replica: Replica,
-                            chunks: AsyncIterable[bytes],
+                            chunks: AsyncIterable[Chunk],
                             expected: Callable[[], tuple[int, str]], *, new_content: bool
                             ) -> None:
         tmp = str(replica.tmp)
@@ -566,12 +576,12 @@ class Store:
         if record.on(dest.name) is None:
             expected = (record.size or 0, str(record.checksum))
 
-            async def write(chunks: AsyncIterator[bytes]) -> None:
+            async def write(chunks: AsyncIterable[Chunk]) -> None:
                 await self._write_replica(record.key, dest, chunks, lambda: expected,
                                           new_content=False, size=record.size)
 
             with contextlib.suppress(ReplicaReady):
-                await self._transfer(record, write, pace)
+                await self._transfer(record, write, pace, into=dest)
         return await self.stat(key)
 
     @property

@@ -36,14 +36,18 @@ from .direct import (
     DirectWriter,
     read_direct,
     read_direct_into,
+    stream_file,
 )
 from .errors import InvalidKey, TierError, TierUnavailable
 from .keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
+from .localcopy import COPY_PIECE, KernelCopy, LocalFile
 from .locality.health import in_thread, queued
 from .redaction import redact
 from .s3get import FastPathRefused, RangeReader, behind_proxy
 
-__all__ = ["PART_SIZE", "Tier", "TierFile"]
+__all__ = ["PART_SIZE", "Chunk", "Tier", "TierFile"]
+
+Chunk = bytes | memoryview  # a piece of a stream; a view is lent until the next is asked for
 
 _SESSIONS: dict[str, Any] = {}  # an S3 tier's botocore session, by the tier's options: each
 # loop's client is made from it, and so is a forked loader worker's, whose copy has the
@@ -490,11 +494,24 @@ class Tier:
             hasher.update(chunk)
         return hasher
 
-    async def iter_read(self, path: str, size: int, part: int = PART_SIZE) -> AsyncIterator[bytes]:
+    async def iter_read(self, path: str, size: int, part: int = PART_SIZE
+                        ) -> AsyncIterator[Chunk]:
         """Stream ``path``: on S3 one GET read as it arrives (in chunks of about
-        :data:`STREAM_CHUNK`), elsewhere ranged reads of ``part`` bytes, one read ahead."""
+        :data:`STREAM_CHUNK`); a local file as :func:`~tierstore.direct.stream_file` reads
+        it, several reads ahead, each chunk lent only until the next is asked for (copy
+        what you keep); elsewhere ranged reads of ``part`` bytes, one read ahead."""
         if size <= 0:
             return  # a ranged read of nothing is an error on some servers (HTTP 416)
+        if self.protocol == "file":
+            async with self._limit():
+                try:
+                    async for view in stream_file(self.full_path(path), size):
+                        yield view
+                except FileNotFoundError:
+                    raise
+                except OSError as exc:
+                    raise self._translate("read", exc) from exc
+            return
         fs = await self._fs()
         if self.is_async and hasattr(fs, "_call_s3"):
             async for chunk in self._stream_s3(fs, path):
@@ -551,7 +568,7 @@ class Tier:
             finally:
                 body.close()
 
-    async def write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+    async def write(self, path: str, chunks: AsyncIterable[Chunk]) -> int:
         """Stream ``chunks`` into ``path`` (replacing it); returns the bytes written."""
         full = self.full_path(path)
         fs = await self._fs()
@@ -563,12 +580,18 @@ class Tier:
             return len(data)
         return await self._write_blocking(fs, full, chunks)
 
-    async def _write_blocking(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _write_blocking(self, fs: Any, full: str, chunks: AsyncIterable[Chunk]) -> int:
         """A local file (or another blocking backend's) written chunk by chunk in threads; on
         a local folder past the page cache where it can (:mod:`tierstore.direct`), each chunk
-        hashed as it is handed to the kernel, the receipt :meth:`written_size` checks."""
+        hashed as it is handed to the kernel, the receipt :meth:`written_size` checks. A
+        :class:`~tierstore.localcopy.LocalFile` a local folder copies in the kernel instead,
+        where that lands its checksum."""
         self._vouched.pop(full, None)
         local = self.protocol == "file"
+        if local and isinstance(chunks, LocalFile):
+            copied = await self._copy_local(full, chunks)
+            if copied is not None:
+                return copied
         hasher = Hasher() if local else None
         async with self._limit():
             handle = await self._guard("write", asyncio.to_thread(_open_local, full) if local
@@ -586,7 +609,40 @@ class Tier:
             self._vouched[full] = f"{info.get('ino')}:{info.get('mtime')}:{hasher.hexdigest()}"
         return written
 
-    async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _copy_local(self, full: str, source: LocalFile) -> int | None:
+        """``source`` copied to ``full`` by the kernel (:mod:`tierstore.localcopy`), its
+        bytes durable and vouched for as a streamed write's are; None when they did not
+        land as ``source.checksum`` says or the kernel would not copy (nothing vouched)."""
+        hasher = Hasher()
+        try:
+            async with self._limit():
+                copy = await self._guard("write", asyncio.to_thread(KernelCopy, source.path,
+                                                                    full))
+                try:
+                    for start in range(0, source.size, COPY_PIECE):
+                        want = min(COPY_PIECE, source.size - start)
+                        got = await self._guard("write", asyncio.to_thread(
+                            copy.piece, start, want, hasher))
+                        if got < want:
+                            break
+                        if source.pace is not None:
+                            await source.pace(got)
+                finally:
+                    landed = hasher.size == source.size and hasher.hexdigest() == source.checksum
+                    await self._guard("write", asyncio.to_thread(copy.close, landed))
+        except (TierError, OSError) as exc:  # the stream decides what was wrong
+            log.debug("tier %r: a kernel copy of %s failed (%s); streaming it", self.name,
+                      source.path, exc)
+            return None
+        if not landed:
+            log.warning("tier %r: a kernel copy of %s did not land its checksum; streaming it",
+                        self.name, source.path)
+            return None
+        info = await self._call("stat", "info", full)
+        self._vouched[full] = f"{info.get('ino')}:{info.get('mtime')}:{hasher.hexdigest()}"
+        return hasher.size
+
+    async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[Chunk]) -> int:
         """One PUT up to ``single_put_max`` bytes, else a multipart upload with up to
         :data:`PARTS_IN_FLIGHT` parts sent at once.
 
@@ -811,7 +867,7 @@ def _open_local(full: str) -> DirectWriter:
     return DirectWriter(full)
 
 
-def _write_hashed(handle: Any, chunk: bytes, hasher: Hasher | None) -> None:
+def _write_hashed(handle: Any, chunk: Chunk, hasher: Hasher | None) -> None:
     if hasher is not None:
         hasher.update(chunk)
     handle.write(chunk)
