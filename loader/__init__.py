@@ -20,8 +20,9 @@ from tierstore.errors import require
 
 require("torch", part="tierstore.loader", package="PyTorch", extra="loader")
 
+from .collate import collate
 from .dataset import TierDataset, default_prefetch_bytes
-from .decode import as_bytes, to_tensors
+from .decode import Decoder, as_bytes, to_tensors
 from .errors import CorruptShard, InvalidIndex, SampleError, ShardError, ShardFormatError
 from .format import Layout, ShardFormat, ShardReader
 from .formats import FORMATS
@@ -51,6 +52,7 @@ __all__ = [
     "Backoff",
     "CorruptShard",
     "DatasetIndex",
+    "Decoder",
     "InvalidIndex",
     "Layout",
     "LoaderStats",
@@ -72,6 +74,7 @@ __all__ = [
     "WorkerOrder",
     "ZarrFormat",
     "as_bytes",
+    "collate",
     "current_placement",
     "default_prefetch_bytes",
     "index_zarr_array",

@@ -25,7 +25,7 @@ from tierstore.store import Store
 from tierstore.sync import SyncStore
 
 from .announce import Announcer, reader_id
-from .decode import to_tensors
+from .decode import as_decoder, to_tensors
 from .errors import SampleError, ShardError, ShardFormatError
 from .fill import FillStats, HotFill
 from .format import Buffer, ShardFormat, ShardReader
@@ -85,7 +85,10 @@ class TierDataset(IterableDataset[Any]):
     decode, transform
         Called on each raw sample in turn (raw samples: a dict of fields for tar, raw files
         and Parquet rows, a NumPy array for Zarr). The default decode turns bytes and arrays
-        into tensors (see :mod:`.decode`); None leaves raw samples as they are.
+        into tensors (see :mod:`.decode`); None leaves raw samples as they are. As in
+        WebDataset, ``decode`` may also name a decoder (``"pil"``, ``"rgb8"``, ``"torchrgb"``,
+        ... for image fields, the small fields by their extension) or map fields to names or
+        functions (``{"jpg": "rgb8", "cls": int}``): :class:`~.decode.Decoder`.
     shuffle, seed, buffer_size
         Shard-level shuffle plus a shuffle buffer of ``buffer_size`` samples per reader,
         seeded by ``seed`` and the epoch (:meth:`set_epoch`).
@@ -121,7 +124,7 @@ class TierDataset(IterableDataset[Any]):
 
     def __init__(self, store: StoreLike = None, prefix: str | None = None, *,
                  index: DatasetIndex | None = None,
-                 decode: Callable[[Any], Any] | None = to_tensors,
+                 decode: Callable[[Any], Any] | str | Mapping[str, Any] | None = to_tensors,
                  transform: Callable[[Any], Any] | None = None,
                  shuffle: bool = True, seed: int = 0, buffer_size: int = 512,
                  equalize: Equalize = "none", batch_size: int = 1,
@@ -146,7 +149,7 @@ class TierDataset(IterableDataset[Any]):
         if columns is not None:
             overrides.setdefault("parquet", ParquetFormat(columns))
         self.formats = resolve_formats(index.formats, overrides)
-        self.decode, self.transform = decode, transform
+        self.decode, self.transform = as_decoder(decode), transform
         self.spec = OrderSpec(seed=seed, epoch=0, shuffle=shuffle, buffer_size=buffer_size,
                               equalize=equalize, batch_size=batch_size)
         self.prefetch_bytes = prefetch_bytes or default_prefetch_bytes()

@@ -38,8 +38,9 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torch.utils.data._utils.collate import default_collate, default_convert
+from torch.utils.data._utils.collate import default_convert
 
+from .collate import collate as collate_samples
 from .dataset import TierDataset
 from .handover import Packed, SlotReader, SlotWriter
 from .metrics import LoaderMeter, LoaderMetrics, MetricsFile, TierCounters, loader_metrics
@@ -185,8 +186,9 @@ class TierLoader:
         dataset made with the default ``batch_size=1`` is given the loader's).
     batch_size, drop_last, collate_fn
         As for ``DataLoader``, but batches are collated by each worker from its own samples
-        (``drop_last`` drops a worker's last short batch). ``batch_size=None`` yields samples
-        one by one.
+        (``drop_last`` drops a worker's last short batch), by default with
+        :func:`~.collate.collate` (PyTorch's, keeping as lists the fields it cannot stack:
+        images of different sizes). ``batch_size=None`` yields samples one by one.
     num_workers, pin_memory, persistent_workers, prefetch_factor, timeout, worker_init_fn,
     multiprocessing_context, pin_memory_device
         Passed to ``DataLoader``; batches always come in the order workers made them in turn
@@ -222,7 +224,7 @@ class TierLoader:
         dataset.spec = dataclasses.replace(dataset.spec, batch_size=per_batch)
         self.dataset = dataset
         self.batch_size, self.drop_last, self.num_workers = batch_size, drop_last, num_workers
-        collate = collate_fn or (default_convert if batch_size is None else default_collate)
+        collate = collate_fn or (default_convert if batch_size is None else collate_samples)
         self._control = torch.tensor([dataset.epoch, 0], dtype=torch.int64).share_memory_()
         slots = (prefetch_factor or 2) + 3 if reuse_memory and num_workers and not pin_memory \
             else 0  # queued in the DataLoader, held by the loop, being filled, not yet reclaimed
