@@ -202,6 +202,9 @@ class TierLoader:
         Seconds between writes of :meth:`metrics` into the store's home, where a ``tierstore
         daemon`` of the same store serves them on its metrics endpoint (:class:`~.MetricsFile`);
         None: never.
+    epoch_log
+        Called with :meth:`metrics` as one line at the end of each pass (``print``, or a
+        logger's ``info``); None: nothing.
     """
 
     def __init__(self, dataset: TierDataset, batch_size: int | None = 1, *,
@@ -210,7 +213,8 @@ class TierLoader:
                  worker_init_fn: Callable[[int], None] | None = None,
                  multiprocessing_context: Any = None, prefetch_factor: int | None = None,
                  persistent_workers: bool = False, pin_memory_device: str = "",
-                 reuse_memory: bool = True, metrics_every: float | None = 5.0):
+                 reuse_memory: bool = True, metrics_every: float | None = 5.0,
+                 epoch_log: Callable[[str], object] | None = None):
         if not isinstance(dataset, TierDataset):
             raise TypeError(f"TierLoader reads a TierDataset, not {type(dataset).__name__}")
         if batch_size is not None and batch_size < 1:
@@ -230,6 +234,7 @@ class TierLoader:
             else 0  # queued in the DataLoader, held by the loop, being filled, not yet reclaimed
         self._slots = SlotReader()
         self._metrics_every = metrics_every
+        self.epoch_log = epoch_log
         self._metrics_file: MetricsFile | None = None
         self.dataloader = DataLoader(
             _Batches(dataset, batch_size, drop_last, collate, self._control, slots,
@@ -314,6 +319,8 @@ class TierLoader:
                 if isinstance(batch, Packed):
                     batch = self._slots.unpack(batch)
             except StopIteration:
+                if self.epoch_log is not None:
+                    self.epoch_log(str(self.metrics()))
                 return
             except BaseException:
                 self._shut(inner)  # now, not when the traceback lets the iterator go

@@ -105,3 +105,14 @@ def test_collate_stacks_what_it_can_and_lists_the_rest() -> None:
     arrays = collate([(np.zeros((2, 2)), 1.5), (np.ones((3, 2)), 2.5)])
     assert isinstance(arrays, tuple) and isinstance(arrays[0], list)
     assert arrays[1].dtype == torch.float64
+
+
+def test_an_epoch_ends_with_one_line_when_asked(store: Any) -> None:
+    lines: list[str] = []
+    loader = TierLoader(TierDataset(store, "datasets/jpegs", decode="pil"), batch_size=8,
+                        num_workers=1, epoch_log=lines.append)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert sum(len(b["cls"]) for b in loader) == N
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert lines[1].startswith(f"epoch 1: {N} samples") and "bytes from" in lines[1]
