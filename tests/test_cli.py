@@ -395,3 +395,31 @@ def test_a_command_that_only_looks_makes_no_store(tmp_path: Path) -> None:
             done.stderr.count("\n") == 1, done.stderr
         assert list(tmp_path.iterdir()) == [], argv
 
+
+
+def test_info_says_which_store_and_how_it_was_chosen(tmp_path: Path) -> None:
+    """Where there is no config, the embedded default under ./.tierstore, not yet made (and
+    info makes nothing); with --config, that file, and no credential of its catalog's URL."""
+    env = {k: v for k, v in _env(tmp_path).items() if k not in ("TIERSTORE_HOME",
+                                                                 "TIERSTORE_CONFIG")}
+
+    def info(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tierstore.cli", "info", *argv], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+
+    text = info().stdout
+    assert "config:  <embedded default> (no tierstore.toml in ./.tierstore" in text
+    assert f"home:    {tmp_path / '.tierstore'}" in text and "none yet" in text
+    assert list(tmp_path.iterdir()) == []
+    config = tmp_path / "store.toml"
+    secret = "s3cr3t-pass"
+    config.write_text(toml_for(make_config(tmp_path / "home", "local")).replace(
+        f'catalog = "sqlite:///{tmp_path / "home"}/catalog.db"',
+        f'catalog = "postgresql://trainer:{secret}@db.example:5432/tierstore"'))
+    done = info("--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["config"] == str(config) and shown["chosen_by"] == "--config"
+    assert shown["exists"] is None and [t["name"] for t in shown["tiers"]] == ["hot", "warm",
+                                                                             "cold"]
+    assert secret not in done.stdout and "db.example" in shown["catalog"]

@@ -567,7 +567,60 @@ def _add_placement_commands(sub: Any) -> None:
     rm.add_argument("-r", "--recursive", action="store_true", help="KEYs are prefixes")
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    info = store_info(config, args.config)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{PROG} {info['version']}")
+    print(f"config:  {info['config']} ({info['chosen_by']})")
+    print(f"home:    {info['home']}")
+    exists = "exists" if info["exists"] is not False else "none yet: the first put makes it"
+    print(f"catalog: {info['catalog']} ({exists})")
+    print(f"site:    {info['site']}; writes go to tier {info['default_tier']!r}")
+    width = max(len(t["name"]) for t in info["tiers"])
+    for tier in info["tiers"]:
+        capacity = "no capacity limit" if tier["capacity"] is None else \
+            f"capacity {human(tier['capacity'])}"
+        print(f"  {tier['name']:<{width}}  {tier['class']:<4}  {tier['url']}  ({capacity}, "
+              f"site {tier['site']})")
+    extras = ", ".join(f"{name} {'yes' if there else 'no'}" for name, there
+                       in info["extras"].items())
+    print(f"extras:  {extras}")
+    return 0
+
+
+def store_info(config: Config, given: str | None) -> dict[str, Any]:
+    """Which store the command line uses and how it was chosen: for ``tierstore info``.
+    Credentials never appear (URLs and options go through :func:`redact`)."""
+    import importlib.util
+
+    home = "$TIERSTORE_HOME" if os.environ.get("TIERSTORE_HOME") else "./.tierstore"
+    if given:
+        chosen_by = "--config"
+    elif os.environ.get("TIERSTORE_CONFIG"):
+        chosen_by = "$TIERSTORE_CONFIG"
+    elif config.source == "<embedded default>":
+        chosen_by = f"no {CONFIG_NAME} in {home}: the embedded default there"
+    else:
+        chosen_by = f"the {CONFIG_NAME} in {home}"
+    sqlite = config.sqlite_path
+    return {
+        "version": _version(), "config": config.source, "chosen_by": chosen_by,
+        "home": str(config.home.absolute()), "catalog": redact(config.catalog),
+        "exists": sqlite.exists() if sqlite is not None else None,
+        "site": config.site, "default_tier": config.default_tier,
+        "tiers": [{"name": t.name, "class": t.tier_class.name.lower(), "url": redact(t.url),
+                   "capacity": t.capacity, "site": t.site} for t in config.tiers.values()],
+        "extras": {extra: importlib.util.find_spec(module) is not None for extra, module
+                   in (("loader", "torch"), ("postgres", "psycopg"), ("bench", "matplotlib"))},
+    }
+
+
 def _add_init_command(sub: Any) -> None:
+    _command(sub, "info", _cmd_info, "which store the commands use, and how it was chosen",
+             data=True)
     init = _command(sub, "init", _cmd_init, "write a commented config file")
     init.add_argument("--home", metavar="DIR",
                       help="store folder (default: $TIERSTORE_HOME, else ./.tierstore)")
