@@ -423,3 +423,14 @@ def test_info_says_which_store_and_how_it_was_chosen(tmp_path: Path) -> None:
     assert shown["exists"] is None and [t["name"] for t in shown["tiers"]] == ["hot", "warm",
                                                                              "cold"]
     assert secret not in done.stdout and "db.example" in shown["catalog"]
+
+
+def test_a_destination_get_cannot_write_is_the_one_named(local_cli: Cli, tmp_path: Path) -> None:
+    """Not the hidden partial file the bytes are written to first; and stat says health in
+    words."""
+    (tmp_path / "f.txt").write_bytes(b"hello")
+    local_cli("put", "f.txt", "k")
+    # /proc takes no new files, even from root (CI's user), which ignores permissions
+    assert local_cli.error("get", "k", "/proc/x") == \
+        "tierstore: error: /proc/x: No such file or directory"
+    assert "healthy" in local_cli("stat", "k").stdout

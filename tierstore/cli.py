@@ -140,15 +140,21 @@ def _format_stat(info: ObjectInfo) -> str:
             ("checksum", info.checksum), ("created", _when(info.created)),
             ("pinned", info.pinned or "-"), ("reads", reads)]
     # RANK and SCORE (a cost in ms, lower reads first) are how this process ranks the ready
-    # replicas now; LAT/P95 what it measured of each endpoint; HEALTH its circuit breaker.
+    # replicas now, the first read first; LAT/P95 what it measured of each endpoint; HEALTH
+    # its circuit breaker, in words.
+    ranked = sorted(info.replicas, key=lambda r: (r.rank is None, r.rank or 0))
     replicas = _table(
         ["TIER", "CLASS", "SITE", "DISTANCE", "STATE", "RANK", "SCORE", "LAT/P95", "HEALTH"],
         [[r.tier, r.tier_class, r.site, r.distance, r.state, _or_dash(r.rank),
           "-" if r.score_ms is None else f"{r.score_ms:.1f}ms",
           "-" if r.latency_ms is None else f"{r.latency_ms:.1f}/{_or_dash(r.p95_ms, '.1f')}ms",
-          r.health] for r in info.replicas])
+          _HEALTH.get(r.health, r.health)] for r in ranked])
     lines = [f"{name + ':':<10}{value}" for name, value in head]
     return "\n".join([*lines, "replicas:", *("  " + line for line in replicas.splitlines())])
+
+
+_HEALTH = {"closed": "healthy", "open": "failing: skipped for now",
+           "half-open": "on probation: the next read tries it"}
 
 
 def _or_dash(value: float | None, spec: str = "") -> str:

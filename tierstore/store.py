@@ -376,6 +376,11 @@ class Store:
         try:
             await self._transfer(record, write)
             os.replace(partial, target)
+        except OSError as exc:
+            if exc.filename not in (str(partial), partial):
+                raise
+            # the error is the destination's: name it, not the hidden file it is written as
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
         finally:
             partial.unlink(missing_ok=True)
         self.recorder.record(record.key)
