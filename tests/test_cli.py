@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,3 +435,23 @@ def test_a_destination_get_cannot_write_is_the_one_named(local_cli: Cli, tmp_pat
     assert local_cli.error("get", "k", "/proc/x") == \
         "tierstore: error: /proc/x: No such file or directory"
     assert "healthy" in local_cli("stat", "k").stdout
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path: Path) -> None:
+    """The command's entry point has control before its imports: a Ctrl-C among them (made
+    to arrive there, by an import hook, as a person's would at any moment of the third of a
+    second they take) is one line and exit 130, as later."""
+    script = textwrap.dedent("""
+        import sys
+        class CtrlC:  # Ctrl-C arrives while tierstore.store is being imported
+            def find_spec(self, name, path=None, target=None):
+                if name == "tierstore.store":
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, CtrlC())
+        sys.argv = ["tierstore", "ls"]
+        from tierstore.entry import main
+        main()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=_env(tmp_path))
+    assert (done.returncode, done.stderr) == (130, "tierstore: error: interrupted\n")
