@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .base import Plan, Snapshot
+from .base import Move, Plan, Snapshot
 from .config import PolicyConfig, parse_duration
 from .engine import default_engine
 from .ledger import apply_plan
@@ -39,10 +39,12 @@ def parse_time(text: str) -> float:
     return value
 
 
-def format_plan(plan: Plan, after: Snapshot | None = None) -> str:
+def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | None = None
+                ) -> str:
     """The plan as a table (object, from, to, bytes, reason) and a closing line; with
     ``after`` (the snapshot as the plan leaves it), a warning for each tier still over its
-    capacity."""
+    capacity; with ``before`` (the snapshot planned from), a copy's FROM names the tier it
+    reads (its replica there is kept)."""
     from tierstore.cli import _plural, _table, human
 
     count = _plural(len(plan), "move")
@@ -51,8 +53,14 @@ def format_plan(plan: Plan, after: Snapshot | None = None) -> str:
     warnings = "".join(f"\nwarning: {line}" for line in over_capacity(after)) if after else ""
     if not plan.moves:
         return f"nothing to move{tail}{warnings}"
-    rows = [[m.key, m.src or "(copy)", m.dst, human(m.bytes), f"{m.policy}: {m.reason}"]
-            for m in plan]
+    def source(move: Move) -> str:
+        if move.src is not None:
+            return move.src
+        obj = before.get(move.key) if before is not None else None
+        return f"{before.best(obj)} (kept)" if before is not None and obj is not None \
+            and obj.replicas else "(copy)"
+
+    rows = [[m.key, source(m), m.dst, human(m.bytes), f"{m.policy}: {m.reason}"] for m in plan]
     table = _table(["OBJECT", "FROM", "TO", "BYTES", "REASON"], rows, right=frozenset({3}))
     return f"{table}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}{warnings}"
 
@@ -93,7 +101,7 @@ async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**plan.to_json(), "tiers": _tiers_json(snapshot, after)})
     else:
-        print(format_plan(plan, after))
+        print(format_plan(plan, after, snapshot))
     return 0
 
 

@@ -77,6 +77,7 @@ def test_plan_shows_moves_and_changes_nothing(store_toml: tuple[Config, Path]) -
     text = run_cli(path, "plan", "--now", str(now)).stdout.splitlines()
     assert text[0].split() == ["OBJECT", "FROM", "TO", "BYTES", "REASON"]
     assert any(line.startswith("ds/h1") and "watermarks: hot at 100%" in line for line in text)
+    assert any(line.split()[:4] == ["ds/w", "warm", "(kept)", "hot"] for line in text)  # a copy
     assert text[-1] == "2 moves (350 B) planned, nothing changed"
 
     later = json.loads(run_cli(path, "plan", "--json", "--now", str(now + 100 * DAY)).stdout)
