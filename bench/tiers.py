@@ -17,6 +17,7 @@ import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -207,6 +208,23 @@ def _parse(args: argparse.Namespace, config: Config) -> tuple[list[str], list[Ce
     return tiers, cells, size, runtime
 
 
+def shared_devices(config: Config, tiers: Sequence[str]) -> list[list[str]]:
+    """Groups of two or more of the local ``tiers`` whose folders lie on one device (a tier
+    folder not made yet counts where it would be made)."""
+    from tierstore.tier import Tier
+
+    by_device: dict[int, list[str]] = {}
+    for name in tiers:
+        tier = Tier(config.tiers[name])
+        if tier.protocol != "file":
+            continue
+        path = Path(tier.root)
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        by_device.setdefault(path.stat().st_dev, []).append(name)
+    return [group for group in by_device.values() if len(group) > 1]
+
+
 def run_tiers(args: argparse.Namespace) -> int:
     """``tierstore bench tiers``: survey each tier, print one table, save the result."""
     config_path = getattr(args, "config", None)
@@ -216,6 +234,11 @@ def run_tiers(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    shared = shared_devices(config, tiers)
+    for group in shared:
+        print(f"tierstore: warning: tiers {', '.join(group)} lie on one device: their figures "
+              "are the same disk's, and they compete for it when used together",
+              file=sys.stderr)
     with Steps(TimeElapsedColumn(), label_width=28) as bar:
         bar.task("tiers", len(tiers) * len(cells))
         begun = itertools.count()  # each cell is announced as it starts: count the one before
@@ -225,7 +248,7 @@ def run_tiers(args: argparse.Namespace) -> int:
         "tiers", _entries(doc, config), disks=(), config=config.source,
         tiers={name: config.tiers[name].tier_class.name.lower() for name in tiers},
         matrix={"size": size, "runtime_s": runtime, "tests": [c.label for c in cells]},
-        fio=doc)
+        shared_devices=shared, fio=doc)
     if args.json_file != "-":  # with --json -, the JSON instead of the table
         if getattr(args, "json", False):
             write_json(document, "-")

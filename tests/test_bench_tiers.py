@@ -85,6 +85,9 @@ def test_embedded_default_store(tmp_path: Path, capsys: pytest.CaptureFixture[st
     document = load_result(saved_path(err))
     assert [e["tier"] for e in document["results"]] == ["hot", "warm", "cold"]
     assert document["config"] == "<embedded default>"
+    # the embedded default's tiers are three folders of one disk: said, and recorded
+    assert "warning: tiers hot, warm, cold lie on one device" in err
+    assert document["shared_devices"] == [["hot", "warm", "cold"]]
     assert not [p for p in (tmp_path / ".tierstore").rglob("*") if p.is_file()]
 
 
