@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tierstore import Store, open_store
 from tierstore.catalog import Catalog, Lease, open_catalog
@@ -116,8 +118,19 @@ class Node:
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tierstore.cli", "--config", str(toml), "daemon",
-                 "--tick", "0.5", "--lease-ttl", str(TTL), "--no-metrics", "--log-format",
-                 "json", *options], env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+                 "--tick", "0.5", "--lease-ttl", str(TTL), "--metrics-host", "127.0.0.1",
+                 "--metrics-port", "0", "--log-format", "json", *options], env=_env(),
+                stdout=subprocess.DEVNULL, stderr=err)
+
+    def leader_gauge(self) -> float | None:
+        """``tierstore_daemon_leader`` as its metrics endpoint serves it now."""
+        urls = [e["metrics"] for e in self.events() if e.get("message") == "daemon started"]
+        if not urls:
+            return None
+        with urllib.request.urlopen(urls[0], timeout=5) as reply:
+            text = reply.read().decode()
+        return next((s.value for family in text_string_to_metric_families(text)
+                     for s in family.samples if s.name == "tierstore_daemon_leader"), None)
 
     def events(self) -> list[dict]:
         out = []
@@ -193,6 +206,8 @@ def test_the_leader_killed_another_daemon_takes_over(pg_url: str, tmp_path: Path
         _wait("ds/one demoted", lambda: _tiers(catalog, "ds/one") == ["cold"], 60, nodes)
         assert "ds/one" in a.moved() and "ds/one" not in b.moved()
         assert _held_by(catalog, LEADER, a)  # b never took over while a renewed
+        _wait("each daemon's gauge says who leads",
+              lambda: (a.leader_gauge(), b.leader_gauge()) == (1.0, 0.0), 30, nodes)
 
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(10)
@@ -202,6 +217,7 @@ def test_the_leader_killed_another_daemon_takes_over(pg_url: str, tmp_path: Path
         second = _lease(catalog, LEADER)
         assert second is not None and second.fence > first.fence
         assert any(e.get("message") == "became leader" for e in b.events())
+        _wait("b's gauge says it leads", lambda: b.leader_gauge() == 1.0, 30, nodes)
 
         _old_object(b_toml, "ds/two")  # and it does the cluster-wide work now
         _wait("ds/two demoted", lambda: _tiers(catalog, "ds/two") == ["cold"], 60, nodes)

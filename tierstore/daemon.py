@@ -366,6 +366,8 @@ class Daemon:
         self.metrics.cycles.labels("ok" if ok else "failed").inc()
         self.metrics.cycle_seconds.set(seconds)
         self.metrics.cycle_time.set(time.time())
+        if self.cluster is not None:
+            self.metrics.leader.set(1 if self.cluster.is_leader else 0)
         if self.outcomes.total():
             log.info("cycle done", extra={"fields": {"seconds": seconds, "ok": ok,
                                                      **self.outcomes}})

@@ -146,6 +146,8 @@ class DaemonMetrics:
                                    "Duration of the last cycle", registry=r)
         self.cycle_time = Gauge("tierstore_daemon_last_cycle_timestamp_seconds",
                                 "Unix time the last cycle ended", registry=r)
+        self.leader = Gauge("tierstore_daemon_leader", "1 while this daemon holds the "
+                            "cluster's leader lease, else 0 (in a cluster only)", registry=r)
         self.state = Enum("tierstore_daemon_state", "The daemon's run state", states=STATES,
                           registry=r)
 
