@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from storefixtures import make_config
 
 from tierstore.cli import build_parser
 from tierstore.config import Config, load_config
@@ -603,3 +604,71 @@ def test_example_training_job_runs(tmp_path: Path) -> None:
                            env=env, cwd=tmp_path, timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already ingested" in again.stdout and "done: 12 steps" in again.stdout
+
+
+# -- the Grafana dashboard ----------------------------------------------------------------------
+
+
+def test_the_dashboard_queries_only_series_tierstore_serves(tmp_path: Path) -> None:
+    """Every ``tierstore_*`` series the dashboard's queries name is one a daemon or a loader
+    serves (scraped here from a real daemon registry and a real loader's collector)."""
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tierstore import open_store
+    from tierstore.loader import TierDataset, TierLoader, write_tar_shards
+    from tierstore.loader.metrics import register_prometheus
+    from tierstore.metrics import DaemonMetrics
+
+    dashboard = json.loads((DEPLOY / "grafana" / "tierstore.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    queries.append(dashboard["templating"]["list"][1]["query"])
+    named = {m for q in queries for m in re.findall(r"\btierstore_[a-z0-9_]+", q)}
+    assert len(named) >= 15
+
+    daemon = DaemonMetrics()
+    daemon.moves.labels("recency", "done").inc()  # labelled series appear once used
+    daemon.moved_bytes.labels("warm", "hot").inc(1)
+    daemon.cycles.labels("ok").inc()
+    daemon.tier_bytes.labels("hot", "hot").set(1)
+    daemon.tier_capacity.labels("hot", "hot").set(2)
+    served = prometheus_client.generate_latest(daemon.registry).decode()
+    with open_store(make_config(tmp_path, "local")) as store:
+        write_tar_shards(store, "ds", [{"__key__": f"s{i}", "bin": b"x" * 100}
+                                       for i in range(8)])
+        loader = TierLoader(TierDataset(store, "ds"), batch_size=4)
+        assert sum(len(b["bin"]) for b in loader) == 8
+        served += prometheus_client.generate_latest(register_prometheus(loader)).decode()
+    series = {s.name for family in text_string_to_metric_families(served)
+              for s in family.samples}
+    assert named <= series, sorted(named - series)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_the_daemons_metrics_reach_only_who_is_let(tmp_path: Path) -> None:
+    """The headless Service, the NetworkPolicy and the PodDisruptionBudget select the
+    DaemonSet's pods, on its metrics port; the ServiceMonitor selects that Service's port."""
+    [daemonset] = k8s_kind("DaemonSet")
+    pods = daemonset["spec"]["template"]["metadata"]["labels"]
+    [daemon] = [c for c in daemonset["spec"]["template"]["spec"]["containers"]
+                if c["name"] == "daemon"]
+    port = {p["name"]: p["containerPort"] for p in daemon["ports"]}["metrics"]
+    [service] = [s for s in k8s_kind("Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert service["spec"]["selector"].items() <= pods.items()
+    assert service["spec"]["clusterIP"] == "None"
+    [serves] = service["spec"]["ports"]
+    assert serves["targetPort"] == "metrics" and serves["port"] == port
+    [policy] = k8s_kind("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+    [rule] = policy["spec"]["ingress"]  # one way in: the metrics port, from labelled places
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    assert [set(f) for f in rule["from"]] == [{"namespaceSelector"}]
+    [budget] = k8s_kind("PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pods.items()
+    [monitor] = yaml_docs(K8S / "prometheus-operator" / "servicemonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [serves["name"]]
+    [kustomization] = yaml_docs(K8S / "prometheus-operator" / "kustomization.yaml")
+    assert kustomization["resources"] == ["../", "servicemonitor.yaml"]
