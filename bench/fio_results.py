@@ -32,6 +32,8 @@ class LatencyCurve:
     rw: str
     direction: str
     points: tuple[tuple[float, float], ...]
+    series: str = ""  # what was measured (a tier, a target): one colour on a plot
+    test: str = ""  # how (block size and queue depth): one line style
 
 
 def is_fio_document(document: Any) -> bool:
@@ -169,5 +171,8 @@ def latency_curves(doc: Mapping[str, Any], source: str = "") -> list[LatencyCurv
                 f"{entry['target']} {entry['rw']} {entry['bs']} qd{entry['iodepth']}"
                 + (f" {direction}" if entry["rw"] in ("randrw", "rw", "readwrite") else ""))
             if points:
-                curves.append(LatencyCurve(label, entry["rw"], direction, points))
+                curves.append(LatencyCurve(
+                    label, entry["rw"], direction, points,
+                    series=(f"{source}: " if source else "") + str(entry["target"]),
+                    test=f"{entry['bs']} qd{entry['iodepth']}"))
     return curves

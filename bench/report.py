@@ -12,6 +12,7 @@ the plots.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -179,17 +180,29 @@ def _io_section(loaded: Sequence[Loaded], out: Path) -> tuple[list[str], list[Pa
     entries = [{**e, "source": x.source,
                 "series": (f"{x.source}: " if several else "") + str(e.get("target", "?"))}
                for x in loaded for e in x.entries]
-    curves = [LatencyCurve((f"{x.source}: " if several else "") + c.label, c.rw,
-                           c.direction, c.points) for x in loaded for c in x.curves]
+    prefix = (lambda x: f"{x.source}: ") if several else (lambda x: "")
+    curves = [dataclasses.replace(c, label=prefix(x) + c.label, series=prefix(x) + c.series)
+              for x in loaded for c in x.curves]
+    title = _run_title(loaded)
     files = [plot_io_bars(entries, out / "bandwidth.png", metric="bw_bytes",
-                          ylabel="bandwidth (MiB/s)", scale=2**20),
-             plot_io_bars(entries, out / "iops.png", metric="iops", ylabel="IOPS")]
+                          ylabel="bandwidth (MiB/s)", scale=2**20,
+                          title=f"Bandwidth per test: {title}"),
+             plot_io_bars(entries, out / "iops.png", metric="iops", ylabel="IOPS",
+                          title=f"I/O operations per second per test: {title}")]
     if curves:
-        files.append(plot_latency(curves, out / "latency.png"))
+        files.append(plot_latency(curves, out / "latency.png",
+                                  title=f"Completion latency percentiles: {title}"))
     lines = ["## I/O: bandwidth, IOPS and latency", ""]
     lines += [f"![{f.stem}]({f.name})" for f in files]
     lines += ["", *_table(_IO_HEADER, _io_rows(entries)), ""]
     return lines, files
+
+
+def _run_title(loaded: Sequence[Loaded]) -> str:
+    """The runs a plot shows and the machine they ran on, for its title."""
+    runs = ", ".join(x.source for x in loaded)
+    machines = {_machine(x.document) for x in loaded} - {"-"}
+    return runs + (f" on {'; '.join(sorted(machines))}" if machines else "")
 
 
 def _generic_section(benchmark: str, loaded: Sequence[Loaded], out: Path
@@ -201,7 +214,8 @@ def _generic_section(benchmark: str, loaded: Sequence[Loaded], out: Path
     if not entries:
         return [*lines, "(no results)", ""], []
     several = len(loaded) > 1
-    plot = plot_rates(entries, out / f"{_filename(benchmark)}.png", title=benchmark,
+    plot = plot_rates(entries, out / f"{_filename(benchmark)}.png",
+                      title=f"{benchmark}: {_run_title(loaded)}",
                       label=lambda e: _label(e, several))
     files = [plot] if plot is not None else []
     lines += [f"![{benchmark}]({f.name})" for f in files]

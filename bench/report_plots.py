@@ -58,10 +58,13 @@ def _log_if_wide(ax: Axes, values: Sequence[float], axis: str = "y") -> None:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
+QD_MEANS = "qd: I/Os in flight (fio's iodepth)"
+
+
 def plot_io_bars(entries: Sequence[dict[str, Any]], path: Path, *, metric: str,
-                 ylabel: str, scale: float = 1.0) -> Path:
+                 ylabel: str, scale: float = 1.0, title: str = "") -> Path:
     """Grouped bars of ``metric`` (``bw_bytes``, ``iops``): a panel per rw mode, block size
-    and depth along x, one bar per series (``entry["series"]``)."""
+    and depth along x, one bar per series (``entry["series"]``); ``title`` above all."""
     panels: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         panels.setdefault(_panel_key(entry), []).append(entry)
@@ -86,12 +89,15 @@ def plot_io_bars(entries: Sequence[dict[str, Any]], path: Path, *, metric: str,
                           heights, width, label=name, color=f"C{series.index(name) % 10}")
             handles.setdefault(name, bars)
         ax.set_xticks(range(len(cells)), [f"{bs}\nqd{depth}" for _, bs, depth in cells])
+        ax.set_xlabel(f"block size; {QD_MEANS}", fontsize="small")
         ax.set_title(key)
         ax.set_ylabel(ylabel)
         _log_if_wide(ax, values)
         ax.grid(axis="y", alpha=0.3)
     figure.legend([handles[s] for s in series], series, loc="outside lower center",
                   ncols=min(3, len(series)), fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="medium")
     figure.savefig(path)
     return path
 
@@ -101,8 +107,9 @@ def _percent_axis(percent: float) -> float:
     return -math.log10(max(1e-6, 1.0 - percent / 100.0))
 
 
-def plot_latency(curves: Sequence[LatencyCurve], path: Path) -> Path:
-    """Completion latency against percentile, a panel per rw mode, a line per job."""
+def plot_latency(curves: Sequence[LatencyCurve], path: Path, *, title: str = "") -> Path:
+    """Completion latency against percentile, a panel per rw mode, a line per job: its
+    colour says what was measured (the tier), its style how (block size and depth)."""
     panels: dict[str, list[LatencyCurve]] = {}
     for curve in curves:
         key = _panel_key({"rw": curve.rw, "direction": curve.direction})
@@ -111,22 +118,31 @@ def plot_latency(curves: Sequence[LatencyCurve], path: Path) -> Path:
     most = max(len(c) for c in panels.values())
     figure, axes = _figure(len(keys), height=4.2 + 0.16 * math.ceil(most / 2))
     ticks = [_percent_axis(p) for p in PERCENTILE_TICKS]
+    series = list(dict.fromkeys(c.series or c.label for c in curves))
+    tests = list(dict.fromkeys(c.test for c in curves))
+    styles, markers = ("-", "--", ":", "-."), (".", "x", "^", "s", "d")
     for ax, key in zip(axes, keys, strict=True):
         values = []
-        for i, curve in enumerate(panels[key]):
+        for curve in panels[key]:
             xs = [_percent_axis(p) for p, _ in curve.points]
             ys = [v / 1000.0 for _, v in curve.points]
             values += ys
-            ax.plot(xs, ys, marker=".", label=curve.label, color=f"C{i % 10}",
-                    linestyle=("-", "--", ":", "-.")[i // 10 % 4])
+            colour, style = series.index(curve.series or curve.label), tests.index(curve.test)
+            ax.plot(xs, ys, label=curve.label, color=f"C{colour % 10}",
+                    linestyle=styles[style % len(styles)],
+                    marker=markers[style // len(styles) % len(markers)])
         ax.set_xticks(ticks, [f"p{p:g}" for p in PERCENTILE_TICKS])
         ax.set_xlim(0, ticks[-1] + 0.2)
-        ax.set_ylabel("completion latency (us)")
+        ax.set_xlabel(f"percentile of I/Os; {QD_MEANS}", fontsize="small")
+        ax.set_ylabel("completion latency, clat (us):\nfrom submission to completion",
+                      fontsize="small")
         ax.set_title(f"{key}: clat percentiles")
         _log_if_wide(ax, values)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.1),
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
                   ncols=2)
+    if title:
+        figure.suptitle(title, fontsize="medium")
     figure.savefig(path)
     return path
 

@@ -143,6 +143,8 @@ def test_real_fio_json_reads_as_entries_and_curves(tmp_path: Path) -> None:
         (str(tmp_path / "fio.bin"), "randread", "4k", 4096)
     assert entry["iops"] > 0 and entry["io_bytes"] == 512 * 1024
     (curve,) = latency_curves(doc)
+    # a plot colours a curve by what was measured and styles it by how
+    assert (curve.series, curve.test) == (str(tmp_path / "fio.bin"), "4k qd1")
     percents = [p for p, _ in curve.points]
     assert percents == sorted(percents) and 99.0 in percents
     assert all(b >= a for (_, a), (_, b) in zip(curve.points, curve.points[1:], strict=False))
