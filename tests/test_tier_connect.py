@@ -61,3 +61,23 @@ def test_a_process_forked_after_connect_tiers_parses_no_models(
         assert loaded == []
     else:  # the contrast: a child of a process that made no client parses them itself
         assert any(name.startswith("endpoints") for name in loaded), loaded
+
+
+def test_each_loop_has_a_session_of_its_own_over_one_loader(moto_server: object,
+                                                            tmp_path: Path) -> None:
+    """Credentials that refresh hold an asyncio lock no two loops may share: each loop's
+    client has its own session; what they share is the loader of botocore's models."""
+    import asyncio
+
+    from tierstore import Store
+
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    store = Store(make_config(tmp_path, "moto", moto_server, bucket))
+    tier = store.tier("warm")
+
+    async def session() -> object:
+        return (await tier._fs()).session
+
+    first, second = asyncio.run(session()), asyncio.run(session())
+    assert first is not second
+    assert first.get_component("data_loader") is second.get_component("data_loader")

@@ -240,19 +240,21 @@ def test_any_two_keys_are_two_objects_or_refused(tier: Tier, names: list[str]) -
             _run(tier.remove(key))
 
 
-def test_a_forked_process_makes_its_client_from_the_session_it_inherited(moto_server) -> None:  # type: ignore[no-untyped-def]
-    """A loader worker forked after the training process read from S3 makes its client from
-    the botocore session it inherited (its service models parsed already), not a new one."""
+def test_a_forked_process_makes_its_client_over_the_loader_it_inherited(moto_server) -> None:  # type: ignore[no-untyped-def]
+    """A loader worker forked after the training process read from S3 makes its client over
+    the botocore loader it inherited (its service models parsed already), in a session of
+    its own (credentials that refresh are not shared between loops)."""
     bucket = moto_server.new_bucket()
     config = TierConfig(name="t", tier_class=TierClass.WARM, url=f"s3://{bucket}/root",
                         options=moto_server.storage_options())
     parent = Tier(config)
     _run(parent.write("k", _gen(b"payload")))
 
-    async def session_of(tier: Tier) -> int:
-        return id((await tier._fs()).session)
+    async def ids_of(tier: Tier) -> tuple[int, int]:
+        session = (await tier._fs()).session
+        return id(session), id(session.get_component("data_loader"))
 
-    inherited = _run(session_of(parent))
+    session, loader = _run(ids_of(parent))
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: a new Tier (a worker's own store), on a new loop
@@ -260,7 +262,8 @@ def test_a_forked_process_makes_its_client_from_the_session_it_inherited(moto_se
 
         async def check() -> bool:
             try:
-                return await session_of(child) == inherited and \
+                own, shared = await ids_of(child)
+                return own != session and shared == loader and \
                     await child.read("k") == b"payload"
             finally:
                 await child.close()

@@ -49,10 +49,11 @@ __all__ = ["PART_SIZE", "Chunk", "Tier", "TierFile"]
 
 Chunk = bytes | memoryview  # a piece of a stream; a view is lent until the next is asked for
 
-_SESSIONS: dict[str, Any] = {}  # an S3 tier's botocore session, by the tier's options: each
-# loop's client is made from it, and so is a forked loader worker's, whose copy has the
-# service's models loaded already (a new session parses them again: 70-150 ms of a cold
-# epoch's first batch on 2 cores)
+_LOADERS: dict[str | None, Any] = {}  # botocore's data loaders, by data path: one per process,
+# so botocore's models (the S3 service's, ``endpoints``: ~15 MiB of objects, 70-150 ms to
+# parse on 2 cores) are parsed once for every session here, and not again in a DataLoader
+# worker forked after (each loop's client has a session of its own: credentials that refresh
+# hold an asyncio lock, which no two loops may share)
 
 PART_SIZE = 8 * 2**20  # streamed copies and multipart uploads move 8 MiB at a time
 STREAM_CHUNK = 4 * 2**20  # a streamed S3 read hands on about this much at a time
@@ -219,7 +220,8 @@ class Tier:
     async def connect(self) -> None:
         """Make this loop's client now rather than at the first request: nothing is sent.
         For an S3 tier that parses botocore's models (the service's and ``endpoints``: ~15
-        MiB of objects) into the session that DataLoader workers forked afterwards share."""
+        MiB of objects) into the process's loader, which DataLoader workers forked afterwards
+        inherit parsed."""
         await self._guard("connect", self._fs())
 
     async def _fs(self) -> Any:
@@ -246,21 +248,18 @@ class Tier:
                 self._connecting.pop(loop, None)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> Any:
-        # a copy all the way down: botocore rewrites the ``retries`` it is given in place,
-        # which changed the tier's options, so no later client found the session shared
+        # a copy all the way down: botocore rewrites the ``retries`` it is given in place
         options = copy.deepcopy(self._options)
         retries = options.pop("retries", 2)  # s3fs's own retry count is an attribute
-        shared = repr(sorted(options.items()))
-        if (session := _SESSIONS.get(shared)) is not None:
-            options["session"] = session
         fs = fsspec.filesystem(self.protocol, asynchronous=True, loop=loop,
                                skip_instance_cache=True, **options)
         if hasattr(fs, "retries"):
             fs.retries = retries
         if hasattr(fs, "set_session"):
+            if getattr(fs, "session", None) is None and isinstance(getattr(fs, "kwargs", None),
+                                                                    dict):
+                fs.session = _session(fs.kwargs)  # as s3fs makes it, with the shared loader
             await self._guard("connect", fs.set_session())
-            if getattr(fs, "session", None) is not None:
-                _SESSIONS.setdefault(shared, fs.session)
         self._loop_fs[loop] = fs
         return fs
 
@@ -841,6 +840,21 @@ def _replace_file(src: str, dst: str, tries: int = 3) -> None:
         except FileNotFoundError:
             if attempt == tries - 1 or not os.path.exists(src):
                 raise
+
+
+def _session(kwargs: dict[str, Any]) -> Any:
+    """An aiobotocore session as s3fs would make it from ``kwargs`` (its leftover keyword
+    arguments: a profile, say), reading botocore's models through the process's loader."""
+    import aiobotocore.session
+    from botocore.loaders import create_loader
+
+    session = aiobotocore.session.AioSession(**kwargs)
+    path = session.get_config_variable("data_path")
+    loader = _LOADERS.get(path)
+    if loader is None:
+        loader = _LOADERS.setdefault(path, create_loader(path))
+    session.register_component("data_loader", loader)
+    return session
 
 
 def _sync_file(full: str, root: str) -> None:
