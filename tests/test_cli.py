@@ -271,8 +271,34 @@ def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> N
     assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130 and err == "tierstore: error: interrupted\n", err
+    assert proc.returncode == 130 and err == "tierstore: error: interrupted: nothing was " \
+        "saved (what was being written was rolled back)\n", err
     assert local_cli.json("fsck")["ok"] and local_cli.json("ls") == []  # rolled back at once
+
+
+def test_an_interrupt_after_the_commit_says_the_object_was_saved(local_cli: Cli,
+                                                                 tmp_path: Path) -> None:
+    """Reported: Ctrl-C during a large put said "interrupted" (exit 130) while the object had
+    been saved. SIGINT now lands, surely, after the bytes were committed (the step after the
+    commit waits forever): the line says what the catalog holds."""
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    hang = ("import asyncio, signal, sys, tierstore.store as s\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "async def placed(store, key, tier):\n"
+            "    print('committed', flush=True)\n"
+            "    await asyncio.sleep(3600)\n"
+            "s.place_after_put = placed\n"
+            "from tierstore.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    command = [sys.executable, "-c", hang, *local_cli.command("put", "f.bin", "k")[3:]]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(tmp_path), cwd=tmp_path)
+    assert proc.stdout is not None and proc.stdout.readline() == "committed\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130 and \
+        err == "tierstore: error: interrupted: 'k' was saved whole before it\n", err
+    assert [o["key"] for o in local_cli.json("ls")] == ["k"] and local_cli.json("fsck")["ok"]
 
 
 # -- progress ---------------------------------------------------------------------------------

@@ -311,10 +311,33 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
     if not args.overwrite:
         await _refuse_existing(store, [key for _, key in pairs])
     await _refuse_overfill(store, pairs, tier)
-    infos = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
+    before = {key: _content(store, key) for _, key in pairs}
+    try:
+        infos = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        # what Ctrl-C left: each object is all there or not at all, and it may have landed
+        # after its bytes were committed; say which, as the catalog has it now
+        saved = [key for _, key in pairs if _content(store, key) not in (None, before[key])]
+        args.outcome = _saved_line(saved, len(pairs))
+        raise
     what = repr(infos[0].key) if len(infos) == 1 else _plural(len(infos), "object")
     print(f"put {what} ({human(sum(i.size for i in infos))}) on tier {tier}")
     return 0
+
+
+def _content(store: Store, key: str) -> tuple[int | None, str | None] | None:
+    """What ``key`` holds now (size and checksum of a ready object), None if nothing."""
+    record = store.catalog.get(key)
+    return (record.size, record.checksum) if record is not None and record.ready else None
+
+
+def _saved_line(saved: Sequence[str], total: int) -> str:
+    if not saved:
+        return "nothing was saved (what was being written was rolled back)"
+    what = repr(saved[0]) if len(saved) == 1 else _plural(len(saved), "object")
+    rest = "" if len(saved) == total else \
+        f"; the other {total - len(saved)} were not (rolled back, or never begun)"
+    return f"{what} {'was' if len(saved) == 1 else 'were'} saved whole before it{rest}"
 
 
 def _get_targets(infos: Sequence[ObjectInfo], name: str, dest: str | None
@@ -683,7 +706,7 @@ def _configure_logging(verbose: int) -> None:
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return f"interrupted: {exc}" if str(exc) else "interrupted"
     if isinstance(exc, OSError) and not isinstance(exc, TierstoreError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     else:
@@ -713,7 +736,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return status
     except KeyboardInterrupt as exc:
-        return _fail(exc, args.verbose, EXIT_INTERRUPTED)
+        outcome = getattr(args, "outcome", None)  # what a command found it had done
+        return _fail(exc if outcome is None else KeyboardInterrupt(outcome), args.verbose,
+                     EXIT_INTERRUPTED)
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
