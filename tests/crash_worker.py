@@ -29,6 +29,7 @@ operation is stopped half-way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import signal
@@ -42,6 +43,7 @@ import fsspec
 
 import tierstore
 from tierstore.catalog import Replica
+from tierstore.localcopy import LocalFile
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
@@ -180,8 +182,23 @@ class Hooks:
                     first = False
                     self.hit("mid_write", where)
 
+        def kernel_copied(pace: Any) -> Any:
+            first = [True]
+
+            async def paced(nbytes: int) -> None:
+                if pace is not None:
+                    await pace(nbytes)
+                if first[0]:  # a kernel copy made its first piece; more may follow
+                    first[0] = False
+                    self.hit("mid_write", where)
+            return paced
+
         async def wrapped_write(path: str, chunks: AsyncIterable[bytes]) -> int:
-            written = await write(path, counted(chunks))
+            # a move between local tiers comes as a LocalFile, which the tier copies in the
+            # kernel: kept so (its pieces are the steps), else streamed chunk by chunk
+            written = await write(path, dataclasses.replace(
+                chunks, pace=kernel_copied(chunks.pace)) if isinstance(chunks, LocalFile)
+                else counted(chunks))
             self.hit("after_write", where)
             return written
 
