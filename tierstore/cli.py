@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._progress import each, put_files
+from ._progress import Transfer, each, put_files
 from .bench.cli import add_bench_commands
 from .catalog.command import add_catalog_command
 from .config import CONFIG_NAME, CONFIG_TEMPLATE, Config, config_from_toml, load_config
@@ -340,6 +340,44 @@ def _saved_line(saved: Sequence[str], total: int) -> str:
     return f"{what} {'was' if len(saved) == 1 else 'were'} saved whole before it{rest}"
 
 
+async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
+    tier = store.tier(args.tier).name
+    if args.index:  # before any work: the index needs the loader's extra
+        from .errors import require
+
+        require("torch", part="adopt --index", package="PyTorch", extra="loader")
+    with contextlib.ExitStack() as stack:
+        shown: list[Transfer] = []
+
+        def planned(nbytes: int, files: int) -> None:
+            shown.append(stack.enter_context(Transfer(f"adopt into {tier}", nbytes, files)))
+
+        report = await store.adopt(args.prefix, tier, jobs=args.jobs, planned=planned,
+                                   hashed=lambda n: shown[0].file_done(n))
+    keys = [key for key, _ in report.adopted]
+    if args.pin:
+        for key in keys:
+            await store._db(store.catalog.set_pin, key, tier)
+    index: dict[str, Any] | None = None
+    if args.index and (keys or report.known):
+        from .loader.index import awrite_index
+
+        written = await awrite_index(store, args.prefix.rstrip("/"), tier=tier,
+                                     overwrite=True)
+        index = {"key": f"{written.prefix}/index.json", "shards": len(written.shards)}
+    if args.json:
+        _print_json({**dataclasses.asdict(report), "bytes": report.bytes, "pinned": args.pin,
+                     "index": index})
+    else:
+        print(f"adopted {_plural(len(keys), 'object')} ({human(report.bytes)}) on tier {tier}"
+              f"{', pinned there' if args.pin and keys else ''}; {report.known} adopted before")
+        if index is not None:
+            print(f"indexed {_plural(index['shards'], 'shard')}: {index['key']}")
+        for path, why in report.refused:
+            print(f"refused {path}: {why}", file=sys.stderr)
+    return 1 if report.refused else 0
+
+
 def _get_targets(infos: Sequence[ObjectInfo], name: str, dest: str | None
                  ) -> tuple[dict[str, Path], Path]:
     """Where each object goes, and the file or folder to name: one object to a file (or
@@ -562,6 +600,20 @@ def _add_transfer_commands(sub: Any) -> None:
     get.add_argument("-r", "--recursive", action="store_true", help="KEY is a prefix (folder)")
 
 
+def _add_adopt_command(sub: Any) -> None:
+    adopt = _command(sub, "adopt", _with_store(_cmd_adopt),
+                     "catalog files already on a tier as objects, in place (no copy)",
+                     data=True)
+    adopt.add_argument("prefix", metavar="PREFIX",
+                       help="the files' folder under the tier's root (their keys start so)")
+    adopt.add_argument("--tier", required=True, help="the tier the files are on")
+    adopt.add_argument("--jobs", type=int, default=8, help="files read at once (default 8)")
+    adopt.add_argument("--pin", action="store_true",
+                       help="keep them on that tier (the policies never move them away)")
+    adopt.add_argument("--index", action="store_true",
+                       help="index PREFIX's shards for TierDataset too (tar: WebDataset's)")
+
+
 def _refuse_absent(config: Config) -> None:
     if (path := config.sqlite_path) is not None and not path.exists():
         raise CommandError(f"no store at {config.home} (its catalog {path} does not exist): "
@@ -670,7 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
     _options(parser, data=True, top=True)
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
-    for add in (_add_init_command, _add_transfer_commands, _add_listing_commands,
+    for add in (_add_init_command, _add_transfer_commands, _add_adopt_command,
+                _add_listing_commands,
                 _add_placement_commands, _add_admin_commands,
                 add_plan_command, add_preload_command, add_daemon_command, add_bench_commands,
                 add_simulate_command, add_catalog_command):

@@ -75,6 +75,20 @@ class RecoveryReport:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptReport:
+    """What :meth:`Store.adopt` did with the files it found under a prefix of a tier."""
+
+    tier: str
+    adopted: tuple[tuple[str, int], ...]  # (key, size) cataloged now
+    known: int  # files cataloged already as that key's replica on the tier (a run resumed)
+    refused: tuple[tuple[str, str], ...]  # (path, why): not a valid key, or the key is taken
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.adopted)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
     """How the tiers and the catalog agree (:meth:`Store.audit`)."""
 

@@ -68,20 +68,28 @@ from .errors import (
     UnknownTier,
 )
 from .inflight import IN_FLIGHT
-from .keys import validate_key, validate_prefix
+from .keys import RESERVED_PREFIX, validate_key, validate_prefix
 from .localcopy import LocalFile
 from .locality.placement import place_after_put
 from .locality.selector import Locality
 from .locality.topology import Distance
 from .readcache import KnownRecords
-from .reports import AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
+from .reports import (
+    AdoptReport,
+    AuditReport,
+    ObjectInfo,
+    RecoveryReport,
+    ReplicaInfo,
+    TierReport,
+)
 from .tier import PART_SIZE, PROBE_DIR, Chunk, Tier
 
-__all__ = ["AuditReport", "FillClaim", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "Store",
-           "TierReport"]
+__all__ = ["AdoptReport", "AuditReport", "FillClaim", "ObjectInfo", "RecoveryReport",
+           "ReplicaInfo", "Store", "TierReport"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ADOPT_BATCH = 256  # objects adopted per catalog transaction
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
 Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
 # fill_room reads the catalog afresh when fewer than this many fills of room are left (others
@@ -876,6 +884,75 @@ class Store:
             log.warning("could not finish removing %r from %r: %s", key, replica.tier, exc)
             return None
         return False
+
+    async def adopt(self, prefix: str, tier: str, *, jobs: int = 8,
+                    planned: Callable[[int, int], None] | None = None,
+                    hashed: Callable[[int], None] | None = None) -> AdoptReport:
+        """Catalog the files already under ``prefix`` on ``tier`` (written there by other
+        tools) as objects, in place: each file's path under the tier's root is its key and
+        its replica; nothing is copied. Each file is read once to compute its checksum
+        (``jobs`` at a time; ``planned(bytes, files)`` tells how much that is, and
+        ``hashed(nbytes)`` follows each file), and the objects are committed
+        :data:`ADOPT_BATCH` to a catalog transaction. Files cataloged already as their key's
+        replica there are counted, not read again (an interrupted run resumes); a path that
+        is not a valid key, or whose key the store holds elsewhere or as a folder, is refused
+        and reported. From then on the objects are the store's: its policies move them like
+        any other (pin them to keep them where they are)."""
+        dest = self.tier(tier)
+        wanted = validate_prefix(prefix)
+        refused: list[tuple[str, str]] = []
+        fresh: list[tuple[str, int]] = []
+        known = 0
+        for found in await dest.walk():
+            path = found.path
+            if path.split("/", 1)[0] == RESERVED_PREFIX or not (
+                    path.startswith(wanted) if wanted.endswith("/") or not wanted
+                    else path == wanted or path.startswith(wanted + "/")):
+                continue
+            try:
+                key = validate_key(path)
+                self._refuse_folder_clash(key)
+            except (InvalidKey, ObjectExists) as exc:
+                refused.append((path, str(exc)))
+                continue
+            record = self.catalog.get(key)
+            if record is None:
+                fresh.append((key, found.size))
+            elif (mine := record.on(dest.name)) is not None and mine.path == key:
+                known += 1
+            else:
+                refused.append((path, f"the store holds {key!r} already (on "
+                                      f"{', '.join(r.tier for r in record.ready) or 'no tier'})"))
+        if planned is not None:
+            planned(sum(size for _, size in fresh), len(fresh))
+        adopted: list[tuple[str, int, str]] = []
+        pending: list[tuple[str, int, str]] = []
+        gate = asyncio.Semaphore(jobs)
+
+        async def one(key: str, size: int) -> None:
+            async with gate:
+                hasher = await dest.hash(key, size)
+            if hasher.size != size:
+                refused.append((key, f"{hasher.size} bytes read, {size} listed: it changed "
+                                     "while it was being adopted"))
+                return
+            pending.append((key, size, hasher.hexdigest()))
+            if hashed is not None:
+                hashed(size)
+            if len(pending) >= ADOPT_BATCH:
+                await commit()
+
+        async def commit() -> None:
+            batch = pending[:]
+            pending.clear()
+            await self._db(self.catalog.add_objects, batch, dest.name, owner=self.owner)
+            adopted.extend(batch)
+
+        await asyncio.gather(*(one(key, size) for key, size in fresh))
+        if pending:
+            await commit()
+        return AdoptReport(dest.name, tuple(sorted((k, n) for k, n, _ in adopted)), known,
+                           tuple(sorted(refused)))
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica

@@ -17,6 +17,7 @@ from .catalog import PreloadRecord
 from .config import Config
 from .files import ObjectReader, ObjectWriter
 from .store import (
+    AdoptReport,
     AuditReport,
     ObjectInfo,
     RecoveryReport,
@@ -133,6 +134,9 @@ class SyncStore:
 
     def audit(self, *, deep: bool = False) -> AuditReport:
         return _run(self.aio.audit(deep=deep))
+
+    def adopt(self, prefix: str, tier: str, *, jobs: int = 8) -> AdoptReport:
+        return _run(self.aio.adopt(prefix, tier, jobs=jobs))
 
 
 def open_store(config: Config | str | os.PathLike[str] | None = None, *,
