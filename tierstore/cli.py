@@ -342,6 +342,8 @@ def _saved_line(saved: Sequence[str], total: int) -> str:
 
 async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
     tier = store.tier(args.tier).name
+    if args.jobs < 1:
+        raise CommandError(f"--jobs must be at least 1, not {args.jobs}")
     if args.index:  # before any work: the index needs the loader's extra
         from .errors import require
 
@@ -357,7 +359,7 @@ async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
     keys = [key for key, _ in report.adopted]
     if args.pin:
         for key in keys:
-            await store._db(store.catalog.set_pin, key, tier)
+            await store.pin(key, tier)
     index: dict[str, Any] | None = None
     if args.index and (keys or report.known):
         from .loader.index import awrite_index
