@@ -165,6 +165,22 @@ class TierDataset(IterableDataset[Any]):
         self.stats = PrefetchStats()
         self.fills = FillStats()  # the last pass's read-through fills (fill_hot)
 
+    @classmethod
+    def from_url(cls, url: str, store: StoreLike = None, *, jobs: int = 8,
+                 **options: Any) -> TierDataset:
+        """The dataset of the shards ``url`` names, as WebDataset users name theirs
+        (``"s3://bucket/train/shard-{000000..000123}.tar"``, or a folder ending in ``/``),
+        lying under one of ``store``'s tiers: those not in its catalog yet are adopted in
+        place (read once for their checksums, ``jobs`` at a time; nothing copied) and indexed
+        beside them, then read like any dataset (:mod:`.fromurl`). ``options`` are the
+        constructor's."""
+        from .fromurl import prepare_url
+
+        handle = _handle(store)
+        prefix = LoopThread.get().submit(prepare_url(handle.get(), url, jobs=jobs)).result()
+        return cls(store if isinstance(store, Store | SyncStore) else handle.config, prefix,
+                   **options)
+
     def __repr__(self) -> str:
         return (f"TierDataset({self.index.prefix!r}, {len(self.index.shards)} shards, "
                 f"{len(self.index)} samples, epoch={self.spec.epoch})")

@@ -3,6 +3,8 @@ of a real S3-compatible server (moto, or Ceph radosgw) started by the server fix
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,16 @@ def local_store(tmp_path: Path):
     opened = open_store(make_config(tmp_path, "local"))
     yield opened
     opened.close()
+
+
+def tar_shard(samples: list[tuple[str, bytes, int]]) -> bytes:
+    """A WebDataset-style tar shard, as other tools write them: for each ``(key, payload,
+    label)``, the members ``key.bin`` and ``key.cls``."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, payload, label in samples:
+            for ext, body in (("bin", payload), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    return out.getvalue()

@@ -5,16 +5,14 @@ is refused and named; the adopted tar shards index and load."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
-from storefixtures import make_config, toml_for
+from storefixtures import make_config, tar_shard, toml_for
 
 from tierstore import open_store
 from tierstore.checksum import checksum
@@ -73,17 +71,6 @@ def test_objects_uploaded_to_a_bucket_are_adopted(request: pytest.FixtureRequest
         server.delete_bucket(bucket)
 
 
-def _tar(samples: list[tuple[str, bytes, int]]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, payload, label in samples:
-            for ext, body in (("bin", payload), ("cls", str(label).encode())):
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(body)
-                tar.addfile(info, io.BytesIO(body))
-    return out.getvalue()
-
-
 def test_tar_shards_adopted_with_index_load_every_sample_once(tmp_path: Path) -> None:
     """WebDataset-style shards put on the tier by another tool: ``adopt --index --pin``,
     then a TierDataset reads each sample exactly once."""
@@ -98,7 +85,7 @@ def test_tar_shards_adopted_with_index_load_every_sample_once(tmp_path: Path) ->
     for s in range(4):
         samples = [(f"sample{n + i:04d}", os.urandom(500 + i), (n + i) % 3) for i in range(7)]
         n += len(samples)
-        (shards / f"shard-{s:06d}.tar").write_bytes(_tar(samples))
+        (shards / f"shard-{s:06d}.tar").write_bytes(tar_shard(samples))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
     done = subprocess.run([sys.executable, "-m", "tierstore.cli", "--config", str(toml), "adopt",
                            "wds", "--tier", "warm", "--index", "--pin", "--json"],

@@ -885,8 +885,8 @@ class Store:
             return None
         return False
 
-    async def adopt(self, prefix: str, tier: str, *, jobs: int = 8,
-                    planned: Callable[[int, int], None] | None = None,
+    async def adopt(self, prefix: str, tier: str, *, keys: Collection[str] | None = None,
+                    jobs: int = 8, planned: Callable[[int, int], None] | None = None,
                     hashed: Callable[[int], None] | None = None) -> AdoptReport:
         """Catalog the files already under ``prefix`` on ``tier`` (written there by other
         tools) as objects, in place: each file's path under the tier's root is its key and
@@ -896,19 +896,25 @@ class Store:
         :data:`ADOPT_BATCH` to a catalog transaction. Files cataloged already as their key's
         replica there are counted, not read again (an interrupted run resumes); a path that
         is not a valid key, or whose key the store holds elsewhere or as a folder, is refused
-        and reported. From then on the objects are the store's: its policies move them like
-        any other (pin them to keep them where they are)."""
+        and reported. With ``keys``, those files only (one missing is refused). From then on
+        the objects are the store's: its policies move them like any other (pin them to
+        keep them where they are)."""
         dest = self.tier(tier)
         wanted = validate_prefix(prefix)
         refused: list[tuple[str, str]] = []
         fresh: list[tuple[str, int]] = []
         known = 0
+        missing = set(keys) if keys is not None else set()
         for found in await dest.walk():
             path = found.path
             if path.split("/", 1)[0] == RESERVED_PREFIX or not (
                     path.startswith(wanted) if wanted.endswith("/") or not wanted
                     else path == wanted or path.startswith(wanted + "/")):
                 continue
+            if keys is not None:
+                if path not in missing:
+                    continue
+                missing.discard(path)
             try:
                 key = validate_key(path)
                 self._refuse_folder_clash(key)
@@ -923,6 +929,7 @@ class Store:
             else:
                 refused.append((path, f"the store holds {key!r} already (on "
                                       f"{', '.join(r.tier for r in record.ready) or 'no tier'})"))
+        refused += [(path, f"no such file on tier {dest.name!r}") for path in missing]
         if planned is not None:
             planned(sum(size for _, size in fresh), len(fresh))
         adopted: list[tuple[str, int, str]] = []
