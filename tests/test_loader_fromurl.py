@@ -72,3 +72,19 @@ def test_a_url_under_no_tier_names_the_tiers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lies under none of the store's tiers: hot"):
         TierDataset.from_url("s3://elsewhere/train/shard-{0..1}.tar",
                              make_config(tmp_path, "local"))
+
+
+def test_shards_written_by_webdatasets_own_writer(tmp_path: Path) -> None:
+    """As the issue asks: WebDataset's ShardWriter writes the shards (where the ``[peers]``
+    extra is installed; CI has none), from_url reads every sample exactly once."""
+    wds = pytest.importorskip("webdataset")
+    config = make_config(tmp_path, "local")
+    folder = tmp_path / "tiers" / "warm" / "wds"
+    folder.mkdir(parents=True)
+    with wds.ShardWriter(str(folder / "shard-%06d.tar"), maxcount=7) as sink:
+        for i in range(30):
+            sink.write({"__key__": f"k{i:03d}", "bin": os.urandom(100 + i), "cls": i % 3})
+    dataset = TierDataset.from_url(f"{folder.as_uri()}/shard-{{000000..000004}}.tar", config)
+    got = [k for batch in TierLoader(dataset, batch_size=4, num_workers=2)
+           for k in batch["__key__"]]
+    assert sorted(got) == [f"k{i:03d}" for i in range(30)]
