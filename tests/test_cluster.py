@@ -204,7 +204,9 @@ def test_the_leader_killed_another_daemon_takes_over(pg_url: str, tmp_path: Path
 
         _old_object(a_toml, "ds/one")  # cluster-wide work: the leader (a) demotes it
         _wait("ds/one demoted", lambda: _tiers(catalog, "ds/one") == ["cold"], 60, nodes)
-        assert "ds/one" in a.moved() and "ds/one" not in b.moved()
+        # the daemon logs a move once it is done, a moment after the catalog shows it
+        _wait("a logged moving ds/one", lambda: "ds/one" in a.moved(), 30, nodes)
+        assert "ds/one" not in b.moved()
         assert _held_by(catalog, LEADER, a)  # b never took over while a renewed
         _wait("each daemon's gauge says who leads",
               lambda: (a.leader_gauge(), b.leader_gauge()) == (1.0, 0.0), 30, nodes)
@@ -221,7 +223,7 @@ def test_the_leader_killed_another_daemon_takes_over(pg_url: str, tmp_path: Path
 
         _old_object(b_toml, "ds/two")  # and it does the cluster-wide work now
         _wait("ds/two demoted", lambda: _tiers(catalog, "ds/two") == ["cold"], 60, nodes)
-        assert "ds/two" in b.moved()
+        _wait("b logged moving ds/two", lambda: "ds/two" in b.moved(), 30, nodes)
         record = catalog.get("ds/two")
         assert record is not None and len(record.replicas) == 1  # moved once, nothing pending
         assert catalog.pending() == []
