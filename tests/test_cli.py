@@ -251,27 +251,36 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "absent.toml" in line and "cannot read config" in line
 
 
-def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> None:
-    """SIGINT mid-write. Simulated: the tier's write is replaced by one that waits forever,
-    so that the signal surely lands while a replica is being written."""
+def _put_interrupted(local_cli: Cli, tmp_path: Path, hung: str) -> tuple[int, str]:
+    """``put f.bin k`` with ``hung`` (``module:attribute``, an async function of the store's
+    path) replaced by one that says so and waits forever, then SIGINT: the exit status and
+    stderr. So the signal surely lands at that step."""
     (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    module, name = hung.split(":")
     # a shell's background job inherits SIGINT ignored, and Python keeps it so: as run from
     # a terminal, the CLI gets Python's own handler
-    hang = ("import asyncio, signal, sys, tierstore.tier as t\n"
+    hang = (f"import asyncio, signal, sys, {module} as m\n"
             "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "async def write(self, path, chunks):\n"
-            "    print('writing', flush=True)\n"
+            "async def hung(*args, **kwargs):\n"
+            "    print('hung', flush=True)\n"
             "    await asyncio.sleep(3600)\n"
-            "t.Tier.write = write\n"
+            f"{'m.' + name} = hung\n"
             "from tierstore.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     command = [sys.executable, "-c", hang, *local_cli.command("put", "f.bin", "k")[3:]]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(tmp_path), cwd=tmp_path)
-    assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    assert proc.stdout is not None and proc.stdout.readline() == "hung\n"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130 and err == "tierstore: error: interrupted: nothing was " \
+    return proc.returncode, err
+
+
+def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> None:
+    """SIGINT mid-write. Simulated: the tier's write is replaced by one that waits forever,
+    so that the signal surely lands while a replica is being written."""
+    status, err = _put_interrupted(local_cli, tmp_path, "tierstore.tier:Tier.write")
+    assert status == 130 and err == "tierstore: error: interrupted: nothing was " \
         "saved (what was being written was rolled back)\n", err
     assert local_cli.json("fsck")["ok"] and local_cli.json("ls") == []  # rolled back at once
 
@@ -281,22 +290,8 @@ def test_an_interrupt_after_the_commit_says_the_object_was_saved(local_cli: Cli,
     """Reported: Ctrl-C during a large put said "interrupted" (exit 130) while the object had
     been saved. SIGINT now lands, surely, after the bytes were committed (the step after the
     commit waits forever): the line says what the catalog holds."""
-    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
-    hang = ("import asyncio, signal, sys, tierstore.store as s\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-            "async def placed(store, key, tier):\n"
-            "    print('committed', flush=True)\n"
-            "    await asyncio.sleep(3600)\n"
-            "s.place_after_put = placed\n"
-            "from tierstore.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
-    command = [sys.executable, "-c", hang, *local_cli.command("put", "f.bin", "k")[3:]]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(tmp_path), cwd=tmp_path)
-    assert proc.stdout is not None and proc.stdout.readline() == "committed\n"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130 and \
+    status, err = _put_interrupted(local_cli, tmp_path, "tierstore.store:place_after_put")
+    assert status == 130 and \
         err == "tierstore: error: interrupted: 'k' was saved whole before it\n", err
     assert [o["key"] for o in local_cli.json("ls")] == ["k"] and local_cli.json("fsck")["ok"]
 
