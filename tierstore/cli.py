@@ -344,10 +344,8 @@ async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
     tier = store.tier(args.tier).name
     if args.jobs < 1:
         raise CommandError(f"--jobs must be at least 1, not {args.jobs}")
-    if args.index:  # before any work: the index needs the loader's extra
-        from .errors import require
-
-        require("torch", part="adopt --index", package="PyTorch", extra="loader")
+    if args.index:  # before any work: the index is the loader's (MissingExtra without it)
+        from .loader.index import awrite_index
     with contextlib.ExitStack() as stack:
         shown: list[Transfer] = []
 
@@ -362,8 +360,6 @@ async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
             await store.pin(key, tier)
     index: dict[str, Any] | None = None
     if args.index and (keys or report.known):
-        from .loader.index import awrite_index
-
         written = await awrite_index(store, args.prefix.rstrip("/"), tier=tier,
                                      overwrite=True)
         index = {"key": f"{written.prefix}/index.json", "shards": len(written.shards)}
