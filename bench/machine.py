@@ -46,10 +46,19 @@ def _version(package: str) -> str | None:
         return None
 
 
+def nearest_existing(path: str) -> str:
+    """``path``, or the nearest folder above it that exists (where it would be made)."""
+    here = os.path.abspath(path)
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    return here
+
+
 def block_device(path: str) -> str | None:
-    """The whole disk (``vda``, ``nvme0n1``) a local path lives on, or None."""
+    """The whole disk (``vda``, ``nvme0n1``) a local path lives on (or would be made on), or
+    None."""
     try:
-        dev = os.stat(path if os.path.exists(path) else os.path.dirname(os.path.abspath(path)))
+        dev = os.stat(nearest_existing(path))
     except OSError:
         return None
     sysfs = Path(f"/sys/dev/block/{os.major(dev.st_dev)}:{os.minor(dev.st_dev)}")

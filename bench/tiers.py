@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -32,7 +32,7 @@ from .engine import JobPlan, run_job
 from .errors import BenchError
 from .fio_results import bs_text, fio_entries
 from .io_command import ENGINE
-from .machine import describe_machine
+from .machine import block_device, describe_machine, nearest_existing
 from .options import RW_MODES, job_options
 from .report_json import fio_json
 from .report_text import num2str
@@ -209,19 +209,17 @@ def _parse(args: argparse.Namespace, config: Config) -> tuple[list[str], list[Ce
 
 
 def shared_devices(config: Config, tiers: Sequence[str]) -> list[list[str]]:
-    """Groups of two or more of the local ``tiers`` whose folders lie on one device (a tier
-    folder not made yet counts where it would be made)."""
+    """Groups of two or more of the local ``tiers`` whose folders lie on one disk (its
+    partitions together; where the disk cannot be told, one filesystem), a tier folder not
+    made yet counted where it would be made."""
     from tierstore.tier import Tier
 
-    by_device: dict[int, list[str]] = {}
+    by_device: dict[str | int, list[str]] = {}
     for name in tiers:
         tier = Tier(config.tiers[name])
-        if tier.protocol != "file":
-            continue
-        path = Path(tier.root)
-        while not path.exists() and path != path.parent:
-            path = path.parent
-        by_device.setdefault(path.stat().st_dev, []).append(name)
+        if tier.protocol == "file":
+            disk = block_device(tier.root) or os.stat(nearest_existing(tier.root)).st_dev
+            by_device.setdefault(disk, []).append(name)
     return [group for group in by_device.values() if len(group) > 1]
 
 
