@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DiskStats", "block_device", "describe_machine"]
+__all__ = ["DiskStats", "block_device", "describe_machine", "nearest_existing"]
 
 _PACKAGES = ("tierstore", "fsspec", "s3fs", "numpy")
 
