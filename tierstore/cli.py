@@ -311,13 +311,15 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
     if not args.overwrite:
         await _refuse_existing(store, [key for _, key in pairs])
     await _refuse_overfill(store, pairs, tier)
-    before = {key: _content(store, key) for _, key in pairs}
+    # what an overwrite replaces (without --overwrite nothing is there: refused above)
+    before = {key: _content(store, key) for _, key in pairs} if args.overwrite else {}
     try:
         infos = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
     except (asyncio.CancelledError, KeyboardInterrupt):
         # what Ctrl-C left: each object is all there or not at all, and it may have landed
         # after its bytes were committed; say which, as the catalog has it now
-        saved = [key for _, key in pairs if _content(store, key) not in (None, before[key])]
+        saved = [key for _, key in pairs
+                 if _content(store, key) not in (None, before.get(key))]
         args.outcome = _saved_line(saved, len(pairs))
         raise
     what = repr(infos[0].key) if len(infos) == 1 else _plural(len(infos), "object")
