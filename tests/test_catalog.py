@@ -112,6 +112,27 @@ def test_the_last_ready_replica_cannot_be_marked_deleting(catalog: Catalog) -> N
     assert catalog.pending() == []
 
 
+def test_a_move_retires_its_source_in_the_copys_commit(catalog: Catalog) -> None:
+    """A move's copy is committed and its source marked ``deleting`` in one transaction;
+    a source on the tier the object is pinned to is kept (the caller sees it missing)."""
+    first = committed(catalog, "k")
+    copy = catalog.begin_replica("k", "cold", tmp="c", new_content=False, owner=OWNER)
+    retired = catalog.commit_replica(copy.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                                     new_content=False, retire=["hot", "warm"])
+    assert [(r.id, r.tier, r.state, r.owner) for r in retired] == [
+        (first, "hot", ReplicaState.DELETING, OWNER)]
+    record = catalog.get("k")
+    assert record is not None and [r.tier for r in record.ready] == ["cold"]
+    assert [(key, r.id) for key, r in catalog.pending()] == [("k", first)]
+    committed(catalog, "p")
+    catalog.set_pin("p", "hot")
+    pinned = catalog.begin_replica("p", "cold", tmp="c2", new_content=False, owner=OWNER)
+    assert catalog.commit_replica(pinned.id, owner=OWNER, size=3, checksum="sum-b'abc'",
+                                  new_content=False, retire=["hot"]) == []
+    record = catalog.get("p")
+    assert record is not None and sorted(r.tier for r in record.ready) == ["cold", "hot"]
+
+
 def test_a_forget_touches_only_the_exact_replica_it_names(catalog: Catalog) -> None:
     """Review defect 1: a rollback forgot its replica by id alone, and SQLite reused the id of
     a row recovery had removed, so a failed writer deleted an unrelated object's replica."""

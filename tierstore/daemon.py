@@ -415,8 +415,8 @@ class Daemon:
 
     async def _move(self, move: Move, snapshot: Snapshot,
                     copied: Callable[[], None] | None = None) -> str:
-        """One move: copy to ``dst`` (verified, committed), tell ``copied``, then drop
-        ``src``."""
+        """One move: copy to ``dst`` (verified) and retire ``src`` in the copy's commit,
+        tell ``copied``, then remove ``src``'s bytes."""
         began = time.monotonic()
         if move.policy == "next_use" and await self._fetching(move.key):
             return self._record(move, snapshot, 0.0, "skipped", "a reader is fetching it")
@@ -431,11 +431,8 @@ class Daemon:
         try:
             with self.store.fenced(fence):  # the catalog refuses its writes once it is lost
                 await self.store.add_replica(
-                    move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size))
-                if copied is not None:
-                    copied()
-                if move.src is not None:
-                    await self.store.drop_replica(move.key, move.src)
+                    move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size),
+                    retire=() if move.src is None else (move.src,), copied=copied)
         except asyncio.CancelledError:
             self._record(move, snapshot, time.monotonic() - began, "cancelled")
             raise

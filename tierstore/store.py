@@ -30,6 +30,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Collection,
+    Iterable,
     Iterator,
     Mapping,
 )
@@ -420,9 +421,9 @@ class Store:
                 yield chunk
 
         replaced = existing.size if existing is not None and existing.on(dest.name) else None
-        await self._write_replica(key, dest, hashed(),
-                                  lambda: (hasher.size, hasher.hexdigest()), new_content=True,
-                                  size=_size_of(source), freed=replaced or 0)
+        await self._retire(key, await self._write_replica(
+            key, dest, hashed(), lambda: (hasher.size, hasher.hexdigest()), new_content=True,
+            size=_size_of(source), freed=replaced or 0))
         await place_after_put(self, key, dest.name)  # [locality.placement]: extra replicas
         return await self.stat(key)
 
@@ -439,16 +440,18 @@ class Store:
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[Chunk],
                              expected: Callable[[], tuple[int, str]], *, new_content: bool,
-                             size: int | None = None, freed: int = 0) -> None:
+                             size: int | None = None, freed: int = 0,
+                             retire: Collection[str] = ()) -> list[Replica]:
         """The one way bytes become a replica: room within the tier's capacity (``size``
         bytes, None if unknown, freeing ``freed``), intent, temp write, verify, rename,
-        commit. A name or size the tier refuses is refused before the intent is recorded."""
+        commit. A name or size the tier refuses is refused before the intent is recorded.
+        Returns the replicas the commit made ``deleting`` (see :meth:`_fill_replica`)."""
         async with self._intent(key, dest, new_content=new_content, size=size,
                                 freed=freed) as (replica, room):
             if room is not None and not isinstance(chunks, LocalFile):  # its size is reserved
                 chunks = room.counted(chunks)
-            await self._fill_replica(key, dest, replica, chunks, expected,
-                                     new_content=new_content)
+            return await self._fill_replica(key, dest, replica, chunks, expected,
+                                            new_content=new_content, retire=retire)
 
     @contextlib.asynccontextmanager
     async def _intent(self, key: str, dest: Tier, *, new_content: bool, size: int | None,
@@ -485,8 +488,11 @@ class Store:
 
     async def _fill_replica(self, key: str, dest: Tier, replica: Replica,
                             chunks: AsyncIterable[Chunk],
-                            expected: Callable[[], tuple[int, str]], *, new_content: bool
-                            ) -> None:
+                            expected: Callable[[], tuple[int, str]], *, new_content: bool,
+                            retire: Collection[str] = ()) -> list[Replica]:
+        """Write, verify and commit ``replica``; the replicas its commit made ``deleting``,
+        for the caller to :meth:`_retire`: a put's old ones, a copy's on the tiers named in
+        ``retire`` (a move's source; see :meth:`Catalog.commit_replica`)."""
         tmp = str(replica.tmp)
         # Where a write shows all or nothing (S3), the bytes go to their final name at once
         # (no rename, which S3 does as a server-side copy): the copying row names that path,
@@ -502,14 +508,12 @@ class Store:
                     raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
                                                          f"expected {size}")
             await dest.sync(replica.path)  # durable before a commit lets old bytes go
-            superseded = await self._db(self.catalog.commit_replica, replica.id,
-                                        owner=replica.owner, size=size, checksum=digest,
-                                        new_content=new_content, fence=_FENCE.get())
+            return await self._db(self.catalog.commit_replica, replica.id,
+                                  owner=replica.owner, size=size, checksum=digest,
+                                  new_content=new_content, retire=retire, fence=_FENCE.get())
         except BaseException:
             await asyncio.shield(self._discard(key, replica))
             raise
-        for old in superseded:
-            await self._remove(key, old)
 
     async def _verify_written(self, dest: Tier, key: str, path: str, size: int,
                               digest: str) -> None:
@@ -555,6 +559,12 @@ class Store:
             return False
         return True
 
+    async def _retire(self, key: str, replicas: Iterable[Replica]) -> None:
+        """Remove replicas this process marked ``deleting``, each as its work in flight."""
+        for replica in replicas:
+            with self._working(replica):
+                await self._remove(key, replica)
+
     async def _remove(self, key: str, replica: Replica) -> None:
         """Remove a ``deleting`` replica's bytes, then its row (only while it is exactly
         ``replica``, as :meth:`_discard`)."""
@@ -575,26 +585,39 @@ class Store:
 
     # -- replicas and moves ----------------------------------------------------------------
 
-    async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None
-                          ) -> ObjectInfo:
-        """Copy ``key`` to ``tier`` too (verified), keeping its other replicas; nothing to do
-        when a ready replica is there already, also one that landed meanwhile (a reader's
-        read-through fill committed between this copy's look and its intent).
+    async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None,
+                          retire: Collection[str] = (),
+                          copied: Callable[[], None] | None = None) -> ObjectInfo:
+        """Copy ``key`` to ``tier`` too (verified); nothing to copy when a ready replica is
+        there already, also one that landed meanwhile (a reader's read-through fill committed
+        between this copy's look and its intent).
 
         ``pace(source_tier, nbytes)`` is awaited before each chunk is written: a rate limit
-        (the daemon's bandwidth cap) or a progress hook.
+        (the daemon's bandwidth cap) or a progress hook. ``retire``: tiers whose replicas go
+        once the copy is there (a move), as :meth:`drop_replica` would drop them, but marked
+        ``deleting`` in the copy's own commit (one durable transaction, not two). ``copied``
+        is called once the copy is committed, before those replicas are removed.
         """
         record = self._ready(key)
         dest = self.tier(tier)
+        retire = [name for name in retire if self.tier(name).name != dest.name]
+        retired: list[Replica] = []
         if record.on(dest.name) is None:
             expected = (record.size or 0, str(record.checksum))
 
             async def write(chunks: AsyncIterable[Chunk]) -> None:
-                await self._write_replica(record.key, dest, chunks, lambda: expected,
-                                          new_content=False, size=record.size)
+                retired[:] = await self._write_replica(
+                    record.key, dest, chunks, lambda: expected, new_content=False,
+                    size=record.size, retire=retire)
 
             with contextlib.suppress(ReplicaReady):
                 await self._transfer(record, write, pace, into=dest)
+        if copied is not None:
+            copied()
+        await self._retire(key, retired)
+        for name in set(retire) - {replica.tier for replica in retired}:
+            if (current := self._ready(key)).on(name) is not None:  # the copy was there
+                await self.drop_replica(current.key, name)  # already, or the tier is pinned
         return await self.stat(key)
 
     @property
@@ -671,8 +694,7 @@ class Store:
             raise ReplicaError(f"{key!r} is pinned to tier {tier!r}; unpin it first")
         marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner,
                                 fence=_FENCE.get())
-        with self._working(marked):
-            await self._remove(key, marked)
+        await self._retire(key, [marked])
         return await self.stat(key)
 
     async def move(self, key: str, tier: str) -> ObjectInfo:
@@ -681,11 +703,7 @@ class Store:
         self.tier(tier)
         if record.pinned is not None and record.pinned != tier:
             raise ReplicaError(f"{key!r} is pinned to tier {record.pinned!r}; unpin it first")
-        await self.add_replica(key, tier)
-        for replica in record.ready:
-            if replica.tier != tier:
-                await self.drop_replica(key, replica.tier)
-        return await self.stat(key)
+        return await self.add_replica(key, tier, retire=[r.tier for r in record.ready])
 
     async def pin(self, key: str, tier: str | None = None) -> ObjectInfo:
         """Pin ``key`` to ``tier`` (default: its best current tier), copying it there first."""
@@ -738,9 +756,8 @@ class Store:
     async def rm(self, key: str) -> None:
         """Delete ``key`` and all its replicas."""
         validate_key(key)
-        for replica in await self._db(self.catalog.begin_delete, key, owner=self.owner):
-            with self._working(replica):
-                await self._remove(key, replica)
+        await self._retire(key, await self._db(self.catalog.begin_delete, key,
+                                               owner=self.owner))
 
     # -- listing and metadata --------------------------------------------------------------
 
@@ -1006,8 +1023,7 @@ class Store:
         if len(record.ready) < 2:
             raise ReplicaError(f"{key!r} has no other replica to repair tier {tier!r} from")
         marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner)
-        with self._working(marked):
-            await self._remove(key, marked)
+        await self._retire(key, [marked])
         log.warning("replacing %r's bad replica on tier %r with a copy of a good one", key,
                     tier)
         return await self.add_replica(key, tier)

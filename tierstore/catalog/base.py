@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import CatalogError, LeaseLost, ReplicaError
@@ -276,7 +276,8 @@ class Catalog(ABC):
 
     @abstractmethod
     def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
-                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
+                       new_content: bool, retire: Collection[str] = (),
+                       fence: Fence | None = None) -> list[Replica]:
         """Mark a verified replica ``ready``, all in one transaction, durably (the commit is
         on disk before this returns: the caller removes bytes next).
 
@@ -286,7 +287,10 @@ class Catalog(ABC):
         other replica of it becomes ``deleting``, owned now by the committing process; those
         are returned for the caller to remove. Without it (a copy) the object must still have
         exactly that content and a ready replica, or the copy is stale (an overwrite or an rm
-        won the race) and ReplicaError is raised.
+        won the race) and ReplicaError is raised; its ready replicas on the tiers named in
+        ``retire`` (a move's source) become ``deleting`` in the same transaction, and are
+        returned, except one on the tier the object is pinned to (kept: the caller finds it
+        missing from what is returned).
         """
 
     @abstractmethod

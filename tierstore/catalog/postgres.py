@@ -22,7 +22,7 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -379,7 +379,8 @@ class PostgresCatalog(Catalog):
         return row[0], _replica(row[1:])
 
     def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
-                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
+                       new_content: bool, retire: Collection[str] = (),
+                       fence: Fence | None = None) -> list[Replica]:
         now = time.time()  # durable: synchronous_commit is on (the server's default)
 
         def txn(cur: Cursor) -> list[Replica]:
@@ -403,6 +404,14 @@ class PostgresCatalog(Catalog):
                 if tuple(current[:2]) != (size, checksum) or not current[2]:
                     raise ReplicaError("the object was overwritten or removed while it was "
                                        "being copied; the copy is discarded")
+                if retire:  # a move's source, in the commit's own transaction
+                    superseded = sorted((_replica(row) for row in cur.execute(
+                        "UPDATE replicas r SET state = 'deleting', owner = %s, updated = %s "
+                        "WHERE object_id = %s AND id <> %s AND state = 'ready' AND tier = "
+                        "ANY(%s) AND tier IS DISTINCT FROM (SELECT pinned FROM objects WHERE "
+                        f"id = %s) RETURNING {_REPLICA_COLUMNS}",
+                        (replica.owner, now, oid, replica_id, list(retire), oid))),
+                        key=lambda r: r.id)
             cur.execute("UPDATE replicas SET state = 'ready', tmp = NULL, updated = %s "
                         "WHERE id = %s", (now, replica_id))
             return superseded

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -401,7 +401,8 @@ class SqliteCatalog(Catalog):
         return row[0], _replica(row[1:])
 
     def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
-                       new_content: bool, fence: Fence | None = None) -> list[Replica]:
+                       new_content: bool, retire: Collection[str] = (),
+                       fence: Fence | None = None) -> list[Replica]:
         now = time.time()
         superseded: list[Replica] = []
         with self._write(durable=True) as conn:
@@ -427,6 +428,14 @@ class SqliteCatalog(Catalog):
                 if current is None or tuple(current[:2]) != (size, checksum) or not current[2]:
                     raise ReplicaError("the object was overwritten or removed while it was "
                                        "being copied; the copy is discarded")
+                if retire:  # a move's source, in the commit's own transaction
+                    superseded = sorted((_replica(row) for row in conn.execute(
+                        "UPDATE replicas SET state = 'deleting', owner = ?, updated = ? "
+                        "WHERE object_id = ? AND id != ? AND state = 'ready' AND tier IN "
+                        f"({','.join('?' * len(retire))}) AND tier IS NOT (SELECT pinned "
+                        "FROM objects WHERE id = ?) RETURNING id, tier, path, state, tmp, "
+                        "owner, updated", (replica.owner, now, oid, replica_id, *retire, oid)
+                    ).fetchall()), key=lambda r: r.id)
             conn.execute("UPDATE replicas SET state = 'ready', tmp = NULL, updated = ? "
                          "WHERE id = ?", (now, replica_id))
         return superseded
