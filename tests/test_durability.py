@@ -1,7 +1,8 @@
 """What a power cut keeps (issue 13, defect 3), shown by the order of the system calls of a
 real ``tierstore`` process under strace: before an old copy's bytes are unlinked, the new
 replica's data and every folder entry up to its tier's root are fsynced, and so is the
-catalog's write-ahead log holding the commit that supersedes the old copy."""
+catalog's write-ahead log holding the commit that supersedes the old copy; durable commits
+made at once share those syncs (group commit), each still waiting for one begun after it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from storefixtures import make_config, toml_for
 
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+from tierstore.catalog import Replica, SqliteCatalog
+from tierstore.catalog import sqlite as sqlite_catalog
+
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
 CALL = re.compile(r"^\d+\s+(\w+)\((\d+<([^>]*)>|\"([^\"]*)\")")
 
@@ -73,6 +79,7 @@ def local(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path
 
 
+@needs_strace
 def test_a_move_syncs_the_new_copy_and_its_commit_before_unlinking_the_old(
         local: tuple[Path, Path]) -> None:
     config, home = local
@@ -82,6 +89,7 @@ def test_a_move_syncs_the_new_copy_and_its_commit_before_unlinking_the_old(
                                   wal=home / "catalog.db-wal")
 
 
+@needs_strace
 def test_an_overwrite_syncs_the_new_content_and_its_commit_before_unlinking_the_old(
         local: tuple[Path, Path]) -> None:
     config, home = local
@@ -93,3 +101,41 @@ def test_an_overwrite_syncs_the_new_content_and_its_commit_before_unlinking_the_
               and not os.path.isdir(p)]
     _assert_durable_before_unlink(calls, new=new, root=home / "tiers/cold",
                                   old=home / "tiers/cold/d/e/x", wal=home / "catalog.db-wal")
+
+
+def test_durable_commits_at_once_share_log_syncs_each_begun_after_its_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: eight threads committing at once share syncs of the write-ahead log,
+    and none returns before a sync that began after it was called has ended."""
+    catalog = SqliteCatalog(tmp_path / "catalog.db")
+    syncs: list[tuple[float, float]] = []
+    real = sqlite_catalog._fdatasync
+
+    def slow_sync(path: Path) -> None:  # the real sync, slow enough for commits to queue
+        began = time.monotonic()
+        time.sleep(0.05)
+        real(path)
+        syncs.append((began, time.monotonic()))
+
+    monkeypatch.setattr(sqlite_catalog, "_fdatasync", slow_sync)
+    replicas = [catalog.begin_replica(f"k{i}", "hot", tmp=f"t{i}", new_content=True,
+                                      owner="me:1") for i in range(8)]
+    calls: list[tuple[float, float]] = []
+    start = threading.Barrier(len(replicas))
+
+    def commit(replica: Replica) -> None:
+        start.wait()
+        called = time.monotonic()
+        catalog.commit_replica(replica.id, owner="me:1", size=1, checksum="c",
+                               new_content=True)
+        calls.append((called, time.monotonic()))
+
+    threads = [threading.Thread(target=commit, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 8 and 1 <= len(syncs) < 8
+    for called, returned in calls:
+        assert any(called <= began and ended <= returned for began, ended in syncs)
+    catalog.close()

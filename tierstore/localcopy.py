@@ -6,9 +6,11 @@ the kernel, through the page cache, which on the benchmark machine's virtio disk
 GB/s with four moves at once where reads and writes past the page cache (:mod:`.direct`)
 moved 0.8-0.95 GB/s, however deep their pipeline. Each piece is hashed from the
 destination's pages once it is copied (a memory read, no disk), so what the kernel will write
-is what is proven, as a streamed write proves what it handed the kernel; the destination is
-made durable (``fdatasync``) and both files' pages are dropped from the cache afterwards, so
-a move leaves the cache as it found it.
+is what is proven, as a streamed write proves what it handed the kernel. Closed, the copy's
+pages are handed to writeback and the source's dropped from the cache; the tier makes the
+replica durable under its final name (:meth:`~tierstore.tier.Tier.sync`: one ``fsync`` of
+the file after the rename, which also drops its pages, now clean), so a move leaves the
+cache as it found it.
 
 :class:`LocalFile` is how a caller offers a file as a write's source: a local tier copies it
 (:meth:`~tierstore.tier.Tier.write`), any other tier streams its ``chunks``, and so does a
@@ -80,12 +82,10 @@ class KernelCopy:
             landed += n
         return landed
 
-    def close(self, keep: bool) -> None:
-        """Close both files; with ``keep``, the target's bytes made durable first. Their
-        pages leave the page cache either way (clean ones only: hence after the sync)."""
+    def close(self) -> None:
+        """Close both files: the target's pages written back from now on (not waited for:
+        its sync does), the source's (clean) dropped from the page cache."""
         try:
-            if keep:
-                os.fdatasync(self._dst)
             for fd in (self._dst, self._src):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:

@@ -628,7 +628,7 @@ class Tier:
                             await source.pace(got)
                 finally:
                     landed = hasher.size == source.size and hasher.hexdigest() == source.checksum
-                    await self._guard("write", asyncio.to_thread(copy.close, landed))
+                    await self._guard("write", asyncio.to_thread(copy.close))
         except (TierError, OSError) as exc:  # the stream decides what was wrong
             log.debug("tier %r: a kernel copy of %s failed (%s); streaming it", self.name,
                       source.path, exc)
@@ -859,7 +859,9 @@ def _session(kwargs: dict[str, Any]) -> Any:
 
 def _sync_file(full: str, root: str) -> None:
     """fsync a file, then its folder and each folder above it up to ``root`` (their
-    entries: a power cut may otherwise lose a renamed or newly created name)."""
+    entries: a power cut may otherwise lose a renamed or newly created name). The file's
+    pages, clean now, leave the page cache: a replica is written past it or copied by the
+    kernel (:mod:`tierstore.localcopy`), and is read past it too."""
     paths, folder = [full], os.path.dirname(full)
     while folder == root or folder.startswith(root + "/"):
         paths.append(folder)
@@ -868,6 +870,8 @@ def _sync_file(full: str, root: str) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
+            if path == full:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 

@@ -158,6 +158,7 @@ class SqliteCatalog(Catalog):
         self._lock = threading.Lock()
         self._busy: dict[sqlite3.Connection, int] = {}  # connections in a method's span now
         self._idle = threading.Condition(self._lock)
+        self._log: _LogSync | None = _LogSync(Path(f"{self.path}-wal"))
         if migrate:
             self.migrate()
 
@@ -179,13 +180,17 @@ class SqliteCatalog(Catalog):
     def _conn(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:  # a forked child never reuses its parent's connections
             self._pid, self._local, self._all, self._busy = os.getpid(), threading.local(), [], {}
+            self._log = _LogSync(Path(f"{self.path}-wal"))
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout,
                                        isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
+                (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 conn.execute("PRAGMA synchronous=NORMAL")
+                if str(mode).lower() != "wal":  # a filesystem without shared memory: every
+                    conn.execute("PRAGMA synchronous=FULL")  # commit synced by SQLite itself
+                    self._log = None
                 conn.execute("PRAGMA foreign_keys=ON")
             except sqlite3.DatabaseError as exc:
                 raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
@@ -234,28 +239,28 @@ class SqliteCatalog(Catalog):
 
     @contextmanager
     def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction. ``durable``: its commit is on disk when this returns (the
-        WAL is synced at COMMIT, ``synchronous=FULL``), for the commits after which bytes are
-        removed; the others (``NORMAL``) may be lost to a power cut, never corrupted."""
+        """One write transaction. ``durable``: its commit is on disk when this returns, for
+        the commits after which bytes are removed (the write-ahead log synced after the
+        COMMIT, see :class:`_LogSync`); the others may be lost to a power cut, never
+        corrupted (``synchronous=NORMAL``: SQLite syncs the log only at checkpoints)."""
         with self._translated("a write"), self._using() as conn:
-            if durable:
-                conn.execute("PRAGMA synchronous=FULL")
             try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
-                try:
-                    yield conn
-                except BaseException:
-                    if conn.in_transaction:  # SQLite rolls back by itself after some errors
-                        conn.execute("ROLLBACK")
-                    raise
-                else:
-                    conn.execute("COMMIT")
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise CatalogError(f"catalog {self.path} is busy: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        if durable and self._log is not None:
+            try:
+                self._log.sync()
+            except OSError as exc:
+                raise CatalogError(f"catalog {self.path}: a commit could not be made durable: "
+                                   f"{exc}") from exc
 
     def schema_versions(self) -> tuple[int, int]:
         if not self.path.exists():  # never created: looking must not create it
@@ -632,6 +637,56 @@ class SqliteCatalog(Catalog):
         with self._write() as conn:
             return conn.execute("DELETE FROM preloads WHERE deadline + hold <= ?",
                                 (now,)).rowcount
+
+
+class _LogSync:
+    """Group commit: durable commits share fsyncs of the write-ahead log.
+
+    A durable write commits as any other (``synchronous=NORMAL``: SQLite writes the log's
+    frames, the commit's last, without syncing them) and then waits until a ``fdatasync`` of
+    the log that began after its COMMIT has returned: its frames are on disk then, with every
+    frame before them. The write lock is not held meanwhile, so the other threads' writes go
+    on, and the commits of threads that arrive while a sync runs share the next one (instead
+    of one ``synchronous=FULL`` sync each, taken in turn under the lock). A checkpoint in
+    between is no harm: SQLite syncs the log before it copies frames into the database and
+    the database before it starts the log over. The log is opened afresh for each sync: its
+    file is made anew when the last connection to the database closed it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._cond = threading.Condition()
+        self._committed = 0  # tickets: commits that asked for a sync
+        self._synced = 0  # every ticket up to this one is on disk
+        self._syncing = False
+
+    def sync(self) -> None:
+        """Return once the commits this thread made are on disk."""
+        with self._cond:
+            self._committed += 1
+            ticket = self._committed
+            while self._synced < ticket:
+                if self._syncing:  # it may have begun before this commit: wait for the next
+                    self._cond.wait()
+                    continue
+                self._syncing, upto = True, self._committed
+                try:
+                    self._cond.release()
+                    try:
+                        _fdatasync(self.path)
+                    finally:
+                        self._cond.acquire()
+                    self._synced = max(self._synced, upto)
+                finally:
+                    self._syncing = False
+                    self._cond.notify_all()
+
+
+def _fdatasync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replica(row: tuple, state: ReplicaState | None = None) -> Replica:
