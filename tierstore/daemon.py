@@ -430,7 +430,7 @@ class Daemon:
         self.metrics.in_flight.inc()
         try:
             with self.store.fenced(fence):  # the catalog refuses its writes once it is lost
-                await self.store.add_replica(
+                await self.store.replicate(
                     move.key, move.dst, pace=lambda src, size: self.pace(src, move.dst, size),
                     retire=() if move.src is None else (move.src,), copied=copied)
         except asyncio.CancelledError:

@@ -586,8 +586,14 @@ class Store:
     # -- replicas and moves ----------------------------------------------------------------
 
     async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None,
-                          retire: Collection[str] = (),
-                          copied: Callable[[], None] | None = None) -> ObjectInfo:
+                          retire: Collection[str] = ()) -> ObjectInfo:
+        """Copy ``key`` to ``tier`` too, as :meth:`replicate` does; what it is now."""
+        await self.replicate(key, tier, pace=pace, retire=retire)
+        return await self.stat(key)
+
+    async def replicate(self, key: str, tier: str, *, pace: Pace | None = None,
+                        retire: Collection[str] = (),
+                        copied: Callable[[], None] | None = None) -> None:
         """Copy ``key`` to ``tier`` too (verified); nothing to copy when a ready replica is
         there already, also one that landed meanwhile (a reader's read-through fill committed
         between this copy's look and its intent).
@@ -618,7 +624,6 @@ class Store:
         for name in set(retire) - {replica.tier for replica in retired}:
             if (current := self._ready(key)).on(name) is not None:  # the copy was there
                 await self.drop_replica(current.key, name)  # already, or the tier is pinned
-        return await self.stat(key)
 
     @property
     def fill_tier(self) -> str | None:
@@ -709,7 +714,7 @@ class Store:
         """Pin ``key`` to ``tier`` (default: its best current tier), copying it there first."""
         record = self._ready(key)
         target = tier or self.rank(record)[0].tier
-        await self.add_replica(key, target)
+        await self.replicate(key, target)
         await self._db(self.catalog.set_pin, record.key, target)
         return await self.stat(key)
 

@@ -158,7 +158,7 @@ async def place_after_put(store: Store, key: str, tier: str) -> list[str]:
     written = []
     for target in add:
         try:
-            await store.add_replica(key, target)
+            await store.replicate(key, target)
             written.append(target)
         except (TierstoreError, OSError) as exc:  # the object is committed: the daemon
             # repairs it later
