@@ -596,12 +596,25 @@ class Tier:
             handle = await self._guard("write", asyncio.to_thread(_open_local, full) if local
                                        else asyncio.to_thread(fs.open, full, "wb"))
             written = 0
+            pending: asyncio.Future[None] | None = None  # a write under way
             try:
                 async for chunk in chunks:
-                    await self._guard("write", asyncio.to_thread(_write_hashed, handle, chunk,
-                                                                 hasher))
+                    if pending is not None:
+                        await pending
+                    write = self._guard("write", asyncio.to_thread(_write_hashed, handle,
+                                                                   chunk, hasher))
+                    if type(chunk) is bytes:  # its own: written while the next one comes
+                        pending = asyncio.ensure_future(write)
+                    else:  # lent until the next one is asked for: written first
+                        pending = None
+                        await write
                     written += len(chunk)
+                if pending is not None:
+                    await pending
             finally:
+                if pending is not None and not pending.done():  # never close under a write
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait([pending])
                 await asyncio.to_thread(handle.close)
         if hasher is not None:
             info = await self._call("stat", "info", full)
