@@ -5,6 +5,7 @@ is refused and named; the adopted tar shards index and load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -99,3 +100,61 @@ def test_tar_shards_adopted_with_index_load_every_sample_once(tmp_path: Path) ->
                             num_workers=2)
         keys = [key for batch in loader for key in batch["__key__"]]
         assert sorted(keys) == [f"sample{i:04d}" for i in range(n)]
+
+
+@pytest.mark.parametrize("backend", ["local", "moto"])
+def test_files_written_over_or_removed_after_adoption_are_never_served_stale(
+        request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    """A file adopted, copied to other tiers, then written over behind the store's back (same
+    size, other bytes): a read that reaches it refuses the stale copies (ObjectChanged), so
+    does a copy made from it; adopting again takes the new content in and removes the stale
+    copies; a file removed behind the store's back takes its object with it."""
+    from tierstore.errors import ObjectChanged
+
+    old = {"ds/a.bin": os.urandom(50_000), "ds/b.bin": os.urandom(20_000)}
+    new = bytes(reversed(old["ds/a.bin"]))
+    if backend == "local":
+        config = make_config(tmp_path, "local")
+        warm = tmp_path / "tiers" / "warm"
+
+        def write(key: str, data: bytes) -> None:
+            (warm / key).parent.mkdir(parents=True, exist_ok=True)
+            (warm / key).write_bytes(data)
+
+        def remove(key: str) -> None:
+            (warm / key).unlink()
+    else:
+        server = request.getfixturevalue("moto_server")
+        bucket = server.new_bucket()
+        client = server.client()
+        config = make_config(tmp_path, "moto", server, bucket)
+
+        def write(key: str, data: bytes) -> None:
+            client.put_object(Bucket=bucket, Key=f"warm/{key}", Body=data)
+
+        def remove(key: str) -> None:
+            client.delete_object(Bucket=bucket, Key=f"warm/{key}")
+    for key, data in old.items():
+        write(key, data)
+    with open_store(config) as store:
+        assert len(store.adopt("ds", "warm").adopted) == 2
+        store.add_replica("ds/a.bin", "cold")  # read after warm: warm is asked first
+        store.add_replica("ds/b.bin", "hot")
+        write("ds/a.bin", new)
+        with pytest.raises(ObjectChanged, match=r"tierstore adopt ds/a\.bin --tier warm"):
+            store.cat("ds/a.bin", verify=True)
+        with pytest.raises(ObjectChanged):
+            store.add_replica("ds/a.bin", "hot")  # nor copied from a stale copy
+        assert sorted(store.stat("ds/a.bin").tiers) == ["cold", "warm"]
+        again = store.adopt("ds", "warm")
+        assert again.changed == (("ds/a.bin", len(new)),) and again.known == 1
+        assert store.stat("ds/a.bin").tiers == ["warm"]  # the stale copy on cold removed
+        assert store.cat("ds/a.bin", verify=True) == new
+        remove("ds/b.bin")
+        gone = store.adopt("ds", "warm")
+        assert gone.vanished == ("ds/b.bin",) and gone.known == 1
+        assert not store.exists("ds/b.bin")
+        assert store.adopt("ds", "warm") == dataclasses.replace(gone, vanished=())
+        assert store.audit(deep=True).ok
+    if backend == "moto":
+        server.delete_bucket(bucket)

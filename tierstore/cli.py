@@ -371,6 +371,11 @@ async def _cmd_adopt(store: Store, args: argparse.Namespace) -> int:
     else:
         print(f"adopted {_plural(len(keys), 'object')} ({human(report.bytes)}) on tier {tier}"
               f"{', pinned there' if args.pin and keys else ''}; {report.known} adopted before")
+        for key, _ in report.changed:
+            print(f"changed {key}: written over since it was adopted; its new content taken "
+                  "in, copies of the old removed")
+        for key in report.vanished:
+            print(f"vanished {key}: its file is gone; the object removed")
         if index is not None:
             print(f"indexed {_plural(index['shards'], 'shard')}: {index['key']}")
         for path, why in report.refused:

@@ -19,6 +19,7 @@ __all__ = [
     "LeaseLost",
     "MissingExtra",
     "NoReadableReplica",
+    "ObjectChanged",
     "ObjectExists",
     "ObjectNotFound",
     "ReplicaError",
@@ -73,6 +74,18 @@ class ObjectNotFound(TierstoreError, FileNotFoundError):
     def __init__(self, key: str, detail: str = ""):
         super().__init__(f"no such object: {key!r}{': ' + detail if detail else ''}")
         self.key = key
+
+
+class ObjectChanged(TierstoreError, OSError):
+    """An adopted object's file was written over or removed behind the store's back: its
+    copies elsewhere hold what it was, so none is served; adopting its prefix again takes
+    the new content (or the removal) in."""
+
+    def __init__(self, key: str, tier: str, path: str, now: str):
+        super().__init__(f"{key!r} changed on tier {tier!r} since it was adopted ({now}): its "
+                         f"copies are not served; run `tierstore adopt {path} --tier {tier}` "
+                         "to take the change in")
+        self.key, self.tier = key, tier
 
 
 class ObjectExists(TierstoreError, FileExistsError):

@@ -80,8 +80,10 @@ class AdoptReport:
 
     tier: str
     adopted: tuple[tuple[str, int], ...]  # (key, size) cataloged now
-    known: int  # files cataloged already as that key's replica on the tier (a run resumed)
+    known: int  # files cataloged already as that key's replica on the tier, unchanged
     refused: tuple[tuple[str, str], ...]  # (path, why): not a valid key, or the key is taken
+    changed: tuple[tuple[str, int], ...] = ()  # (key, size) adopted before, written over since
+    vanished: tuple[str, ...] = ()  # keys adopted before whose files are gone (removed now)
 
     @property
     def bytes(self) -> int:

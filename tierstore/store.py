@@ -59,6 +59,7 @@ from .errors import (
     CopyInFlight,
     InvalidKey,
     NoReadableReplica,
+    ObjectChanged,
     ObjectExists,
     ObjectNotFound,
     ReplicaError,
@@ -293,17 +294,21 @@ class Store:
         async def fetch(replica: Replica) -> bytes | memoryview:
             tier = self.tier(replica.tier)
             data: bytes | memoryview
-            if hi <= lo:
-                data = b""
-            elif into is None:
-                data = await tier.read(replica.path, lo, hi)
-            else:
-                data = into[:await tier.read_into(replica.path, lo, into[:hi - lo])]
-            if len(data) != hi - lo:
-                raise TierError(replica.tier, "read", f"short read ({len(data)} of "
-                                                      f"{hi - lo} bytes)")
-            if check and (actual := checksum(data)) != record.checksum:
-                raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
+            try:
+                if hi <= lo:
+                    data = b""
+                elif into is None:
+                    data = await tier.read(replica.path, lo, hi)
+                else:
+                    data = into[:await tier.read_into(replica.path, lo, into[:hi - lo])]
+                if len(data) != hi - lo:
+                    raise TierError(replica.tier, "read", f"short read ({len(data)} of "
+                                                          f"{hi - lo} bytes)")
+                if check and (actual := checksum(data)) != record.checksum:
+                    raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
+            except (ChecksumMismatch, FileNotFoundError, TierError) as exc:
+                await self._refuse_if_changed(record, replica, exc)
+                raise
             return data
 
         # The best replica, failover, a deadline and hedging: tierstore.locality.
@@ -325,6 +330,30 @@ class Store:
         self.reads_by_tier[served.tier] += 1
         self.bytes_by_tier[served.tier] += len(data)
         return data
+
+    async def _refuse_if_changed(self, record: ObjectRecord, replica: Replica,
+                                 exc: BaseException) -> None:
+        """Raise :class:`ObjectChanged` if ``replica`` failed to read whole or true (``exc``)
+        because it is an adopted file written over or removed behind the store's back: then
+        the object's other replicas hold what it was, and failing over to them would serve
+        stale bytes. Any other failure (corruption, an outage) returns, to fail over."""
+        if not isinstance(exc, ChecksumMismatch | FileNotFoundError) and not (
+                isinstance(exc, TierError) and "short read" in str(exc)):
+            return
+        tracked = (await self._db(self.catalog.adopted, replica.tier, record.key)).get(
+            record.key)
+        if tracked is None or tracked[0] != replica.id:
+            return
+        try:
+            now = await self.tier(replica.tier).version(replica.path)
+        except (TierstoreError, OSError):
+            return  # cannot tell: an outage, failed over as any
+        if now is None:
+            raise ObjectChanged(record.key, replica.tier, record.key, "its file is gone")
+        size, version = now
+        if size != record.size or (version is not None and version != tracked[1]):
+            raise ObjectChanged(record.key, replica.tier, record.key,
+                                f"{size} bytes now, {record.size} then")
 
     async def _transfer(self, record: ObjectRecord,
                         write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
@@ -348,6 +377,7 @@ class Store:
             try:
                 return await write(stream)
             except _SourceFailed as failed:
+                await self._refuse_if_changed(record, replica, failed.cause)
                 failures.append((failed.tier, failed.cause))
                 self._fallback(record.key, replica, failed.cause)
         raise NoReadableReplica(record.key, failures) if failures else self._unreachable(record)
@@ -915,23 +945,34 @@ class Store:
         its replica; nothing is copied. Each file is read once to compute its checksum
         (``jobs`` at a time; ``planned(bytes, files)`` tells how much that is, and
         ``hashed(nbytes)`` follows each file), and the objects are committed
-        :data:`ADOPT_BATCH` to a catalog transaction. Files cataloged already as their key's
-        replica there are counted, not read again (an interrupted run resumes); a path that
-        is not a valid key, or whose key the store holds elsewhere or as a folder, is refused
-        and reported. With ``keys``, those files only (one missing is refused). From then on
-        the objects are the store's: its policies move them like any other (pin them to
-        keep them where they are)."""
+        :data:`ADOPT_BATCH` to a catalog transaction, each replica with its file's version
+        (an S3 ETag; a local file's modification time and inode). A path that is not a valid
+        key, or whose key the store holds elsewhere or as a folder, is refused and reported.
+        With ``keys``, those files only (one missing is refused).
+
+        Run again, it is a rescan: a file adopted already is counted, not read again (an
+        interrupted run resumes), unless its size or version changed (written over behind
+        the store's back): then it is read again and the object takes its new content, its
+        copies on other tiers (of what it held before) removed, so none is served stale; a
+        file adopted before and gone now (without ``keys``) takes its object with it. From
+        then on the objects are the store's: its policies move them like any other (pin
+        them to keep them where they are)."""
         dest = self.tier(tier)
         wanted = validate_prefix(prefix)
+
+        def under(path: str) -> bool:
+            return path.startswith(wanted) if wanted.endswith("/") or not wanted \
+                else path == wanted or path.startswith(wanted + "/")
+
+        tracked = await self._db(self.catalog.adopted, dest.name, wanted)
         refused: list[tuple[str, str]] = []
-        fresh: list[tuple[str, int]] = []
+        fresh: list[tuple[str, int, str | None, int | None]] = []  # key, size, version, id
         known = 0
+        seen: set[str] = set()
         missing = set(keys) if keys is not None else set()
         for found in await dest.walk():
             path = found.path
-            if path.split("/", 1)[0] == RESERVED_PREFIX or not (
-                    path.startswith(wanted) if wanted.endswith("/") or not wanted
-                    else path == wanted or path.startswith(wanted + "/")):
+            if path.split("/", 1)[0] == RESERVED_PREFIX or not under(path):
                 continue
             if keys is not None:
                 if path not in missing:
@@ -945,27 +986,45 @@ class Store:
                 continue
             record = self.catalog.get(key)
             if record is None:
-                fresh.append((key, found.size))
+                fresh.append((key, found.size, found.version, None))
             elif (mine := record.on(dest.name)) is not None and mine.path == key:
-                known += 1
+                seen.add(key)
+                rid, version = tracked.get(key, (None, None))
+                if rid is not None and found.version is not None and (
+                        version != found.version or found.size != record.size):
+                    fresh.append((key, found.size, found.version, rid))  # written over
+                else:
+                    known += 1
             else:
                 refused.append((path, f"the store holds {key!r} already (on "
                                       f"{', '.join(r.tier for r in record.ready) or 'no tier'})"))
         refused += [(path, f"no such file on tier {dest.name!r}") for path in missing]
+        gone = [] if keys is not None else sorted(k for k in tracked if under(k) and k not in seen)
         if planned is not None:
-            planned(sum(size for _, size in fresh), len(fresh))
+            planned(sum(size for _, size, _, _ in fresh), len(fresh))
         adopted: list[tuple[str, int, str]] = []
+        changed: list[tuple[str, int]] = []
         pending: list[tuple[str, int, str]] = []
+        versions: dict[str, str] = {}
         gate = asyncio.Semaphore(jobs)
 
-        async def one(key: str, size: int) -> None:
+        async def one(key: str, size: int, version: str | None, rid: int | None) -> None:
             async with gate:
                 hasher = await dest.hash(key, size)
             if hasher.size != size:
                 refused.append((key, f"{hasher.size} bytes read, {size} listed: it changed "
                                      "while it was being adopted"))
                 return
-            pending.append((key, size, hasher.hexdigest()))
+            if rid is not None:  # the store's object: it takes the file's new content
+                assert version is not None
+                await self._retire(key, await self._db(
+                    self.catalog.readopt, rid, owner=self.owner, size=size,
+                    checksum=hasher.hexdigest(), version=version))
+                changed.append((key, size))
+            else:
+                pending.append((key, size, hasher.hexdigest()))
+                if version is not None:
+                    versions[key] = version
             if hashed is not None:
                 hashed(size)
             if len(pending) >= ADOPT_BATCH:
@@ -974,14 +1033,20 @@ class Store:
         async def commit() -> None:
             batch = pending[:]
             pending.clear()
-            await self._db(self.catalog.add_objects, batch, dest.name, owner=self.owner)
+            await self._db(self.catalog.add_objects, batch, dest.name, owner=self.owner,
+                           versions={key: versions[key] for key, _, _ in batch
+                                     if key in versions})
             adopted.extend(batch)
 
-        await asyncio.gather(*(one(key, size) for key, size in fresh))
+        await asyncio.gather(*(one(*entry) for entry in fresh))
         if pending:
             await commit()
+        for key in gone:  # its file went: so does the object, copies and all
+            with contextlib.suppress(ObjectNotFound):
+                await self._retire(key, await self._db(self.catalog.begin_delete, key,
+                                                       owner=self.owner))
         return AdoptReport(dest.name, tuple(sorted((k, n) for k, n, _ in adopted)), known,
-                           tuple(sorted(refused)))
+                           tuple(sorted(refused)), tuple(sorted(changed)), tuple(gone))
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica

@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +78,13 @@ _UNAVAILABLE_NAMES = ("ClientConnectorError", "EndpointConnectionError", "Connec
 
 @dataclass(frozen=True, slots=True)
 class TierFile:
-    """A file found on a tier: its path relative to the root, and its size."""
+    """A file found on a tier: its path relative to the root, its size, and its version:
+    what tells this file from one written over it (an S3 ETag; a local file's modification
+    time and inode), None where the backend says nothing of it."""
 
     path: str
     size: int
+    version: str | None = None
 
 
 def _s3_defaults(options: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -475,6 +478,16 @@ class Tier:
         etag = _etag(info.get("ETag") or info.get("etag"))
         return int(info["size"]), expected is not None and etag == expected
 
+    async def version(self, path: str) -> tuple[int, str | None] | None:
+        """``path``'s size and version now (see :class:`TierFile`); None if it is gone."""
+        try:
+            info = await self._call("stat", "info", self.full_path(path))
+        except TierError as exc:
+            if _gone(exc):
+                return None
+            raise
+        return int(info.get("size") or 0), _version(info)
+
     async def hash(self, path: str, size: int) -> Hasher:
         """Read ``path`` whole and hash it: a local file in one thread call (one reused
         buffer, no bytes objects), anything else as :meth:`iter_read` streams it."""
@@ -821,12 +834,22 @@ class Tier:
             raise
         prefix = self.root + "/"
         return sorted(
-            (TierFile(name[len(prefix):], int(info.get("size") or 0))
+            (TierFile(name[len(prefix):], int(info.get("size") or 0), _version(info))
              for name, info in found.items()
              if name.startswith(prefix) and info.get("type") != "directory"
              and not info.get("islink")),
             key=lambda f: f.path,
         )
+
+
+def _version(info: Mapping[str, Any]) -> str | None:
+    """What tells a file from one written over it, from an fsspec listing or info: an S3
+    object's ETag, a local file's modification time and inode."""
+    if (etag := _etag(info.get("ETag") or info.get("etag"))) is not None:
+        return etag
+    if info.get("mtime") is not None and info.get("ino") is not None:
+        return f"{info['mtime']!r}:{info['ino']}"
+    return None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -381,16 +381,33 @@ class Catalog(ABC):
         one statement: one scheduled again meanwhile is kept. Returns how many."""
 
     @abstractmethod
-    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
-                    ) -> int:
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str,
+                    versions: Mapping[str, str] | None = None) -> int:
         """The bulk-load path: record committed objects, each ``(key, size, checksum)`` with
         one ready replica on ``tier`` at the key's own path, in one transaction; keys that
         exist already are left as they are. Returns how many objects were added.
 
         For adopting data already in place (a dataset copied into a bucket by other tools)
         and for benchmarks: the caller vouches that the bytes are there and match, and keys
-        are not validated here (:func:`tierstore.keys.validate_key` does that).
+        are not validated here (:func:`tierstore.keys.validate_key` does that). ``versions``:
+        key -> what the tier said of the file when it was read (an S3 ETag; a local file's
+        modification time and inode), kept with the new replica as an *adopted* one, so that
+        a change made to it behind the store's back can be told (:meth:`adopted`).
         """
+
+    @abstractmethod
+    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
+        """The adopted replicas on ``tier`` of the keys under ``prefix`` that are ready:
+        key -> (replica id, the version it was adopted or last re-adopted at)."""
+
+    @abstractmethod
+    def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
+                ) -> list[Replica]:
+        """An adopted replica's file changed in place, behind the store's back, and was read
+        again: the object takes its ``size`` and ``checksum``, the replica its ``version``,
+        and every other ready replica of the object (copies of what it held before) becomes
+        ``deleting``, owned by ``owner``, returned for the caller to remove; one transaction,
+        durably. ReplicaError if the replica is no longer a ready adopted one."""
 
     @abstractmethod
     def clock(self) -> float:

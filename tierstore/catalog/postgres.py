@@ -129,6 +129,12 @@ MIGRATIONS = [
     # Version 5 made SQLite's replica ids never reused; identity columns never reuse theirs,
     # so here it changes nothing (both backends keep one numbering of schema versions).
     "SELECT 1",
+    """
+    CREATE TABLE adopted (
+        replica_id BIGINT PRIMARY KEY REFERENCES replicas(id) ON DELETE CASCADE,
+        version    TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATION_LOCK = 0x7469657273746F72  # "tierstor": one migration at a time per database
@@ -517,17 +523,57 @@ class PostgresCatalog(Catalog):
 
         self._write(txn)
 
-    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
-                    ) -> int:
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str,
+                    versions: Mapping[str, str] | None = None) -> int:
         rows, now = list(objects), time.time()
         keys, sizes, checksums = ([row[i] for row in rows] for i in range(3))
-        return self._write(lambda cur: cur.execute(
-            "WITH new AS (INSERT INTO objects (key, size, checksum, created) "
-            "SELECT k, s, c, %s FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS b(k, s, c) "
-            "ON CONFLICT (key) DO NOTHING RETURNING id, key) "
-            "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
-            "SELECT id, %s, key, 'ready', NULL, %s, %s FROM new",
-            (now, keys, sizes, checksums, tier, owner, now)).rowcount)
+        adopted = [(key, versions[key]) for key, _, _ in rows if versions and key in versions]
+
+        def txn(cur: Cursor) -> int:
+            added = cur.execute(
+                "WITH new AS (INSERT INTO objects (key, size, checksum, created) "
+                "SELECT k, s, c, %s FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS "
+                "b(k, s, c) ON CONFLICT (key) DO NOTHING RETURNING id, key) "
+                "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
+                "SELECT id, %s, key, 'ready', NULL, %s, %s FROM new RETURNING id, path",
+                (now, keys, sizes, checksums, tier, owner, now)).fetchall()
+            if adopted:
+                ids = {path: rid for rid, path in added}
+                cur.executemany("INSERT INTO adopted (replica_id, version) VALUES (%s, %s)",
+                                [(ids[key], version) for key, version in adopted
+                                 if key in ids])
+            return len(added)
+
+        return self._write(txn)
+
+    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
+        return {key: (rid, version) for key, rid, version in self._read(
+            "SELECT o.key, r.id, a.version FROM adopted a JOIN replicas r ON r.id = "
+            "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = %s AND "
+            "r.state = 'ready' AND o.key >= %s AND o.key < %s",
+            (tier, prefix, prefix + "\U0010ffff"))}
+
+    def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
+                ) -> list[Replica]:
+        now = time.time()
+
+        def txn(cur: Cursor) -> list[Replica]:
+            oid, replica = self._lock_replica(cur, replica_id)
+            found = _one(cur.execute("SELECT count(*) FROM adopted WHERE replica_id = %s",
+                                     (replica_id,)))
+            if replica.state is not ReplicaState.READY or not found[0]:
+                raise ReplicaError(f"replica {replica_id} is not a ready adopted replica")
+            cur.execute("UPDATE objects SET size = %s, checksum = %s WHERE id = %s",
+                        (size, checksum, oid))
+            cur.execute("UPDATE adopted SET version = %s WHERE replica_id = %s",
+                        (version, replica_id))
+            return sorted((_replica(row) for row in cur.execute(
+                "UPDATE replicas r SET state = 'deleting', owner = %s, updated = %s WHERE "
+                "object_id = %s AND id <> %s AND state = 'ready' "
+                f"RETURNING {_REPLICA_COLUMNS}", (owner, now, oid, replica_id))),
+                key=lambda r: r.id)
+
+        return self._write(txn)
 
     # -- leases: one upsert or update each, on the server's clock -----------------------------
     # ON CONFLICT DO UPDATE locks the row and re-checks its WHERE against the latest committed

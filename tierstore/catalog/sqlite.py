@@ -138,6 +138,13 @@ MIGRATIONS = [
     CREATE UNIQUE INDEX replicas_one_ready ON replicas(object_id, tier) WHERE state = 'ready';
     CREATE UNIQUE INDEX replicas_path ON replicas(tier, path);
     """,
+    # Adopted replicas: what the tier said of each file when it was read (see add_objects).
+    """
+    CREATE TABLE adopted (
+        replica_id INTEGER PRIMARY KEY REFERENCES replicas(id) ON DELETE CASCADE,
+        version    TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -547,18 +554,51 @@ class SqliteCatalog(Catalog):
                 "last_access = excluded.last_access, count = excluded.count, "
                 "score = excluded.score", [(oid, site, *rest) for oid, *rest in rows])
 
-    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str
-                    ) -> int:
+    def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str,
+                    versions: Mapping[str, str] | None = None) -> int:
         now = time.time()
         with self._write() as conn:  # the only writer: new rows are those after the last id
             (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM objects").fetchone()
             conn.executemany("INSERT INTO objects (key, size, checksum, created) "
                              "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                              ((key, size, checksum, now) for key, size, checksum in objects))
-            return conn.execute(
+            added = conn.execute(
                 "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
-                "SELECT id, ?, key, 'ready', NULL, ?, ? FROM objects WHERE id > ?",
-                (tier, owner, now, last)).rowcount
+                "SELECT id, ?, key, 'ready', NULL, ?, ? FROM objects WHERE id > ? "
+                "RETURNING id, path", (tier, owner, now, last)).fetchall()
+            if versions:
+                conn.executemany("INSERT INTO adopted (replica_id, version) VALUES (?, ?)",
+                                 [(rid, versions[path]) for rid, path in added
+                                  if path in versions])
+            return len(added)
+
+    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
+        with self._read() as conn:
+            return {key: (rid, version) for key, rid, version in conn.execute(
+                "SELECT o.key, r.id, a.version FROM adopted a JOIN replicas r ON r.id = "
+                "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = ? AND "
+                "r.state = 'ready' AND o.key >= ? AND o.key < ?",
+                (tier, prefix, prefix + "\U0010ffff"))}
+
+    def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
+                ) -> list[Replica]:
+        now = time.time()
+        with self._write(durable=True) as conn:
+            row = conn.execute(
+                "SELECT r.object_id FROM replicas r JOIN adopted a ON a.replica_id = r.id "
+                "WHERE r.id = ? AND r.state = 'ready'", (replica_id,)).fetchone()
+            if row is None:
+                raise ReplicaError(f"replica {replica_id} is not a ready adopted replica")
+            (oid,) = row
+            conn.execute("UPDATE objects SET size = ?, checksum = ? WHERE id = ?",
+                         (size, checksum, oid))
+            conn.execute("UPDATE adopted SET version = ? WHERE replica_id = ?",
+                         (version, replica_id))
+            return sorted((_replica(row) for row in conn.execute(
+                "UPDATE replicas SET state = 'deleting', owner = ?, updated = ? WHERE "
+                "object_id = ? AND id != ? AND state = 'ready' RETURNING id, tier, path, "
+                "state, tmp, owner, updated", (owner, now, oid, replica_id)).fetchall()),
+                key=lambda r: r.id)
 
     # -- leases (one writer at a time: BEGIN IMMEDIATE makes each of these atomic) ----------
 

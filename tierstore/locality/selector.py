@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from ..catalog import Replica
 from ..config import Config, TierConfig
-from ..errors import ChecksumMismatch, NoReadableReplica, TierstoreError
+from ..errors import ChecksumMismatch, NoReadableReplica, ObjectChanged, TierstoreError
 from .health import (
     MIN_P95_SAMPLES,
     BreakerState,
@@ -233,7 +233,8 @@ class Locality:
                                 h.censored(now - since - queue[0], now)
                         running.clear()
                         return item, data
-                    if not isinstance(exc, TierstoreError | OSError):
+                    if not isinstance(exc, TierstoreError | OSError) or isinstance(
+                            exc, ObjectChanged):  # no replica holds what is there now
                         raise exc
                     if health is not None and health.failure(
                             now, endpoint=not isinstance(exc, ChecksumMismatch
