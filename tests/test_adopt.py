@@ -158,3 +158,47 @@ def test_files_written_over_or_removed_after_adoption_are_never_served_stale(
         assert store.audit(deep=True).ok
     if backend == "moto":
         server.delete_bucket(bucket)
+
+
+def test_the_daemon_rescans_adopted_prefixes_so_stale_copies_go(tmp_path: Path) -> None:
+    """The daemon's rescan (``--rescan-every``) takes in what `adopt` took in before: a
+    file written over behind the store's back replaces its object's content (its copy on
+    the hot tier, of the old, goes), a new file under a wholly adopted prefix is adopted,
+    and of the files adopted by name only those are looked at."""
+    import asyncio
+
+    from tierstore.daemon import Daemon, DaemonOptions
+    from tierstore.store import Store
+
+    config = make_config(tmp_path, "local")
+    warm = tmp_path / "tiers" / "warm"
+    for name in ("ds/a.bin", "ds/b.bin", "named/x.bin", "named/y.bin"):
+        (warm / name).parent.mkdir(parents=True, exist_ok=True)
+        (warm / name).write_bytes(os.urandom(1000))
+    with open_store(config) as store:
+        store.adopt("ds", "warm")
+        asyncio.run(store.aio.adopt("named/", "warm", keys=["named/x.bin"]))
+        store.add_replica("ds/a.bin", "hot")
+    new = os.urandom(2000)
+    (warm / "ds" / "a.bin").write_bytes(new)
+    (warm / "ds" / "c.bin").write_bytes(b"new file")
+    (warm / "named" / "x.bin").write_bytes(b"x again")
+
+    async def cycle() -> dict[str, int]:
+        store = Store(config)
+        try:
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None,
+                                                 rescan_every=0))
+            assert await daemon.cycle()
+            return dict(daemon.outcomes)
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(cycle())
+    assert outcomes["rescan_changed"] == 2 and outcomes["rescan_adopted"] == 1
+    with open_store(config) as store:
+        assert store.stat("ds/a.bin").tiers == ["warm"] and store.cat("ds/a.bin") == new
+        assert store.cat("ds/c.bin", verify=True) == b"new file"
+        assert store.cat("named/x.bin", verify=True) == b"x again"
+        assert not store.exists("named/y.bin")  # never adopted: named ones only
+        assert store.audit(deep=True).orphans == (("warm", "named/y.bin"),)

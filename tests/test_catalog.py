@@ -151,6 +151,11 @@ def test_adopted_replicas_keep_their_version_and_take_a_change_in(catalog: Catal
     assert catalog.adopted("warm", "ds/a")["ds/a"] == (rid, "v2")
     with pytest.raises(ReplicaError, match="adopted"):
         catalog.readopt(copy.id, owner=OWNER, size=1, checksum="x", version="v3")
+    catalog.add_adoption("warm", "ds/", whole=False)
+    catalog.add_adoption("warm", "ds/", whole=True)
+    catalog.add_adoption("warm", "ds/", whole=False)  # only widens
+    catalog.add_adoption("cold", "x", whole=False)
+    assert catalog.adoptions() == [("cold", "x", False), ("warm", "ds/", True)]
 
 
 def test_a_forget_touches_only_the_exact_replica_it_names(catalog: Catalog) -> None:

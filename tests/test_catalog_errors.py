@@ -117,6 +117,8 @@ CALLS: dict[str, Callable[[Catalog, Replica], Any]] = {
     "add_objects": lambda c, r: c.add_objects([("k/bulk", 1, "c")], "hot", owner=OWNER,
                                               versions={"k/bulk": "v1"}),
     "adopted": lambda c, r: c.adopted("hot", "k/"),
+    "add_adoption": lambda c, r: c.add_adoption("hot", "k/", whole=True),
+    "adoptions": lambda c, r: c.adoptions(),
     "readopt": lambda c, r: c.readopt(r.id, owner=OWNER, size=3, checksum="c", version="v2"),
     "acquire_lease": lambda c, r: c.acquire_lease("leader", "b", 30.0),
     "renew_lease": lambda c, r: c.renew_lease("leader", "a", 1, 30.0),

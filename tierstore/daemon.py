@@ -87,10 +87,14 @@ class DaemonOptions:
     # every replica's file (with scrub_deep, its checksum too) and repair the bad ones.
     scrub_every: float | None = None
     scrub_deep: bool = False
+    # Rescan (Store.rescan): every this many seconds (0: every cycle; None: never), list the
+    # adopted prefixes again, taking in files written over or removed behind the store's back.
+    rescan_every: float | None = 600.0
 
     def __post_init__(self) -> None:
         if not (self.tick > 0 and self.shutdown_timeout >= 0 and self.max_moves >= 1
                 and (self.scrub_every is None or self.scrub_every >= 0)
+                and (self.rescan_every is None or self.rescan_every >= 0)
                 and (self.bandwidth is None or self.bandwidth > 0)
                 and (self.metrics_port is None or 0 <= self.metrics_port <= 65535)):
             raise ConfigError("expected tick > 0, shutdown timeout >= 0, max moves >= 1, "
@@ -171,7 +175,7 @@ class Daemon:
         self.copy_rate: float | None = None  # bytes/s of recent copies (EWMA): what lands when
         self._uses: tuple[float, dict[str, float]] = (-float("inf"), {})  # (read at, next uses)
         self.last_scrub: ScrubReport | None = None
-        self._scrubbed_at = -float("inf")
+        self._scrubbed_at = self._rescanned_at = -float("inf")
         self._stop, self._force = asyncio.Event(), asyncio.Event()
 
     def _set_state(self, state: RunState) -> None:
@@ -292,6 +296,7 @@ class Daemon:
         try:
             if self.cluster is not None and not self.options.dry_run:
                 await self.cluster.recover_crashed(self.store)  # a no-op unless leader
+            await self._rescan_if_due()  # what changed behind its back, before the plan
             await self._scrub_if_due()  # bad replicas replaced before the plan sees them
             await self._tidy()
             if self.cluster is not None:  # this node's hot tier; cluster-wide: the leader's
@@ -319,6 +324,25 @@ class Daemon:
             return False
         self._finish_cycle(began, started, ok=True)
         return True
+
+    async def _rescan_if_due(self) -> None:
+        """Adopt the adopted prefixes again, when a rescan is due (in a cluster, the
+        leader's work): files written over or removed behind the store's back are taken in,
+        their stale copies removed (:meth:`Store.rescan`)."""
+        every = self.options.rescan_every
+        if (every is None or self.options.dry_run
+                or time.monotonic() - self._rescanned_at < every
+                or (self.cluster is not None and not self.cluster.is_leader)):
+            return
+        self._rescanned_at = time.monotonic()
+        reports = await self.store.rescan()
+        counts = Counter(adopted=sum(len(r.adopted) for r in reports),
+                         changed=sum(len(r.changed) for r in reports),
+                         vanished=sum(len(r.vanished) for r in reports),
+                         refused=sum(len(r.refused) for r in reports))
+        self.outcomes.update({f"rescan_{name}": n for name, n in counts.items() if n})
+        log.log(logging.WARNING if counts["changed"] or counts["vanished"] else logging.INFO,
+                "rescan", extra={"fields": {"prefixes": len(reports), **counts}})
 
     async def _scrub_if_due(self) -> None:
         """Check every replica and repair the bad ones, when a scrub is due (in a cluster,
@@ -506,6 +530,11 @@ def _message(exc: BaseException) -> str:
 # -- the command ------------------------------------------------------------------------------
 
 
+def _or_never(parse: Callable[[str], float]) -> Callable[[str], float | None]:
+    """``parse``, or None for ``never``."""
+    return lambda text: None if text == "never" else parse(text)
+
+
 def _seconds(zero: bool) -> Callable[[str], float]:
     """A parser of ``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds (> 0, or >= 0)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -553,7 +582,8 @@ async def _daemon(args: argparse.Namespace) -> int:
                             dry_run=args.dry_run,
                             metrics_port=None if args.no_metrics else args.metrics_port,
                             metrics_host=args.metrics_host, scrub_every=args.scrub_every,
-                            scrub_deep=args.scrub_deep)
+                            scrub_deep=args.scrub_deep,
+                            rescan_every=args.rescan_every)
     store = None
     lock = DaemonLock(lock_path(config))
     try:
@@ -605,6 +635,10 @@ def add_daemon_command(sub: Any) -> None:
                           "every cycle)")
     cmd.add_argument("--scrub-deep", action="store_true",
                      help="scrubs also read every replica and check its checksum")
+    cmd.add_argument("--rescan-every", type=_or_never(_seconds(zero=True)), default=600.0,
+                     metavar="SECONDS", help="list the prefixes `tierstore adopt` took in "
+                     "again this often, taking in files written over or removed behind the "
+                     "store's back (default: 10m; 0: every cycle; never)")
     cmd.add_argument("--lease-ttl", type=_seconds(zero=False), default=15.0, metavar="SECONDS",
                      help="with a PostgreSQL catalog: how long the node's and the leader's "
                           "leases outlive a daemon that stops renewing them, so how soon "

@@ -954,9 +954,9 @@ class Store:
         interrupted run resumes), unless its size or version changed (written over behind
         the store's back): then it is read again and the object takes its new content, its
         copies on other tiers (of what it held before) removed, so none is served stale; a
-        file adopted before and gone now (without ``keys``) takes its object with it. From
-        then on the objects are the store's: its policies move them like any other (pin
-        them to keep them where they are)."""
+        file adopted before and gone now takes its object with it. The prefix is remembered
+        (:meth:`rescan` goes over it again). From then on the objects are the store's: its
+        policies move them like any other (pin them to keep them where they are)."""
         dest = self.tier(tier)
         wanted = validate_prefix(prefix)
 
@@ -965,12 +965,13 @@ class Store:
                 else path == wanted or path.startswith(wanted + "/")
 
         tracked = await self._db(self.catalog.adopted, dest.name, wanted)
+        await self._db(self.catalog.add_adoption, dest.name, wanted, whole=keys is None)
         refused: list[tuple[str, str]] = []
         fresh: list[tuple[str, int, str | None, int | None]] = []  # key, size, version, id
         known = 0
         seen: set[str] = set()
         missing = set(keys) if keys is not None else set()
-        for found in await dest.walk():
+        for found in await dest.walk(wanted[:wanted.rfind("/") + 1]):
             path = found.path
             if path.split("/", 1)[0] == RESERVED_PREFIX or not under(path):
                 continue
@@ -998,8 +999,10 @@ class Store:
             else:
                 refused.append((path, f"the store holds {key!r} already (on "
                                       f"{', '.join(r.tier for r in record.ready) or 'no tier'})"))
-        refused += [(path, f"no such file on tier {dest.name!r}") for path in missing]
-        gone = [] if keys is not None else sorted(k for k in tracked if under(k) and k not in seen)
+        refused += [(path, f"no such file on tier {dest.name!r}") for path in missing
+                    if path not in tracked]
+        gone = sorted(key for key in tracked if under(key) and key not in seen
+                      and (keys is None or key in missing))
         if planned is not None:
             planned(sum(size for _, size, _, _ in fresh), len(fresh))
         adopted: list[tuple[str, int, str]] = []
@@ -1047,6 +1050,20 @@ class Store:
                                                        owner=self.owner))
         return AdoptReport(dest.name, tuple(sorted((k, n) for k, n, _ in adopted)), known,
                            tuple(sorted(refused)), tuple(sorted(changed)), tuple(gone))
+
+    async def rescan(self, *, jobs: int = 8) -> list[AdoptReport]:
+        """:meth:`adopt` every prefix adopted before again, as it was adopted (a whole
+        prefix: new files too; named files: those), so that files written over or removed
+        behind the store's back are taken in (see :meth:`adopt`)."""
+        reports = []
+        for tier, prefix, whole in await self._db(self.catalog.adoptions):
+            if tier not in self.tiers:
+                continue  # a tier no longer configured: nothing to look at
+            keys = None if whole else list(await self._db(self.catalog.adopted, tier, prefix))
+            if keys == []:
+                continue  # every file of it moved away or removed since
+            reports.append(await self.adopt(prefix, tier, keys=keys, jobs=jobs))
+        return reports
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
         """Check that every file on every tier is named by a replica and every ready replica

@@ -820,14 +820,16 @@ class Tier:
             await self._guard("sync", asyncio.to_thread(_sync_file, self.full_path(path),
                                                         self.root))
 
-    async def walk(self) -> list[TierFile]:
-        """Every file under the root, tierstore's own included; in a local folder, the
-        regular files reached without following a link (see :meth:`full_path`)."""
+    async def walk(self, folder: str = "") -> list[TierFile]:
+        """Every file under the root (under its ``folder``, if given), tierstore's own
+        included; in a local folder, the regular files reached without following a link
+        (see :meth:`full_path`)."""
         fs = await self._fs()
         if hasattr(fs, "invalidate_cache"):
             fs.invalidate_cache()
+        top = self.full_path(folder.rstrip("/")) if folder.strip("/") else self.root
         try:
-            found = await self._call("list", "find", self.root, detail=True)
+            found = await self._call("list", "find", top, detail=True)
         except TierError as exc:
             if _gone(exc):
                 return []

@@ -401,6 +401,16 @@ class Catalog(ABC):
         key -> (replica id, the version it was adopted or last re-adopted at)."""
 
     @abstractmethod
+    def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:
+        """Remember that files under ``prefix`` on ``tier`` were adopted, for rescans:
+        ``whole``, the prefix's every file (a rescan adopts new ones too), else only those
+        named (a rescan checks those). Adopting a prefix again only widens it."""
+
+    @abstractmethod
+    def adoptions(self) -> list[tuple[str, str, bool]]:
+        """The adopted prefixes: ``(tier, prefix, whole)`` each, in order."""
+
+    @abstractmethod
     def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
                 ) -> list[Replica]:
         """An adopted replica's file changed in place, behind the store's back, and was read

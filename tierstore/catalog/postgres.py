@@ -134,6 +134,12 @@ MIGRATIONS = [
         replica_id BIGINT PRIMARY KEY REFERENCES replicas(id) ON DELETE CASCADE,
         version    TEXT NOT NULL
     );
+    CREATE TABLE adoptions (
+        tier   TEXT NOT NULL,
+        prefix TEXT COLLATE "C" NOT NULL,
+        whole  BOOLEAN NOT NULL,
+        PRIMARY KEY (tier, prefix)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -552,6 +558,16 @@ class PostgresCatalog(Catalog):
             "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = %s AND "
             "r.state = 'ready' AND o.key >= %s AND o.key < %s",
             (tier, prefix, prefix + "\U0010ffff"))}
+
+    def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:
+        self._write(lambda cur: cur.execute(
+            "INSERT INTO adoptions (tier, prefix, whole) VALUES (%s, %s, %s) ON CONFLICT "
+            "(tier, prefix) DO UPDATE SET whole = adoptions.whole OR excluded.whole",
+            (tier, prefix, whole)))
+
+    def adoptions(self) -> list[tuple[str, str, bool]]:
+        return [(tier, prefix, bool(whole)) for tier, prefix, whole in self._read(
+            "SELECT tier, prefix, whole FROM adoptions ORDER BY tier, prefix")]
 
     def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
                 ) -> list[Replica]:

@@ -144,6 +144,12 @@ MIGRATIONS = [
         replica_id INTEGER PRIMARY KEY REFERENCES replicas(id) ON DELETE CASCADE,
         version    TEXT NOT NULL
     );
+    CREATE TABLE adoptions (
+        tier   TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        whole  INTEGER NOT NULL,
+        PRIMARY KEY (tier, prefix)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -579,6 +585,17 @@ class SqliteCatalog(Catalog):
                 "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = ? AND "
                 "r.state = 'ready' AND o.key >= ? AND o.key < ?",
                 (tier, prefix, prefix + "\U0010ffff"))}
+
+    def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT INTO adoptions (tier, prefix, whole) VALUES (?, ?, ?) "
+                         "ON CONFLICT (tier, prefix) DO UPDATE SET whole = max(whole, "
+                         "excluded.whole)", (tier, prefix, int(whole)))
+
+    def adoptions(self) -> list[tuple[str, str, bool]]:
+        with self._read() as conn:
+            return [(tier, prefix, bool(whole)) for tier, prefix, whole in conn.execute(
+                "SELECT tier, prefix, whole FROM adoptions ORDER BY tier, prefix")]
 
     def readopt(self, replica_id: int, *, owner: str, size: int, checksum: str, version: str
                 ) -> list[Replica]:
