@@ -90,8 +90,13 @@ async def prepare_url(store: Store, url: str, *, jobs: int = 8) -> str:
 
 
 async def _indexed(store: Store, prefix: str, keys: list[str] | None) -> bool:
-    """Whether ``prefix`` has an index naming exactly ``keys`` (None: it has an index)."""
+    """Whether ``prefix`` has an index naming exactly ``keys`` (None: any shards) with the
+    content each holds now (a shard written over since, and adopted again, is indexed
+    again: its samples moved)."""
     if not await store.exists(f"{prefix}/{INDEX_NAME}"):
         return False
     index: DatasetIndex = await aread_index(store, prefix)
-    return keys is None or sorted(shard.key for shard in index.shards) == keys
+    if keys is not None and sorted(shard.key for shard in index.shards) != keys:
+        return False
+    now = {record.key: record.checksum for record in store.catalog.objects(prefix + "/")}
+    return all(now.get(shard.key) == shard.checksum for shard in index.shards)

@@ -51,6 +51,28 @@ def test_local_shards_by_pattern_load_once_and_are_adopted_once(tmp_path: Path) 
     assert (kept.st_ino, kept.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
 
+def test_a_shard_written_over_is_read_anew_never_from_its_stale_copy(tmp_path: Path) -> None:
+    """A shard loaded once (so filled into the hot tier), then written over in place with
+    other samples: the next ``from_url`` adopts it again, indexes it again, and the loader
+    reads the new samples, not the hot tier's copy of the old shard."""
+    config = make_config(tmp_path, "local")
+    warm = tmp_path / "tiers" / "warm"
+    keys = _shards(warm / "wds", 3)
+    url = f"{warm.as_uri()}/wds/shard-{{000000..000002}}.tar"
+    loaded = [k for batch in TierLoader(TierDataset.from_url(url, config), batch_size=4,
+                                        num_workers=2) for k in batch["__key__"]]
+    assert sorted(loaded) == sorted(keys)
+    with open_store(config) as store:
+        assert "hot" in store.stat("wds/shard-000001.tar").tiers
+    fresh = [(f"new_{i:02d}", os.urandom(200 + i), i % 4) for i in range(9)]
+    (warm / "wds" / "shard-000001.tar").write_bytes(tar_shard(fresh))
+    dataset = TierDataset.from_url(url, config)
+    got = [k for batch in TierLoader(dataset, batch_size=4, num_workers=2)
+           for k in batch["__key__"]]
+    expected = [k for k in keys if not k.startswith("s01_")] + [k for k, _, _ in fresh]
+    assert sorted(got) == sorted(expected)
+
+
 def test_a_bucket_folder_loads_through_the_store(request: pytest.FixtureRequest,
                                                  tmp_path: Path) -> None:
     server = request.getfixturevalue("moto_server")
