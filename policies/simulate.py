@@ -14,22 +14,19 @@ and the bytes they copied. ``configured`` is what ``tierstore daemon`` would run
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tierstore.config import Config, TierClass, parse_size
+from tierstore.config import Config
 from tierstore.errors import ConfigError
 
 from .base import TierState, format_duration
-from .config import PolicyConfig, Scoring, parse_duration
+from .config import PolicyConfig, Scoring
 from .replay import MAX_TICKS, EngineReplay, LruReplay, Replay, Result, place
 from .trace import Trace, TraceError
 
-__all__ = ["POLICIES", "Simulation", "add_simulate_command", "format_results",
-           "simulation_tiers"]
+__all__ = ["CONFIGURED", "LRU", "POLICIES", "Simulation", "check_start", "simulation_tiers"]
 
 LRU = "lru-baseline"
 CONFIGURED = "configured"
@@ -67,7 +64,7 @@ class Simulation:
     configured: str = "tierstore's default settings"
 
     def __post_init__(self) -> None:
-        _check_start(self.tiers, self.start)
+        check_start(self.tiers, self.start)
         if not 0 < self.tick < float("inf"):
             raise ConfigError(f"expected a positive tick, got {self.tick!r}", field="--tick")
         span = self.trace.end - self.trace.start
@@ -122,7 +119,7 @@ class Simulation:
                 "policies": [result.to_json() for result in results]}
 
 
-def _check_start(tiers: Sequence[TierState], start: str) -> None:
+def check_start(tiers: Sequence[TierState], start: str) -> None:
     names = [tier.name for tier in tiers]
     if len(names) < 2:
         raise ConfigError("a simulation needs two tiers or more", field="tiers")
@@ -132,137 +129,3 @@ def _check_start(tiers: Sequence[TierState], start: str) -> None:
                           field="--start-tier")
 
 
-def format_results(sim: Simulation, results: Sequence[Result]) -> str:
-    """A heading on the trace and tiers, then one row per policy: the share of reads and of
-    bytes each tier served (tiers that served nothing left out), moves and bytes moved."""
-    from tierstore.cli import _table, human
-
-    trace = sim.trace
-    tiers = ", ".join(f"{t.name} {human(t.capacity)}" if t.capacity is not None
-                      else f"{t.name} unbounded" for t in sim.tiers)
-    shown = [t.name for t in sim.tiers if any(r.tiers[t.name].reads for r in results)]
-    headers = ["POLICY"] + [f"{name.upper()} {what}" for name in shown
-                            for what in ("READS", "BYTES")] + ["MOVES", "MOVED"]
-    rows = [[r.policy] + [f"{rate(name):.1%}" for name in shown
-                          for rate in (r.read_hit_rate, r.byte_hit_rate)]
-            + [f"{r.moves:,}", human(r.bytes_moved)] for r in results]
-    lines = [
-        f"{trace.source}: {_count(len(trace.reads), 'read')} of "
-        f"{_count(len(trace.sizes), 'object')} ({human(sum(trace.sizes.values()))}) over "
-        f"{format_duration(trace.end - trace.start)}",
-        f"tiers: {tiers}; objects start on {sim.start}; the policies plan every "
-        f"{format_duration(sim.tick)}",
-        "",
-        _table(headers, rows, right=frozenset(range(1, len(headers)))),
-        "",
-        "READS, BYTES: the share of reads and of bytes each tier served; MOVED: bytes copied",
-    ]
-    lines += [f"{r.policy}: {r.description}" for r in results if r.policy in (CONFIGURED, LRU)]
-    return "\n".join(lines)
-
-
-def _count(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-# -- the command ------------------------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _tick(text: str) -> float:
-    try:
-        seconds = parse_duration(text, field="--tick")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a tick longer than 0, got {text!r}")
-    return seconds
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[str, int], None] | None]:
-    """``advance(policy, reads)`` drawing a bar on a terminal; None elsewhere."""
-    from tierstore._progress import interactive
-
-    if not interactive():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("simulating {task.fields[policy]}"), BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                  transient=True) as bar:
-        task = bar.add_task("simulate", total=total, policy="")
-        yield lambda policy, reads: bar.update(task, advance=reads, policy=policy)
-
-
-def _simulation(args: argparse.Namespace) -> Simulation:
-    from tierstore.config import load_config
-
-    from .trace import read_trace
-
-    config = load_config(args.config)
-    capacities = {cls.name.lower(): size for cls in TierClass
-                  if (size := getattr(args, f"{cls.name.lower()}_capacity")) is not None}
-    tiers = simulation_tiers(config, capacities)
-    start = args.start_tier
-    if start is None:
-        start = config.default_tier if config.default_tier != tiers[0].name else \
-            next((t.name for t in tiers[1:]), config.default_tier)
-    _check_start(tiers, start)  # before reading what may be a long trace
-    described = (f"the [policies] of {config.source}" if config.policies
-                 else "tierstore's default settings")
-    return Simulation(trace=read_trace(args.trace), tiers=tiers,
-                      config=PolicyConfig.from_config(config), start=start, tick=args.tick,
-                      configured=described)
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from tierstore.cli import _print_json
-
-    sim = _simulation(args)
-    policies = args.policy or list(POLICIES)
-    with _progress(len(sim.trace.reads) * len(policies)) as advance:
-        results = sim.run(policies, advance)
-    if args.json:
-        _print_json(sim.to_json(results))
-    else:
-        print(format_results(sim, results))
-    return 0
-
-
-def add_simulate_command(sub: Any) -> None:
-    """Register ``tierstore simulate --trace FILE [--policy P ...]`` on the CLI's
-    subparsers."""
-    from tierstore.cli import _command
-
-    cmd = _command(sub, "simulate", _cmd_simulate, "replay an access trace against the "
-                   "policies and compare hit rates per tier (changes nothing)", data=True)
-    cmd.add_argument("--trace", required=True, metavar="FILE",
-                     help="reads as CSV (time,key,bytes) or JSON lines; .gz is read too")
-    cmd.add_argument("--policy", action="append", choices=POLICIES, metavar="POLICY",
-                     help=f"a policy to replay; repeat to compare ({', '.join(POLICIES)}; "
-                          "default: all)")
-    for cls in TierClass:
-        name = cls.name.lower()
-        cmd.add_argument(f"--{name}-capacity", type=_size, metavar="SIZE",
-                         help=f"capacity of the {name} tiers, e.g. 10GiB (default: the "
-                              "config's)")
-    cmd.add_argument("--start-tier", metavar="TIER",
-                     help="where objects are before the trace starts (default: the config's "
-                          "default_tier, or the next colder if that is the hottest)")
-    cmd.add_argument("--tick", type=_tick, default=60.0, metavar="DURATION",
-                     help="trace time between plans: 30s, 5m, 1h (default: 1m, as the daemon)")

@@ -29,6 +29,7 @@ __all__ = [
     "TierUnavailable",
     "TierstoreError",
     "UnknownTier",
+    "one_line",
     "require",
 ]
 
@@ -183,3 +184,15 @@ def require(module: str, *, part: str, package: str, extra: str) -> None:
         importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtra(part, package, extra) from exc
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line of text, as the command line and the daemon's log report it: an
+    OS error as ``path: what`` (its errno's words), an interrupt as ``interrupted``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted: {exc}" if str(exc) else "interrupted"
+    if isinstance(exc, OSError) and not isinstance(exc, TierstoreError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the message

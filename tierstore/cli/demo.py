@@ -28,15 +28,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.asyn import get_loop, sync
 
-from ._progress import put_files
-from .cli import _tiers, format_du, format_objects, human, plan_put
-from .config import TierClass
-from .daemon import Daemon, DaemonOptions
-from .errors import ConfigError, MissingExtra, require
-from .fs import TierFileSystem
-from .policies.config import PolicyConfig
-from .policies.engine import default_engine
-from .sync import SyncStore, open_store
+from .._progress import put_files
+from ..config import TierClass
+from ..daemon import Daemon, DaemonOptions
+from ..errors import ConfigError, MissingExtra, require
+from ..fs import TierFileSystem
+from ..policies.config import PolicyConfig
+from ..policies.engine import default_engine
+from ..sync import SyncStore, open_store
+from .objects import plan_put
+from .output import format_du, format_objects, human, tiers_of
 
 __all__ = ["run"]
 
@@ -220,7 +221,7 @@ class _Tour:
             if epoch == 0:
                 sync(get_loop(), daemon.cycle)
                 staged = sum(1 for key in self.store.find(f"{PREFIX}/train/")
-                             if key.endswith(".tar") and self.tiers["hot"] in _tiers(
+                             if key.endswith(".tar") and self.tiers["hot"] in tiers_of(
                                  self.store.stat(key)))
                 self.say(f"  daemon cycle: {staged} of 8 shards on {self.tiers['hot']} (kept "
                          "there by the loader from the bytes it read, or staged by the daemon "

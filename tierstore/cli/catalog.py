@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..catalog import open_catalog
 from ..config import load_config
-from . import open_catalog
+from .base import add_options
+from .output import print_json
 
 __all__ = ["add_catalog_command", "run_migrate"]
 
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Show the catalog's schema version and this tierstore's; migrate unless ``--check``."""
-    from tierstore.cli import _print_json
 
     config = load_config(args.config)
     catalog = open_catalog(config.catalog, migrate=False)
@@ -32,7 +33,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     finally:
         catalog.close()
     if args.json:
-        _print_json({"catalog": catalog.location, "schema_version": after,
+        print_json({"catalog": catalog.location, "schema_version": after,
                      "previous_version": before, "tierstore_schema_version": current,
                      "pending": [] if applied else pending, "applied": applied,
                      "check": bool(args.check)})
@@ -52,7 +53,6 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def add_catalog_command(sub: Any) -> None:
     """Register ``tierstore catalog migrate`` on the CLI's subparsers."""
-    from tierstore.cli import _options
 
     catalog = sub.add_parser("catalog", help="the catalog's schema: versions and migrations",
                              description="the catalog's schema: versions and migrations")
@@ -60,7 +60,7 @@ def add_catalog_command(sub: Any) -> None:
     text = ("show the catalog's schema version and this tierstore's, and migrate the catalog "
             "to this tierstore's (the documented way to upgrade a shared catalog)")
     migrate = actions.add_parser("migrate", help=text, description=text)
-    _options(migrate, data=True)
+    add_options(migrate, data=True)
     migrate.add_argument("--check", action="store_true",
                          help="change nothing; exit 1 if a migration is pending")
     migrate.set_defaults(run=run_migrate)

@@ -7,15 +7,15 @@ import argparse
 import math
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .base import Move, Plan, Snapshot
-from .config import PolicyConfig, parse_duration
-from .engine import default_engine
-from .ledger import apply_plan
-
-if TYPE_CHECKING:
-    from tierstore.store import Store
+from ..policies.base import Move, Plan, Snapshot
+from ..policies.config import PolicyConfig, parse_duration
+from ..policies.engine import default_engine
+from ..policies.ledger import apply_plan
+from ..store import Store
+from .base import command, with_store
+from .output import human, plural, print_json, table
 
 __all__ = ["add_plan_command", "add_preload_command", "format_plan", "over_capacity",
            "parse_time"]
@@ -45,10 +45,9 @@ def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | No
     ``after`` (the snapshot as the plan leaves it), a warning for each tier still over its
     capacity; with ``before`` (the snapshot planned from), a copy's FROM names the tier it
     reads (its replica there is kept)."""
-    from tierstore.cli import _plural, _table, human
 
-    count = _plural(len(plan), "move")
-    tail = f"; {_plural(len(plan.refused), 'proposal')} refused (see --json)" \
+    count = plural(len(plan), "move")
+    tail = f"; {plural(len(plan.refused), 'proposal')} refused (see --json)" \
         if plan.refused else ""
     warnings = "".join(f"\nwarning: {line}" for line in over_capacity(after)) if after else ""
     if not plan.moves:
@@ -61,14 +60,13 @@ def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | No
             and obj.replicas else "(copy)"
 
     rows = [[m.key, source(m), m.dst, human(m.bytes), f"{m.policy}: {m.reason}"] for m in plan]
-    table = _table(["OBJECT", "FROM", "TO", "BYTES", "REASON"], rows, right=frozenset({3}))
-    return f"{table}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}{warnings}"
+    shown = table(["OBJECT", "FROM", "TO", "BYTES", "REASON"], rows, right=frozenset({3}))
+    return f"{shown}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}{warnings}"
 
 
 def over_capacity(snapshot: Snapshot) -> list[str]:
     """A line for each tier over its capacity in ``snapshot``, and what is pinned there: the
     policies move nothing pinned, and writes to such a tier are refused."""
-    from tierstore.cli import human
 
     lines = []
     for tier in snapshot.tiers:
@@ -90,16 +88,15 @@ def _tiers_json(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
 
 
 async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
-    from tierstore.cli import _print_json
 
-    from .snapshot import snapshot_from_store
+    from ..policies.snapshot import snapshot_from_store
 
     engine = default_engine(PolicyConfig.from_config(store.config))
     snapshot = snapshot_from_store(store, args.now)
     plan = engine.plan(snapshot)
     after = apply_plan(snapshot, plan)
     if args.json:
-        _print_json({**plan.to_json(), "tiers": _tiers_json(snapshot, after)})
+        print_json({**plan.to_json(), "tiers": _tiers_json(snapshot, after)})
     else:
         print(format_plan(plan, after, snapshot))
     return 0
@@ -107,9 +104,8 @@ async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
 
 def add_plan_command(sub: Any) -> None:
     """Register ``tierstore plan [--now TIME]`` on the CLI's subparsers."""
-    from tierstore.cli import _command, _with_store
 
-    plan = _command(sub, "plan", _with_store(_cmd_plan, recover=False),
+    plan = command(sub, "plan", with_store(_cmd_plan, recover=False),
                     "show what the policies would move now (changes nothing)", data=True)
     plan.add_argument("--now", type=parse_time, metavar="TIME",
                       help="plan as of this time: Unix seconds or ISO 8601 (default: now)")
@@ -125,12 +121,11 @@ def _duration(text: str) -> float:
             f"expected a duration such as 90s, 5m, 12h or 30d, got {text!r}") from None
 
 
-def _when(seconds: float) -> str:
+def when(seconds: float) -> str:
     return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="minutes")
 
 
 async def _cmd_preload(store: Store, args: argparse.Namespace) -> int:
-    from tierstore.cli import _print_json, _table
 
     if args.cancel:
         gone = await store.cancel_preload(args.prefix, args.tier)
@@ -141,31 +136,30 @@ async def _cmd_preload(store: Store, args: argparse.Namespace) -> int:
             raise ValueError("a pre-load needs --tier and --by (or use --list, --cancel)")
         record = await store.schedule_preload(args.prefix, args.tier, args.by,
                                               lead=args.lead, hold=args.hold)
-        staging = "now" if record.lead is None else _when(record.deadline - record.lead)
+        staging = "now" if record.lead is None else when(record.deadline - record.lead)
         if not args.json:
             print(f"pre-load {record.prefix or '/'} onto {record.tier} by "
-                  f"{_when(record.deadline)} (staging from {staging}, held until "
-                  f"{_when(record.deadline + record.hold)}); the daemon stages it")
+                  f"{when(record.deadline)} (staging from {staging}, held until "
+                  f"{when(record.deadline + record.hold)}); the daemon stages it")
             return 0
     records = await store.preloads()
     if args.json:
-        _print_json([{"prefix": r.prefix, "tier": r.tier, "by": r.deadline, "lead": r.lead,
+        print_json([{"prefix": r.prefix, "tier": r.tier, "by": r.deadline, "lead": r.lead,
                       "hold": r.hold, "created": r.created} for r in records])
     elif not records:
         print("no pre-loads scheduled")
     else:
-        print(_table(["PREFIX", "TIER", "BY", "STAGING FROM", "HELD UNTIL"],
-                     [[r.prefix or "/", r.tier, _when(r.deadline),
-                       "now" if r.lead is None else _when(r.deadline - r.lead),
-                       _when(r.deadline + r.hold)] for r in records]))
+        print(table(["PREFIX", "TIER", "BY", "STAGING FROM", "HELD UNTIL"],
+                     [[r.prefix or "/", r.tier, when(r.deadline),
+                       "now" if r.lead is None else when(r.deadline - r.lead),
+                       when(r.deadline + r.hold)] for r in records]))
     return 0
 
 
 def add_preload_command(sub: Any) -> None:
     """Register ``tierstore preload PREFIX --tier T --by TIME``, ``--list``, ``--cancel``."""
-    from tierstore.cli import _command, _with_store
 
-    preload = _command(sub, "preload", _with_store(_cmd_preload, recover=False),
+    preload = command(sub, "preload", with_store(_cmd_preload, recover=False),
                        "stage a prefix on a tier before a scheduled job (the daemon does it)",
                        data=True)
     preload.add_argument("prefix", nargs="?", metavar="PREFIX",

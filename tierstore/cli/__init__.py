@@ -1,0 +1,114 @@
+"""The ``tierstore`` command line.
+
+::
+
+    tierstore [--config PATH] [-v] [--json] COMMAND [ARGS]
+
+One module per group of commands (:mod:`.objects`, :mod:`.admin`, :mod:`.policies`,
+:mod:`.simulate`, :mod:`.daemon`, :mod:`.catalog`; ``bench`` registers its own), the parser
+pieces they share in :mod:`.base` and what they print in :mod:`.output`. argparse and rich are
+used here only: no library module imports the command line.
+
+Failures are one line on stderr, ``tierstore: error: <message>``, with exit status 2 for bad
+usage, 130 for an interrupt and 1 for anything else; ``-v`` adds the traceback. Nothing here
+prints storage options, so credentials never reach the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ..bench.cli import add_bench_commands
+from ..errors import TierstoreError, one_line
+from .admin import add_admin_commands, add_init_command
+from .base import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    PROG,
+    Parser,
+    add_options,
+    version,
+)
+from .catalog import add_catalog_command
+from .daemon import add_daemon_command
+from .objects import (
+    add_adopt_command,
+    add_listing_commands,
+    add_placement_commands,
+    add_transfer_commands,
+    plan_put,
+)
+from .output import format_du, format_objects, human
+from .policies import add_plan_command, add_preload_command
+from .simulate import add_simulate_command
+
+__all__ = ["build_parser", "format_du", "format_objects", "human", "main", "plan_put"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, description="Tiered storage for machine-learning training.")
+    add_options(parser, data=True, top=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    sub = parser.add_subparsers(metavar="COMMAND", required=True)
+    for add in (add_init_command, add_transfer_commands, add_adopt_command,
+                add_listing_commands,
+                add_placement_commands, add_admin_commands,
+                add_plan_command, add_preload_command, add_daemon_command, add_bench_commands,
+                add_simulate_command, add_catalog_command):
+        add(sub)
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    """``tierstore: warning: <message>``, like the error lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logger = logging.getLogger(PROG)  # never the root logger: botocore's DEBUG shows headers
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if not verbose else
+                    logging.INFO if verbose == 1 else logging.DEBUG)
+    logger.propagate = False
+
+
+def _fail(exc: BaseException, verbose: int, status: int) -> int:
+    if verbose:
+        traceback.print_exception(exc)
+    print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+    return status
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``tierstore ls | head``), let the interpreter exit quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tierstore`` with ``argv`` (default: the process's arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        status: int = args.run(args)
+        sys.stdout.flush()
+        return status
+    except KeyboardInterrupt as exc:
+        outcome = getattr(args, "outcome", None)  # what a command found it had done
+        return _fail(exc if outcome is None else KeyboardInterrupt(outcome), args.verbose,
+                     EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (TierstoreError, OSError, ValueError) as exc:
+        return _fail(exc, args.verbose, EXIT_FAILURE)
