@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -22,6 +21,7 @@ from tierstore.config import TierClass
 from tierstore.errors import ConfigError
 from tierstore.keys import validate_key
 from tierstore.locality.placement import PlacementRule
+from tierstore.units import DAY, HOUR, parse_duration  # re-exported: where callers found them
 
 from .base import TierState
 
@@ -32,8 +32,6 @@ __all__ = ["DAY", "HOUR", "PolicyConfig", "Scoring", "parse_duration"]
 
 T = TypeVar("T")
 
-HOUR = 3600.0
-DAY = 86400.0
 
 
 class Scoring(enum.StrEnum):
@@ -214,26 +212,6 @@ def _scoring(value: object, tier: str) -> Scoring:
 
 # -- the [policies] table ---------------------------------------------------------------------
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*", re.IGNORECASE)
-_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": HOUR, "d": DAY, "w": 7 * DAY}
-
-
-def parse_duration(value: object, *, source: str | None = None,
-                   field: str = "duration") -> float:
-    """``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"`` or a number, as seconds (>= 0).
-
-    Raises :class:`~tierstore.errors.ConfigError` naming ``source`` and ``field``.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
-        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
-    else:
-        seconds = -1.0
-    if not 0 <= seconds < math.inf:
-        raise ConfigError(f"expected a duration such as 90s, 5m, 12h or 30d, got {value!r}",
-                          source=source, field=field)
-    return seconds
 
 
 @dataclass(frozen=True)

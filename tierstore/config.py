@@ -20,6 +20,7 @@ from .errors import ConfigError, UnknownTier
 from .locality.settings import LocalitySettings
 from .locality.topology import parse_site
 from .redaction import redact  # re-exported: where callers have long found it
+from .units import parse_size  # re-exported, as redact
 
 __all__ = [
     "Config",
@@ -52,22 +53,6 @@ class TierClass(enum.IntEnum):
             ) from None
 
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40, "pi": 2**50}
-
-
-def parse_size(value: object, *, source: str | None = None, field: str = "size") -> int:
-    """Parse ``"100GiB"``, ``"1.5 TB"``, ``"512M"`` or an integer number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]i?)?b?\s*", str(value), re.IGNORECASE)
-    if not isinstance(value, str) or match is None:
-        raise ConfigError(
-            f"expected a size such as 500MiB, 100GB or a byte count, got {value!r}",
-            source=source, field=field,
-        )
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[(unit or "").lower()])
 
 
 @dataclass(frozen=True, kw_only=True)

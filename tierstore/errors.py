@@ -44,6 +44,7 @@ class ConfigError(TierstoreError, ValueError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+        self.message = message  # without where
         self.source = source
         self.field = field
 

@@ -145,7 +145,7 @@ def store_info(config: Config, given: str | None) -> dict[str, Any]:
 
 def add_init_command(sub: Any) -> None:
     command(sub, "info", _cmd_info, "which store the commands use, and how it was chosen",
-             data=True)
+            data=True)
     init = command(sub, "init", _cmd_init, "write a commented config file")
     init.add_argument("--home", metavar="DIR",
                       help="store folder (default: $TIERSTORE_HOME, else ./.tierstore)")
@@ -154,8 +154,8 @@ def add_init_command(sub: Any) -> None:
 
 def add_admin_commands(sub: Any) -> None:
     command(sub, "recover", with_store(_cmd_recover, recover=False),
-             "finish or roll back work of processes that died", data=True)
+            "finish or roll back work of processes that died", data=True)
     fsck = command(sub, "fsck", with_store(_cmd_fsck, recover=False, reads_only=True),
-                    "check that tiers and catalog agree (exit 1 if not)", data=True)
+                   "check that tiers and catalog agree (exit 1 if not)", data=True)
     fsck.add_argument("--deep", action="store_true", help="verify every checksum too")
     command(sub, "demo", _cmd_demo, "a guided tour on a small synthetic dataset")

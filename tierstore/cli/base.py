@@ -6,21 +6,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from ..config import Config, load_config
-from ..errors import TierstoreError
+from ..errors import ConfigError, TierstoreError
 from ..store import Store
+from ..units import parse_duration, parse_size
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "PROG",
-           "Command", "CommandError", "Parser", "add_options", "command", "refuse_absent",
-           "version", "with_store"]
+           "Command", "CommandError", "Parser", "add_options", "argument", "command", "duration",
+           "positive_duration", "refuse_absent", "size", "version", "with_store"]
 
 PROG = "tierstore"
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
 
 Command = Callable[[Store, argparse.Namespace], Awaitable[int]]
+T = TypeVar("T", int, float)
 
 
 class CommandError(TierstoreError):
@@ -85,3 +87,24 @@ def version() -> str:
     from tierstore import __version__
 
     return __version__
+
+
+def argument(parse: Callable[[str], T], *, positive: bool = False) -> Callable[[str], T]:
+    """``parse`` (a size, a duration: :mod:`tierstore.units`) as an argparse ``type``: what
+    it refuses is a usage error, in its words; with ``positive``, 0 is refused too."""
+
+    def convert(text: str) -> T:
+        try:
+            value = parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"expected more than 0, got {text!r}")
+        return value
+
+    return convert
+
+
+duration = argument(parse_duration)  # 90s, 5m, 12h, 30d, 2w or seconds, as argparse types
+positive_duration = argument(parse_duration, positive=True)
+size = argument(parse_size)  # 500MiB, 100GB or bytes

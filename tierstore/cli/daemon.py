@@ -10,14 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..cluster import ClusterMember
-from ..config import load_config, parse_size
+from ..config import load_config
 from ..daemon import Daemon, DaemonLock, DaemonOptions, lock_path, log
-from ..errors import ConfigError, TierstoreError, one_line
+from ..errors import TierstoreError, one_line
 from ..metrics import configure_logs, secrets_of
 from ..policies.config import PolicyConfig
 from ..policies.engine import default_engine
 from ..store import Store
-from .base import command
+from ..units import parse_size
+from .base import argument, command, duration, positive_duration
 
 __all__ = ["add_daemon_command"]
 
@@ -27,33 +28,9 @@ def _or_never(parse: Callable[[str], float]) -> Callable[[str], float | None]:
     return lambda text: None if text == "never" else parse(text)
 
 
-def _seconds(zero: bool) -> Callable[[str], float]:
-    """A parser of ``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds (> 0, or >= 0)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-    def parse(text: str) -> float:
-        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
-        try:
-            value = float(number) * unit
-        except ValueError:
-            value = -1.0
-        if not (0 <= value < float("inf") and (zero or value > 0)):
-            raise argparse.ArgumentTypeError(f"expected a duration such as 30, 30s or 5m"
-                                             f"{'' if zero else ' (not 0)'}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _rate(text: str) -> int:
+def _per_second(text: str) -> int:
     """``100MiB`` or ``100MiB/s`` as bytes per second."""
-    try:
-        value = parse_size(text.removesuffix("/s"), field="--bandwidth")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive rate, got {text!r}")
-    return value
+    return parse_size(text.removesuffix("/s"))
 
 
 def _whole(low: int, high: int) -> Callable[[str], int]:
@@ -100,16 +77,16 @@ async def _daemon(args: argparse.Namespace) -> int:
 def add_daemon_command(sub: Any) -> None:
     """Register ``tierstore daemon`` on the CLI's subparsers."""
     cmd = command(sub, "daemon", lambda args: asyncio.run(_daemon(args)),
-                   "run the migration policies in a loop (one daemon per store)")
-    cmd.add_argument("--tick", type=_seconds(zero=False), default=60.0, metavar="SECONDS",
+                  "run the migration policies in a loop (one daemon per store)")
+    cmd.add_argument("--tick", type=positive_duration, default=60.0, metavar="SECONDS",
                      help="time between cycles: 30, 30s, 5m (default: 60s)")
     cmd.add_argument("--once", action="store_true", help="run one cycle and exit")
     cmd.add_argument("--dry-run", action="store_true", help="log the plan, move nothing")
     cmd.add_argument("--max-moves", type=_whole(1, 10_000), default=4, metavar="N",
                      help="moves in flight at once (default: 4)")
-    cmd.add_argument("--bandwidth", type=_rate, metavar="RATE",
+    cmd.add_argument("--bandwidth", type=argument(_per_second, positive=True), metavar="RATE",
                      help="bytes/s per pair of tiers, e.g. 100MiB (default: unlimited)")
-    cmd.add_argument("--shutdown-timeout", type=_seconds(zero=True), default=30.0,
+    cmd.add_argument("--shutdown-timeout", type=duration, default=30.0,
                      metavar="SECONDS", help="on SIGTERM, how long moves in flight may take to "
                      "finish before they are cancelled and rolled back (default: 30s)")
     cmd.add_argument("--metrics-port", type=_whole(0, 65535), default=9464, metavar="PORT",
@@ -119,17 +96,17 @@ def add_daemon_command(sub: Any) -> None:
                      help="the IPv4 address metrics are served on (default: 127.0.0.1; "
                           "0.0.0.0 in a container or pod, to be scraped from outside)")
     cmd.add_argument("--no-metrics", action="store_true", help="serve no metrics")
-    cmd.add_argument("--scrub-every", type=_seconds(zero=True), metavar="SECONDS",
+    cmd.add_argument("--scrub-every", type=duration, metavar="SECONDS",
                      help="check every replica's file (size) this often and repair bad ones: "
                           "dropped and copied again from a good replica (default: never; 0: "
                           "every cycle)")
     cmd.add_argument("--scrub-deep", action="store_true",
                      help="scrubs also read every replica and check its checksum")
-    cmd.add_argument("--rescan-every", type=_or_never(_seconds(zero=True)), default=600.0,
+    cmd.add_argument("--rescan-every", type=_or_never(duration), default=600.0,
                      metavar="SECONDS", help="list the prefixes `tierstore adopt` took in "
                      "again this often, taking in files written over or removed behind the "
                      "store's back (default: 10m; 0: every cycle; never)")
-    cmd.add_argument("--lease-ttl", type=_seconds(zero=False), default=15.0, metavar="SECONDS",
+    cmd.add_argument("--lease-ttl", type=positive_duration, default=15.0, metavar="SECONDS",
                      help="with a PostgreSQL catalog: how long the node's and the leader's "
                           "leases outlive a daemon that stops renewing them, so how soon "
                           "another daemon leads after a crash (default: 15s)")

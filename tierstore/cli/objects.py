@@ -332,7 +332,7 @@ def add_transfer_commands(sub: Any) -> None:
                      help="store folders, recursively (a folder without it is refused, as "
                           "cp does; symbolic links in it are followed)")
     get = command(sub, "get", with_store(_cmd_get, reads_only=True),
-                   "copy objects to local files")
+                  "copy objects to local files")
     get.add_argument("key", metavar="KEY")
     get.add_argument("dest", nargs="?", metavar="DEST", help="file or folder (default: ./NAME)")
     get.add_argument("-r", "--recursive", action="store_true", help="KEY is a prefix (folder)")
@@ -340,8 +340,8 @@ def add_transfer_commands(sub: Any) -> None:
 
 def add_adopt_command(sub: Any) -> None:
     adopt = command(sub, "adopt", with_store(_cmd_adopt),
-                     "catalog files already on a tier as objects, in place (no copy)",
-                     data=True)
+                    "catalog files already on a tier as objects, in place (no copy)",
+                    data=True)
     adopt.add_argument("prefix", metavar="PREFIX",
                        help="the files' folder under the tier's root (their keys start so)")
     adopt.add_argument("--tier", required=True, help="the tier the files are on")
@@ -354,12 +354,12 @@ def add_adopt_command(sub: Any) -> None:
 
 def add_listing_commands(sub: Any) -> None:
     ls = command(sub, "ls", with_store(_cmd_ls, reads_only=True), "list objects and folders",
-                  data=True)
+                 data=True)
     ls.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
     ls.add_argument("-l", "--long", action="store_true", help="size, tiers, pin and reads")
     ls.add_argument("-r", "--recursive", action="store_true", help="every object under PREFIX")
     stat = command(sub, "stat", with_store(_cmd_stat, reads_only=True),
-                    "an object's replicas and statistics", data=True)
+                   "an object's replicas and statistics", data=True)
     stat.add_argument("key", metavar="KEY")
     command(sub, "du", with_store(_cmd_du, reads_only=True), "usage per tier", data=True)
 

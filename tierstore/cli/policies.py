@@ -10,11 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from ..policies.base import Move, Plan, Snapshot
-from ..policies.config import PolicyConfig, parse_duration
+from ..policies.config import PolicyConfig
 from ..policies.engine import default_engine
 from ..policies.ledger import apply_plan
 from ..store import Store
-from .base import command, with_store
+from ..units import parse_duration
+from .base import argument, command, duration, with_store
 from .output import human, plural, print_json, table
 
 __all__ = ["add_plan_command", "add_preload_command", "format_plan", "over_capacity",
@@ -25,7 +26,7 @@ def parse_time(text: str) -> float:
     """A time as Unix seconds (``1718000000``), ISO 8601 (``2024-06-10T08:00``, local time
     unless it names a zone), or from now (``+2h``, ``+30m``)."""
     if text.startswith("+"):
-        return time.time() + _duration(text[1:])
+        return time.time() + argument(parse_duration)(text[1:])
     try:
         value = float(text)
     except ValueError:
@@ -106,19 +107,9 @@ def add_plan_command(sub: Any) -> None:
     """Register ``tierstore plan [--now TIME]`` on the CLI's subparsers."""
 
     plan = command(sub, "plan", with_store(_cmd_plan, recover=False),
-                    "show what the policies would move now (changes nothing)", data=True)
+                   "show what the policies would move now (changes nothing)", data=True)
     plan.add_argument("--now", type=parse_time, metavar="TIME",
                       help="plan as of this time: Unix seconds or ISO 8601 (default: now)")
-
-
-def _duration(text: str) -> float:
-    from tierstore.errors import ConfigError
-
-    try:
-        return parse_duration(text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 90s, 5m, 12h or 30d, got {text!r}") from None
 
 
 def when(seconds: float) -> str:
@@ -160,16 +151,16 @@ def add_preload_command(sub: Any) -> None:
     """Register ``tierstore preload PREFIX --tier T --by TIME``, ``--list``, ``--cancel``."""
 
     preload = command(sub, "preload", with_store(_cmd_preload, recover=False),
-                       "stage a prefix on a tier before a scheduled job (the daemon does it)",
-                       data=True)
+                      "stage a prefix on a tier before a scheduled job (the daemon does it)",
+                      data=True)
     preload.add_argument("prefix", nargs="?", metavar="PREFIX",
                          help="objects under this prefix ('' for all)")
     preload.add_argument("--tier", help="the tier to stage onto")
     preload.add_argument("--by", type=parse_time, metavar="TIME",
                          help="when the job starts: Unix seconds, ISO 8601, or +2h from now")
-    preload.add_argument("--lead", type=_duration, metavar="DURATION",
+    preload.add_argument("--lead", type=duration, metavar="DURATION",
                          help="start staging this long before --by (default: at once)")
-    preload.add_argument("--hold", type=_duration, default=86400.0, metavar="DURATION",
+    preload.add_argument("--hold", type=duration, default=86400.0, metavar="DURATION",
                          help="keep the objects there this long after --by (default: 1d)")
     preload.add_argument("--list", action="store_true",
                          help="list scheduled pre-loads (the default without PREFIX)")

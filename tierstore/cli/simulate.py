@@ -7,13 +7,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..config import TierClass, parse_size
-from ..errors import ConfigError
+from ..config import TierClass
 from ..policies.base import format_duration
-from ..policies.config import PolicyConfig, parse_duration
+from ..policies.config import PolicyConfig
 from ..policies.replay import Result
 from ..policies.simulate import CONFIGURED, LRU, POLICIES, Simulation, check_start, simulation_tiers
-from .base import command
+from .base import command, positive_duration, size
 from .output import human, print_json, table
 
 __all__ = ["add_simulate_command"]
@@ -49,23 +48,6 @@ def format_results(sim: Simulation, results: Sequence[Result]) -> str:
     ]
     lines += [f"{r.policy}: {r.description}" for r in results if r.policy in (CONFIGURED, LRU)]
     return "\n".join(lines)
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _tick(text: str) -> float:
-    try:
-        seconds = parse_duration(text, field="--tick")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a tick longer than 0, got {text!r}")
-    return seconds
 
 
 @contextmanager
@@ -131,7 +113,7 @@ def add_simulate_command(sub: Any) -> None:
     subparsers."""
 
     cmd = command(sub, "simulate", _cmd_simulate, "replay an access trace against the "
-                   "policies and compare hit rates per tier (changes nothing)", data=True)
+                  "policies and compare hit rates per tier (changes nothing)", data=True)
     cmd.add_argument("--trace", required=True, metavar="FILE",
                      help="reads as CSV (time,key,bytes) or JSON lines; .gz is read too")
     cmd.add_argument("--policy", action="append", choices=POLICIES, metavar="POLICY",
@@ -139,11 +121,11 @@ def add_simulate_command(sub: Any) -> None:
                           "default: all)")
     for cls in TierClass:
         name = cls.name.lower()
-        cmd.add_argument(f"--{name}-capacity", type=_size, metavar="SIZE",
+        cmd.add_argument(f"--{name}-capacity", type=size, metavar="SIZE",
                          help=f"capacity of the {name} tiers, e.g. 10GiB (default: the "
                               "config's)")
     cmd.add_argument("--start-tier", metavar="TIER",
                      help="where objects are before the trace starts (default: the config's "
                           "default_tier, or the next colder if that is the hottest)")
-    cmd.add_argument("--tick", type=_tick, default=60.0, metavar="DURATION",
+    cmd.add_argument("--tick", type=positive_duration, default=60.0, metavar="DURATION",
                      help="trace time between plans: 30s, 5m, 1h (default: 1m, as the daemon)")

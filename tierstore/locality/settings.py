@@ -42,9 +42,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import ConfigError
+from ..units import parse_size
 from .placement import PlacementRule, parse_placement
 
 __all__ = ["LocalitySettings"]
@@ -145,7 +145,7 @@ class LocalitySettings:
             ewma_alpha=number("ewma_alpha", 0.3, high=1.0),
             memory=number("memory", 30.0),
             hedge=hedge,
-            hedge_max_bytes=_size(raw.get("hedge_max_bytes", 2**20), source=source,
+            hedge_max_bytes=parse_size(raw.get("hedge_max_bytes", 2**20), source=source,
                                   field=f"{where}.hedge_max_bytes"),
             hedge_after=hedge_after,
             hedge_min_ms=number("hedge_min_ms", 2.0, strict=False),
@@ -159,7 +159,4 @@ class LocalitySettings:
         )
 
 
-def _size(value: Any, *, source: str | None, field: str) -> int:
-    from ..config import parse_size  # here: config imports this module
 
-    return parse_size(value, source=source, field=field)
