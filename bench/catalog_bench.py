@@ -38,6 +38,7 @@ import numpy as np
 
 from tierstore._progress import Steps
 from tierstore.catalog import Catalog, open_catalog
+from tierstore.quantiles import percentile
 
 from .catalog_pgserver import find_postgres, temporary_postgres
 from .errors import BenchError
@@ -98,8 +99,8 @@ def _figures(backend: str, count: int, operation: str, latencies_ns: np.ndarray,
             "calls": len(ms), "events": events, "seconds": round(seconds, 4),
             "rate": round(events / seconds, 1) if seconds > 0 else None,
             "unit": _UNITS[operation],
-            "p50_ms": round(float(np.percentile(ms, 50)), 4),
-            "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "p50_ms": round(percentile(ms, 50), 4),
+            "p99_ms": round(percentile(ms, 99), 4),
             "mean_ms": round(float(ms.mean()), 4), "max_ms": round(float(ms.max()), 4)}
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from tierstore.loader import DatasetIndex, OrderSpec, Placement, worker_order
+from tierstore.quantiles import percentile
 
 from .errors import BenchError
 
@@ -73,7 +74,7 @@ class EpochRun:
         return self.compute_s / total if total > 0 else 0.0
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.waits, q)) if self.waits else 0.0
+        return percentile(self.waits, q)
 
 
 def _stalled(limit: float) -> Callable[[int, Any], None]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import signal
 import sys
@@ -38,6 +39,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from tierstore.quantiles import percentile
 
 from .results import result_document, save_and_say, write_json
 
@@ -73,16 +76,6 @@ def add_locality_arguments(cmd: argparse.ArgumentParser) -> None:
                      "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = q / 100 * (len(ordered) - 1)
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 class _Run:
     """Latencies and failures of one strategy in one phase."""
 
@@ -116,7 +109,8 @@ class _Run:
         ms = [x * 1000 for x in self.latencies]
         return {"strategy": self.strategy, "phase": self.phase,
                 "reads": len(ms) + self.failed,
-                "p50_ms": round(_percentile(ms, 50), 3), "p99_ms": round(_percentile(ms, 99), 3),
+                "p50_ms": round(percentile(ms, 50, empty=math.nan), 3),
+                "p99_ms": round(percentile(ms, 99, empty=math.nan), 3),
                 "mean_ms": round(sum(ms) / len(ms), 3) if ms else None,
                 "mb_per_s": round(self.bytes / self.seconds / 1e6, 3) if self.seconds else 0.0,
                 "failed_reads": self.failed,

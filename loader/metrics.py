@@ -43,6 +43,7 @@ import torch
 
 from tierstore.config import TierClass
 from tierstore.metrics import loader_metrics_folder
+from tierstore.quantiles import percentile  # re-exported: where callers found it
 
 if TYPE_CHECKING:
     from tierstore.store import Store
@@ -58,13 +59,6 @@ RECENT = 50  # steps the recent AU looks at
 EVENTS = ("failovers", "hedges", "hedge_wins")  # read-path events counted per worker
 WAITS_KEPT = 100_000  # step wait times kept for the percentiles (a pass of more keeps the last)
 T = TypeVar("T")
-
-
-def percentile(values: Sequence[float] | np.ndarray, q: float) -> float:
-    """The ``q``-th percentile (0-100, linear interpolation); 0.0 of nothing."""
-    if len(values) == 0:
-        return 0.0
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 class TierCounters:

@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .config import Config
 from .errors import TierstoreError
-from .redaction import redact, secret_values
+from .redaction import mask, secret_values
 
 __all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "MetricsServer",
            "configure_logs", "loader_metrics_folder", "secrets_of"]
@@ -343,12 +343,7 @@ class LogFormatter(logging.Formatter):
         else:
             pairs = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
             line = f"{when} {level:<7} {record.getMessage()} {pairs}".rstrip()
-        return self._mask(line)
-
-    def _mask(self, line: str) -> str:
-        for secret in self.secrets:
-            line = line.replace(secret, "***")
-        return redact(line)
+        return mask(line, self.secrets)
 
 
 def configure_logs(logger: logging.Logger, style: str, secrets: Iterable[str]) -> None:

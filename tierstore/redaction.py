@@ -13,11 +13,11 @@ names of s3fs, gcsfs, adlfs and libpq.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, overload
 from urllib.parse import unquote
 
-__all__ = ["MASK", "is_secret", "redact", "secret_values"]
+__all__ = ["MASK", "is_secret", "mask", "redact", "secret_values"]
 
 MASK = "***"
 
@@ -113,3 +113,12 @@ def _leaves(value: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [leaf for item in value.values() for leaf in _leaves(item)]
     return [str(value)] if isinstance(value, str | int) and not isinstance(value, bool) else []
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    r"""``text`` with each of ``secrets`` (configured values: a key, a password) masked
+    wherever it appears, then :func:`redact`\ ed (longer secrets first: one may hold
+    another)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return redact(text)

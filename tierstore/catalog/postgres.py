@@ -30,7 +30,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import CatalogError, CopyInFlight, ObjectNotFound, ReplicaError, ReplicaReady
-from ..redaction import redact, secret_values
+from ..redaction import mask, secret_values
 from .base import (
     DEFAULT_HALF_LIFE,
     AccessStats,
@@ -208,10 +208,9 @@ class PostgresCatalog(Catalog):
     # -- connections and transactions ---------------------------------------------------------
 
     def _redact(self, exc: BaseException | str) -> str:
-        text = " ".join(str(exc).split())
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return redact(text)  # and what libpq quotes by name (password=..., sslpassword=...)
+        """``exc`` on one line, its secrets masked, and what libpq quotes by name
+        (``password=...``, ``sslpassword=...``)."""
+        return mask(" ".join(str(exc).split()), self._secrets)
 
     def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
         if os.getpid() != self._pid:  # a forked child never reuses its parent's connections
