@@ -290,7 +290,8 @@ def test_an_interrupt_after_the_commit_says_the_object_was_saved(local_cli: Cli,
     """Reported: Ctrl-C during a large put said "interrupted" (exit 130) while the object had
     been saved. SIGINT now lands, surely, after the bytes were committed (the step after the
     commit waits forever): the line says what the catalog holds."""
-    status, err = _put_interrupted(local_cli, tmp_path, "tierstore.store:place_after_put")
+    status, err = _put_interrupted(local_cli, tmp_path,
+                                   "tierstore.store.replicas:place_after_put")
     assert status == 130 and \
         err == "tierstore: error: interrupted: 'k' was saved whole before it\n", err
     assert [o["key"] for o in local_cli.json("ls")] == ["k"] and local_cli.json("fsck")["ok"]

@@ -38,7 +38,7 @@ from ..errors import ConfigError, TierstoreError
 from .topology import parse_site
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store.replicas import Replicas
 
 __all__ = ["SPREADS", "PlacementRule", "domain", "parse_placement", "place_after_put",
            "placement"]
@@ -141,7 +141,7 @@ def placement(rule: PlacementRule, held: Sequence[tuple[str, str]],
     return add, drop
 
 
-async def place_after_put(store: Store, key: str, tier: str) -> list[str]:
+async def place_after_put(store: Replicas, key: str, tier: str) -> list[str]:
     """After ``put`` wrote ``key`` to ``tier``: the extra replicas its class's rule asks for,
     on tiers of the class in other domains, nearest to this reader first. Returns the tiers
     written; one that fails is logged and left to the daemon's placement repair."""

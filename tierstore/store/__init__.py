@@ -1,0 +1,172 @@
+"""The store: tierstore's async core, its read path, write path and crash-safe moves.
+
+Every replica goes through one life (see :class:`~tierstore.catalog.ReplicaState`): its intent
+is committed to the catalog before a byte is written, the bytes land under a temporary name,
+are checked against size and checksum (hashed as they are handed to the kernel), take their
+final name, are made durable, and only then are committed ``ready`` (on S3, whose writes are
+all-or-nothing, they land under their final name and the server's MD5 ETag of what it received
+vouches for them; where nothing vouches, they are read back: see ``_verify_written``); a
+superseded replica is marked ``deleting`` before its bytes are removed.
+So a process killed at any instant leaves every object with at least one verified replica, and
+:meth:`Store.recover` finishes or rolls back what it was doing.
+
+:class:`Store` is a facade over the parts, each a module named for what it does: the state they
+share (:mod:`.base`), the read path (:mod:`.reads`), the replica life (:mod:`.replicas`: puts,
+copies, moves, drops, repairs, the readers' fills) and upkeep (:mod:`.upkeep`: recovery, audit,
+adoption)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..catalog import AccessStats, ObjectRecord, PreloadRecord
+from ..config import Config, load_config
+from ..errors import ObjectNotFound
+from ..keys import validate_key, validate_prefix
+from ..reports import AdoptReport, AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
+from .base import Pace, Source, StoreBase, finish
+from .reads import ReadPath
+from .replicas import FillClaim, Replicas
+from .upkeep import ADOPT_BATCH, Upkeep
+
+__all__ = ["ADOPT_BATCH", "AdoptReport", "AuditReport", "FillClaim", "ObjectInfo", "Pace",
+           "ReadPath", "RecoveryReport", "Replicas", "Source", "Store", "StoreBase", "TierReport",
+           "Upkeep"]
+
+
+class Store(Upkeep):
+    """Objects on tiers, as one namespace of keys.
+
+    Every method is a coroutine; :class:`tierstore.SyncStore` wraps them for blocking code.
+    The parts: :class:`.reads.ReadPath`, :class:`.replicas.Replicas`, :class:`.upkeep.Upkeep`
+    over :class:`.base.StoreBase`.
+    """
+
+    @classmethod
+    async def connect(cls, config: Config | str | os.PathLike[str] | None = None, *,
+                      recover: bool = True) -> Store:
+        """Open the store a config describes and recover interrupted work of dead processes."""
+        store = cls(config if isinstance(config, Config) else load_config(config))
+        if recover:
+            await store.recover()
+        return store
+
+    async def close(self) -> None:
+        """Flush access statistics, close client sessions and catalog connections."""
+        if self.repairs:  # replacements of corrupt replicas: a while to finish
+            await finish(list(self.repairs.values()), timeout=30.0)
+        self.recorder.close()
+        for tier in self.tiers.values():
+            await tier.close()
+        self.catalog.close()
+
+    async def announce(self, reader: str, uses: Mapping[str, float], *,
+                       ttl: float = 3600.0) -> None:
+        """Tell the daemon that ``reader`` will read these keys at these times (seconds since
+        the epoch), replacing what it announced before; it counts for ``ttl`` seconds. The
+        daemon's next-use policy stages what is read soonest into the hot tier. An empty
+        ``uses`` withdraws the announcement."""
+        for key in uses:
+            validate_key(key)
+        await self._db(self.catalog.announce, reader, dict(uses), expires=time.time() + ttl,
+                       site=self.config.site)
+
+    async def schedule_preload(self, prefix: str, tier: str, deadline: float, *,
+                               lead: float | None = None, hold: float = 86400.0
+                               ) -> PreloadRecord:
+        """Have every object under ``prefix`` on ``tier`` by ``deadline`` (the daemon stages
+        them from ``deadline - lead``, at once if ``lead`` is None, and keeps them there
+        until ``deadline + hold``); replaces a pre-load of the same prefix and tier."""
+        self.tier(tier)
+        name = validate_prefix(prefix)
+        if not (math.isfinite(deadline) and hold >= 0 and (lead is None or lead >= 0)):
+            raise ValueError("expected a finite deadline and lead and hold of 0 s or more")
+        record = PreloadRecord(name, tier, deadline, lead, hold, time.time())
+        await self._db(self.catalog.add_preload, record)
+        return record
+
+    async def preloads(self) -> list[PreloadRecord]:
+        """Scheduled pre-loads, earliest deadline first."""
+        return await self._db(self.catalog.preloads)
+
+    async def cancel_preload(self, prefix: str, tier: str | None = None) -> int:
+        """Cancel the pre-loads of ``prefix`` (to ``tier`` only, if given); how many."""
+        return await self._db(self.catalog.remove_preload, validate_prefix(prefix), tier)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        """An object's size, checksum, pin, replicas per tier and access statistics."""
+        record = self._ready(key)
+        await asyncio.to_thread(self.recorder.flush)
+        return self._info(record, self.catalog.access([record.key]).get(record.key))
+
+    def _info(self, record: ObjectRecord, access: AccessStats | None) -> ObjectInfo:
+        replicas = []
+        ranked = {s.replica.id: (n, s) for n, s in enumerate(
+            self.locality.rank(record.ready, record.size or 0), 1)}
+        for replica in record.replicas:
+            tier = self.tiers.get(replica.tier)
+            place, scored = ranked.get(replica.id, (None, None))
+            health = self.locality.snapshot(replica.tier)
+            replicas.append(ReplicaInfo(
+                replica.tier, tier.tier_class.name.lower() if tier else "unknown",
+                tier.config.site if tier else "unknown", str(replica.state), replica.path,
+                distance=str(self.locality.distances.get(replica.tier, "-")),
+                score_ms=None if scored is None else round(scored.cost_ms, 3),
+                rank=place,
+                latency_ms=None if health is None or health.latency_ms is None
+                else round(health.latency_ms, 3),
+                p95_ms=None if health is None or health.p95_ms is None
+                else round(health.p95_ms, 3),
+                health=health.state if health else "unknown"))
+        return ObjectInfo(record.key, record.size or 0, str(record.checksum), record.created,
+                          record.pinned, tuple(replicas), access)
+
+    async def exists(self, key: str) -> bool:
+        record = self.catalog.get(validate_key(key))
+        return record is not None and bool(record.ready)
+
+    async def find(self, prefix: str = "") -> list[str]:
+        """Every key that starts with ``prefix`` (a plain string prefix), sorted."""
+        if prefix:
+            validate_prefix(prefix)
+        return [r.key for r in self.catalog.objects(prefix) if r.ready]
+
+    async def ls(self, path: str = "") -> list[dict[str, Any]]:
+        """The entries directly under ``path``, as fsspec lists them: files and folders."""
+        if path and await self.exists(path.rstrip("/")):
+            return [self._entry(self._ready(path.rstrip("/")))]
+        prefix = validate_prefix(path.rstrip("/") + "/") if path.strip("/") else ""
+        entries: dict[str, dict[str, Any]] = {}
+        for record in self.catalog.objects(prefix):
+            if not record.ready:
+                continue
+            head, sep, _ = record.key[len(prefix):].partition("/")
+            if sep:
+                folder = entries.setdefault(prefix + head, {"name": prefix + head, "size": 0,
+                                                            "type": "directory"})
+                if folder["type"] == "directory":  # not an object of the same name
+                    folder["size"] += record.size or 0
+            else:
+                entries[record.key] = self._entry(record)
+        if path.strip("/") and not entries:
+            raise ObjectNotFound(path)
+        return list(entries.values())
+
+    def _entry(self, record: ObjectRecord) -> dict[str, Any]:
+        return {"name": record.key, "size": record.size, "type": "file",
+                "checksum": record.checksum, "created": record.created,
+                "tiers": [r.tier for r in self.rank(record)]}
+
+    async def usage(self) -> list[TierReport]:
+        """Objects and bytes per configured tier, against capacity and watermarks (``du``)."""
+        held = {u.tier: u for u in self.catalog.usage()}
+        return [TierReport(name, tier.tier_class.name.lower(), tier.config.url,
+                           held[name].objects if name in held else 0,
+                           held[name].bytes if name in held else 0, tier.config.capacity,
+                           tier.config.high_watermark, tier.config.low_watermark)
+                for name, tier in self.tiers.items()]

@@ -1,0 +1,192 @@
+"""The state the parts of the store share, and what each asks of another."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from typing import IO, Any, TypeVar
+
+from ..access import AccessRecorder
+from ..capacity import Capacity
+from ..catalog import Catalog, Fence, ObjectRecord, Replica, open_catalog
+from ..config import Config, TierClass
+from ..errors import CatalogError, NoReadableReplica, ObjectNotFound, TierError, UnknownTier
+from ..keys import validate_key
+from ..locality.selector import Locality
+from ..readcache import KnownRecords
+from ..reports import ObjectInfo
+from ..tier import Chunk, Tier
+
+__all__ = ["FENCE", "Pace", "Source", "StoreBase", "finish"]
+
+log = logging.getLogger("tierstore.store")  # one logger for every part of the store
+T = TypeVar("T")
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+Pace = Callable[[str, int], Awaitable[None]]  # (source tier, bytes about to be copied)
+
+# The lease the current task's moves are made under (Store.fenced): their catalog writes
+# carry it, and the catalog refuses them once the lease is lost.
+FENCE: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("fence", default=None)
+
+
+class StoreBase(ABC):
+    """What every part of the store shares: the config, the catalog, the tiers and
+    the locality of replicas, who this process is, and the records it reads."""
+
+    def __init__(self, config: Config, catalog: Catalog | None = None, *,
+                 access_interval: float = 1.0):
+        self.config = config
+        self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
+        self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
+        self.capacity = Capacity(self.catalog, {name: tier.capacity
+                                                for name, tier in config.tiers.items()},
+                                 owner=lambda: self.owner)
+        self.recorder = AccessRecorder(self.catalog, interval=access_interval,
+                                       site=config.site)
+        self.fallbacks = 0  # reads served by a replica other than the first choice
+        # Reads through cat() each tier served, and their bytes: hit rates per tier.
+        self.reads_by_tier: Counter[str] = Counter()
+        self.bytes_by_tier: Counter[str] = Counter()
+        self.corrupt: list[tuple[str, str]] = []  # (key, tier) replicas found corrupt
+        # Replacements of replicas found corrupt by a read (locality.repair_on_read).
+        self.repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Replica ranking, endpoint health (EWMA, circuit breakers) and hedged reads.
+        self.locality = Locality(config)
+        self.known = KnownRecords()  # records read lately: reads while the catalog is away
+
+    def __repr__(self) -> str:
+        return f"Store(tiers={list(self.tiers)}, catalog={self.catalog!r})"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def fenced(fence: Fence | None) -> Iterator[None]:
+        """Make the moves started in this block (this task and the tasks it starts) under
+        the lease ``fence``: the catalog refuses their writes (LeaseLost) once it is lost."""
+        token = FENCE.set(fence)
+        try:
+            yield
+        finally:
+            FENCE.reset(token)
+
+    @property
+    def owner(self) -> str:
+        """Who this process is, as recorded on replicas it is working on."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def tier(self, name: str) -> Tier:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise UnknownTier(name, list(self.tiers)) from None
+
+    async def connect_tiers(self) -> None:
+        """Make each tier's client now (:meth:`Tier.connect`), so that processes forked
+        afterwards inherit them made; a tier that cannot is left to its first request."""
+        for tier in self.tiers.values():
+            try:
+                await tier.connect()
+            except TierError as exc:
+                log.debug("connecting tier %r ahead of its first request: %s", tier.name, exc)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Catalog writes wait on other writers, so they leave the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _ready(self, key: str) -> ObjectRecord:
+        record = self.catalog.get(validate_key(key))
+        if record is None or not record.ready or record.size is None:
+            raise ObjectNotFound(key)
+        return record
+
+    def _readable(self, key: str) -> tuple[ObjectRecord, bool]:
+        """The record a read goes by, and whether it is a remembered one: while the catalog
+        cannot be reached, the one it gave lately (:mod:`tierstore.readcache`)."""
+        try:
+            record = self._ready(key)
+        except CatalogError:
+            remembered = self.known.get(key)
+            if remembered is None:
+                raise
+            return remembered, True
+        self.known.put(record)
+        return record, False
+
+    def _unreachable(self, record: ObjectRecord) -> NoReadableReplica:
+        """The error of a read whose ready replicas are all on tiers this config does not
+        list (other nodes' local disks)."""
+        return NoReadableReplica(record.key, [
+            (r.tier, TierError(r.tier, "read", f"not reachable from site "
+                                               f"{self.config.site!r} (not in this config)"))
+            for r in record.ready])
+
+    def rank(self, record: ObjectRecord, nbytes: int | None = None) -> list[Replica]:
+        """Ready replicas, best first, by a cost combining the static distance to each
+        replica's site, its tier class and what this process measured of its endpoint;
+        endpoints out of rotation last (see :mod:`tierstore.locality`)."""
+        size = (record.size or 0) if nbytes is None else nbytes
+        return [s.replica for s in self.locality.rank(record.ready, size)]
+
+    def hot_file(self, key: str) -> tuple[str, str] | None:
+        """``(tier, path)`` of the file of ``key``'s best ready replica, when that replica is
+        on a hot tier in a local folder (the node's own disk), else None; the access is
+        recorded, as a read.
+
+        For a reader that reads small ranges of an object straight from the file (a loader's
+        samples, each when it is due): nothing vouches for the file after this returns, so
+        that reader checks what it reads itself and reads through :meth:`cat` (which fails
+        over) when the file is gone or its bytes do not match.
+        """
+        record, _ = self._readable(key)
+        ranked = self.rank(record)
+        if not ranked or (tier := self.tier(ranked[0].tier)).protocol != "file" \
+                or tier.tier_class is not TierClass.HOT:
+            return None
+        self.recorder.record(record.key)
+        return tier.name, tier.full_path(ranked[0].path)
+
+    def count_read(self, tier: str, nbytes: int) -> None:
+        """Count a read of ``nbytes`` from ``tier`` made outside :meth:`cat` (from a file
+        :meth:`hot_file` named) in :attr:`reads_by_tier` and :attr:`bytes_by_tier`."""
+        self.reads_by_tier[tier] += 1
+        self.bytes_by_tier[tier] += nbytes
+
+    # -- what one part of the store asks of another ------------------------------------------
+
+    @abstractmethod
+    async def _transfer(self, record: ObjectRecord,
+                        write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
+                        pace: Pace | None = None, *, into: Tier | None = None) -> T:
+        """Stream a whole verified object into ``write`` (:class:`.reads.ReadPath`)."""
+
+    @abstractmethod
+    def _repair_later(self, key: str, replica: Replica) -> None:
+        """Replace, in the background, a replica a read found corrupt
+        (:class:`.replicas.Replicas`)."""
+
+    @abstractmethod
+    async def stat(self, key: str) -> ObjectInfo:
+        """What the store holds of ``key`` (:class:`tierstore.store.Store`)."""
+
+
+async def finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``tasks``, then cancel what is left. A task may run on
+    another thread's loop (a loader's reads share the caller's store): those are waited for
+    by looking, and cancelled through their own loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := [t for t in tasks if not t.done()]) and loop.time() < deadline:
+        here = [t for t in left if t.get_loop() is loop]
+        if here:
+            await asyncio.wait(here, timeout=0.05)
+        else:
+            await asyncio.sleep(0.01)
+    for task in tasks:
+        if not task.done():
+            task.get_loop().call_soon_threadsafe(task.cancel)

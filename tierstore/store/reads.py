@@ -1,0 +1,206 @@
+"""The read path: ``cat``, ``cat_into``, ``get``, and the verified stream a copy reads."""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiofiles
+
+from ..catalog import ObjectRecord, Replica
+from ..checksum import Hasher, checksum
+from ..errors import ChecksumMismatch, NoReadableReplica, ObjectChanged, TierError, TierstoreError
+from ..localcopy import LocalFile
+from ..tier import Chunk, Tier
+from .base import Pace, StoreBase, T, log
+
+__all__ = ["ReadPath"]
+
+
+class _SourceFailed(Exception):
+    """Raised through a destination write when the replica being read from fails."""
+
+    def __init__(self, tier: str, cause: BaseException):
+        super().__init__(f"{tier}: {cause}")
+        self.tier = tier
+        self.cause = cause
+
+
+class ReadPath(StoreBase):
+    """Reads: the best replica first, failing over to the next (deadlines, breakers,
+    hedging: :mod:`tierstore.locality`), verified against the catalog's checksum; whole
+    objects streamed to a copy or a local file the same way."""
+
+    def _fallback(self, key: str, replica: Replica, exc: BaseException) -> None:
+        self.fallbacks += 1
+        if isinstance(exc, ChecksumMismatch):
+            self.corrupt.append((key, replica.tier))
+        log.warning("read of %r from tier %r failed, trying the next replica: %s",
+                    key, replica.tier, exc)
+
+    async def cat(self, key: str, start: int | None = None, end: int | None = None, *,
+                  verify: bool | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` (negative offsets count from the end).
+
+        Reads the best ready replica and fails over to the next on an error, a timeout or
+        (for whole-object reads with ``verify``, default ``config.verify_reads``) a checksum
+        mismatch. The read is recorded as an access.
+        """
+        return bytes(await self._read(key, start, end, verify, None))
+
+    async def cat_into(self, key: str, into: memoryview, start: int = 0) -> int:
+        """:meth:`cat` of ``key`` from ``start`` into ``into`` (``len(into)`` bytes, fewer
+        at the object's end) instead of new memory; how many. Partial reads are not
+        verified (the caller checks what it assembles), and a failed read may leave
+        ``into`` partly written."""
+        return len(await self._read(key, start, start + len(into), False, into))
+
+    async def _read(self, key: str, start: int | None, end: int | None, verify: bool | None,
+                    into: memoryview | None) -> bytes | memoryview:
+        record, remembered = self._readable(key)
+        size = record.size or 0
+        lo, hi = _clamp(start, end, size)
+        check = lo == 0 and hi == size and (remembered or (
+            self.config.verify_reads if verify is None else verify))
+
+        async def fetch(replica: Replica) -> bytes | memoryview:
+            tier = self.tier(replica.tier)
+            data: bytes | memoryview
+            try:
+                if hi <= lo:
+                    data = b""
+                elif into is None:
+                    data = await tier.read(replica.path, lo, hi)
+                else:
+                    data = into[:await tier.read_into(replica.path, lo, into[:hi - lo])]
+                if len(data) != hi - lo:
+                    raise TierError(replica.tier, "read", f"short read ({len(data)} of "
+                                                          f"{hi - lo} bytes)")
+                if check and (actual := checksum(data)) != record.checksum:
+                    raise ChecksumMismatch(key, replica.tier, str(record.checksum), actual)
+            except (ChecksumMismatch, FileNotFoundError, TierError) as exc:
+                await self._refuse_if_changed(record, replica, exc)
+                raise
+            return data
+
+        # The best replica, failover, a deadline and hedging: tierstore.locality.
+        ranked = self.locality.rank(record.ready, hi - lo)
+        if not ranked:
+            raise self._unreachable(record)
+        corrupt: list[Replica] = []
+
+        def failed(replica: Replica, exc: BaseException) -> None:
+            if isinstance(exc, ChecksumMismatch):
+                corrupt.append(replica)
+            self._fallback(key, replica, exc)
+
+        served, data = await self.locality.read(key, ranked, fetch, hi - lo, failed)
+        if self.config.locality.repair_on_read:  # served verified: a good source is known
+            for replica in corrupt:
+                self._repair_later(key, replica)
+        self.recorder.record(record.key)
+        self.reads_by_tier[served.tier] += 1
+        self.bytes_by_tier[served.tier] += len(data)
+        return data
+
+    async def _refuse_if_changed(self, record: ObjectRecord, replica: Replica,
+                                 exc: BaseException) -> None:
+        """Raise :class:`ObjectChanged` if ``replica`` failed to read whole or true (``exc``)
+        because it is an adopted file written over or removed behind the store's back: then
+        the object's other replicas hold what it was, and failing over to them would serve
+        stale bytes. Any other failure (corruption, an outage) returns, to fail over."""
+        if not isinstance(exc, ChecksumMismatch | FileNotFoundError) and not (
+                isinstance(exc, TierError) and "short read" in str(exc)):
+            return
+        tracked = (await self._db(self.catalog.adopted, replica.tier, record.key)).get(
+            record.key)
+        if tracked is None or tracked[0] != replica.id:
+            return
+        try:
+            now = await self.tier(replica.tier).version(replica.path)
+        except (TierstoreError, OSError):
+            return  # cannot tell: an outage, failed over as any
+        if now is None:
+            raise ObjectChanged(record.key, replica.tier, record.key, "its file is gone")
+        size, version = now
+        if size != record.size or (version is not None and version != tracked[1]):
+            raise ObjectChanged(record.key, replica.tier, record.key,
+                                f"{size} bytes now, {record.size} then")
+
+    async def _transfer(self, record: ObjectRecord,
+                        write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
+                        pace: Pace | None = None, *, into: Tier | None = None) -> T:
+        """Stream a whole verified object into ``write``, failing over between replicas.
+
+        The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
+        catalog, so ``write`` never commits a corrupt copy; errors of ``write`` itself (the
+        destination) propagate at once. When ``write`` writes to the local tier ``into``
+        from a local replica, the stream comes as that replica's :class:`LocalFile`, which
+        ``into`` copies in the kernel (where the copy does not land the checksum, it streams).
+        """
+        failures: list[tuple[str, BaseException]] = []
+        for replica in self.rank(record):
+            stream: AsyncIterable[Chunk] = self._verified_stream(record, replica, pace)
+            source = self.tier(replica.tier)
+            if into is not None and into.protocol == source.protocol == "file":
+                stream = LocalFile(source.full_path(replica.path), record.size or 0,
+                                   str(record.checksum), stream,
+                                   None if pace is None else functools.partial(pace, source.name))
+            try:
+                return await write(stream)
+            except _SourceFailed as failed:
+                await self._refuse_if_changed(record, replica, failed.cause)
+                failures.append((failed.tier, failed.cause))
+                self._fallback(record.key, replica, failed.cause)
+        raise NoReadableReplica(record.key, failures) if failures else self._unreachable(record)
+
+    async def _verified_stream(self, record: ObjectRecord, replica: Replica,
+                               pace: Pace | None = None) -> AsyncIterator[Chunk]:
+        hasher = Hasher()
+        try:
+            tier = self.tier(replica.tier)
+            async for chunk in tier.iter_read(replica.path, record.size or 0):
+                hasher.update(chunk)
+                if pace is not None:
+                    await pace(replica.tier, len(chunk))
+                yield chunk
+            if hasher.size != record.size:
+                raise TierError(replica.tier, "read", f"{hasher.size} bytes, expected "
+                                                      f"{record.size}")
+            if hasher.hexdigest() != record.checksum:
+                raise ChecksumMismatch(record.key, replica.tier, str(record.checksum),
+                                       hasher.hexdigest())
+        except (TierstoreError, OSError) as exc:
+            raise _SourceFailed(replica.tier, exc) from exc
+
+    async def get(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        """Copy ``key`` to a local file, verified, replacing the file only when complete."""
+        record, _ = self._readable(key)
+        target = Path(local_path)
+        partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+
+        async def write(chunks: AsyncIterable[Chunk]) -> None:
+            async with aiofiles.open(partial, "wb") as out:
+                async for chunk in chunks:
+                    await out.write(chunk)
+
+        try:
+            await self._transfer(record, write)
+            os.replace(partial, target)
+        except OSError as exc:
+            if exc.filename not in (str(partial), partial):
+                raise
+            # the error is the destination's: name it, not the hidden file it is written as
+            raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        self.recorder.record(record.key)
+
+
+def _clamp(start: int | None, end: int | None, size: int) -> tuple[int, int]:
+    lo = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
+    hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+    return lo, max(lo, hi)
