@@ -24,8 +24,12 @@ from .collate import collate
 from .dataset import TierDataset, default_prefetch_bytes
 from .decode import Decoder, as_bytes, to_tensors
 from .errors import CorruptShard, InvalidIndex, SampleError, ShardError, ShardFormatError
-from .format import Layout, ShardFormat, ShardReader
 from .formats import FORMATS
+from .formats.base import Layout, ShardFormat, ShardReader
+from .formats.parquet import ParquetFormat
+from .formats.raw import RawFormat
+from .formats.tar import TarFormat
+from .formats.zarrarray import ZarrFormat
 from .index import (
     DatasetIndex,
     ShardEntry,
@@ -36,16 +40,12 @@ from .index import (
 )
 from .ingest import write_parquet_shards, write_raw_files, write_tar_shards, write_zarr_array
 from .order import OrderSpec, WorkerOrder, worker_order
-from .parquet import ParquetFormat
 from .placement import Placement, current_placement
 from .prefetch import PrefetchStats
-from .raw import RawFormat
 from .readahead import ReadAhead
 from .retry import Backoff
 from .state import merge_states
-from .tar import TarFormat
 from .tierloader import LoaderStats, TierLoader
-from .zarrarray import ZarrFormat
 
 __all__ = [
     "FORMATS",

@@ -28,12 +28,12 @@ from .announce import Announcer, reader_id
 from .decode import as_decoder, to_tensors
 from .errors import SampleError, ShardError, ShardFormatError
 from .fill import FillStats, HotFill
-from .format import Buffer, ShardFormat, ShardReader
 from .formats import resolve_formats
+from .formats.base import Buffer, ShardFormat, ShardReader
+from .formats.parquet import ParquetFormat
 from .index import DatasetIndex, ShardEntry, aread_index
 from .landing import Landing
 from .order import Equalize, OrderSpec, rank_span, worker_order
-from .parquet import ParquetFormat
 from .placement import Placement, current_placement, world
 from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, ShardReads
 from .readahead import ReadAhead, check_read_ahead

@@ -26,7 +26,7 @@ from tierstore.direct import DIRECT_WRITE_MIN
 from tierstore.errors import CopyInFlight, TierstoreError
 from tierstore.store import FillClaim, Store
 
-from .format import Buffer
+from .formats.base import Buffer
 from .index import ShardEntry
 from .landing import Landing
 from .samples import LocalShard

@@ -34,9 +34,9 @@ from tierstore.store import Store
 from tierstore.sync import SyncStore
 
 from .errors import InvalidIndex, ShardFormatError
-from .format import Buffer, Layout
 from .formats import FORMATS, format_for_key, resolve_formats
-from .zarrarray import META_KEY, ZarrFormat, check_chunks, chunk_layouts
+from .formats.base import Buffer, Layout
+from .formats.zarrarray import META_KEY, ZarrFormat, check_chunks, chunk_layouts
 
 __all__ = [
     "BLOCK_SIZE",

@@ -20,7 +20,10 @@ import pyarrow.parquet as pq
 
 from tierstore.store import Store
 
-from .format import Layout, ShardFormat
+from .formats.base import Layout, ShardFormat
+from .formats.parquet import ParquetFormat
+from .formats.raw import RawFormat
+from .formats.tar import TarFormat, pack_tar_layout
 from .index import (
     AnyStore,
     DatasetIndex,
@@ -30,9 +33,6 @@ from .index import (
     aindex_zarr_array,
     asave_index,
 )
-from .parquet import ParquetFormat
-from .raw import RawFormat
-from .tar import TarFormat, pack_tar_layout
 
 __all__ = ["write_parquet_shards", "write_raw_files", "write_tar_shards", "write_zarr_array"]
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from tierstore.checksum import checksum
 
-from .format import Buffer
+from .formats.base import Buffer
 from .index import ShardEntry
 
 if TYPE_CHECKING:

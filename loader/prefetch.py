@@ -44,7 +44,7 @@ from tierstore.store import Store
 from .buffers import ShardBuffers
 from .errors import CorruptShard, ShardError
 from .fill import HotFill
-from .format import Buffer
+from .formats.base import Buffer
 from .index import ShardEntry
 from .landing import Landing
 from .readahead import START_SHARDS, DepthController, PrefetchStats, Read, ReadAhead

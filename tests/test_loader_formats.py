@@ -29,8 +29,8 @@ from tierstore.loader import (
     write_tar_shards,
     write_zarr_array,
 )
+from tierstore.loader.formats.tar import iter_members, pack_tar
 from tierstore.loader.ingest import _zarr_objects
-from tierstore.loader.tar import iter_members, pack_tar
 
 
 def tar_samples(n: int) -> list[dict[str, object]]:

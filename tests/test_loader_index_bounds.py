@@ -20,8 +20,8 @@ from tierstore.loader import (
     write_tar_shards,
     write_zarr_array,
 )
+from tierstore.loader.formats.zarrarray import MAX_CHUNK_BYTES, MAX_CHUNKS
 from tierstore.loader.index import BLOCK_SIZE, block_checksums
-from tierstore.loader.zarrarray import MAX_CHUNK_BYTES, MAX_CHUNKS
 
 
 def tar_dataset(store: SyncStore) -> None:

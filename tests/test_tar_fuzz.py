@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tierstore import SyncStore
 from tierstore.loader import ShardFormatError, TarFormat, write_index
+from tierstore.loader.formats.tar import BLOCK, iter_members, pack_tar
 from tierstore.loader.index import DatasetIndex, ShardEntry
-from tierstore.loader.tar import BLOCK, iter_members, pack_tar
 
 # The whole run ends at a hang: a signal would only fail the first try, and hypothesis would
 # then replay the hanging example while it shrinks it.

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ShardFormatError
-from .format import Buffer, Layout, ShardFormat, ShardReader
+from ..errors import ShardFormatError
+from .base import Buffer, Layout, ShardFormat, ShardReader
 
 if TYPE_CHECKING:
-    from .index import DatasetIndex, ShardEntry
+    from ..index import DatasetIndex, ShardEntry
 
 __all__ = ["MAX_CHUNKS", "MAX_CHUNK_BYTES", "ZarrFormat", "check_chunks", "chunk_layouts"]
 

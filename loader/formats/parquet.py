@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ShardFormatError
-from .format import Buffer, Layout, RangeReader, ShardFormat, ShardReader
+from ..errors import ShardFormatError
+from .base import Buffer, Layout, RangeReader, ShardFormat, ShardReader
 
 if TYPE_CHECKING:
-    from .index import DatasetIndex, ShardEntry
+    from ..index import DatasetIndex, ShardEntry
 
 __all__ = ["ParquetFormat"]
 

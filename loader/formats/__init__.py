@@ -1,11 +1,13 @@
-"""The shard formats the loader knows, by the name the dataset index records."""
+"""The shard formats the loader knows, by the name the dataset index records: the contract
+(:mod:`.base`), and WebDataset tar (:mod:`.tar`), Parquet (:mod:`.parquet`), Zarr chunks
+(:mod:`.zarrarray`) and raw records (:mod:`.raw`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .errors import InvalidIndex
-from .format import ShardFormat
+from ..errors import InvalidIndex
+from .base import ShardFormat
 from .parquet import ParquetFormat
 from .raw import RawFormat
 from .tar import TarFormat

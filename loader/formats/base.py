@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from .index import DatasetIndex, ShardEntry
+    from ..index import DatasetIndex, ShardEntry
 
 __all__ = ["Buffer", "Layout", "RangeReader", "ShardFormat", "ShardReader"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .format import Buffer, Layout, RangeReader, ShardFormat, ShardReader
+from .base import Buffer, Layout, RangeReader, ShardFormat, ShardReader
 
 if TYPE_CHECKING:
-    from .index import DatasetIndex, ShardEntry
+    from ..index import DatasetIndex, ShardEntry
 
 __all__ = ["RawFormat"]
 

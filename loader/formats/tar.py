@@ -15,11 +15,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ShardFormatError
-from .format import Buffer, Layout, ShardFormat, ShardReader
+from ..errors import ShardFormatError
+from .base import Buffer, Layout, ShardFormat, ShardReader
 
 if TYPE_CHECKING:
-    from .index import DatasetIndex, ShardEntry
+    from ..index import DatasetIndex, ShardEntry
 
 __all__ = ["TarFormat", "TarMember", "iter_members", "pack_tar", "pack_tar_layout", "split_name"]
 
