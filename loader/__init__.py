@@ -40,8 +40,8 @@ from .index import (
 )
 from .ingest import write_parquet_shards, write_raw_files, write_tar_shards, write_zarr_array
 from .order import OrderSpec, WorkerOrder, worker_order
-from .placement import Placement, current_placement
 from .prefetch import PrefetchStats
+from .ranks import Placement, current_placement
 from .readahead import ReadAhead
 from .retry import Backoff
 from .state import merge_states

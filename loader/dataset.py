@@ -34,8 +34,8 @@ from .formats.parquet import ParquetFormat
 from .index import DatasetIndex, ShardEntry, aread_index
 from .landing import Landing
 from .order import Equalize, OrderSpec, rank_span, worker_order
-from .placement import Placement, current_placement, world
 from .prefetch import PART_SIZE, PrefetchStats, ShardPrefetcher, ShardReads
+from .ranks import Placement, current_placement, world
 from .readahead import ReadAhead, check_read_ahead
 from .retry import RETRY, Backoff, retrying
 from .runtime import LoopThread, StoreHandle

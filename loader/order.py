@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from .placement import Placement
+from .ranks import Placement
 
 __all__ = [
     "EQUALIZE",

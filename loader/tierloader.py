@@ -45,7 +45,7 @@ from .dataset import TierDataset
 from .handover import Packed, SlotReader, SlotWriter
 from .metrics import LoaderMeter, LoaderMetrics, MetricsFile, TierCounters, loader_metrics
 from .order import OrderSpec, worker_order
-from .placement import Placement
+from .ranks import Placement
 from .readahead import PrefetchStats
 from .runtime import LoopThread, share_arenas, trim_heap
 from .state import STATE_VERSION
