@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..units import parse_size
-from .ranks import PlacementRule, parse_placement
+from .placement import PlacementRule, parse_placement
 
 __all__ = ["LocalitySettings"]
 
