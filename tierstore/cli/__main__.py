@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # imported (every module is, by the wheel check): nothing runs
+    sys.exit(main())
