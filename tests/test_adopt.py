@@ -111,8 +111,10 @@ def test_files_written_over_or_removed_after_adoption_are_never_served_stale(
     copies; a file removed behind the store's back takes its object with it."""
     from tierstore.errors import ObjectChanged
 
-    old = {"ds/a.bin": os.urandom(50_000), "ds/b.bin": os.urandom(20_000)}
+    old = {"ds/a.bin": os.urandom(50_000), "ds/b.bin": os.urandom(20_000),
+           "ds/c.bin": os.urandom(30_000)}
     new = bytes(reversed(old["ds/a.bin"]))
+    new_c = bytes(reversed(old["ds/c.bin"]))
     if backend == "local":
         config = make_config(tmp_path, "local")
         warm = tmp_path / "tiers" / "warm"
@@ -137,9 +139,13 @@ def test_files_written_over_or_removed_after_adoption_are_never_served_stale(
     for key, data in old.items():
         write(key, data)
     with open_store(config) as store:
-        assert len(store.adopt("ds", "warm").adopted) == 2
+        assert len(store.adopt("ds", "warm").adopted) == 3
         store.add_replica("ds/a.bin", "cold")  # read after warm: warm is asked first
-        store.add_replica("ds/b.bin", "hot")
+        store.add_replica("ds/c.bin", "hot")  # read before warm: the copy is served...
+        assert store.cat("ds/c.bin") == old["ds/c.bin"]
+        write("ds/c.bin", new_c)
+        with pytest.raises(ObjectChanged, match="written over since"):
+            store.cat("ds/c.bin")  # ...only while warm's file is as it was adopted
         write("ds/a.bin", new)
         with pytest.raises(ObjectChanged, match=r"tierstore adopt ds/a\.bin --tier warm"):
             store.cat("ds/a.bin", verify=True)
@@ -147,17 +153,34 @@ def test_files_written_over_or_removed_after_adoption_are_never_served_stale(
             store.add_replica("ds/a.bin", "hot")  # nor copied from a stale copy
         assert sorted(store.stat("ds/a.bin").tiers) == ["cold", "warm"]
         again = store.adopt("ds", "warm")
-        assert again.changed == (("ds/a.bin", len(new)),) and again.known == 1
+        assert again.changed == (("ds/a.bin", len(new)), ("ds/c.bin", len(new_c)))
+        assert again.known == 1
         assert store.stat("ds/a.bin").tiers == ["warm"]  # the stale copy on cold removed
-        assert store.cat("ds/a.bin", verify=True) == new
+        assert store.stat("ds/c.bin").tiers == ["warm"]  # and on hot
+        assert store.cat("ds/a.bin", verify=True) == new and store.cat("ds/c.bin") == new_c
         remove("ds/b.bin")
         gone = store.adopt("ds", "warm")
-        assert gone.vanished == ("ds/b.bin",) and gone.known == 1
+        assert gone.vanished == ("ds/b.bin",) and gone.known == 2
         assert not store.exists("ds/b.bin")
         assert store.adopt("ds", "warm") == dataclasses.replace(gone, vanished=())
         assert store.audit(deep=True).ok
     if backend == "moto":
         server.delete_bucket(bucket)
+
+
+def test_a_copy_is_served_unchecked_for_adopted_check_seconds(tmp_path: Path) -> None:
+    """``adopted_check``: how long a copy of an adopted object is served before its file is
+    looked at again; a file written over within that time is not seen (by choice)."""
+    config = dataclasses.replace(make_config(tmp_path, "local"), adopted_check=3600.0)
+    warm = tmp_path / "tiers" / "warm"
+    (warm / "ds").mkdir(parents=True)
+    (warm / "ds" / "x.bin").write_bytes(b"old bytes")
+    with open_store(config) as store:
+        store.adopt("ds", "warm")
+        store.add_replica("ds/x.bin", "hot")
+        assert store.cat("ds/x.bin") == b"old bytes"  # looked at: as adopted
+        (warm / "ds" / "x.bin").write_bytes(b"new bytes")
+        assert store.cat("ds/x.bin") == b"old bytes"  # not again within the hour
 
 
 def test_the_daemon_rescans_adopted_prefixes_so_stale_copies_go(tmp_path: Path) -> None:

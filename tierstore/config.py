@@ -20,7 +20,7 @@ from .errors import ConfigError, UnknownTier
 from .locality.settings import LocalitySettings
 from .locality.topology import parse_site
 from .redaction import redact  # re-exported: where callers have long found it
-from .units import parse_size  # re-exported, as redact
+from .units import parse_duration, parse_size  # parse_size re-exported, as redact
 
 __all__ = [
     "Config",
@@ -109,6 +109,9 @@ class Config:
     default_tier: str
     site: str = "local"
     verify_reads: bool = False
+    # A copy of an adopted object (one whose file other tools may write over) is served only
+    # once its file is seen as it was adopted: looked at again after this many seconds.
+    adopted_check: float = 0.0
     source: str | None = None
     policies: Mapping[str, Any] = field(default_factory=dict)
     # Replica selection, health and hedging (tierstore.locality); site is "region/zone/node".
@@ -154,7 +157,8 @@ def default_config(home: Path, *, site: str = "local") -> Config:
                   default_tier="warm", site=site, source="<embedded default>")
 
 
-_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "tiers", "policies",
+_TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "adopted_check", "tiers",
+             "policies",
              "locality"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
               "max_concurrency", "timeout", "fsync"}
@@ -239,6 +243,8 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
                   site=site, source=source,
                   verify_reads=_expect(raw.get("verify_reads", False), bool, "true or false",
                                        source=source, field="verify_reads"),
+                  adopted_check=parse_duration(raw.get("adopted_check", 0), source=source,
+                                               field="adopted_check"),
                   policies=_expect(raw.get("policies", {}), dict, "a table of policy settings",
                                    source=source, field="policies"),
                   locality=LocalitySettings.from_mapping(raw.get("locality", {}),
@@ -283,6 +289,8 @@ default_tier = "warm"                # where `put` writes unless told otherwise
 site = "local"                       # this reader's site, "region/zone/node" widest first
                                      # (one to three parts; overridden by $TIERSTORE_SITE)
 verify_reads = false                 # verify the checksum of every whole-object read
+adopted_check = "0s"                 # an adopted object's copy is served once its file is seen
+                                     # unchanged, looked at again after this long (0: each read)
 
 [tiers.hot]
 class = "hot"                        # hot | warm | cold: the read path prefers hot

@@ -57,7 +57,10 @@ class ReplicaState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Replica:
     """One copy of an object on one tier. ``path`` is relative to the tier's root; ``tmp`` is
-    where unverified bytes are written while the replica is ``copying``."""
+    where unverified bytes are written while the replica is ``copying``. ``version``: for a
+    file the store adopted rather than wrote, what the tier said of it then (an S3 ETag; a
+    local file's modification time and inode), as records read by :meth:`Catalog.get` and
+    :meth:`Catalog.objects` carry it; None otherwise."""
 
     id: int
     tier: str
@@ -66,6 +69,7 @@ class Replica:
     tmp: str | None
     owner: str
     updated: float
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,8 +155,9 @@ _REPLICA_COLUMNS = "r.id, r.tier, r.path, r.state, r.tmp, r.owner, r.updated"
 # The lock every write takes first; later statements see all that earlier holders committed.
 _LOCK_BY_REPLICA = ("SELECT id FROM objects WHERE id = (SELECT object_id FROM replicas "
                     "WHERE id = %s) FOR NO KEY UPDATE")
-_RECORDS = (f"SELECT {_OBJECT_COLUMNS}, {_REPLICA_COLUMNS} FROM ({{}}) o "
-            "LEFT JOIN replicas r ON r.object_id = o.id ORDER BY o.key, r.id")
+_RECORDS = (f"SELECT {_OBJECT_COLUMNS}, {_REPLICA_COLUMNS}, a.version FROM ({{}}) o "
+            "LEFT JOIN replicas r ON r.object_id = o.id "
+            "LEFT JOIN adopted a ON a.replica_id = r.id ORDER BY o.key, r.id")
 
 
 class PostgresCatalog(Catalog):
@@ -685,9 +686,9 @@ def _check_fence(cur: Cursor, fence: Fence | None) -> None:
         raise fence.refuse()
 
 
-def _replica(row: tuple[Any, ...]) -> Replica:
+def _replica(row: tuple[Any, ...], version: str | None = None) -> Replica:
     rid, tier, path, state, tmp, owner, updated = row
-    return Replica(rid, tier, path, ReplicaState(state), tmp, owner, updated)
+    return Replica(rid, tier, path, ReplicaState(state), tmp, owner, updated, version)
 
 
 def _records(rows: list[tuple[Any, ...]]) -> list[ObjectRecord]:
@@ -696,7 +697,7 @@ def _records(rows: list[tuple[Any, ...]]) -> list[ObjectRecord]:
     replicas: list[Replica] = []
     for i, row in enumerate(rows):
         if row[6] is not None:
-            replicas.append(_replica(row[6:]))
+            replicas.append(_replica(row[6:13], version=row[13]))
         if i + 1 == len(rows) or rows[i + 1][0] != row[0]:
             out.append(ObjectRecord(row[1], row[2], row[3], row[4], row[5], tuple(replicas)))
             replicas = []

@@ -319,9 +319,10 @@ class SqliteCatalog(Catalog):
         replicas: dict[int, list[Replica]] = {i: [] for i in ids}
         marks = ",".join("?" * len(ids))
         for row in conn.execute(
-                f"SELECT r.object_id, {self._REPLICA_COLUMNS} FROM replicas r "
+                f"SELECT r.object_id, {self._REPLICA_COLUMNS}, a.version FROM replicas r "
+                f"LEFT JOIN adopted a ON a.replica_id = r.id "
                 f"WHERE r.object_id IN ({marks}) ORDER BY id", ids):
-            replicas[row[0]].append(_replica(row[1:]))
+            replicas[row[0]].append(_replica(row[1:8], version=row[8]))
         return [ObjectRecord(key, size, checksum, created, pinned, tuple(replicas[oid]))
                 for oid, key, size, checksum, created, pinned in rows]
 
@@ -746,6 +747,8 @@ def _fdatasync(path: Path) -> None:
         os.close(fd)
 
 
-def _replica(row: tuple, state: ReplicaState | None = None) -> Replica:
+def _replica(row: tuple, state: ReplicaState | None = None, version: str | None = None
+             ) -> Replica:
     rid, tier, path, raw_state, tmp, owner, updated = row
-    return Replica(rid, tier, path, state or ReplicaState(raw_state), tmp, owner, updated)
+    return Replica(rid, tier, path, state or ReplicaState(raw_state), tmp, owner, updated,
+                   version)

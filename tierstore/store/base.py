@@ -60,6 +60,9 @@ class StoreBase(ABC):
         # Replica ranking, endpoint health (EWMA, circuit breakers) and hedged reads.
         self.locality = Locality(config)
         self.known = KnownRecords()  # records read lately: reads while the catalog is away
+        # Adopted objects whose files were last seen as adopted, and when (monotonic): a
+        # copy of one is served without looking again for config.adopted_check seconds.
+        self.adopted_seen: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"Store(tiers={list(self.tiers)}, catalog={self.catalog!r})"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -98,6 +100,7 @@ class ReadPath(StoreBase):
             self._fallback(key, replica, exc)
 
         served, data = await self.locality.read(key, ranked, fetch, hi - lo, failed)
+        await self._refuse_stale(record, served.replica)
         if self.config.locality.repair_on_read:  # served verified: a good source is known
             for replica in corrupt:
                 self._repair_later(key, replica)
@@ -112,23 +115,37 @@ class ReadPath(StoreBase):
         because it is an adopted file written over or removed behind the store's back: then
         the object's other replicas hold what it was, and failing over to them would serve
         stale bytes. Any other failure (corruption, an outage) returns, to fail over."""
-        if not isinstance(exc, ChecksumMismatch | FileNotFoundError) and not (
-                isinstance(exc, TierError) and "short read" in str(exc)):
-            return
-        tracked = (await self._db(self.catalog.adopted, replica.tier, record.key)).get(
-            record.key)
-        if tracked is None or tracked[0] != replica.id:
+        if replica.version is not None and (isinstance(
+                exc, ChecksumMismatch | FileNotFoundError) or (
+                isinstance(exc, TierError) and "short read" in str(exc))):
+            await self._check_adopted(record, replica, every=0.0)
+
+    async def _refuse_stale(self, record: ObjectRecord, served: Replica) -> None:
+        """Before bytes of an adopted object go out from a copy (a replica other than its
+        adopted file): raise :class:`ObjectChanged` unless the file is as it was adopted,
+        looked at once per ``config.adopted_check`` seconds per object. A file that cannot
+        be looked at (its tier is away) lets the copy serve: it is what there is."""
+        adopted = next((r for r in record.ready if r.version is not None), None)
+        if adopted is not None and adopted.id != served.id:
+            await self._check_adopted(record, adopted, every=self.config.adopted_check)
+
+    async def _check_adopted(self, record: ObjectRecord, adopted: Replica, *,
+                             every: float) -> None:
+        now = time.monotonic()
+        if now - self.adopted_seen.get(record.key, -math.inf) < every:
             return
         try:
-            now = await self.tier(replica.tier).version(replica.path)
+            seen = await self.tier(adopted.tier).version(adopted.path)
         except (TierstoreError, OSError):
-            return  # cannot tell: an outage, failed over as any
-        if now is None:
-            raise ObjectChanged(record.key, replica.tier, record.key, "its file is gone")
-        size, version = now
-        if size != record.size or (version is not None and version != tracked[1]):
-            raise ObjectChanged(record.key, replica.tier, record.key,
-                                f"{size} bytes now, {record.size} then")
+            return  # cannot tell
+        if seen is None:
+            raise ObjectChanged(record.key, adopted.tier, record.key, "its file is gone")
+        size, version = seen
+        if size != record.size or (version is not None and version != adopted.version):
+            raise ObjectChanged(record.key, adopted.tier, record.key,
+                                f"{size} bytes now, {record.size} then" if size != record.size
+                                else "written over since")
+        self.adopted_seen[record.key] = now
 
     async def _transfer(self, record: ObjectRecord,
                         write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
@@ -149,6 +166,7 @@ class ReadPath(StoreBase):
                 stream = LocalFile(source.full_path(replica.path), record.size or 0,
                                    str(record.checksum), stream,
                                    None if pace is None else functools.partial(pace, source.name))
+            await self._refuse_stale(record, replica)  # never a stale copy copied on
             try:
                 return await write(stream)
             except _SourceFailed as failed:
