@@ -331,7 +331,12 @@ class Daemon:
                 or (self.cluster is not None and not self.cluster.is_leader)):
             return
         self._rescanned_at = time.monotonic()
-        reports = await self.store.rescan()
+        try:
+            reports = await self.store.rescan()
+        except (TierstoreError, OSError) as exc:  # a tier away: the moves go on, and the
+            log.warning("rescan failed: %s", one_line(exc))  # next rescan tries again
+            self.outcomes["rescan_failed"] += 1
+            return
         counts = Counter(adopted=sum(len(r.adopted) for r in reports),
                          changed=sum(len(r.changed) for r in reports),
                          vanished=sum(len(r.vanished) for r in reports),
