@@ -235,6 +235,55 @@ def test_failover_is_seen_and_counted(tmp_path: Path, caplog: pytest.LogCaptureF
         assert "warm: FileNotFoundError" in text and "\n" not in text
 
 
+def test_copies_and_gets_fail_over_by_the_read_paths_rule(tmp_path: Path) -> None:
+    """Copies (and ``get``) go through the read path's failover: a source tier that does
+    not answer (an S3 endpoint where nothing listens) is tried, its breaker counts the
+    failure, the next replica serves; a corrupt source is noted and skipped; and an error
+    of the destination is not retried from another source."""
+    from tierstore.errors import TierFull
+    from tierstore.store import Store
+
+    config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
+                                "cold": (TierClass.COLD, "eu/a/n1")})
+    dead = TierConfig(name="warm", tier_class=TierClass.WARM, url="s3://nowhere/warm",
+                      site="eu/a/n1", timeout=2.0, options={
+                          "key": "k", "secret": "s",
+                          "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}})
+    config = replace(config, tiers={**config.tiers, "warm": dead})
+    data = os.urandom(3000)
+
+    async def go() -> None:
+        store = Store(config)
+        try:
+            await store.put("k", data, tier="cold")
+            record = store.catalog.get("k")
+            assert record is not None
+            # the object's replica on the dead tier, ranked before cold (warm before cold)
+            rid = store.catalog.begin_replica("k", "warm", tmp="t", new_content=False,
+                                              owner=store.owner).id
+            store.catalog.commit_replica(rid, owner=store.owner, size=len(data),
+                                         checksum=str(record.checksum), new_content=False)
+            assert [r.tier for r in store.rank(store._ready("k"))][:2] == ["warm", "cold"]
+            await store.add_replica("k", "hot")
+            assert store.fallbacks == 1 and store.locality.health["warm"].consecutive_failures
+            assert (tmp_path / "hot" / "k").read_bytes() == data
+            await store.drop_replica("k", "hot")
+            await store.get("k", tmp_path / "got")  # get: the same rule
+            assert (tmp_path / "got").read_bytes() == data and store.fallbacks == 2
+            full = replace(config.tiers["hot"], capacity=10)
+            small = Store(replace(config, tiers={**config.tiers, "hot": full}))
+            try:
+                with pytest.raises(TierFull):
+                    await small.add_replica("k", "hot")  # the destination's: no failover
+                assert small.fallbacks == 0
+            finally:
+                await small.close()
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
 def test_stat_shows_scores(tmp_path: Path) -> None:
     config = _config(tmp_path, {"hot": (TierClass.HOT, "eu/a/n1"),
                                 "warm": (TierClass.WARM, "eu/b")})

@@ -143,10 +143,16 @@ class EndpointHealth:
             self.throughput = rate if self.throughput is None else (
                 self.alpha * rate + (1 - self.alpha) * self.throughput)
             self.measured_at = now
+        self.answered()
+        return sample
+
+    def answered(self) -> None:
+        """A request answered in full: the breaker closes. Alone (not through
+        :meth:`success`), for a request whose time says nothing of this endpoint: a copy,
+        timed with its destination's writes."""
         self.consecutive_failures = 0
         self.open_until = None
         self.probing = False
-        return sample
 
     def censored(self, seconds: float, now: float) -> None:
         """A request cancelled after ``seconds`` because another answered first: its latency is

@@ -19,7 +19,10 @@ store (logged and counted). A small read whose chosen replica has not answered w
 measured p95 (``locality.hedge_after``) is hedged: a second request goes to the next replica,
 the first complete answer wins and the other request is cancelled. When every replica failed,
 or ``locality.read_deadline`` passed, the caller gets one :class:`NoReadableReplica` naming the
-object and what each replica answered.
+object and what each replica answered. It is the one failover path: ``cat`` and ``open`` read
+through it, and so do whole-object streams (``get``, every copy a move or a fill makes), as
+streams: never hedged, no deadline of their own, and only their failures teach the health
+model (their time is their destination's too).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from ..catalog import Replica
 from ..config import Config, TierConfig
@@ -51,9 +55,10 @@ log = logging.getLogger(__name__)
 _CLASS_ORDER = {"hot": 0, "warm": 1, "cold": 2}  # hotter first, within a margin of noise
 PRIOR_THROUGHPUT = 200e6  # bytes per second assumed before any large read is measured
 Fetched = bytes | memoryview  # what a read returns: new bytes, or the caller's memory
-Fetch = Callable[[Replica], Awaitable[Fetched]]
+R = TypeVar("R")  # what a fetch returns: Fetched, or for a stream what its destination says
+Fetch = Callable[[Replica], Awaitable[R]]
 OnFailure = Callable[[Replica, BaseException], None]
-Running = dict[asyncio.Future[Fetched], tuple["Scored", float, list[float]]]
+Running = dict[asyncio.Future[Any], tuple["Scored", float, list[float]]]
 """Requests in flight: each one's replica, when it was launched, and how long it queued in
 this process (not the endpoint's time: see :func:`~.health.queued`)."""
 
@@ -156,18 +161,22 @@ class Locality:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def read(self, key: str, ranked: list[Scored], fetch: Fetch, nbytes: int,
-                   on_failure: OnFailure) -> tuple[Scored, Fetched]:
-        """Read through ``fetch`` from the best of ``ranked`` that answers; see the module."""
+    async def read(self, key: str, ranked: list[Scored], fetch: Fetch[R], nbytes: int,
+                   on_failure: OnFailure, *, stream: bool = False) -> tuple[Scored, R]:
+        """Read through ``fetch`` from the best of ``ranked`` that answers; see the module.
+        ``stream``: ``fetch`` streams the whole object on into a destination (a copy, a
+        ``get``), so it is never hedged (two writers), has no deadline (the tiers' own
+        timeouts bound each request) and its time teaches nothing of the source (only its
+        breaker learns whether it answered)."""
         s = self.settings
-        deadline = time.monotonic() + s.read_deadline
+        deadline = math.inf if stream else time.monotonic() + s.read_deadline
         pending = list(ranked)
         running: Running = {}
         failures: list[tuple[str, BaseException]] = []
-        hedge: asyncio.Future[Fetched] | None = None
-        hedgeable = s.hedge and nbytes <= s.hedge_max_bytes
+        hedge: asyncio.Future[R] | None = None
+        hedgeable = s.hedge and nbytes <= s.hedge_max_bytes and not stream
 
-        def launch(item: Scored) -> asyncio.Future[Fetched]:
+        def launch(item: Scored) -> asyncio.Future[R]:
             now = time.monotonic()
             health = self.health.get(item.tier)
             if health is not None and health.begin(now):
@@ -196,8 +205,9 @@ class Locality:
                     if after is not None:
                         hedge_due = started + after
                         wait = min(wait, hedge_due - now)
-                done, _ = await asyncio.wait(running, timeout=max(wait, 0.0),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    running, timeout=None if math.isinf(wait) else max(wait, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED)
                 now = time.monotonic()
                 if not done:
                     if now >= deadline:
@@ -216,9 +226,11 @@ class Locality:
                     exc = task.exception()
                     if exc is None:
                         data = task.result()
-                        if health is not None:
+                        if health is not None and stream:
+                            health.answered()
+                        elif health is not None:
                             was_probe = health.probing
-                            sample = health.success(len(data), took, now)
+                            sample = health.success(len(cast(Fetched, data)), took, now)
                             if sample is not None:
                                 self._learn_overhead(item, sample)
                             if was_probe:
@@ -271,7 +283,7 @@ class Locality:
         raise NoReadableReplica(key, failures)
 
 
-def _retrieve(task: asyncio.Future[Fetched]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a finished request's exception as seen (a cancelled loser's, say)."""
     if not task.cancelled():
         task.exception()

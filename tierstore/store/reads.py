@@ -14,12 +14,21 @@ import aiofiles
 
 from ..catalog import ObjectRecord, Replica
 from ..checksum import Hasher, checksum
-from ..errors import ChecksumMismatch, NoReadableReplica, ObjectChanged, TierError, TierstoreError
+from ..errors import ChecksumMismatch, ObjectChanged, TierError, TierstoreError
 from ..localcopy import LocalFile
 from ..tier import Chunk, Tier
 from .base import Pace, StoreBase, T, log
 
 __all__ = ["ReadPath"]
+
+
+class _DestinationFailed(Exception):
+    """Carries an error of a stream's destination through the failover between sources,
+    which tries the next source only on a source's error."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _SourceFailed(Exception):
@@ -150,30 +159,45 @@ class ReadPath(StoreBase):
     async def _transfer(self, record: ObjectRecord,
                         write: Callable[[AsyncIterable[Chunk]], Awaitable[T]],
                         pace: Pace | None = None, *, into: Tier | None = None) -> T:
-        """Stream a whole verified object into ``write``, failing over between replicas.
+        """Stream a whole verified object into ``write``, failing over between replicas by
+        the read path's one rule (:meth:`Locality.read <tierstore.locality.Locality.read>`:
+        the best replica first, a tier out of rotation last, its breaker told how each
+        source answered; a stream is never hedged and has no deadline of its own).
 
         The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
         catalog, so ``write`` never commits a corrupt copy; errors of ``write`` itself (the
-        destination) propagate at once. When ``write`` writes to the local tier ``into``
-        from a local replica, the stream comes as that replica's :class:`LocalFile`, which
-        ``into`` copies in the kernel (where the copy does not land the checksum, it streams).
+        destination) propagate at once: no other source would help. When ``write`` writes
+        to the local tier ``into`` from a local replica, the stream comes as that replica's
+        :class:`LocalFile`, which ``into`` copies in the kernel (where the copy does not land
+        the checksum, it streams).
         """
-        failures: list[tuple[str, BaseException]] = []
-        for replica in self.rank(record):
+        ranked = self.locality.rank(record.ready, record.size or 0)
+        if not ranked:
+            raise self._unreachable(record)
+
+        async def fetch(replica: Replica) -> T:
+            await self._refuse_stale(record, replica)  # never a stale copy copied on
             stream: AsyncIterable[Chunk] = self._verified_stream(record, replica, pace)
             source = self.tier(replica.tier)
             if into is not None and into.protocol == source.protocol == "file":
                 stream = LocalFile(source.full_path(replica.path), record.size or 0,
                                    str(record.checksum), stream,
                                    None if pace is None else functools.partial(pace, source.name))
-            await self._refuse_stale(record, replica)  # never a stale copy copied on
             try:
                 return await write(stream)
-            except _SourceFailed as failed:
+            except _SourceFailed as failed:  # the source's: the next replica is tried
                 await self._refuse_if_changed(record, replica, failed.cause)
-                failures.append((failed.tier, failed.cause))
-                self._fallback(record.key, replica, failed.cause)
-        raise NoReadableReplica(record.key, failures) if failures else self._unreachable(record)
+                raise failed.cause from None
+            except (TierstoreError, OSError) as exc:  # the destination's
+                raise _DestinationFailed(exc) from exc
+
+        try:
+            _, result = await self.locality.read(
+                record.key, ranked, fetch, record.size or 0,
+                lambda replica, exc: self._fallback(record.key, replica, exc), stream=True)
+        except _DestinationFailed as failed:
+            raise failed.cause from failed.cause.__cause__
+        return result
 
     async def _verified_stream(self, record: ObjectRecord, replica: Replica,
                                pace: Pace | None = None) -> AsyncIterator[Chunk]:
