@@ -254,6 +254,6 @@ def merge_metrics(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def rank_view(run: EpochRun) -> dict[str, Any]:
     """What the result document keeps of one rank's epoch."""
     return {"samples": run.samples, "wall_s": run.wall_s, "au": run.au,
-            "first_batch_s": run.waits[0] if run.waits else 0.0,
+            "wait_s": sum(run.waits), "first_batch_s": run.waits[0] if run.waits else 0.0,
             "samples_per_s": run.samples / run.wall_s if run.wall_s > 0 else 0.0}
 

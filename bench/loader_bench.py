@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from tierstore._progress import Steps, Transfer
+from tierstore.energy import EnergyModel
 from tierstore.errors import MissingExtra, require
 from tierstore.sync import open_store
 
@@ -229,6 +230,9 @@ def _entry(loader: str, epoch: int, run: EpochRun, hit_rate: dict[str, float],
             "samples_per_s": run.samples / wall if wall > 0 else 0.0,
             "mb_per_s": run.payload_bytes / wall / 1e6 if wall > 0 else 0.0,
             "au": run.au, "compute_s": run.compute_s, "wait_s": sum(run.waits),
+            # seconds the accelerators (each rank's) waited for data: the idle energy's base
+            "accelerator_wait_s": sum(sum(r.waits) for r in run.ranks) if run.ranks
+            else sum(run.waits),
             "first_wait_s": run.waits[0] if run.waits else 0.0,
             "first_batch_s": run.waits[0] if run.waits else 0.0,
             "wait_p50_s": run.percentile(50), "wait_p99_s": run.percentile(99),
@@ -615,6 +619,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             loader_metrics=tier_report.get("metrics", []),
             find_max=most or None,
             memory_constant_bytes=MEMORY_CONSTANT)
+        energy = EnergyModel.of(args.accelerator, watts=args.accelerator_watts,
+                                intensity=args.intensity)
+        for r in document["results"]:
+            r["accelerator_idle"] = energy.idle(r["accelerator_wait_s"]).as_dict()
+        document["energy"] = {**dataclasses.asdict(energy), "about": energy.describe()}
         document["criteria"] = criteria(document)
         document["summary"] = summary(document)
         document["timelines"] = {f"{name}/{epoch}": {"waits": run.waits,
@@ -812,7 +821,9 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
                     "peak_pss_bytes": max(r["peak_pss_bytes"] for r in rows),
                     "client_cpu_ms_per_sample": [r.get("client_cpu_ms_per_sample")
                                                  for r in rows],
-                    "every_sample_once": all(r.get("exactly_once") for r in rows)})
+                    "every_sample_once": all(r.get("exactly_once") for r in rows),
+                    "accelerator_idle_joules": [r["accelerator_idle"]["joules"]
+                                                for r in rows if "accelerator_idle" in r]})
     return out
 
 
@@ -822,7 +833,8 @@ def render_summary(document: dict[str, Any]) -> Any:
 
     table = Table(title="side by side", title_justify="left")
     for name in ("loader", "cold epoch samples/s", "later epochs", "S3 bytes / dataset",
-                 "first batch", "peak PSS", "CPU ms/sample", "each sample once"):
+                 "first batch", "peak PSS", "CPU ms/sample", "each sample once",
+                 "idle J/epoch (est.)"):
         table.add_column(name, justify="left" if name in ("loader", "later epochs",
                                                           "S3 bytes / dataset") else "right")
     for s in document.get("summary", []):
@@ -831,10 +843,11 @@ def render_summary(document: dict[str, Any]) -> Any:
                       ", ".join(f"{x:,.0f}" for x in s["later_samples_per_s"]) or "-", share,
                       f"{s['first_batch_s']:.2f} s", _mib(s["peak_pss_bytes"]),
                       ", ".join(f"{x:.2f}" for x in s["client_cpu_ms_per_sample"]),
-                      "yes" if s["every_sample_once"] else "NO")
+                      "yes" if s["every_sample_once"] else "NO",
+                      ", ".join(f"{x:,.0f}" for x in s.get("accelerator_idle_joules", [])))
     for f in document.get("failures", []):  # the whole error is printed below the table
         error = f["error"] if len(f["error"]) <= 60 else f["error"][:57] + "..."
-        table.add_row(f["loader"], f"{f['kind']} ({f['phase']})", escape(error), *[""] * 5)
+        table.add_row(f["loader"], f"{f['kind']} ({f['phase']})", escape(error), *[""] * 6)
     return table
 
 
@@ -959,6 +972,9 @@ def run_loader(args: argparse.Namespace) -> int:
     console = Console(file=out, width=None if out.isatty() else 150)
     console.print(render_table(document))
     console.print(render_summary(document))
+    if "energy" in document:
+        console.print(f"idle J/epoch: the accelerators' time waiting for data, as energy "
+                      f"({document['energy']['about']})", highlight=False, markup=False)
     for line in render_criteria(document):
         console.print(line, highlight=False, markup=False)
     saved = save_and_say(document, args.results)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tierstore.config import parse_size
+from tierstore.energy import ACCELERATOR_WATTS, DEFAULT_ACCELERATOR, DEFAULT_INTENSITY
 from tierstore.errors import ConfigError
 
 __all__ = ["PRESETS", "Preset", "add_loader_arguments"]
@@ -162,6 +163,16 @@ def add_loader_arguments(parser: argparse.ArgumentParser) -> None:
                           "training processes (ranks of one job), each with its own loader "
                           "and --workers workers; the epoch's AU is the lowest rank's "
                           "(tierstore and the peers; default: 1)")
+    run.add_argument("--accelerator", default=DEFAULT_ACCELERATOR,
+                     choices=sorted(ACCELERATOR_WATTS), metavar="KIND",
+                     help="the emulated accelerator, for the energy its waiting for data "
+                          f"costs (estimates; {', '.join(sorted(ACCELERATOR_WATTS))}; "
+                          f"default: {DEFAULT_ACCELERATOR})")
+    run.add_argument("--accelerator-watts", type=_positive(float), metavar="WATTS",
+                     help="its draw while waiting (default: its board power, an upper bound)")
+    run.add_argument("--intensity", type=_positive(float), default=DEFAULT_INTENSITY,
+                     metavar="G_PER_KWH", help="the grid's carbon intensity, gCO2e/kWh "
+                     f"(default: {DEFAULT_INTENSITY:g}, the world's 2023 average)")
     run.add_argument("--find-max", action="store_true",
                      help="also find, for tierstore and each peer, the most accelerators this "
                           "node keeps at AU >= 90%% in every epoch (doubling, then bisecting; "

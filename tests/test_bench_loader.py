@@ -77,6 +77,12 @@ def test_bench_loader_document(tmp_path: Path, s3_config: Path,
         assert sum(r["hit_rate"].values()) == pytest.approx(1.0)
         assert all(0.0 <= v <= 1.0 for v in r["hit_rate"].values())
         assert r["peak_rss_bytes"] >= r["peak_pss_bytes"] > 0
+        idle = r["accelerator_idle"]  # each loader's waiting, as energy: an estimate
+        assert idle["estimate"] and r["accelerator_wait_s"] == pytest.approx(r["wait_s"])
+        assert idle["joules"] == pytest.approx(r["wait_s"] * 700.0, rel=1e-3, abs=1e-3)
+        assert idle["grams_co2e"] == pytest.approx(idle["joules"] / 3.6e6 * 480, abs=1e-4)
+    assert doc["energy"]["accelerator"] == "h100-sxm" and "estimates" in doc["energy"]["about"]
+    assert "idle J/epoch" in printed
     plain = [r for r in entries if r["loader"] == "plain"]
     assert all(r["hit_rate"] == {"warm": 1.0} for r in plain)
     first_ts = next(r for r in entries if r["loader"] == "tierstore" and r["epoch"] == 0)
@@ -240,6 +246,7 @@ def test_bench_loader_with_two_accelerators(tmp_path: Path, s3_config: Path) -> 
         assert r["au"] == min(k["au"] for k in r["ranks"])
         assert r["first_batch_s"] == max(k["first_batch_s"] for k in r["ranks"])
         assert sum(r["hit_rate"].values()) == pytest.approx(1.0)
+        assert r["accelerator_wait_s"] == pytest.approx(sum(k["wait_s"] for k in r["ranks"]))
 
 
 def test_accelerators_refuse_the_baselines_that_do_not_split_by_rank(
