@@ -134,13 +134,14 @@ def test_a_move_retires_its_source_in_the_copys_commit(catalog: Catalog) -> None
 
 
 def test_adopted_replicas_keep_their_version_and_take_a_change_in(catalog: Catalog) -> None:
-    """add_objects records each adopted replica's version; readopt gives the object the
-    file's new content and version and retires the object's other (stale) replicas."""
+    """add_objects records each adopted replica's version (records read carry it); readopt
+    gives the object the file's new content and version and retires the object's other
+    (stale) replicas."""
     catalog.add_objects([("ds/a", 3, "old"), ("ds/b", 1, "b"), ("other", 1, "o")], "warm",
                         owner=OWNER, versions={"ds/a": "v1", "other": "v9"})
-    adopted = catalog.adopted("warm", "ds/")
-    assert {key: version for key, (_, version) in adopted.items()} == {"ds/a": "v1"}
-    rid = adopted["ds/a"][0]
+    adopted = {r.key: r.ready[0] for r in catalog.objects("ds/") if r.ready[0].version}
+    assert {key: replica.version for key, replica in adopted.items()} == {"ds/a": "v1"}
+    rid = adopted["ds/a"].id
     copy = catalog.begin_replica("ds/a", "hot", tmp="h", new_content=False, owner=OWNER)
     catalog.commit_replica(copy.id, owner=OWNER, size=3, checksum="old", new_content=False)
     stale = catalog.readopt(rid, owner=OWNER, size=4, checksum="new", version="v2")
@@ -148,7 +149,7 @@ def test_adopted_replicas_keep_their_version_and_take_a_change_in(catalog: Catal
     record = catalog.get("ds/a")
     assert record is not None and (record.size, record.checksum) == (4, "new")
     assert [r.tier for r in record.ready] == ["warm"]
-    assert catalog.adopted("warm", "ds/a")["ds/a"] == (rid, "v2")
+    assert [(r.id, r.version) for r in record.ready] == [(rid, "v2")]
     with pytest.raises(ReplicaError, match="adopted"):
         catalog.readopt(copy.id, owner=OWNER, size=1, checksum="x", version="v3")
     catalog.add_adoption("warm", "ds/", whole=False)

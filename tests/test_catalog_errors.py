@@ -116,7 +116,6 @@ CALLS: dict[str, Callable[[Catalog, Replica], Any]] = {
     "record_access": lambda c, r: c.record_access({"k/0": (1, time.time())}, site="a"),
     "add_objects": lambda c, r: c.add_objects([("k/bulk", 1, "c")], "hot", owner=OWNER,
                                               versions={"k/bulk": "v1"}),
-    "adopted": lambda c, r: c.adopted("hot", "k/"),
     "add_adoption": lambda c, r: c.add_adoption("hot", "k/", whole=True),
     "adoptions": lambda c, r: c.adoptions(),
     "readopt": lambda c, r: c.readopt(r.id, owner=OWNER, size=3, checksum="c", version="v2"),

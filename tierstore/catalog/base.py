@@ -396,13 +396,8 @@ class Catalog(ABC):
         are not validated here (:func:`tierstore.keys.validate_key` does that). ``versions``:
         key -> what the tier said of the file when it was read (an S3 ETag; a local file's
         modification time and inode), kept with the new replica as an *adopted* one, so that
-        a change made to it behind the store's back can be told (:meth:`adopted`).
+        a change made to it behind the store's back can be told (:attr:`Replica.version`).
         """
-
-    @abstractmethod
-    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
-        """The adopted replicas on ``tier`` of the keys under ``prefix`` that are ready:
-        key -> (replica id, the version it was adopted or last re-adopted at)."""
 
     @abstractmethod
     def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:

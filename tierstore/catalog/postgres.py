@@ -552,13 +552,6 @@ class PostgresCatalog(Catalog):
 
         return self._write(txn)
 
-    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
-        return {key: (rid, version) for key, rid, version in self._read(
-            "SELECT o.key, r.id, a.version FROM adopted a JOIN replicas r ON r.id = "
-            "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = %s AND "
-            "r.state = 'ready' AND o.key >= %s AND o.key < %s",
-            (tier, prefix, prefix + "\U0010ffff"))}
-
     def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:
         self._write(lambda cur: cur.execute(
             "INSERT INTO adoptions (tier, prefix, whole) VALUES (%s, %s, %s) ON CONFLICT "

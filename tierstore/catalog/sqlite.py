@@ -579,14 +579,6 @@ class SqliteCatalog(Catalog):
                                   if path in versions])
             return len(added)
 
-    def adopted(self, tier: str, prefix: str = "") -> dict[str, tuple[int, str]]:
-        with self._read() as conn:
-            return {key: (rid, version) for key, rid, version in conn.execute(
-                "SELECT o.key, r.id, a.version FROM adopted a JOIN replicas r ON r.id = "
-                "a.replica_id JOIN objects o ON o.id = r.object_id WHERE r.tier = ? AND "
-                "r.state = 'ready' AND o.key >= ? AND o.key < ?",
-                (tier, prefix, prefix + "\U0010ffff"))}
-
     def add_adoption(self, tier: str, prefix: str, *, whole: bool) -> None:
         with self._write() as conn:
             conn.execute("INSERT INTO adoptions (tier, prefix, whole) VALUES (?, ?, ?) "

@@ -125,7 +125,7 @@ class Upkeep(Replicas):
             return path.startswith(wanted) if wanted.endswith("/") or not wanted \
                 else path == wanted or path.startswith(wanted + "/")
 
-        tracked = await self._db(self.catalog.adopted, dest.name, wanted)
+        tracked = await self._adopted(dest.name, wanted)
         await self._db(self.catalog.add_adoption, dest.name, wanted, whole=keys is None)
         refused: list[tuple[str, str]] = []
         fresh: list[tuple[str, int, str | None, int | None]] = []  # key, size, version, id
@@ -151,10 +151,10 @@ class Upkeep(Replicas):
                 fresh.append((key, found.size, found.version, None))
             elif (mine := record.on(dest.name)) is not None and mine.path == key:
                 seen.add(key)
-                rid, version = tracked.get(key, (None, None))
-                if rid is not None and found.version is not None and (
-                        version != found.version or found.size != record.size):
-                    fresh.append((key, found.size, found.version, rid))  # written over
+                was = tracked.get(key)  # the adopted replica, as adopted
+                if was is not None and found.version is not None and (
+                        was.version != found.version or found.size != record.size):
+                    fresh.append((key, found.size, found.version, was.id))  # written over
                 else:
                     known += 1
             else:
@@ -212,6 +212,13 @@ class Upkeep(Replicas):
         return AdoptReport(dest.name, tuple(sorted((k, n) for k, n, _ in adopted)), known,
                            tuple(sorted(refused)), tuple(sorted(changed)), tuple(gone))
 
+    async def _adopted(self, tier: str, prefix: str) -> dict[str, Replica]:
+        """The ready adopted replicas on ``tier`` of the keys under ``prefix``, by key: as
+        the records read say (:attr:`Replica.version`)."""
+        return {record.key: replica
+                for record in await self._db(self.catalog.objects, prefix)
+                if (replica := record.on(tier)) is not None and replica.version is not None}
+
     async def rescan(self, *, jobs: int = 8) -> list[AdoptReport]:
         """:meth:`adopt` every prefix adopted before again, as it was adopted (a whole
         prefix: new files too; named files: those), so that files written over or removed
@@ -220,7 +227,7 @@ class Upkeep(Replicas):
         for tier, prefix, whole in await self._db(self.catalog.adoptions):
             if tier not in self.tiers:
                 continue  # a tier no longer configured: nothing to look at
-            keys = None if whole else list(await self._db(self.catalog.adopted, tier, prefix))
+            keys = None if whole else list(await self._adopted(tier, prefix))
             if keys == []:
                 continue  # every file of it moved away or removed since
             reports.append(await self.adopt(prefix, tier, keys=keys, jobs=jobs))
