@@ -440,16 +440,21 @@ class Tier:
         self._direct_reads = False
         raise _DirectRefused
 
-    async def size(self, path: str) -> int | None:
-        """The size of ``path``, or None when there is no such file."""
-        full = self.full_path(path)
+    async def _file_info(self, full: str) -> dict[str, Any] | None:
+        """What the backend says of the file ``full`` (fsspec's ``info``); None when there
+        is no such file (nothing, or a folder)."""
         try:
             info = await self._call("stat", "info", full)
         except TierError as exc:
             if _gone(exc):
                 return None
             raise
-        return None if info.get("type") == "directory" else int(info["size"])
+        return None if info.get("type") == "directory" else dict(info)
+
+    async def size(self, path: str) -> int | None:
+        """The size of ``path``, or None when there is no such file."""
+        info = await self._file_info(self.full_path(path))
+        return None if info is None else int(info["size"])
 
     async def written_size(self, path: str, digest: str | None = None
                            ) -> tuple[int | None, bool]:
@@ -464,29 +469,18 @@ class Tier:
         bodies; other backends) False: the caller reads the bytes back."""
         full = self.full_path(path)
         expected = self._vouched.pop(full, None)
-        try:
-            info = await self._call("stat", "info", full)
-        except TierError as exc:
-            if _gone(exc):
-                return None, False
-            raise
-        if info.get("type") == "directory":
+        info = await self._file_info(full)
+        if info is None:
             return None, False
         if self.protocol == "file":  # the file written, unchanged since (inode, mtime)
-            landed = f"{info.get('ino')}:{info.get('mtime')}:{digest}"
-            return int(info["size"]), expected == landed
+            return int(info["size"]), expected == _receipt(info, digest)
         etag = _etag(info.get("ETag") or info.get("etag"))
         return int(info["size"]), expected is not None and etag == expected
 
     async def version(self, path: str) -> tuple[int, str | None] | None:
         """``path``'s size and version now (see :class:`TierFile`); None if it is gone."""
-        try:
-            info = await self._call("stat", "info", self.full_path(path))
-        except TierError as exc:
-            if _gone(exc):
-                return None
-            raise
-        return int(info.get("size") or 0), _version(info)
+        info = await self._file_info(self.full_path(path))
+        return None if info is None else (int(info.get("size") or 0), _version(info))
 
     async def hash(self, path: str, size: int) -> Hasher:
         """Read ``path`` whole and hash it: a local file in one thread call (one reused
@@ -631,7 +625,7 @@ class Tier:
                 await asyncio.to_thread(handle.close)
         if hasher is not None:
             info = await self._call("stat", "info", full)
-            self._vouched[full] = f"{info.get('ino')}:{info.get('mtime')}:{hasher.hexdigest()}"
+            self._vouched[full] = _receipt(info, hasher.hexdigest())
         return written
 
     async def _copy_local(self, full: str, source: LocalFile) -> int | None:
@@ -664,7 +658,7 @@ class Tier:
                         self.name, source.path)
             return None
         info = await self._call("stat", "info", full)
-        self._vouched[full] = f"{info.get('ino')}:{info.get('mtime')}:{hasher.hexdigest()}"
+        self._vouched[full] = _receipt(info, hasher.hexdigest())
         return hasher.size
 
     async def _write_s3(self, fs: Any, full: str, chunks: AsyncIterable[Chunk]) -> int:
@@ -852,6 +846,12 @@ def _version(info: Mapping[str, Any]) -> str | None:
     if info.get("mtime") is not None and info.get("ino") is not None:
         return f"{info['mtime']!r}:{info['ino']}"
     return None
+
+
+def _receipt(info: Mapping[str, Any], digest: str | None) -> str:
+    """A local write's receipt: the file as written (its version: modification time and
+    inode) and the checksum of what was handed to the kernel."""
+    return f"{_version(info)}:{digest}"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
