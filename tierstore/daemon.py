@@ -171,7 +171,7 @@ class Daemon:
         self.copy_rate: float | None = None  # bytes/s of recent copies (EWMA): what lands when
         self._uses: tuple[float, dict[str, float]] = (-float("inf"), {})  # (read at, next uses)
         self.last_scrub: ScrubReport | None = None
-        self._scrubbed_at = self._rescanned_at = -float("inf")
+        self._last_run: dict[str, float] = {}  # periodic leader's work (scrub, rescan): when
         self._stop, self._force = asyncio.Event(), asyncio.Event()
 
     def _set_state(self, state: RunState) -> None:
@@ -321,16 +321,23 @@ class Daemon:
         self._finish_cycle(began, started, ok=True)
         return True
 
+    def _due(self, work: str, every: float | None) -> bool:
+        """Whether periodic leader's ``work`` is due now (every ``every`` seconds; None:
+        never; none on a dry run, nor in a cluster but on its leader); if so, it starts now."""
+        now = time.monotonic()
+        if (every is None or self.options.dry_run
+                or now - self._last_run.get(work, -float("inf")) < every
+                or (self.cluster is not None and not self.cluster.is_leader)):
+            return False
+        self._last_run[work] = now
+        return True
+
     async def _rescan_if_due(self) -> None:
         """Adopt the adopted prefixes again, when a rescan is due (in a cluster, the
         leader's work): files written over or removed behind the store's back are taken in,
         their stale copies removed (:meth:`Store.rescan`)."""
-        every = self.options.rescan_every
-        if (every is None or self.options.dry_run
-                or time.monotonic() - self._rescanned_at < every
-                or (self.cluster is not None and not self.cluster.is_leader)):
+        if not self._due("rescan", self.options.rescan_every):
             return
-        self._rescanned_at = time.monotonic()
         try:
             reports = await self.store.rescan()
         except (TierstoreError, OSError) as exc:  # a tier away: the moves go on, and the
@@ -348,11 +355,8 @@ class Daemon:
     async def _scrub_if_due(self) -> None:
         """Check every replica and repair the bad ones, when a scrub is due (in a cluster,
         the leader's work)."""
-        every = self.options.scrub_every
-        if (every is None or self.options.dry_run or time.monotonic() - self._scrubbed_at < every
-                or (self.cluster is not None and not self.cluster.is_leader)):
+        if not self._due("scrub", self.options.scrub_every):
             return
-        self._scrubbed_at = time.monotonic()
         report = await scrub(self.store, deep=self.options.scrub_deep)
         self.last_scrub = report
         self.outcomes["scrub_bad"] += len(report.bad)
