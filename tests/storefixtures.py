@@ -3,6 +3,7 @@ of a real S3-compatible server (moto, or Ceph radosgw) started by the server fix
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tarfile
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tierstore import Config, SyncStore, TierClass, TierConfig, open_store
+from tierstore.daemon import Daemon, DaemonOptions
+from tierstore.store import Store
 
 STORE_KINDS = ["local", "moto", pytest.param("ceph", marks=pytest.mark.ceph)]
 
@@ -89,3 +92,22 @@ def tar_shard(samples: list[tuple[str, bytes, int]]) -> bytes:
                 info.size = len(body)
                 tar.addfile(info, io.BytesIO(body))
     return out.getvalue()
+
+
+def run_cycles(config: Config, n: int = 1, **options: object) -> list[dict[str, int]]:
+    """``n`` cycles of a daemon (``DaemonOptions(once=True, metrics_port=None, **options)``)
+    on a store of ``config``: each cycle's outcomes."""
+    async def cycles() -> list[dict[str, int]]:
+        store = Store(config)
+        try:
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None,
+                                                 **options))  # type: ignore[arg-type]
+            out = []
+            for _ in range(n):
+                assert await daemon.cycle()
+                out.append(dict(daemon.outcomes))
+            return out
+        finally:
+            await store.close()
+
+    return asyncio.run(cycles())

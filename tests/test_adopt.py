@@ -5,6 +5,7 @@ is refused and named; the adopted tar shards index and load."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from storefixtures import make_config, tar_shard, toml_for
+from storefixtures import make_config, run_cycles, tar_shard, toml_for
 
 from tierstore import open_store
 from tierstore.checksum import checksum
@@ -188,11 +189,6 @@ def test_the_daemon_rescans_adopted_prefixes_so_stale_copies_go(tmp_path: Path) 
     file written over behind the store's back replaces its object's content (its copy on
     the hot tier, of the old, goes), a new file under a wholly adopted prefix is adopted,
     and of the files adopted by name only those are looked at."""
-    import asyncio
-
-    from tierstore.daemon import Daemon, DaemonOptions
-    from tierstore.store import Store
-
     config = make_config(tmp_path, "local")
     warm = tmp_path / "tiers" / "warm"
     for name in ("ds/a.bin", "ds/b.bin", "named/x.bin", "named/y.bin"):
@@ -207,17 +203,7 @@ def test_the_daemon_rescans_adopted_prefixes_so_stale_copies_go(tmp_path: Path) 
     (warm / "ds" / "c.bin").write_bytes(b"new file")
     (warm / "named" / "x.bin").write_bytes(b"x again")
 
-    async def cycle() -> dict[str, int]:
-        store = Store(config)
-        try:
-            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None,
-                                                 rescan_every=0))
-            assert await daemon.cycle()
-            return dict(daemon.outcomes)
-        finally:
-            await store.close()
-
-    outcomes = asyncio.run(cycle())
+    (outcomes,) = run_cycles(config, rescan_every=0)
     assert outcomes["rescan_changed"] == 2 and outcomes["rescan_adopted"] == 1
     with open_store(config) as store:
         assert store.stat("ds/a.bin").tiers == ["warm"] and store.cat("ds/a.bin") == new

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from netsites import NetSites, namespaces_unavailable
+from storefixtures import run_cycles
 
 from tierstore import Config, SyncStore, TierClass, TierConfig, open_store
 from tierstore.errors import NoReadableReplica
@@ -180,10 +181,7 @@ def test_a_flipped_byte_and_a_wiped_site_are_repaired(open_sites: NetSites, seed
                                                        tmp_path: Path) -> None:
     """Real S3 objects at the sites: one replica corrupted at the near site is read around
     and replaced; a site whose objects are deleted gets them back from the daemon's scrub."""
-    import asyncio
 
-    from tierstore.daemon import Daemon, DaemonOptions
-    from tierstore.store import Store
 
     config = _config(tmp_path, open_sites, hedge=False,
                      placement={"warm": {"replicas": 3, "spread": "node"}})
@@ -208,16 +206,7 @@ def test_a_flipped_byte_and_a_wiped_site_are_repaired(open_sites: NetSites, seed
     for k in data:  # the mid site loses these objects
         mid.delete_object(Bucket=BUCKET, Key=f"mid/{paths[k]}")
 
-    async def scrub_cycle() -> dict[str, int]:
-        store = Store(config)
-        try:
-            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None, scrub_every=0))
-            assert await daemon.cycle()
-            return dict(daemon.outcomes)
-        finally:
-            await store.close()
-
-    outcomes = asyncio.run(scrub_cycle())
+    (outcomes,) = run_cycles(config, scrub_every=0)
     assert outcomes["scrub_bad"] == 3 and outcomes["scrub_repaired"] == 3
     for k, value in data.items():
         assert mid.get_object(Bucket=BUCKET, Key=f"mid/{paths[k]}")["Body"].read() == value

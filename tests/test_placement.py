@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from storefixtures import run_cycles
 
 from tierstore import Config, ConfigError, TierClass, TierConfig, open_store
 from tierstore.config import config_from_toml
-from tierstore.daemon import Daemon, DaemonOptions
 from tierstore.locality import LocalitySettings
 from tierstore.locality.placement import PlacementRule, placement
 from tierstore.policies import (
@@ -162,23 +162,6 @@ def site_config(home: Path, *, placement_rules: dict[str, object] | None = None,
 
 def tiers_of(store: SyncStore, key: str) -> set[str]:
     return {r.tier for r in store.stat(key).replicas if r.state == "ready"}
-
-
-def run_cycles(config: Config, n: int = 1, **options: object) -> list[dict[str, int]]:
-    async def cycles() -> list[dict[str, int]]:
-        store = Store(config)
-        try:
-            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None,
-                                                 **options))  # type: ignore[arg-type]
-            out = []
-            for _ in range(n):
-                assert await daemon.cycle()
-                out.append(dict(daemon.outcomes))
-            return out
-        finally:
-            await store.close()
-
-    return asyncio.run(cycles())
 
 
 def test_put_honours_the_rule_and_the_daemon_repairs(tmp_path: Path) -> None:
