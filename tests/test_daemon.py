@@ -481,3 +481,52 @@ def test_a_move_waits_for_room_and_is_skipped_without_it(
     with open_store(config) as store:
         assert tiers_of(store, "ds/w") == ["warm"] and tiers_of(store, "ds/old") == ["cold"]
     check_intact(config, data)
+
+
+def test_the_next_copy_overlaps_a_move_making_its_copy_durable(
+        small: tuple[Config, Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_moves`` bounds copies, not moves: with one copy at a time, the second move's
+    bytes flow while the first's are being made durable (its sync, here held until the
+    second copy begins) and committed; both land whole."""
+    config, _, data = small
+    plan = [Move("ds/w", "warm", "cold", 125, "recency", "test: first"),
+            Move("ds/old", "warm", "cold", 125, "recency", "test: second")]
+
+    async def cycle() -> tuple[dict[str, int], bool]:
+        store = Store(config)
+        try:
+            cold = store.tier("cold")
+            writes, second_copy = 0, asyncio.Event()
+            overlapped: list[bool] = []
+            write, sync = cold.write, cold.sync
+
+            async def counted_write(*args: object, **kwargs: object) -> object:
+                nonlocal writes
+                writes += 1
+                if writes == 2:
+                    second_copy.set()
+                return await write(*args, **kwargs)  # type: ignore[arg-type]
+
+            async def held_sync(path: str) -> None:
+                if not overlapped:  # the first move's: does the second copy start meanwhile?
+                    try:
+                        await asyncio.wait_for(second_copy.wait(), 10)
+                        overlapped.append(True)
+                    except TimeoutError:
+                        overlapped.append(False)
+                await sync(path)
+
+            monkeypatch.setattr(cold, "write", counted_write)
+            monkeypatch.setattr(cold, "sync", held_sync)
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None, max_moves=1),
+                            engine=FixedPlan(plan))
+            await daemon.cycle()
+            return dict(daemon.outcomes), overlapped[0]
+        finally:
+            await store.close()
+
+    outcomes, overlapped = asyncio.run(cycle())
+    assert outcomes == {"done": 2} and overlapped
+    with open_store(config) as store:
+        assert tiers_of(store, "ds/w") == ["cold"] and tiers_of(store, "ds/old") == ["cold"]
+    check_intact(config, data)

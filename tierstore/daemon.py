@@ -44,6 +44,7 @@ from .policies.engine import PolicyEngine, default_engine
 from .policies.snapshot import snapshot_from_store
 from .scrub import ScrubReport, scrub
 from .store import Store
+from .store.base import once
 
 __all__ = ["Daemon", "DaemonLock", "DaemonLocked", "DaemonOptions", "RunState",
            "TokenBucket", "lock_path"]
@@ -402,17 +403,21 @@ class Daemon:
                                                      **self.outcomes}})
 
     async def _execute(self, plan: Plan, snapshot: Snapshot) -> None:
-        """Make ``plan``'s moves, ``max_moves`` copies at a time (a move frees its slot once
-        its copy is verified and committed: dropping the source replica is a short request
-        that need not hold back the next copy); a move onto a bounded tier waits for the
-        earlier moves off it, drops included (and is skipped if one did not finish)."""
+        """Make ``plan``'s moves, ``max_moves`` copies at a time. A move frees its copy's
+        slot once its bytes have landed and been verified: making them durable, committing
+        them and removing the source wait on the disk and the catalog rather than move
+        bytes, so the next copy overlaps them (at most ``max_moves`` more moves in that
+        tail). A move onto a bounded tier waits for the earlier moves off it, drops included
+        (and is skipped if one did not finish)."""
         gate = asyncio.Semaphore(self.options.max_moves)
+        tail = asyncio.Semaphore(2 * self.options.max_moves)  # moves begun, not finished
         bounded = {tier.name for tier in snapshot.tiers if tier.capacity is not None}
         freeing: dict[str, list[asyncio.Future[str]]] = defaultdict(list)
         tasks: list[asyncio.Task[str]] = []
         handled = 0
         try:
             for move in plan:
+                await tail.acquire()
                 await gate.acquire()
                 deps = freeing[move.dst] if move.dst in bounded else []
                 if deps:
@@ -422,13 +427,15 @@ class Daemon:
                 handled += 1
                 if any(dep.result() != "done" for dep in deps):
                     gate.release()
+                    tail.release()
                     done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
                     done.set_result(self._record(move, snapshot, 0.0, "skipped", "a move "
                                                  f"making room on {move.dst} did not finish"))
                 else:
-                    release = _once(gate.release)
+                    release = once(gate.release)
                     done = asyncio.create_task(self._move(move, snapshot, copied=release))
                     done.add_done_callback(_ignoring(release))
+                    done.add_done_callback(_ignoring(tail.release))
                     tasks.append(done)
                 if move.src is not None:
                     freeing[move.src].append(done)
@@ -507,19 +514,6 @@ class Daemon:
         if outcome != "planned":
             self.metrics.moves.labels(move.policy, outcome).inc()
         return outcome
-
-
-def _once(fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn``, callable many times, run the first time only."""
-    called = False
-
-    def call() -> None:
-        nonlocal called
-        if not called:
-            called = True
-            fn()
-
-    return call
 
 
 def _ignoring(fn: Callable[[], None]) -> Callable[[object], None]:

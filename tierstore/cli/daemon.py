@@ -83,7 +83,8 @@ def add_daemon_command(sub: Any) -> None:
     cmd.add_argument("--once", action="store_true", help="run one cycle and exit")
     cmd.add_argument("--dry-run", action="store_true", help="log the plan, move nothing")
     cmd.add_argument("--max-moves", type=_whole(1, 10_000), default=4, metavar="N",
-                     help="moves in flight at once (default: 4)")
+                     help="copies in flight at once; as many more moves may be making "
+                          "theirs durable and removing their sources (default: 4)")
     cmd.add_argument("--bandwidth", type=argument(_per_second, positive=True), metavar="RATE",
                      help="bytes/s per pair of tiers, e.g. 100MiB (default: unlimited)")
     cmd.add_argument("--shutdown-timeout", type=duration, default=30.0,

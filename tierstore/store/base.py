@@ -24,7 +24,7 @@ from ..readcache import KnownRecords
 from ..reports import ObjectInfo
 from ..tier import Chunk, Tier
 
-__all__ = ["FENCE", "Pace", "Source", "StoreBase", "finish"]
+__all__ = ["FENCE", "Pace", "Source", "StoreBase", "finish", "once"]
 
 log = logging.getLogger("tierstore.store")  # one logger for every part of the store
 T = TypeVar("T")
@@ -193,3 +193,16 @@ async def finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
     for task in tasks:
         if not task.done():
             task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+def once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, callable many times, run the first time only."""
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return call

@@ -32,7 +32,7 @@ from ..locality.placement import place_after_put
 from ..locality.topology import Distance
 from ..reports import ObjectInfo
 from ..tier import PART_SIZE, Chunk, Tier
-from .base import FENCE, Pace, Source, log
+from .base import FENCE, Pace, Source, log, once
 from .reads import ReadPath
 
 __all__ = ["FillClaim", "Replicas"]
@@ -94,7 +94,8 @@ class Replicas(ReadPath):
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[Chunk],
                              expected: Callable[[], tuple[int, str]], *, new_content: bool,
                              size: int | None = None, freed: int = 0,
-                             retire: Collection[str] = ()) -> list[Replica]:
+                             retire: Collection[str] = (),
+                             copied: Callable[[], None] | None = None) -> list[Replica]:
         """The one way bytes become a replica: room within the tier's capacity (``size``
         bytes, None if unknown, freeing ``freed``), intent, temp write, verify, rename,
         commit. A name or size the tier refuses is refused before the intent is recorded.
@@ -104,7 +105,8 @@ class Replicas(ReadPath):
             if room is not None and not isinstance(chunks, LocalFile):  # its size is reserved
                 chunks = room.counted(chunks)
             return await self._fill_replica(key, dest, replica, chunks, expected,
-                                            new_content=new_content, retire=retire)
+                                            new_content=new_content, retire=retire,
+                                            copied=copied)
 
     @contextlib.asynccontextmanager
     async def _intent(self, key: str, dest: Tier, *, new_content: bool, size: int | None,
@@ -142,10 +144,12 @@ class Replicas(ReadPath):
     async def _fill_replica(self, key: str, dest: Tier, replica: Replica,
                             chunks: AsyncIterable[Chunk],
                             expected: Callable[[], tuple[int, str]], *, new_content: bool,
-                            retire: Collection[str] = ()) -> list[Replica]:
+                            retire: Collection[str] = (),
+                            copied: Callable[[], None] | None = None) -> list[Replica]:
         """Write, verify and commit ``replica``; the replicas its commit made ``deleting``,
         for the caller to :meth:`_retire`: a put's old ones, a copy's on the tiers named in
-        ``retire`` (a move's source; see :meth:`Catalog.commit_replica`)."""
+        ``retire`` (a move's source; see :meth:`Catalog.commit_replica`). ``copied`` is told
+        once the bytes are written and proven, before they are made durable and committed."""
         tmp = str(replica.tmp)
         # Where a write shows all or nothing (S3), the bytes go to their final name at once
         # (no rename, which S3 does as a server-side copy): the copying row names that path,
@@ -155,6 +159,8 @@ class Replicas(ReadPath):
             await dest.write(target, chunks)
             size, digest = expected()
             await self._verify_written(dest, key, target, size, digest)
+            if copied is not None:
+                copied()
             if replica.path != target:
                 await dest.rename(target, replica.path)
                 if (landed := await dest.size(replica.path)) != size:
@@ -253,8 +259,12 @@ class Replicas(ReadPath):
         (the daemon's bandwidth cap) or a progress hook. ``retire``: tiers whose replicas go
         once the copy is there (a move), as :meth:`drop_replica` would drop them, but marked
         ``deleting`` in the copy's own commit (one durable transaction, not two). ``copied``
-        is called once the copy is committed, before those replicas are removed.
+        is called once, as soon as the copy's bytes have landed and been verified (before
+        they are made durable and committed, which wait on the disk and the catalog rather
+        than move bytes: a caller may start its next copy meanwhile), or as soon as there
+        turns out to be nothing to copy.
         """
+        tell = once(copied or (lambda: None))
         record = self._ready(key)
         dest = self.tier(tier)
         retire = [name for name in retire if self.tier(name).name != dest.name]
@@ -265,12 +275,11 @@ class Replicas(ReadPath):
             async def write(chunks: AsyncIterable[Chunk]) -> None:
                 retired[:] = await self._write_replica(
                     record.key, dest, chunks, lambda: expected, new_content=False,
-                    size=record.size, retire=retire)
+                    size=record.size, retire=retire, copied=tell)
 
             with contextlib.suppress(ReplicaReady):
                 await self._transfer(record, write, pace, into=dest)
-        if copied is not None:
-            copied()
+        tell()
         await self._retire(key, retired)
         for name in set(retire) - {replica.tier for replica in retired}:
             if (current := self._ready(key)).on(name) is not None:  # the copy was there
