@@ -2,8 +2,8 @@
 
 A catalog is the single source of truth of what exists where. Data on a tier that no replica
 row names is garbage; a replica row is trusted only when ``ready``. Each method is one
-transaction. Implementations: :mod:`.sqlite` (embedded); a server database backs a cluster
-behind the same contract and the same conformance tests.
+transaction. Implementations: :mod:`.sql` writes each transaction once, over :mod:`.sqlite`
+(embedded) and :mod:`.postgres` (a cluster's), which pass the same conformance tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import CatalogError, LeaseLost, ReplicaError
-from ..keys import MARK_DIR
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
@@ -29,10 +28,6 @@ __all__ = [
     "ReplicaState",
     "TierUsage",
     "check_owned",
-    "fence_holds",
-    "lease_upsert",
-    "take_over_sql",
-    "usage_sql",
 ]
 
 # An announced time that means "the reader fetches it itself": its read-ahead has begun, or
@@ -155,50 +150,6 @@ class Fence:
     def refuse(self) -> LeaseLost:
         return LeaseLost(f"lease {self.name!r} (term {self.fence}) has expired or passed to "
                          "another holder; the write is refused")
-
-
-def fence_holds(p: str, now: str) -> str:
-    """The SQL that finds lease ``(name, fence)`` valid at ``now`` (an SQL expression: the
-    catalog's clock); ``p`` is the driver's placeholder. Shared, as :func:`lease_upsert`."""
-    return f"SELECT 1 FROM leases WHERE name = {p} AND fence = {p} AND expires > {now}"
-
-
-def usage_sql(p: str) -> str:
-    """The SQL of :meth:`Catalog.usage`, the same on both backends: per tier, ready replicas
-    and their bytes, and the bytes of copies in flight there (a copying replica of an object
-    with a committed size, not a fetch's mark: ``tierstore.keys.is_mark``) but those of
-    owner ``p``; ``p`` is the driver's placeholder."""
-    return ("SELECT r.tier, SUM(CASE WHEN r.state = 'ready' THEN 1 ELSE 0 END), "
-            "COALESCE(SUM(CASE WHEN r.state = 'ready' THEN o.size ELSE 0 END), 0), "
-            f"COALESCE(SUM(CASE WHEN r.state = 'copying' AND r.owner <> {p} AND "
-            f"(r.tmp IS NULL OR substr(r.tmp, 1, {len(MARK_DIR) + 1}) <> '{MARK_DIR}/') "
-            "THEN o.size "
-            "ELSE 0 END), 0) FROM replicas r JOIN objects o ON o.id = r.object_id "
-            "WHERE r.state IN ('ready', 'copying') GROUP BY r.tier ORDER BY r.tier")
-
-
-def take_over_sql(p: str) -> str:
-    """The SQL of :meth:`Catalog.take_over`: set ``(owner, updated)`` of replica ``id`` if it
-    is still ``(owner, state, updated)``; ``p`` is the driver's placeholder."""
-    return (f"UPDATE replicas SET owner = {p}, updated = {p} WHERE id = {p} AND owner = {p} "
-            f"AND state = {p} AND updated = {p} AND state <> 'ready'")
-
-
-def lease_upsert(p: str) -> str:
-    """The SQL that takes lease ``(name, holder, now, now, ttl)`` if it is free, expired or
-    already ``holder``'s (then keeping its fence and acquisition time), returning the lease
-    row, or no row when another holds it; ``p`` is the driver's placeholder. SQLite and
-    PostgreSQL run the same statement, so their leases cannot drift apart."""
-    return (
-        "INSERT INTO leases AS l (name, holder, acquired, expires, fence) "
-        f"VALUES ({p}, {p}, {p}, {p} + {p}, 1) ON CONFLICT (name) DO UPDATE SET "
-        "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-        "THEN l.fence ELSE l.fence + 1 END, "
-        "acquired = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.acquired "
-        "THEN l.acquired ELSE excluded.acquired END, "
-        "holder = excluded.holder, expires = excluded.expires "
-        "WHERE l.expires <= excluded.acquired OR l.holder = excluded.holder "
-        "RETURNING name, holder, fence, acquired, expires")
 
 
 @dataclass(frozen=True, slots=True)
