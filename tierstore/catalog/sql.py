@@ -12,13 +12,16 @@ errors become tierstore's, how the schema's version is kept, and a :class:`Diale
 - the catalog's clock (``now``: the server's, so that nodes whose clocks disagree still agree
   on a lease's expiry) and the column types of the schema.
 
-Lists are bound as ``IN (?, ...)`` of at most :data:`BATCH` values; statements run per row
-(``executemany``) where PostgreSQL had a one-statement array form: psycopg pipelines them.
+Lists are bound as ``IN (?, ...)`` of at most :data:`BATCH` values. A statement over many
+rows (a bulk load, a batch of reads) reads them from a table ``b(c0, c1, ...)``
+(:meth:`SqlCatalog._each`), bound in one statement: on PostgreSQL as arrays (``unnest``), on
+SQLite as a JSON array (``json_each``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -76,6 +79,7 @@ class Dialect:
     now: str  # an SQL expression: the catalog's clock, in seconds since the epoch
     lock: str | None  # the clause that locks rows read, None where writes lock everything
     share: str  # the clause that keeps a row read from changing until the commit
+    arrays: bool  # binds a column of values as one array, else rows as JSON (SqlCatalog._each)
     types: Mapping[str, str]  # the schema's column types by role (see SCHEMA)
 
 
@@ -346,6 +350,27 @@ class SqlCatalog(Catalog):
                 (fence.name, fence.fence)).fetchone() is None:
             raise fence.refuse()
 
+    def _each(self, tx: Statements, sql: str, rows: Sequence[Sequence[Any]],
+              types: Sequence[str], *, before: Sequence[Any] = (),
+              after: Sequence[Any] = ()) -> list[Any]:
+        """Run ``sql`` once over ``rows``, where ``{rows}`` in it is a table ``b(c0, c1, ...)``
+        of them (``types``: each column's type, as PostgreSQL names it) and ``before`` and
+        ``after`` bind the placeholders before and after it; the rows it returns. The rows
+        are bound as one array per column where the database takes arrays, else as one JSON
+        array of rows (SQLite's ``json_each``)."""
+        if self.dialect.arrays:
+            names = ", ".join(f"c{i}" for i in range(len(types)))
+            table = f"unnest({', '.join(f'?::{t}[]' for t in types)}) AS b({names})"
+            bound: list[Any] = [list(column) for column in zip(*rows, strict=True)] if rows \
+                else [[] for _ in types]
+        else:
+            columns = ", ".join(f"json_extract(value, '$[{i}]') AS c{i}"
+                                for i in range(len(types)))
+            table = f"(SELECT {columns} FROM json_each(?)) AS b"
+            bound = [json.dumps([list(row) for row in rows])]
+        done = tx.execute(sql.format(rows=table), (*before, *bound, *after))
+        return done.fetchall() if "RETURNING" in sql else []
+
     # -- a replica's life ----------------------------------------------------------------------
 
     def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
@@ -498,22 +523,19 @@ class SqlCatalog(Catalog):
         the statistics of all sites and, given a site, into that site's."""
         if not reads:
             return
-        keys = sorted(reads)
+        rows = [(key, reads[key][0], float(reads[key][1])) for key in sorted(reads)]
+        merge = ("INSERT INTO {table} AS a (object_id{site}, last_access, count, score) "
+                 "SELECT o.id{mark}, b.c2, b.c1, b.c1 FROM {{rows}} JOIN objects o "
+                 "ON o.key = b.c0 WHERE TRUE ORDER BY o.id " + _MERGE_ACCESS)
+        types = ("text", "bigint", "float8")
 
         def txn(tx: Statements) -> None:
-            tx.executemany(
-                "INSERT INTO access AS a (object_id, last_access, count, score) "
-                "SELECT id, ?, ?, ? FROM objects WHERE key = ? "
-                + _MERGE_ACCESS.format("object_id"),
-                [(float(reads[k][1]), reads[k][0], reads[k][0], k, self.half_life)
-                 for k in keys])
+            self._each(tx, merge.format("object_id", table="access", site="", mark=""),
+                       rows, types, after=(self.half_life,))
             if site is not None:
-                tx.executemany(
-                    "INSERT INTO site_access AS a (object_id, site, last_access, count, "
-                    "score) SELECT id, ?, ?, ?, ? FROM objects WHERE key = ? "
-                    + _MERGE_ACCESS.format("object_id, site"),
-                    [(site, float(reads[k][1]), reads[k][0], reads[k][0], k, self.half_life)
-                     for k in keys])
+                self._each(tx, merge.format("object_id, site", table="site_access",
+                                            site=", site", mark=", ?"),
+                           rows, types, before=(site,), after=(self.half_life,))
 
         self._write(txn)
 
@@ -521,20 +543,20 @@ class SqlCatalog(Catalog):
 
     def add_objects(self, objects: Iterable[tuple[str, int, str]], tier: str, *, owner: str,
                     versions: Mapping[str, str] | None = None) -> int:
-        rows, now = list(objects), _now()
+        rows = list({key: (key, size, checksum) for key, size, checksum in objects}.values())
+        now = _now()
 
         def txn(tx: Statements) -> int:
-            tx.executemany("INSERT INTO objects (key, size, checksum, created) "
-                           "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                           [(key, size, checksum, now) for key, size, checksum in rows])
-            added: list[tuple[int, str]] = []
-            for chunk in _batches([key for key, _, _ in rows]):  # those just made have no
-                added += tx.execute(  # replica (an object row never outlives its last)
-                    "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
-                    f"SELECT o.id, ?, o.key, 'ready', NULL, ?, ? FROM objects o WHERE o.key IN "
-                    f"{_marks(chunk)} AND NOT EXISTS (SELECT 1 FROM replicas r WHERE "
-                    "r.object_id = o.id) RETURNING id, path", (tier, owner, now, *chunk)
-                ).fetchall()
+            self._each(tx, "INSERT INTO objects (key, size, checksum, created) SELECT b.c0, "
+                           "b.c1, b.c2, ? FROM {rows} WHERE TRUE ON CONFLICT (key) DO NOTHING",
+                       rows, ("text", "bigint", "text"), before=(now,))
+            added = self._each(  # objects just made have no replica (an object row never
+                tx,  # outlives its last replica)
+                "INSERT INTO replicas (object_id, tier, path, state, tmp, owner, updated) "
+                "SELECT o.id, ?, o.key, 'ready', NULL, ?, ? FROM {rows} JOIN objects o ON "
+                "o.key = b.c0 WHERE NOT EXISTS (SELECT 1 FROM replicas r WHERE r.object_id = "
+                "o.id) RETURNING id, path", [(key,) for key, _, _ in rows], ("text",),
+                before=(tier, owner, now))
             if versions:
                 tx.executemany("INSERT INTO adopted (replica_id, version) VALUES (?, ?)",
                                [(rid, versions[path]) for rid, path in added
@@ -605,10 +627,10 @@ class SqlCatalog(Catalog):
         def txn(tx: Statements) -> None:
             tx.execute("DELETE FROM next_use WHERE reader = ? OR expires <= ?",
                        (reader, _now()))
-            tx.executemany(
-                "INSERT INTO next_use (reader, key, due, expires, site) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(reader, key, float(due), expires, site) for key, due in uses.items()])
+            self._each(tx, "INSERT INTO next_use (reader, key, due, expires, site) SELECT ?, "
+                           "b.c0, b.c1, ?, ? FROM {rows} WHERE TRUE ON CONFLICT DO NOTHING",
+                       [(key, float(due)) for key, due in uses.items()], ("text", "float8"),
+                       before=(reader, expires, site))
 
         self._write(txn)
 

@@ -25,7 +25,7 @@ __all__ = ["SqliteCatalog"]
 
 T = TypeVar("T")
 DIALECT = Dialect(
-    "sqlite", now="((julianday('now') - 2440587.5) * 86400.0)", lock=None, share="",
+    "sqlite", now="((julianday('now') - 2440587.5) * 86400.0)", lock=None, share="", arrays=False,
     types={"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "real": "REAL", "bool": "INTEGER",
            "key": "TEXT"})
 MIGRATIONS = migrations(DIALECT)
