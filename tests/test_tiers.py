@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import fsspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,12 +23,18 @@ from tierstore.direct import STREAM_PART
 from tierstore.keys import validate_key
 from tierstore.sync import _run
 from tierstore.tier import PART_SIZE, Tier
+from tierstore.tier.s3 import close_sockets
 
 
-@pytest.fixture(params=STORE_KINDS)
+@pytest.fixture(params=[*STORE_KINDS, "memory"])
 def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Tier:
     if request.param == "local":
         return Tier(TierConfig(name="t", tier_class=TierClass.HOT, url=tmp_path.as_uri()))
+    if request.param == "memory":  # the generic fsspec backend, on fsspec's in-memory one
+        url = f"memory://{tmp_path.name}/root"
+        memory = fsspec.filesystem("memory")
+        request.addfinalizer(lambda: memory.exists(url) and memory.rm(url, recursive=True))
+        return Tier(TierConfig(name="t", tier_class=TierClass.HOT, url=url))
     server = request.getfixturevalue(f"{request.param}_server")
     bucket = server.new_bucket()
     request.addfinalizer(lambda: server.delete_bucket(bucket))
@@ -275,3 +282,31 @@ def test_a_forked_process_makes_its_client_over_the_loader_it_inherited(moto_ser
     os.waitpid(pid, 0)
     _run(parent.close())
     moto_server.delete_bucket(bucket)
+
+
+def test_the_s3fs_internals_the_s3_tier_relies_on(moto_server: object, tmp_path: Path) -> None:
+    """What :mod:`tierstore.tier.s3` uses of s3fs beyond fsspec's public API is still there:
+    this fails when an s3fs release moves it, before a user meets it."""
+    server = moto_server
+    bucket = server.new_bucket()  # type: ignore[attr-defined]
+    tier = Tier(TierConfig(name="t", tier_class=TierClass.WARM, url=f"s3://{bucket}/root",
+                           options=server.storage_options()))  # type: ignore[attr-defined]
+
+    async def look() -> None:
+        fs = await tier._fs()
+        assert isinstance(fs.kwargs, dict) and fs.session is not None  # the shared loader
+        assert fs.split_path(f"{bucket}/root/k") == (bucket, "root/k", None)
+        assert (await fs._call_s3("list_objects_v2", Bucket=bucket))["KeyCount"] == 0
+        assert fs.s3.meta.endpoint_url and callable(fs.s3.meta.events.register)  # the probe
+        assert callable(fs._rm) and callable(fs._find)
+        assert callable(fs._s3.__aexit__)  # close() on this loop and on a loop's thread
+        sessions = list(fs._s3._endpoint.http_session._sessions.values())
+        assert sessions and not any(s.connector.closed for s in sessions)
+        close_sockets(fs._s3)  # close() for a loop that is gone
+        assert all(s.connector.closed for s in sessions)
+        await tier.close()
+
+    try:
+        _run(look())
+    finally:
+        server.delete_bucket(bucket)  # type: ignore[attr-defined]

@@ -148,7 +148,7 @@ class StoreBase(ABC):
         """
         record, _ = self._readable(key)
         ranked = self.rank(record)
-        if not ranked or (tier := self.tier(ranked[0].tier)).protocol != "file" \
+        if not ranked or not (tier := self.tier(ranked[0].tier)).is_local \
                 or tier.tier_class is not TierClass.HOT:
             return None
         self.recorder.record(record.key)

@@ -179,7 +179,7 @@ class ReadPath(StoreBase):
             await self._refuse_stale(record, replica)  # never a stale copy copied on
             stream: AsyncIterable[Chunk] = self._verified_stream(record, replica, pace)
             source = self.tier(replica.tier)
-            if into is not None and into.protocol == source.protocol == "file":
+            if into is not None and into.is_local and source.is_local:
                 stream = LocalFile(source.full_path(replica.path), record.size or 0,
                                    str(record.checksum), stream,
                                    None if pace is None else functools.partial(pace, source.name))

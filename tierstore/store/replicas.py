@@ -443,7 +443,7 @@ class FillClaim:
         """The file :meth:`write` writes the replica's bytes to, where the fill tier is a
         local folder (it exists once the writer asks for its first chunk, and keeps its
         name until they are all written); None elsewhere."""
-        if self.dest.protocol != "file" or self.replica.tmp is None:
+        if not self.dest.is_local or self.replica.tmp is None:
             return None
         return self.dest.full_path(self.replica.tmp)
 
