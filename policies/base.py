@@ -190,7 +190,14 @@ def under(key: str, prefix: str) -> bool:
 @dataclass(frozen=True)
 class Move:
     """Copy ``key`` to ``dst`` and then drop its replica on ``src`` (None: keep every replica,
-    a copy). ``bytes`` is the object's size; ``policy`` and ``reason`` say why."""
+    a copy). ``bytes`` is the object's size; ``policy`` and ``reason`` say why.
+
+    ``deferrable`` is the policy's word that the move may wait for a cleaner hour of the grid
+    (carbon-aware scheduling, :mod:`~tierstore.policies.deferral`): a demotion, the shedding
+    below a high watermark, a pre-load with slack, a replica beyond the second. The others
+    (staging for a reader, repairs, room needed now, promotions) never wait. ``due``, where
+    the move has a deadline of its own (a pre-load's), is when it must have landed.
+    """
 
     key: str
     src: str | None
@@ -198,11 +205,14 @@ class Move:
     bytes: int
     policy: str
     reason: str
+    deferrable: bool = False
+    due: float | None = None
 
     @classmethod
-    def of(cls, obj: ObjectState, src: str | None, dst: str, policy: str, reason: str) -> Move:
+    def of(cls, obj: ObjectState, src: str | None, dst: str, policy: str, reason: str, *,
+           deferrable: bool = False, due: float | None = None) -> Move:
         """A move of ``obj`` (its key and size)."""
-        return cls(obj.key, src, dst, obj.size, policy, reason)
+        return cls(obj.key, src, dst, obj.size, policy, reason, deferrable, due)
 
     @property
     def is_copy(self) -> bool:
@@ -210,7 +220,8 @@ class Move:
 
     def to_json(self) -> dict[str, object]:
         return {"key": self.key, "from": self.src, "to": self.dst, "bytes": self.bytes,
-                "copy": self.is_copy, "policy": self.policy, "reason": self.reason}
+                "copy": self.is_copy, "policy": self.policy, "reason": self.reason,
+                "deferrable": self.deferrable, **({"due": self.due} if self.due else {})}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class FrequencyPolicy(Policy):
             return None
         return Move.of(obj, src, dst, self.name,
                        f"{scoring} {value:.3g} < {self.config.demote_score:g} and not read "
-                       f"for {format_duration(obj.idle(snapshot.now))}")
+                       f"for {format_duration(obj.idle(snapshot.now))}", deferrable=True)
 
     def _promotion(self, snapshot: Snapshot, obj: ObjectState) -> tuple[float, Move] | None:
         target = self.config.promote_to or (snapshot.hottest.name if snapshot.hottest else None)

@@ -84,9 +84,10 @@ class PlacementPolicy(Policy):
             if add and drop:
                 return Move.of(obj, drop[0], add[0], self.name,
                                f"{have} share a {rule.spread}; the rule asks {want}")
-            if add:
+            if add:  # a third replica and beyond may wait for a cleaner hour; a second not
                 return Move.of(obj, None, add[0], self.name,
-                               f"{have}; the rule asks {want}")
+                               f"{have}; the rule asks {want}",
+                               deferrable=len(obj.replicas) >= 2)
             if drop:
                 kept = next(t for t, _ in held if t not in drop)
                 return Move.of(obj, drop[0], kept, self.name,

@@ -84,7 +84,8 @@ class PreloadPolicy(Policy):
                     continue
                 wanted.add(obj.key)
                 moves.append(Move.of(obj, None, request.tier, self.name,
-                                     f"preload {request.prefix or '/'} by {when} ({due})"))
+                                     f"preload {request.prefix or '/'} by {when} ({due})",
+                                     deferrable=True, due=request.by))
         return moves
 
     def holds(self, snapshot: Snapshot) -> frozenset[str]:

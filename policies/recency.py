@@ -78,7 +78,8 @@ class RecencyPolicy(Policy):
         assert state is not None
         age = format_duration(self.config.demote_after_for(state) or 0.0)
         return Move.of(obj, src, dst, self.name,
-                       f"not read for {format_duration(idle)} (> {age} on {src})")
+                       f"not read for {format_duration(idle)} (> {age} on {src})",
+                       deferrable=True)
 
     def _promotion(self, snapshot: Snapshot, obj: ObjectState, target: str) -> Move | None:
         if obj.last_access is None:

@@ -54,7 +54,11 @@ class WatermarkPolicy(Policy):
             floor = tier.low_bytes if obj.next_use is None else tier.high_bytes
             if ledger.used[tier.name] <= floor:
                 break
-            move = self._demotion(snapshot, ledger, obj, tier.name, f"{reason} ({scoring})")
+            # what brings the tier under its high watermark is room needed now; the shedding
+            # from there to the low one is slack that may wait for a cleaner hour
+            urgent = ledger.used[tier.name] > tier.high_bytes
+            move = self._demotion(snapshot, ledger, obj, tier.name, f"{reason} ({scoring})",
+                                  deferrable=not urgent)
             if move is not None:
                 ledger.apply(move)
                 moved.add(obj.key)
@@ -62,12 +66,12 @@ class WatermarkPolicy(Policy):
         return out
 
     def _demotion(self, snapshot: Snapshot, ledger: Ledger, obj: ObjectState, src: str,
-                  reason: str) -> Move | None:
+                  reason: str, *, deferrable: bool) -> Move | None:
         """To a colder replica (a drop), else to the nearest colder tier with room."""
         first = demotion_dst(snapshot, obj, src)
         colder = [t.name for t in snapshot.tiers if snapshot.rank(t.name) > snapshot.rank(src)]
         for dst in dict.fromkeys([first, *colder] if first else colder):
-            move = Move.of(obj, src, dst, self.name, reason)
+            move = Move.of(obj, src, dst, self.name, reason, deferrable=deferrable)
             if ledger.check(move) is None:
                 return move
         return None

@@ -164,6 +164,8 @@ def dead_endpoint() -> str:
 
 
 # PostgreSQL: one server per session, a fresh catalog database per test (pg_server, pg_url).
-# Stores over local folders and S3 buckets (store, store_config, local_store).
+# Stores over local folders and S3 buckets (store, store_config, local_store); a carbon-
+# intensity server (intensity_server).
+from intensityserver import intensity_server  # noqa: E402,F401
 from pgfixtures import catalog, own_pg, pg_server, pg_url  # noqa: E402,F401
 from storefixtures import local_store, store, store_config  # noqa: E402,F401

@@ -114,6 +114,9 @@ class Config:
     adopted_check: float = 0.0
     source: str | None = None
     policies: Mapping[str, Any] = field(default_factory=dict)
+    # The [carbon] table as written (empty when absent: no move is deferred); parsed and
+    # checked by tierstore.carbon.CarbonSettings.from_config where moves are scheduled.
+    carbon: Mapping[str, Any] = field(default_factory=dict)
     # Replica selection, health and hedging (tierstore.locality); site is "region/zone/node".
     locality: LocalitySettings = field(default_factory=LocalitySettings)
 
@@ -158,7 +161,7 @@ def default_config(home: Path, *, site: str = "local") -> Config:
 
 
 _TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "adopted_check", "tiers",
-             "policies",
+             "policies", "carbon",
              "locality"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
               "max_concurrency", "timeout", "fsync"}
@@ -247,6 +250,8 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
                                                field="adopted_check"),
                   policies=_expect(raw.get("policies", {}), dict, "a table of policy settings",
                                    source=source, field="policies"),
+                  carbon=_expect(raw.get("carbon", {}), dict, "a table naming an intensity "
+                                 "source", source=source, field="carbon"),
                   locality=LocalitySettings.from_mapping(raw.get("locality", {}),
                                                          source=source))
 

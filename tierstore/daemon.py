@@ -19,6 +19,7 @@ import contextlib
 import enum
 import fcntl
 import logging
+import math
 import os
 import signal
 import time
@@ -29,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .carbonaware import CarbonAware
 from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config
@@ -40,6 +42,7 @@ from .metrics import (
 )
 from .policies.base import Move, Plan, Snapshot
 from .policies.config import PolicyConfig
+from .policies.deferral import Schedule
 from .policies.engine import PolicyEngine, default_engine
 from .policies.snapshot import snapshot_from_store
 from .scrub import ScrubReport, scrub
@@ -159,10 +162,13 @@ class Daemon:
 
     def __init__(self, store: Store, options: DaemonOptions, *,
                  engine: PolicyEngine | None = None, metrics: DaemonMetrics | None = None,
-                 cluster: ClusterMember | None = None):
+                 cluster: ClusterMember | None = None, carbon: CarbonAware | None = None):
         self.store, self.options = store, options
         self.cluster = cluster  # leases in a shared catalog: node work, leader work
         self.engine = engine or default_engine(PolicyConfig.from_config(store.config))
+        # deferrable moves wait for a cleaner hour (the config's [carbon]; none: no waiting)
+        self.carbon = carbon or CarbonAware.from_config(store.config,
+                                                        bandwidth=options.bandwidth)
         self.metrics = metrics or DaemonMetrics(loader_metrics_folder(store.config))
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.state = RunState.STARTING
@@ -229,6 +235,7 @@ class Daemon:
                 "pid": os.getpid(), "home": str(self.store.config.home), "tick": o.tick,
                 "max_moves": o.max_moves, "bandwidth": o.bandwidth or "unlimited",
                 "once": o.once, "dry_run": o.dry_run,
+                "carbon": "off" if self.carbon is None else self.carbon.describe(),
                 "metrics": None if port is None else
                 f"http://{o.metrics_host}:{port}/metrics",
                 "recovered": len(report.rolled_back) + len(report.finished)}})
@@ -305,6 +312,9 @@ class Daemon:
                 snapshot = await asyncio.to_thread(snapshot_from_store, self.store,
                                                    copy_bytes_per_s=self.copy_rate)
                 plan = await asyncio.to_thread(self.engine.plan, snapshot)
+            if self.carbon is not None:
+                plan = self._defer(await asyncio.to_thread(
+                    self.carbon.schedule, plan, snapshot, self.copy_rate))
             self._note_plan(plan)
             if self.options.dry_run:
                 for move in plan:
@@ -380,6 +390,33 @@ class Daemon:
             gone["loader_files_removed"] = await asyncio.to_thread(
                 self.metrics.loader_files.remove_dead)
         self.outcomes.update(+gone)  # the counts above zero
+
+    def _defer(self, schedule: Schedule) -> Plan:
+        """The moves to make now; the held ones counted, logged and left to a later cycle
+        (whose plan proposes them again)."""
+        assert self.carbon is not None
+        held = schedule.held
+        why = Counter("room_held" if "room" in t.why else "cleaner_hour" for _, t in held)
+        for label in ("cleaner_hour", "room_held"):
+            self.metrics.moves_held.labels(label).set(why[label])
+        self.metrics.held_bytes.set(sum(m.bytes for m, _ in held))
+        self.metrics.intensity.set(math.nan if self.carbon.intensity is None
+                                   else self.carbon.intensity)
+        if self.carbon.error is not None:
+            self.metrics.intensity_errors.inc()
+            log.warning("no intensity forecast: moves run at once", extra={"fields": {
+                "source": self.carbon.source.describe(), "error": self.carbon.error}})
+        for move, timing in held:
+            log.debug("held", extra={"fields": {"key": move.key, "from": move.src,
+                                                "to": move.dst, "bytes": move.bytes,
+                                                "policy": move.policy, "why": timing.why}})
+        if held:
+            self.outcomes["held"] += len(held)
+            soonest = min(held, key=lambda pair: pair[1].when)[1]
+            log.info("moves held for a cleaner hour", extra={"fields": {
+                "held": len(held), "bytes": sum(m.bytes for m, _ in held),
+                "intensity_now": self.carbon.intensity, "next": soonest.why, **why}})
+        return schedule.now
 
     def _note_plan(self, plan: Plan) -> None:
         self.metrics.plan_moves.set(len(plan))

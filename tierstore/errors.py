@@ -15,6 +15,9 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigError",
     "CopyInFlight",
+    "IntensityError",
+    "IntensityMalformed",
+    "IntensityUnavailable",
     "InvalidKey",
     "LeaseLost",
     "MissingExtra",
@@ -161,6 +164,19 @@ class NoReadableReplica(TierstoreError, OSError):
         super().__init__(f"no readable replica of {key!r}: {answers}")
         self.key = key
         self.failures = failures
+
+
+class IntensityError(TierstoreError):
+    """A carbon-intensity source (:mod:`tierstore.carbon`) gave no usable answer; the message
+    names the source (a file, or a URL with its credentials redacted), never a token."""
+
+
+class IntensityUnavailable(IntensityError, ConnectionError):
+    """An intensity server cannot be reached, timed out or refused the request."""
+
+
+class IntensityMalformed(IntensityError, ValueError):
+    """A forecast file or a server's answer is not a forecast tierstore can read."""
 
 
 class CatalogError(TierstoreError, RuntimeError):

@@ -140,6 +140,18 @@ class DaemonMetrics:
                                 "plan moves", registry=r)
         self.plan_refused = Gauge("tierstore_daemon_plan_refused", "Proposals the last plan "
                                   "refused", registry=r)
+        self.moves_held = Gauge("tierstore_daemon_moves_held", "Moves of the last plan held "
+                                "for a cleaner hour of the grid, by why (cleaner_hour: a "
+                                "cleaner hour comes before their deadline; room_held: they "
+                                "need room a held move frees)", ["why"], registry=r)
+        self.held_bytes = Gauge("tierstore_daemon_held_bytes", "Bytes of the moves the last "
+                                "plan held", registry=r)
+        self.intensity = Gauge("tierstore_grid_intensity_gco2e_per_kwh", "The grid's carbon "
+                               "intensity now, as the [carbon] source forecast it (NaN when it "
+                               "did not answer)", registry=r)
+        self.intensity_errors = Counter("tierstore_daemon_intensity_errors", "Cycles whose "
+                                        "intensity source did not answer (their moves ran at "
+                                        "once)", registry=r)
         self.cycles = Counter("tierstore_daemon_cycles", "Cycles run, by outcome (ok, failed)",
                               ["outcome"], registry=r)
         self.cycle_seconds = Gauge("tierstore_daemon_last_cycle_duration_seconds",

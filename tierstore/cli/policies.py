@@ -9,12 +9,14 @@ import time
 from datetime import datetime
 from typing import Any
 
+from ..carbonaware import CarbonAware
 from ..policies.base import Move, Plan, Snapshot
 from ..policies.config import PolicyConfig
+from ..policies.deferral import CarbonScheduler, Schedule
 from ..policies.engine import default_engine
 from ..policies.ledger import apply_plan
 from ..store import Store
-from ..units import parse_duration
+from ..units import parse_duration, parse_size
 from .base import argument, command, duration, with_store
 from .output import human, plural, print_json, table
 
@@ -40,12 +42,13 @@ def parse_time(text: str) -> float:
     return value
 
 
-def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | None = None
-                ) -> str:
+def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | None = None,
+                schedule: Schedule | None = None) -> str:
     """The plan as a table (object, from, to, bytes, reason) and a closing line; with
     ``after`` (the snapshot as the plan leaves it), a warning for each tier still over its
     capacity; with ``before`` (the snapshot planned from), a copy's FROM names the tier it
-    reads (its replica there is kept)."""
+    reads (its replica there is kept); with a carbon-aware ``schedule``, when each move
+    runs (WHEN) and why."""
 
     count = plural(len(plan), "move")
     tail = f"; {plural(len(plan.refused), 'proposal')} refused (see --json)" \
@@ -61,8 +64,21 @@ def format_plan(plan: Plan, after: Snapshot | None = None, before: Snapshot | No
             and obj.replicas else "(copy)"
 
     rows = [[m.key, source(m), m.dst, human(m.bytes), f"{m.policy}: {m.reason}"] for m in plan]
-    shown = table(["OBJECT", "FROM", "TO", "BYTES", "REASON"], rows, right=frozenset({3}))
-    return f"{shown}\n{count} ({human(plan.bytes)}) planned, nothing changed{tail}{warnings}"
+    headers = ["OBJECT", "FROM", "TO", "BYTES", "REASON"]
+    held = ""
+    if schedule is not None:
+        headers += ["WHEN"]
+        for i, (row, timing) in enumerate(zip(rows, schedule.timings, strict=True)):
+            row.append(("now" if schedule.runs_now(i) else _clock(timing.when))
+                       + f" ({timing.why})")
+        held = f", {len(schedule.held)} of them held for a cleaner hour"
+    shown = table(headers, rows, right=frozenset({3}))
+    return (f"{shown}\n{count} ({human(plan.bytes)}) planned{held}, nothing changed{tail}"
+            f"{warnings}")
+
+
+def _clock(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="minutes")
 
 
 def over_capacity(snapshot: Snapshot) -> list[str]:
@@ -93,13 +109,22 @@ async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
     from ..policies.snapshot import snapshot_from_store
 
     engine = default_engine(PolicyConfig.from_config(store.config))
+    carbon = CarbonAware.from_config(store.config, bandwidth=args.bandwidth)
     snapshot = snapshot_from_store(store, args.now)
     plan = engine.plan(snapshot)
     after = apply_plan(snapshot, plan)
-    if args.json:
-        print_json({**plan.to_json(), "tiers": _tiers_json(snapshot, after)})
+    if carbon is not None:  # a source that does not answer: its one-line error
+        schedule = carbon.schedule(plan, snapshot, now=plan.now, strict=True)
     else:
-        print(format_plan(plan, after, snapshot))
+        schedule = CarbonScheduler(0.0).schedule(plan, snapshot, None,
+                                                 unavailable="no [carbon] table")
+    if args.json:
+        print_json({**schedule.to_json(), "carbon": None if carbon is None else
+                    {"source": carbon.source.describe(), "intensity_now": carbon.intensity,
+                     "max_deferral_s": carbon.max_deferral, "estimate": True},
+                    "tiers": _tiers_json(snapshot, after)})
+    else:
+        print(format_plan(plan, after, snapshot, schedule if carbon is not None else None))
     return 0
 
 
@@ -110,6 +135,15 @@ def add_plan_command(sub: Any) -> None:
                    "show what the policies would move now (changes nothing)", data=True)
     plan.add_argument("--now", type=parse_time, metavar="TIME",
                       help="plan as of this time: Unix seconds or ISO 8601 (default: now)")
+    plan.add_argument("--bandwidth", type=argument(_per_second, positive=True), metavar="RATE",
+                      help="the daemon's --bandwidth (bytes/s per pair of tiers, e.g. 200MiB), "
+                           "which carbon-aware moves share out over the cleaner hours "
+                           "(default: unlimited)")
+
+
+def _per_second(text: str) -> int:
+    """``100MiB`` or ``100MiB/s`` as bytes per second (as ``tierstore daemon --bandwidth``)."""
+    return parse_size(text.removesuffix("/s"))
 
 
 def when(seconds: float) -> str:

@@ -7,12 +7,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..config import TierClass
+from ..carbon import MOVE_JOULES_PER_BYTE, CarbonSettings
+from ..config import Config, TierClass
 from ..policies.base import format_duration
+from ..policies.carbonsim import CarbonComparison, compare
 from ..policies.config import PolicyConfig
 from ..policies.replay import Result
 from ..policies.simulate import CONFIGURED, LRU, POLICIES, Simulation, check_start, simulation_tiers
-from .base import command, positive_duration, size
+from ..units import DAY, parse_size
+from .base import argument, command, duration, positive_duration, size
 from .output import human, print_json, table
 
 __all__ = ["add_simulate_command"]
@@ -74,7 +77,7 @@ def _progress(total: int) -> Iterator[Callable[[str, int], None] | None]:
         yield lambda policy, reads: bar.update(task, advance=reads, policy=policy)
 
 
-def _simulation(args: argparse.Namespace) -> Simulation:
+def _simulation(args: argparse.Namespace) -> tuple[Simulation, Config]:
     from tierstore.config import load_config
 
     from ..policies.trace import read_trace
@@ -92,19 +95,62 @@ def _simulation(args: argparse.Namespace) -> Simulation:
                  else "tierstore's default settings")
     return Simulation(trace=read_trace(args.trace), tiers=tiers,
                       config=PolicyConfig.from_config(config), start=start, tick=args.tick,
-                      configured=described)
+                      configured=described), config
+
+
+def format_carbon(sim: Simulation, carbon: CarbonComparison) -> str:
+    """The emissions of the configured policies' deferrable moves, three ways, and how far
+    carbon-aware is from the optimum."""
+    base = carbon.outcome("immediate").grams
+    rows = []
+    for o in carbon.outcomes:
+        change = "" if o.strategy == "immediate" or not base else f"{o.grams / base - 1:+.1%}"
+        met = "-" if o.met is None else f"{o.met:,}/{o.moves:,}"
+        wait = "-" if o.mean_delay is None else format_duration(o.mean_delay)
+        rows.append([o.strategy, f"{o.grams:,.1f}", change, met, wait])
+    rate = "unlimited" if carbon.rate is None else f"{human(carbon.rate)}/s per pair of tiers"
+    shifted = "; the trace's times moved to begin where it begins" if carbon.offset else ""
+    return "\n".join([
+        f"carbon ({carbon.source}{shifted}): the {_count(carbon.deferrable, 'deferrable move')}"
+        f" ({human(carbon.deferrable_bytes)}) of `{CONFIGURED}`, due "
+        f"{format_duration(carbon.max_deferral)} after first planned; bandwidth {rate}; "
+        f"{_count(carbon.urgent, 'urgent move')} ({human(carbon.urgent_bytes)}) run at once",
+        "",
+        table(["SCHEDULE", "gCO2e (est.)", "VS IMMEDIATE", "DEADLINES MET", "MEAN WAIT"], rows,
+              right=frozenset({1, 2, 3, 4})),
+        "",
+        f"carbon-aware is {carbon.gap:.1%} above the offline optimum (every move known in "
+        "advance, bytes free to split across hours: a lower bound); estimates at "
+        f"{MOVE_JOULES_PER_BYTE * 1e9 / 3.6e6:.4g} kWh per GB moved",
+    ])
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
 
-    sim = _simulation(args)
+    sim, config = _simulation(args)
+    forecast = None
+    if args.intensity is not None:  # read before the replays: a bad file fails at once
+        from tierstore.carbon import ForecastFile
+
+        forecast = ForecastFile(args.intensity).forecast(sim.trace.start, sim.trace.end,
+                                                        config.site)
     policies = args.policy or list(POLICIES)
     with _progress(len(sim.trace.reads) * len(policies)) as advance:
         results = sim.run(policies, advance)
+    carbon = None
+    if forecast is not None:
+        settings = CarbonSettings.from_config(config)
+        deferral = args.max_deferral if args.max_deferral is not None else (
+            settings.max_deferral if settings is not None else DAY)
+        carbon = compare(sim, forecast, max_deferral=deferral, rate=args.bandwidth)
     if args.json:
-        print_json(sim.to_json(results))
+        print_json({**sim.to_json(results),
+                    **({"carbon": carbon.to_json()} if carbon is not None else {})})
     else:
         print(format_results(sim, results))
+        if carbon is not None:
+            print()
+            print(format_carbon(sim, carbon))
     return 0
 
 
@@ -129,3 +175,17 @@ def add_simulate_command(sub: Any) -> None:
                           "default_tier, or the next colder if that is the hottest)")
     cmd.add_argument("--tick", type=positive_duration, default=60.0, metavar="DURATION",
                      help="trace time between plans: 30s, 5m, 1h (default: 1m, as the daemon)")
+    cmd.add_argument("--intensity", metavar="FILE",
+                     help="a carbon-intensity series (CSV time,gco2e_per_kwh[,site] or JSON): "
+                          "compare the emissions of the configured policies' deferrable moves "
+                          "run at once, carbon-aware and at the offline optimum")
+    cmd.add_argument("--bandwidth", type=argument(_per_second, positive=True), metavar="RATE",
+                     help="with --intensity: bytes/s per pair of tiers, as the daemon's "
+                          "(default: unlimited)")
+    cmd.add_argument("--max-deferral", type=duration, metavar="DURATION",
+                     help="with --intensity: how long a deferrable move may wait (default: "
+                          "the config's [carbon] max_deferral, else 1d)")
+
+
+def _per_second(text: str) -> int:
+    return parse_size(text.removesuffix("/s"))
