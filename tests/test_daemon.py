@@ -15,13 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from storefixtures import make_config, toml_for
 
 from tierstore import Config, Store, SyncStore, open_store
-from tierstore.config import redact
+from tierstore.config import TierClass, redact
 from tierstore.daemon import (
     Daemon,
     DaemonLock,
@@ -31,6 +32,7 @@ from tierstore.daemon import (
     lock_path,
 )
 from tierstore.errors import ConfigError
+from tierstore.locality.topology import Distance
 from tierstore.policies import Move, Plan, PolicyEngine, Snapshot
 
 DAY = 86400.0
@@ -530,3 +532,40 @@ def test_the_next_copy_overlaps_a_move_making_its_copy_durable(
     with open_store(config) as store:
         assert tiers_of(store, "ds/w") == ["cold"] and tiers_of(store, "ds/old") == ["cold"]
     check_intact(config, data)
+
+
+def test_the_daemon_reports_storage_power_and_the_energy_of_its_moves(
+        small: tuple[Config, Path, dict[str, bytes]]) -> None:
+    """Estimated by the [energy] model: each tier's power from its bytes and class, what
+    holding bytes off the hot class saves, and each move's energy (read, carried, written)
+    and emissions at the model's intensity (no [carbon] source here)."""
+    config, _, _ = small
+    plan = [Move("ds/old", "warm", "cold", 125, "recency", "test: demote")]
+
+    async def cycle() -> tuple[Daemon, list[Any]]:
+        store = Store(config)
+        try:
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None),
+                            engine=FixedPlan(plan))
+            await daemon.cycle()
+            return daemon, await store.usage()
+        finally:
+            await store.close()
+
+    daemon, usage = asyncio.run(cycle())
+    model, registry = daemon.energy, daemon.metrics.registry
+    saved = 0.0
+    for rep in usage:
+        tier_class = TierClass[rep.tier_class.upper()]
+        watts = registry.get_sample_value("tierstore_storage_watts", {
+            "tier": rep.tier, "tier_class": rep.tier_class})
+        assert watts == pytest.approx(model.storage_watts(tier_class, rep.bytes)) and rep.bytes
+        saved += model.storage_watts(TierClass.HOT, rep.bytes) - watts
+    assert registry.get_sample_value("tierstore_tiering_saved_watts") == pytest.approx(saved)
+    joules = registry.get_sample_value("tierstore_daemon_move_joules_total",
+                                       {"src": "warm", "dst": "cold"})
+    assert joules == pytest.approx(model.move_joules(125, TierClass.WARM, TierClass.COLD,
+                                                     Distance.NODE))
+    grams = registry.get_sample_value("tierstore_daemon_move_grams_co2e_total",
+                                      {"src": "warm", "dst": "cold"})
+    assert grams == pytest.approx(model.estimate(joules).grams_co2e) and grams > 0

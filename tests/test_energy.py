@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+from pathlib import Path
+
 import pytest
 
-from tierstore.energy import ACCELERATOR_WATTS, DEFAULT_INTENSITY, EnergyModel
+from tierstore.config import Config, TierClass, default_config
+from tierstore.energy import (
+    ACCELERATOR_WATTS,
+    DEFAULT_INTENSITY,
+    MEDIA,
+    NETWORK_JOULES_PER_GB,
+    EnergyModel,
+    Media,
+)
 from tierstore.errors import ConfigError
+from tierstore.locality.topology import Distance
 
 
 def test_an_accelerators_wait_as_energy_and_emissions() -> None:
@@ -24,3 +37,56 @@ def test_an_unknown_accelerator_needs_its_watts() -> None:
     assert EnergyModel.of("tpu-v9", watts=200.0).idle(1.0).joules == 200.0
     with pytest.raises(ConfigError):
         EnergyModel.of("l4", watts=0.0)
+
+
+def _config(tmp_path: Path, energy: str) -> Config:
+    """The default store, with ``energy`` (TOML) as its [energy] table."""
+    table = tomllib.loads(energy).get("energy", {})
+    return dataclasses.replace(default_config(tmp_path), energy=table, source="store.toml")
+
+
+def test_storage_and_moves_by_tier_class_and_distance() -> None:
+    model = EnergyModel()
+    assert model.storage_watts(TierClass.HOT, 2e12) == 2 * MEDIA[TierClass.HOT].watts_per_tb
+    assert model.storage_watts(TierClass.COLD, 2e12) < model.storage_watts(TierClass.HOT, 2e12)
+    near = model.move_joules(1e9, TierClass.HOT, TierClass.COLD, Distance.NODE)
+    assert near == MEDIA[TierClass.HOT].joules_per_gb_read + \
+        MEDIA[TierClass.COLD].joules_per_gb_written
+    far = model.move_joules(1e9, TierClass.HOT, TierClass.COLD, Distance.REMOTE)
+    assert far == near + NETWORK_JOULES_PER_GB[Distance.REMOTE]
+    assert NETWORK_JOULES_PER_GB[Distance.REMOTE] == 0.004 * 3.6e6  # 0.004 kWh/GB
+    assert model.estimate(3.6e6, 100.0).grams_co2e == pytest.approx(100.0)
+
+
+def test_the_energy_table_replaces_defaults(tmp_path: Path) -> None:
+    model = EnergyModel.from_config(_config(tmp_path, """
+[energy]
+accelerator = "l4"
+intensity = 50
+[energy.media.warm]
+watts_per_tb = 3.5
+[energy.network]
+region = 2000
+"""))
+    assert (model.accelerator, model.accelerator_watts, model.intensity) == ("l4", 72.0, 50.0)
+    assert model.media[TierClass.WARM] == Media(3.5, MEDIA[TierClass.WARM].joules_per_gb_read,
+                                                MEDIA[TierClass.WARM].joules_per_gb_written)
+    assert model.media[TierClass.HOT] == MEDIA[TierClass.HOT]
+    assert model.network[Distance.REGION] == 2000.0
+    assert EnergyModel.from_config(_config(tmp_path, "")) == EnergyModel()
+
+
+@pytest.mark.parametrize("table, field", [
+    ("[energy]\nwatts = 3", "energy"),
+    ("[energy]\nintensity = -1", "energy.intensity"),
+    ("[energy.media.lukewarm]\nwatts_per_tb = 1", "energy.media"),
+    ("[energy.media.hot]\nwatts = 1", "energy.media.hot"),
+    ("[energy.media.hot]\nwatts_per_tb = \"lots\"", "energy.media.hot.watts_per_tb"),
+    ("[energy.network]\nplanet = 1", "energy.network"),
+    ("[energy]\nnetwork = 3", "energy.network"),
+])
+def test_a_malformed_energy_table_is_refused_by_name(tmp_path: Path, table: str,
+                                                     field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        EnergyModel.from_config(_config(tmp_path, table))
+    assert caught.value.field == field and caught.value.source == "store.toml"

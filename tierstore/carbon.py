@@ -43,7 +43,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .energy import JOULES_PER_KWH, NETWORK_JOULES_PER_GB
 from .errors import ConfigError, IntensityMalformed, IntensityUnavailable
+from .locality.topology import Distance
 from .redaction import redact
 from .units import DAY, HOUR, parse_duration
 
@@ -54,11 +56,10 @@ __all__ = ["APIS", "MOVE_JOULES_PER_BYTE", "CarbonSettings", "ConstantIntensity"
            "ForecastFile", "HttpIntensity", "IntensitySource", "Step", "move_grams",
            "parse_time"]
 
-# Energy of a byte moved between tiers: Aslan et al. (2018) put data transmission at 0.06
-# kWh/GB in 2015, halving every two years, so about 0.004 kWh/GB by 2023; an upper estimate
-# for a move inside one site, kept flat until the energy model prices bytes by distance.
-MOVE_JOULES_PER_BYTE = 0.004 * 3.6e6 / 1e9
-JOULES_PER_KWH = 3.6e6
+# Energy of a byte a deferrable move carries, as if it crossed the internet (the energy
+# model's remote figure, tierstore.energy): an upper estimate for a move inside one site,
+# flat, so that schedules compare by when they move bytes, not where.
+MOVE_JOULES_PER_BYTE = NETWORK_JOULES_PER_GB[Distance.REMOTE] / 1e9
 APIS = ("carbon-aware-sdk", "electricity-maps")
 DEFAULT_STEP = HOUR  # a last point with no duration and no neighbour to tell its step
 

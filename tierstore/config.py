@@ -117,6 +117,9 @@ class Config:
     # The [carbon] table as written (empty when absent: no move is deferred); parsed and
     # checked by tierstore.carbon.CarbonSettings.from_config where moves are scheduled.
     carbon: Mapping[str, Any] = field(default_factory=dict)
+    # The [energy] table as written (empty: the defaults); parsed and checked by
+    # tierstore.energy.EnergyModel.from_config.
+    energy: Mapping[str, Any] = field(default_factory=dict)
     # Replica selection, health and hedging (tierstore.locality); site is "region/zone/node".
     locality: LocalitySettings = field(default_factory=LocalitySettings)
 
@@ -161,7 +164,7 @@ def default_config(home: Path, *, site: str = "local") -> Config:
 
 
 _TOP_KEYS = {"home", "catalog", "default_tier", "site", "verify_reads", "adopted_check", "tiers",
-             "policies", "carbon",
+             "policies", "carbon", "energy",
              "locality"}
 _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_watermark", "site",
               "max_concurrency", "timeout", "fsync"}
@@ -252,6 +255,8 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
                                    source=source, field="policies"),
                   carbon=_expect(raw.get("carbon", {}), dict, "a table naming an intensity "
                                  "source", source=source, field="carbon"),
+                  energy=_expect(raw.get("energy", {}), dict, "a table of energy figures",
+                                 source=source, field="energy"),
                   locality=LocalitySettings.from_mapping(raw.get("locality", {}),
                                                          source=source))
 

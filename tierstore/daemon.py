@@ -34,7 +34,9 @@ from .carbonaware import CarbonAware
 from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config
+from .energy import EnergyModel
 from .errors import ConfigError, CopyInFlight, TierstoreError, one_line
+from .locality.topology import distance
 from .metrics import (
     DaemonMetrics,
     MetricsServer,
@@ -170,6 +172,7 @@ class Daemon:
         self.carbon = carbon or CarbonAware.from_config(store.config,
                                                         bandwidth=options.bandwidth)
         self.metrics = metrics or DaemonMetrics(loader_metrics_folder(store.config))
+        self.energy = EnergyModel.from_config(store.config)  # what moves and storage cost
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.state = RunState.STARTING
         self.cycles = self.in_flight = 0
@@ -197,8 +200,14 @@ class Daemon:
                if cluster is not None else {})}
 
     async def pace(self, src: str, dst: str, size: int) -> None:
-        """Count ``size`` bytes copied from ``src`` to ``dst``; wait for the bandwidth cap."""
-        self.metrics.moved_bytes.labels(src, dst).inc(size)
+        """Count ``size`` bytes copied from ``src`` to ``dst`` and their energy (estimated,
+        at the grid's intensity now where a [carbon] source says it); wait for the
+        bandwidth cap."""
+        tiers = self.store.config.tiers
+        joules = self.energy.move_joules(size, tiers[src].tier_class, tiers[dst].tier_class,
+                                         distance(tiers[src].site, tiers[dst].site))
+        now = self.carbon.intensity if self.carbon is not None else None
+        self.metrics.moved(src, dst, size, self.energy.estimate(joules, now))
         if self.options.bandwidth is not None:
             bucket = self.buckets.setdefault((src, dst), TokenBucket(self.options.bandwidth))
             await bucket.take(size)
@@ -321,7 +330,7 @@ class Daemon:
                     self._record(move, snapshot, 0.0, "planned")
             else:
                 await self._execute(plan, snapshot)
-            self.metrics.tiers(await self.store.usage())
+            self.metrics.tiers(await self.store.usage(), self.energy)
         except asyncio.CancelledError:
             self._finish_cycle(began, started, ok=False)
             raise

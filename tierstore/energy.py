@@ -6,24 +6,40 @@ Every figure is an estimate, and says so where it is shown. The model so far:
   power (the vendor's TDP, :data:`ACCELERATOR_WATTS`): an upper estimate, since a waiting
   chip clocks down; where a GPU exists, NVML's reading would replace it (these machines have
   none).
+- Bytes held on a tier draw power whether read or not, and reading or writing them costs
+  energy per byte: per tier class, :data:`MEDIA` (watts per TB held, joules per GB read and
+  written), from the data sheets of a drive typical of each class: the hot tier's drive sits
+  in the compute node (its figures alone), the warm and cold tiers' behind storage servers
+  (the drive's figures doubled for the servers and network in front: an assumption, not a
+  measurement). So a TB on warm SSD object storage may draw more than on hot NVMe: what
+  tiering saves there is the hot tier's capacity, not power; a TB on slow disks draws less.
+- Bytes moved between sites cost network energy per byte by distance class,
+  :data:`NETWORK_JOULES_PER_GB`: remote is the internet's transmission figure of Aslan et al.
+  (*J. Ind. Ecol.* 2018: 0.06 kWh/GB in 2015, halving every two years, so about 0.004 kWh/GB
+  by 2023); a region's, a zone's and a node's are assumed fractions of it (1/2, 1/10, none:
+  a copy on one node costs only its drives).
 - Emissions are energy times the grid's carbon intensity, by default the world average of
   about 480 gCO2e/kWh (Ember, *Global Electricity Review 2024*, for 2023); set it to your
-  grid's.
+  grid's, or let a carbon-intensity source tell it (:mod:`tierstore.carbon`).
 
-Not yet: storage power per tier class, the energy of bytes moved per distance class, and
-carbon-aware scheduling (issue 17 asks for them).
+Every default can be replaced in the config's ``[energy]`` table (:meth:`EnergyModel.from_config`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
+from .config import TierClass
 from .errors import ConfigError
+from .locality.topology import Distance
 
-__all__ = ["ACCELERATOR_WATTS", "DEFAULT_ACCELERATOR", "DEFAULT_INTENSITY", "EnergyModel",
-           "Estimate"]
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["ACCELERATOR_WATTS", "DEFAULT_ACCELERATOR", "DEFAULT_INTENSITY", "JOULES_PER_KWH",
+           "MEDIA", "NETWORK_JOULES_PER_GB", "EnergyModel", "Estimate", "Media"]
 
 # Board power (TDP) in watts, from each vendor's data sheet.
 ACCELERATOR_WATTS: Mapping[str, float] = {
@@ -39,6 +55,36 @@ ACCELERATOR_WATTS: Mapping[str, float] = {
 DEFAULT_ACCELERATOR = "h100-sxm"
 DEFAULT_INTENSITY = 480.0  # gCO2e/kWh: the world's average in 2023 (Ember)
 JOULES_PER_KWH = 3.6e6
+TB, GB = 1e12, 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """What a tier class's storage draws: watts per TB held (read or not), and joules per GB
+    read and written."""
+
+    watts_per_tb: float
+    joules_per_gb_read: float
+    joules_per_gb_written: float
+
+
+MEDIA: Mapping[TierClass, Media] = {
+    # an enterprise NVMe drive (Samsung PM9A3 3.84 TB: ~3.5 W idle, ~13 W busy, 6.9 GB/s
+    # read, 4.1 GB/s written)
+    TierClass.HOT: Media(watts_per_tb=1.0, joules_per_gb_read=2.0, joules_per_gb_written=3.2),
+    # object storage on SSD: the same drives, doubled for the servers and network in front
+    TierClass.WARM: Media(watts_per_tb=2.0, joules_per_gb_read=4.0, joules_per_gb_written=6.4),
+    # slow disks behind servers (Seagate Exos X20 20 TB: ~5.4 W idle, ~9.4 W busy at ~270
+    # MB/s), doubled as warm's
+    TierClass.COLD: Media(watts_per_tb=0.54, joules_per_gb_read=70.0,
+                          joules_per_gb_written=70.0),
+}
+NETWORK_JOULES_PER_GB: Mapping[Distance, float] = {
+    Distance.NODE: 0.0,
+    Distance.ZONE: 0.1 * 0.004 * JOULES_PER_KWH,
+    Distance.REGION: 0.5 * 0.004 * JOULES_PER_KWH,
+    Distance.REMOTE: 0.004 * JOULES_PER_KWH,  # Aslan et al. (2018), extrapolated to 2023
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +107,9 @@ class EnergyModel:
     accelerator: str = DEFAULT_ACCELERATOR
     accelerator_watts: float = ACCELERATOR_WATTS[DEFAULT_ACCELERATOR]
     intensity: float = DEFAULT_INTENSITY  # gCO2e/kWh
+    media: Mapping[TierClass, Media] = field(default_factory=lambda: dict(MEDIA))
+    network: Mapping[Distance, float] = field(
+        default_factory=lambda: dict(NETWORK_JOULES_PER_GB))
 
     @classmethod
     def of(cls, accelerator: str = DEFAULT_ACCELERATOR, *, watts: float | None = None,
@@ -78,11 +127,98 @@ class EnergyModel:
                               f"{intensity!r}", field="energy")
         return cls(accelerator, float(watts), float(intensity))
 
+    @classmethod
+    def from_config(cls, config: Config) -> EnergyModel:
+        """The model ``config``'s ``[energy]`` table describes, the defaults for what it
+        leaves out::
+
+            [energy]
+            accelerator = "a100-sxm"      # or any name with accelerator_watts
+            accelerator_watts = 400
+            intensity = 250               # gCO2e/kWh, when no [carbon] source says
+            [energy.media.warm]           # per tier class: hot, warm, cold
+            watts_per_tb = 3.5
+            joules_per_gb_read = 5
+            joules_per_gb_written = 8
+            [energy.network]              # joules per GB moved, per distance class
+            region = 2000
+        """
+        table = dict(config.energy)
+        where = {"source": config.source}
+        unknown = set(table) - {"accelerator", "accelerator_watts", "intensity", "media",
+                                "network"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}: expected "
+                              "accelerator, accelerator_watts, intensity, media, network",
+                              field="energy", **where)
+        model = cls.of(str(table.get("accelerator", DEFAULT_ACCELERATOR)),
+                       watts=_number(table, "accelerator_watts", where, optional=True),
+                       intensity=_number(table, "intensity", where, default=DEFAULT_INTENSITY))
+        media = dict(model.media)
+        for name in _table(table, "media", where):
+            tier_class = TierClass.parse(name, source=config.source, field="energy.media")
+            given = _table(table["media"], name, where, field=f"energy.media.{name}")
+            known = {"watts_per_tb", "joules_per_gb_read", "joules_per_gb_written"}
+            if set(given) - known:
+                raise ConfigError(f"unknown key(s) {', '.join(sorted(set(given) - known))}: "
+                                  f"expected {', '.join(sorted(known))}",
+                                  field=f"energy.media.{name}", **where)
+            media[tier_class] = replace(media[tier_class], **{
+                key: _number(given, key, where, field=f"energy.media.{name}.{key}")
+                for key in given})
+        network = dict(model.network)
+        for name in _table(table, "network", where):
+            try:
+                distance = Distance[str(name).upper()]
+            except KeyError:
+                raise ConfigError(f"unknown distance {name!r}: expected node, zone, region "
+                                  "or remote", field="energy.network", **where) from None
+            network[distance] = _number(table["network"], name, where,
+                                        field=f"energy.network.{name}")
+        return replace(model, media=media, network=network)
+
     def idle(self, seconds: float, accelerators: int = 1) -> Estimate:
         """What ``accelerators`` waiting ``seconds`` each cost."""
-        joules = seconds * accelerators * self.accelerator_watts
-        return Estimate(joules, joules / JOULES_PER_KWH * self.intensity)
+        return self.estimate(seconds * accelerators * self.accelerator_watts)
+
+    def estimate(self, joules: float, intensity: float | None = None) -> Estimate:
+        """``joules`` and their emissions at ``intensity`` (default: the model's)."""
+        at = self.intensity if intensity is None else intensity
+        return Estimate(joules, joules / JOULES_PER_KWH * at)
+
+    def storage_watts(self, tier_class: TierClass, nbytes: float) -> float:
+        """What ``nbytes`` held on a tier of ``tier_class`` draw."""
+        return nbytes / TB * self.media[tier_class].watts_per_tb
+
+    def move_joules(self, nbytes: float, src: TierClass | None, dst: TierClass,
+                    distance: Distance) -> float:
+        """Moving ``nbytes`` from a tier of class ``src`` (None: not read from a tier) to one
+        of class ``dst`` at ``distance``: read, carried, written."""
+        read = 0.0 if src is None else self.media[src].joules_per_gb_read
+        return nbytes / GB * (read + self.network[distance]
+                              + self.media[dst].joules_per_gb_written)
 
     def describe(self) -> str:
         return (f"{self.accelerator} at {self.accelerator_watts:g} W board power, "
                 f"{self.intensity:g} gCO2e/kWh: estimates")
+
+
+def _table(table: Mapping[str, Any], key: str, where: Mapping[str, Any], *,
+           field: str | None = None) -> Mapping[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table, got {value!r}", field=field or f"energy.{key}",
+                          **where)
+    return value
+
+
+def _number(table: Mapping[str, Any], key: str, where: Mapping[str, Any], *,
+            field: str | None = None, default: float | None = None, optional: bool = False
+            ) -> Any:
+    value = table.get(key, default)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"expected a number >= 0, got {value!r}",
+                          field=field or f"energy.{key}", **where)
+    return float(value)

@@ -34,7 +34,8 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, make_wsgi
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .config import Config
+from .config import Config, TierClass
+from .energy import EnergyModel, Estimate
 from .errors import TierstoreError
 from .redaction import mask, secret_values
 
@@ -127,6 +128,20 @@ class DaemonMetrics:
                                 tier, registry=r)
         self.tier_capacity = Gauge("tierstore_tier_capacity_bytes", "Configured capacity of "
                                    "the tier (bounded tiers only)", tier, registry=r)
+        # energy, estimated by the [energy] model (tierstore.energy)
+        self.storage_watts = Gauge("tierstore_storage_watts", "Power the ready replicas on the "
+                                   "tier draw, estimated (watts per TB of its class)", tier,
+                                   registry=r)
+        self.tiering_saved_watts = Gauge("tierstore_tiering_saved_watts", "Power saved by "
+                                         "holding bytes off the hot class, estimated: what "
+                                         "they would draw there less what they draw where "
+                                         "they are", registry=r)
+        self.move_joules = Counter("tierstore_daemon_move_joules", "Energy of the bytes moves "
+                                   "copied (read, carried, written), estimated, per pair of "
+                                   "tiers", ["src", "dst"], registry=r)
+        self.move_grams = Counter("tierstore_daemon_move_grams_co2e", "Emissions of that "
+                                  "energy at the grid's intensity then, estimated",
+                                  ["src", "dst"], registry=r)
         self.moves = Counter("tierstore_daemon_moves", "Moves finished, by the policy that "
                              "wanted them and outcome (done, failed, skipped, cancelled)",
                              ["policy", "outcome"], registry=r)
@@ -163,13 +178,25 @@ class DaemonMetrics:
         self.state = Enum("tierstore_daemon_state", "The daemon's run state", states=STATES,
                           registry=r)
 
-    def tiers(self, reports: Iterable[Any]) -> None:
-        """Objects, bytes and capacity per tier, from :meth:`Store.usage` reports."""
+    def tiers(self, reports: Iterable[Any], energy: EnergyModel) -> None:
+        """Objects, bytes, capacity and power per tier, from :meth:`Store.usage` reports."""
+        saved = 0.0
         for rep in reports:
             self.tier_objects.labels(rep.tier, rep.tier_class).set(rep.objects)
             self.tier_bytes.labels(rep.tier, rep.tier_class).set(rep.bytes)
             if rep.capacity is not None:
                 self.tier_capacity.labels(rep.tier, rep.tier_class).set(rep.capacity)
+            tier_class = TierClass[rep.tier_class.upper()]
+            watts = energy.storage_watts(tier_class, rep.bytes)
+            self.storage_watts.labels(rep.tier, rep.tier_class).set(watts)
+            saved += energy.storage_watts(TierClass.HOT, rep.bytes) - watts
+        self.tiering_saved_watts.set(saved)
+
+    def moved(self, src: str, dst: str, nbytes: int, estimate: Estimate) -> None:
+        """``nbytes`` copied from ``src`` to ``dst``, and what that cost."""
+        self.moved_bytes.labels(src, dst).inc(nbytes)
+        self.move_joules.labels(src, dst).inc(estimate.joules)
+        self.move_grams.labels(src, dst).inc(estimate.grams_co2e)
 
 
 class _Answer(SimpleHandler):
