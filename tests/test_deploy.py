@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from storefixtures import make_config
+from storefixtures import make_config, toml_for
 
+from tierstore import open_store
 from tierstore.cli import build_parser
 from tierstore.config import Config, load_config
 from tierstore.policies import PolicyConfig
@@ -227,7 +228,13 @@ def daemon_args(where: str) -> argparse.Namespace:
 
 
 def train_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_train", DEPLOY / "examples/train.py")
+    return _load_example("train")
+
+
+def _load_example(name: str) -> ModuleType:
+    """deploy/examples/NAME.py, imported."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}",
+                                                  DEPLOY / "examples" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -672,3 +679,30 @@ def test_the_daemons_metrics_reach_only_who_is_let(tmp_path: Path) -> None:
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [serves["name"]]
     [kustomization] = yaml_docs(K8S / "prometheus-operator" / "kustomization.yaml")
     assert kustomization["resources"] == ["../", "servicemonitor.yaml"]
+
+
+def test_place_job_turns_locate_into_node_affinity(tmp_path: Path) -> None:
+    """deploy/examples/place_job.py reads what ``tierstore locate --json`` prints (a real
+    store's, through the command line) and requires a node that holds the whole prefix."""
+    config = make_config(tmp_path / "store", "local")
+    with open_store(config) as store:
+        store.put("ds/a", b"abc")
+    toml = tmp_path / "store.toml"
+    toml.write_text(toml_for(config))
+    located = subprocess.run([sys.executable, "-m", "tierstore.cli", "--config", str(toml),
+                              "locate", "ds/", "--json"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    placed = subprocess.run([sys.executable, str(DEPLOY / "examples" / "place_job.py")],
+                            input=located, capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+    terms = json.loads(placed)["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    expression = terms["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expression == {"key": "kubernetes.io/hostname", "operator": "In",
+                          "values": [config.tiers[config.default_tier].site]}
+    partial = [{"site": "n1", "complete": False, "bytes": 30, "missing_bytes": 70},
+               {"site": "n2", "complete": False, "bytes": 90, "missing_bytes": 10},
+               {"site": "n3", "complete": False, "bytes": 0, "missing_bytes": 100}]
+    spec = _load_example("place_job").affinity(partial, "kubernetes.io/hostname")
+    preferred = spec["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert [(p["weight"], p["preference"]["matchExpressions"][0]["values"]) for p in preferred] \
+        == [(90, ["n2"]), (30, ["n1"])]

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from .catalog import AccessStats, ReplicaState
 
-__all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "TierReport"]
+__all__ = ["AuditReport", "ObjectInfo", "RecoveryReport", "ReplicaInfo", "SiteHolding",
+           "TierReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,25 @@ class ReplicaInfo:
     latency_ms: float | None = None
     p95_ms: float | None = None
     health: str = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteHolding:
+    """What one site holds of a prefix's objects (``locate``): ``objects`` of them have a
+    ready replica on a tier at the site (``bytes`` in all), ``missing`` have none there
+    (``missing_bytes``); ``complete`` when none is missing. A job placed at a complete site
+    reads the dataset without carrying it from elsewhere."""
+
+    site: str
+    tiers: tuple[str, ...]
+    objects: int
+    bytes: int
+    missing: int
+    missing_bytes: int
+
+    @property
+    def complete(self) -> bool:
+        return self.missing == 0
 
 
 @dataclass(frozen=True, slots=True)

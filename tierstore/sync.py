@@ -21,6 +21,7 @@ from .store import (
     AuditReport,
     ObjectInfo,
     RecoveryReport,
+    SiteHolding,
     Source,
     Store,
     TierReport,
@@ -128,6 +129,9 @@ class SyncStore:
 
     def usage(self) -> list[TierReport]:
         return _run(self.aio.usage())
+
+    def locate(self, prefix: str = "") -> list[SiteHolding]:
+        return _run(self.aio.locate(prefix))
 
     def recover(self) -> RecoveryReport:
         return _run(self.aio.recover())

@@ -24,7 +24,16 @@ from ..keys import validate_key
 from ..redaction import redact
 from ..store import ObjectInfo, Store
 from .base import CommandError, command, with_store
-from .output import format_du, format_stat, human, info_json, plural, print_json, print_long
+from .output import (
+    format_du,
+    format_stat,
+    human,
+    info_json,
+    plural,
+    print_json,
+    print_long,
+    table,
+)
 
 __all__ = ["add_adopt_command", "add_listing_commands", "add_placement_commands",
            "add_transfer_commands", "plan_put"]
@@ -294,6 +303,18 @@ async def _cmd_du(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_locate(store: Store, args: argparse.Namespace) -> int:
+    holdings = await store.locate(args.prefix)
+    if args.json:  # for a scheduler: a job placed where its data already is
+        print_json([{**dataclasses.asdict(h), "complete": h.complete} for h in holdings])
+        return 0
+    print(table(["SITE", "COMPLETE", "OBJECTS", "SIZE", "MISSING", "MISSING SIZE", "TIERS"],
+                [[h.site, "yes" if h.complete else "no", str(h.objects), human(h.bytes),
+                  str(h.missing), human(h.missing_bytes), ",".join(h.tiers)]
+                 for h in holdings], right=frozenset({2, 3, 4, 5})))
+    return 0
+
+
 async def _cmd_mv(store: Store, args: argparse.Namespace) -> int:
     tier = store.tier(args.tier).name
     infos = await _objects(store, args.keys, args.recursive)
@@ -362,6 +383,10 @@ def add_listing_commands(sub: Any) -> None:
                    "an object's replicas and statistics", data=True)
     stat.add_argument("key", metavar="KEY")
     command(sub, "du", with_store(_cmd_du, reads_only=True), "usage per tier", data=True)
+    locate = command(sub, "locate", with_store(_cmd_locate, reads_only=True),
+                     "which sites hold all of a prefix (where to run a job)", data=True)
+    locate.add_argument("prefix", metavar="PREFIX", nargs="?", default="",
+                        help="a key prefix, e.g. datasets/imagenet/ (default: everything)")
 
 
 def add_placement_commands(sub: Any) -> None:

@@ -28,15 +28,23 @@ from ..catalog import AccessStats, ObjectRecord, PreloadRecord
 from ..config import Config, load_config
 from ..errors import ObjectNotFound
 from ..keys import validate_key, validate_prefix
-from ..reports import AdoptReport, AuditReport, ObjectInfo, RecoveryReport, ReplicaInfo, TierReport
+from ..reports import (
+    AdoptReport,
+    AuditReport,
+    ObjectInfo,
+    RecoveryReport,
+    ReplicaInfo,
+    SiteHolding,
+    TierReport,
+)
 from .base import Pace, Source, StoreBase, finish
 from .reads import ReadPath
 from .replicas import FillClaim, Replicas
 from .upkeep import ADOPT_BATCH, Upkeep
 
 __all__ = ["ADOPT_BATCH", "AdoptReport", "AuditReport", "FillClaim", "ObjectInfo", "Pace",
-           "ReadPath", "RecoveryReport", "Replicas", "Source", "Store", "StoreBase", "TierReport",
-           "Upkeep"]
+           "ReadPath", "RecoveryReport", "Replicas", "SiteHolding", "Source", "Store",
+           "StoreBase", "TierReport", "Upkeep"]
 
 
 class Store(Upkeep):
@@ -161,6 +169,27 @@ class Store(Upkeep):
         return {"name": record.key, "size": record.size, "type": "file",
                 "checksum": record.checksum, "created": record.created,
                 "tiers": [r.tier for r in self.rank(record)]}
+
+    async def locate(self, prefix: str = "") -> list[SiteHolding]:
+        """Per site with a tier, what it holds of the objects under ``prefix``: whether a
+        job there would find them all without carrying bytes from elsewhere."""
+        if prefix:
+            validate_prefix(prefix)
+        sites: dict[str, list[str]] = {}
+        for name, tier in self.tiers.items():
+            sites.setdefault(tier.config.site, []).append(name)
+        held = dict.fromkeys(sites, (0, 0))
+        total = (0, 0)
+        for record in self.catalog.objects(prefix):
+            if not record.ready:
+                continue
+            size = record.size or 0
+            total = (total[0] + 1, total[1] + size)
+            for site in {self.tiers[r.tier].config.site for r in record.ready
+                         if r.tier in self.tiers}:
+                held[site] = (held[site][0] + 1, held[site][1] + size)
+        return [SiteHolding(site, tuple(names), *held[site], total[0] - held[site][0],
+                            total[1] - held[site][1]) for site, names in sites.items()]
 
     async def usage(self) -> list[TierReport]:
         """Objects and bytes per configured tier, against capacity and watermarks (``du``)."""
