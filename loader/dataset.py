@@ -181,6 +181,21 @@ class TierDataset(IterableDataset[Any]):
         return cls(store if isinstance(store, Store | SyncStore) else handle.config, prefix,
                    **options)
 
+    @property
+    def store(self) -> StoreHandle:
+        """The store this dataset reads, as a handle: ``.get()`` is this process's store (a
+        worker opens its own), ``.config`` its config."""
+        return self._store
+
+    @property
+    def loaded_state(self) -> dict[str, Any] | None:
+        """A state :meth:`load_state_dict` took that no pass has started from yet."""
+        return self._resume
+
+    def forget_loaded_state(self) -> None:
+        """Start the next pass afresh (its readers have taken the loaded state)."""
+        self._resume = None
+
     def __repr__(self) -> str:
         return (f"TierDataset({self.index.prefix!r}, {len(self.index.shards)} shards, "
                 f"{len(self.index)} samples, epoch={self.spec.epoch})")
@@ -209,10 +224,12 @@ class TierDataset(IterableDataset[Any]):
         worker (``torch.multiprocessing.spawn`` makes every worker of its ranks a spawned
         one) and ``RANK``/``WORLD_SIZE`` may not be set."""
         state = self.__dict__.copy()
-        state["_rank"], state["_world_size"] = self._world()
+        state["_rank"], state["_world_size"] = self.rank_and_size()
         return state
 
-    def _world(self) -> tuple[int, int]:
+    def rank_and_size(self) -> tuple[int, int]:
+        """The rank this dataset reads as and the world size: as given, else
+        ``torch.distributed``'s, else ``RANK``/``WORLD_SIZE``, else 0 of 1."""
         if self._rank is not None and self._world_size is not None:
             return self._rank, self._world_size
         rank, size = world()
@@ -234,15 +251,15 @@ class TierDataset(IterableDataset[Any]):
         return max(0, hi - max(lo, len(self.index)))
 
     def _rank_span(self) -> tuple[int, int]:
-        rank, size = self._world()
+        rank, size = self.rank_and_size()
         return rank_span(len(self.index), size, rank, self.spec.equalize, self.spec.batch_size)
 
     # -- iteration ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        return self._iter_as(current_placement(*self._world()))
+        return self.iter_as(current_placement(*self.rank_and_size()))
 
-    def _iter_as(self, placement: Placement) -> Iterator[Any]:
+    def iter_as(self, placement: Placement) -> Iterator[Any]:
         """This pass's samples as read by ``placement`` (taking a loaded state now, not when
         the first sample is asked for)."""
         skip, exclude = self._start(placement)
@@ -253,11 +270,11 @@ class TierDataset(IterableDataset[Any]):
     def _start(self, placement: Placement) -> tuple[int, np.ndarray | None]:
         """Take a loaded state for this pass: how many samples to skip, which to leave out."""
         layout = (placement.world_size, placement.num_workers)
-        self._base, skips = self._resumed_pass(layout)
+        self._base, skips = self.resumed_pass(layout)
         self._resume, self._layout, self._consumed = None, layout, {}
         return skips.get(placement.name, 0), self._exclude(self._base)
 
-    def _resumed_pass(self, layout: tuple[int, int]
+    def resumed_pass(self, layout: tuple[int, int]
                       ) -> tuple[dict[str, Any] | None, dict[str, int]]:
         """The pass a loaded state starts, read with ``(world_size, num_workers)``: the state
         it builds on (whose unread samples it partitions) and what each reader skips."""
@@ -435,7 +452,7 @@ class TierDataset(IterableDataset[Any]):
         process asks :meth:`loader_state_dict` instead. Inside a worker (torchdata's
         ``StatefulDataLoader`` calls it there) it is that worker's progress.
         """
-        world_size, workers = self._layout or (self._world()[1], 1)
+        world_size, workers = self._layout or (self.rank_and_size()[1], 1)
         return self._state(world_size, workers, dict(self._consumed))
 
     def _state(self, world_size: int, workers: int, consumed: dict[str, int]
@@ -456,10 +473,10 @@ class TierDataset(IterableDataset[Any]):
         from (they received a copy of it); it stays for every pass of its epoch, since the
         workers' passes cannot be seen from here.
         """
-        rank, size = self._world()
+        rank, size = self.rank_and_size()
         workers = max(1, num_workers)
         if self._resume is not None:
-            base, skips = self._resumed_pass((size, workers))
+            base, skips = self.resumed_pass((size, workers))
         else:
             base, skips = self._base, {}
         exclude = self._exclude(base)

@@ -245,12 +245,12 @@ class LoaderMeter:
 def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounters
                    ) -> LoaderMetrics:
     """The metrics of ``loader`` now (see :meth:`TierLoader.metrics`)."""
-    rank, size = loader.dataset._world()
+    rank, size = loader.dataset.rank_and_size()
     reads, nbytes, held, shards = counters.read()
     events = counters.events()
     wall = 0.0 if meter.started is None else time.perf_counter() - meter.started
     classes = {name: tier.tier_class.name.lower()
-               for name, tier in loader.dataset._store.config.tiers.items()}
+               for name, tier in loader.dataset.store.config.tiers.items()}
     total = sum(nbytes.values())
     hot = sum(v for k, v in nbytes.items() if classes.get(k) == TierClass.HOT.name.lower())
     waits = np.fromiter(meter.waits, dtype=np.float64, count=len(meter.waits))
@@ -360,7 +360,7 @@ class MetricsFile:
 
     def __init__(self, loader: TierLoader, interval: float = 5.0):
         MetricsFile._count += 1
-        folder = loader_metrics_folder(loader.dataset._store.config)
+        folder = loader_metrics_folder(loader.dataset.store.config)
         name = f"loader-{socket.gethostname()}-{os.getpid()}-{MetricsFile._count}.prom"
         self.path = folder / name
         self.interval = interval

@@ -96,12 +96,12 @@ class _Batches(IterableDataset[Batch]):
             share_arenas()  # before this worker's reader starts its threads
             trim_heap()  # what the last pass left free, before this one reads
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rank, size = self.dataset._world()
+        rank, size = self.dataset.rank_and_size()
         placement = Placement(rank, size, (worker + first) % workers, workers)
-        batches = self._batches(self.dataset._iter_as(placement), placement.worker)
+        batches = self._batches(self.dataset.iter_as(placement), placement.worker)
         if self.metrics is None:
             return batches
-        return self.metrics.published(batches, worker, self.dataset._store.get,
+        return self.metrics.published(batches, worker, self.dataset.store.get,
                                       lambda: self.dataset.stats)
 
     def _batches(self, samples: Iterator[Any], reader: int) -> Iterator[Batch]:
@@ -249,7 +249,7 @@ class TierLoader:
         self._warned = False
         self.stats = LoaderStats()
         self._meter = LoaderMeter()
-        self._counters = TierCounters(list(dataset._store.config.tiers), num_workers)
+        self._counters = TierCounters(list(dataset.store.config.tiers), num_workers)
         self.dataloader.dataset.metrics = self._counters  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
@@ -268,7 +268,7 @@ class TierLoader:
 
     def __len__(self) -> int:
         """Batches this rank yields in a whole epoch."""
-        rank, size = self.dataset._world()
+        rank, size = self.dataset.rank_and_size()
         workers = max(1, self.num_workers)
         per, starts = self.batch_size or 1, self.dataset.index.starts
         counts = [len(worker_order(starts, self.dataset.spec,
@@ -279,27 +279,27 @@ class TierLoader:
     # -- iteration ------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        rank, size = self.dataset._world()
+        rank, size = self.dataset.rank_and_size()
         workers = max(1, self.num_workers)
-        loaded = self.dataset._resume
+        loaded = self.dataset.loaded_state
         first = 0
         if loaded is not None and (loaded["world_size"], loaded["num_workers"]) == (size,
                                                                                     workers):
             first = int(loaded.get("next_worker", {}).get(str(rank), 0)) % workers
-        base, skips = self.dataset._resumed_pass((size, workers))
+        base, skips = self.dataset.resumed_pass((size, workers))
         run = _Pass(self.dataset.spec, rank, size, workers, base, skips, first)
         self._control.copy_(torch.tensor([self.dataset.epoch, first]))
         self._counters.reset()  # before workers start reading this pass
         if self.num_workers and self.dataloader._iterator is None:
             self._slots.forget()  # new workers, new slots
-            loop, store = LoopThread.get(), self.dataset._store.get()
+            loop, store = LoopThread.get(), self.dataset.store.get()
             loop.flush_access()  # workers are forked now: see flush_access
             store.recorder.flush()  # a store handed in by the caller
             # parsed once here, botocore's models are the workers' without a copy each
             loop.submit(store.connect_tiers()).result()
         with _frozen_heap():  # workers are forked here (or reset)
             inner = iter(self.dataloader)
-        self.dataset._resume = None  # the next pass starts afresh, in workers and here
+        self.dataset.forget_loaded_state()  # the next pass starts afresh, in workers and here
         self._pass, self.stats = run, LoaderStats()
         self._meter.begin()
         if self._metrics_every and self._metrics_file is None:
@@ -379,9 +379,9 @@ class TierLoader:
         which reader's batch comes next; ``torch.save`` and JSON both take it."""
         run = self._pass
         if run is None:
-            if self.dataset._resume is not None:  # loaded, not yet started: itself
-                return {**self.dataset._resume}
-            rank, size = self.dataset._world()
+            if self.dataset.loaded_state is not None:  # loaded, not yet started: itself
+                return {**self.dataset.loaded_state}
+            rank, size = self.dataset.rank_and_size()
             workers = max(1, self.num_workers)
             run = _Pass(self.dataset.spec, rank, size, workers, None, {}, 0)
         index = self.dataset.index

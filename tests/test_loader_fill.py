@@ -50,7 +50,7 @@ def samples_bytes(index: DatasetIndex) -> int:
 
 def _epoch(dataset: TierDataset, epoch: int) -> dict[str, int]:
     """One pass; the bytes each tier served the reader in it."""
-    store = dataset._store.get()
+    store = dataset.store.get()
     before = dict(store.bytes_by_tier)
     dataset.set_epoch(epoch)
     keys = [sample["__key__"] for sample in dataset]
@@ -304,7 +304,7 @@ def test_a_cold_epoch_reads_its_samples_back_from_the_file_its_fill_writes(
                                  samples_per_shard=12, tier="warm")
     dataset = TierDataset(config, index=_in_blocks(config, index, 2**20), decode=None,
                           buffer_size=8, announce=False)
-    store = dataset._store.get()
+    store = dataset.store.get()
     before = dict(store.bytes_by_tier)
     got = {sample["__key__"]: sample["bin"] for sample in dataset}
     read = {t: n - before.get(t, 0) for t, n in store.bytes_by_tier.items()}
