@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from tierstore.config import TierClass
-from tierstore.metrics import loader_metrics_folder
 from tierstore.quantiles import percentile  # re-exported: where callers found it
+from tierstore.telemetry import loader_metrics_folder
 
 if TYPE_CHECKING:
     from tierstore.store import Store
@@ -351,7 +351,7 @@ def register_prometheus(loader: TierLoader, registry: Any = None, *,
 class MetricsFile:
     """Writes a loader's metrics (as :class:`LoaderCollector` exposes them) into the store's
     home every ``interval`` seconds, where ``tierstore daemon`` on the node serves them on its
-    own endpoint (:class:`tierstore.metrics.LoaderFiles`); the file goes when the loader is
+    own endpoint (:class:`tierstore.telemetry.LoaderFiles`); the file goes when the loader is
     collected or :meth:`close` is called (a killed process's, when the daemon finds it has not
     been written for ten minutes). Writing is best effort: a training loop never fails over
     its metrics."""

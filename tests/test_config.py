@@ -91,7 +91,7 @@ def test_prefixes() -> None:
 
 def test_a_catalog_password_is_never_printed(tmp_path: Path) -> None:
     from tierstore.config import config_from_toml
-    from tierstore.metrics import secrets_of
+    from tierstore.telemetry import secrets_of
 
     config = config_from_toml(
         'catalog = "postgresql://ts:pa%24%24word@db:5432/tierstore"\n'

@@ -625,7 +625,7 @@ def test_the_dashboard_queries_only_series_tierstore_serves(tmp_path: Path) -> N
     from tierstore import open_store
     from tierstore.loader import TierDataset, TierLoader, write_tar_shards
     from tierstore.loader.metrics import register_prometheus
-    from tierstore.metrics import DaemonMetrics
+    from tierstore.telemetry import DaemonMetrics
 
     dashboard = json.loads((DEPLOY / "grafana" / "tierstore.json").read_text())
     queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]

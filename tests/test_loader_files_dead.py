@@ -17,8 +17,8 @@ from storefixtures import make_config, toml_for
 from tierstore import Config, open_store
 from tierstore.daemon import Daemon, DaemonOptions
 from tierstore.loader import write_tar_shards
-from tierstore.metrics import LOADER_FILES_DEAD_S, loader_metrics_folder
 from tierstore.store import Store
+from tierstore.telemetry import LOADER_FILES_DEAD_S, loader_metrics_folder
 
 # A training process: a loader writing its metrics every 50 ms.
 TRAINER = textwrap.dedent("""

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tierstore import SyncStore
 from tierstore.loader import ShardEntry, TierDataset, TierLoader, write_tar_shards
 from tierstore.loader.metrics import LoaderMeter, TierCounters, percentile, register_prometheus
-from tierstore.metrics import LoaderFiles
+from tierstore.telemetry import LoaderFiles
 
 N = 96
 

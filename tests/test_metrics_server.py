@@ -15,7 +15,7 @@ import pytest
 from tierstore import SyncStore
 from tierstore.cluster import ClusterMember
 from tierstore.daemon import Daemon, DaemonOptions
-from tierstore.metrics import DaemonMetrics, MetricsServer
+from tierstore.telemetry import DaemonMetrics, MetricsServer
 
 IDLE_S = 0.5  # the server's idle timeout here, short so that the test is quick
 MAX_OPEN = 32

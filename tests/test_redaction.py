@@ -16,8 +16,8 @@ from psycopg import pq
 
 import tierstore.config
 from tierstore.config import Config, TierClass, TierConfig
-from tierstore.metrics import LogFormatter, secrets_of
 from tierstore.redaction import MASK, redact, secret_values
+from tierstore.telemetry import LogFormatter, secrets_of
 from tierstore.tier import Tier
 
 ROOT = Path(__file__).resolve().parents[1]

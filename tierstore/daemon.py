@@ -37,11 +37,6 @@ from .config import Config
 from .energy import EnergyModel
 from .errors import ConfigError, CopyInFlight, TierstoreError, one_line
 from .locality.topology import distance
-from .metrics import (
-    DaemonMetrics,
-    MetricsServer,
-    loader_metrics_folder,
-)
 from .policies.base import Move, Plan, Snapshot
 from .policies.config import PolicyConfig
 from .policies.deferral import Schedule
@@ -50,6 +45,11 @@ from .policies.snapshot import snapshot_from_store
 from .scrub import ScrubReport, scrub
 from .store import Store
 from .store.base import once
+from .telemetry import (
+    DaemonMetrics,
+    MetricsServer,
+    loader_metrics_folder,
+)
 
 __all__ = ["Daemon", "DaemonLock", "DaemonLocked", "DaemonOptions", "RunState",
            "TokenBucket", "lock_path"]

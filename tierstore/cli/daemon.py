@@ -13,10 +13,10 @@ from ..cluster import ClusterMember
 from ..config import load_config
 from ..daemon import Daemon, DaemonLock, DaemonOptions, lock_path, log
 from ..errors import TierstoreError, one_line
-from ..metrics import configure_logs, secrets_of
 from ..policies.config import PolicyConfig
 from ..policies.engine import default_engine
 from ..store import Store
+from ..telemetry import configure_logs, secrets_of
 from ..units import parse_size
 from .base import argument, command, duration, positive_duration
 
