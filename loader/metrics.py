@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from tierstore.config import TierClass
+from tierstore.energy import EnergyModel
 from tierstore.quantiles import percentile  # re-exported: where callers found it
 from tierstore.telemetry import loader_metrics_folder
 
@@ -170,6 +171,10 @@ class LoaderMetrics:
     failovers: int = 0  # reads served by another replica than the first choice (all logged)
     hedged_reads: int = 0  # reads that sent a second request (tierstore.locality)
     hedge_wins: int = 0  # of those, won by the second request
+    # the accelerator's waiting for data (wait_s) as energy and emissions, estimated by the
+    # store's [energy] model (tierstore.energy: board power, the grid's intensity)
+    idle_joules: float = 0.0
+    idle_grams_co2e: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,6 +260,8 @@ def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounter
     hot = sum(v for k, v in nbytes.items() if classes.get(k) == TierClass.HOT.name.lower())
     waits = np.fromiter(meter.waits, dtype=np.float64, count=len(meter.waits))
     peak = sum(s.peak_bytes for s in loader.stats.readers.values())
+    idle = EnergyModel.from_config(loader.dataset.store.config).idle(
+        meter.wait_s + meter.first_wait)
     return LoaderMetrics(
         rank=rank, world_size=size, epoch=loader.epoch, batches=meter.steps,
         samples=meter.samples, wall_s=wall,
@@ -270,7 +277,8 @@ def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounter
         in_flight_bytes=held, in_flight_shards=shards,
         prefetch_budget_bytes=loader.dataset.prefetch_bytes, peak_in_flight_bytes=peak,
         tier_classes=classes, failovers=events["failovers"], hedged_reads=events["hedges"],
-        hedge_wins=events["hedge_wins"])
+        hedge_wins=events["hedge_wins"], idle_joules=idle.joules,
+        idle_grams_co2e=idle.grams_co2e)
 
 
 # -- Prometheus -------------------------------------------------------------------------------
@@ -317,6 +325,10 @@ class LoaderCollector:
             ("hedged_reads", "Reads that sent a second request to the next replica",
              m.hedged_reads),
             ("hedge_wins", "Hedged reads the second request answered first", m.hedge_wins),
+            ("accelerator_idle_joules", "Energy the accelerator drew waiting for data in the "
+             "current pass, estimated (the [energy] model's board power)", m.idle_joules),
+            ("accelerator_idle_grams_co2e", "Emissions of that energy, estimated (the "
+             "[energy] model's grid intensity)", m.idle_grams_co2e),
         ]
         for name, text, value in plain:
             gauge = GaugeMetricFamily(f"{p}_{name}", text, labels=["rank"])

@@ -19,6 +19,7 @@ import torch
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tierstore import SyncStore
+from tierstore.energy import EnergyModel
 from tierstore.loader import ShardEntry, TierDataset, TierLoader, write_tar_shards
 from tierstore.loader.metrics import LoaderMeter, TierCounters, percentile, register_prometheus
 from tierstore.telemetry import LoaderFiles
@@ -118,6 +119,12 @@ def test_prometheus_export(local_store: SyncStore) -> None:
     assert 'tierstore_loader_tier_hit_ratio{rank="0",tier="hot"} 1.0' in text
     assert "tierstore_loader_accelerator_utilisation{" in text
     assert "tierstore_loader_wait_p99_seconds{" in text
+    m = loader.metrics()  # the waits as the accelerator's idle energy, by the [energy] model
+    model = EnergyModel.from_config(local_store.config)
+    assert m.idle_joules == pytest.approx(m.wait_s * model.accelerator_watts) and m.wait_s > 0
+    assert m.idle_grams_co2e == pytest.approx(model.idle(m.wait_s).grams_co2e)
+    assert 'tierstore_loader_accelerator_idle_joules{rank="0"}' in text
+    assert 'tierstore_loader_accelerator_idle_grams_co2e{rank="0"}' in text
 
 
 def test_meter_leaves_the_first_step_out_of_au() -> None:
