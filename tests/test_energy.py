@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,10 @@ from tierstore.config import Config, TierClass, default_config
 from tierstore.energy import (
     ACCELERATOR_WATTS,
     DEFAULT_INTENSITY,
+    LEDGER_GAP_MAX,
     MEDIA,
     NETWORK_JOULES_PER_GB,
+    EnergyLedger,
     EnergyModel,
     Media,
 )
@@ -90,3 +95,76 @@ def test_a_malformed_energy_table_is_refused_by_name(tmp_path: Path, table: str,
     with pytest.raises(ConfigError) as caught:
         EnergyModel.from_config(_config(tmp_path, table))
     assert caught.value.field == field and caught.value.source == "store.toml"
+
+
+def test_the_ledger_sums_storage_and_moves_by_day(tmp_path: Path) -> None:
+    ledger = EnergyLedger(tmp_path / "energy.jsonl")
+    day1 = 1_780_000_000.0 - 1_780_000_000.0 % 86400  # a UTC midnight
+    ledger.append(watts={"hot": 2.0, "cold": 0.5}, move_joules=10.0, move_grams=0.001,
+                  intensity=360.0, at=day1 + 100)  # the first line counts no time yet
+    ledger.append(watts={"hot": 2.0, "cold": 0.5}, move_joules=0.0, move_grams=0.0,
+                  intensity=360.0, at=day1 + 3700)
+    with open(ledger.path, "a") as out:
+        out.write('{"time": 17')  # a line a crash cut short is skipped
+    again = EnergyLedger(ledger.path)  # a restarted daemon counts from the last line
+    again.append(watts={"hot": 1.0}, move_joules=5.0, move_grams=0.0, intensity=100.0,
+                 at=day1 + 86400 + 3700)
+    first, second = again.days()
+    assert first.day == datetime.fromtimestamp(day1, UTC).strftime("%Y-%m-%d")
+    assert first.storage_joules == {"hot": 2.0 * 3600, "cold": 0.5 * 3600}
+    assert first.move_joules == 10.0
+    assert first.grams_co2e == pytest.approx(2.5 * 3600 / 3.6e6 * 360.0 + 0.001)
+    assert second.storage_joules == {"hot": 1.0 * LEDGER_GAP_MAX}  # a long pause, capped
+    assert second.as_dict()["estimate"] is True
+    assert again.days(since=day1 + 86400) == [second]
+    assert EnergyLedger(tmp_path / "none.jsonl").days() == []
+
+
+def test_report_energy_from_a_daemons_ledger(tmp_path: Path) -> None:
+    """Two daemon cycles write two ledger lines; ``tierstore report energy`` sums them as a
+    table, JSON and a PNG."""
+    import subprocess
+    import sys
+
+    from storefixtures import make_config, toml_for
+
+    from tierstore import open_store
+    from tierstore.daemon import Daemon, DaemonOptions
+    from tierstore.store import Store
+
+    config = make_config(tmp_path / "store", "local")
+    with open_store(config) as store:
+        store.put("k", b"x" * 1000)
+
+    async def cycles() -> None:
+        store = await Store.connect(config)
+        try:
+            daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None))
+            await daemon.cycle()
+            await asyncio.sleep(0.05)
+            await daemon.cycle()
+        finally:
+            await store.close()
+
+    asyncio.run(cycles())
+    lines = list(EnergyLedger.of(config).entries())
+    assert len(lines) == 2 and lines[1]["seconds"] > 0 and lines[0]["seconds"] == 0
+    assert lines[1]["watts"][config.default_tier] == pytest.approx(
+        EnergyModel().storage_watts(config.tiers[config.default_tier].tier_class, 1000))
+    toml = tmp_path / "store.toml"
+    toml.write_text(toml_for(config))
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tierstore.cli", "--config", str(toml),
+                               "report", "energy", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    shown = report("--json", "--png", str(tmp_path / "energy.png"))
+    assert shown.returncode == 0, shown.stderr
+    [day] = json.loads(shown.stdout)
+    assert day["estimate"] is True and day["joules"] > 0
+    assert (tmp_path / "energy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "estimates" in report().stdout
+    (tmp_path / "store" / "energy.jsonl").unlink()
+    missing = report()
+    assert missing.returncode == 1 and "no energy ledger" in missing.stderr

@@ -34,7 +34,7 @@ from .carbonaware import CarbonAware
 from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config
-from .energy import EnergyModel
+from .energy import EnergyLedger, EnergyModel, Estimate
 from .errors import ConfigError, CopyInFlight, TierstoreError, one_line
 from .locality.topology import distance
 from .policies.base import Move, Plan, Snapshot
@@ -173,6 +173,9 @@ class Daemon:
                                                         bandwidth=options.bandwidth)
         self.metrics = metrics or DaemonMetrics(loader_metrics_folder(store.config))
         self.energy = EnergyModel.from_config(store.config)  # what moves and storage cost
+        self.ledger = EnergyLedger.of(store.config)  # ... day by day (report energy)
+        self._watts: dict[str, float] = {}  # the tiers' power at the last look
+        self._moved = Estimate(0.0, 0.0)  # this cycle's moves
         self.buckets: dict[tuple[str, str], TokenBucket] = {}
         self.state = RunState.STARTING
         self.cycles = self.in_flight = 0
@@ -207,7 +210,10 @@ class Daemon:
         joules = self.energy.move_joules(size, tiers[src].tier_class, tiers[dst].tier_class,
                                          distance(tiers[src].site, tiers[dst].site))
         now = self.carbon.intensity if self.carbon is not None else None
-        self.metrics.moved(src, dst, size, self.energy.estimate(joules, now))
+        cost = self.energy.estimate(joules, now)
+        self.metrics.moved(src, dst, size, cost)
+        self._moved = Estimate(self._moved.joules + cost.joules,
+                               self._moved.grams_co2e + cost.grams_co2e)
         if self.options.bandwidth is not None:
             bucket = self.buckets.setdefault((src, dst), TokenBucket(self.options.bandwidth))
             await bucket.take(size)
@@ -330,7 +336,7 @@ class Daemon:
                     self._record(move, snapshot, 0.0, "planned")
             else:
                 await self._execute(plan, snapshot)
-            self.metrics.tiers(await self.store.usage(), self.energy)
+            self._watts = self.metrics.tiers(await self.store.usage(), self.energy)
         except asyncio.CancelledError:
             self._finish_cycle(began, started, ok=False)
             raise
@@ -447,6 +453,21 @@ class Daemon:
         if self.outcomes.total():
             log.info("cycle done", extra={"fields": {"seconds": seconds, "ok": ok,
                                                      **self.outcomes}})
+        self._note_energy()
+
+    def _note_energy(self) -> None:
+        """The cycle's line in the energy ledger (not in a dry run: nothing moved)."""
+        if self.options.dry_run or not self._watts:
+            return
+        now = self.carbon.intensity if self.carbon is not None else None
+        try:
+            self.ledger.append(watts=self._watts, move_joules=self._moved.joules,
+                               move_grams=self._moved.grams_co2e,
+                               intensity=self.energy.intensity if now is None else now)
+        except OSError as exc:  # an estimate: never what stops the daemon
+            log.warning("could not write the energy ledger", extra={"fields": {
+                "path": str(self.ledger.path), "error": one_line(exc)}})
+        self._moved = Estimate(0.0, 0.0)
 
     async def _execute(self, plan: Plan, snapshot: Snapshot) -> None:
         """Make ``plan``'s moves, ``max_moves`` copies at a time. A move frees its copy's

@@ -27,8 +27,15 @@ Every default can be replaced in the config's ``[energy]`` table (:meth:`EnergyM
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import TierClass
@@ -39,7 +46,8 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = ["ACCELERATOR_WATTS", "DEFAULT_ACCELERATOR", "DEFAULT_INTENSITY", "JOULES_PER_KWH",
-           "MEDIA", "NETWORK_JOULES_PER_GB", "EnergyModel", "Estimate", "Media"]
+           "MEDIA", "NETWORK_JOULES_PER_GB", "EnergyDay", "EnergyLedger", "EnergyModel",
+           "Estimate", "Media"]
 
 # Board power (TDP) in watts, from each vendor's data sheet.
 ACCELERATOR_WATTS: Mapping[str, float] = {
@@ -222,3 +230,106 @@ def _number(table: Mapping[str, Any], key: str, where: Mapping[str, Any], *,
         raise ConfigError(f"expected a number >= 0, got {value!r}",
                           field=field or f"energy.{key}", **where)
     return float(value)
+
+
+# -- the daemon's record of what storage and moves cost, day by day --------------------------
+
+LEDGER_GAP_MAX = 86400.0  # seconds of storage power one entry counts at most (a long pause)
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyDay:
+    """One UTC day of a ledger: joules per tier of bytes held, joules of moves, grams of
+    CO2e of both; every figure an estimate."""
+
+    day: str  # YYYY-MM-DD
+    storage_joules: dict[str, float]
+    move_joules: float
+    grams_co2e: float
+
+    @property
+    def joules(self) -> float:
+        return sum(self.storage_joules.values()) + self.move_joules
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"day": self.day, "storage_joules": self.storage_joules,
+                "move_joules": self.move_joules, "joules": self.joules,
+                "grams_co2e": self.grams_co2e, "estimate": True}
+
+
+class EnergyLedger:
+    """What a daemon's storage and moves cost, one JSON line per cycle in ``path`` (the
+    store's ``energy.jsonl``): the tiers' power then, counted over the time since the
+    previous line (at most :data:`LEDGER_GAP_MAX`), and the energy and emissions of the
+    cycle's moves. ``tierstore report energy`` sums it by day."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._last: float | None = None
+
+    @staticmethod
+    def of(config: Config) -> EnergyLedger:
+        return EnergyLedger(Path(config.home) / "energy.jsonl")
+
+    def append(self, *, watts: Mapping[str, float], move_joules: float, move_grams: float,
+               intensity: float, at: float | None = None) -> None:
+        """One cycle's line (written whole, appended: a crash loses at most that line)."""
+        now = time.time() if at is None else at
+        if self._last is None:
+            self._last = self._last_time()
+        seconds = 0.0 if self._last is None else min(max(0.0, now - self._last),
+                                                     LEDGER_GAP_MAX)
+        line = json.dumps({"time": now, "seconds": seconds, "watts": dict(watts),
+                           "move_joules": move_joules, "move_grams": move_grams,
+                           "intensity": intensity}) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as out:
+            if out.tell() and not _ends_a_line(self.path):
+                line = "\n" + line  # after a line a crash cut short, a line of its own
+            out.write(line.encode())
+        self._last = now
+
+    def _last_time(self) -> float | None:
+        """When the ledger's last line was written (None: no ledger yet)."""
+        last = None
+        with contextlib.suppress(FileNotFoundError):
+            for entry in self.entries():
+                last = entry["time"]
+        return last
+
+    def entries(self) -> Iterable[dict[str, Any]]:
+        """Its lines, in order; a line cut short by a crash is skipped."""
+        with open(self.path, encoding="utf-8") as lines:
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if isinstance(entry, dict) and "time" in entry:
+                        yield entry
+
+    def days(self, since: float | None = None) -> list[EnergyDay]:
+        """Its lines summed by UTC day (from ``since``, seconds since the epoch)."""
+        storage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        moves: dict[str, float] = defaultdict(float)
+        grams: dict[str, float] = defaultdict(float)
+        try:
+            for entry in self.entries():
+                if since is not None and entry["time"] < since:
+                    continue
+                day = datetime.fromtimestamp(entry["time"], UTC).strftime("%Y-%m-%d")
+                held = 0.0
+                for tier, watts in entry.get("watts", {}).items():
+                    storage[day][tier] += watts * entry.get("seconds", 0.0)
+                    held += watts * entry.get("seconds", 0.0)
+                moves[day] += entry.get("move_joules", 0.0)
+                grams[day] += (held / JOULES_PER_KWH * entry.get("intensity", DEFAULT_INTENSITY)
+                               + entry.get("move_grams", 0.0))
+        except FileNotFoundError:
+            return []
+        return [EnergyDay(day, dict(storage[day]), moves[day], grams[day])
+                for day in sorted(set(storage) | set(moves))]
+
+
+def _ends_a_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"

@@ -178,9 +178,10 @@ class DaemonMetrics:
         self.state = Enum("tierstore_daemon_state", "The daemon's run state", states=STATES,
                           registry=r)
 
-    def tiers(self, reports: Iterable[Any], energy: EnergyModel) -> None:
-        """Objects, bytes, capacity and power per tier, from :meth:`Store.usage` reports."""
-        saved = 0.0
+    def tiers(self, reports: Iterable[Any], energy: EnergyModel) -> dict[str, float]:
+        """Objects, bytes, capacity and power per tier, from :meth:`Store.usage` reports;
+        the estimated watts per tier."""
+        saved, power = 0.0, {}
         for rep in reports:
             self.tier_objects.labels(rep.tier, rep.tier_class).set(rep.objects)
             self.tier_bytes.labels(rep.tier, rep.tier_class).set(rep.bytes)
@@ -190,7 +191,9 @@ class DaemonMetrics:
             watts = energy.storage_watts(tier_class, rep.bytes)
             self.storage_watts.labels(rep.tier, rep.tier_class).set(watts)
             saved += energy.storage_watts(TierClass.HOT, rep.bytes) - watts
+            power[rep.tier] = watts
         self.tiering_saved_watts.set(saved)
+        return power
 
     def moved(self, src: str, dst: str, nbytes: int, estimate: Estimate) -> None:
         """``nbytes`` copied from ``src`` to ``dst``, and what that cost."""

@@ -46,6 +46,7 @@ from .objects import (
 )
 from .output import format_du, format_objects, human
 from .policies import add_plan_command, add_preload_command
+from .report import add_report_command
 from .simulate import add_simulate_command
 
 __all__ = ["build_parser", "format_du", "format_objects", "human", "main", "plan_put"]
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                 add_listing_commands,
                 add_placement_commands, add_admin_commands,
                 add_plan_command, add_preload_command, add_daemon_command, add_bench_commands,
-                add_simulate_command, add_catalog_command):
+                add_simulate_command, add_catalog_command, add_report_command):
         add(sub)
     return parser
 
