@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import logging
 import os
 import time
 import warnings
@@ -40,6 +41,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_convert
 
+from tierstore.energy import EnergyLedger, Estimate
+
 from .collate import collate as collate_samples
 from .dataset import TierDataset
 from .handover import Packed, SlotReader, SlotWriter
@@ -51,6 +54,7 @@ from .runtime import LoopThread, share_arenas, trim_heap
 from .state import STATE_VERSION
 
 __all__ = ["LoaderStats", "TierLoader"]
+log = logging.getLogger("tierstore.loader")
 
 Batch = tuple[int, int, PrefetchStats, Any]  # (reader, samples, reader's stats, batch)
 
@@ -319,8 +323,10 @@ class TierLoader:
                 if isinstance(batch, Packed):
                     batch = self._slots.unpack(batch)
             except StopIteration:
+                metrics = self.metrics()
                 if self.epoch_log is not None:
-                    self.epoch_log(str(self.metrics()))
+                    self.epoch_log(str(metrics))
+                self._note_idle(metrics)
                 return
             except BaseException:
                 self._shut(inner)  # now, not when the traceback lets the iterator go
@@ -336,6 +342,14 @@ class TierLoader:
             if not self._warned and stats.batches == 1:
                 self._check(batch)
             yield batch
+
+    def _note_idle(self, metrics: LoaderMetrics) -> None:
+        """The pass's waiting for data, as energy, in the store's ledger (report energy)."""
+        try:
+            EnergyLedger.of(self.dataset.store.config).add_idle(
+                Estimate(metrics.idle_joules, metrics.idle_grams_co2e), rank=metrics.rank)
+        except OSError as exc:  # an estimate: never what stops training
+            log.warning("could not write the energy ledger: %s", exc)
 
     def _check(self, batch: Any) -> None:
         if _holds_bytes(batch):

@@ -20,6 +20,7 @@ from tierstore.energy import (
     NETWORK_JOULES_PER_GB,
     EnergyLedger,
     EnergyModel,
+    Estimate,
     Media,
 )
 from tierstore.errors import ConfigError
@@ -106,14 +107,17 @@ def test_the_ledger_sums_storage_and_moves_by_day(tmp_path: Path) -> None:
                   intensity=360.0, at=day1 + 3700)
     with open(ledger.path, "a") as out:
         out.write('{"time": 17')  # a line a crash cut short is skipped
-    again = EnergyLedger(ledger.path)  # a restarted daemon counts from the last line
+    again = EnergyLedger(ledger.path)  # a restarted daemon counts from its last line,
+    ledger.add_idle(Estimate(700.0, 0.1), rank=3, at=day1 + 3800)  # not from a loader's
     again.append(watts={"hot": 1.0}, move_joules=5.0, move_grams=0.0, intensity=100.0,
                  at=day1 + 86400 + 3700)
     first, second = again.days()
     assert first.day == datetime.fromtimestamp(day1, UTC).strftime("%Y-%m-%d")
     assert first.storage_joules == {"hot": 2.0 * 3600, "cold": 0.5 * 3600}
     assert first.move_joules == 10.0
-    assert first.grams_co2e == pytest.approx(2.5 * 3600 / 3.6e6 * 360.0 + 0.001)
+    assert first.idle_joules == 700.0
+    assert first.joules == 2.5 * 3600 + 10.0 + 700.0
+    assert first.grams_co2e == pytest.approx(2.5 * 3600 / 3.6e6 * 360.0 + 0.001 + 0.1)
     assert second.storage_joules == {"hot": 1.0 * LEDGER_GAP_MAX}  # a long pause, capped
     assert second.as_dict()["estimate"] is True
     assert again.days(since=day1 + 86400) == [second]

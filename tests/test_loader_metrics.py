@@ -19,7 +19,7 @@ import torch
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tierstore import SyncStore
-from tierstore.energy import EnergyModel
+from tierstore.energy import EnergyLedger, EnergyModel
 from tierstore.loader import ShardEntry, TierDataset, TierLoader, write_tar_shards
 from tierstore.loader.metrics import LoaderMeter, TierCounters, percentile, register_prometheus
 from tierstore.telemetry import LoaderFiles
@@ -125,6 +125,8 @@ def test_prometheus_export(local_store: SyncStore) -> None:
     assert m.idle_grams_co2e == pytest.approx(model.idle(m.wait_s).grams_co2e)
     assert 'tierstore_loader_accelerator_idle_joules{rank="0"}' in text
     assert 'tierstore_loader_accelerator_idle_grams_co2e{rank="0"}' in text
+    [line] = EnergyLedger.of(local_store.config).entries()  # the pass's line: report energy
+    assert (line["rank"], line["idle_joules"]) == (0, pytest.approx(m.idle_joules, rel=0.05))
 
 
 def test_meter_leaves_the_first_step_out_of_au() -> None:

@@ -246,22 +246,25 @@ class EnergyDay:
     storage_joules: dict[str, float]
     move_joules: float
     grams_co2e: float
+    idle_joules: float = 0.0  # accelerators waiting for data, as loaders reported each pass
 
     @property
     def joules(self) -> float:
-        return sum(self.storage_joules.values()) + self.move_joules
+        return sum(self.storage_joules.values()) + self.move_joules + self.idle_joules
 
     def as_dict(self) -> dict[str, Any]:
         return {"day": self.day, "storage_joules": self.storage_joules,
-                "move_joules": self.move_joules, "joules": self.joules,
-                "grams_co2e": self.grams_co2e, "estimate": True}
+                "move_joules": self.move_joules, "idle_joules": self.idle_joules,
+                "joules": self.joules, "grams_co2e": self.grams_co2e, "estimate": True}
 
 
 class EnergyLedger:
-    """What a daemon's storage and moves cost, one JSON line per cycle in ``path`` (the
-    store's ``energy.jsonl``): the tiers' power then, counted over the time since the
-    previous line (at most :data:`LEDGER_GAP_MAX`), and the energy and emissions of the
-    cycle's moves. ``tierstore report energy`` sums it by day."""
+    """What a store's storage, moves and readers cost, as JSON lines in ``path`` (the
+    store's ``energy.jsonl``): the daemon's, one per cycle, with the tiers' power then,
+    counted over the time since its previous line (at most :data:`LEDGER_GAP_MAX`), and the
+    energy and emissions of the cycle's moves; each loader's, one per pass it finished, with
+    its accelerator's waiting for data (:meth:`add_idle`). ``tierstore report energy`` sums
+    them by day."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -279,22 +282,32 @@ class EnergyLedger:
             self._last = self._last_time()
         seconds = 0.0 if self._last is None else min(max(0.0, now - self._last),
                                                      LEDGER_GAP_MAX)
-        line = json.dumps({"time": now, "seconds": seconds, "watts": dict(watts),
-                           "move_joules": move_joules, "move_grams": move_grams,
-                           "intensity": intensity}) + "\n"
+        self._write({"time": now, "seconds": seconds, "watts": dict(watts),
+                     "move_joules": move_joules, "move_grams": move_grams,
+                     "intensity": intensity})
+        self._last = now
+
+    def add_idle(self, idle: Estimate, *, rank: int, at: float | None = None) -> None:
+        """A loader's line: its accelerator waited for data over a pass, at this cost."""
+        self._write({"time": time.time() if at is None else at, "rank": rank,
+                     "idle_joules": idle.joules, "idle_grams": idle.grams_co2e})
+
+    def _write(self, entry: Mapping[str, Any]) -> None:
+        """One line, written whole in one append (processes share the file)."""
+        line = json.dumps(entry) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as out:
             if out.tell() and not _ends_a_line(self.path):
                 line = "\n" + line  # after a line a crash cut short, a line of its own
             out.write(line.encode())
-        self._last = now
 
     def _last_time(self) -> float | None:
-        """When the ledger's last line was written (None: no ledger yet)."""
+        """When the daemon's last line was written (None: none yet)."""
         last = None
         with contextlib.suppress(FileNotFoundError):
             for entry in self.entries():
-                last = entry["time"]
+                if "watts" in entry:
+                    last = entry["time"]
         return last
 
     def entries(self) -> Iterable[dict[str, Any]]:
@@ -310,6 +323,7 @@ class EnergyLedger:
         """Its lines summed by UTC day (from ``since``, seconds since the epoch)."""
         storage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         moves: dict[str, float] = defaultdict(float)
+        idle: dict[str, float] = defaultdict(float)
         grams: dict[str, float] = defaultdict(float)
         try:
             for entry in self.entries():
@@ -321,12 +335,13 @@ class EnergyLedger:
                     storage[day][tier] += watts * entry.get("seconds", 0.0)
                     held += watts * entry.get("seconds", 0.0)
                 moves[day] += entry.get("move_joules", 0.0)
+                idle[day] += entry.get("idle_joules", 0.0)
                 grams[day] += (held / JOULES_PER_KWH * entry.get("intensity", DEFAULT_INTENSITY)
-                               + entry.get("move_grams", 0.0))
+                               + entry.get("move_grams", 0.0) + entry.get("idle_grams", 0.0))
         except FileNotFoundError:
             return []
-        return [EnergyDay(day, dict(storage[day]), moves[day], grams[day])
-                for day in sorted(set(storage) | set(moves))]
+        return [EnergyDay(day, dict(storage[day]), moves[day], grams[day], idle[day])
+                for day in sorted(set(storage) | set(moves) | set(idle))]
 
 
 def _ends_a_line(path: Path) -> bool:
