@@ -57,7 +57,9 @@ __all__ = ["RECENT", "LoaderCollector", "LoaderMeter", "LoaderMetrics", "Metrics
 
 log = logging.getLogger(__name__)
 RECENT = 50  # steps the recent AU looks at
-EVENTS = ("failovers", "hedges", "hedge_wins")  # read-path events counted per worker
+# read-path events counted per worker; locality_saved_*: bytes read from a nearer replica
+# than a reader blind to sites would have taken, and the network energy that saved (mJ)
+EVENTS = ("failovers", "hedges", "hedge_wins", "locality_saved_bytes", "locality_saved_mj")
 WAITS_KEPT = 100_000  # step wait times kept for the percentiles (a pass of more keeps the last)
 T = TypeVar("T")
 
@@ -127,10 +129,12 @@ class TierCounters:
 
 
 def _events(store: Store) -> dict[str, int]:
-    """The read path's counts so far: failovers, hedged reads and hedges won."""
-    counters = store.locality.counters
+    """The read path's counts so far: failovers, hedged reads, hedges won, and what
+    locality kept from crossing sites (bytes, and their network energy in mJ)."""
+    counters, kept = store.locality.counters, store.locality.not_carried
     return {"failovers": store.fallbacks, "hedges": counters["hedges"],
-            "hedge_wins": counters["hedge_wins"]}
+            "hedge_wins": counters["hedge_wins"], "locality_saved_bytes": sum(kept.values()),
+            "locality_saved_mj": round(1000 * store.energy.not_carried(kept))}
 
 
 def _minus(now: Mapping[str, int], base: Mapping[str, int]) -> dict[str, int]:
@@ -175,6 +179,10 @@ class LoaderMetrics:
     # store's [energy] model (tierstore.energy: board power, the grid's intensity)
     idle_joules: float = 0.0
     idle_grams_co2e: float = 0.0
+    # bytes read from a nearer replica than a reader blind to sites would have taken (the
+    # hottest class's), and the network energy that saved (the [energy] model's J/GB)
+    locality_saved_bytes: int = 0
+    locality_saved_joules: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -278,7 +286,8 @@ def loader_metrics(loader: TierLoader, meter: LoaderMeter, counters: TierCounter
         prefetch_budget_bytes=loader.dataset.prefetch_bytes, peak_in_flight_bytes=peak,
         tier_classes=classes, failovers=events["failovers"], hedged_reads=events["hedges"],
         hedge_wins=events["hedge_wins"], idle_joules=idle.joules,
-        idle_grams_co2e=idle.grams_co2e)
+        idle_grams_co2e=idle.grams_co2e, locality_saved_bytes=events["locality_saved_bytes"],
+        locality_saved_joules=events["locality_saved_mj"] / 1000)
 
 
 # -- Prometheus -------------------------------------------------------------------------------
@@ -329,6 +338,10 @@ class LoaderCollector:
              "current pass, estimated (the [energy] model's board power)", m.idle_joules),
             ("accelerator_idle_grams_co2e", "Emissions of that energy, estimated (the "
              "[energy] model's grid intensity)", m.idle_grams_co2e),
+            ("locality_saved_bytes", "Bytes read from a nearer replica than a reader blind "
+             "to sites would have taken", m.locality_saved_bytes),
+            ("locality_saved_joules", "The network energy that saved, estimated (the "
+             "[energy] model's J/GB per distance)", m.locality_saved_joules),
         ]
         for name, text, value in plain:
             gauge = GaugeMetricFamily(f"{p}_{name}", text, labels=["rank"])

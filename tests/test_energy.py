@@ -172,3 +172,27 @@ def test_report_energy_from_a_daemons_ledger(tmp_path: Path) -> None:
     (tmp_path / "store" / "energy.jsonl").unlink()
     missing = report()
     assert missing.returncode == 1 and "no energy ledger" in missing.stderr
+
+
+def test_reads_from_a_nearer_replica_count_what_locality_saved(tmp_path: Path) -> None:
+    """A reader blind to sites would read the hottest replica, across the world here; the
+    read path takes the copy on the reader's own node, and counts the bytes it kept from
+    crossing sites and, priced by the [energy] model, their network energy."""
+    from tierstore import TierConfig, open_store
+    from tierstore.config import Config
+
+    tiers = {name: TierConfig(name=name, tier_class=tier_class, url=(tmp_path / name).as_uri(),
+                              site=site)
+             for name, tier_class, site in [("far-hot", TierClass.HOT, "us/east/n9"),
+                                            ("near-warm", TierClass.WARM, "eu/a/n1")]}
+    config = Config(home=tmp_path, catalog=f"sqlite:///{tmp_path}/catalog.db", tiers=tiers,
+                    default_tier="far-hot", site="eu/a/n1")
+    data = bytes(range(256)) * 4000
+    with open_store(config) as store:
+        store.put("k", data)
+        store.add_replica("k", "near-warm")
+        assert store.cat("k") == data
+        kept = store.aio.locality.not_carried
+        assert kept == {(Distance.REMOTE, Distance.NODE): len(data)}
+        assert store.aio.energy.not_carried(kept) == pytest.approx(
+            len(data) / 1e9 * NETWORK_JOULES_PER_GB[Distance.REMOTE])

@@ -34,7 +34,7 @@ from .carbonaware import CarbonAware
 from .catalog import FETCHING
 from .cluster import ClusterMember
 from .config import Config
-from .energy import EnergyLedger, EnergyModel, Estimate
+from .energy import EnergyLedger, Estimate
 from .errors import ConfigError, CopyInFlight, TierstoreError, one_line
 from .locality.topology import distance
 from .policies.base import Move, Plan, Snapshot
@@ -172,7 +172,7 @@ class Daemon:
         self.carbon = carbon or CarbonAware.from_config(store.config,
                                                         bandwidth=options.bandwidth)
         self.metrics = metrics or DaemonMetrics(loader_metrics_folder(store.config))
-        self.energy = EnergyModel.from_config(store.config)  # what moves and storage cost
+        self.energy = store.energy  # what moves and storage cost (the store's [energy] model)
         self.ledger = EnergyLedger.of(store.config)  # ... day by day (report energy)
         self._watts: dict[str, float] = {}  # the tiers' power at the last look
         self._moved = Estimate(0.0, 0.0)  # this cycle's moves

@@ -198,6 +198,12 @@ class EnergyModel:
         """What ``nbytes`` held on a tier of ``tier_class`` draw."""
         return nbytes / TB * self.media[tier_class].watts_per_tb
 
+    def not_carried(self, counts: Mapping[tuple[Distance, Distance], int]) -> float:
+        """The network energy locality saved: bytes read at the second distance of each
+        key where a reader blind to sites would have carried them from the first."""
+        return sum(n / GB * (self.network[far] - self.network[near])
+                   for (far, near), n in counts.items())
+
     def move_joules(self, nbytes: float, src: TierClass | None, dst: TierClass,
                     distance: Distance) -> float:
         """Moving ``nbytes`` from a tier of class ``src`` (None: not read from a tier) to one

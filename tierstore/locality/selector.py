@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from ..catalog import Replica
-from ..config import Config, TierConfig
+from ..config import Config, TierClass, TierConfig
 from ..errors import ChecksumMismatch, NoReadableReplica, ObjectChanged, TierstoreError
 from .health import (
     MIN_P95_SAMPLES,
@@ -61,6 +61,9 @@ OnFailure = Callable[[Replica, BaseException], None]
 Running = dict[asyncio.Future[Any], tuple["Scored", float, list[float]]]
 """Requests in flight: each one's replica, when it was launched, and how long it queued in
 this process (not the endpoint's time: see :func:`~.health.queued`)."""
+
+
+_CLASS_RANK = {c.name.lower(): int(c) for c in TierClass}  # as Scored.tier_class names them
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,10 @@ class Locality:
         # hedges sent, hedges that answered first, probes of half-open endpoints, probes
         # that brought an endpoint back, breaker trips, reads that hit the deadline.
         self.counters: Counter[str] = Counter()
+        # Bytes read from a nearer replica than a reader blind to sites would have taken
+        # (the hottest class's), by (that replica's distance, the distance read from): what
+        # locality kept from crossing sites (tierstore.energy prices it).
+        self.not_carried: Counter[tuple[Distance, Distance]] = Counter()
 
     # -- ranking -----------------------------------------------------------------------------
 
@@ -239,6 +246,10 @@ class Locality:
                                          item.tier)
                         if task is hedge:
                             self.counters["hedge_wins"] += 1
+                        blind = min(ranked, key=lambda x: (_CLASS_RANK.get(x.tier_class, 9),
+                                                          x.tier))
+                        if item.distance < blind.distance:
+                            self.not_carried[(blind.distance, item.distance)] += nbytes
                         for other, (loser, since, queue) in running.items():
                             other.cancel()
                             if (h := self.health.get(loser.tier)) is not None:

@@ -17,6 +17,7 @@ from ..access import AccessRecorder
 from ..capacity import Capacity
 from ..catalog import Catalog, Fence, ObjectRecord, Replica, open_catalog
 from ..config import Config, TierClass
+from ..energy import EnergyModel
 from ..errors import CatalogError, NoReadableReplica, ObjectNotFound, TierError, UnknownTier
 from ..keys import validate_key
 from ..locality.selector import Locality
@@ -59,6 +60,7 @@ class StoreBase(ABC):
         self.repairs: dict[tuple[str, str], asyncio.Task[None]] = {}
         # Replica ranking, endpoint health (EWMA, circuit breakers) and hedged reads.
         self.locality = Locality(config)
+        self.energy = EnergyModel.from_config(config)  # what its bytes cost (estimates)
         self.known = KnownRecords()  # records read lately: reads while the catalog is away
         # Adopted objects whose files were last seen as adopted, and when (monotonic): a
         # copy of one is served without looking again for config.adopted_check seconds.
