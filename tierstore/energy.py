@@ -415,11 +415,11 @@ class EnergyDay:
 class EnergyLedger:
     """What a store's storage, moves and readers cost, as JSON lines.
 
-    The lines are in ``path`` (the store's ``energy.jsonl``): the daemon's, one per cycle, with the tiers' power then,
-    counted over the time since its previous line (at most :data:`LEDGER_GAP_MAX`), and the
-    energy and emissions of the cycle's moves; each loader's, one per pass it finished, with
-    its accelerator's waiting for data (:meth:`add_idle`). ``tierstore report energy`` sums
-    them by day.
+    The lines are in ``path`` (the store's ``energy.jsonl``): the daemon's, one per cycle, with
+    the tiers' power then, counted over the time since its previous line (at most
+    :data:`LEDGER_GAP_MAX`), and the energy and emissions of the cycle's moves; each loader's,
+    one per pass it finished, with its accelerator's waiting for data (:meth:`add_idle`).
+    ``tierstore report energy`` sums them by day.
 
     Parameters
     ----------
