@@ -45,6 +45,27 @@ class TierClass(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: object, *, source: str | None, field: str) -> TierClass:
+        """Read a tier class from a config value, whatever its case.
+
+        Parameters
+        ----------
+        value : object
+            ``hot``, ``warm`` or ``cold``.
+        source : str or None
+            The config file, for the error.
+        field : str
+            The config field, for the error.
+
+        Returns
+        -------
+        TierClass
+            The class.
+
+        Raises
+        ------
+        ConfigError
+            If ``value`` names no class.
+        """
         try:
             return cls[str(value).upper()]
         except KeyError:
@@ -57,7 +78,40 @@ class TierClass(enum.IntEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class TierConfig:
-    """One tier: an fsspec URL (filesystem plus root), its class, capacity and site."""
+    """One tier: an fsspec URL (filesystem plus root), its class, capacity and site.
+
+    Attributes
+    ----------
+    name : str
+        The tier's name: letters, digits, ``-`` and ``_``.
+    tier_class : TierClass
+        Its class: the read path prefers hot.
+    url : str
+        An fsspec URL: the filesystem plus the root folder (or bucket and prefix).
+    options : mapping of str to Any
+        The filesystem's options (an S3 endpoint, a profile, ...).
+    capacity : int or None
+        The hard limit in bytes, checked before a byte is written; None for none.
+    high_watermark, low_watermark : float
+        The soft limits, as fractions of ``capacity`` (``0 < low <= high <= 1``; 0.9 and
+        0.75 by default): the daemon moves objects out above the high one until usage is
+        under the low one.
+    site : str
+        Where the tier is, ``region/zone/node`` widest first.
+    max_concurrency : int
+        Requests to the tier at a time (16 by default).
+    timeout : float
+        Seconds a request may take (30 by default).
+    fsync : bool
+        Local folders: a new replica's bytes and folder entries are on disk (fsync) before
+        the catalog commit that lets an old copy go. False trades that for speed (scratch
+        data).
+
+    Raises
+    ------
+    ConfigError
+        If the name, the watermarks, ``max_concurrency``, ``timeout`` or the site is invalid.
+    """
 
     name: str
     tier_class: TierClass
@@ -97,10 +151,45 @@ class TierConfig:
 class Config:
     """A store: where its catalog lives, its tiers, the default tier for writes, its site.
 
-    ``policies`` is the ``[policies]`` table as written (a mapping, empty when absent); the
-    migration policies parse and validate it
-    (:meth:`PolicyConfig.from_config <tierstore.policies.PolicyConfig.from_config>`), so the
-    core knows nothing of them.
+    Attributes
+    ----------
+    home : pathlib.Path
+        The data directory: the catalog and the default tier folders.
+    catalog : str
+        The catalog's URL: ``sqlite:///<file>`` (embedded) or a PostgreSQL URL (shared).
+    tiers : mapping of str to TierConfig
+        The tiers by name (at least one).
+    default_tier : str
+        Where ``put`` writes unless told otherwise; one of ``tiers``.
+    site : str
+        This reader's site, ``region/zone/node`` widest first.
+    verify_reads : bool
+        Check whole-object reads against the recorded checksum (False by default).
+    adopted_check : float
+        A copy of an adopted object (one whose file other tools may write over) is served
+        only once its file is seen as it was adopted: looked at again after this many
+        seconds.
+    source : str or None
+        The file the config was read from, for messages.
+    policies : mapping of str to Any
+        The ``[policies]`` table as written (empty when absent); the migration policies
+        parse and validate it
+        (:meth:`PolicyConfig.from_config <tierstore.policies.PolicyConfig.from_config>`),
+        so the core knows nothing of them.
+    carbon : mapping of str to Any
+        The ``[carbon]`` table as written (empty when absent: no move is deferred); parsed
+        and checked by :meth:`tierstore.carbon.CarbonSettings.from_config` where moves are
+        scheduled.
+    energy : mapping of str to Any
+        The ``[energy]`` table as written (empty: the defaults); parsed and checked by
+        :meth:`tierstore.energy.EnergyModel.from_config`.
+    locality : LocalitySettings
+        Replica selection, health and hedging (:mod:`tierstore.locality`).
+
+    Raises
+    ------
+    ConfigError
+        If the site is invalid, no tier is configured or ``default_tier`` names none.
     """
 
     home: Path
@@ -145,6 +234,23 @@ class Config:
         return Path(self.catalog[len(prefix):]) if self.catalog.startswith(prefix) else None
 
     def tier(self, name: str) -> TierConfig:
+        """The configured tier called ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The tier's name.
+
+        Returns
+        -------
+        TierConfig
+            Its configuration.
+
+        Raises
+        ------
+        UnknownTier
+            If no tier of that name is configured.
+        """
         try:
             return self.tiers[name]
         except KeyError:
@@ -152,7 +258,20 @@ class Config:
 
 
 def default_config(home: Path, *, site: str = "local") -> Config:
-    """The embedded default: three local folders (hot, warm, cold) under ``home``."""
+    """Make the embedded default: three local folders (hot, warm, cold) under ``home``.
+
+    Parameters
+    ----------
+    home : pathlib.Path
+        The data directory; the catalog is ``home/catalog.db``, the tiers ``home/tiers/*``.
+    site : str, default "local"
+        The tiers' and the reader's site.
+
+    Returns
+    -------
+    Config
+        Writes go to ``warm`` by default.
+    """
     home = home.absolute()
     tiers = {
         name: TierConfig(name=name, tier_class=TierClass[name.upper()],
@@ -267,6 +386,22 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     In order: ``path``; ``$TIERSTORE_CONFIG``; ``tierstore.toml`` in ``$TIERSTORE_HOME``
     (default ``./.tierstore``); else the embedded default under that home. ``$TIERSTORE_SITE``
     overrides the reader's site.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The TOML file to read; looked for as above if None.
+
+    Returns
+    -------
+    Config
+        The configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not UTF-8, or is malformed (the message names the
+        file and the field), or ``$TIERSTORE_SITE`` is not a site.
     """
     home = Path(os.environ.get("TIERSTORE_HOME", ".tierstore"))
     site = os.environ.get("TIERSTORE_SITE") or None

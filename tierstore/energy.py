@@ -68,8 +68,15 @@ TB, GB = 1e12, 1e9
 
 @dataclass(frozen=True, slots=True)
 class Media:
-    """What a tier class's storage draws: watts per TB held (read or not), and joules per GB
-    read and written."""
+    """What a tier class's storage draws, estimated.
+
+    Attributes
+    ----------
+    watts_per_tb : float
+        Watts per TB held, read or not.
+    joules_per_gb_read, joules_per_gb_written : float
+        Joules per GB read and written.
+    """
 
     watts_per_tb: float
     joules_per_gb_read: float
@@ -97,20 +104,48 @@ NETWORK_JOULES_PER_GB: Mapping[Distance, float] = {
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """Energy (J) and emissions (gCO2e) of something, estimated."""
+    """Energy and emissions of something, estimated.
+
+    Attributes
+    ----------
+    joules : float
+        Energy, in J.
+    grams_co2e : float
+        Emissions, in gCO2e.
+    """
 
     joules: float
     grams_co2e: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The estimate as JSON: rounded, and marked ``"estimate": True``.
+
+        Returns
+        -------
+        dict
+            ``joules``, ``grams_co2e`` and ``estimate``.
+        """
         return {"joules": round(self.joules, 3), "grams_co2e": round(self.grams_co2e, 4),
                 "estimate": True}
 
 
 @dataclass(frozen=True, slots=True)
 class EnergyModel:
-    """What energy and carbon figures are computed with: the accelerator and its draw, and
-    the grid's carbon intensity (see the module)."""
+    """What energy and carbon figures are computed with (see the module).
+
+    Attributes
+    ----------
+    accelerator : str
+        The accelerator's name (a key of :data:`ACCELERATOR_WATTS`, or any name).
+    accelerator_watts : float
+        Its draw while waiting, in W: its board power (TDP), an upper estimate.
+    intensity : float
+        The grid's carbon intensity, in gCO2e/kWh.
+    media : mapping of TierClass to Media
+        What each tier class's storage draws (:data:`MEDIA` by default).
+    network : mapping of Distance to float
+        Joules per GB moved, per distance class (:data:`NETWORK_JOULES_PER_GB`).
+    """
 
     accelerator: str = DEFAULT_ACCELERATOR
     accelerator_watts: float = ACCELERATOR_WATTS[DEFAULT_ACCELERATOR]
@@ -122,8 +157,28 @@ class EnergyModel:
     @classmethod
     def of(cls, accelerator: str = DEFAULT_ACCELERATOR, *, watts: float | None = None,
            intensity: float = DEFAULT_INTENSITY) -> EnergyModel:
-        """The model for ``accelerator`` (a name of :data:`ACCELERATOR_WATTS`, or any name
-        with ``watts``)."""
+        """Make the model for an accelerator.
+
+        Parameters
+        ----------
+        accelerator : str, default DEFAULT_ACCELERATOR
+            A name of :data:`ACCELERATOR_WATTS`, or any name with ``watts``.
+        watts : float, optional
+            Its draw in W; looked up by name if None.
+        intensity : float, default DEFAULT_INTENSITY
+            The grid's carbon intensity, in gCO2e/kWh.
+
+        Returns
+        -------
+        EnergyModel
+            The model, with the default media and network figures.
+
+        Raises
+        ------
+        ConfigError
+            If the accelerator is unknown without ``watts``, ``watts`` is not positive or
+            ``intensity`` is negative.
+        """
         if watts is None:
             if accelerator not in ACCELERATOR_WATTS:
                 raise ConfigError(f"unknown accelerator {accelerator!r}: one of "
@@ -137,8 +192,9 @@ class EnergyModel:
 
     @classmethod
     def from_config(cls, config: Config) -> EnergyModel:
-        """The model ``config``'s ``[energy]`` table describes, the defaults for what it
-        leaves out::
+        """Make the model a config's ``[energy]`` table describes.
+
+        The defaults stand for what it leaves out::
 
             [energy]
             accelerator = "a100-sxm"      # or any name with accelerator_watts
@@ -150,6 +206,22 @@ class EnergyModel:
             joules_per_gb_written = 8
             [energy.network]              # joules per GB moved, per distance class
             region = 2000
+
+        Parameters
+        ----------
+        config : Config
+            The store's config.
+
+        Returns
+        -------
+        EnergyModel
+            The model.
+
+        Raises
+        ------
+        ConfigError
+            If the table has an unknown key, tier class or distance, or a value that is not
+            a number >= 0 (or a table where one is expected).
         """
         table = dict(config.energy)
         where = {"source": config.source}
@@ -186,16 +258,55 @@ class EnergyModel:
         return replace(model, media=media, network=network)
 
     def idle(self, seconds: float, accelerators: int = 1) -> Estimate:
-        """What ``accelerators`` waiting ``seconds`` each cost."""
+        """Estimate what accelerators waiting for data cost.
+
+        Parameters
+        ----------
+        seconds : float
+            How long each waited.
+        accelerators : int, default 1
+            How many waited.
+
+        Returns
+        -------
+        Estimate
+            Their energy and emissions.
+        """
         return self.estimate(seconds * accelerators * self.accelerator_watts)
 
     def estimate(self, joules: float, intensity: float | None = None) -> Estimate:
-        """``joules`` and their emissions at ``intensity`` (default: the model's)."""
+        """Estimate the emissions of some energy.
+
+        Parameters
+        ----------
+        joules : float
+            The energy, in J.
+        intensity : float, optional
+            gCO2e/kWh; the model's if None.
+
+        Returns
+        -------
+        Estimate
+            ``joules`` and their emissions.
+        """
         at = self.intensity if intensity is None else intensity
         return Estimate(joules, joules / JOULES_PER_KWH * at)
 
     def storage_watts(self, tier_class: TierClass, nbytes: float) -> float:
-        """What ``nbytes`` held on a tier of ``tier_class`` draw."""
+        """Estimate what bytes held on a tier draw.
+
+        Parameters
+        ----------
+        tier_class : TierClass
+            The tier's class.
+        nbytes : float
+            The bytes held.
+
+        Returns
+        -------
+        float
+            Their draw, in W.
+        """
         return nbytes / TB * self.media[tier_class].watts_per_tb
 
     def not_carried(self, counts: Mapping[tuple[Distance, Distance], int]) -> float:
@@ -206,13 +317,36 @@ class EnergyModel:
 
     def move_joules(self, nbytes: float, src: TierClass | None, dst: TierClass,
                     distance: Distance) -> float:
-        """Moving ``nbytes`` from a tier of class ``src`` (None: not read from a tier) to one
-        of class ``dst`` at ``distance``: read, carried, written."""
+        """Estimate the energy of moving bytes: read, carried, written.
+
+        Parameters
+        ----------
+        nbytes : float
+            The bytes moved.
+        src : TierClass or None
+            The class of the tier read; None when not read from a tier.
+        dst : TierClass
+            The class of the tier written.
+        distance : Distance
+            How far they are carried.
+
+        Returns
+        -------
+        float
+            The energy, in J.
+        """
         read = 0.0 if src is None else self.media[src].joules_per_gb_read
         return nbytes / GB * (read + self.network[distance]
                               + self.media[dst].joules_per_gb_written)
 
     def describe(self) -> str:
+        """Describe the model in one line, for reports.
+
+        Returns
+        -------
+        str
+            The accelerator, its draw and the intensity, marked as estimates.
+        """
         return (f"{self.accelerator} at {self.accelerator_watts:g} W board power, "
                 f"{self.intensity:g} gCO2e/kWh: estimates")
 
@@ -245,8 +379,21 @@ LEDGER_GAP_MAX = 86400.0  # seconds of storage power one entry counts at most (a
 
 @dataclass(frozen=True, slots=True)
 class EnergyDay:
-    """One UTC day of a ledger: joules per tier of bytes held, joules of moves, grams of
-    CO2e of both; every figure an estimate."""
+    """One UTC day of a ledger; every figure an estimate.
+
+    Attributes
+    ----------
+    day : str
+        The day, ``YYYY-MM-DD``.
+    storage_joules : dict of str to float
+        Joules of bytes held, per tier.
+    move_joules : float
+        Joules of moves.
+    grams_co2e : float
+        gCO2e of all of it.
+    idle_joules : float
+        Joules of accelerators waiting for data, as loaders reported each pass.
+    """
 
     day: str  # YYYY-MM-DD
     storage_joules: dict[str, float]
@@ -259,18 +406,32 @@ class EnergyDay:
         return sum(self.storage_joules.values()) + self.move_joules + self.idle_joules
 
     def as_dict(self) -> dict[str, Any]:
+        """The day as JSON, with its total :attr:`joules`, marked ``"estimate": True``.
+
+        Returns
+        -------
+        dict
+            The fields, ``joules`` and ``estimate``.
+        """
         return {"day": self.day, "storage_joules": self.storage_joules,
                 "move_joules": self.move_joules, "idle_joules": self.idle_joules,
                 "joules": self.joules, "grams_co2e": self.grams_co2e, "estimate": True}
 
 
 class EnergyLedger:
-    """What a store's storage, moves and readers cost, as JSON lines in ``path`` (the
-    store's ``energy.jsonl``): the daemon's, one per cycle, with the tiers' power then,
-    counted over the time since its previous line (at most :data:`LEDGER_GAP_MAX`), and the
-    energy and emissions of the cycle's moves; each loader's, one per pass it finished, with
-    its accelerator's waiting for data (:meth:`add_idle`). ``tierstore report energy`` sums
-    them by day."""
+    """What a store's storage, moves and readers cost, as JSON lines.
+
+    The lines are in ``path`` (the store's ``energy.jsonl``): the daemon's, one per cycle, with
+    the tiers' power then, counted over the time since its previous line (at most
+    :data:`LEDGER_GAP_MAX`), and the energy and emissions of the cycle's moves; each loader's,
+    one per pass it finished, with its accelerator's waiting for data (:meth:`add_idle`).
+    ``tierstore report energy`` sums them by day.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The JSON-lines file.
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -278,11 +439,41 @@ class EnergyLedger:
 
     @staticmethod
     def of(config: Config) -> EnergyLedger:
+        """Open a store's ledger, ``<home>/energy.jsonl``.
+
+        Parameters
+        ----------
+        config : Config
+            The store's config.
+
+        Returns
+        -------
+        EnergyLedger
+            The ledger.
+        """
         return EnergyLedger(Path(config.home) / "energy.jsonl")
 
     def append(self, *, watts: Mapping[str, float], move_joules: float, move_grams: float,
                intensity: float, at: float | None = None) -> None:
-        """One cycle's line (written whole, appended: a crash loses at most that line)."""
+        """Append one daemon cycle's line.
+
+        The line is written whole, appended: a crash loses at most that line. Its storage
+        power counts over the time since the daemon's previous line, at most
+        :data:`LEDGER_GAP_MAX` seconds.
+
+        Parameters
+        ----------
+        watts : mapping of str to float
+            Each tier's estimated power now, in W.
+        move_joules : float
+            The energy of the cycle's moves, in J.
+        move_grams : float
+            Their emissions, in gCO2e.
+        intensity : float
+            The grid's carbon intensity now, in gCO2e/kWh.
+        at : float, optional
+            When, in seconds since the epoch; now if None.
+        """
         now = time.time() if at is None else at
         if self._last is None:
             self._last = self._last_time()
@@ -294,7 +485,17 @@ class EnergyLedger:
         self._last = now
 
     def add_idle(self, idle: Estimate, *, rank: int, at: float | None = None) -> None:
-        """A loader's line: its accelerator waited for data over a pass, at this cost."""
+        """Append a loader's line: its accelerator waited for data over a pass, at this cost.
+
+        Parameters
+        ----------
+        idle : Estimate
+            The cost of the waiting.
+        rank : int
+            The loader's rank.
+        at : float, optional
+            When, in seconds since the epoch; now if None.
+        """
         self._write({"time": time.time() if at is None else at, "rank": rank,
                      "idle_joules": idle.joules, "idle_grams": idle.grams_co2e})
 
@@ -317,7 +518,18 @@ class EnergyLedger:
         return last
 
     def entries(self) -> Iterable[dict[str, Any]]:
-        """Its lines, in order; a line cut short by a crash is skipped."""
+        """Read its lines, in order; a line cut short by a crash is skipped.
+
+        Yields
+        ------
+        dict
+            Each line's entry.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the ledger has no file yet.
+        """
         with open(self.path, encoding="utf-8") as lines:
             for line in lines:
                 with contextlib.suppress(ValueError):
@@ -326,7 +538,18 @@ class EnergyLedger:
                         yield entry
 
     def days(self, since: float | None = None) -> list[EnergyDay]:
-        """Its lines summed by UTC day (from ``since``, seconds since the epoch)."""
+        """Sum its lines by UTC day.
+
+        Parameters
+        ----------
+        since : float, optional
+            Only lines from then on, in seconds since the epoch.
+
+        Returns
+        -------
+        list of EnergyDay
+            One per day, in order; empty without a file.
+        """
         storage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         moves: dict[str, float] = defaultdict(float)
         idle: dict[str, float] = defaultdict(float)

@@ -42,7 +42,17 @@ class TierstoreError(Exception):
 
 
 class ConfigError(TierstoreError, ValueError):
-    """A configuration file or value is malformed; the message names the file and the field."""
+    """A configuration file or value is malformed; the message names the file and the field.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong (kept without the file and field as :attr:`message`).
+    source : str, optional
+        The file.
+    field : str, optional
+        The field.
+    """
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         where = ": ".join(part for part in (source, field) if part)
@@ -53,7 +63,15 @@ class ConfigError(TierstoreError, ValueError):
 
 
 class InvalidKey(TierstoreError, ValueError):
-    """An object key is not a safe relative path."""
+    """An object key is not a safe relative path.
+
+    Parameters
+    ----------
+    key : object
+        The key refused (shown cut to 80 characters).
+    reason : str
+        Why.
+    """
 
     def __init__(self, key: object, reason: str):
         shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
@@ -63,7 +81,15 @@ class InvalidKey(TierstoreError, ValueError):
 
 
 class UnknownTier(TierstoreError, KeyError):
-    """A tier name is not in the configuration."""
+    """A tier name is not in the configuration.
+
+    Parameters
+    ----------
+    name : str
+        The name asked for.
+    known : list of str
+        The configured tiers, named in the message.
+    """
 
     def __init__(self, name: str, known: list[str]):
         super().__init__(f"unknown tier {name!r} (configured: {', '.join(sorted(known))})")
@@ -74,7 +100,15 @@ class UnknownTier(TierstoreError, KeyError):
 
 
 class ObjectNotFound(TierstoreError, FileNotFoundError):
-    """No object with this key (or no ready replica of it) exists."""
+    """No object with this key (or no ready replica of it) exists.
+
+    Parameters
+    ----------
+    key : str
+        The key.
+    detail : str, default ""
+        More, appended to the message.
+    """
 
     def __init__(self, key: str, detail: str = ""):
         super().__init__(f"no such object: {key!r}{': ' + detail if detail else ''}")
@@ -84,7 +118,19 @@ class ObjectNotFound(TierstoreError, FileNotFoundError):
 class ObjectChanged(TierstoreError, OSError):
     """An adopted object's file was written over or removed behind the store's back: its
     copies elsewhere hold what it was, so none is served; adopting its prefix again takes
-    the new content (or the removal) in."""
+    the new content (or the removal) in.
+
+    Parameters
+    ----------
+    key : str
+        The object's key.
+    tier : str
+        The tier of its adopted file.
+    path : str
+        The adopted prefix, for the ``tierstore adopt`` the message suggests.
+    now : str
+        What the file is now.
+    """
 
     def __init__(self, key: str, tier: str, path: str, now: str):
         super().__init__(f"{key!r} changed on tier {tier!r} since it was adopted ({now}): its "
@@ -94,7 +140,15 @@ class ObjectChanged(TierstoreError, OSError):
 
 
 class ObjectExists(TierstoreError, FileExistsError):
-    """An object with this key exists and overwriting was not asked for."""
+    """An object with this key exists and overwriting was not asked for.
+
+    Parameters
+    ----------
+    key : str
+        The key.
+    detail : str, default "pass overwrite=True to replace it"
+        Why it is refused.
+    """
 
     def __init__(self, key: str, detail: str = "pass overwrite=True to replace it"):
         super().__init__(f"object exists: {key!r} ({detail})")
@@ -102,7 +156,17 @@ class ObjectExists(TierstoreError, FileExistsError):
 
 
 class TierError(TierstoreError, OSError):
-    """A tier's storage failed an operation (translated from the backend's error)."""
+    """A tier's storage failed an operation (translated from the backend's error).
+
+    Parameters
+    ----------
+    tier : str
+        The tier.
+    op : str
+        The operation (``read``, ``write``, ``verify``, ...).
+    detail : str
+        What failed, without credentials.
+    """
 
     def __init__(self, tier: str, op: str, detail: str):
         super().__init__(f"tier {tier!r}: {op} failed: {detail}")
@@ -117,7 +181,19 @@ class TierUnavailable(TierError, ConnectionError):
 class TierFull(TierError):
     """A write would take a tier past its configured ``capacity``: the hard limit, checked
     before a byte is written (the watermarks are the soft ones the daemon keeps usage under).
-    Its ``errno`` is ENOSPC, as for a full disk."""
+    Its ``errno`` is ENOSPC, as for a full disk.
+
+    Parameters
+    ----------
+    tier : str
+        The tier.
+    key : str
+        The object written.
+    nbytes : int
+        Its size.
+    used, capacity : int
+        The bytes in use on the tier and its capacity.
+    """
 
     def __init__(self, tier: str, key: str, nbytes: int, used: int, capacity: int):
         super().__init__(tier, "write", f"no room for {key!r} ({nbytes} bytes): {used} of "
@@ -127,7 +203,17 @@ class TierFull(TierError):
 
 
 class ChecksumMismatch(TierstoreError, OSError):
-    """Bytes read back do not match the checksum recorded at ingest."""
+    """Bytes read back do not match the checksum recorded at ingest.
+
+    Parameters
+    ----------
+    key : str
+        The object's key.
+    tier : str
+        The tier read.
+    expected, actual : str
+        The recorded checksum and that of the bytes read.
+    """
 
     def __init__(self, key: str, tier: str, expected: str, actual: str):
         super().__init__(
@@ -157,7 +243,15 @@ class LeaseLost(ReplicaError):
 
 
 class NoReadableReplica(TierstoreError, OSError):
-    """Every replica of an object failed; the message names what each one answered."""
+    """Every replica of an object failed; the message names what each one answered.
+
+    Parameters
+    ----------
+    key : str
+        The object's key.
+    failures : list of (str, BaseException)
+        Each tier tried and its error, in the order tried.
+    """
 
     def __init__(self, key: str, failures: list[tuple[str, BaseException]]):
         answers = "; ".join(f"{tier}: {type(exc).__name__}: {exc}" for tier, exc in failures)
@@ -185,7 +279,17 @@ class CatalogError(TierstoreError, RuntimeError):
 
 class MissingExtra(TierstoreError, ImportError):
     """A part of tierstore needs packages its install left out (an extra): the message names
-    the extra to install."""
+    the extra to install.
+
+    Parameters
+    ----------
+    part : str
+        The part of tierstore (``tierstore.loader``).
+    package : str
+        The package it needs.
+    extra : str
+        The extra that installs it.
+    """
 
     def __init__(self, part: str, package: str, extra: str):
         super().__init__(f"{part} needs {package}, which this install of tierstore lacks: "

@@ -51,7 +51,25 @@ class SiteHolding:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What ``stat`` returns: an object, its replicas per tier and its access statistics."""
+    """What ``stat`` returns: an object, its replicas per tier and its access statistics.
+
+    Attributes
+    ----------
+    key : str
+        The object's key.
+    size : int
+        Its size in bytes.
+    checksum : str
+        The checksum recorded at ingest.
+    created : float
+        When it was written, in seconds since the epoch.
+    pinned : str or None
+        The tier it is pinned to, if any.
+    replicas : tuple of ReplicaInfo
+        Its replicas, one per tier, as :class:`ReplicaInfo`.
+    access : AccessStats or None
+        Its access statistics; None if it was never read.
+    """
 
     key: str
     size: int
@@ -63,6 +81,7 @@ class ObjectInfo:
 
     @property
     def tiers(self) -> list[str]:
+        """The tiers that hold a ready replica."""
         return [r.tier for r in self.replicas if r.state == ReplicaState.READY]
 
 

@@ -58,7 +58,33 @@ class Store(Upkeep):
     @classmethod
     async def connect(cls, config: Config | str | os.PathLike[str] | None = None, *,
                       recover: bool = True) -> Store:
-        """Open the store a config describes and recover interrupted work of dead processes."""
+        """Open the store a config describes and recover interrupted work of dead processes.
+
+        Parameters
+        ----------
+        config : Config, str, os.PathLike or None, optional
+            A :class:`Config`, a TOML path, or None for ``$TIERSTORE_CONFIG`` /
+            ``$TIERSTORE_HOME`` / the embedded default.
+        recover : bool, default True
+            Finish or roll back the moves of dead processes (:meth:`recover`) first.
+
+        Returns
+        -------
+        Store
+            The open store.
+
+        Raises
+        ------
+        ConfigError
+            If the config is malformed.
+        CatalogError
+            If the catalog is unusable.
+
+        Examples
+        --------
+        >>> store = await Store.connect("tierstore.toml")  # doctest: +SKIP
+        >>> await store.put("data/a.bin", b"...")  # doctest: +SKIP
+        """
         store = cls(config if isinstance(config, Config) else load_config(config))
         if recover:
             await store.recover()
@@ -75,10 +101,26 @@ class Store(Upkeep):
 
     async def announce(self, reader: str, uses: Mapping[str, float], *,
                        ttl: float = 3600.0) -> None:
-        """Tell the daemon that ``reader`` will read these keys at these times (seconds since
-        the epoch), replacing what it announced before; it counts for ``ttl`` seconds. The
-        daemon's next-use policy stages what is read soonest into the hot tier. An empty
-        ``uses`` withdraws the announcement."""
+        """Tell the daemon when a reader will read which keys.
+
+        The announcement replaces what ``reader`` announced before. The daemon's next-use
+        policy stages what is read soonest into the hot tier.
+
+        Parameters
+        ----------
+        reader : str
+            Who reads (a loader's name).
+        uses : mapping of str to float
+            Keys and when each will be read, in seconds since the epoch; an empty mapping
+            withdraws the announcement.
+        ttl : float, default 3600.0
+            Seconds the announcement counts for.
+
+        Raises
+        ------
+        InvalidKey
+            If a key is not a safe relative path.
+        """
         for key in uses:
             validate_key(key)
         await self._db(self.catalog.announce, reader, dict(uses), expires=time.time() + ttl,
@@ -87,9 +129,38 @@ class Store(Upkeep):
     async def schedule_preload(self, prefix: str, tier: str, deadline: float, *,
                                lead: float | None = None, hold: float = 86400.0
                                ) -> PreloadRecord:
-        """Have every object under ``prefix`` on ``tier`` by ``deadline`` (the daemon stages
-        them from ``deadline - lead``, at once if ``lead`` is None, and keeps them there
-        until ``deadline + hold``); replaces a pre-load of the same prefix and tier."""
+        """Have every object under a prefix on a tier by a deadline.
+
+        The daemon stages them from ``deadline - lead`` and keeps them there until
+        ``deadline + hold``. The pre-load replaces one of the same prefix and tier.
+
+        Parameters
+        ----------
+        prefix : str
+            The objects' prefix.
+        tier : str
+            The tier to stage them to.
+        deadline : float
+            When they must be there, in seconds since the epoch.
+        lead : float, optional
+            Seconds before ``deadline`` to start staging; at once if None.
+        hold : float, default 86400.0
+            Seconds after ``deadline`` to keep them there.
+
+        Returns
+        -------
+        PreloadRecord
+            The scheduled pre-load.
+
+        Raises
+        ------
+        UnknownTier
+            If ``tier`` is not configured.
+        InvalidKey
+            If ``prefix`` is not a safe relative path.
+        ValueError
+            If ``deadline``, ``lead`` or ``hold`` is not finite or is negative.
+        """
         self.tier(tier)
         name = validate_prefix(prefix)
         if not (math.isfinite(deadline) and hold >= 0 and (lead is None or lead >= 0)):
@@ -99,15 +170,57 @@ class Store(Upkeep):
         return record
 
     async def preloads(self) -> list[PreloadRecord]:
-        """Scheduled pre-loads, earliest deadline first."""
+        """List the scheduled pre-loads.
+
+        Returns
+        -------
+        list of PreloadRecord
+            The pre-loads, earliest deadline first.
+        """
         return await self._db(self.catalog.preloads)
 
     async def cancel_preload(self, prefix: str, tier: str | None = None) -> int:
-        """Cancel the pre-loads of ``prefix`` (to ``tier`` only, if given); how many."""
+        """Cancel the pre-loads of a prefix.
+
+        Parameters
+        ----------
+        prefix : str
+            The pre-loads' prefix.
+        tier : str, optional
+            Cancel the pre-load to this tier only.
+
+        Returns
+        -------
+        int
+            How many were cancelled.
+
+        Raises
+        ------
+        InvalidKey
+            If ``prefix`` is not a safe relative path.
+        """
         return await self._db(self.catalog.remove_preload, validate_prefix(prefix), tier)
 
     async def stat(self, key: str) -> ObjectInfo:
-        """An object's size, checksum, pin, replicas per tier and access statistics."""
+        """Describe an object.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        ObjectInfo
+            Its size, checksum, pin, replicas per tier and access statistics.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        """
         record = self._ready(key)
         await asyncio.to_thread(self.recorder.flush)
         return self._info(record, self.catalog.access([record.key]).get(record.key))
@@ -135,17 +248,68 @@ class Store(Upkeep):
                           record.pinned, tuple(replicas), access)
 
     async def exists(self, key: str) -> bool:
+        """Tell whether an object has a ready replica.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        bool
+            True if the object exists with a ready replica.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        """
         record = self.catalog.get(validate_key(key))
         return record is not None and bool(record.ready)
 
     async def find(self, prefix: str = "") -> list[str]:
-        """Every key that starts with ``prefix`` (a plain string prefix), sorted."""
+        """List every key that starts with a prefix.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            A plain string prefix; every key if empty.
+
+        Returns
+        -------
+        list of str
+            The keys, sorted.
+
+        Raises
+        ------
+        InvalidKey
+            If ``prefix`` is not a safe relative path.
+        """
         if prefix:
             validate_prefix(prefix)
         return [r.key for r in self.catalog.objects(prefix) if r.ready]
 
     async def ls(self, path: str = "") -> list[dict[str, Any]]:
-        """The entries directly under ``path``, as fsspec lists them: files and folders."""
+        """List the entries directly under a path, as fsspec lists them: files and folders.
+
+        Parameters
+        ----------
+        path : str, default ""
+            A folder of keys (or an object's key); the root if empty.
+
+        Returns
+        -------
+        list of dict
+            One fsspec entry (``name``, ``size``, ``type``, ...) per file or folder.
+
+        Raises
+        ------
+        ObjectNotFound
+            If nothing is under ``path``.
+        InvalidKey
+            If ``path`` is not a safe relative path.
+        """
         if path and await self.exists(path.rstrip("/")):
             return [self._entry(self._ready(path.rstrip("/")))]
         prefix = validate_prefix(path.rstrip("/") + "/") if path.strip("/") else ""
@@ -171,8 +335,26 @@ class Store(Upkeep):
                 "tiers": [r.tier for r in self.rank(record)]}
 
     async def locate(self, prefix: str = "") -> list[SiteHolding]:
-        """Per site with a tier, what it holds of the objects under ``prefix``: whether a
-        job there would find them all without carrying bytes from elsewhere."""
+        """Say, per site with a tier, what it holds of the objects under a prefix.
+
+        It tells whether a job there would find them all without carrying bytes from
+        elsewhere.
+
+        Parameters
+        ----------
+        prefix : str, default ""
+            The objects' prefix; every object if empty.
+
+        Returns
+        -------
+        list of SiteHolding
+            One per site.
+
+        Raises
+        ------
+        InvalidKey
+            If ``prefix`` is not a safe relative path.
+        """
         if prefix:
             validate_prefix(prefix)
         sites: dict[str, list[str]] = {}
@@ -192,7 +374,13 @@ class Store(Upkeep):
                             total[1] - held[site][1]) for site, names in sites.items()]
 
     async def usage(self) -> list[TierReport]:
-        """Objects and bytes per configured tier, against capacity and watermarks (``du``)."""
+        """Count objects and bytes per configured tier (``du``).
+
+        Returns
+        -------
+        list of TierReport
+            One per tier, against its capacity and watermarks.
+        """
         held = {u.tier: u for u in self.catalog.usage()}
         return [TierReport(name, tier.tier_class.name.lower(), tier.config.url,
                            held[name].objects if name in held else 0,

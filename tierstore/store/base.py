@@ -72,8 +72,26 @@ class StoreBase(ABC):
     @staticmethod
     @contextlib.contextmanager
     def fenced(fence: Fence | None) -> Iterator[None]:
-        """Make the moves started in this block (this task and the tasks it starts) under
-        the lease ``fence``: the catalog refuses their writes (LeaseLost) once it is lost."""
+        """Make the moves started in this block run under a lease.
+
+        The moves this task and the tasks it starts make in the block are made under the
+        lease ``fence``: the catalog refuses their writes once it is lost.
+
+        Parameters
+        ----------
+        fence : Fence or None
+            The lease (a daemon's node or leader lease); None for no lease.
+
+        Yields
+        ------
+        None
+            Control, for the block's duration.
+
+        Raises
+        ------
+        LeaseLost
+            From a catalog write in the block, once the lease is lost.
+        """
         token = FENCE.set(fence)
         try:
             yield
@@ -86,14 +104,34 @@ class StoreBase(ABC):
         return f"{socket.gethostname()}:{os.getpid()}"
 
     def tier(self, name: str) -> Tier:
+        """The configured tier called ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The tier's name in the config.
+
+        Returns
+        -------
+        Tier
+            Its backend.
+
+        Raises
+        ------
+        UnknownTier
+            If no tier of that name is configured.
+        """
         try:
             return self.tiers[name]
         except KeyError:
             raise UnknownTier(name, list(self.tiers)) from None
 
     async def connect_tiers(self) -> None:
-        """Make each tier's client now (:meth:`Tier.connect`), so that processes forked
-        afterwards inherit them made; a tier that cannot is left to its first request."""
+        """Make each tier's client now (:meth:`Tier.connect`).
+
+        Processes forked afterwards inherit them made; a tier that cannot connect is left
+        to its first request.
+        """
         for tier in self.tiers.values():
             try:
                 await tier.connect()
@@ -132,21 +170,57 @@ class StoreBase(ABC):
             for r in record.ready])
 
     def rank(self, record: ObjectRecord, nbytes: int | None = None) -> list[Replica]:
-        """Ready replicas, best first, by a cost combining the static distance to each
-        replica's site, its tier class and what this process measured of its endpoint;
-        endpoints out of rotation last (see :mod:`tierstore.locality`)."""
+        """Rank an object's ready replicas, best first.
+
+        The cost combines the static distance to each replica's site, its tier class and
+        what this process measured of its endpoint; endpoints out of rotation come last
+        (see :mod:`tierstore.locality`).
+
+        Parameters
+        ----------
+        record : ObjectRecord
+            The object's catalog record.
+        nbytes : int, optional
+            The bytes the read will take; the object's size if None.
+
+        Returns
+        -------
+        list of Replica
+            The ready replicas, best first.
+        """
         size = (record.size or 0) if nbytes is None else nbytes
         return [s.replica for s in self.locality.rank(record.ready, size)]
 
     def hot_file(self, key: str) -> tuple[str, str] | None:
-        """``(tier, path)`` of the file of ``key``'s best ready replica, when that replica is
-        on a hot tier in a local folder (the node's own disk), else None; the access is
-        recorded, as a read.
+        """The local file of an object's best replica, when it is on a hot local tier.
 
-        For a reader that reads small ranges of an object straight from the file (a loader's
+        The file is that of ``key``'s best ready replica when that replica is on a hot tier
+        in a local folder (the node's own disk); the access is recorded, as a read.
+
+        It is for a reader that reads small ranges of an object straight from the file (a loader's
         samples, each when it is due): nothing vouches for the file after this returns, so
         that reader checks what it reads itself and reads through :meth:`cat` (which fails
         over) when the file is gone or its bytes do not match.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        tuple of (str, str) or None
+            ``(tier, path)`` of the file, or None when the best replica is not a hot local
+            one.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        CatalogError
+            If the catalog cannot be reached and no record of ``key`` is remembered.
         """
         record, _ = self._readable(key)
         ranked = self.rank(record)
@@ -157,8 +231,17 @@ class StoreBase(ABC):
         return tier.name, tier.full_path(ranked[0].path)
 
     def count_read(self, tier: str, nbytes: int) -> None:
-        """Count a read of ``nbytes`` from ``tier`` made outside :meth:`cat` (from a file
-        :meth:`hot_file` named) in :attr:`reads_by_tier` and :attr:`bytes_by_tier`."""
+        """Count a read made outside :meth:`cat` (from a file :meth:`hot_file` named).
+
+        It is counted in :attr:`reads_by_tier` and :attr:`bytes_by_tier`.
+
+        Parameters
+        ----------
+        tier : str
+            The tier read from.
+        nbytes : int
+            The bytes read.
+        """
         self.reads_by_tier[tier] += 1
         self.bytes_by_tier[tier] += nbytes
 
@@ -177,7 +260,18 @@ class StoreBase(ABC):
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectInfo:
-        """What the store holds of ``key`` (:class:`tierstore.store.Store`)."""
+        """What the store holds of ``key`` (:class:`tierstore.store.Store`).
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        ObjectInfo
+            Its size, checksum, pin, replicas and access statistics.
+        """
 
 
 async def finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:

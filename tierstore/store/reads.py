@@ -54,19 +54,80 @@ class ReadPath(StoreBase):
 
     async def cat(self, key: str, start: int | None = None, end: int | None = None, *,
                   verify: bool | None = None) -> bytes:
-        """Bytes ``[start, end)`` of ``key`` (negative offsets count from the end).
+        """Read bytes ``[start, end)`` of an object.
 
         Reads the best ready replica and fails over to the next on an error, a timeout or
-        (for whole-object reads with ``verify``, default ``config.verify_reads``) a checksum
-        mismatch. The read is recorded as an access.
+        (for whole-object reads with ``verify``) a checksum mismatch. The read is recorded
+        as an access.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        start, end : int, optional
+            The range, ``end`` exclusive; negative offsets count from the object's end.
+            None reads from the start or to the end.
+        verify : bool, optional
+            Check a whole-object read against the recorded checksum; defaults to
+            ``config.verify_reads``.
+
+        Returns
+        -------
+        bytes
+            The bytes of the range.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        NoReadableReplica
+            If every replica failed; the message names what each one answered.
+        ObjectChanged
+            If the replica is an adopted file written over or removed since it was adopted.
+        CatalogError
+            If the catalog cannot be reached and no record of ``key`` is remembered.
+        ChecksumMismatch
+            Only within the failures of a :class:`NoReadableReplica`: a corrupt replica
+            is failed over.
         """
         return bytes(await self._read(key, start, end, verify, None))
 
     async def cat_into(self, key: str, into: memoryview, start: int = 0) -> int:
-        """:meth:`cat` of ``key`` from ``start`` into ``into`` (``len(into)`` bytes, fewer
-        at the object's end) instead of new memory; how many. Partial reads are not
-        verified (the caller checks what it assembles), and a failed read may leave
-        ``into`` partly written."""
+        """Read like :meth:`cat`, into given memory instead of new memory.
+
+        Reads ``len(into)`` bytes of ``key`` from ``start`` (fewer at the object's end).
+        Partial reads are not verified (the caller checks what it assembles), and a failed
+        read may leave ``into`` partly written.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        into : memoryview
+            Where the bytes go; its length is how many are asked for.
+        start : int, default 0
+            The offset of the first byte.
+
+        Returns
+        -------
+        int
+            How many bytes were read.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        NoReadableReplica
+            If every replica failed; the message names what each one answered.
+        ObjectChanged
+            If the replica is an adopted file written over or removed since it was adopted.
+        CatalogError
+            If the catalog cannot be reached and no record of ``key`` is remembered.
+        """
         return len(await self._read(key, start, start + len(into), False, into))
 
     async def _read(self, key: str, start: int | None, end: int | None, verify: bool | None,
@@ -219,7 +280,33 @@ class ReadPath(StoreBase):
             raise _SourceFailed(replica.tier, exc) from exc
 
     async def get(self, key: str, local_path: str | os.PathLike[str]) -> None:
-        """Copy ``key`` to a local file, verified, replacing the file only when complete."""
+        """Copy an object to a local file, verified.
+
+        The bytes are written to a hidden file beside the target and replace the target only
+        when complete and verified.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        local_path : str or os.PathLike
+            The file to write.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        NoReadableReplica
+            If every replica failed; the message names what each one answered.
+        ObjectChanged
+            If the replica is an adopted file written over or removed since it was adopted.
+        CatalogError
+            If the catalog cannot be reached and no record of ``key`` is remembered.
+        OSError
+            If the local file cannot be written (the error names ``local_path``).
+        """
         record, _ = self._readable(key)
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")

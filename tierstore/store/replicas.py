@@ -51,14 +51,45 @@ class Replicas(ReadPath):
 
     async def put(self, key: str, source: Source, *, tier: str | None = None,
                   overwrite: bool = False) -> ObjectInfo:
-        """Write an object to ``tier`` (default: the config's ``default_tier``).
+        """Write an object to a tier.
 
-        ``source`` is bytes, a local file path, a binary file object or an async iterable of
-        bytes; it is streamed, never held whole in memory. The checksum is computed on the
+        The source is streamed, never held whole in memory. The checksum is computed on the
         way in and the written bytes are checked (see ``_verify_written``) before the object
-        exists.
-        Replacing an existing key needs ``overwrite=True``; its old replicas go only after the
-        new one is committed.
+        exists. Replacing an existing key needs ``overwrite=True``; its old replicas go only
+        after the new one is committed.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        source : bytes, str, os.PathLike, binary file object or async iterable of bytes
+            The content: bytes, a local file path, a binary file object or an async
+            iterable of bytes.
+        tier : str, optional
+            The tier to write to; the config's ``default_tier`` if None.
+        overwrite : bool, default False
+            Replace an existing object of this key.
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectExists
+            If the key exists and ``overwrite`` is False, or the key is an object's folder
+            or lies under an object.
+        UnknownTier
+            If ``tier`` is not configured.
+        TierFull
+            If the write would take the tier past its capacity.
+        TierError
+            If the tier fails, or fewer bytes landed than were sent.
+        ChecksumMismatch
+            If bytes read back to verify the write differ from those sent.
         """
         validate_key(key)
         dest = self.tier(tier or self.config.default_tier)
@@ -244,25 +275,88 @@ class Replicas(ReadPath):
 
     async def add_replica(self, key: str, tier: str, *, pace: Pace | None = None,
                           retire: Collection[str] = ()) -> ObjectInfo:
-        """Copy ``key`` to ``tier`` too, as :meth:`replicate` does; what it is now."""
+        """Copy an object to one more tier, as :meth:`replicate` does.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier to copy to.
+        pace : Pace, optional
+            Awaited as ``pace(source_tier, nbytes)`` before each chunk is written.
+        retire : collection of str, default ()
+            Tiers whose replicas go once the copy is there (a move).
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        TierFull
+            If the copy would take ``tier`` past its capacity.
+        CopyInFlight
+            If another copy of the object to ``tier`` is under way.
+        TierError
+            If a tier fails (the written bytes are checked: a short copy is one).
+        NoReadableReplica
+            If no replica can be read to copy from.
+        """
         await self.replicate(key, tier, pace=pace, retire=retire)
         return await self.stat(key)
 
     async def replicate(self, key: str, tier: str, *, pace: Pace | None = None,
                         retire: Collection[str] = (),
                         copied: Callable[[], None] | None = None) -> None:
-        """Copy ``key`` to ``tier`` too (verified); nothing to copy when a ready replica is
-        there already, also one that landed meanwhile (a reader's read-through fill committed
-        between this copy's look and its intent).
+        """Copy an object to one more tier, verified.
 
-        ``pace(source_tier, nbytes)`` is awaited before each chunk is written: a rate limit
-        (the daemon's bandwidth cap) or a progress hook. ``retire``: tiers whose replicas go
-        once the copy is there (a move), as :meth:`drop_replica` would drop them, but marked
-        ``deleting`` in the copy's own commit (one durable transaction, not two). ``copied``
-        is called once, as soon as the copy's bytes have landed and been verified (before
-        they are made durable and committed, which wait on the disk and the catalog rather
-        than move bytes: a caller may start its next copy meanwhile), or as soon as there
-        turns out to be nothing to copy.
+        There is nothing to copy when a ready replica is there already, also one that landed
+        meanwhile (a reader's read-through fill committed between this copy's look and its
+        intent).
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier to copy to.
+        pace : Pace, optional
+            Awaited as ``pace(source_tier, nbytes)`` before each chunk is written: a rate
+            limit (the daemon's bandwidth cap) or a progress hook.
+        retire : collection of str, default ()
+            Tiers whose replicas go once the copy is there (a move), as
+            :meth:`drop_replica` would drop them, but marked ``deleting`` in the copy's own
+            commit (one durable transaction, not two).
+        copied : callable, optional
+            Called once, as soon as the copy's bytes have landed and been verified (before
+            they are made durable and committed, which wait on the disk and the catalog
+            rather than move bytes: a caller may start its next copy meanwhile), or as soon
+            as there turns out to be nothing to copy.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        TierFull
+            If the copy would take ``tier`` past its capacity.
+        CopyInFlight
+            If another copy of the object to ``tier`` is under way.
+        TierError
+            If a tier fails (the written bytes are checked: a short copy is one).
+        NoReadableReplica
+            If no replica can be read to copy from.
         """
         tell = once(copied or (lambda: None))
         record = self._ready(key)
@@ -293,16 +387,35 @@ class Replicas(ReadPath):
         return local[0] if local else None
 
     async def claim_fill(self, key: str) -> FillClaim | None:
-        """Read-through fill, before a reader fetches the whole of ``key`` from a slower
-        tier: a claim that makes the fetched bytes its replica on :attr:`fill_tier` too
-        (:meth:`FillClaim.commit`), so that they cross from the slower tier once. Taken
-        before the fetch, the claim is the catalog's ``copying`` row there: the daemon's
-        staging copy and the node's other readers find the copy in flight instead of
-        fetching the same bytes (they :meth:`wait_for_copy`). Without room for the bytes
-        under the high watermark (:meth:`fill_room`) the claim only marks the fetch
-        (:attr:`FillClaim.fills` False), and is released after it. None when there is
-        nothing to claim: no fill tier, a replica there already, or the room for a fill
-        went. :class:`CopyInFlight` when another copy there is under way."""
+        """Claim a read-through fill, before a reader fetches a whole object.
+
+        Taken before a reader fetches the whole of ``key`` from a slower tier, the claim
+        makes the fetched bytes its replica on :attr:`fill_tier` too
+        (:meth:`FillClaim.commit`), so that they cross from the slower tier once. The claim
+        is the catalog's ``copying`` row there: the daemon's staging copy and the node's
+        other readers find the copy in flight instead of fetching the same bytes (they
+        :meth:`wait_for_copy`). Without room for the bytes under the high watermark
+        (:meth:`fill_room`) the claim only marks the fetch (:attr:`FillClaim.fills` False),
+        and is released after it.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        FillClaim or None
+            The claim; None when there is nothing to claim: no fill tier, a replica there
+            already, or the room for a fill went.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        CopyInFlight
+            If another copy there is under way.
+        """
         tier = self.fill_tier
         record = self.catalog.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
@@ -321,9 +434,22 @@ class Replicas(ReadPath):
         return FillClaim(self, record, dest, replica, stack, fills=fill)
 
     async def fill_room(self, nbytes: int) -> bool:
-        """Whether :attr:`fill_tier` has room for ``nbytes`` more under its high watermark,
-        counting every process's copies in flight there: the catalog is read afresh when the
-        count this process holds leaves less than a few such fills of room."""
+        """Tell whether :attr:`fill_tier` has room for more bytes under its high watermark.
+
+        Every process's copies in flight there count: the catalog is read afresh when the
+        count this process holds leaves less than a few such fills of room.
+
+        Parameters
+        ----------
+        nbytes : int
+            The bytes to fit.
+
+        Returns
+        -------
+        bool
+            True if they fit (always, on a tier without a capacity); False without a fill
+            tier.
+        """
         tier = self.fill_tier
         if tier is None:
             return False
@@ -338,8 +464,29 @@ class Replicas(ReadPath):
 
     async def wait_for_copy(self, key: str, tier: str, timeout: float, *,
                             poll: float = 0.02) -> bool:
-        """Wait, ``timeout`` seconds at most, while a copy of ``key`` to ``tier`` is in
-        flight; whether a ready replica is there now."""
+        """Wait while a copy of an object to a tier is in flight.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier copied to.
+        timeout : float
+            The most seconds to wait.
+        poll : float, default 0.02
+            Seconds between looks at the catalog.
+
+        Returns
+        -------
+        bool
+            Whether a ready replica is there now.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        """
         deadline = time.monotonic() + timeout
         while True:
             record = await self._db(self.catalog.get, validate_key(key))
@@ -350,7 +497,32 @@ class Replicas(ReadPath):
             await asyncio.sleep(poll)
 
     async def drop_replica(self, key: str, tier: str) -> ObjectInfo:
-        """Remove ``key``'s replica on ``tier``; never its last one, never its pinned one."""
+        """Remove an object's replica on a tier; never its last one, never its pinned one.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier whose replica goes.
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        ReplicaError
+            If there is no ready replica on ``tier``, it is the object's pinned one, or the
+            last ready one.
+        """
         record = self._ready(key)
         replica = record.on(self.tier(tier).name)
         if replica is None:
@@ -363,7 +535,39 @@ class Replicas(ReadPath):
         return await self.stat(key)
 
     async def move(self, key: str, tier: str) -> ObjectInfo:
-        """Leave ``key`` with one replica, on ``tier``: copy, verify, commit, then delete."""
+        """Leave an object with one replica, on ``tier``: copy, verify, commit, then delete.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier to keep it on.
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        ReplicaError
+            If the object is pinned to another tier.
+        TierFull
+            If the copy would take ``tier`` past its capacity.
+        CopyInFlight
+            If another copy of the object to ``tier`` is under way.
+        TierError
+            If a tier fails (the written bytes are checked: a short copy is one).
+        NoReadableReplica
+            If no replica can be read to copy from.
+        """
         record = self._ready(key)
         self.tier(tier)
         if record.pinned is not None and record.pinned != tier:
@@ -371,7 +575,37 @@ class Replicas(ReadPath):
         return await self.add_replica(key, tier, retire=[r.tier for r in record.ready])
 
     async def pin(self, key: str, tier: str | None = None) -> ObjectInfo:
-        """Pin ``key`` to ``tier`` (default: its best current tier), copying it there first."""
+        """Pin an object to a tier, copying it there first.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str, optional
+            The tier to pin to; its best current tier if None.
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        TierFull
+            If the copy would take ``tier`` past its capacity.
+        CopyInFlight
+            If another copy of the object to ``tier`` is under way.
+        TierError
+            If a tier fails (the written bytes are checked: a short copy is one).
+        NoReadableReplica
+            If no replica can be read to copy from.
+        """
         record = self._ready(key)
         target = tier or self.rank(record)[0].tier
         await self.replicate(key, target)
@@ -379,22 +613,90 @@ class Replicas(ReadPath):
         return await self.stat(key)
 
     async def unpin(self, key: str) -> ObjectInfo:
+        """Unpin an object: the daemon's policies may move it again.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        """
         record = self._ready(key)
         await self._db(self.catalog.set_pin, record.key, None)
         return await self.stat(key)
 
     async def rm(self, key: str) -> None:
-        """Delete ``key`` and all its replicas."""
+        """Delete an object and all its replicas.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key exists.
+        """
         validate_key(key)
         await self._retire(key, await self._db(self.catalog.begin_delete, key,
                                                owner=self.owner))
 
     async def repair(self, key: str, tier: str, *, replica_id: int | None = None
                      ) -> ObjectInfo:
-        """Replace ``key``'s replica on ``tier`` (missing, short or corrupt) by a verified
-        copy of a good one: drop it (even a pinned one: the pin stays), then copy it again
-        from the best other replica. Never an object's only replica. ``replica_id``: only if
-        the replica there is still that one (another process may have replaced it)."""
+        """Replace a bad replica (missing, short or corrupt) by a verified copy of a good one.
+
+        The replica is dropped (even a pinned one: the pin stays), then copied again from
+        the best other replica. Never an object's only replica.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        tier : str
+            The tier of the bad replica.
+        replica_id : int, optional
+            Repair only if the replica there is still that one (another process may have
+            replaced it).
+
+        Returns
+        -------
+        ObjectInfo
+            What the object is now (:meth:`stat`).
+
+        Raises
+        ------
+        InvalidKey
+            If ``key`` is not a safe relative path.
+        ObjectNotFound
+            If no object with this key has a ready replica.
+        UnknownTier
+            If ``tier`` is not configured.
+        ReplicaError
+            If there is no such ready replica on ``tier``, or no other replica to repair
+            it from.
+        TierFull
+            If the copy would take ``tier`` past its capacity.
+        CopyInFlight
+            If another copy of the object to ``tier`` is under way.
+        TierError
+            If a tier fails (the written bytes are checked: a short copy is one).
+        NoReadableReplica
+            If no replica can be read to copy from.
+        """
         record = self._ready(key)
         replica = record.on(self.tier(tier).name)
         if replica is None or (replica_id is not None and replica.id != replica_id):

@@ -61,6 +61,17 @@ class Upkeep(Replicas):
         it again, and two recoveries never both act on it. With ``dead``: the work of exactly
         these owners (``host:pid``), on any host (a cluster's leader names the daemons whose
         node lease expired).
+
+        Parameters
+        ----------
+        dead : collection of str, optional
+            Owners (``host:pid``) whose work to recover, on any host; None for the work of
+            every process presumed dead.
+
+        Returns
+        -------
+        RecoveryReport
+            What was rolled back, finished, skipped and failed.
         """
         rolled_back: list[tuple[str, str]] = []
         finished: list[tuple[str, str]] = []
@@ -101,15 +112,14 @@ class Upkeep(Replicas):
     async def adopt(self, prefix: str, tier: str, *, keys: Collection[str] | None = None,
                     jobs: int = 8, planned: Callable[[int, int], None] | None = None,
                     hashed: Callable[[int], None] | None = None) -> AdoptReport:
-        """Catalog the files already under ``prefix`` on ``tier`` (written there by other
-        tools) as objects, in place: each file's path under the tier's root is its key and
-        its replica; nothing is copied. Each file is read once to compute its checksum
-        (``jobs`` at a time; ``planned(bytes, files)`` tells how much that is, and
-        ``hashed(nbytes)`` follows each file), and the objects are committed
-        :data:`ADOPT_BATCH` to a catalog transaction, each replica with its file's version
-        (an S3 ETag; a local file's modification time and inode). A path that is not a valid
-        key, or whose key the store holds elsewhere or as a folder, is refused and reported.
-        With ``keys``, those files only (one missing is refused).
+        """Catalog the files other tools wrote under a prefix of a tier as objects, in place.
+
+        Each file's path under the tier's root is its key and its replica; nothing is
+        copied. Each file is read once to compute its checksum, and the objects are
+        committed :data:`ADOPT_BATCH` to a catalog transaction, each replica with its file's
+        version (an S3 ETag; a local file's modification time and inode). A path that is not
+        a valid key, or whose key the store holds elsewhere or as a folder, is refused and
+        reported.
 
         Run again, it is a rescan: a file adopted already is counted, not read again (an
         interrupted run resumes), unless its size or version changed (written over behind
@@ -117,7 +127,37 @@ class Upkeep(Replicas):
         copies on other tiers (of what it held before) removed, so none is served stale; a
         file adopted before and gone now takes its object with it. The prefix is remembered
         (:meth:`rescan` goes over it again). From then on the objects are the store's: its
-        policies move them like any other (pin them to keep them where they are)."""
+        policies move them like any other (pin them to keep them where they are).
+
+        Parameters
+        ----------
+        prefix : str
+            The folder of the tier to adopt.
+        tier : str
+            The tier the files are on.
+        keys : collection of str, optional
+            Those files only (one missing is refused); every file under ``prefix`` if None.
+        jobs : int, default 8
+            Files read at a time.
+        planned : callable, optional
+            Called as ``planned(bytes, files)`` with how much there is to read.
+        hashed : callable, optional
+            Called as ``hashed(nbytes)`` after each file is read.
+
+        Returns
+        -------
+        AdoptReport
+            The files adopted, counted, refused and removed.
+
+        Raises
+        ------
+        InvalidKey
+            If ``prefix`` is not a safe relative path.
+        UnknownTier
+            If ``tier`` is not configured.
+        TierError
+            If the tier cannot be listed or read.
+        """
         dest = self.tier(tier)
         wanted = validate_prefix(prefix)
 
@@ -220,9 +260,21 @@ class Upkeep(Replicas):
                 if (replica := record.on(tier)) is not None and replica.version is not None}
 
     async def rescan(self, *, jobs: int = 8) -> list[AdoptReport]:
-        """:meth:`adopt` every prefix adopted before again, as it was adopted (a whole
-        prefix: new files too; named files: those), so that files written over or removed
-        behind the store's back are taken in (see :meth:`adopt`)."""
+        """Adopt every prefix adopted before again, as it was adopted.
+
+        A whole prefix takes new files too; named files, those only. So files written over
+        or removed behind the store's back are taken in (see :meth:`adopt`).
+
+        Parameters
+        ----------
+        jobs : int, default 8
+            Files read at a time.
+
+        Returns
+        -------
+        list of AdoptReport
+            One per prefix looked at again.
+        """
         reports = []
         for tier, prefix, whole in await self._db(self.catalog.adoptions):
             if tier not in self.tiers:
@@ -234,8 +286,26 @@ class Upkeep(Replicas):
         return reports
 
     async def audit(self, *, deep: bool = False) -> AuditReport:
-        """Check that every file on every tier is named by a replica and every ready replica
-        is there with its size (and, with ``deep``, its checksum)."""
+        """Check the catalog against the tiers.
+
+        Every file on every tier must be named by a replica, and every ready replica must be
+        there with its size (and, with ``deep``, its checksum).
+
+        Parameters
+        ----------
+        deep : bool, default False
+            Read every replica back and check its checksum too.
+
+        Returns
+        -------
+        AuditReport
+            The orphan files, the missing or bad replicas, and the pending ones.
+
+        Raises
+        ------
+        TierError
+            If a tier cannot be listed.
+        """
         records = self.catalog.objects()
         named = {(r.tier, p) for rec in records for r in rec.replicas for p in (r.path, r.tmp)
                  if p}

@@ -66,7 +66,13 @@ class Tier:
     """One configured tier.
 
     Paths given to a tier are relative to its root: object keys, or tierstore's own files
-    under ``.tierstore/``. Nothing outside the root can be named.
+    under ``.tierstore/``. Nothing outside the root can be named. ``Tier(config)`` returns
+    the backend the config's URL names (a local folder, S3, any other fsspec filesystem).
+
+    Parameters
+    ----------
+    config : TierConfig
+        The tier's configuration.
     """
 
     atomic_writes: ClassVar[bool] = False
@@ -140,7 +146,23 @@ class Tier:
     # -- paths -------------------------------------------------------------------------------
 
     def full_path(self, path: str) -> str:
-        """The backend path of ``path``, refusing anything that would leave the root."""
+        """The backend path of ``path``, refusing anything that would leave the root.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+
+        Returns
+        -------
+        str
+            The path the backend opens.
+
+        Raises
+        ------
+        InvalidKey
+            If ``path`` is not a safe relative path or leaves the root.
+        """
         if path.startswith(RESERVED_PREFIX + "/"):
             inner = path[len(RESERVED_PREFIX) + 1:]
             validate_key(inner)
@@ -157,10 +179,24 @@ class Tier:
 
     @staticmethod
     def partial_path(key: str, *, mark: bool = False) -> str:
-        """A fresh temporary name for bytes of ``key`` that are not yet verified: a unique
-        prefix and as much of the key's last segment as a name may hold (any valid key's).
-        With ``mark``, the name of a claim that only marks a fetch and writes nothing
-        (:func:`tierstore.keys.is_mark`)."""
+        """Make a fresh temporary name for bytes of ``key`` that are not yet verified.
+
+        The name is a unique prefix and as much of the key's last segment as a name may hold
+        (any valid key's).
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+        mark : bool, default False
+            Name a claim that only marks a fetch and writes nothing
+            (:func:`tierstore.keys.is_mark`).
+
+        Returns
+        -------
+        str
+            The temporary path, relative to the root.
+        """
         prefix = f"{uuid.uuid4().hex}-"
         room = MAX_SEGMENT_BYTES - len(prefix)
         name = posixpath.basename(key).encode()[:room].decode(errors="ignore")
@@ -284,7 +320,29 @@ class Tier:
     # -- operations, as any fsspec filesystem does them ----------------------------------------
 
     async def read(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` of ``path``; a missing file raises FileNotFoundError."""
+        """Read bytes ``[start, end)`` of a file.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        start, end : int, optional
+            The range, ``end`` exclusive; None reads from the start or to the end.
+
+        Returns
+        -------
+        bytes
+            The bytes.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file is missing.
+        InvalidKey
+            If ``path`` is not a safe relative path or leaves the root.
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         try:
             data: bytes = await self._call("read", "cat_file", self.full_path(path),
                                            start=start, end=end)
@@ -295,9 +353,33 @@ class Tier:
         return data
 
     async def read_into(self, path: str, start: int, view: memoryview) -> int:
-        """Bytes of ``path`` from ``start`` into ``view``, as many as fit (fewer at its end);
-        how many. Every copy is made on the calling loop, never by another thread, so a read
-        cancelled midway writes no more into ``view`` after it is cancelled."""
+        """Read a file's bytes from an offset into given memory.
+
+        As many bytes as fit are read (fewer at the file's end). Every copy is made on the
+        calling loop, never by another thread, so a read cancelled midway writes no more
+        into ``view`` after it is cancelled.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        start : int
+            The offset of the first byte.
+        view : memoryview
+            Where the bytes go.
+
+        Returns
+        -------
+        int
+            How many bytes were read.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file is missing.
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         if not len(view):
             return 0
         data = await self.read(path, start, start + len(view))
@@ -316,25 +398,74 @@ class Tier:
         return None if info.get("type") == "directory" else dict(info)
 
     async def size(self, path: str) -> int | None:
-        """The size of ``path``, or None when there is no such file."""
+        """The size of a file.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+
+        Returns
+        -------
+        int or None
+            Its size in bytes, or None when there is no such file.
+        """
         info = await self._file_info(self.full_path(path))
         return None if info is None else int(info["size"])
 
     async def written_size(self, path: str, digest: str | None = None
                            ) -> tuple[int | None, bool]:
-        """The size of a file this process has just written (None: no such file), and
-        whether the backend vouches for its bytes (see the backends'); where it cannot
-        (this generic one never does), the caller reads the bytes back."""
+        """The size of a file this process has just written, and whether its bytes are vouched for.
+
+        Where the backend cannot vouch for the bytes (see the backends'; this generic one
+        never does), the caller reads them back.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        digest : str, optional
+            The checksum of the bytes sent, for a backend's receipt to be checked against.
+
+        Returns
+        -------
+        tuple of (int or None, bool)
+            The size (None: no such file) and whether the backend vouches for the bytes.
+        """
         self._vouched.pop(self.full_path(path), None)
         return await self.size(path), False
 
     async def version(self, path: str) -> tuple[int, str | None] | None:
-        """``path``'s size and version now (see :class:`TierFile`); None if it is gone."""
+        """A file's size and version now (see :class:`TierFile`).
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+
+        Returns
+        -------
+        tuple of (int, str or None) or None
+            The size and version; None if the file is gone.
+        """
         info = await self._file_info(self.full_path(path))
         return None if info is None else (int(info.get("size") or 0), file_version(info))
 
     async def hash(self, path: str, size: int) -> Hasher:
-        """Read ``path`` whole and hash it, as :meth:`iter_read` streams it."""
+        """Read a file whole and hash it, as :meth:`iter_read` streams it.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        size : int
+            Its expected size.
+
+        Returns
+        -------
+        Hasher
+            The hash of the bytes read, and their count.
+        """
         hasher = Hasher()
         async for chunk in self.iter_read(path, size):
             hasher.update(chunk)
@@ -342,9 +473,23 @@ class Tier:
 
     async def iter_read(self, path: str, size: int, part: int = PART_SIZE
                         ) -> AsyncIterator[Chunk]:
-        """Stream ``path`` as ranged reads of ``part`` bytes, one read ahead (each chunk
-        lent only until the next is asked for, where a backend streams views: copy what
-        you keep)."""
+        """Stream a file as ranged reads of ``part`` bytes, one read ahead.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        size : int
+            Its size.
+        part : int, default PART_SIZE
+            The bytes of each read.
+
+        Yields
+        ------
+        Chunk
+            The file's bytes in order; each chunk lent only until the next is asked for,
+            where a backend streams views: copy what you keep.
+        """
         if size <= 0:
             return  # a ranged read of nothing is an error on some servers (HTTP 416)
         offsets = list(range(0, size, part))
@@ -361,7 +506,27 @@ class Tier:
                 pending.cancel()
 
     async def write(self, path: str, chunks: AsyncIterable[Chunk]) -> int:
-        """Stream ``chunks`` into ``path`` (replacing it); returns the bytes written."""
+        """Stream chunks into a file, replacing it.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        chunks : async iterable of Chunk
+            The bytes.
+
+        Returns
+        -------
+        int
+            The bytes written.
+
+        Raises
+        ------
+        InvalidKey
+            If ``path`` is not a safe relative path or leaves the root.
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         full = self.full_path(path)
         self._vouched.pop(full, None)
         fs = await self._fs()
@@ -402,7 +567,18 @@ class Tier:
         return written
 
     async def remove(self, path: str) -> None:
-        """Delete ``path``; deleting what is already gone is not an error."""
+        """Delete a file; deleting what is already gone is not an error.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+
+        Raises
+        ------
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         full = self.full_path(path)
         self._vouched.pop(full, None)
         try:
@@ -414,21 +590,62 @@ class Tier:
                 raise
 
     async def abort_uploads(self, path: str) -> None:
-        """Abort unfinished multipart uploads of ``path`` (where a backend has them)."""
+        """Abort unfinished multipart uploads of a file (where a backend has them).
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        """
 
     async def rename(self, src: str, dst: str) -> None:
-        """Move ``src`` to ``dst`` on this tier (see :attr:`atomic_rename`)."""
+        """Move a file on this tier (see :attr:`atomic_rename`).
+
+        Parameters
+        ----------
+        src, dst : str
+            The paths from and to, relative to the root.
+
+        Raises
+        ------
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         await self._call("rename", "mv_file" if self.is_async else "mv", self.full_path(src),
                          self.full_path(dst))
 
     async def sync(self, path: str) -> None:
-        """Make ``path``'s bytes and its name durable (a backend's write that is durable
-        when it is acknowledged needs nothing more)."""
+        """Make a file's bytes and its name durable.
+
+        A backend's write that is durable when it is acknowledged needs nothing more.
+
+        Parameters
+        ----------
+        path : str
+            Relative to the tier's root.
+        """
 
     async def walk(self, folder: str = "") -> list[TierFile]:
-        """Every file under the root (under its ``folder``, if given), tierstore's own
-        included; in a local folder, the regular files reached without following a link
-        (see :meth:`full_path`)."""
+        """List every file under the root, tierstore's own included.
+
+        In a local folder, the regular files reached without following a link (see
+        :meth:`full_path`).
+
+        Parameters
+        ----------
+        folder : str, default ""
+            List only under this folder of the root.
+
+        Returns
+        -------
+        list of TierFile
+            The files, sorted by path.
+
+        Raises
+        ------
+        TierError
+            If the backend fails (TierUnavailable when its server cannot be reached).
+        """
         fs = await self._fs()
         if hasattr(fs, "invalidate_cache"):
             fs.invalidate_cache()
