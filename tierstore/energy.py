@@ -310,8 +310,20 @@ class EnergyModel:
         return nbytes / TB * self.media[tier_class].watts_per_tb
 
     def not_carried(self, counts: Mapping[tuple[Distance, Distance], int]) -> float:
-        """The network energy locality saved: bytes read at the second distance of each
-        key where a reader blind to sites would have carried them from the first."""
+        """Estimate the network energy locality saved.
+
+        Parameters
+        ----------
+        counts : Mapping[tuple[Distance, Distance], int]
+            Bytes read at the second distance of each key where a reader blind to sites
+            would have carried them from the first (``Locality.not_carried``).
+
+        Returns
+        -------
+        float
+            The energy, in J: each count's bytes at the first distance's J/GB less the
+            second's.
+        """
         return sum(n / GB * (self.network[far] - self.network[near])
                    for (far, near), n in counts.items())
 
