@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from tierstore._progress import Steps
 from tierstore.catalog import Catalog, open_catalog
+from tierstore.cli.progress import Steps
 from tierstore.quantiles import percentile
 
 from .catalog_pgserver import find_postgres, temporary_postgres

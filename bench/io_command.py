@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tierstore import __version__
-from tierstore._progress import interactive
+from tierstore.cli.progress import interactive
 from tierstore.redaction import redact
 
 from .cli import HELP

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from tierstore._progress import Steps, Transfer
+from tierstore.cli.progress import Steps, Transfer
 from tierstore.energy import EnergyModel
 from tierstore.errors import MissingExtra, require
 from tierstore.sync import open_store

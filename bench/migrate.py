@@ -54,7 +54,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from tierstore._progress import Transfer, bounded
+from tierstore.cli.progress import Transfer, bounded
 from tierstore.config import Config, TierClass, TierConfig, load_config
 from tierstore.daemon import Daemon, DaemonOptions
 from tierstore.keys import RESERVED_PREFIX

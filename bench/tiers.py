@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import TimeElapsedColumn
 from rich.table import Table
 
-from tierstore._progress import Steps
+from tierstore.cli.progress import Steps
 from tierstore.config import Config, load_config
 
 from .engine import JobPlan, run_job

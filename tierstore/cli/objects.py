@@ -18,13 +18,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._progress import Transfer, each, put_files
 from ..errors import ObjectNotFound
 from ..keys import validate_key
 from ..redaction import redact
 from ..store import ObjectInfo, Store
 from .base import CommandError, command, with_store
 from .output import format_du, format_stat, human, info_json, plural, print_json, print_long
+from .progress import Transfer, each, put_files
 
 __all__ = ["add_adopt_command", "add_listing_commands", "add_placement_commands",
            "add_transfer_commands", "plan_put"]

@@ -27,8 +27,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .store import ObjectInfo, Store
-from .tier import PART_SIZE
+from ..store import ObjectInfo, Store
+from ..tier import PART_SIZE
 
 __all__ = ["JOBS", "Steps", "Transfer", "bounded", "each", "interactive", "put_files"]
 
