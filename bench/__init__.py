@@ -1,10 +1,10 @@
-"""tierstore.bench: fio-like benchmarks of tiers and read paths, and their reports.
+"""tierstore.cli.bench: fio-like benchmarks of tiers and read paths, and their reports.
 
 ``tierstore bench io`` speaks fio's language: its options and job files
 (:func:`parse_command_line`, :class:`JobOptions`), its latency histogram
 (:class:`LatencyHistogram`) and its JSON (:func:`fio_json`), over local files, any fsspec URL,
 ``tier://`` keys and configured tiers. :func:`plan_jobs` and :func:`run_plans` run jobs from
-Python; ``python -m tierstore.bench.compare_fio`` runs fio and tierstore side by side.
+Python; ``python -m tierstore.cli.bench.compare_fio`` runs fio and tierstore side by side.
 
 Names load on first use, so building the ``tierstore`` command line imports nothing heavy.
 """

@@ -2,7 +2,7 @@
 # Single-node Ceph 16.2 (Debian bookworm packages) with an S3 gateway (radosgw, beast) on 127.0.0.1.
 # 1 mon, 1 mgr, 1 osd (memstore in RAM by default, or bluestore on a file), 1 radosgw; no systemd,
 # no cephadm, nothing in /etc/ceph touched. Adapted from /work/shared/tools/ceph-single-node.sh;
-# tierstore.bench.ceph.start_ceph() (the tests' fixture and `bench loader --s3 ceph`) runs it
+# tierstore.cli.bench.ceph.start_ceph() (the tests' fixture and `bench loader --s3 ceph`) runs it
 # with free ports and a random secret.
 #
 #   apt-get install -y --no-install-recommends ceph-mon ceph-mgr ceph-osd radosgw ceph-common

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m tierstore.bench.compare_fio --runs 3 -- --rw=read --bs=1m --size=1g \\
+    python -m tierstore.cli.bench.compare_fio --runs 3 -- --rw=read --bs=1m --size=1g \\
         --runtime=5 --time_based --filename=/nvme/compare.dat
 
 Each run is fio, then tierstore, then fio again, so drift (a warming disk, a busy neighbour)
@@ -159,7 +159,7 @@ def _job(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tierstore.bench.compare_fio",
+        prog="python -m tierstore.cli.bench.compare_fio",
         description="fio and tierstore bench io side by side on the same job and file")
     parser.add_argument("--runs", type=int, default=3, help="fio/tierstore/fio rounds")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a standard job shape")

@@ -1,10 +1,10 @@
 """The engine: one job in one process, keeping ``iodepth`` requests in flight.
 
-A job has ``iodepth`` :class:`~tierstore.bench.lane.Lane` objects: threads over local files,
+A job has ``iodepth`` :class:`~tierstore.cli.bench.lane.Lane` objects: threads over local files,
 coroutines over object stores and tiers. The engine opens the target, waits at the start gate
 (all job processes start together), runs the ramp, then the measured phase with a sampler of
 fio's 500 ms bandwidth and IOPS windows, then ``end_fsync``, and gathers the lanes'
-histograms and counters into a :class:`~tierstore.bench.stats.JobResult` with the CPU time
+histograms and counters into a :class:`~tierstore.cli.bench.stats.JobResult` with the CPU time
 and context switches of the process.
 """
 

@@ -2,7 +2,7 @@
 
 :func:`job_options` turns the text options of one job (its ``[global]`` options merged with its
 own, as fio merges them) into a frozen :class:`JobOptions`. An option fio has but tierstore does
-not implement is an :class:`~tierstore.bench.errors.UnsupportedOption`, never ignored.
+not implement is an :class:`~tierstore.cli.bench.errors.UnsupportedOption`, never ignored.
 
 Besides fio's options a job may name where it runs: ``tier`` (a configured tier, read and
 written through the Tier object), ``config`` (the store configuration for ``tier`` and

@@ -104,7 +104,7 @@ class PeerSite:
 class Peer(ABC):
     """One peer loader over one dataset: :meth:`write` it, :meth:`open` the loader, iterate
     :meth:`epoch` per epoch, :meth:`close`. Batches are
-    :func:`~tierstore.bench.loader_baselines.collate_payloads` dicts (``ids`` included)."""
+    :func:`~tierstore.cli.bench.loader_baselines.collate_payloads` dicts (``ids`` included)."""
 
     name: ClassVar[str]  # as --baselines names it
     title: ClassVar[str]  # in words, for the report

@@ -21,7 +21,7 @@ STUB_VERSION = "0+tierstore.bench.stub"
 
 
 def _unavailable(*args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("torchvision is a stub here (tierstore.bench.peers.shims): no working "
+    raise RuntimeError("torchvision is a stub here (tierstore.cli.bench.peers.shims): no working "
                        "torchvision is installed beside the CPU torch")
 
 
@@ -52,7 +52,7 @@ def stand_in_torchvision() -> str | None:
         "torchvision.io": {},
     }
     for name, attributes in names.items():
-        stub = types.ModuleType(name, "a stub for tierstore.bench's peers (see its shims)")
+        stub = types.ModuleType(name, "a stub for tierstore.cli.bench's peers (see its shims)")
         stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
         stub.__dict__.update(attributes)
         sys.modules[name] = stub
