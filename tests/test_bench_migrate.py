@@ -16,7 +16,7 @@ from storefixtures import make_config, toml_for
 
 from tierstore import Config, open_store
 from tierstore.checksum import checksum
-from tierstore.cli.bench.ceph import ceph_missing
+from tierstore.cli.bench.common.ceph import ceph_missing
 from tierstore.errors import ChecksumMismatch, TierstoreError
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
