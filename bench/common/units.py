@@ -3,6 +3,11 @@
 Sizes follow fio's default ``kb_base=1024``: ``4k``, ``4K`` and ``4kb`` are 4096 bytes, and
 (fio's compatibility rule) the IEC spelling ``4KiB`` is 4000. Times without a unit are seconds
 for ``runtime`` and ``ramp_time``; ``ms``, ``us``, ``s``, ``m``, ``h`` and ``d`` are accepted.
+
+This is not :mod:`tierstore.units`, which reads the config file's and the command line's sizes
+the other way round (``4k`` is 4000 bytes, ``4KiB`` 4096) and raises ``ConfigError``. As
+before: fio's options and the sizes of ``bench tiers``, ``migrate`` and ``ingest`` are read
+here, those of ``bench loader`` and ``locality`` by :mod:`tierstore.units`.
 """
 
 from __future__ import annotations

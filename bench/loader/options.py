@@ -17,9 +17,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from tierstore.config import parse_size
 from tierstore.energy import ACCELERATOR_WATTS, DEFAULT_ACCELERATOR, DEFAULT_INTENSITY
 from tierstore.errors import ConfigError
+from tierstore.units import parse_size
 
 __all__ = ["PRESETS", "Preset", "add_loader_arguments"]
 

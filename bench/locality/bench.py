@@ -163,8 +163,8 @@ def _config(home: Path, sites: Any, home_site: str, *, hedge: bool) -> Any:
 
 
 async def _bench(args: argparse.Namespace, sites: Any, home: Path) -> list[dict[str, Any]]:
-    from tierstore.config import parse_size
     from tierstore.store import Store
+    from tierstore.units import parse_size
 
     size = parse_size(args.size, field="--size")
     rng = random.Random(args.seed)
