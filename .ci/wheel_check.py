@@ -34,12 +34,22 @@ def source_files() -> set[str]:
     config = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
     setuptools = config["tool"]["setuptools"]
     data = setuptools.get("package-data", {})
+    mapped = setuptools["package-dir"]
     files = set()
-    for package, folder in setuptools["package-dir"].items():
-        found = [p for p in Path(folder).rglob("*.py") if "__pycache__" not in p.parts]
-        found += [p for pattern in data.get(package, []) for p in Path(folder).glob(pattern)]
-        for path in found:
-            files.add(str(PurePosixPath(*package.split("."), *path.relative_to(folder).parts)))
+    for package, folder in mapped.items():
+        for path in Path(folder).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                files.add(str(PurePosixPath(*package.split("."), *path.relative_to(folder).parts)))
+    for package, patterns in data.items():
+        # a package's data lies in its folder: that of the longest mapped package it is in
+        # (tierstore.cli.bench.common is bench/common/)
+        root = max((name for name in mapped if package == name or package.startswith(name + ".")),
+                   key=len)
+        folder = Path(mapped[root], *package[len(root):].split(".")[1:])
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                files.add(str(PurePosixPath(*package.split("."),
+                                            *path.relative_to(folder).parts)))
     return files
 
 

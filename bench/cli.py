@@ -1,8 +1,11 @@
-"""``tierstore bench``: registered in ``tierstore/cli.py`` by :func:`add_bench_commands`.
+"""``tierstore bench``: registered in ``tierstore/cli/__init__.py`` by
+:func:`add_bench_commands`.
 
-The arguments after ``bench io`` are fio's, parsed by :mod:`.jobfile` (argparse would reject
-fio's ``--name=`` that starts each job), so this parser takes them as they are. Nothing heavy
-is imported until a benchmark runs: every ``tierstore`` command builds this parser.
+The arguments after ``bench io`` are fio's, parsed by :mod:`.io.jobfile` (argparse would reject
+fio's ``--name=`` that starts each job), so this parser takes them as they are (its help is
+:mod:`.io.command`'s). Nothing heavy is imported until a benchmark runs: every ``tierstore``
+command builds this parser. A benchmark's module is named by its path in this package
+(``"loader.bench"``), imported when the benchmark runs.
 """
 
 from __future__ import annotations
@@ -12,43 +15,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HELP", "add_bench_commands"]
-
-HELP = """\
-usage: tierstore bench io [JOBFILE...] [--option=value...] [--name=NAME --option=value...]
-
-fio's options and meanings (options before the first --name are global):
-  --name=NAME            start a job                 --rw=read|write|randread|randwrite|randrw|rw
-  --bs=4k                block size (k=1024)         --bsrange=4k-64k   random multiples of low
-  --size=1g              bytes per job (split over   --nrfiles=N        files per job
-                         its files)                  --rwmixread=70     reads in a mix (percent)
-  --iodepth=N            I/Os in flight per job      --numjobs=N        processes per job
-  --runtime=30           seconds (or 500ms, 2m)      --time_based       run until runtime
-  --ramp_time=5          not measured at start       --direct=1         O_DIRECT (local files)
-  --random_distribution=random|zipf:THETA            --fsync=N, --end_fsync=1 (local writes)
-  --group_reporting      one result per group        --invalidate=0     keep the page cache
-  --fadvise_hint=0       keep read-ahead on random I/O
-  --stonewall            wait for earlier jobs to end; starts a new group (wait_for_previous)
-  --new_group            start a new reporting group (jobs still run together)
-  --randseed=N, --randrepeat=0, --unlink=1, --description=TEXT, --ioengine=tierstore|psync
-  --output-format=normal|json|json+                  --output=FILE
-
-tierstore's own (not fio's):
-  --results=DIR          save the run (fio's JSON with the machine and the command) as a
-                         JSON result in DIR (default: $TIERSTORE_RESULTS, else
-                         ./bench-results); --results=none saves nothing. The path is printed
-                         on stderr; 'tierstore bench report DIR/*.json' plots results.
-
-where the files are:
-  --filename=PATH[:PATH] local files; --directory=DIR holds NAME.JOB.FILE files otherwise
-  --filename=s3://bucket/key   any fsspec URL, with --endpoint_url=http://host:port and
-                         --storage_options='{"key": ..., "secret": ...}' (JSON)
-  --filename=tier://key  a key through tierstore's read and write paths (--config=STORE.toml)
-  --tier=NAME            a configured tier, through its Tier object (files under
-                         .tierstore/bench/ on the tier, removed after the run)
-
-Any other fio option is an error that names it.
-"""
+__all__ = ["add_bench_commands"]
 
 
 def _lazy(module: str, function: str) -> Callable[[argparse.Namespace], int]:
@@ -72,9 +39,9 @@ def add_bench_commands(sub: Any) -> None:
                                      "keys and tiers", add_help=False, prefix_chars="+",
                           usage="tierstore bench io [JOBFILE...] [--option=value...]")
     io.add_argument("fio_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    io.set_defaults(run=_lazy("io_command", "run_io"))
+    io.set_defaults(run=_lazy("io.command", "run_io"))
     _add_command(
-        kinds, "loader", "loader_options", "loader_bench", "run_loader",
+        kinds, "loader", "loader.options", "loader.bench", "run_loader",
         help="accelerator utilisation of tierstore's loader vs plain DataLoaders",
         description="MLPerf Storage-like: generate a dataset in a tier, emulate the "
                     "accelerator's compute per batch, run several epochs of TierLoader and of "
@@ -97,14 +64,14 @@ def add_bench_commands(sub: Any) -> None:
                     "Streaming's and LitData's own writers (the [peers] extra): MB/s and "
                     "client CPU per GB, with ratios against WebDataset's.")
     _add_command(
-        kinds, "catalog", "catalog_bench", "catalog_bench", "run_catalog",
+        kinds, "catalog", "catalog.bench", "catalog.bench", "run_catalog",
         help="catalog lookups and access recording: SQLite vs PostgreSQL",
         description="Fill a SQLite and a PostgreSQL catalog to each size (--objects "
                     "10k,100k,1m) and measure lookups (get) and batched access recording "
                     "(record_access): throughput and p50/p99 latency side by side, as a "
                     "table and a JSON result.")
     _add_command(
-        kinds, "locality", "locality_bench", "locality_bench", "run_locality",
+        kinds, "locality", "locality.bench", "locality.bench", "run_locality",
         help="replica selection over three sites at a network distance",
         description="Three sites at about 1, 10 and 50 ms (network namespaces with a packet "
                     "delay wire, an S3 server each; needs root): read latency p50/p99 and "
@@ -136,7 +103,7 @@ def _add_report_command(kinds: Any) -> None:
                         help="result JSON files (tierstore's, or fio's JSON output)")
     report.add_argument("--out", metavar="DIR", default="bench-report",
                         help="folder for report.md and the plots (default: ./bench-report)")
-    report.set_defaults(run=_lazy("report", "run_report"))
+    report.set_defaults(run=_lazy("report.command", "run_report"))
 
 
 def _add_tiers_command(kinds: Any) -> None:

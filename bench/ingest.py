@@ -6,7 +6,7 @@ extra), each into a prefix of its own.
 Per writer: seconds, MB/s (the samples' bytes per second), objects and bytes stored, and the
 client's CPU per GB (this process and its children, LitData writing from a forked worker; the
 S3 server the run started is left out), with ratios against WebDataset's. The samples are the
-loader benchmark's (:class:`~.peers.SampleSource`: random, the same bytes for every writer);
+loader benchmark's (:class:`~.loader.peers.SampleSource`: random, the same bytes for every writer);
 making them costs every writer the same, so it is measured once on its own and taken out of
 the ``net`` CPU per GB. A peer not installed is recorded with the reason, one that fails with
 its error, and the run goes on.
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BenchError
-from .results import result_document, save_and_say, write_json
-from .units import parse_size
+from .common.errors import BenchError
+from .common.results import result_document, save_and_say, write_json
+from .common.units import parse_size
 
 if TYPE_CHECKING:  # the command line imports this module; torch and NumPy wait for a run
-    from .loader_measure import MemorySampler
-    from .loader_setup import BenchStore
+    from .loader.measure import MemorySampler
+    from .loader.setup import BenchStore
 
 __all__ = ["WRITERS", "add_ingest_arguments", "run_ingest"]
 
@@ -57,10 +57,10 @@ def add_ingest_arguments(cmd: argparse.ArgumentParser) -> None:
 
 def run_ingest(args: argparse.Namespace) -> int:
     """``tierstore bench ingest``: write with each writer, print a table, save the result."""
-    from .loader_bench import normal_sizes
-    from .loader_measure import MemorySampler
-    from .loader_setup import make_bench_store, remove_tree
-    from .peers import SampleSource
+    from .loader.bench import normal_sizes
+    from .loader.measure import MemorySampler
+    from .loader.peers import SampleSource
+    from .loader.setup import make_bench_store, remove_tree
 
     try:
         writers = [w.strip() for w in args.writers.split(",") if w.strip()]
@@ -164,8 +164,8 @@ def _tierstore(bench: BenchStore, source: Any, shard_bytes: int) -> dict[str, in
 
 def _peer(name: str, bench: BenchStore, source: Any, shard_bytes: int, meter: MemorySampler
           ) -> tuple[float, float, dict[str, int]]:
-    from .loader_bench import peer_site
-    from .peers import peer_class
+    from .loader.bench import peer_site
+    from .loader.peers import peer_class
 
     cls = peer_class(name)
     if (missing := cls.missing()) is not None:

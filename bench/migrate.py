@@ -27,7 +27,7 @@ Where the tiers are: ``--config STORE.toml`` (any store; the objects live under
 folder (``--dir``) whose ``hot`` and ``cold`` tiers are local folders and whose ``warm``
 tier is a local folder too, or with ``--s3 moto`` a bucket on a moto server started for the
 run (a separate process on 127.0.0.1; needs ``moto[server]``), with ``--s3 ceph`` a bucket on
-the project's single-node Ceph RGW started for the run (``bench/ceph-single-node.sh``).
+the project's single-node Ceph RGW started for the run (``bench/common/ceph-single-node.sh``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from tierstore._progress import Transfer, bounded
+from tierstore.cli.progress import Transfer, bounded
 from tierstore.config import Config, TierClass, TierConfig, load_config
 from tierstore.daemon import Daemon, DaemonOptions
 from tierstore.keys import RESERVED_PREFIX
@@ -65,10 +65,10 @@ from tierstore.redaction import redact
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
 
-from .ceph import free_port
-from .errors import BenchError
-from .results import result_document, save_and_say, write_json
-from .units import parse_size
+from .common.ceph import free_port
+from .common.errors import BenchError
+from .common.results import result_document, save_and_say, write_json
+from .common.units import parse_size
 
 __all__ = ["MigrateSettings", "add_migrate_arguments", "local_moto", "measure", "run_migrate",
            "scratch_config"]
@@ -422,7 +422,7 @@ def scratch_config(s3: str | None, folder: str | None = None) -> Iterator[Config
                                        url=f"s3://{moto['bucket']}/warm",
                                        options=moto["options"])
         elif s3 == "ceph":
-            from .loader_setup import start_bench_ceph
+            from .loader.setup import start_bench_ceph
 
             ceph, stop = start_bench_ceph(home, CEPH_BYTES)
             stack.callback(stop)

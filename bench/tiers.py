@@ -25,20 +25,20 @@ from rich.console import Console
 from rich.progress import TimeElapsedColumn
 from rich.table import Table
 
-from tierstore._progress import Steps
+from tierstore.cli.progress import Steps
 from tierstore.config import Config, load_config
 
-from .engine import JobPlan, run_job
-from .errors import BenchError
-from .fio_results import bs_text, fio_entries
-from .io_command import ENGINE
-from .machine import block_device, describe_machine, nearest_existing
-from .options import RW_MODES, job_options
-from .report_json import fio_json
-from .report_text import num2str
-from .results import result_document, save_and_say, write_json
-from .runner import plan_jobs
-from .units import parse_size, parse_time
+from .common.errors import BenchError
+from .common.machine import block_device, describe_machine, nearest_existing
+from .common.results import result_document, save_and_say, write_json
+from .common.units import parse_size, parse_time
+from .io.command import ENGINE
+from .io.engine import JobPlan, run_job
+from .io.fio_results import bs_text, fio_entries
+from .io.options import RW_MODES, job_options
+from .io.report_json import fio_json
+from .io.report_text import num2str
+from .io.runner import plan_jobs
 
 __all__ = ["Cell", "run_tiers", "standard_matrix", "survey"]
 

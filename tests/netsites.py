@@ -1,12 +1,13 @@
 """Sites at a real network distance for the tests: the benchmark's own
-(:mod:`tierstore.bench.netsites`, with its delay wire ``bench/tunwire.py``), re-exported.
+(:mod:`tierstore.cli.bench.locality.netsites`, with its delay wire
+``bench/locality/tunwire.py``), re-exported.
 
 One Linux network namespace per site, joined to the root namespace by a packet-level delay
 wire, and one S3-compatible server (moto in server mode) per site. Only the distance is
 simulated; the servers, TCP and the signals that kill them are real.
 """
 
-from tierstore.bench.netsites import (
+from tierstore.cli.bench.locality.netsites import (
     NetSite,
     NetSites,
     SiteServer,

@@ -2,8 +2,8 @@
 
 Both are started by session fixtures in ``tests/conftest.py``; this module has no pytest
 dependency. The Ceph starter and :class:`S3Server` live in the package
-(``tierstore.bench.ceph``), so ``tierstore bench loader --s3 ceph`` starts the same cluster;
-they are re-exported here::
+(``tierstore.cli.bench.common.ceph``), so ``tierstore bench loader --s3 ceph`` starts the same
+cluster; they are re-exported here::
 
     server, stop = start_moto()
     fs = s3fs.S3FileSystem(**server.storage_options())
@@ -20,7 +20,7 @@ import logging
 import secrets
 import urllib.request
 
-from tierstore.bench.ceph import (  # noqa: F401  (re-exported for the tests)
+from tierstore.cli.bench.common.ceph import (  # noqa: F401  (re-exported for the tests)
     _CEPH_DIRS,
     CEPH_BINARIES,
     CEPH_SCRIPT,

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from pgserver import PgServer
 
-from tierstore.bench.catalog_bench import parse_counts
-from tierstore.bench.catalog_pgserver import find_postgres
-from tierstore.bench.errors import BenchError
 from tierstore.cli import main
+from tierstore.cli.bench.catalog.bench import parse_counts
+from tierstore.cli.bench.catalog.pgserver import find_postgres
+from tierstore.cli.bench.common.errors import BenchError
 
 SMALL = ["--objects", "1k,2k", "--lookups", "300", "--batch", "100", "--batches", "5"]
 FIELDS = {"backend", "objects", "operation", "calls", "events", "seconds", "rate", "unit",

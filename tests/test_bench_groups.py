@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tierstore.bench.jobfile import parse_command_line
-from tierstore.bench.runner import group_results, job_groups, plan_jobs, run_plans
 from tierstore.cli import main
+from tierstore.cli.bench.io.jobfile import parse_command_line
+from tierstore.cli.bench.io.runner import group_results, job_groups, plan_jobs, run_plans
 
 JOBS = """\
 [global]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tierstore.bench.loader_bench import normal_sizes
 from tierstore.cli import main
+from tierstore.cli.bench.loader.bench import normal_sizes
 
 
 def test_each_writer_writes_the_samples_and_says_what_it_cost(tmp_path: Path) -> None:

@@ -21,16 +21,16 @@ from s3servers import S3Server
 from storefixtures import make_config, toml_for
 
 from tierstore import open_store
-from tierstore.bench.errors import BenchError, UnsupportedOption
-from tierstore.bench.histogram import (
+from tierstore.cli import main
+from tierstore.cli.bench.common.errors import BenchError, UnsupportedOption
+from tierstore.cli.bench.common.units import parse_size, parse_time
+from tierstore.cli.bench.io.histogram import (
     FIO_PERCENTILES,
     LatencyHistogram,
     bucket_index,
     bucket_value,
 )
-from tierstore.bench.jobfile import parse_command_line
-from tierstore.bench.units import parse_size, parse_time
-from tierstore.cli import main
+from tierstore.cli.bench.io.jobfile import parse_command_line
 
 FIO = shutil.which("fio")
 needs_fio = pytest.mark.skipif(FIO is None, reason="fio is not installed "
@@ -299,7 +299,7 @@ def test_json_has_fios_structure(tmp_path: Path, capsys: pytest.CaptureFixture[s
 @needs_fio
 def test_compare_fio_side_by_side(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tierstore.bench.compare_fio", "--runs=1", "--json", "--",
+        [sys.executable, "-m", "tierstore.cli.bench.io.compare_fio", "--runs=1", "--json", "--",
          "--rw=randread", "--bs=4k", "--size=1m", "--runtime=200ms", "--time_based",
          f"--filename={tmp_path / 'cmp.bin'}"],
         capture_output=True, text=True, timeout=120)

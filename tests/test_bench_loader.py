@@ -16,10 +16,10 @@ import pytest
 from storefixtures import toml_for
 
 from tierstore import Config, SyncStore, TierClass, TierConfig
-from tierstore.bench.loader_baselines import SampleReads, collate_payloads, sample_refs
-from tierstore.bench.loader_measure import lru_hit_rates, shard_reads
-from tierstore.bench.loader_setup import config_toml
 from tierstore.cli import build_parser, main
+from tierstore.cli.bench.loader.baselines import SampleReads, collate_payloads, sample_refs
+from tierstore.cli.bench.loader.measure import lru_hit_rates, shard_reads
+from tierstore.cli.bench.loader.setup import config_toml
 from tierstore.config import config_from_toml
 from tierstore.loader import OrderSpec, write_tar_shards
 from tierstore.loader.runtime import LoopThread
@@ -111,7 +111,7 @@ def test_bench_loader_options_parse() -> None:
                                       "--scale", "0.01", "--no-daemon", "--loaders",
                                       "tierstore,plain"])
     assert args.daemon is False and args.loaders == ["tierstore", "plain"]
-    from tierstore.bench.loader_bench import workload_of
+    from tierstore.cli.bench.loader.bench import workload_of
 
     work = workload_of(args)
     assert work.format == "raw" and work.batch_size == 7
@@ -177,7 +177,7 @@ def test_baseline_reads_each_sample_by_its_range(local_store: SyncStore,
 
 
 def test_without_compute_au_is_no_criterion() -> None:
-    from tierstore.bench.loader_bench import criteria, render_criteria
+    from tierstore.cli.bench.loader.bench import criteria, render_criteria
 
     def entry(loader: str, sps: float) -> dict[str, Any]:
         return {"loader": loader, "epoch": 0, "samples_per_s": sps, "au": 0.0,
@@ -196,7 +196,7 @@ def test_without_compute_au_is_no_criterion() -> None:
 
 
 def test_a_short_read_in_a_baseline_is_a_clear_error(tmp_path: Path) -> None:
-    from tierstore.bench.loader_baselines import SampleReads, SampleRef
+    from tierstore.cli.bench.loader.baselines import SampleReads, SampleRef
 
     path = tmp_path / "shard.bin"
     path.write_bytes(b"x" * 100)
@@ -210,7 +210,7 @@ def test_a_short_read_in_a_baseline_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_half_written_filecache_copy_is_read_from_the_tier(tmp_path: Path) -> None:
     """filecache has no lock between processes: a worker can open the copy another is still
     downloading. The baseline then reads the range from the tier itself (not cached)."""
-    from tierstore.bench.loader_baselines import CACHED, SampleReads, SampleRef
+    from tierstore.cli.bench.loader.baselines import CACHED, SampleReads, SampleRef
 
     data = bytes(range(256)) * 4
     (tmp_path / "shard.bin").write_bytes(data)
@@ -259,7 +259,7 @@ def test_accelerators_refuse_the_baselines_that_do_not_split_by_rank(
 
 
 def test_find_max_doubles_then_bisects_to_the_last_count_kept() -> None:
-    from tierstore.bench.find_max import Trial, find_max
+    from tierstore.cli.bench.loader.find_max import Trial, find_max
 
     def limit(kept: int) -> Callable[[int], Trial]:
         return lambda n: Trial(n, au=[0.95, 0.93] if n <= kept else [0.95, 0.6])

@@ -15,8 +15,8 @@ import pytest
 from storefixtures import make_config, toml_for
 
 from tierstore import Config, open_store
-from tierstore.bench.ceph import ceph_missing
 from tierstore.checksum import checksum
+from tierstore.cli.bench.common.ceph import ceph_missing
 from tierstore.errors import ChecksumMismatch, TierstoreError
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tierstore.bench.loader_measure import EpochRun, exactly_once
-from tierstore.bench.loader_options import PEERS
-from tierstore.bench.peers import peer_class
 from tierstore.cli import main
+from tierstore.cli.bench.loader.measure import EpochRun, exactly_once
+from tierstore.cli.bench.loader.options import PEERS
+from tierstore.cli.bench.loader.peers import peer_class
 
 SAMPLES = 48
 
@@ -144,7 +144,7 @@ def test_a_missing_peers_install_hint_is_printed_as_written() -> None:
     ``pip install 'tierstore'``."""
     from rich.console import Console
 
-    from tierstore.bench.loader_bench import render_summary
+    from tierstore.cli.bench.loader.bench import render_summary
 
     hint = "pip install 'tierstore[peers]'"
     document = {"summary": [], "failures": [

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tierstore.bench.fio_results import fio_entries, latency_curves
-from tierstore.bench.results import load_result, result_document, save_result
 from tierstore.cli import main
+from tierstore.cli.bench.common.results import load_result, result_document, save_result
+from tierstore.cli.bench.io.fio_results import fio_entries, latency_curves
 
 FIO = shutil.which("fio")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,8 +16,8 @@ from s3servers import S3Server
 from storefixtures import make_config, toml_for
 from test_bench_report import assert_png, run
 
-from tierstore.bench.results import load_result
-from tierstore.bench.tiers import standard_matrix
+from tierstore.cli.bench.common.results import load_result
+from tierstore.cli.bench.tiers import standard_matrix
 
 FAST = ("--runtime=100ms", "--size=256k")
 

@@ -2,9 +2,10 @@
 with its own S3 server (moto, a real HTTP server process), at about 1, 10 and 50 ms added
 round-trip time from the reader.
 
-Only the distance is simulated (``bench/tunwire.py`` holds packets for the RTT); the servers,
-TCP and the signals that kill them are real, and the store under test is used whole. The tests
-assert which replica served reads (the store's counters), never how long anything took.
+Only the distance is simulated (``bench/locality/tunwire.py`` holds packets for the RTT); the
+servers, TCP and the signals that kill them are real, and the store under test is used whole.
+The tests assert which replica served reads (the store's counters), never how long anything
+took.
 """
 
 from __future__ import annotations

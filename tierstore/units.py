@@ -1,5 +1,6 @@
 """Sizes and durations as people write them: one parser each, for the config file, the
-command line and the policies (``tierstore.bench.units`` keeps fio's own option grammar)."""
+command line and the policies (``tierstore.cli.bench.common.units`` keeps fio's own option
+grammar)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from ..bench.cli import add_bench_commands
 from ..errors import TierstoreError, one_line
 from .admin import add_admin_commands, add_init_command
 from .base import (
@@ -35,6 +34,7 @@ from .base import (
     add_options,
     version,
 )
+from .bench.cli import add_bench_commands
 from .catalog import add_catalog_command
 from .daemon import add_daemon_command
 from .objects import (

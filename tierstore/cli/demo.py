@@ -28,7 +28,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from fsspec.asyn import get_loop, sync
 
-from .._progress import put_files
 from ..config import TierClass
 from ..daemon import Daemon, DaemonOptions
 from ..errors import ConfigError, MissingExtra, require
@@ -38,6 +37,7 @@ from ..policies.engine import default_engine
 from ..sync import SyncStore, open_store
 from .objects import plan_put
 from .output import format_du, format_objects, human, tiers_of
+from .progress import put_files
 
 __all__ = ["run"]
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._progress import Transfer, each, put_files
 from ..errors import ObjectNotFound
 from ..keys import validate_key
 from ..redaction import redact
@@ -34,6 +33,7 @@ from .output import (
     print_long,
     table,
 )
+from .progress import Transfer, each, put_files
 
 __all__ = ["add_adopt_command", "add_listing_commands", "add_placement_commands",
            "add_transfer_commands", "plan_put"]

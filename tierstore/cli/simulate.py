@@ -56,7 +56,7 @@ def format_results(sim: Simulation, results: Sequence[Result]) -> str:
 @contextmanager
 def _progress(total: int) -> Iterator[Callable[[str, int], None] | None]:
     """``advance(policy, reads)`` drawing a bar on a terminal; None elsewhere."""
-    from tierstore._progress import interactive
+    from .progress import interactive
 
     if not interactive():
         yield None

@@ -1,0 +1,2 @@
+"""``tierstore bench catalog``: SQLite vs PostgreSQL (a temporary server if none
+is given)."""

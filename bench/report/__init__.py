@@ -1,0 +1,1 @@
+"""``tierstore bench report``: tables and plots from the benchmarks' results."""
