@@ -28,7 +28,7 @@ from .common.units import parse_size
 
 if TYPE_CHECKING:  # the command line imports this module; torch and NumPy wait for a run
     from .loader.measure import MemorySampler
-    from .loader.setup import BenchStore
+    from .loader.stores import BenchStore
 
 __all__ = ["WRITERS", "add_ingest_arguments", "run_ingest"]
 
@@ -60,7 +60,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from .loader.bench import normal_sizes
     from .loader.measure import MemorySampler
     from .loader.peers import SampleSource
-    from .loader.setup import make_bench_store, remove_tree
+    from .loader.stores import make_bench_store, remove_tree
 
     try:
         writers = [w.strip() for w in args.writers.split(",") if w.strip()]

@@ -422,7 +422,7 @@ def scratch_config(s3: str | None, folder: str | None = None) -> Iterator[Config
                                        url=f"s3://{moto['bucket']}/warm",
                                        options=moto["options"])
         elif s3 == "ceph":
-            from .loader.setup import start_bench_ceph
+            from .loader.stores import start_bench_ceph
 
             ceph, stop = start_bench_ceph(home, CEPH_BYTES)
             stack.callback(stop)

@@ -19,7 +19,7 @@ from tierstore import Config, SyncStore, TierClass, TierConfig
 from tierstore.cli import build_parser, main
 from tierstore.cli.bench.loader.baselines import SampleReads, collate_payloads, sample_refs
 from tierstore.cli.bench.loader.measure import lru_hit_rates, shard_reads
-from tierstore.cli.bench.loader.setup import config_toml
+from tierstore.cli.bench.loader.stores import config_toml
 from tierstore.config import config_from_toml
 from tierstore.loader import OrderSpec, write_tar_shards
 from tierstore.loader.runtime import LoopThread

@@ -75,7 +75,7 @@ from .measure import (
     side_by_side,
 )
 from .options import PEERS, PRESETS
-from .setup import BenchStore, DaemonProcess, make_bench_store, remove_tree
+from .stores import BenchStore, DaemonProcess, make_bench_store, remove_tree
 
 __all__ = ["MEMORY_CONSTANT", "Workload", "run_benchmark", "run_loader"]
 
