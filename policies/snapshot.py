@@ -1,53 +1,58 @@
-"""The one place policies meet I/O: a :class:`Snapshot` read from a store's catalog."""
+"""How policies see a store: a :class:`Snapshot` built from what its catalog holds.
+
+The store reads its catalog (:meth:`Store.snapshot`, :meth:`Store.read_snapshot`) and builds
+the snapshot with :func:`build_snapshot`; policies only ever see the snapshot."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from tierstore.catalog import AccessStats, ObjectRecord, ReplicaState, TierUsage
+from tierstore.catalog import AccessStats, ObjectRecord, PreloadRecord, ReplicaState, TierUsage
 from tierstore.catalog.base import DEFAULT_HALF_LIFE
 from tierstore.config import Config
 from tierstore.keys import is_mark
-from tierstore.store import Store
-from tierstore.sync import SyncStore
+
+if TYPE_CHECKING:
+    from tierstore.store import Store
+    from tierstore.sync import SyncStore
 
 from .base import ObjectState, Snapshot, TierState
 from .preload import PreloadRequest
 
-__all__ = ["object_state", "snapshot_from_store", "tier_states"]
+__all__ = ["build_snapshot", "object_state", "snapshot_from_store", "tier_states"]
 
 
 def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
                         site: str | None = None, tiers: Collection[str] | None = None,
                         copy_bytes_per_s: float | None = None) -> Snapshot:
-    """Read every object, its access statistics, when readers announced they will read it
-    next, and the tiers' usage from ``store``.
+    """``store``'s snapshot now (:meth:`Store.read_snapshot`, which blocks: from a coroutine,
+    ``await store.snapshot()``)."""
+    from tierstore.sync import SyncStore as Blocking  # the store imports this module
 
-    Reads this process has not yet handed to the catalog are flushed first. ``now``
-    (default: the clock) is the time the plan is for; scores are decayed to it. With
-    ``site`` (a node's daemon in a cluster) the statistics and announcements are those of
-    reads and readers on that site only; ``tiers`` (default: every configured tier) are the
-    tiers the plan may touch, the others are left out as if not configured;
-    ``copy_bytes_per_s`` is the daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
-    """
-    aio = store.aio if isinstance(store, SyncStore) else store
-    aio.recorder.flush()
-    at = time.time() if now is None else now
-    catalog = aio.catalog
-    records = catalog.objects()
-    stats = (catalog.access([r.key for r in records]) if site is None
-             else catalog.access([r.key for r in records], site=site))
-    half_life = float(getattr(catalog, "half_life", DEFAULT_HALF_LIFE))
-    known = set(aio.config.tiers) if tiers is None else set(aio.config.tiers) & set(tiers)
-    due = catalog.next_uses(at, site=site)
+    aio = store.aio if isinstance(store, Blocking) else store
+    return aio.read_snapshot(now, site=site, tiers=tiers, copy_bytes_per_s=copy_bytes_per_s)
+
+
+def build_snapshot(config: Config, records: list[ObjectRecord],
+                   stats: Mapping[str, AccessStats], due: Mapping[str, float],
+                   preloads: Iterable[PreloadRecord], usage: list[TierUsage], at: float, *,
+                   tiers: Collection[str] | None = None,
+                   half_life: float = DEFAULT_HALF_LIFE,
+                   copy_bytes_per_s: float | None = None) -> Snapshot:
+    """The snapshot of what a catalog holds at ``at``: every object with its access
+    statistics (scores decayed to ``at``) and when readers announced they read it next
+    (``due``), the scheduled pre-loads and the tiers' usage. ``tiers`` (default: every
+    configured tier) are those a plan may touch; the others are left out as if not
+    configured. ``copy_bytes_per_s``: the daemon's measured copy rate
+    (:attr:`Snapshot.copy_bytes_per_s`)."""
+    known = set(config.tiers) if tiers is None else set(config.tiers) & set(tiers)
     objects = [state for r in records
                if (state := object_state(r, stats.get(r.key), at, known, half_life,
                                          due.get(r.key)))]
-    preloads = tuple(PreloadRequest.of(record) for record in catalog.preloads())
-    states = tuple(t for t in tier_states(aio.config, catalog.usage(), records)
-                   if t.name in known)
-    return Snapshot(tuple(objects), states, at, preloads, copy_bytes_per_s)
+    states = tuple(t for t in tier_states(config, usage, records) if t.name in known)
+    return Snapshot(tuple(objects), states, at, tuple(PreloadRequest.of(p) for p in preloads),
+                    copy_bytes_per_s)
 
 
 def object_state(record: ObjectRecord, stats: AccessStats | None, now: float,

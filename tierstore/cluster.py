@@ -30,7 +30,6 @@ from .config import Config, TierClass
 from .errors import TierstoreError
 from .policies.base import Move, Plan, Snapshot
 from .policies.engine import PolicyEngine
-from .policies.snapshot import snapshot_from_store
 from .store import Store
 
 __all__ = ["LEADER", "ClusterMember", "LeaseKeeper", "NodeTaken", "node_lease"]
@@ -223,7 +222,7 @@ class ClusterMember:
         shared tiers only, with the reads and announcements of every site (a warm object
         read on any node is not demoted), for objects the node's plan leaves alone."""
         at = time.time() if now is None else now
-        local = snapshot_from_store(store, at, site=self.site, tiers=self.hot | self.shared,
+        local = store.read_snapshot(at, site=self.site, tiers=self.hot | self.shared,
                                     copy_bytes_per_s=copy_bytes_per_s)
         wanted = engine.plan(local)
         if not self.node.held:
@@ -233,7 +232,7 @@ class ClusterMember:
         refused = list(wanted.refused)
         if self.is_leader:
             left = 0
-            shared = engine.plan(snapshot_from_store(store, at, tiers=self.shared))
+            shared = engine.plan(store.read_snapshot(at, tiers=self.shared))
             taken = {m.key for m in moves}
             moves += [m for m in shared if m.key not in taken and self.cluster_wide(m)]
             refused += shared.refused

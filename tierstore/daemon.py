@@ -41,7 +41,6 @@ from .policies.base import Move, Plan, Snapshot
 from .policies.config import PolicyConfig
 from .policies.deferral import Schedule
 from .policies.engine import PolicyEngine, default_engine
-from .policies.snapshot import snapshot_from_store
 from .scrub import ScrubReport, scrub
 from .store import Store
 from .store.base import once
@@ -324,8 +323,7 @@ class Daemon:
                     copy_bytes_per_s=self.copy_rate)
                 self.outcomes["left_to_leader"] += deferred
             else:
-                snapshot = await asyncio.to_thread(snapshot_from_store, self.store,
-                                                   copy_bytes_per_s=self.copy_rate)
+                snapshot = await self.store.snapshot(copy_bytes_per_s=self.copy_rate)
                 plan = await asyncio.to_thread(self.engine.plan, snapshot)
             if self.carbon is not None:
                 plan = self._defer(await asyncio.to_thread(

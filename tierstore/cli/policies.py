@@ -105,12 +105,9 @@ def _tiers_json(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
 
 
 async def _cmd_plan(store: Store, args: argparse.Namespace) -> int:
-
-    from ..policies.snapshot import snapshot_from_store
-
     engine = default_engine(PolicyConfig.from_config(store.config))
     carbon = CarbonAware.from_config(store.config, bandwidth=args.bandwidth)
-    snapshot = snapshot_from_store(store, args.now)
+    snapshot = await store.snapshot(args.now)
     plan = engine.plan(snapshot)
     after = apply_plan(snapshot, plan)
     if carbon is not None:  # a source that does not answer: its one-line error

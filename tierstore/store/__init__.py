@@ -21,13 +21,16 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..catalog import AccessStats, ObjectRecord, PreloadRecord
+from ..catalog.base import DEFAULT_HALF_LIFE
 from ..config import Config, load_config
 from ..errors import ObjectNotFound
 from ..keys import validate_key, validate_prefix
+from ..policies.base import Snapshot
+from ..policies.snapshot import build_snapshot
 from ..reports import (
     AdoptReport,
     AuditReport,
@@ -372,6 +375,69 @@ class Store(Upkeep):
                 held[site] = (held[site][0] + 1, held[site][1] + size)
         return [SiteHolding(site, tuple(names), *held[site], total[0] - held[site][0],
                             total[1] - held[site][1]) for site, names in sites.items()]
+
+    def read_snapshot(self, now: float | None = None, *, site: str | None = None,
+                      tiers: Collection[str] | None = None,
+                      copy_bytes_per_s: float | None = None) -> Snapshot:
+        """Read what the policies plan from, from the catalog.
+
+        Every object, its access statistics, when readers announced they read it next, the
+        pre-loads and the tiers' usage. Blocks on the catalog (from a coroutine, ``await`` :meth:`snapshot`). Reads this
+        process has not yet handed to the catalog are flushed first.
+
+        Parameters
+        ----------
+        now : float, optional
+            The time the plan is for, in seconds since the epoch (default: the clock);
+            scores are decayed to it.
+        site : str, optional
+            A node's daemon in a cluster: the statistics and announcements of reads and
+            readers on that site only.
+        tiers : Collection[str], optional
+            The tiers the plan may touch (default: every configured tier).
+        copy_bytes_per_s : float, optional
+            The daemon's measured copy rate.
+
+        Returns
+        -------
+        Snapshot
+            What the policies see.
+        """
+        self.recorder.flush()
+        at = time.time() if now is None else now
+        records = self.catalog.objects()
+        keys = [r.key for r in records]
+        stats = (self.catalog.access(keys) if site is None
+                 else self.catalog.access(keys, site=site))
+        return build_snapshot(
+            self.config, records, stats, self.catalog.next_uses(at, site=site),
+            self.catalog.preloads(), self.catalog.usage(), at, tiers=tiers,
+            half_life=float(getattr(self.catalog, "half_life", DEFAULT_HALF_LIFE)),
+            copy_bytes_per_s=copy_bytes_per_s)
+
+    async def snapshot(self, now: float | None = None, *, site: str | None = None,
+                       tiers: Collection[str] | None = None,
+                       copy_bytes_per_s: float | None = None) -> Snapshot:
+        """:meth:`read_snapshot`, its catalog reads off the event loop.
+
+        Parameters
+        ----------
+        now : float, optional
+            The time the plan is for (default: the clock).
+        site : str, optional
+            Only the reads and readers of this site.
+        tiers : Collection[str], optional
+            The tiers the plan may touch (default: all).
+        copy_bytes_per_s : float, optional
+            The daemon's measured copy rate.
+
+        Returns
+        -------
+        Snapshot
+            What the policies see.
+        """
+        return await asyncio.to_thread(self.read_snapshot, now, site=site, tiers=tiers,
+                                       copy_bytes_per_s=copy_bytes_per_s)
 
     async def usage(self) -> list[TierReport]:
         """Count objects and bytes per configured tier (``du``).
