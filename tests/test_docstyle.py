@@ -138,21 +138,6 @@ def problems(qualname: str, obj: Any, owner: str | None) -> list[str]:
 # Not converted yet: the work left, by module. Each is an expected failure that must fail
 # (strict), so a converted one is taken off this list.
 PENDING = frozenset({
-    # tierstore.carbon
-    "tierstore.carbon.CarbonSettings", "tierstore.carbon.CarbonSettings.from_config",
-    "tierstore.carbon.CarbonSettings.from_table", "tierstore.carbon.CarbonSettings.make_source",
-    "tierstore.carbon.ConstantIntensity", "tierstore.carbon.ConstantIntensity.describe",
-    "tierstore.carbon.ConstantIntensity.forecast", "tierstore.carbon.ConstantIntensity.intensity",
-    "tierstore.carbon.Forecast", "tierstore.carbon.Forecast.at",
-    "tierstore.carbon.Forecast.between", "tierstore.carbon.Forecast.from_points",
-    "tierstore.carbon.ForecastFile", "tierstore.carbon.ForecastFile.describe",
-    "tierstore.carbon.ForecastFile.forecast", "tierstore.carbon.ForecastFile.intensity",
-    "tierstore.carbon.ForecastFile.points", "tierstore.carbon.HttpIntensity",
-    "tierstore.carbon.HttpIntensity.describe", "tierstore.carbon.HttpIntensity.forecast",
-    "tierstore.carbon.HttpIntensity.intensity", "tierstore.carbon.IntensitySource",
-    "tierstore.carbon.IntensitySource.describe", "tierstore.carbon.IntensitySource.forecast",
-    "tierstore.carbon.IntensitySource.intensity", "tierstore.carbon.Step",
-    "tierstore.carbon.move_grams", "tierstore.carbon.parse_time",
     # tierstore.loader
     "tierstore.loader.Backoff", "tierstore.loader.Backoff.delay", "tierstore.loader.CorruptShard",
     "tierstore.loader.DatasetIndex", "tierstore.loader.DatasetIndex.from_json",
