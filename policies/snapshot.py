@@ -21,15 +21,33 @@ __all__ = ["object_state", "snapshot_from_store", "tier_states"]
 def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
                         site: str | None = None, tiers: Collection[str] | None = None,
                         copy_bytes_per_s: float | None = None) -> Snapshot:
-    """Read every object, its access statistics, when readers announced they will read it
-    next, and the tiers' usage from ``store``.
+    """Read a snapshot from a store's catalog.
 
-    Reads this process has not yet handed to the catalog are flushed first. ``now``
-    (default: the clock) is the time the plan is for; scores are decayed to it. With
-    ``site`` (a node's daemon in a cluster) the statistics and announcements are those of
-    reads and readers on that site only; ``tiers`` (default: every configured tier) are the
-    tiers the plan may touch, the others are left out as if not configured;
-    ``copy_bytes_per_s`` is the daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
+    Reads every object, its access statistics, when readers announced they will read it next,
+    the pre-loads scheduled, and the tiers' usage (replicas being copied or removed count: they
+    take space until they are done). Reads this process has not yet handed to the catalog are
+    flushed first. An object with no ready replica on a tier kept is left out.
+
+    Parameters
+    ----------
+    store : Store or SyncStore
+        The store.
+    now : float, optional
+        The time the plan is for, in Unix seconds (default: the clock); scores are decayed
+        to it.
+    site : str, optional
+        A node's daemon in a cluster: the statistics and announcements are those of reads
+        and readers on that site only.
+    tiers : collection of str, optional
+        The tiers the plan may touch (default: every configured tier); the others are left
+        out as if not configured.
+    copy_bytes_per_s : float, optional
+        The daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
+
+    Returns
+    -------
+    Snapshot
+        The catalog as of ``now``.
     """
     aio = store.aio if isinstance(store, SyncStore) else store
     aio.recorder.flush()
