@@ -139,22 +139,11 @@ def problems(qualname: str, obj: Any, owner: str | None) -> list[str]:
 # (strict), so a converted one is taken off this list.
 PENDING = frozenset({
     # tierstore.loader
-    "tierstore.loader.Backoff", "tierstore.loader.Backoff.delay", "tierstore.loader.Decoder",
-    "tierstore.loader.LoaderStats", "tierstore.loader.OrderSpec", "tierstore.loader.Placement",
-    "tierstore.loader.PrefetchStats", "tierstore.loader.PrefetchStats.snapshot",
-    "tierstore.loader.TierDataset.from_url", "tierstore.loader.TierDataset.iter_as",
-    "tierstore.loader.TierDataset.load_state_dict",
-    "tierstore.loader.TierDataset.loader_state_dict", "tierstore.loader.TierDataset.rank_and_size",
-    "tierstore.loader.TierDataset.resumed_pass", "tierstore.loader.TierDataset.set_epoch",
-    "tierstore.loader.TierDataset.state_dict", "tierstore.loader.TierLoader",
+    "tierstore.loader.LoaderStats", "tierstore.loader.TierLoader",
     "tierstore.loader.TierLoader.load_state_dict", "tierstore.loader.TierLoader.metrics",
     "tierstore.loader.TierLoader.set_epoch", "tierstore.loader.TierLoader.state_dict",
-    "tierstore.loader.WorkerOrder", "tierstore.loader.as_bytes", "tierstore.loader.collate",
-    "tierstore.loader.current_placement", "tierstore.loader.default_prefetch_bytes",
-    "tierstore.loader.merge_states", "tierstore.loader.to_tensors",
-    "tierstore.loader.worker_order", "tierstore.loader.write_parquet_shards",
-    "tierstore.loader.write_raw_files", "tierstore.loader.write_tar_shards",
-    "tierstore.loader.write_zarr_array",
+    "tierstore.loader.write_parquet_shards", "tierstore.loader.write_raw_files",
+    "tierstore.loader.write_tar_shards", "tierstore.loader.write_zarr_array",
 })
 
 
