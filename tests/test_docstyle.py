@@ -137,14 +137,7 @@ def problems(qualname: str, obj: Any, owner: str | None) -> list[str]:
 
 # Not converted yet: the work left, by module. Each is an expected failure that must fail
 # (strict), so a converted one is taken off this list.
-PENDING = frozenset({
-    # tierstore.loader
-    "tierstore.loader.LoaderStats", "tierstore.loader.TierLoader",
-    "tierstore.loader.TierLoader.load_state_dict", "tierstore.loader.TierLoader.metrics",
-    "tierstore.loader.TierLoader.set_epoch", "tierstore.loader.TierLoader.state_dict",
-    "tierstore.loader.write_parquet_shards", "tierstore.loader.write_raw_files",
-    "tierstore.loader.write_tar_shards", "tierstore.loader.write_zarr_array",
-})
+PENDING: frozenset[str] = frozenset()
 
 
 ALL = sorted({q: (q, o, c) for q, o, c in callables()}.values(), key=lambda t: t[0])
