@@ -21,9 +21,22 @@ __all__ = ["collate"]
 
 
 def collate(batch: Sequence[Any]) -> Any:
-    """``batch`` (a list of samples) as one batch: dicts and tuples field by field, tensors
-    and arrays stacked where all have one shape and dtype, numbers as tensors, the rest (and
-    whatever differs) as lists."""
+    """Collate samples into one batch, keeping as lists what cannot be stacked.
+
+    Dicts and tuples (named tuples too) are collated field by field; tensors and arrays are
+    stacked where all have one shape and dtype; numbers become tensors; the rest (and
+    whatever differs in shape, dtype, type or fields) is kept as a list.
+
+    Parameters
+    ----------
+    batch : sequence
+        The samples (at least one).
+
+    Returns
+    -------
+    Any
+        The batch, of the first sample's structure.
+    """
     first = batch[0]
     if isinstance(first, Mapping):
         if all(isinstance(s, Mapping) and s.keys() == first.keys() for s in batch):

@@ -53,7 +53,14 @@ READ_BACK_AFTER = 256  # a sample its fill writes to this node's disk and due th
 
 
 def default_prefetch_bytes() -> int:
-    """Read-ahead per rank when none is given: 1/16 of physical memory, within 64 MiB-1 GiB."""
+    """Size the read-ahead of a rank when none is given.
+
+    Returns
+    -------
+    int
+        Bytes: 1/16 of physical memory (taken as 4 GiB where it cannot be read), within
+        64 MiB to 1 GiB.
+    """
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -168,12 +175,35 @@ class TierDataset(IterableDataset[Any]):
     @classmethod
     def from_url(cls, url: str, store: StoreLike = None, *, jobs: int = 8,
                  **options: Any) -> TierDataset:
-        """The dataset of the shards ``url`` names, as WebDataset users name theirs
-        (``"s3://bucket/train/shard-{000000..000123}.tar"``, or a folder ending in ``/``),
-        lying under one of ``store``'s tiers: those not in its catalog yet are adopted in
-        place (read once for their checksums, ``jobs`` at a time; nothing copied) and indexed
-        beside them, then read like any dataset (:mod:`.fromurl`). ``options`` are the
-        constructor's."""
+        """Make the dataset of the shards a URL names, as WebDataset users name theirs.
+
+        The shards must lie under one of the store's tiers: those not in its catalog yet are
+        adopted in place (read once for their checksums; nothing copied) and indexed beside
+        them, then read like any dataset (:mod:`.fromurl`).
+
+        Parameters
+        ----------
+        url : str
+            The shards: ``"s3://bucket/train/shard-{000000..000123}.tar"``, or a folder
+            ending in ``/``.
+        store : Config, str, os.PathLike, Store or SyncStore, optional
+            As the constructor's; the environment's default if None.
+        jobs : int, default 8
+            Shards adopted at once.
+        **options
+            The constructor's other arguments.
+
+        Returns
+        -------
+        TierDataset
+            The dataset.
+
+        Raises
+        ------
+        ValueError
+            If the URL lies under none of the store's tiers, names shards on several, or its
+            shards cannot be read from the store.
+        """
         from .fromurl import prepare_url
 
         handle = _handle(store)
@@ -207,12 +237,19 @@ class TierDataset(IterableDataset[Any]):
         return self.spec.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Read epoch ``epoch`` next (each epoch has its own order; the same epoch repeats
-        its order). A state loaded for another epoch is dropped.
+        """Read an epoch next.
+
+        Each epoch has its own order; the same epoch repeats its order. A state loaded for
+        another epoch is dropped.
 
         With ``persistent_workers=True`` a plain DataLoader's workers keep the dataset they
         started with, so this does not reach them; :class:`~.TierLoader` passes the epoch to
         its workers at the start of each pass.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch (0 or more).
         """
         self.spec = dataclasses.replace(self.spec, epoch=epoch)
         if self._resume is not None and self._resume["epoch"] != epoch:
@@ -228,8 +265,19 @@ class TierDataset(IterableDataset[Any]):
         return state
 
     def rank_and_size(self) -> tuple[int, int]:
-        """The rank this dataset reads as and the world size: as given, else
-        ``torch.distributed``'s, else ``RANK``/``WORLD_SIZE``, else 0 of 1."""
+        """Tell the rank this dataset reads as, and the world size.
+
+        Returns
+        -------
+        tuple of (int, int)
+            ``(rank, world_size)``: as given, else ``torch.distributed``'s, else
+            ``RANK``/``WORLD_SIZE``, else 0 of 1.
+
+        Raises
+        ------
+        ValueError
+            If ``RANK`` or ``WORLD_SIZE`` is needed and not an integer.
+        """
         if self._rank is not None and self._world_size is not None:
             return self._rank, self._world_size
         rank, size = world()
@@ -260,8 +308,20 @@ class TierDataset(IterableDataset[Any]):
         return self.iter_as(current_placement(*self.rank_and_size()))
 
     def iter_as(self, placement: Placement) -> Iterator[Any]:
-        """This pass's samples as read by ``placement`` (taking a loaded state now, not when
-        the first sample is asked for)."""
+        """Iterate this pass's samples as a given reader reads them.
+
+        A loaded state is taken now, not when the first sample is asked for.
+
+        Parameters
+        ----------
+        placement : Placement
+            The reader.
+
+        Returns
+        -------
+        iterator
+            The reader's samples, decoded and transformed.
+        """
         skip, exclude = self._start(placement)
         order = worker_order(self.index.starts, self.spec, placement, exclude=exclude)
         self._consumed[placement.name] = skip
@@ -276,8 +336,23 @@ class TierDataset(IterableDataset[Any]):
 
     def resumed_pass(self, layout: tuple[int, int]
                       ) -> tuple[dict[str, Any] | None, dict[str, int]]:
-        """The pass a loaded state starts, read with ``(world_size, num_workers)``: the state
-        it builds on (whose unread samples it partitions) and what each reader skips."""
+        """Tell how the pass a loaded state starts is read.
+
+        Parameters
+        ----------
+        layout : tuple of (int, int)
+            ``(world_size, num_workers)`` of the pass.
+
+        Returns
+        -------
+        base : dict or None
+            The state the pass builds on (whose unread samples it partitions): with the
+            saved layout, the loaded state's own base; with another (elastic), the loaded
+            state; None without a loaded state.
+        skips : dict of str to int
+            What each reader (``"rank/worker"``) skips: with the saved layout, what it had
+            yielded; else nothing.
+        """
         state = self._resume
         if state is None:
             return None, {}
@@ -451,6 +526,11 @@ class TierDataset(IterableDataset[Any]):
         Without DataLoader workers this is the dataset's own progress; a DataLoader's parent
         process asks :meth:`loader_state_dict` instead. Inside a worker (torchdata's
         ``StatefulDataLoader`` calls it there) it is that worker's progress.
+
+        Returns
+        -------
+        dict
+            The state: a plain dict, see :mod:`.state`.
         """
         world_size, workers = self._layout or (self.rank_and_size()[1], 1)
         return self._state(world_size, workers, dict(self._consumed))
@@ -464,14 +544,35 @@ class TierDataset(IterableDataset[Any]):
 
     def loader_state_dict(self, batches: int, *, num_workers: int, batch_size: int,
                           drop_last: bool = False) -> dict[str, Any]:
-        """The state of a ``DataLoader(self, num_workers=..., batch_size=...)`` of this rank
-        that has returned ``batches`` batches of the current pass.
+        """Compute the state of a DataLoader of this rank from its batch count.
 
         A DataLoader takes batches from its workers in turn, so how far each worker got
         follows from the batch count and each worker's share of the order, both pure. A
         state loaded into this dataset is taken to be what the DataLoader's workers resumed
         from (they received a copy of it); it stays for every pass of its epoch, since the
         workers' passes cannot be seen from here.
+
+        Parameters
+        ----------
+        batches : int
+            Batches the ``DataLoader(self, num_workers=..., batch_size=...)`` has returned
+            in the current pass.
+        num_workers : int
+            Its workers (0: none, read as one).
+        batch_size : int
+            Its batch size.
+        drop_last : bool, default False
+            Whether it drops each worker's last short batch.
+
+        Returns
+        -------
+        dict
+            The state (see :mod:`.state`).
+
+        Raises
+        ------
+        ValueError
+            If ``batches`` is more than the epoch holds.
         """
         rank, size = self.rank_and_size()
         workers = max(1, num_workers)
@@ -491,8 +592,25 @@ class TierDataset(IterableDataset[Any]):
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from ``state`` on the next pass: same layout, the same order minus what
-        was yielded; another layout (elastic), the unread samples re-partitioned."""
+        """Resume from a state on the next pass.
+
+        With the same layout, the next pass is the same order minus what was yielded; with
+        another layout (elastic), the unread samples re-partitioned. The dataset takes the
+        state's order (seed, epoch, shuffle...).
+
+        Parameters
+        ----------
+        state : mapping
+            A state of :meth:`state_dict`, :meth:`loader_state_dict` or
+            :func:`merge_states`.
+
+        Raises
+        ------
+        ValueError
+            If it is not a loader state of this version.
+        InvalidIndex
+            If it was saved for another dataset (another sample or shard count).
+        """
         check_state(state, len(self.index), len(self.index.shards))
         self.spec = spec_of(state)
         self._resume = {**state, "consumed": dict(state["consumed"])}

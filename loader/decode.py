@@ -47,7 +47,20 @@ FieldDecode = str | Callable[[bytes], Any]
 
 
 def to_tensors(sample: Any) -> Any:
-    """``bytes`` to ``uint8`` tensors and NumPy arrays to tensors, inside dicts too."""
+    """Turn a sample's payloads into tensors, so that they cross in shared memory.
+
+    Parameters
+    ----------
+    sample : Any
+        A raw or decoded sample.
+
+    Returns
+    -------
+    Any
+        The sample with ``bytes`` (and bytearrays, memoryviews) as ``uint8`` tensors and NumPy
+        arrays as tensors, inside dicts too; strings (``__key__``), numbers and other values
+        unchanged.
+    """
     if isinstance(sample, bytes | bytearray | memoryview):
         return torch.frombuffer(bytearray(sample), dtype=torch.uint8) if len(sample) else \
             torch.empty(0, dtype=torch.uint8)
@@ -59,16 +72,46 @@ def to_tensors(sample: Any) -> Any:
 
 
 def as_bytes(value: torch.Tensor | bytes) -> bytes:
-    """The bytes a ``uint8`` tensor made by :func:`to_tensors` holds (for checks and
-    decoders that want bytes back)."""
+    """Get back the bytes a tensor made by :func:`to_tensors` holds.
+
+    For checks and decoders that want bytes back.
+
+    Parameters
+    ----------
+    value : torch.Tensor or bytes
+        A ``uint8`` tensor (or bytes, returned as they are).
+
+    Returns
+    -------
+    bytes
+        The bytes.
+    """
     if isinstance(value, bytes):
         return value
     return value.numpy().tobytes()
 
 
 class Decoder:
-    """A sample's fields decoded by extension (``images``: a name of :data:`IMAGE_FORMS`,
-    or ``"bytes"`` to leave images undecoded), or, given ``fields``, those fields only."""
+    """Decode a sample's fields by their extension, as WebDataset's ``.decode(...)`` does.
+
+    See the module for what each extension decodes to.
+
+    Parameters
+    ----------
+    images : str, default "bytes"
+        A name of :data:`IMAGE_FORMS` to decode images into, or ``"bytes"`` to leave them
+        undecoded.
+    fields : mapping of str to str or callable, optional
+        Decode these fields only, each by a name (``"bytes"`` or of :data:`IMAGE_FORMS`) or a
+        function of its bytes.
+
+    Raises
+    ------
+    ValueError
+        If a name is neither ``"bytes"`` nor of :data:`IMAGE_FORMS`.
+    MissingExtra
+        If images are to be decoded and Pillow is not installed.
+    """
 
     def __init__(self, images: str = "bytes", fields: Mapping[str, FieldDecode] | None = None):
         for spec in ([images] if fields is None else list(fields.values())):

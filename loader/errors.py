@@ -14,7 +14,17 @@ __all__ = ["CorruptShard", "InvalidIndex", "SampleError", "ShardError", "ShardFo
 
 
 class ShardError(TierstoreError, OSError):
-    """A shard of a dataset could not be read; the message names the shard and the sample."""
+    """A shard of a dataset could not be read; the message names the shard and the sample.
+
+    Parameters
+    ----------
+    message : str
+        The whole message (a worker's exception is rebuilt from it alone).
+    shard : str, optional
+        The shard's key, kept as :attr:`shard`.
+    sample : int, optional
+        The sample's position in the shard, kept as :attr:`sample`.
+    """
 
     def __init__(self, message: str, *, shard: str | None = None, sample: int | None = None):
         super().__init__(message)
@@ -26,13 +36,18 @@ class ShardError(TierstoreError, OSError):
 
 
 class CorruptShard(ShardError):
-    """A shard's bytes do not match the checksum in the dataset index; nothing of it was
-    decoded."""
+    """A shard's bytes do not match the checksum in the dataset index.
+
+    Nothing of it was decoded.
+    """
 
 
 class ShardFormatError(TierstoreError, ValueError):
-    """Bytes are not a valid shard of the format they were indexed as (a damaged tar header,
-    a Parquet file without a footer, a Zarr layout this loader does not read)."""
+    """Bytes are not a valid shard of the format they were indexed as.
+
+    A damaged tar header, a Parquet file without a footer, a Zarr layout this loader does not
+    read.
+    """
 
 
 class SampleError(TierstoreError, ValueError):

@@ -63,7 +63,32 @@ AnyStore = SyncStore | Store
 
 @dataclass(frozen=True, slots=True)
 class ShardEntry:
-    """One shard as the index records it."""
+    """One shard as the index records it.
+
+    Attributes
+    ----------
+    key : str
+        The shard's key.
+    format : str
+        Its format's name (``tar``, ``parquet``, ``zarr``, ``raw``).
+    samples : int
+        How many samples it holds.
+    size : int
+        Its size in bytes.
+    checksum : str
+        The store's own checksum of it, from ``stat`` at ingest.
+    offsets : tuple of int, optional
+        Per-sample byte ranges where the format has them (see :class:`Layout`).
+    meta : mapping, default {}
+        Anything else the format needs to read it (JSON-compatible).
+    block_size : int, default 0
+        The shard's bytes are also checked in blocks of this size, as they arrive (0: only
+        as a whole).
+    blocks : tuple of str, default ()
+        The checksums of those blocks (none: only as a whole).
+    sample_checksums : tuple of str, default ()
+        The checksum of each sample's range ``[offsets[i], offsets[i + 1])``.
+    """
 
     key: str
     format: str
@@ -79,8 +104,32 @@ class ShardEntry:
     @classmethod
     def of(cls, key: str, fmt: str, layout: Layout, size: int, checksum: str,
            data: Buffer | None = None, block_size: int = BLOCK_SIZE) -> ShardEntry:
-        """The entry of a shard; with its bytes ``data``, with its blocks' checksums and (a
-        format whose samples each lie in their own byte range) its samples'."""
+        """Make the index entry of a shard.
+
+        Parameters
+        ----------
+        key : str
+            The shard's key.
+        fmt : str
+            Its format's name.
+        layout : Layout
+            What it holds.
+        size : int
+            Its size in bytes.
+        checksum : str
+            The store's checksum of it.
+        data : bytes, bytearray or memoryview, optional
+            Its bytes: with them the entry records its blocks' checksums and (for a format
+            whose samples each lie in their own byte range) its samples'.
+        block_size : int, default BLOCK_SIZE
+            The size of the blocks checked (4 MiB); a shard of one block or less has only
+            its whole checksum.
+
+        Returns
+        -------
+        ShardEntry
+            The entry.
+        """
         blocks = block_checksums(data, block_size) if data is not None else ()
         samples = range_checksums(data, layout.offsets) \
             if data is not None and layout.offsets is not None else ()
@@ -88,6 +137,15 @@ class ShardEntry:
                    block_size if blocks else 0, blocks, samples)
 
     def to_json(self) -> dict[str, Any]:
+        """Describe the entry as the index's JSON holds it.
+
+        Returns
+        -------
+        dict
+            ``key``, ``format``, ``samples``, ``size`` and ``checksum``; ``offsets``,
+            ``meta``, ``blocks`` (``size`` and ``checksums``) and ``sample_checksums`` where
+            the entry has them.
+        """
         out: dict[str, Any] = {"key": self.key, "format": self.format, "samples": self.samples,
                                "size": self.size, "checksum": self.checksum}
         if self.offsets is not None:
@@ -118,7 +176,24 @@ def range_checksums(data: Buffer, offsets: Sequence[int]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DatasetIndex:
-    """The shards of a dataset, in their canonical order, and dataset-level metadata."""
+    """The shards of a dataset, in their canonical order, and dataset-level metadata.
+
+    ``len(index)`` is the number of samples in the dataset.
+
+    Attributes
+    ----------
+    prefix : str
+        The dataset's folder of keys; the index lives at ``<prefix>/index.json``.
+    shards : tuple of ShardEntry
+        The shards, in their canonical order.
+    meta : mapping, default {}
+        Dataset-level metadata (a Zarr array's, say).
+    created : float, default the time now
+        When the index was made, in Unix seconds.
+    starts : numpy.ndarray
+        Computed, not given: the global id of each shard's first sample, and the number of
+        samples after the last (``len(shards) + 1`` int64 values).
+    """
 
     prefix: str
     shards: tuple[ShardEntry, ...]
@@ -151,11 +226,30 @@ class DatasetIndex:
         return {s.format for s in self.shards}
 
     def locate(self, sample: int) -> tuple[int, int]:
-        """``(shard position, sample within shard)`` of global sample id ``sample``."""
+        """Find which shard holds a sample.
+
+        Parameters
+        ----------
+        sample : int
+            The global sample id.
+
+        Returns
+        -------
+        tuple of (int, int)
+            ``(shard position, sample within shard)``.
+        """
         shard = int(np.searchsorted(self.starts, sample, side="right")) - 1
         return shard, sample - int(self.starts[shard])
 
     def to_json(self) -> str:
+        """Serialise the index as ``index.json`` holds it.
+
+        Returns
+        -------
+        str
+            Compact JSON: the kind and version, ``prefix``, ``created``, the checksum
+            algorithm, ``samples``, ``meta`` and ``shards`` (each :meth:`ShardEntry.to_json`).
+        """
         return json.dumps({"kind": KIND, "version": VERSION, "prefix": self.prefix,
                            "created": self.created, "checksum": ALGORITHM,
                            "samples": len(self), "meta": dict(self.meta),
@@ -164,8 +258,27 @@ class DatasetIndex:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, source: str = "index") -> DatasetIndex:
-        """Parse and validate an index; every problem is an :class:`InvalidIndex` naming the
-        field."""
+        """Parse and validate an index.
+
+        Parameters
+        ----------
+        text : str or bytes
+            The JSON.
+        source : str, default "index"
+            Where it came from, for messages.
+
+        Returns
+        -------
+        DatasetIndex
+            The index.
+
+        Raises
+        ------
+        InvalidIndex
+            Naming the field, for every problem: not JSON, not an index, another version or
+            checksum algorithm, a malformed shard entry, a sample count its shards do not
+            add up to, or Zarr chunks a reader cannot hold.
+        """
         try:
             raw = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -292,7 +405,32 @@ def _check_sizes(store: Store, index: DatasetIndex, source: str) -> None:
 
 
 def read_index(store: AnyStore, prefix: str) -> DatasetIndex:
-    """Read and validate the index of the dataset under ``prefix``."""
+    """Read and validate the index of a dataset.
+
+    Every size the index claims is bounded by the size the catalog records for that object
+    (one catalog lookup per shard; nothing is listed, nothing read from a tier).
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys.
+
+    Returns
+    -------
+    DatasetIndex
+        The index in ``<prefix>/index.json``.
+
+    Raises
+    ------
+    InvalidIndex
+        If the index is malformed, names a shard the store does not hold, or claims more
+        bytes of a shard than the store holds.
+    ObjectNotFound
+        If there is no index.
+    """
     index: DatasetIndex = _run(aread_index(_aio(store), prefix))
     return index
 
@@ -306,7 +444,30 @@ async def asave_index(store: Store, index: DatasetIndex, *, tier: str | None = N
 
 def save_index(store: AnyStore, index: DatasetIndex, *, tier: str | None = None,
                overwrite: bool = False) -> str:
-    """Write ``index`` to ``<prefix>/index.json``; returns the key."""
+    """Write an index to ``<prefix>/index.json``.
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    index : DatasetIndex
+        The index.
+    tier : str, optional
+        The tier the index object goes to; the config's default if None.
+    overwrite : bool, default False
+        Whether it may replace an existing index.
+
+    Returns
+    -------
+    str
+        The index's key.
+
+    Raises
+    ------
+    ObjectExists
+        If an index exists and ``overwrite`` is False.
+    """
     key: str = _run(asave_index(_aio(store), index, tier=tier, overwrite=overwrite))
     return key
 
@@ -351,21 +512,38 @@ def write_index(store: AnyStore, prefix: str, keys: Sequence[str] | None = None,
 
     Parameters
     ----------
-    store
+    store : SyncStore or Store
         A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
         thread).
-    prefix
+    prefix : str
         The dataset's folder of keys; the index is written under it.
-    keys
+    keys : sequence of str, optional
         The shards, in their canonical order. None lists ``prefix`` (at ingest, never at load
         time) and takes every object but the index, sorted.
-    format
+    format : str, optional
         ``tar``, ``parquet`` or ``raw`` for every shard; None guesses from each key's
         extension (``.tar``, ``.parquet``, else raw). Zarr arrays: :func:`index_zarr_array`.
-    tier, overwrite
-        Where the index object goes, and whether it may replace an existing index.
-    jobs
+    tier : str, optional
+        Where the index object goes; the config's default if None.
+    overwrite : bool, default False
+        Whether it may replace an existing index.
+    jobs : int, default 8
         Shards scanned at once (a Parquet scan reads only the footer; tar reads the shard).
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    InvalidIndex
+        If there are no shards to index, or one is of a format indexed as a whole array
+        (Zarr).
+    ShardFormatError
+        If a shard is not a valid shard of its format.
+    ObjectExists
+        If an index exists and ``overwrite`` is False.
     """
     index: DatasetIndex = _run(awrite_index(_aio(store), prefix, keys, format=format,
                                             tier=tier, overwrite=overwrite, jobs=jobs))
@@ -391,9 +569,37 @@ async def aindex_zarr_array(store: Store, prefix: str, array: str, *, tier: str 
 
 def index_zarr_array(store: AnyStore, prefix: str, array: str, *, tier: str | None = None,
                      overwrite: bool = False) -> DatasetIndex:
-    """Index the Zarr v3 array stored under the key ``array`` (its ``zarr.json`` and chunk
-    objects) as a dataset whose samples are its first-axis slices; the index goes to
-    ``<prefix>/index.json``."""
+    """Index a Zarr v3 array already in the store as a dataset.
+
+    The dataset's samples are the array's first-axis slices, its shards the chunk objects;
+    a chunk never written (all fill value) is recorded with no bytes to read.
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys; the index goes to ``<prefix>/index.json``.
+    array : str
+        The key the array is stored under (its ``zarr.json`` and chunk objects).
+    tier : str, optional
+        Where the index object goes; the config's default if None.
+    overwrite : bool, default False
+        Whether it may replace an existing index.
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    ShardFormatError
+        If the array's metadata is not a layout this loader reads.
+    ObjectExists
+        If an index exists and ``overwrite`` is False.
+    """
     index: DatasetIndex = _run(aindex_zarr_array(_aio(store), prefix, array, tier=tier,
                                                  overwrite=overwrite))
     return index

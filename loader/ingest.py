@@ -102,12 +102,32 @@ def write_tar_shards(store: AnyStore, prefix: str, samples: Iterable[Mapping[str
 
     Parameters
     ----------
-    samples
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys; the shards and ``index.json`` are written under it.
+    samples : iterable of mapping
         Mappings with a ``__key__`` (no dot in its last segment) and ``ext -> bytes`` fields,
         in the dataset's canonical order; consumed as they come, a shard's worth at a time
         in a worker thread (never two at once) while the shard before uploads.
-    samples_per_shard, shard_bytes
-        A shard is closed at whichever limit comes first.
+    samples_per_shard, shard_bytes : int
+        A shard is closed at whichever limit comes first (1000 samples, 64 MiB of payload by
+        default).
+    tier : str, optional
+        The tier the shards and the index go to; the config's default if None.
+    overwrite : bool, default False
+        Whether they may replace existing objects.
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    ObjectExists
+        If a shard or the index exists and ``overwrite`` is False.
     """
     index: DatasetIndex = _run(_write_tar(_aio(store), prefix.strip("/"), samples,
                                           samples_per_shard, shard_bytes, tier, overwrite))
@@ -131,8 +151,39 @@ async def _write_parquet(store: Store, prefix: str, table: pa.Table, rows: int,
 def write_parquet_shards(store: AnyStore, prefix: str, table: pa.Table, *,
                          rows_per_shard: int = 100_000, row_group_rows: int | None = None,
                          tier: str | None = None, overwrite: bool = False) -> DatasetIndex:
-    """Write ``table`` as Parquet shards ``<prefix>/shard-NNNNNN.parquet`` of
-    ``rows_per_shard`` rows (row groups of ``row_group_rows``), and their index."""
+    """Write a table as Parquet shards ``<prefix>/shard-NNNNNN.parquet`` and their index.
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys; the shards and ``index.json`` are written under it.
+    table : pyarrow.Table
+        The rows, in the dataset's canonical order (an empty table makes one empty shard).
+    rows_per_shard : int, default 100_000
+        Rows per shard.
+    row_group_rows : int, optional
+        Rows per row group (rows are read a row group at a time); ``rows_per_shard`` if
+        None.
+    tier : str, optional
+        The tier the shards and the index go to; the config's default if None.
+    overwrite : bool, default False
+        Whether they may replace existing objects.
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    ObjectExists
+        If a shard or the index exists and ``overwrite`` is False.
+    ValueError
+        If ``rows_per_shard`` or ``row_group_rows`` is not positive.
+    """
     if rows_per_shard < 1 or (row_group_rows is not None and row_group_rows < 1):
         raise ValueError("rows_per_shard and row_group_rows must be positive")
     index: DatasetIndex = _run(_write_parquet(_aio(store), prefix.strip("/"), table,
@@ -153,8 +204,33 @@ async def _write_raw(store: Store, prefix: str, files: Iterable[tuple[str, bytes
 
 def write_raw_files(store: AnyStore, prefix: str, files: Iterable[tuple[str, bytes]], *,
                     tier: str | None = None, overwrite: bool = False) -> DatasetIndex:
-    """Write one object per sample, ``<prefix>/<name>`` for each ``(name, bytes)``, and the
-    index (one shard of one sample per object)."""
+    """Write one object per sample, and the index (one shard of one sample per object).
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys; the shards and ``index.json`` are written under it.
+    files : iterable of (str, bytes)
+        ``(name, bytes)`` of each sample, written to ``<prefix>/<name>``, in the dataset's
+        canonical order.
+    tier : str, optional
+        The tier the shards and the index go to; the config's default if None.
+    overwrite : bool, default False
+        Whether they may replace existing objects.
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    ObjectExists
+        If a shard or the index exists and ``overwrite`` is False.
+    """
     index: DatasetIndex = _run(_write_raw(_aio(store), prefix.strip("/"), files, tier,
                                           overwrite))
     return index
@@ -196,9 +272,40 @@ async def _write_zarr(store: Store, prefix: str, objects: dict[str, bytes], name
 def write_zarr_array(store: AnyStore, prefix: str, array: np.ndarray, *, chunk_rows: int,
                      compressors: Any = "auto", name: str = "data", tier: str | None = None,
                      overwrite: bool = False) -> DatasetIndex:
-    """Write ``array`` as a Zarr v3 array under ``<prefix>/<name>``, chunked along its first
-    axis by ``chunk_rows`` (``compressors`` as :func:`zarr.create_array` takes them), and
-    index it: a sample is ``array[i]``."""
+    """Write an array as a Zarr v3 array and index it: a sample is ``array[i]``.
+
+    Parameters
+    ----------
+    store : SyncStore or Store
+        A :class:`~tierstore.SyncStore` (or a :class:`~tierstore.Store`, run on fsspec's IO
+        thread).
+    prefix : str
+        The dataset's folder of keys; the shards and ``index.json`` are written under it.
+    array : numpy.ndarray
+        The samples, along its first axis (at least one axis).
+    chunk_rows : int
+        The chunks' length along the first axis (1 or more): a chunk object is a shard.
+    compressors : Any, default "auto"
+        As :func:`zarr.create_array` takes them.
+    name : str, default "data"
+        The array is written under ``<prefix>/<name>``.
+    tier : str, optional
+        The tier the shards and the index go to; the config's default if None.
+    overwrite : bool, default False
+        Whether they may replace existing objects.
+
+    Returns
+    -------
+    DatasetIndex
+        The index written.
+
+    Raises
+    ------
+    ObjectExists
+        If a shard or the index exists and ``overwrite`` is False.
+    ValueError
+        If the array has no axis or ``chunk_rows`` is under 1.
+    """
     if chunk_rows < 1 or array.ndim < 1:
         raise ValueError("need an array of at least one axis and chunk_rows >= 1")
     objects = _zarr_objects(array, chunk_rows, compressors)

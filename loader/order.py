@@ -48,22 +48,29 @@ BUFFER_START = 8  # a shuffle buffer starts emitting when 1/8 full
 class OrderSpec:
     """Everything besides placement that an epoch's order depends on.
 
-    Parameters
+    Attributes
     ----------
-    seed, epoch
-        Same seed and epoch, same order; another epoch, another order.
-    shuffle
+    seed, epoch : int
+        Same seed and epoch, same order; another epoch, another order (0 and 0 by default;
+        the epoch not negative).
+    shuffle : bool, default True
         Permute shards and pass samples through the shuffle buffer; False reads in index
         order.
-    buffer_size
+    buffer_size : int, default 0
         Samples held by each reader's shuffle buffer (0 or 1: no buffer).
-    equalize
+    equalize : {"none", "drop", "pad"}, default "none"
         ``none``: every sample exactly once, ranks differ by at most one batch. ``drop`` or
         ``pad``: every rank gets the same whole number of batches, by leaving out or
         repeating samples.
-    batch_size
+    batch_size : int, default 1
         Workers get whole batches (only the rank's last may be short, and only with
         ``none``), so a DataLoader batching per worker makes full batches.
+
+    Raises
+    ------
+    ValueError
+        If ``equalize`` is unknown, ``batch_size`` is not positive, or ``buffer_size`` or
+        ``epoch`` is negative.
     """
 
     seed: int = 0
@@ -82,7 +89,15 @@ class OrderSpec:
 
 @dataclass(frozen=True, slots=True)
 class WorkerOrder:
-    """One reader's samples for an epoch, as global sample ids in the order it yields them."""
+    """One reader's samples for an epoch, as global sample ids in the order it yields them.
+
+    Attributes
+    ----------
+    samples : numpy.ndarray
+        The global sample ids (int64), in the order the reader yields them.
+    padding : int
+        How many of them repeat a sample (``equalize="pad"``).
+    """
 
     samples: np.ndarray
     padding: int  # how many of them repeat a sample (equalize="pad")
@@ -177,10 +192,28 @@ def buffer_shuffle(ids: np.ndarray, size: int, rng: np.random.Generator) -> np.n
 
 def worker_order(starts: np.ndarray, spec: OrderSpec, placement: Placement, *,
                  exclude: np.ndarray | None = None) -> WorkerOrder:
-    """The samples ``placement`` yields in ``spec``'s epoch, in order.
+    """Compute the samples a reader yields in an epoch, in order.
 
-    ``exclude`` (a mask over global sample ids) takes samples out of the epoch before it is
-    partitioned: an elastic resume partitions what the interrupted run had not yet read.
+    A pure function: no I/O, no clocks, no globals (see the module).
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        The index's first-sample id per shard plus the total at the end
+        (:attr:`DatasetIndex.starts`).
+    spec : OrderSpec
+        The epoch's order.
+    placement : Placement
+        The reader.
+    exclude : numpy.ndarray, optional
+        A boolean mask over global sample ids that takes samples out of the epoch before it
+        is partitioned: an elastic resume partitions what the interrupted run had not yet
+        read.
+
+    Returns
+    -------
+    WorkerOrder
+        The reader's samples and how many of them are padding.
     """
     return _reader_order(_sequence(starts, spec, exclude), spec, placement,
                          resumed=exclude is not None)

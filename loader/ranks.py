@@ -10,8 +10,27 @@ __all__ = ["Placement", "current_placement", "world"]
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """One reader of an epoch: worker ``worker`` of ``num_workers`` on rank ``rank`` of
-    ``world_size``. Readers are numbered rank-major: ``slot = rank * num_workers + worker``."""
+    """One reader of an epoch: a DataLoader worker on a rank.
+
+    Readers are numbered rank-major: ``slot = rank * num_workers + worker``.
+
+    Attributes
+    ----------
+    rank : int, default 0
+        The training process's rank, of ``world_size``.
+    world_size : int, default 1
+        The number of training processes (1 or more).
+    worker : int, default 0
+        The DataLoader worker, of ``num_workers``.
+    num_workers : int, default 1
+        The workers per rank (1 or more; 1 without workers).
+
+    Raises
+    ------
+    ValueError
+        If ``world_size`` or ``num_workers`` is under 1, or ``rank`` or ``worker`` is out of
+        range.
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -50,9 +69,28 @@ def world() -> tuple[int, int]:
 
 
 def current_placement(rank: int | None = None, world_size: int | None = None) -> Placement:
-    """This process's placement: the given rank/world size or :func:`world`'s, and the
-    DataLoader worker from ``torch.utils.data.get_worker_info()`` (worker 0 of 1 outside
-    workers)."""
+    """Find this process's placement.
+
+    The DataLoader worker comes from ``torch.utils.data.get_worker_info()`` (worker 0 of 1
+    outside workers).
+
+    Parameters
+    ----------
+    rank, world_size : int, optional
+        The rank and world size; where None, :func:`world`'s: from ``torch.distributed``
+        when its process group is initialised, else the ``RANK`` and ``WORLD_SIZE``
+        environment variables (torchrun sets them), else ``(0, 1)``.
+
+    Returns
+    -------
+    Placement
+        This reader.
+
+    Raises
+    ------
+    ValueError
+        If ``RANK`` or ``WORLD_SIZE`` is not an integer, or the placement is out of range.
+    """
     from torch.utils.data import get_worker_info
 
     if rank is None or world_size is None:

@@ -80,8 +80,49 @@ def check_read_ahead(value: object) -> ReadAhead:
 
 @dataclass
 class PrefetchStats:
-    """What a prefetcher did and where its read-ahead stands (read on the consumer's side;
-    updated on the loader loop and by the consumer)."""
+    """What a prefetcher did and where its read-ahead stands.
+
+    Read on the consumer's side; updated on the loader loop and by the consumer.
+
+    Attributes
+    ----------
+    shards, bytes, reads : int
+        Shards read, their bytes, and the ranged reads that read them.
+    peak_bytes : int
+        Most bytes held at once: being read, or read and not yet released.
+    rereads : list of str
+        Shards re-read after a bad checksum.
+    retries : int
+        Reads tried again after a passing failure.
+    read_ahead : str, default "adaptive"
+        The policy: ``adaptive``, ``budget``, or ``"<n> shards"``.
+    budget_bytes : int
+        Bytes read ahead at most.
+    start_depth_bytes : int
+        The adaptive depth before anything was measured.
+    depth_bytes : int
+        How far ahead it reads now (bytes being read or read, not taken).
+    max_depth_bytes : int
+        The deepest it read ahead.
+    held_bytes, held_shards : int
+        Bytes (and shards) being read or read and not yet released, now.
+    peak_shards : int
+        Most shards held at once.
+    latency_s : float
+        The base read latency of a shard, in seconds.
+    consumption_bytes_per_s : float
+        A moving average of the consumer's pace.
+    delivery_bytes_per_s : float
+        The best recent pace of the reads.
+    stall_s : float
+        Seconds the consumer waited for a shard.
+    stalls : int
+        Shards the consumer had to wait for.
+    busy_s : float
+        Seconds the consumer spent between shards.
+    due_samples : int
+        Samples read when due from a file on this node's disk (:mod:`.samples`).
+    """
 
     shards: int = 0
     bytes: int = 0
@@ -106,7 +147,13 @@ class PrefetchStats:
     due_samples: int = 0  # samples read when due from a file on this node's disk (.samples)
 
     def snapshot(self) -> PrefetchStats:
-        """A copy that later updates do not touch (to send along with a batch)."""
+        """Copy the statistics as they are now.
+
+        Returns
+        -------
+        PrefetchStats
+            A copy that later updates do not touch (to send along with a batch).
+        """
         return dataclasses.replace(self, rereads=list(self.rereads))
 
     @property

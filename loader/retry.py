@@ -42,14 +42,22 @@ _TRANSIENT_WORDS = ("slowdown", "slow down", "serviceunavailable", "service unav
 class Backoff:
     """How a passing failure is retried.
 
-    Parameters
+    Attributes
     ----------
-    attempts
+    attempts : int, default 8
         Tries in all (1: never retry).
-    base, factor, cap
-        The wait before retry ``n`` (from 0) is ``min(cap, base * factor**n)`` seconds...
-    jitter
-        ...times a random factor in ``[1 - jitter, 1]``.
+    base, factor, cap : float
+        The wait before retry ``n`` (from 0) is ``min(cap, base * factor**n)`` seconds
+        (0.1, 2.0 and 2.0 by default)...
+    jitter : float, default 0.5
+        ...times a random factor in ``[1 - jitter, 1]``, so that many workers do not retry
+        in step.
+
+    Raises
+    ------
+    ValueError
+        If ``attempts`` or ``factor`` is under 1, ``base`` or ``cap`` is negative, or
+        ``jitter`` is not within ``[0, 1]``.
     """
 
     attempts: int = 8
@@ -66,7 +74,21 @@ class Backoff:
             raise ValueError("jitter must be within [0, 1]")
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (0 for the first)."""
+        """Draw the wait before a retry.
+
+        Parameters
+        ----------
+        retry : int
+            The retry's number (0 for the first).
+        rng : random.Random, optional
+            Where the jitter is drawn from; the :mod:`random` module's generator if None.
+
+        Returns
+        -------
+        float
+            Seconds to wait: ``min(cap, base * factor**retry)`` times a random factor in
+            ``[1 - jitter, 1]``.
+        """
         wait = min(self.cap, self.base * self.factor ** retry)
         return wait * (1 - self.jitter * (rng or random).random())
 

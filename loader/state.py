@@ -71,8 +71,25 @@ def exclude_mask(state: Mapping[str, Any] | None, starts: np.ndarray) -> np.ndar
 
 
 def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """One state holding the progress of every rank (e.g. the ``all_gather``-ed states of a
-    distributed run), for an elastic resume."""
+    """Merge the states of every rank into one, for an elastic resume.
+
+    Parameters
+    ----------
+    states : iterable of mapping
+        The states of a run's ranks (e.g. the ``all_gather``-ed states of a distributed
+        run): each rank's readers' counts and ``next_worker`` are kept (a later state's win
+        for a reader named twice).
+
+    Returns
+    -------
+    dict
+        One state holding the progress of every rank.
+
+    Raises
+    ------
+    ValueError
+        If there are no states, or they are of different epochs, orders or layouts.
+    """
     merged: dict[str, Any] | None = None
     for state in states:
         if merged is None:

@@ -155,7 +155,19 @@ class _Pass:
 
 @dataclass
 class LoaderStats:
-    """What the training loop saw of a :class:`TierLoader` in the current pass."""
+    """What the training loop saw of a :class:`TierLoader` in the current pass.
+
+    Attributes
+    ----------
+    batches, samples : int
+        Batches and samples the training loop took.
+    wait_s : float
+        Seconds spent waiting inside ``next(loader)``.
+    started : float, optional
+        ``time.perf_counter()`` when the first batch was asked for; None before.
+    readers : dict of str to PrefetchStats
+        The latest statistics of each reader (``"rank/worker"``).
+    """
 
     batches: int = 0
     samples: int = 0
@@ -180,35 +192,47 @@ class LoaderStats:
 
 
 class TierLoader:
-    """A DataLoader over a :class:`~.TierDataset`: batches made in workers, ``set_epoch``
-    that reaches persistent workers, and exact mid-epoch (also elastic) resumption.
+    """A DataLoader over a :class:`~.TierDataset`.
+
+    Batches are made in workers, ``set_epoch`` reaches persistent workers, and resumption
+    mid-epoch is exact (also elastic).
 
     Parameters
     ----------
-    dataset
+    dataset : TierDataset
         The dataset; its order is made of whole batches of ``batch_size`` per worker (a
         dataset made with the default ``batch_size=1`` is given the loader's).
-    batch_size, drop_last, collate_fn
+    batch_size : int or None, default 1
+    drop_last : bool, default False
+    collate_fn : callable, optional
         As for ``DataLoader``, but batches are collated by each worker from its own samples
         (``drop_last`` drops a worker's last short batch), by default with
         :func:`~.collate.collate` (PyTorch's, keeping as lists the fields it cannot stack:
         images of different sizes). ``batch_size=None`` yields samples one by one.
     num_workers, pin_memory, persistent_workers, prefetch_factor, timeout, worker_init_fn,
-    multiprocessing_context, pin_memory_device
+    multiprocessing_context, pin_memory_device : optional
         Passed to ``DataLoader``; batches always come in the order workers made them in turn
         (``in_order=True``), which resumption relies on.
-    reuse_memory
+    reuse_memory : bool, default True
         With workers (and without ``pin_memory``, whose copy is made off the training
         thread anyway), batches arrive in shared-memory slots each worker reuses once the
         training process holds no tensor of them (:mod:`.handover`). Turn it off when the
         training loop passes batch tensors to other processes without copying them.
-    metrics_every
+    metrics_every : float or None, default 5.0
         Seconds between writes of :meth:`metrics` into the store's home, where a ``tierstore
         daemon`` of the same store serves them on its metrics endpoint (:class:`~.MetricsFile`);
         None: never.
-    epoch_log
+    epoch_log : callable, optional
         Called with :meth:`metrics` as one line at the end of each pass (``print``, or a
         logger's ``info``); None: nothing.
+
+    Raises
+    ------
+    TypeError
+        If ``dataset`` is not a :class:`~.TierDataset`.
+    ValueError
+        If ``batch_size`` is not positive (nor None), ``num_workers`` is negative, or the
+        dataset's order is made for batches of another size.
     """
 
     def __init__(self, dataset: TierDataset, batch_size: int | None = 1, *,
@@ -267,7 +291,13 @@ class TierLoader:
         return self.dataset.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Read epoch ``epoch`` on the next pass, also in persistent workers."""
+        """Read an epoch on the next pass, also in persistent workers.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch (0 or more); see :meth:`TierDataset.set_epoch`.
+        """
         self.dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -381,16 +411,29 @@ class TierLoader:
         self.shutdown()
 
     def metrics(self) -> LoaderMetrics:
-        """This rank's live metrics over the current (or last) pass: samples/s, bytes/s and
-        hit rate per tier, wait per step (p50/p99), bytes in flight and a live AU
-        (:mod:`.metrics`)."""
+        """Measure this rank's live metrics over the current (or last) pass.
+
+        Returns
+        -------
+        LoaderMetrics
+            Samples/s, bytes/s and hit rate per tier, wait per step (p50/p99), bytes in
+            flight and a live AU (:mod:`.metrics`).
+        """
         return loader_metrics(self, self._meter, self._counters)
 
     # -- resumption -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """How far this rank's readers got in the current pass (see :mod:`.state`), and
-        which reader's batch comes next; ``torch.save`` and JSON both take it."""
+        """Save how far this rank's readers got in the current pass.
+
+        A state loaded and not yet started from is returned as it is.
+
+        Returns
+        -------
+        dict
+            The state (see :mod:`.state`), with which reader's batch comes next
+            (``next_worker``); ``torch.save`` and JSON both take it.
+        """
         run = self._pass
         if run is None:
             if self.dataset.loaded_state is not None:  # loaded, not yet started: itself
@@ -405,9 +448,24 @@ class TierLoader:
                 "next_worker": {str(run.rank): run.next_reader()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from ``state`` on the next pass: with the same ranks and workers, the rest
-        of the epoch in the same batch order; with others, the unread samples of every rank
-        (:func:`~.state.merge_states`) partitioned afresh."""
+        """Resume from a state on the next pass.
+
+        With the same ranks and workers, the rest of the epoch comes in the same batch order;
+        with others, the unread samples of every rank (:func:`~.state.merge_states`) are
+        partitioned afresh. Persistent workers holding the old state are shut down.
+
+        Parameters
+        ----------
+        state : mapping
+            A state of :meth:`state_dict` (of every rank, merged, for an elastic resume).
+
+        Raises
+        ------
+        ValueError
+            If it is not a loader state of this version.
+        InvalidIndex
+            If it was saved for another dataset.
+        """
         self.dataset.load_state_dict(state)
         self._pass = None
         if self.dataloader._iterator is not None:  # persistent workers hold the old state

@@ -35,11 +35,33 @@ __all__ = ["Move", "ObjectState", "Plan", "Policy", "Refusal", "Snapshot", "Tier
 class ObjectState:
     """One object as a policy sees it.
 
-    ``replicas`` are the configured tiers holding a ready replica; ``score`` is the catalog's
-    decayed read count, decayed to the snapshot's time; ``last_access`` is None for an object
-    never read; ``busy`` marks an object with a copy or removal in flight (left alone);
-    ``next_use`` is the earliest time a reader announced it will read the object (None if
-    none did).
+    Attributes
+    ----------
+    key : str
+        The object's key.
+    size : int
+        Its size in bytes (0 or more).
+    replicas : tuple of str
+        The configured tiers holding a ready replica (at least one).
+    pinned : str, optional
+        The tier the catalog pins it to.
+    last_access : float, optional
+        When it was last read, in Unix seconds; None for an object never read.
+    count : int, default 0
+        How many times it was read.
+    score : float, default 0.0
+        The catalog's decayed read count, decayed to the snapshot's time.
+    created : float, default 0.0
+        When it was created, in Unix seconds.
+    busy : bool, default False
+        A copy or removal of it is in flight: policies leave it alone.
+    next_use : float, optional
+        The earliest time a reader announced it will read the object (None if none did).
+
+    Raises
+    ------
+    ValueError
+        If ``replicas`` is empty or ``size`` negative.
     """
 
     key: str
@@ -60,16 +82,48 @@ class ObjectState:
             raise ValueError(f"{self.key!r}: negative size")
 
     def idle(self, now: float) -> float:
-        """Seconds since the last read (since creation if never read); never negative, even
-        when the clock went backwards."""
+        """Measure how long the object has gone unread.
+
+        Parameters
+        ----------
+        now : float
+            The time, in Unix seconds.
+
+        Returns
+        -------
+        float
+            Seconds since the last read (since creation if never read); never negative, even
+            when the clock went backwards.
+        """
         touched = self.created if self.last_access is None else self.last_access
         return max(0.0, now - touched)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TierState:
-    """One tier: its class, capacity and watermarks (fractions of capacity), bytes used, and
-    the site it lives at (``region/zone/node``; placement rules spread replicas over sites)."""
+    """One tier as a policy sees it.
+
+    Attributes
+    ----------
+    name : str
+        The tier's name.
+    tier_class : TierClass
+        Its class.
+    capacity : int, optional
+        Its capacity in bytes; None for unbounded.
+    high_watermark, low_watermark : float
+        Fractions of capacity (0.9 and 0.75 by default; ``0 < low <= high <= 1``).
+    used : int, default 0
+        Bytes it holds.
+    site : str, default "local"
+        The site it lives at (``region/zone/node``; placement rules spread replicas over
+        sites).
+
+    Raises
+    ------
+    ValueError
+        If the watermarks are not ``0 < low <= high <= 1``.
+    """
 
     name: str
     tier_class: TierClass
@@ -106,9 +160,24 @@ class TierState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Objects, tiers and the time a plan is made for, and the pre-loads scheduled in the
-    catalog. ``tiers`` come hottest first (by class, then name), whatever order they are
-    given in."""
+    """The catalog as one moment saw it: what a plan is made for.
+
+    Attributes
+    ----------
+    objects : tuple of ObjectState
+        Each object with a ready replica.
+    tiers : tuple of TierState
+        Each configured tier, hottest first (by class, then name), whatever order they are
+        given in.
+    now : float
+        The time the plan is made for, in Unix seconds.
+    preloads : tuple of PreloadRequest, default ()
+        The pre-loads scheduled in the catalog.
+    copy_bytes_per_s : float, optional
+        How fast the daemon's recent copies landed, in bytes per second (None: not
+        measured): a staging copy that cannot land before its reader gets there is left to
+        the reader.
+    """
 
     objects: tuple[ObjectState, ...]
     tiers: tuple[TierState, ...]
@@ -131,16 +200,49 @@ class Snapshot:
         return {obj.key: obj for obj in self.objects}
 
     def tier(self, name: str) -> TierState | None:
-        """The tier called ``name``, or None if no such tier is configured."""
+        """Look up a tier by name.
+
+        Parameters
+        ----------
+        name : str
+            The tier's name.
+
+        Returns
+        -------
+        TierState or None
+            The tier; None if no such tier is configured.
+        """
         index = self._rank.get(name)
         return None if index is None else self.tiers[index]
 
     def get(self, key: str) -> ObjectState | None:
-        """The object with this key, or None."""
+        """Look up an object by key.
+
+        Parameters
+        ----------
+        key : str
+            The object's key.
+
+        Returns
+        -------
+        ObjectState or None
+            The object; None if the snapshot has none of this key.
+        """
         return self._by_key.get(key)
 
     def rank(self, tier: str) -> int:
-        """0 for the hottest tier; unknown tiers rank after every known one."""
+        """Rank a tier by heat.
+
+        Parameters
+        ----------
+        tier : str
+            The tier's name.
+
+        Returns
+        -------
+        int
+            0 for the hottest tier; unknown tiers rank after every known one.
+        """
         return self._rank.get(tier, len(self.tiers))
 
     @property
@@ -149,18 +251,52 @@ class Snapshot:
         return self.tiers[0] if self.tiers else None
 
     def best(self, obj: ObjectState) -> str:
-        """The hottest tier holding a replica of ``obj`` (the one reads go to)."""
+        """Find the tier reads of an object go to.
+
+        Parameters
+        ----------
+        obj : ObjectState
+            The object.
+
+        Returns
+        -------
+        str
+            The hottest tier holding a replica of ``obj``.
+        """
         return min(obj.replicas, key=self.rank)
 
     def next_colder(self, tier: str) -> TierState | None:
-        """The hottest tier of a colder class than ``tier``."""
+        """Find the tier below another.
+
+        Parameters
+        ----------
+        tier : str
+            The tier's name.
+
+        Returns
+        -------
+        TierState or None
+            The hottest tier of a colder class than ``tier``; None if there is none, or
+            ``tier`` is not configured.
+        """
         here = self.tier(tier)
         if here is None:
             return None
         return next((t for t in self.tiers if t.tier_class > here.tier_class), None)
 
     def on(self, tier: str) -> Iterator[ObjectState]:
-        """Objects with a ready replica on ``tier``."""
+        """List the objects on a tier.
+
+        Parameters
+        ----------
+        tier : str
+            The tier's name.
+
+        Returns
+        -------
+        iterator of ObjectState
+            The objects with a ready replica on ``tier``, in the snapshot's order.
+        """
         return (obj for obj in self.objects if tier in obj.replicas)
 
 
@@ -189,14 +325,33 @@ def under(key: str, prefix: str) -> bool:
 
 @dataclass(frozen=True)
 class Move:
-    """Copy ``key`` to ``dst`` and then drop its replica on ``src`` (None: keep every replica,
-    a copy). ``bytes`` is the object's size; ``policy`` and ``reason`` say why.
+    """One move: copy an object to a tier, then perhaps drop its replica on another.
 
     ``deferrable`` is the policy's word that the move may wait for a cleaner hour of the grid
     (carbon-aware scheduling, :mod:`~tierstore.policies.deferral`): a demotion, the shedding
     below a high watermark, a pre-load with slack, a replica beyond the second. The others
-    (staging for a reader, repairs, room needed now, promotions) never wait. ``due``, where
-    the move has a deadline of its own (a pre-load's), is when it must have landed.
+    (staging for a reader, repairs, room needed now, promotions) never wait.
+
+    Attributes
+    ----------
+    key : str
+        The object's key.
+    src : str or None
+        The tier whose replica is dropped once the copy to ``dst`` is verified; None keeps
+        every replica (a copy).
+    dst : str
+        The tier it is copied to.
+    bytes : int
+        The object's size.
+    policy : str
+        The policy that wanted the move.
+    reason : str
+        Why it wanted it.
+    deferrable : bool, default False
+        The move may wait for a cleaner hour (see above).
+    due : float, optional
+        Where the move has a deadline of its own (a pre-load's): when it must have landed,
+        in Unix seconds.
     """
 
     key: str
@@ -211,7 +366,28 @@ class Move:
     @classmethod
     def of(cls, obj: ObjectState, src: str | None, dst: str, policy: str, reason: str, *,
            deferrable: bool = False, due: float | None = None) -> Move:
-        """A move of ``obj`` (its key and size)."""
+        """Make a move of an object (its key and size).
+
+        Parameters
+        ----------
+        obj : ObjectState
+            The object.
+        src : str or None
+            The tier whose replica goes; None for a copy.
+        dst : str
+            The tier it is copied to.
+        policy, reason : str
+            Which policy wants the move, and why.
+        deferrable : bool, default False
+            The move may wait for a cleaner hour.
+        due : float, optional
+            When it must have landed.
+
+        Returns
+        -------
+        Move
+            The move.
+        """
         return cls(obj.key, src, dst, obj.size, policy, reason, deferrable, due)
 
     @property
@@ -219,6 +395,14 @@ class Move:
         return self.src is None
 
     def to_json(self) -> dict[str, object]:
+        """Describe the move as JSON.
+
+        Returns
+        -------
+        dict
+            ``key``, ``from``, ``to``, ``bytes``, ``copy``, ``policy``, ``reason``,
+            ``deferrable``, and ``due`` where it has one.
+        """
         return {"key": self.key, "from": self.src, "to": self.dst, "bytes": self.bytes,
                 "copy": self.is_copy, "policy": self.policy, "reason": self.reason,
                 "deferrable": self.deferrable, **({"due": self.due} if self.due else {})}
@@ -226,7 +410,15 @@ class Move:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A move a policy proposed that the engine did not plan, and why."""
+    """A move a policy proposed that the engine did not plan, and why.
+
+    Attributes
+    ----------
+    move : Move
+        The move proposed.
+    why : str
+        Why it was not planned.
+    """
 
     move: Move
     why: str
@@ -234,7 +426,19 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Plan:
-    """The moves to make now, in the order to make them, and the proposals refused."""
+    """The moves to make now, in the order to make them, and the proposals refused.
+
+    Iterating a plan gives its moves; its length is their number.
+
+    Attributes
+    ----------
+    moves : tuple of Move
+        The moves, in the order to make them.
+    now : float
+        The time the plan was made for, in Unix seconds.
+    refused : tuple of Refusal, default ()
+        The proposals not planned, and why.
+    """
 
     moves: tuple[Move, ...]
     now: float
@@ -252,13 +456,27 @@ class Plan:
         return sum(move.bytes for move in self.moves)
 
     def by_policy(self) -> dict[str, list[Move]]:
-        """The moves grouped by the policy that wanted them."""
+        """Group the moves by the policy that wanted them.
+
+        Returns
+        -------
+        dict of str to list of Move
+            Policy name to its moves, in plan order.
+        """
         out: dict[str, list[Move]] = {}
         for move in self.moves:
             out.setdefault(move.policy, []).append(move)
         return out
 
     def to_json(self) -> dict[str, object]:
+        """Describe the plan as JSON.
+
+        Returns
+        -------
+        dict
+            ``now``, ``moves`` (each :meth:`Move.to_json`), ``bytes``, and ``refused`` (each
+            move's JSON with its ``why``).
+        """
         return {"now": self.now, "moves": [m.to_json() for m in self.moves],
                 "bytes": self.bytes,
                 "refused": [{**r.move.to_json(), "why": r.why} for r in self.refused]}
@@ -276,11 +494,36 @@ class Policy(ABC):
 
     @abstractmethod
     def decide(self, snapshot: Snapshot) -> list[Move]:
-        """The moves this policy wants, most wanted first. No I/O, no clock: only
-        ``snapshot``."""
+        """Propose the moves this policy wants.
+
+        No I/O, no clock: only ``snapshot``.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The moves, most wanted first.
+        """
 
     def holds(self, snapshot: Snapshot) -> frozenset[str]:
-        """Keys of objects to leave where they are (none by default)."""
+        """Name the objects to leave where they are.
+
+        No policy of lower precedence moves them.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        frozenset of str
+            Their keys (none by default).
+        """
         return frozenset()
 
 

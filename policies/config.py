@@ -81,39 +81,57 @@ class PolicyConfig:
     :class:`~tierstore.errors.ConfigError` naming the file and the field
     (:meth:`from_toml`).
 
-    Parameters
+    Attributes
     ----------
-    demote_after
+    demote_after : mapping of str to float, default {"hot": 30 days, "warm": 90 days}
         Per tier: how long an object goes unread before the recency policy demotes it off
         that tier (in the spirit of S3 Intelligent-Tiering's 30 and 90 days). A tier absent
         here is never demoted by recency.
-    promote_within, promote_min_reads
+    promote_within : float, default one day
+    promote_min_reads : int, default 1
         The recency policy promotes an object read within ``promote_within`` seconds and at
         least ``promote_min_reads`` times in all.
-    promote_to
+    promote_to : str, optional
         The tier promotions go to (default: the hottest tier).
-    scoring, default_scoring
-        Per tier: :class:`Scoring` used to order the tier's objects (which are demoted first
-        when it passes its high watermark) and to pick the policy that moves them, recency
-        for ``recency``, frequency for the others.
-    promote_score, demote_score, min_idle
+    scoring : mapping of str to Scoring, default {}
+    default_scoring : Scoring, default Scoring.RECENCY
+        Per tier (``default_scoring`` for a tier absent from ``scoring``): the
+        :class:`Scoring` used to order the tier's objects (which are demoted first when it
+        passes its high watermark) and to pick the policy that moves them, recency for
+        ``recency``, frequency for the others.
+    promote_score : float, default 2.0
+    demote_score : float, default 0.5
+    min_idle : float, default one hour
         The frequency policy promotes an object whose score reaches ``promote_score`` and
         demotes one whose score is under ``demote_score`` once unread for ``min_idle``.
-    recency_half_life
+    recency_half_life : float, default one hour
         The ``lrfu`` score's recency weight.
-    displace_ratio
+    displace_ratio : float, default 2.0
         A promotion into a tier at its high watermark may push out (to a colder tier) an
         object that was read less recently than the candidate and whose decayed read count is
         at most ``1 / displace_ratio`` of the candidate's, coldest first (an admission test in
         the spirit of TinyLFU: one recent read does not displace a popular object). 0 turns
         displacement off: promotions then stop at the high watermark.
-    next_use_horizon, next_use_lead
+    next_use_horizon : float, default one hour
+    next_use_lead : float, default 0.0
         The next-use policy stages objects that readers announced they will read within
         ``next_use_horizon``, soonest first, displacing what is read later or never; but not
         those due within ``next_use_lead``: a reader gets to them before a copy would land.
-    pins
+    pins : mapping of str to str, default {}
         Prefix -> tier: objects under a prefix stay on that tier, as if pinned one by one (a
         pin in the catalog wins).
+    placement : mapping of str to PlacementRule, default {}
+        Not of the ``[policies]`` table: the config's ``[locality.placement]`` rules (tier
+        class -> rule), which :meth:`from_config` brings along for the placement policy.
+
+    Raises
+    ------
+    ConfigError
+        If a duration is not positive, ``next_use_lead`` is not under ``next_use_horizon``,
+        ``displace_ratio`` is neither 0 nor at least 1, ``promote_within`` is not shorter
+        than every ``demote_after`` age (objects would be promoted and demoted in turn),
+        ``promote_min_reads`` is under 1, ``demote_score`` is over ``promote_score``, or a
+        scoring is unknown.
     """
 
     demote_after: Mapping[str, float] = field(
@@ -164,8 +182,24 @@ class PolicyConfig:
 
     @classmethod
     def from_config(cls, config: Config) -> PolicyConfig:
-        """The settings of ``config``'s ``[policies]`` table (the defaults where absent),
-        checked against its tiers."""
+        """Parse a config's ``[policies]`` table, checked against its tiers.
+
+        Parameters
+        ----------
+        config : Config
+            The config.
+
+        Returns
+        -------
+        PolicyConfig
+            The table's settings (the defaults where absent), with the config's
+            ``[locality.placement]`` rules as :attr:`placement`.
+
+        Raises
+        ------
+        ConfigError
+            As :meth:`from_toml`, naming the config's file.
+        """
         tiers = {name: tier.tier_class for name, tier in config.tiers.items()}
         parsed = cls.from_toml(config.policies, source=config.source, tiers=tiers)
         return replace(parsed, placement=config.locality.placement)
@@ -175,17 +209,62 @@ class PolicyConfig:
                   tiers: Mapping[str, TierClass] | None = None) -> PolicyConfig:
         """Parse a ``[policies]`` table as TOML gives it.
 
-        ``tiers`` (name -> class), when given, are the tiers a per-tier key, ``promote_to`` or
-        a pin may name. Raises :class:`~tierstore.errors.ConfigError` naming ``source`` and
-        the field.
+        Parameters
+        ----------
+        table : mapping
+            The table.
+        source : str, optional
+            The file it came from, for messages.
+        tiers : mapping of str to TierClass, optional
+            Name -> class: the tiers a per-tier key, ``promote_to`` or a pin may name (any,
+            if None); a per-tier key may also name a class.
+
+        Returns
+        -------
+        PolicyConfig
+            The settings (the defaults where absent); no placement rules.
+
+        Raises
+        ------
+        ConfigError
+            Naming ``source`` and the field: an unknown key, a value of the wrong kind, a tier
+            that is not configured, or the settings inconsistent (see the class).
         """
         return _from_toml(cls, table, _Where(source, tiers))
 
     def demote_after_for(self, tier: TierState) -> float | None:
-        """Seconds unread before recency demotes off ``tier`` (None: never)."""
+        """Look up how long an object may go unread on a tier before recency demotes it.
+
+        A setting for the tier's name wins over one for its class.
+
+        Parameters
+        ----------
+        tier : TierState
+            The tier.
+
+        Returns
+        -------
+        float or None
+            Seconds unread before recency demotes off ``tier``; None: never.
+        """
         return _lookup(self.demote_after, tier)
 
     def scoring_for(self, tier: TierState) -> Scoring:
+        """Look up how a tier ranks its objects.
+
+        A setting for the tier's name wins over one for its class, and either over
+        ``default_scoring``.
+
+        Parameters
+        ----------
+        tier : TierState
+            The tier.
+
+        Returns
+        -------
+        Scoring
+            The tier's scoring.
+        """
         found = _lookup(self.scoring, tier)
         return self.default_scoring if found is None else found
 

@@ -40,6 +40,17 @@ class PolicyEngine:
     would take its tier over the high watermark, or when any move would take its tier over
     capacity. Moves keep the order they were accepted in, which is the order to make them:
     the usage each was checked against is the usage the moves before it leave.
+
+    Parameters
+    ----------
+    policies : iterable of Policy
+        The policies, run in order of :data:`PRECEDENCE` (those of one level in the order
+        given).
+
+    Raises
+    ------
+    ValueError
+        If a policy's name has no precedence.
     """
 
     def __init__(self, policies: Iterable[Policy]):
@@ -50,7 +61,18 @@ class PolicyEngine:
         self.policies: Sequence[Policy] = sorted(policies, key=lambda p: PRECEDENCE[p.name])
 
     def plan(self, snapshot: Snapshot) -> Plan:
-        """What to move now, and what was proposed but refused."""
+        """Plan what to move now.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        Plan
+            The moves accepted, in the order to make them, and those proposed but refused.
+        """
         ledger = Ledger(snapshot)
         decided = {obj.key: "work in flight" for obj in snapshot.objects if obj.busy}
         moves: list[Move] = []
@@ -78,9 +100,22 @@ class PolicyEngine:
 
 def default_engine(config: PolicyConfig | None = None,
                    preloads: Iterable[PreloadRequest] = ()) -> PolicyEngine:
-    """Every policy, with ``config`` (default: :class:`PolicyConfig` ()) and pre-loads; the
-    placement rules are ``config.placement`` (:meth:`PolicyConfig.from_config` brings the
-    config's ``[locality.placement]``)."""
+    """Make the engine of every policy.
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The settings; ``PolicyConfig()`` if None. The placement rules are
+        ``config.placement`` (:meth:`PolicyConfig.from_config` brings the config's
+        ``[locality.placement]``).
+    preloads : iterable of PreloadRequest, default ()
+        Pre-loads beside those scheduled in the catalog.
+
+    Returns
+    -------
+    PolicyEngine
+        Placement, pins, watermarks, pre-load, next use, recency and frequency.
+    """
     config = config or PolicyConfig()
     return PolicyEngine([PlacementPolicy(config=config), PinPolicy(config),
                          WatermarkPolicy(config), PreloadPolicy(preloads),

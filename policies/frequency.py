@@ -16,6 +16,11 @@ class FrequencyPolicy(Policy):
     count weighted again by recency): an object scoring under ``demote_score`` and unread for
     ``min_idle`` goes one tier down; one scoring at least ``promote_score`` by the promotion
     tier's scoring is copied there, highest score first.
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The thresholds; the defaults if None.
     """
 
     name = "frequency"
@@ -30,7 +35,21 @@ class FrequencyPolicy(Policy):
         return None if scoring is Scoring.RECENCY else scoring
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
-        """Demotions first (they make room), then promotions, highest score first."""
+        """Propose demotions, then promotions.
+
+        Demotions come first (they make room), then promotions, highest score first. Pinned
+        and busy objects are left alone; an object demoted is not also promoted.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The demotions (deferrable), then the promotions.
+        """
         movable = [obj for obj in snapshot.objects if obj.pinned is None and not obj.busy]
         demotions = [m for obj in movable if (m := self._demotion(snapshot, obj))]
         demoted = {m.key for m in demotions}

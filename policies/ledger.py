@@ -11,8 +11,16 @@ __all__ = ["Ledger", "apply_plan"]
 
 
 class Ledger:
-    """A snapshot plus the moves accepted so far: each tier's bytes and each object's
-    replicas as they will be, and whether one more move is possible."""
+    """A snapshot plus the moves accepted so far.
+
+    It keeps each tier's bytes (:attr:`used`) and each object's replicas as they will be,
+    and tells whether one more move is possible.
+
+    Parameters
+    ----------
+    snapshot : Snapshot
+        The catalog before any move.
+    """
 
     def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
@@ -20,20 +28,55 @@ class Ledger:
         self._replicas: dict[str, frozenset[str]] = {}
 
     def replicas(self, obj: ObjectState) -> frozenset[str]:
+        """Tell where an object's replicas will be.
+
+        Parameters
+        ----------
+        obj : ObjectState
+            The object.
+
+        Returns
+        -------
+        frozenset of str
+            The tiers holding its replicas once the moves so far are made.
+        """
         return self._replicas.get(obj.key, frozenset(obj.replicas))
 
     def is_promotion(self, move: Move) -> bool:
-        """Whether ``move`` lands on a tier hotter than every replica the object has."""
+        """Tell whether a move is a promotion.
+
+        Parameters
+        ----------
+        move : Move
+            The move.
+
+        Returns
+        -------
+        bool
+            Whether it lands on a tier hotter than every replica the object will have (False
+            for an object not in the snapshot).
+        """
         obj = self.snapshot.get(move.key)
         rank = self.snapshot.rank
         return obj is not None and rank(move.dst) < min(map(rank, self.replicas(obj)))
 
     def check(self, move: Move) -> str | None:
-        """Why ``move`` cannot be made now, or None.
+        """Check whether a move can be made now.
 
         A move lands on ``dst`` before it drops ``src``, so one that names a configured
         ``dst`` and a real replica as ``src`` can never leave an object without a replica.
-        Promotions stay under ``dst``'s high watermark; other moves under its capacity.
+        Promotions stay under ``dst``'s high watermark; other moves under its capacity. A
+        pinned replica is never dropped, and a copy to a tier already holding one is refused.
+
+        Parameters
+        ----------
+        move : Move
+            The move.
+
+        Returns
+        -------
+        str or None
+            Why it cannot be made; None if it can.
         """
         obj = self.snapshot.get(move.key)
         dst = self.snapshot.tier(move.dst)
@@ -52,7 +95,14 @@ class Ledger:
         return f"{dst.name} would pass its capacity" if after > dst.limit else None
 
     def apply(self, move: Move) -> None:
-        """Account for ``move`` (which :meth:`check` accepted)."""
+        """Account for a move.
+
+        Parameters
+        ----------
+        move : Move
+            A move :meth:`check` accepted: the bytes land on ``dst`` (unless a replica is
+            there already) and leave ``src``.
+        """
         obj = self.snapshot.get(move.key)
         assert obj is not None, move
         held = self.replicas(obj)
@@ -63,7 +113,18 @@ class Ledger:
         self._replicas[obj.key] = (held - {move.src}) | {move.dst}
 
     def view(self, exclude: Collection[str] = ()) -> Snapshot:
-        """The snapshot as it will be, without the objects in ``exclude``."""
+        """Show the snapshot as it will be once the moves so far are made.
+
+        Parameters
+        ----------
+        exclude : collection of str, default ()
+            Keys of objects to leave out.
+
+        Returns
+        -------
+        Snapshot
+            Each object's replicas (hottest first) and each tier's bytes as they will be.
+        """
         rank = self.snapshot.rank
         objects = tuple(
             replace(obj, replicas=tuple(sorted(self._replicas[obj.key], key=rank)))
@@ -74,7 +135,19 @@ class Ledger:
 
 
 def apply_plan(snapshot: Snapshot, moves: Iterable[Move]) -> Snapshot:
-    """The snapshot as it will be once ``moves`` are made in order.
+    """Show the snapshot as it will be once moves are made.
+
+    Parameters
+    ----------
+    snapshot : Snapshot
+        The catalog before the moves.
+    moves : iterable of Move
+        The moves, made in order.
+
+    Returns
+    -------
+    Snapshot
+        The catalog after them.
 
     Raises
     ------

@@ -13,11 +13,14 @@ __all__ = ["NextUsePolicy"]
 
 
 class NextUsePolicy(Policy):
-    """Stages what readers announced they will read within ``next_use_horizon`` (and not
-    within ``next_use_lead``, nor what a copy at the measured rate,
-    :attr:`Snapshot.copy_bytes_per_s`, behind the copies planned before it, would land
-    after its reader got there: the reader fetches it anyway, and its read-through fill
-    keeps it hot, so its bytes cross once).
+    """Stage what readers announced they will read soon.
+
+    What readers announced they will read within ``next_use_horizon`` is staged, but not
+    what they will read within ``next_use_lead``, nor what a copy at the measured rate
+    (:attr:`Snapshot.copy_bytes_per_s`), behind the copies planned before it, would land
+    after its reader got there: the reader fetches it anyway, and its read-through fill keeps
+    it hot, so its bytes cross once. This is Belady's rule, with the future the loaders
+    announce instead of a guess from the past.
 
     A loader knows its order in advance and announces when it will read each shard
     (:meth:`Catalog.announce <tierstore.catalog.Catalog.announce>`). Each announced object
@@ -30,6 +33,11 @@ class NextUsePolicy(Policy):
     from the slower tier at most once an epoch, instead of thrashing as LRU does. Announced
     objects are held where they are, so recency and frequency do not demote what is about to
     be read.
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The thresholds; the defaults if None.
     """
 
     name = "next_use"
@@ -52,6 +60,22 @@ class NextUsePolicy(Policy):
                 and (not lead or obj.next_use >= snapshot.now + lead))
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
+        """Propose the copies that stage announced objects, with their displacements.
+
+        Soonest next use first; objects a reader is fetching already, busy ones, and those
+        pinned elsewhere are left alone. Only residents no reader will read within the
+        horizon are displaced (see the class).
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            Each copy to the promotion tier, after the displacements that make room for it.
+        """
         target = self._target(snapshot)
         if target is None:
             return []
@@ -85,7 +109,18 @@ class NextUsePolicy(Policy):
         return moves
 
     def holds(self, snapshot: Snapshot) -> frozenset[str]:
-        """What readers will read within the horizon stays where it is (no demotion)."""
+        """Hold what readers will read within the horizon where it is (no demotion).
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        frozenset of str
+            The keys of the objects announced within ``next_use_horizon``.
+        """
         return frozenset(obj.key for obj in snapshot.objects if self._soon(snapshot, obj))
 
 

@@ -14,6 +14,11 @@ class PinPolicy(Policy):
     An object is pinned by the catalog (``tierstore pin``) or by the longest prefix of
     ``config.pins`` it is under; the catalog wins. A pinned object without a replica on its
     tier is copied there (its other replicas stay).
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The thresholds; the defaults if None.
     """
 
     name = "pins"
@@ -24,7 +29,21 @@ class PinPolicy(Policy):
         self._prefixes = sorted(self.config.pins.items(), key=lambda kv: -len(kv[0]))
 
     def pinned_to(self, obj: ObjectState) -> tuple[str, str] | None:
-        """(tier, why) for a pinned object, else None."""
+        """Find where an object is pinned.
+
+        The catalog's pin wins over ``config.pins``; of those, the longest prefix the key is
+        under.
+
+        Parameters
+        ----------
+        obj : ObjectState
+            The object.
+
+        Returns
+        -------
+        tuple of (str, str) or None
+            ``(tier, why)`` for a pinned object, else None.
+        """
         if obj.pinned is not None:
             return obj.pinned, f"pinned to {obj.pinned}"
         for prefix, tier in self._prefixes:
@@ -33,6 +52,21 @@ class PinPolicy(Policy):
         return None
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
+        """Copy each pinned object to its tier where it has no replica there.
+
+        Busy objects, and pins to a tier not configured, are left alone; the other replicas
+        stay.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The copies, in the snapshot's order.
+        """
         moves = []
         for obj in snapshot.objects:
             pin = self.pinned_to(obj)
@@ -42,4 +76,16 @@ class PinPolicy(Policy):
         return moves
 
     def holds(self, snapshot: Snapshot) -> frozenset[str]:
+        """Hold every pinned object, so that no other policy moves it.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        frozenset of str
+            The keys of the pinned objects.
+        """
         return frozenset(obj.key for obj in snapshot.objects if self.pinned_to(obj))

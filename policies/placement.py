@@ -33,7 +33,18 @@ __all__ = ["PlacementPolicy"]
 
 
 class PlacementPolicy(Policy):
-    """Replica counts and spread per tier class; see the module."""
+    """Keep the replica counts and spread each tier class's rule asks for.
+
+    See the module for what it tops up, what it drops, and what it leaves alone.
+
+    Parameters
+    ----------
+    rules : mapping of str to PlacementRule, optional
+        Tier class name (``"hot"``, ``"warm"``, ``"cold"``) to its rule; ``config.placement``
+        if None.
+    config : PolicyConfig, optional
+        The config (its pins and placement rules); the defaults if None.
+    """
 
     name = "placement"
 
@@ -44,9 +55,36 @@ class PlacementPolicy(Policy):
         self._pins = PinPolicy(self.config)
 
     def rule(self, tier_class: TierClass) -> PlacementRule | None:
+        """Look up a tier class's placement rule.
+
+        Parameters
+        ----------
+        tier_class : TierClass
+            The class.
+
+        Returns
+        -------
+        PlacementRule or None
+            Its rule; None if it has none.
+        """
         return self.rules.get(tier_class.name.lower())
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
+        """Propose at most one repair per object.
+
+        Busy objects, and those whose pin is not met yet (left to the pins policy), are left
+        alone. A copy that adds a third replica or beyond is deferrable; a second is not.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The repairs, in the snapshot's order (none without rules).
+        """
         if not self.rules:
             return []
         moves = []

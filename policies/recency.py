@@ -21,6 +21,11 @@ class RecencyPolicy(Policy):
     only drops the hot copy. When the promotion tier is at its high watermark a promotion
     displaces residents it outranks (:func:`~tierstore.policies.displace.by_reads`). Acts
     only on tiers whose scoring is ``recency``.
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The thresholds; the defaults if None.
     """
 
     name = "recency"
@@ -33,7 +38,22 @@ class RecencyPolicy(Policy):
         return state is not None and self.config.scoring_for(state) is Scoring.RECENCY
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
-        """Demotions first (they make room), then promotions, most recently read first."""
+        """Propose demotions, then promotions.
+
+        Demotions come first (they make room), then promotions, most recently read first,
+        with the displacements they need. Pinned and busy objects are left alone; an object
+        demoted is not also promoted.
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The demotions (deferrable), then the promotions.
+        """
         movable = [obj for obj in snapshot.objects if obj.pinned is None and not obj.busy]
         demotions = [m for obj in movable if (m := self._demotion(snapshot, obj))]
         demoted = {m.key for m in demotions}

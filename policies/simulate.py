@@ -52,8 +52,28 @@ def simulation_tiers(config: Config, capacities: Mapping[str, int] | None = None
 class Simulation:
     """A trace, the tiers it is replayed on and the settings the policies start from.
 
-    Objects start on ``start`` (a tier colder than the hottest, which the policies fill);
-    the engine plans every ``tick`` seconds of trace time.
+    Attributes
+    ----------
+    trace : Trace
+        The reads replayed.
+    tiers : tuple of TierState
+        The tiers (two or more), hottest first.
+    config : PolicyConfig
+        The configured settings the policies start from.
+    start : str
+        The tier objects start on: one colder than the hottest, which the policies fill.
+    tick : float, default 60.0
+        The engine plans every ``tick`` seconds of trace time.
+    configured : str, default "tierstore's default settings"
+        What the configured settings are, for :meth:`describe`.
+
+    Raises
+    ------
+    ConfigError
+        If there are fewer than two tiers, ``start`` is not a tier colder than the hottest,
+        or ``tick`` is not positive and finite.
+    TraceError
+        If the trace at this tick would take more than ``MAX_TICKS`` plans.
     """
 
     trace: Trace
@@ -74,6 +94,18 @@ class Simulation:
                              "plans; pass a longer --tick")
 
     def describe(self, policy: str) -> str:
+        """Describe what a policy of the comparison runs.
+
+        Parameters
+        ----------
+        policy : str
+            One of :data:`POLICIES`.
+
+        Returns
+        -------
+        str
+            One line.
+        """
         if policy == LRU:
             return f"{self.tiers[0].name} as a plain LRU cache of whole objects, no policies"
         if policy == CONFIGURED:
@@ -81,12 +113,40 @@ class Simulation:
         return f"every tier scored by {policy}, other settings as configured"
 
     def policy_config(self, policy: str) -> PolicyConfig:
+        """Make the settings a policy of the comparison runs with.
+
+        Parameters
+        ----------
+        policy : str
+            ``configured``, or a :class:`Scoring`'s value.
+
+        Returns
+        -------
+        PolicyConfig
+            The configured settings, or those with every tier scored by ``policy``.
+
+        Raises
+        ------
+        ValueError
+            If ``policy`` is neither.
+        """
         if policy == CONFIGURED:
             return self.config
         return replace(self.config, scoring={}, default_scoring=Scoring(policy))
 
     def replay(self, policy: str) -> Replay:
-        """A fresh replay of ``policy`` (one of :data:`POLICIES`)."""
+        """Make a fresh replay of a policy, every object on the start tier.
+
+        Parameters
+        ----------
+        policy : str
+            One of :data:`POLICIES`.
+
+        Returns
+        -------
+        Replay
+            The replay, not run yet.
+        """
         home = place(self.trace, self.tiers, self.start)
         if policy == LRU:
             return LruReplay(policy, self.describe(policy), self.tiers, self.trace, home)
@@ -95,8 +155,22 @@ class Simulation:
 
     def run(self, policies: Sequence[str] = POLICIES,
             advance: Callable[[str, int], None] | None = None) -> list[Result]:
-        """One :class:`Result` per policy, in order; ``advance(policy, reads)`` reports
-        progress. Policies whose settings are the same replay once."""
+        """Replay the trace under each policy.
+
+        Policies whose settings are the same replay once.
+
+        Parameters
+        ----------
+        policies : sequence of str, default POLICIES
+            Which policies (of :data:`POLICIES`); one named twice runs once.
+        advance : callable, optional
+            ``advance(policy, reads)`` reports progress.
+
+        Returns
+        -------
+        list of Result
+            One per policy, in order.
+        """
         done: list[tuple[object, Result]] = []  # settings are not hashable
         out = []
         for policy in dict.fromkeys(policies):
@@ -112,6 +186,18 @@ class Simulation:
         return out
 
     def to_json(self, results: Sequence[Result]) -> dict[str, Any]:
+        """Describe the simulation and its results as JSON.
+
+        Parameters
+        ----------
+        results : sequence of Result
+            What :meth:`run` returned.
+
+        Returns
+        -------
+        dict
+            ``trace``, ``tick``, ``start_tier``, ``tiers`` and ``policies``.
+        """
         return {"trace": self.trace.to_json(), "tick": self.tick, "start_tier": self.start,
                 "tiers": [{"tier": t.name, "class": t.tier_class.name.lower(),
                            "capacity": t.capacity, "high_watermark": t.high_watermark,

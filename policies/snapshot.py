@@ -26,8 +26,36 @@ __all__ = ["build_snapshot", "object_state", "snapshot_from_store", "tier_states
 def snapshot_from_store(store: Store | SyncStore, now: float | None = None, *,
                         site: str | None = None, tiers: Collection[str] | None = None,
                         copy_bytes_per_s: float | None = None) -> Snapshot:
-    """``store``'s snapshot now (:meth:`Store.read_snapshot`, which blocks: from a coroutine,
-    ``await store.snapshot()``)."""
+    """Read a snapshot of a store's catalog.
+
+    Asks the store (:meth:`Store.read_snapshot`, which blocks; from a coroutine, ``await
+    store.snapshot()``): every object, its access statistics, when readers announced they
+    will read it next, the pre-loads scheduled, and the tiers' usage (replicas being copied or
+    removed count: they take space until they are done). Reads this process has not yet
+    handed to the catalog are flushed first. An object with no ready replica on a tier kept
+    is left out.
+
+    Parameters
+    ----------
+    store : Store or SyncStore
+        The store.
+    now : float, optional
+        The time the plan is for, in Unix seconds (default: the clock); scores are decayed
+        to it.
+    site : str, optional
+        A node's daemon in a cluster: the statistics and announcements are those of reads
+        and readers on that site only.
+    tiers : collection of str, optional
+        The tiers the plan may touch (default: every configured tier); the others are left
+        out as if not configured.
+    copy_bytes_per_s : float, optional
+        The daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
+
+    Returns
+    -------
+    Snapshot
+        The catalog as of ``now``.
+    """
     from tierstore.sync import SyncStore as Blocking  # the store imports this module
 
     aio = store.aio if isinstance(store, Blocking) else store
@@ -40,12 +68,37 @@ def build_snapshot(config: Config, records: list[ObjectRecord],
                    tiers: Collection[str] | None = None,
                    half_life: float = DEFAULT_HALF_LIFE,
                    copy_bytes_per_s: float | None = None) -> Snapshot:
-    """The snapshot of what a catalog holds at ``at``: every object with its access
-    statistics (scores decayed to ``at``) and when readers announced they read it next
-    (``due``), the scheduled pre-loads and the tiers' usage. ``tiers`` (default: every
-    configured tier) are those a plan may touch; the others are left out as if not
-    configured. ``copy_bytes_per_s``: the daemon's measured copy rate
-    (:attr:`Snapshot.copy_bytes_per_s`)."""
+    """Build the snapshot of what a catalog holds.
+
+    Parameters
+    ----------
+    config : Config
+        The store's config (its tiers).
+    records : list of ObjectRecord
+        Every object, with its replicas.
+    stats : Mapping[str, AccessStats]
+        Access statistics by key.
+    due : Mapping[str, float]
+        When readers announced they read each key next.
+    preloads : iterable of PreloadRecord
+        The scheduled pre-loads.
+    usage : list of TierUsage
+        The tiers' usage.
+    at : float
+        The time the plan is for, in Unix seconds; scores are decayed to it.
+    tiers : collection of str, optional
+        The tiers a plan may touch (default: every configured tier); the others are left
+        out as if not configured.
+    half_life : float, optional
+        Seconds for a read to count half as much in the frequency score.
+    copy_bytes_per_s : float, optional
+        The daemon's measured copy rate (:attr:`Snapshot.copy_bytes_per_s`).
+
+    Returns
+    -------
+    Snapshot
+        What the policies see.
+    """
     known = set(config.tiers) if tiers is None else set(config.tiers) & set(tiers)
     objects = [state for r in records
                if (state := object_state(r, stats.get(r.key), at, known, half_life,

@@ -33,8 +33,10 @@ _COLUMNS = ("time", "key", "bytes")
 
 
 class TraceError(TierstoreError, ValueError):
-    """A trace cannot be read; the message names the file and, where one is at fault, the
-    line."""
+    """A trace cannot be read.
+
+    The message names the file and, where one is at fault, the line.
+    """
 
 
 class Read(NamedTuple):
@@ -47,7 +49,20 @@ class Read(NamedTuple):
 
 @dataclass(frozen=True)
 class Trace:
-    """Reads in time order (a stable sort of the file's order) and where they came from."""
+    """Reads in time order and where they came from.
+
+    Attributes
+    ----------
+    reads : tuple of Read
+        The reads, in time order (a stable sort of the order given).
+    source : str, default "<trace>"
+        Where they came from, for messages.
+
+    Raises
+    ------
+    TraceError
+        If there are no reads.
+    """
 
     reads: tuple[Read, ...]
     source: str = "<trace>"
@@ -79,14 +94,40 @@ class Trace:
         return sum(read.bytes for read in self.reads)
 
     def to_json(self) -> dict[str, object]:
+        """Summarise the trace as JSON.
+
+        Returns
+        -------
+        dict
+            ``path``, ``reads``, ``objects``, ``bytes`` (read in all), ``object_bytes`` (the
+            objects' sizes), ``start`` and ``end``.
+        """
         return {"path": self.source, "reads": len(self.reads), "objects": len(self.sizes),
                 "bytes": self.bytes, "object_bytes": sum(self.sizes.values()),
                 "start": self.start, "end": self.end}
 
 
 def read_trace(path: str | Path) -> Trace:
-    """Read a CSV or JSON-lines trace (``.csv``; ``.jsonl``, ``.ndjson``, ``.json``; else by
-    its first line), gzipped or not."""
+    """Read a CSV or JSON-lines trace, gzipped or not.
+
+    The format is told by the suffix (``.csv``; ``.jsonl``, ``.ndjson``, ``.json``; before a
+    ``.gz``), else by the first line; see the module for both.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+
+    Returns
+    -------
+    Trace
+        Its reads, in time order.
+
+    Raises
+    ------
+    TraceError
+        If the file cannot be read, a line is malformed (naming it), or there are no reads.
+    """
     path = Path(path)
     source = str(path)
     suffixes = [s.lower() for s in path.suffixes]

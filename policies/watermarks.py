@@ -25,6 +25,11 @@ class WatermarkPolicy(Policy):
     may then shed too. A demotion drops the replica if the object has one further down,
     else goes to the nearest colder tier with capacity left. Pinned objects stay; if they
     alone keep a tier over its watermark, it stays over. Never promotes.
+
+    Parameters
+    ----------
+    config : PolicyConfig, optional
+        The thresholds; the defaults if None.
     """
 
     name = "watermarks"
@@ -33,6 +38,22 @@ class WatermarkPolicy(Policy):
         self.config = config or PolicyConfig()
 
     def decide(self, snapshot: Snapshot) -> list[Move]:
+        """Propose the demotions that bring each tier over its high watermark down.
+
+        Tiers are relieved hottest first (see the class). The demotions that bring a tier
+        under its high watermark are room needed now; those from there to the low one may
+        wait for a cleaner hour (deferrable).
+
+        Parameters
+        ----------
+        snapshot : Snapshot
+            The catalog as the plan sees it.
+
+        Returns
+        -------
+        list of Move
+            The demotions, tier by tier, coldest object first.
+        """
         ledger = Ledger(snapshot)
         moved: set[str] = set()
         moves: list[Move] = []

@@ -65,13 +65,39 @@ DEFAULT_STEP = HOUR  # a last point with no duration and no neighbour to tell it
 
 
 def move_grams(nbytes: float, intensity: float) -> float:
-    """Estimated gCO2e of moving ``nbytes`` at ``intensity`` gCO2e/kWh."""
+    """Estimate the emissions of moving bytes at a carbon intensity.
+
+    The bytes are costed at :data:`MOVE_JOULES_PER_BYTE` (as if they crossed the internet):
+    an estimate, and shown as one.
+
+    Parameters
+    ----------
+    nbytes : float
+        The bytes moved.
+    intensity : float
+        The grid's carbon intensity when they move, in gCO2e/kWh.
+
+    Returns
+    -------
+    float
+        The estimated emissions, in gCO2e.
+    """
     return nbytes * MOVE_JOULES_PER_BYTE / JOULES_PER_KWH * intensity
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The intensity from ``start`` (inclusive) to ``end`` (exclusive), Unix seconds."""
+    """One step of a forecast: the intensity over a span of time.
+
+    Attributes
+    ----------
+    start : float
+        When the step begins (inclusive), in Unix seconds.
+    end : float
+        When it ends (exclusive), in Unix seconds.
+    intensity : float
+        The intensity over ``[start, end)``, in gCO2e/kWh.
+    """
 
     start: float
     end: float
@@ -79,8 +105,19 @@ class Step:
 
 
 class Forecast:
-    """Intensity as a step function of time: each step holds until the next begins; a time
-    no step covers is unknown (None), never guessed."""
+    """Intensity as a step function of time.
+
+    Each step holds until the next begins; a time no step covers is unknown (None), never
+    guessed.
+
+    Parameters
+    ----------
+    steps : iterable of Step
+        The steps, in any order; empty ones (``end <= start``) are dropped, the rest kept
+        sorted by start.
+    source : str, default "<forecast>"
+        Where the forecast came from, for messages.
+    """
 
     def __init__(self, steps: Iterable[Step], source: str = "<forecast>"):
         self.steps = tuple(sorted((s for s in steps if s.end > s.start),
@@ -91,9 +128,24 @@ class Forecast:
     @classmethod
     def from_points(cls, points: Iterable[tuple[float, float, float | None]],
                     source: str = "<forecast>") -> Forecast:
-        """Steps from ``(time, intensity, duration or None)`` points: each lasts its duration
-        or until the next point, whichever ends first; the last one, without a duration, as
-        long as the usual gap between points (an hour for a single point)."""
+        """Make a forecast from points in time.
+
+        Each point lasts its duration or until the next point, whichever ends first; the last
+        one, without a duration, lasts as long as the usual (median) gap between points (an
+        hour for a single point). Of points at the same time, the last given is kept.
+
+        Parameters
+        ----------
+        points : iterable of (float, float, float or None)
+            ``(time, intensity, duration or None)``: Unix seconds, gCO2e/kWh, seconds.
+        source : str, default "<forecast>"
+            Where the points came from, for messages.
+
+        Returns
+        -------
+        Forecast
+            The step function the points describe.
+        """
         ordered = sorted({t: (t, v, d) for t, v, d in points}.values())
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(ordered)]
         usual = statistics.median(gaps) if gaps else DEFAULT_STEP
@@ -120,44 +172,137 @@ class Forecast:
         return self.steps[-1].end if self.steps else math.nan
 
     def at(self, when: float) -> float | None:
-        """The intensity at ``when`` (None where no step covers it)."""
+        """Look up the intensity at a time.
+
+        Parameters
+        ----------
+        when : float
+            The time, in Unix seconds.
+
+        Returns
+        -------
+        float or None
+            The intensity in gCO2e/kWh; None where no step covers ``when`` (never guessed).
+        """
         i = bisect.bisect_right(self._starts, when) - 1
         if i < 0 or when >= self.steps[i].end:
             return None
         return self.steps[i].intensity
 
     def between(self, start: float, end: float) -> list[Step]:
-        """The steps that overlap ``[start, end)``, cut to it."""
+        """Cut the forecast to a window.
+
+        Parameters
+        ----------
+        start, end : float
+            The window ``[start, end)``, in Unix seconds.
+
+        Returns
+        -------
+        list of Step
+            The steps that overlap the window, in order, each cut to it.
+        """
         return [Step(max(s.start, start), min(s.end, end), s.intensity) for s in self.steps
                 if s.end > start and s.start < end]
 
 
 class IntensitySource(ABC):
-    """Where the grid's carbon intensity comes from: one small contract, one kind of source
-    per class."""
+    """Where the grid's carbon intensity comes from.
+
+    One small contract (:meth:`forecast`, :meth:`describe`), one kind of source per class.
+    """
 
     @abstractmethod
     def forecast(self, start: float, end: float, site: str | None = None) -> Forecast:
-        """The intensity over ``[start, end)`` at ``site`` as far as the source knows it.
+        """Forecast the intensity over a window at a site.
 
-        Raises :class:`~tierstore.errors.IntensityError` when the source cannot answer."""
+        Parameters
+        ----------
+        start, end : float
+            The window ``[start, end)``, in Unix seconds.
+        site : str, optional
+            The site asked about; None for any.
+
+        Returns
+        -------
+        Forecast
+            The intensity over the window as far as the source knows it (it may cover
+            more, or less).
+
+        Raises
+        ------
+        IntensityError
+            If the source cannot answer (:class:`~tierstore.errors.IntensityUnavailable`,
+            :class:`~tierstore.errors.IntensityMalformed`).
+        """
 
     @abstractmethod
     def describe(self) -> str:
-        """One line for logs and ``plan``: which source, never a credential."""
+        """Describe the source in one line, for logs and ``plan``.
+
+        Returns
+        -------
+        str
+            Which source this is, never a credential.
+        """
 
     def intensity(self, at: float, site: str | None = None) -> float | None:
-        """The intensity at ``at`` (None if the source does not know it)."""
+        """Look up the intensity at a time and a site.
+
+        Parameters
+        ----------
+        at : float
+            The time, in Unix seconds.
+        site : str, optional
+            The site asked about; None for any.
+
+        Returns
+        -------
+        float or None
+            The intensity in gCO2e/kWh; None if the source does not know it.
+
+        Raises
+        ------
+        IntensityError
+            If the source cannot answer (see :meth:`forecast`).
+        """
         return self.forecast(at, at + 1.0, site).at(at)
 
 
 class ConstantIntensity(IntensitySource):
-    """One intensity for all time and every site: a flat grid, where no hour is cleaner."""
+    """One intensity for all time and every site.
+
+    A flat grid, where no hour is cleaner: nothing is worth waiting for.
+
+    Parameters
+    ----------
+    value : float
+        The intensity, in gCO2e/kWh (0 or more).
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a finite number of 0 or more.
+    """
 
     def __init__(self, value: float):
         self.value = _intensity(value, "constant")
 
     def forecast(self, start: float, end: float, site: str | None = None) -> Forecast:
+        """Forecast the constant over a window.
+
+        Parameters
+        ----------
+        start, end : float
+            The window ``[start, end)``, in Unix seconds.
+        site : str, optional
+            Ignored: every site has the same intensity.
+
+        Returns
+        -------
+        Forecast
+            One step over the window.
+        """
         return Forecast([Step(start, end, self.value)], self.describe())
 
     def describe(self) -> str:
@@ -168,8 +313,25 @@ class ConstantIntensity(IntensitySource):
 
 
 def parse_time(value: object) -> float:
-    """Unix seconds (a number, or text of one) or ISO 8601 (a time without a zone is UTC,
-    as the intensity services give theirs)."""
+    """Parse a time given as Unix seconds or ISO 8601.
+
+    A time without a zone is taken as UTC, as the intensity services give theirs.
+
+    Parameters
+    ----------
+    value : object
+        Unix seconds (a number, or text of one) or ISO 8601 text.
+
+    Returns
+    -------
+    float
+        The time, in Unix seconds.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is neither, or not finite.
+    """
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str):
@@ -325,11 +487,18 @@ def _pick(points: Points, site: str | None, where: str) -> list[tuple[float, flo
 
 
 class ForecastFile(IntensitySource):
-    """A forecast (or a record) in a file: CSV with ``time,gco2e_per_kwh[,site]`` (a header
-    row naming the columns is optional; ``value``, ``intensity`` and ``location`` are
-    taken as names too), or JSON in any shape :func:`points_from_json` reads. Times are
-    Unix seconds or ISO 8601; each point holds until the next. The file is read again when
-    it changes."""
+    """A forecast (or a record) in a file.
+
+    CSV with ``time,gco2e_per_kwh[,site]`` (a header row naming the columns is optional;
+    ``value``, ``intensity`` and ``location`` are taken as names too), or JSON in any shape
+    :func:`points_from_json` reads. Times are Unix seconds or ISO 8601; each point holds until
+    the next. The file is read again when it changes (its modification time or size).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -337,10 +506,30 @@ class ForecastFile(IntensitySource):
         self._lock = threading.Lock()
 
     def describe(self) -> str:
+        """Describe the source in one line, for logs and ``plan``.
+
+        Returns
+        -------
+        str
+            The file's path.
+        """
         return f"the forecast file {self.path}"
 
     def points(self) -> Points:
-        """Every site's points (read again when the file changed)."""
+        """Read every site's points.
+
+        The file is read again only when it changed (its modification time or size).
+
+        Returns
+        -------
+        dict of str or None to list of (float, float, float or None)
+            Site (None: any) to ``(time, intensity, duration or None)`` points.
+
+        Raises
+        ------
+        IntensityMalformed
+            If the file cannot be read, or is not a forecast.
+        """
         try:
             stat = self.path.stat()
         except OSError as exc:
@@ -353,6 +542,26 @@ class ForecastFile(IntensitySource):
             return self._read[1]
 
     def forecast(self, start: float, end: float, site: str | None = None) -> Forecast:
+        """Forecast the intensity at a site from the file.
+
+        Parameters
+        ----------
+        start, end : float
+            The window asked about, in Unix seconds; the whole file is returned.
+        site : str, optional
+            The site: its own points, else those that name no site, else (with one site
+            only) that site's.
+
+        Returns
+        -------
+        Forecast
+            Every point of the file for the site.
+
+        Raises
+        ------
+        IntensityMalformed
+            If the file cannot be read, is not a forecast, or has no intensity for the site.
+        """
         points = _pick(self.points(), site, str(self.path))
         return Forecast.from_points(points, str(self.path))
 
@@ -421,15 +630,37 @@ def _header(names: list[str], at: str) -> tuple[int, int, int | None] | None:
 
 
 class HttpIntensity(IntensitySource):
-    """A Carbon Aware SDK or Electricity Maps server (``api``) at ``url``.
+    """A Carbon Aware SDK or Electricity Maps server.
 
     The Carbon Aware SDK's ``/emissions/forecasts/current?location=L`` is asked first; a
     server that has no forecasts (its JSON data source, say: 404, 501 or an empty answer) is
     asked for ``/emissions/bylocations?location=L&time=..&toTime=..`` instead. Electricity
-    Maps is asked for ``/v3/carbon-intensity/forecast?zone=L``. ``location`` (default: the
-    site asked about) names the grid region. A ``token`` goes in the header each API
-    expects (``auth-token``; ``Authorization: Bearer`` for the SDK) and nowhere else. An
-    answer is kept for ``cache_for`` seconds per location.
+    Maps is asked for ``/v3/carbon-intensity/forecast?zone=L``. The server is read with the
+    standard library.
+
+    Parameters
+    ----------
+    url : str
+        The server's base URL (a trailing ``/`` is dropped); shown with its credentials
+        redacted.
+    api : {"carbon-aware-sdk", "electricity-maps"}, default "carbon-aware-sdk"
+        Which API the server speaks.
+    location : str, optional
+        The grid region; by default the site asked about.
+    token : str, optional
+        Goes in the header each API expects (``auth-token``; ``Authorization: Bearer`` for
+        the SDK) and nowhere else.
+    timeout : float, default 10.0
+        Seconds to wait for an answer.
+    cache_for : float, default 600.0
+        Seconds an answer is kept, per location.
+    clock : callable, default time.monotonic
+        The clock the cache is timed with.
+
+    Raises
+    ------
+    ConfigError
+        If ``api`` is not one of :data:`APIS`.
     """
 
     def __init__(self, url: str, *, api: str = APIS[0], location: str | None = None,
@@ -447,9 +678,41 @@ class HttpIntensity(IntensitySource):
         return f"HttpIntensity({redact(self.url)!r}, api={self.api!r})"
 
     def describe(self) -> str:
+        """Describe the source in one line, for logs and ``plan``.
+
+        Returns
+        -------
+        str
+            The API and the URL, its credentials redacted; never the token.
+        """
         return f"the {self.api} server at {redact(self.url)}"
 
     def forecast(self, start: float, end: float, site: str | None = None) -> Forecast:
+        """Ask the server for the intensity over a window.
+
+        An answer is kept for ``cache_for`` seconds per location, whatever window it was
+        asked for.
+
+        Parameters
+        ----------
+        start, end : float
+            The window ``[start, end)``, in Unix seconds (the by-location fallback asks for
+            it; the forecast routes answer what they have).
+        site : str, optional
+            The site asked about: the location, unless one was given.
+
+        Returns
+        -------
+        Forecast
+            What the server answered for the location.
+
+        Raises
+        ------
+        IntensityUnavailable
+            If the server cannot be reached, times out or answers with an HTTP error.
+        IntensityMalformed
+            If the answer is not a forecast, or has no intensity for the location.
+        """
         location = self.location or site
         with self._lock:
             kept = self._cache.get(location)
@@ -525,13 +788,39 @@ def _iso(seconds: float) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class CarbonSettings:
-    """The config's ``[carbon]`` table: one intensity source (``constant``, ``forecast`` or
-    ``url``) and how long a deferrable move may wait for a cleaner hour (``max_deferral``).
+    """The config's ``[carbon]`` table.
 
-    Without the table nothing is deferred. With ``url``: ``api`` (``carbon-aware-sdk`` or
-    ``electricity-maps``), ``location`` (the grid region, default the store's site), the
-    token from the environment variable ``token_env`` names (never from the file),
-    ``timeout`` and ``cache_for``.
+    One intensity source (``constant``, ``forecast`` or ``url``, exactly one) and how long a
+    deferrable move may wait for a cleaner hour (``max_deferral``). Without the table nothing
+    is deferred. The token is read from the environment variable ``token_env`` names, never
+    from the file.
+
+    Attributes
+    ----------
+    constant : float, optional
+        A constant intensity, in gCO2e/kWh.
+    forecast : Path, optional
+        A forecast file (:class:`ForecastFile`).
+    url : str, optional
+        An intensity server (:class:`HttpIntensity`), ``http://`` or ``https://``.
+    api : {"carbon-aware-sdk", "electricity-maps"}, default "carbon-aware-sdk"
+        The server's API (with ``url``).
+    location : str, optional
+        The grid region (with ``url``); by default the store's site.
+    token_env : str, default "TIERSTORE_CARBON_TOKEN"
+        The environment variable holding the server's token (with ``url``).
+    timeout : float, default 10.0
+        Seconds to wait for the server (with ``url``).
+    cache_for : float, default 600.0
+        Seconds an answer is kept (with ``url``).
+    max_deferral : float, default one day
+        The longest, in seconds, a deferrable move may wait for a cleaner hour.
+
+    Raises
+    ------
+    ConfigError
+        If not exactly one source is given, ``api`` is unknown, ``url`` is not http(s), the
+        timeout is not positive or ``max_deferral`` is negative.
     """
 
     constant: float | None = None
@@ -563,8 +852,28 @@ class CarbonSettings:
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, source: str | None = None,
                    home: Path | None = None) -> CarbonSettings:
-        """Parse a ``[carbon]`` table as TOML gives it; a relative ``forecast`` path is
-        under ``home``. Raises :class:`~tierstore.errors.ConfigError` naming the field."""
+        """Parse a ``[carbon]`` table as TOML gives it.
+
+        Parameters
+        ----------
+        table : mapping
+            The table.
+        source : str, optional
+            The file it came from, for messages.
+        home : Path, optional
+            What a relative ``forecast`` path is under (as given if None).
+
+        Returns
+        -------
+        CarbonSettings
+            The settings the table names.
+
+        Raises
+        ------
+        ConfigError
+            Naming the field, if an option is unknown or a value malformed, or the settings
+            are inconsistent (see the class).
+        """
         def error(name: str, message: str) -> ConfigError:
             return ConfigError(message, source=source, field=f"carbon.{name}")
 
@@ -596,14 +905,40 @@ class CarbonSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> CarbonSettings | None:
-        """``config``'s ``[carbon]`` table, parsed (None without one: nothing deferred)."""
+        """Parse a config's ``[carbon]`` table.
+
+        Parameters
+        ----------
+        config : Config
+            The config.
+
+        Returns
+        -------
+        CarbonSettings or None
+            The settings; None without the table (nothing is deferred).
+
+        Raises
+        ------
+        ConfigError
+            As :meth:`from_table`.
+        """
         if not config.carbon:
             return None
         return cls.from_table(config.carbon, source=config.source, home=config.home)
 
     def make_source(self, environ: Mapping[str, str] | None = None) -> IntensitySource:
-        """The source this table names (the token read from ``environ``, default the
-        process's environment)."""
+        """Make the intensity source this table names.
+
+        Parameters
+        ----------
+        environ : mapping of str to str, optional
+            Where the token is read (``token_env``); the process's environment if None.
+
+        Returns
+        -------
+        IntensitySource
+            A :class:`ConstantIntensity`, :class:`ForecastFile` or :class:`HttpIntensity`.
+        """
         if self.constant is not None:
             return ConstantIntensity(self.constant)
         if self.forecast is not None:

@@ -38,9 +38,26 @@ _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": HOUR, "d": DAY, "w": 7 * DAY
 
 def parse_duration(value: object, *, source: str | None = None,
                    field: str = "duration") -> float:
-    """``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"`` or a number, as seconds (>= 0).
+    """Parse a duration as seconds.
 
-    Raises :class:`~tierstore.errors.ConfigError` naming ``source`` and ``field``.
+    Parameters
+    ----------
+    value : object
+        ``"90s"``, ``"5m"``, ``"12h"``, ``"30d"``, ``"2w"`` or a number of seconds.
+    source : str, optional
+        The file it came from, for messages.
+    field : str, default "duration"
+        The field it came from, for messages.
+
+    Returns
+    -------
+    float
+        The seconds (0 or more, finite).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source`` and ``field``, if ``value`` is not such a duration.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)

@@ -31,16 +31,21 @@ RangeReader = Callable[[int, int], Awaitable[bytes]]
 class Layout:
     """What one shard holds, as recorded in the dataset index.
 
-    Parameters
+    Attributes
     ----------
-    samples
-        How many samples the shard holds.
-    offsets
+    samples : int
+        How many samples the shard holds (0 or more).
+    offsets : tuple of int, optional
         Per-sample byte ranges where the format has them: sample ``i`` is the bytes
         ``[offsets[i], offsets[i + 1])``; ``None`` otherwise.
-    meta
+    meta : mapping, default {}
         Anything else the format needs to read the shard (JSON-compatible), such as Parquet
         row-group ranges or a Zarr chunk's position.
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` is negative, or ``offsets`` does not hold ``samples + 1`` offsets.
     """
 
     samples: int
@@ -60,7 +65,20 @@ class ShardReader(ABC):
 
     @abstractmethod
     def sample(self, i: int) -> Any:
-        """Raw sample ``i`` of the shard, copied out of the shard's buffer."""
+        """Take one raw sample out of the shard.
+
+        Parameters
+        ----------
+        i : int
+            The sample's position in the shard.
+
+        Returns
+        -------
+        Any
+            The raw sample (bytes, a dict of fields, an array), copied out of the shard's
+            buffer: it no longer refers to it, so the shard can be freed while the sample
+            waits in a shuffle buffer.
+        """
 
 
 class ShardFormat(ABC):
@@ -77,21 +95,104 @@ class ShardFormat(ABC):
 
     @abstractmethod
     def scan(self, data: Buffer, key: str) -> Layout:
-        """The layout of a shard whose whole bytes are ``data``."""
+        """Read a shard's layout from its whole bytes.
+
+        Parameters
+        ----------
+        data : bytes, bytearray or memoryview
+            The shard's whole bytes.
+        key : str
+            The shard's key, for messages.
+
+        Returns
+        -------
+        Layout
+            What the shard holds, for the dataset index.
+
+        Raises
+        ------
+        ShardFormatError
+            If the bytes are not a valid shard of this format (or, for Zarr, a chunk: it
+            does not describe itself; the array is indexed as a whole).
+        """
 
     async def scan_ranged(self, read: RangeReader, size: int, key: str) -> Layout:
-        """The layout of a shard of ``size`` bytes, read through ``read``.
+        """Read a shard's layout through ranged reads.
 
-        The default reads it whole; formats with a footer (Parquet) read less.
+        The default reads it whole; formats with a footer (Parquet) read less, and raw files
+        nothing.
+
+        Parameters
+        ----------
+        read : callable
+            ``await read(start, end)``: bytes ``[start, end)`` of the shard.
+        size : int
+            The shard's size in bytes.
+        key : str
+            The shard's key, for messages.
+
+        Returns
+        -------
+        Layout
+            What the shard holds, for the dataset index.
+
+        Raises
+        ------
+        ShardFormatError
+            If the bytes are not a valid shard of this format.
         """
         return self.scan(await read(0, size) if size else b"", key)
 
     def ranged_sample(self, data: Buffer, shard: ShardEntry, i: int) -> Any:
-        """Raw sample ``i`` of a :attr:`ranged_samples` format out of its own bytes ``data``
-        (the shard's ``offsets[i]`` to ``offsets[i + 1]``), as :meth:`open`'s reader gives it."""
+        """Take one raw sample out of its own bytes, without the rest of the shard.
+
+        Only for :attr:`ranged_samples` formats (tar).
+
+        Parameters
+        ----------
+        data : bytes, bytearray or memoryview
+            The sample's own bytes: the shard's ``offsets[i]`` to ``offsets[i + 1]``.
+        shard : ShardEntry
+            The shard's index entry.
+        i : int
+            The sample's position in the shard.
+
+        Returns
+        -------
+        Any
+            The raw sample, as :meth:`open`'s reader gives it.
+
+        Raises
+        ------
+        NotImplementedError
+            If the format's samples are read from the whole shard.
+        ShardFormatError
+            If the index has no sample offsets for the shard (tar).
+        """
         raise NotImplementedError(f"{self.name} samples are read from the whole shard")
 
     @abstractmethod
     def open(self, data: Buffer, shard: ShardEntry, index: DatasetIndex) -> ShardReader:
-        """A reader over a shard's verified bytes (for :attr:`ranged_samples` formats, those
-        of the samples taken; the rest may still be arriving)."""
+        """Open a reader over a shard's verified bytes.
+
+        Parameters
+        ----------
+        data : bytes, bytearray or memoryview
+            The shard's verified bytes (for :attr:`ranged_samples` formats, those of the
+            samples taken; the rest may still be arriving).
+        shard : ShardEntry
+            The shard's index entry.
+        index : DatasetIndex
+            The dataset's index (Zarr reads the array's metadata from it).
+
+        Returns
+        -------
+        ShardReader
+            A reader over the shard's samples.
+
+        Raises
+        ------
+        ShardFormatError
+            If the bytes are not a readable shard of this format, or the index lacks what
+            the format needs (tar offsets, the Zarr array).
+        """

@@ -382,8 +382,9 @@ class Store(Upkeep):
         """Read what the policies plan from, from the catalog.
 
         Every object, its access statistics, when readers announced they read it next, the
-        pre-loads and the tiers' usage. Blocks on the catalog (from a coroutine, ``await`` :meth:`snapshot`). Reads this
-        process has not yet handed to the catalog are flushed first.
+        pre-loads and the tiers' usage. Blocks on the catalog (from a coroutine, ``await``
+        :meth:`snapshot`). Reads this process has not yet handed to the catalog are flushed
+        first.
 
         Parameters
         ----------
