@@ -205,7 +205,9 @@ def flow_optimum(jobs: list[Job], lane: Lane) -> tuple[float, bool]:
             if job.release <= a and b <= job.deadline:
                 graph.add_edge(("j", n), ("p", k), weight=int(cost))
     for k, (_, _, _, room) in enumerate(pieces):
-        graph.add_edge(("p", k), "t", capacity=math.floor(room), weight=0)
+        # the room is whole bytes here; float arithmetic may leave it a hair under (158 bytes
+        # of room computed as 157.99999999999997 made this reference, not the optimum, wrong)
+        graph.add_edge(("p", k), "t", capacity=math.floor(room + 1e-6), weight=0)
     flow = nx.min_cost_flow(graph)
     grams = sum(move_grams(sum(flow[u][("p", k)] for u in graph.predecessors(("p", k))), cost)
                 for k, (_, _, cost, _) in enumerate(pieces))
