@@ -289,8 +289,10 @@ _TIER_KEYS = {"class", "url", "options", "capacity", "high_watermark", "low_wate
               "max_concurrency", "timeout", "fsync"}
 
 
-def _expect(value: object, kind: type | tuple[type, ...], what: str, *, source: str,
-            field: str) -> Any:
+def expect(value: object, kind: type | tuple[type, ...], what: str, *, source: str | None,
+           field: str) -> Any:
+    """``value`` if it is of ``kind`` (a bool only where ``kind`` names bool), else the
+    :class:`ConfigError` that names the file, the field and ``what`` was expected."""
     if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (
             kind if isinstance(kind, tuple) else (kind,))):
         raise ConfigError(f"expected {what}, got {value!r}", source=source, field=field)
@@ -299,7 +301,7 @@ def _expect(value: object, kind: type | tuple[type, ...], what: str, *, source: 
 
 def _tier_from_toml(name: str, raw: object, *, source: str, site: str, home: Path) -> TierConfig:
     where = f"tiers.{name}"
-    table = _expect(raw, dict, "a table", source=source, field=where)
+    table = expect(raw, dict, "a table", source=source, field=where)
     unknown = sorted(set(table) - _TIER_KEYS)
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
@@ -307,7 +309,7 @@ def _tier_from_toml(name: str, raw: object, *, source: str, site: str, home: Pat
     for required in ("class", "url"):
         if required not in table:
             raise ConfigError("is required", source=source, field=f"{where}.{required}")
-    url = _expect(table["url"], str, "an fsspec URL string", source=source, field=f"{where}.url")
+    url = expect(table["url"], str, "an fsspec URL string", source=source, field=f"{where}.url")
     if "://" not in url:  # a bare path: relative to home, as a local folder
         url = (home / url).absolute().as_uri()
     capacity = table.get("capacity")
@@ -317,21 +319,21 @@ def _tier_from_toml(name: str, raw: object, *, source: str, site: str, home: Pat
             name=name,
             tier_class=TierClass.parse(table["class"], source=source, field=f"{where}.class"),
             url=url,
-            options=_expect(table.get("options", {}), dict, "a table of fsspec options",
+            options=expect(table.get("options", {}), dict, "a table of fsspec options",
                             source=source, field=f"{where}.options"),
             capacity=None if capacity is None else parse_size(
                 capacity, source=source, field=f"{where}.capacity"),
-            high_watermark=float(_expect(table.get("high_watermark", 0.9), num, "a fraction",
+            high_watermark=float(expect(table.get("high_watermark", 0.9), num, "a fraction",
                                          source=source, field=f"{where}.high_watermark")),
-            low_watermark=float(_expect(table.get("low_watermark", 0.75), num, "a fraction",
+            low_watermark=float(expect(table.get("low_watermark", 0.75), num, "a fraction",
                                         source=source, field=f"{where}.low_watermark")),
-            site=_expect(table.get("site", site), str, "a site name", source=source,
+            site=expect(table.get("site", site), str, "a site name", source=source,
                          field=f"{where}.site"),
-            max_concurrency=_expect(table.get("max_concurrency", 16), int, "an integer",
+            max_concurrency=expect(table.get("max_concurrency", 16), int, "an integer",
                                     source=source, field=f"{where}.max_concurrency"),
-            timeout=float(_expect(table.get("timeout", 30.0), num, "seconds", source=source,
+            timeout=float(expect(table.get("timeout", 30.0), num, "seconds", source=source,
                                   field=f"{where}.timeout")),
-            fsync=_expect(table.get("fsync", True), bool, "true or false", source=source,
+            fsync=expect(table.get("fsync", True), bool, "true or false", source=source,
                           field=f"{where}.fsync"),
         )
     except ConfigError as exc:
@@ -351,30 +353,30 @@ def config_from_toml(text: str, *, source: str, home: Path | None = None,
     if unknown:
         raise ConfigError(f"unknown option {unknown[0]!r} (expected one of "
                           f"{', '.join(sorted(_TOP_KEYS))})", source=source)
-    home = Path(_expect(raw.get("home", str(home or ".tierstore")), str, "a folder path",
+    home = Path(expect(raw.get("home", str(home or ".tierstore")), str, "a folder path",
                         source=source, field="home")).absolute()
-    site = site or _expect(raw.get("site", "local"), str, "a site name", source=source,
+    site = site or expect(raw.get("site", "local"), str, "a site name", source=source,
                            field="site")
-    tiers_raw = _expect(raw.get("tiers", {}), dict, "a table of tiers", source=source,
+    tiers_raw = expect(raw.get("tiers", {}), dict, "a table of tiers", source=source,
                         field="tiers")
     tiers = {name: _tier_from_toml(name, table, source=source, site=site, home=home)
              for name, table in tiers_raw.items()}
-    default_tier = _expect(raw.get("default_tier", next(iter(tiers), "")), str, "a tier name",
+    default_tier = expect(raw.get("default_tier", next(iter(tiers), "")), str, "a tier name",
                            source=source, field="default_tier")
-    catalog = _expect(raw.get("catalog", f"sqlite:///{home / 'catalog.db'}"), str,
+    catalog = expect(raw.get("catalog", f"sqlite:///{home / 'catalog.db'}"), str,
                       "a catalog URL such as sqlite:///path/catalog.db", source=source,
                       field="catalog")
     return Config(home=home, catalog=catalog, tiers=tiers, default_tier=default_tier,
                   site=site, source=source,
-                  verify_reads=_expect(raw.get("verify_reads", False), bool, "true or false",
+                  verify_reads=expect(raw.get("verify_reads", False), bool, "true or false",
                                        source=source, field="verify_reads"),
                   adopted_check=parse_duration(raw.get("adopted_check", 0), source=source,
                                                field="adopted_check"),
-                  policies=_expect(raw.get("policies", {}), dict, "a table of policy settings",
+                  policies=expect(raw.get("policies", {}), dict, "a table of policy settings",
                                    source=source, field="policies"),
-                  carbon=_expect(raw.get("carbon", {}), dict, "a table naming an intensity "
+                  carbon=expect(raw.get("carbon", {}), dict, "a table naming an intensity "
                                  "source", source=source, field="carbon"),
-                  energy=_expect(raw.get("energy", {}), dict, "a table of energy figures",
+                  energy=expect(raw.get("energy", {}), dict, "a table of energy figures",
                                  source=source, field="energy"),
                   locality=LocalitySettings.from_mapping(raw.get("locality", {}),
                                                          source=source))

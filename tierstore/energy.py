@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import TierClass
+from .config import TierClass, expect
 from .errors import ConfigError
 from .locality.topology import Distance
 
@@ -223,38 +223,39 @@ class EnergyModel:
             If the table has an unknown key, tier class or distance, or a value that is not
             a number >= 0 (or a table where one is expected).
         """
-        table = dict(config.energy)
-        where = {"source": config.source}
+        table, source = dict(config.energy), config.source
         unknown = set(table) - {"accelerator", "accelerator_watts", "intensity", "media",
                                 "network"}
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}: expected "
                               "accelerator, accelerator_watts, intensity, media, network",
-                              field="energy", **where)
-        model = cls.of(str(table.get("accelerator", DEFAULT_ACCELERATOR)),
-                       watts=_number(table, "accelerator_watts", where, optional=True),
-                       intensity=_number(table, "intensity", where, default=DEFAULT_INTENSITY))
+                              source=source, field="energy")
+        watts = (_number(table, "accelerator_watts", source, "energy.accelerator_watts")
+                 if "accelerator_watts" in table else None)
+        model = cls.of(str(table.get("accelerator", DEFAULT_ACCELERATOR)), watts=watts,
+                       intensity=_number(table, "intensity", source, "energy.intensity",
+                                         default=DEFAULT_INTENSITY))
         media = dict(model.media)
-        for name in _table(table, "media", where):
-            tier_class = TierClass.parse(name, source=config.source, field="energy.media")
-            given = _table(table["media"], name, where, field=f"energy.media.{name}")
+        for name in _table(table, "media", source, "energy.media"):
+            tier_class = TierClass.parse(name, source=source, field="energy.media")
+            given = _table(table["media"], name, source, f"energy.media.{name}")
             known = {"watts_per_tb", "joules_per_gb_read", "joules_per_gb_written"}
             if set(given) - known:
                 raise ConfigError(f"unknown key(s) {', '.join(sorted(set(given) - known))}: "
-                                  f"expected {', '.join(sorted(known))}",
-                                  field=f"energy.media.{name}", **where)
+                                  f"expected {', '.join(sorted(known))}", source=source,
+                                  field=f"energy.media.{name}")
             media[tier_class] = replace(media[tier_class], **{
-                key: _number(given, key, where, field=f"energy.media.{name}.{key}")
+                key: _number(given, key, source, f"energy.media.{name}.{key}")
                 for key in given})
         network = dict(model.network)
-        for name in _table(table, "network", where):
+        for name in _table(table, "network", source, "energy.network"):
             try:
                 distance = Distance[str(name).upper()]
             except KeyError:
                 raise ConfigError(f"unknown distance {name!r}: expected node, zone, region "
-                                  "or remote", field="energy.network", **where) from None
-            network[distance] = _number(table["network"], name, where,
-                                        field=f"energy.network.{name}")
+                                  "or remote", source=source, field="energy.network") from None
+            network[distance] = _number(table["network"], name, source,
+                                        f"energy.network.{name}")
         return replace(model, media=media, network=network)
 
     def idle(self, seconds: float, accelerators: int = 1) -> Estimate:
@@ -363,24 +364,18 @@ class EnergyModel:
                 f"{self.intensity:g} gCO2e/kWh: estimates")
 
 
-def _table(table: Mapping[str, Any], key: str, where: Mapping[str, Any], *,
-           field: str | None = None) -> Mapping[str, Any]:
-    value = table.get(key, {})
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"expected a table, got {value!r}", field=field or f"energy.{key}",
-                          **where)
-    return value
+def _table(table: Mapping[str, Any], key: str, source: str | None, field: str
+           ) -> Mapping[str, Any]:
+    return expect(table.get(key, {}), dict, "a table", source=source, field=field)
 
 
-def _number(table: Mapping[str, Any], key: str, where: Mapping[str, Any], *,
-            field: str | None = None, default: float | None = None, optional: bool = False
-            ) -> Any:
-    value = table.get(key, default)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"expected a number >= 0, got {value!r}",
-                          field=field or f"energy.{key}", **where)
+def _number(table: Mapping[str, Any], key: str, source: str | None, field: str, *,
+            default: float | None = None) -> float:
+    value = expect(table.get(key, default), (int, float), "a number >= 0", source=source,
+                   field=field)
+    if value < 0:
+        raise ConfigError(f"expected a number >= 0, got {value!r}", source=source,
+                          field=field)
     return float(value)
 
 
