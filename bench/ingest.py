@@ -22,9 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierstore.errors import ConfigError
+from tierstore.units import parse_size
+
 from .common.errors import BenchError
 from .common.results import result_document, save_and_say, write_json
-from .common.units import parse_size
 
 if TYPE_CHECKING:  # the command line imports this module; torch and NumPy wait for a run
     from .loader.measure import MemorySampler
@@ -43,9 +45,9 @@ def add_ingest_arguments(cmd: argparse.ArgumentParser) -> None:
                      help="the S3 server started for the run: moto, or a single-node Ceph "
                           "radosgw (default: moto)")
     cmd.add_argument("--samples", type=int, default=14_000, help="samples (default: 14000)")
-    cmd.add_argument("--sample-size", default="110k",
-                     help="mean bytes per sample, sizes drawn around it (default: 110k)")
-    cmd.add_argument("--shard-size", default="64MiB", help="bytes per shard (default: 64MiB)")
+    cmd.add_argument("--sample-size", default="110KiB",
+                     help="mean bytes per sample, sizes drawn around it (default: 110KiB)")
+    cmd.add_argument("--shard-size", default="64MB", help="bytes per shard (default: 64MB)")
     cmd.add_argument("--writers", default=",".join(WRITERS),
                      help=f"which writers, in order (default: {','.join(WRITERS)})")
     cmd.add_argument("--seed", type=int, default=0, help="of the samples (default: 0)")
@@ -70,9 +72,9 @@ def run_ingest(args: argparse.Namespace) -> int:
                              f"known: {', '.join(WRITERS)}")
         if args.samples < 1:
             raise BenchError("--samples must be at least 1")
-        mean = parse_size(args.sample_size, "--sample-size")
-        shard_bytes = parse_size(args.shard_size, "--shard-size")
-    except BenchError as exc:
+        mean = parse_size(args.sample_size, field="--sample-size")
+        shard_bytes = parse_size(args.shard_size, field="--shard-size")
+    except (BenchError, ConfigError) as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     source = SampleSource(normal_sizes(args.samples, mean, mean / 5, args.seed), args.seed)

@@ -57,6 +57,7 @@ from typing import Any
 from tierstore.cli.progress import Transfer, bounded
 from tierstore.config import Config, TierClass, TierConfig, load_config
 from tierstore.daemon import Daemon, DaemonOptions
+from tierstore.errors import ConfigError
 from tierstore.keys import RESERVED_PREFIX
 from tierstore.policies.base import Move, Plan, Snapshot
 from tierstore.policies.engine import PolicyEngine
@@ -64,11 +65,11 @@ from tierstore.policies.snapshot import object_state, tier_states
 from tierstore.redaction import redact
 from tierstore.store import Store
 from tierstore.tier import PART_SIZE, Tier
+from tierstore.units import parse_size
 
 from .common.ceph import free_port
 from .common.errors import BenchError
 from .common.results import result_document, save_and_say, write_json
-from .common.units import parse_size
 
 __all__ = ["MigrateSettings", "add_migrate_arguments", "local_moto", "measure", "run_migrate",
            "scratch_config"]
@@ -451,7 +452,8 @@ def add_migrate_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--src", default="hot", help="the tier objects start on (default: hot)")
     cmd.add_argument("--dst", default="warm", help="the tier they move to (default: warm)")
     cmd.add_argument("--count", type=int, default=8, help="objects (default: 8)")
-    cmd.add_argument("--size", default="16m", help="bytes per object: 512k, 16m (default: 16m)")
+    cmd.add_argument("--size", default="16MiB",
+                     help="bytes per object: 512KiB, 16MiB, 64MB (default: 16MiB)")
     cmd.add_argument("--rounds", type=int, default=5,
                      help="interleaved rounds; the median is reported (default: 5)")
     cmd.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
@@ -468,11 +470,11 @@ def run_migrate(args: argparse.Namespace) -> int:
     config_path = getattr(args, "config", None)
     try:
         settings = MigrateSettings(args.src, args.dst, args.count,
-                                   parse_size(args.size, "--size"), args.rounds, args.jobs)
+                                   parse_size(args.size, field="--size"), args.rounds, args.jobs)
         if config_path and args.s3:
             raise BenchError("--s3 makes a scratch store; with --config the store's own tiers "
                              "are used")
-    except BenchError as exc:
+    except (BenchError, ConfigError) as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:

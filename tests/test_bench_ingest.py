@@ -16,7 +16,7 @@ from tierstore.cli.bench.loader.bench import normal_sizes
 def test_each_writer_writes_the_samples_and_says_what_it_cost(tmp_path: Path) -> None:
     out = tmp_path / "ingest.json"
     status = main(["bench", "ingest", "--s3", "moto", "--samples", "120", "--sample-size",
-                   "20k", "--shard-size", "500k", "--writers", "tierstore,wds",
+                   "20KiB", "--shard-size", "500KiB", "--writers", "tierstore,wds",
                    "--json", str(out), "--results", str(tmp_path / "results")])
     assert status == 0
     document = json.loads(out.read_text())

@@ -50,7 +50,7 @@ def check_document(doc: dict, src: str, dst: str, rounds: int) -> None:
 def test_scratch_store_on_local_folders(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     done = bench("bench", "migrate", "--src", "hot", "--dst", "cold", "--count", "3",
-                 "--size", "300k", "--rounds", "2", "--json", str(out), "--results",
+                 "--size", "300KiB", "--rounds", "2", "--json", str(out), "--results",
                  str(tmp_path / "results"), "--dir", str(tmp_path), cwd=tmp_path)
     doc = json.loads(out.read_text())
     check_document(doc, "hot", "cold", 2)

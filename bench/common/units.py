@@ -5,9 +5,10 @@ Sizes follow fio's default ``kb_base=1024``: ``4k``, ``4K`` and ``4kb`` are 4096
 for ``runtime`` and ``ramp_time``; ``ms``, ``us``, ``s``, ``m``, ``h`` and ``d`` are accepted.
 
 This is not :mod:`tierstore.units`, which reads the config file's and the command line's sizes
-the other way round (``4k`` is 4000 bytes, ``4KiB`` 4096) and raises ``ConfigError``. As
-before: fio's options and the sizes of ``bench tiers``, ``migrate`` and ``ingest`` are read
-here, those of ``bench loader`` and ``locality`` by :mod:`tierstore.units`.
+the other way round (``4k`` is 4000 bytes, ``4KiB`` 4096) and raises ``ConfigError``. Only the
+fio-like commands read sizes here (``bench io``'s job options and ``bench tiers``, whose users
+bring fio's habits); every other command (``bench migrate``, ``ingest``, ``loader``,
+``locality``) reads them as the config file does, by :mod:`tierstore.units`.
 """
 
 from __future__ import annotations
