@@ -32,7 +32,7 @@ demo: $(VENV)/.installed-$(HASH)
 	$(VENV)/bin/tierstore demo
 
 test: $(VENV)/.installed-test-$(HASH)
-	rc=0; TIERSTORE_REQUIRE_CEPH=1 TIERSTORE_REQUIRE_PG=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; TIERSTORE_REQUIRE_CEPH=1 TIERSTORE_REQUIRE_PG=1 $(VENV)/bin/python -m pytest -q --durations=20 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -gt 128 ]; then echo "pytest died of signal $$((rc - 128)) (all threads: .pytest-faults.log)"; \
 	  grep -v -e /_pytest/ -e /pluggy/ -e '<frozen' .pytest-faults.log | awk 'NR == 1 || /^Current thread/ {on = 1} on {print} /^$$/ {on = 0}'; fi; \
 	$(MAKE) --no-print-directory lint || rc=1; exit $$rc
