@@ -1,8 +1,9 @@
-"""``tierstore bench migrate``: moving objects between two tiers, against a plain fsspec copy.
+"""``tierstore bench migrate``: moving objects between two tiers, against a plain fsspec copy
+and a plain fsspec move.
 
 A set of ``--count`` objects of ``--size`` bytes is put on tier ``--src``. Each round then
-makes four timed passes over the same bytes, in an order that alternates between rounds (so
-drift in the machine's state falls on both sides alike):
+makes six timed passes over the same bytes, in an order that alternates between rounds (so
+drift in the machine's state falls on every path alike):
 
 * ``tierstore`` forward: the daemon's own executor (:class:`~tierstore.daemon.Daemon`, the
   code ``tierstore daemon`` runs) moves every object from ``--src`` to ``--dst``, ``--jobs``
@@ -15,10 +16,16 @@ drift in the machine's state falls on both sides alike):
   a local folder is fsynced (with its folder) as a move's must be: a copy left in the page
   cache would measure memory, not the disk. The copies are removed,
   untimed, after each pass.
-* ``tierstore`` and ``fsspec`` back, from ``--dst`` to ``--src`` (the objects go home).
+* ``fsspec mv`` forward: a plain move, what a user of fsspec writes to move a file between
+  two filesystems (fsspec's ``mv`` works within one): the same copy, then its source removed
+  (``rm_file``), timed. Its own set of files goes to ``--dst`` and comes back on the way
+  back, as tierstore's objects do.
+* the three back, from ``--dst`` to ``--src`` (the objects go home).
 
 Throughput is bytes moved over a pass's wall time, in MB/s (10^6 bytes); the median over the
-rounds is reported per direction and path, and ``ratio`` is tierstore's over fsspec's. The
+rounds is reported per direction and path. ``ratio`` is tierstore's over the plain copy's (a
+move that does more than a copy: it also removes its source), ``ratio_to_move`` over the plain
+move's (the same work, less the verification and the catalog). The
 forward direction is the headline (``tierstore_mb_per_s``, ``baseline_mb_per_s``, ``ratio``
 at the top of the JSON), the way back is under ``reverse``.
 
@@ -91,7 +98,8 @@ VERIFICATION = ("tierstore: every move streams the source replica through its ch
                 "handed to the kernel, fsynced and renamed. The new replica is committed, "
                 "then the source replica removed. fsspec: a copy (put_file, get_file or "
                 "cp_file), made durable where it lands on a local folder (the file and its "
-                "folders fsynced, as a move's replica is), nothing verified")
+                "folders fsynced, as a move's replica is), nothing verified; fsspec mv: the "
+                "same copy, then its source removed (rm_file)")
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,37 @@ async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jo
     return seconds
 
 
+async def _fsspec_move_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jobs: int,
+                            advance: Callable[[int], None], size: int) -> float:
+    """Move ``base/mv/NAME`` from ``src`` to ``dst`` (the plain copy, then the source
+    removed), ``jobs`` at a time; the seconds taken."""
+
+    async def one(name: str) -> None:
+        path = f"{base}/mv/{name}"
+        await _plain_copy(src, path, dst, path)
+        await _plain_remove(src, path)
+        advance(size)
+
+    if src.protocol == "file":
+        for name in names:
+            _uncache(src.full_path(f"{base}/mv/{name}"))
+    began = time.perf_counter()
+    await bounded(names, one, jobs)
+    seconds = time.perf_counter() - began
+    landed = await bounded(names, lambda name: dst.size(f"{base}/mv/{name}"), jobs)
+    if any(n != size for n in landed):
+        raise BenchError(f"the fsspec move to {dst.name} left sizes {landed}, expected {size}")
+    return seconds
+
+
+async def _plain_remove(tier: Tier, path: str) -> None:
+    fs, target = await tier._fs(), tier.full_path(path)
+    if tier.is_async:
+        await fs._rm_file(target)
+    else:
+        await asyncio.to_thread(fs.rm_file, target)
+
+
 # -- a run ------------------------------------------------------------------------------------
 
 
@@ -271,13 +310,14 @@ async def measure(config: Config, settings: MigrateSettings, *,
                 await store.put(key, data, tier=src.name)
                 await src.write(f"{base}/src/{name}", _one(data))
                 await dst.write(f"{base}/src/{name}", _one(data))
+                await src.write(f"{base}/mv/{name}", _one(data))
             return await _rounds(store, daemon, settings, keys, names, base, advance)
         finally:
             with contextlib.suppress(Exception):
                 await bounded(keys, store.rm, settings.jobs)
             for tier in (src, dst):
                 for name in names:
-                    for folder in ("src", "copy"):
+                    for folder in ("src", "copy", "mv"):
                         with contextlib.suppress(Exception):
                             await tier.remove(f"{base}/{folder}/{name}")
     finally:
@@ -301,9 +341,15 @@ async def _rounds(store: Store, daemon: _BenchDaemon, settings: MigrateSettings,
         timings.add(direction, "fsspec", await _fsspec_pass(
             a, b, names, base, settings.jobs, advance, settings.size))
 
+    async def fsspec_mv(direction: str) -> None:
+        a, b = (src, dst) if direction == forward else (dst, src)
+        timings.add(direction, "fsspec mv", await _fsspec_move_pass(
+            a, b, names, base, settings.jobs, advance, settings.size))
+
     for round_no in range(settings.rounds):
         for direction in (forward, back):
-            order = (tierstore, fsspec) if round_no % 2 == 0 else (fsspec, tierstore)
+            order = ((tierstore, fsspec, fsspec_mv) if round_no % 2 == 0
+                     else (fsspec_mv, fsspec, tierstore))
             for step in order:
                 await step(direction)
     return timings
@@ -329,12 +375,15 @@ def summarize(timings: Timings, settings: MigrateSettings, src: Tier, dst: Tier
     forward, back = f"{src.name}->{dst.name}", f"{dst.name}->{src.name}"
 
     def figures(direction: str) -> dict[str, Any]:
-        ours, theirs = medians[(direction, "tierstore")], medians[(direction, "fsspec")]
+        ours, copy = medians[(direction, "tierstore")], medians[(direction, "fsspec")]
+        move = medians[(direction, "fsspec mv")]
         return {"direction": direction, "tierstore_mb_per_s": round(ours, 2),
-                "baseline_mb_per_s": round(theirs, 2), "ratio": round(ours / theirs, 3)}
+                "baseline_mb_per_s": round(copy, 2), "ratio": round(ours / copy, 3),
+                "plain_move_mb_per_s": round(move, 2), "ratio_to_move": round(ours / move, 3)}
 
     for entry in entries:
-        entry["ratio"] = figures(entry["direction"])["ratio"]
+        ratios = figures(entry["direction"])
+        entry["ratio"], entry["ratio_to_move"] = ratios["ratio"], ratios["ratio_to_move"]
     top = figures(forward)
     top["reverse"] = figures(back)
     return entries, top
@@ -347,15 +396,20 @@ def format_table(entries: Sequence[dict[str, Any]], top: dict[str, Any],
     lines = [f"tierstore bench migrate: {settings.count} objects x {shown}, "
              f"{settings.jobs} in flight, {settings.rounds} rounds (median MB/s, 10^6 B)",
              "", f"{'direction':<22} {'path':<10} {'MB/s':>9} {'min':>9} {'max':>9} "
-                 f"{'ratio':>7}"]
+                 f"{'ratio':>7} {'vs mv':>7}"]
+    paths = ("tierstore", "fsspec", "fsspec mv")
     for entry in sorted(entries, key=lambda e: (e["direction"] != top["direction"],
-                                                e["direction"], e["path"] != "tierstore")):
+                                                e["direction"], paths.index(e["path"]))):
         rates = entry["rounds_mb_per_s"]
-        ratio = f"{entry['ratio']:.2f}" if entry["path"] == "tierstore" else ""
+        ours = entry["path"] == "tierstore"
+        ratio = f"{entry['ratio']:.2f}" if ours else ""
+        to_move = f"{entry['ratio_to_move']:.2f}" if ours else ""
         lines.append(f"{entry['direction']:<22} {entry['path']:<10} {entry['mb_per_s']:>9.1f} "
-                     f"{min(rates):>9.1f} {max(rates):>9.1f} {ratio:>7}")
-    lines += ["", f"ratio {top['direction']}: {top['ratio']:.2f}   "
-                  f"{top['reverse']['direction']}: {top['reverse']['ratio']:.2f}"]
+                     f"{min(rates):>9.1f} {max(rates):>9.1f} {ratio:>7} {to_move:>7}")
+    lines += ["", f"ratio to a plain copy  {top['direction']}: {top['ratio']:.2f}   "
+                  f"{top['reverse']['direction']}: {top['reverse']['ratio']:.2f}",
+              f"ratio to a plain move  {top['direction']}: {top['ratio_to_move']:.2f}   "
+              f"{top['reverse']['direction']}: {top['reverse']['ratio_to_move']:.2f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -485,8 +539,9 @@ def run_migrate(args: argparse.Namespace) -> int:
                 print(f"tierstore: error: no tier {name!r} (tiers: {', '.join(config.tiers)})",
                       file=sys.stderr)
                 return EXIT_USAGE
-        total = settings.pass_bytes * settings.rounds * 4
-        with Transfer("migrate", total, settings.count * settings.rounds * 4) as progress:
+        passes = settings.rounds * 6
+        with Transfer("migrate", settings.pass_bytes * passes,
+                      settings.count * passes) as progress:
             timings = asyncio.run(measure(config, settings, progress=progress))
         src, dst = Tier(config.tiers[settings.src]), Tier(config.tiers[settings.dst])
         entries, top = summarize(timings, settings, src, dst)

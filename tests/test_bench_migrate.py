@@ -40,9 +40,11 @@ def check_document(doc: dict, src: str, dst: str, rounds: int) -> None:
         ours, theirs = figures["tierstore_mb_per_s"], figures["baseline_mb_per_s"]
         assert ours > 0 and theirs > 0
         assert figures["ratio"] == pytest.approx(ours / theirs, rel=0.01)
+        moved = figures["plain_move_mb_per_s"]
+        assert moved > 0 and figures["ratio_to_move"] == pytest.approx(ours / moved, rel=0.01)
     entries = {(e["direction"], e["path"]): e for e in doc["results"]}
     assert set(entries) == {(d, p) for d in (f"{src}->{dst}", f"{dst}->{src}")
-                            for p in ("tierstore", "fsspec")}
+                            for p in ("tierstore", "fsspec", "fsspec mv")}
     assert all(len(e["rounds_mb_per_s"]) == rounds for e in entries.values())
     assert "read back" in doc["verification"] or "ETag" in doc["verification"]
 
