@@ -175,8 +175,3 @@ class AsyncCatalog:
         """:meth:`Catalog.remove_expired_preloads
         <tierstore.catalog.Catalog.remove_expired_preloads>`."""
         return await self._call(self.catalog.remove_expired_preloads, now)
-
-    async def close(self) -> None:
-        """:meth:`Catalog.close <tierstore.catalog.Catalog.close>` (it may wait for calls
-        under way in other threads)."""
-        await self._call(self.catalog.close)
