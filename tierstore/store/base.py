@@ -48,7 +48,7 @@ class StoreBase(ABC):
         self.db = AsyncCatalog(self.catalog)  # the catalog, as coroutines call it
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
         self.capacity = Capacity(self.db, {name: tier.capacity
-                                                for name, tier in config.tiers.items()},
+                                           for name, tier in config.tiers.items()},
                                  owner=lambda: self.owner)
         self.recorder = AccessRecorder(self.catalog, interval=access_interval,
                                        site=config.site)
