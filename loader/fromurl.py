@@ -98,5 +98,5 @@ async def _indexed(store: Store, prefix: str, keys: list[str] | None) -> bool:
     index: DatasetIndex = await aread_index(store, prefix)
     if keys is not None and sorted(shard.key for shard in index.shards) != keys:
         return False
-    now = {record.key: record.checksum for record in store.catalog.objects(prefix + "/")}
+    now = {record.key: record.checksum for record in await store.db.objects(prefix + "/")}
     return all(now.get(shard.key) == shard.checksum for shard in index.shards)

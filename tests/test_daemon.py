@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from storefixtures import make_config, toml_for
 
 from tierstore import Config, Store, SyncStore, open_store
+from tierstore.catalog import ObjectRecord
 from tierstore.config import TierClass, redact
 from tierstore.daemon import (
     Daemon,
@@ -443,9 +444,13 @@ def test_a_move_whose_destination_got_a_ready_replica_meanwhile_is_done(
     async def cycle() -> dict[str, int]:
         store = Store(config)
         try:
-            looked = store._ready("ds/w")  # what the daemon saw
+            looked = await store._ready("ds/w")  # what the daemon saw
             await store.add_replica("ds/w", "cold")  # the fill, meanwhile
-            monkeypatch.setattr(store, "_ready", lambda key: looked)
+
+            async def stale(key: str) -> ObjectRecord:
+                return looked
+
+            monkeypatch.setattr(store, "_ready", stale)
             plan = [Move("ds/w", "warm", "cold", 125, "recency", "test: planned before")]
             daemon = Daemon(store, DaemonOptions(once=True, metrics_port=None),
                             engine=FixedPlan(plan))

@@ -263,7 +263,7 @@ def test_copies_and_gets_fail_over_by_the_read_paths_rule(tmp_path: Path) -> Non
                                               owner=store.owner).id
             store.catalog.commit_replica(rid, owner=store.owner, size=len(data),
                                          checksum=str(record.checksum), new_content=False)
-            assert [r.tier for r in store.rank(store._ready("k"))][:2] == ["warm", "cold"]
+            assert [r.tier for r in store.rank(await store._ready("k"))][:2] == ["warm", "cold"]
             await store.add_replica("k", "hot")
             assert store.fallbacks == 1 and store.locality.health["warm"].consecutive_failures
             assert (tmp_path / "hot" / "k").read_bytes() == data

@@ -18,13 +18,12 @@ in several processes at once can pass the limit by what they have in flight.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 
-from .catalog import Catalog
+from .catalog import AsyncCatalog
 from .errors import TierFull
 
 __all__ = ["Capacity", "Reservation"]
@@ -67,9 +66,9 @@ class Reservation:
 class Capacity:
     """The room left on each tier with a capacity, for this process's writes."""
 
-    def __init__(self, catalog: Catalog, capacities: Mapping[str, int | None], *,
+    def __init__(self, db: AsyncCatalog, capacities: Mapping[str, int | None], *,
                  max_age: float = 1.0, owner: Callable[[], str] = lambda: ""):
-        self.catalog = catalog
+        self.db = db
         self.owner = owner  # who this process's copying replicas name: it counts them itself
         self.limits = {tier: limit for tier, limit in capacities.items() if limit is not None}
         self.max_age = max_age
@@ -82,7 +81,7 @@ class Capacity:
         ``fresh``) and this process's writes it may not count yet."""
         if fresh or time.monotonic() - self._read_at > self.max_age:
             started = time.monotonic()
-            usage = await asyncio.to_thread(self.catalog.usage, exclude_owner=self.owner())
+            usage = await self.db.usage(exclude_owner=self.owner())
             self._counted = {u.tier: u.bytes + u.in_flight for u in usage}
             self._read_at = started
             self._held = [r for r in self._held if r.ended is None or r.ended >= started]

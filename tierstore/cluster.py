@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .catalog import Catalog, Fence, Lease
+from .catalog import AsyncCatalog, Catalog, Fence, Lease
 from .config import Config, TierClass
 from .errors import TierstoreError
 from .policies.base import Move, Plan, Snapshot
@@ -98,6 +98,7 @@ class ClusterMember:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.node = LeaseKeeper(catalog, node_lease(self.site), self.holder, ttl)
         self.leader = LeaseKeeper(catalog, LEADER, self.holder, ttl)
+        self.db = AsyncCatalog(catalog)  # the catalog, as coroutines call it
         hot = {name for name, tier in config.tiers.items() if tier.tier_class is TierClass.HOT}
         # This node's own hot tiers are those in its site; a hot tier of another site is
         # another node's local disk, listed as reachable for reads: never this daemon's to
@@ -168,9 +169,8 @@ class ClusterMember:
         Returns the (key, tier) of each replica handled."""
         if not self.is_leader:
             return []
-        catalog = self.node.catalog
-        now = await asyncio.to_thread(catalog.clock)
-        leases = await asyncio.to_thread(catalog.leases)
+        now = await self.db.clock()
+        leases = await self.db.leases()
         live = {lease.holder.rsplit(":", 1)[0] for lease in leases if lease.expires > now}
         dead = {lease.holder.rsplit(":", 1)[0] for lease in leases
                 if lease.name.startswith("node:") and lease.expires <= now} - live

@@ -397,8 +397,7 @@ class Daemon:
         work; none on a dry run) and the metric files that killed loaders left."""
         gone: Counter[str] = Counter()
         if not self.options.dry_run and (self.cluster is None or self.cluster.is_leader):
-            gone["preloads_expired"] = await asyncio.to_thread(
-                self.store.catalog.remove_expired_preloads, time.time())
+            gone["preloads_expired"] = await self.store.db.remove_expired_preloads(time.time())
         if self.metrics.loader_files is not None:
             gone["loader_files_removed"] = await asyncio.to_thread(
                 self.metrics.loader_files.remove_dead)
@@ -559,7 +558,7 @@ class Daemon:
         at, uses = self._uses
         if time.monotonic() - at > 1.0:
             site = self.cluster.site if self.cluster is not None else None
-            uses = await asyncio.to_thread(self.store.catalog.next_uses, time.time(), site=site)
+            uses = await self.store.db.next_uses(time.time(), site=site)
             self._uses = (time.monotonic(), uses)
         return uses.get(key) == FETCHING
 

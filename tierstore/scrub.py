@@ -49,7 +49,7 @@ async def scrub(store: Store, *, deep: bool = False, repair: bool = True,
     """Check every ready replica of the objects under ``prefix`` (see the module) and, with
     ``repair``, replace the bad ones."""
     report = ScrubReport()
-    records = store.catalog.objects(prefix)  # before listing: a later commit is not "missing"
+    records = await store.db.objects(prefix)  # before listing: a later commit is not "missing"
     sizes: dict[str, dict[str, int]] = {}
     for name, tier in store.tiers.items():
         try:

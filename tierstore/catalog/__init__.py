@@ -1,10 +1,14 @@
-"""The catalog of objects, replicas and access statistics, and how to open one."""
+"""The catalog of objects, replicas and access statistics, and how to open one.
+
+A :class:`Catalog`'s methods block; coroutines call them through :class:`AsyncCatalog`
+(:mod:`.aio`), which keeps them off the event loop."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CatalogError
+from .aio import AsyncCatalog
 from .base import (
     FETCHING,
     AccessStats,
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FETCHING",
     "AccessStats",
+    "AsyncCatalog",
     "Catalog",
     "Fence",
     "Lease",

@@ -175,6 +175,10 @@ class Catalog(ABC):
     """What the store needs from its metadata database."""
 
     schema_version: int
+    # Whether a read never waits on a writer or the network, so that a point lookup can run
+    # on an event loop (:class:`~tierstore.catalog.aio.AsyncCatalog`): False unless a backend
+    # knows better.
+    inline_reads: bool = False
 
     @property
     def location(self) -> str:

@@ -150,7 +150,7 @@ async def _refuse_overfill(store: Store, pairs: Sequence[tuple[Path, str]], tier
         return
     need = 0
     for path, key in pairs:
-        record = store.catalog.get(key)
+        record = await store.db.get(key)
         replaced = record.size if record is not None and record.on(tier) else None
         need += path.stat().st_size - (replaced or 0)
     if need > room:
@@ -184,6 +184,8 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
 
 def _content(store: Store, key: str) -> tuple[int | None, str | None] | None:
     """What ``key`` holds now (size and checksum of a ready object), None if nothing."""
+    # Called where nothing else runs on the loop (before the puts, and on Ctrl-C, whose
+    # handler must not wait on the loop): the catalog itself, not its async face.
     record = store.catalog.get(key)
     return (record.size, record.checksum) if record is not None and record.ready else None
 

@@ -13,7 +13,8 @@ So a process killed at any instant leaves every object with at least one verifie
 :class:`Store` is a facade over the parts, each a module named for what it does: the state they
 share (:mod:`.base`), the read path (:mod:`.reads`), the replica life (:mod:`.replicas`: puts,
 copies, moves, drops, repairs, the readers' fills) and upkeep (:mod:`.upkeep`: recovery, audit,
-adoption)."""
+adoption). The parts reach the catalog through its async face (``Store.db``, an
+:class:`~tierstore.catalog.AsyncCatalog`), so that no catalog call blocks the event loop."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ class Store(Upkeep):
         self.recorder.close()
         for tier in self.tiers.values():
             await tier.close()
+        # On the loop, not in a thread: no task may start a catalog call while it closes (a
+        # cancelled move's roll-back would find it closed under it; recovery does that work).
         self.catalog.close()
 
     async def announce(self, reader: str, uses: Mapping[str, float], *,
@@ -126,8 +129,8 @@ class Store(Upkeep):
         """
         for key in uses:
             validate_key(key)
-        await self._db(self.catalog.announce, reader, dict(uses), expires=time.time() + ttl,
-                       site=self.config.site)
+        await self.db.announce(reader, dict(uses), expires=time.time() + ttl,
+                               site=self.config.site)
 
     async def schedule_preload(self, prefix: str, tier: str, deadline: float, *,
                                lead: float | None = None, hold: float = 86400.0
@@ -169,7 +172,7 @@ class Store(Upkeep):
         if not (math.isfinite(deadline) and hold >= 0 and (lead is None or lead >= 0)):
             raise ValueError("expected a finite deadline and lead and hold of 0 s or more")
         record = PreloadRecord(name, tier, deadline, lead, hold, time.time())
-        await self._db(self.catalog.add_preload, record)
+        await self.db.add_preload(record)
         return record
 
     async def preloads(self) -> list[PreloadRecord]:
@@ -180,7 +183,7 @@ class Store(Upkeep):
         list of PreloadRecord
             The pre-loads, earliest deadline first.
         """
-        return await self._db(self.catalog.preloads)
+        return await self.db.preloads()
 
     async def cancel_preload(self, prefix: str, tier: str | None = None) -> int:
         """Cancel the pre-loads of a prefix.
@@ -202,7 +205,7 @@ class Store(Upkeep):
         InvalidKey
             If ``prefix`` is not a safe relative path.
         """
-        return await self._db(self.catalog.remove_preload, validate_prefix(prefix), tier)
+        return await self.db.remove_preload(validate_prefix(prefix), tier)
 
     async def stat(self, key: str) -> ObjectInfo:
         """Describe an object.
@@ -224,9 +227,9 @@ class Store(Upkeep):
         ObjectNotFound
             If no object with this key has a ready replica.
         """
-        record = self._ready(key)
+        record = await self._ready(key)
         await asyncio.to_thread(self.recorder.flush)
-        return self._info(record, self.catalog.access([record.key]).get(record.key))
+        return self._info(record, (await self.db.access([record.key])).get(record.key))
 
     def _info(self, record: ObjectRecord, access: AccessStats | None) -> ObjectInfo:
         replicas = []
@@ -268,7 +271,7 @@ class Store(Upkeep):
         InvalidKey
             If ``key`` is not a safe relative path.
         """
-        record = self.catalog.get(validate_key(key))
+        record = await self.db.get(validate_key(key))
         return record is not None and bool(record.ready)
 
     async def find(self, prefix: str = "") -> list[str]:
@@ -291,7 +294,7 @@ class Store(Upkeep):
         """
         if prefix:
             validate_prefix(prefix)
-        return [r.key for r in self.catalog.objects(prefix) if r.ready]
+        return [r.key for r in await self.db.objects(prefix) if r.ready]
 
     async def ls(self, path: str = "") -> list[dict[str, Any]]:
         """List the entries directly under a path, as fsspec lists them: files and folders.
@@ -314,10 +317,10 @@ class Store(Upkeep):
             If ``path`` is not a safe relative path.
         """
         if path and await self.exists(path.rstrip("/")):
-            return [self._entry(self._ready(path.rstrip("/")))]
+            return [self._entry(await self._ready(path.rstrip("/")))]
         prefix = validate_prefix(path.rstrip("/") + "/") if path.strip("/") else ""
         entries: dict[str, dict[str, Any]] = {}
-        for record in self.catalog.objects(prefix):
+        for record in await self.db.objects(prefix):
             if not record.ready:
                 continue
             head, sep, _ = record.key[len(prefix):].partition("/")
@@ -365,7 +368,7 @@ class Store(Upkeep):
             sites.setdefault(tier.config.site, []).append(name)
         held = dict.fromkeys(sites, (0, 0))
         total = (0, 0)
-        for record in self.catalog.objects(prefix):
+        for record in await self.db.objects(prefix):
             if not record.ready:
                 continue
             size = record.size or 0
@@ -448,7 +451,7 @@ class Store(Upkeep):
         list of TierReport
             One per tier, against its capacity and watermarks.
         """
-        held = {u.tier: u for u in self.catalog.usage()}
+        held = {u.tier: u for u in await self.db.usage()}
         return [TierReport(name, tier.tier_class.name.lower(), tier.config.url,
                            held[name].objects if name in held else 0,
                            held[name].bytes if name in held else 0, tier.config.capacity,

@@ -15,7 +15,7 @@ from typing import IO, Any, TypeVar
 
 from ..access import AccessRecorder
 from ..capacity import Capacity
-from ..catalog import Catalog, Fence, ObjectRecord, Replica, open_catalog
+from ..catalog import AsyncCatalog, Catalog, Fence, ObjectRecord, Replica, open_catalog
 from ..config import Config, TierClass
 from ..energy import EnergyModel
 from ..errors import CatalogError, NoReadableReplica, ObjectNotFound, TierError, UnknownTier
@@ -45,9 +45,10 @@ class StoreBase(ABC):
                  access_interval: float = 1.0):
         self.config = config
         self.catalog = catalog if catalog is not None else open_catalog(config.catalog)
+        self.db = AsyncCatalog(self.catalog)  # the catalog, as coroutines call it
         self.tiers = {name: Tier(tier) for name, tier in config.tiers.items()}
-        self.capacity = Capacity(self.catalog, {name: tier.capacity
-                                                for name, tier in config.tiers.items()},
+        self.capacity = Capacity(self.db, {name: tier.capacity
+                                           for name, tier in config.tiers.items()},
                                  owner=lambda: self.owner)
         self.recorder = AccessRecorder(self.catalog, interval=access_interval,
                                        site=config.site)
@@ -138,28 +139,36 @@ class StoreBase(ABC):
             except TierError as exc:
                 log.debug("connecting tier %r ahead of its first request: %s", tier.name, exc)
 
-    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Catalog writes wait on other writers, so they leave the event loop."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    async def _ready(self, key: str) -> ObjectRecord:
+        """The record of ``key``, an object with a ready replica (else ObjectNotFound)."""
+        return _committed(key, await self.db.get(validate_key(key)))
 
-    def _ready(self, key: str) -> ObjectRecord:
-        record = self.catalog.get(validate_key(key))
-        if record is None or not record.ready or record.size is None:
-            raise ObjectNotFound(key)
-        return record
-
-    def _readable(self, key: str) -> tuple[ObjectRecord, bool]:
+    async def _readable(self, key: str) -> tuple[ObjectRecord, bool]:
         """The record a read goes by, and whether it is a remembered one: while the catalog
         cannot be reached, the one it gave lately (:mod:`tierstore.readcache`)."""
         try:
-            record = self._ready(key)
-        except CatalogError:
-            remembered = self.known.get(key)
-            if remembered is None:
-                raise
-            return remembered, True
+            return self._fresh(await self._ready(key))
+        except CatalogError as exc:
+            return self._recall(key, exc)
+
+    def _readable_sync(self, key: str) -> tuple[ObjectRecord, bool]:
+        """:meth:`_readable` for code off the event loop (a loader's worker threads)."""
+        try:
+            return self._fresh(_committed(key, self.catalog.get(validate_key(key))))
+        except CatalogError as exc:
+            return self._recall(key, exc)
+
+    def _fresh(self, record: ObjectRecord) -> tuple[ObjectRecord, bool]:
+        """A record the catalog just gave, remembered for when it cannot be reached."""
         self.known.put(record)
         return record, False
+
+    def _recall(self, key: str, exc: CatalogError) -> tuple[ObjectRecord, bool]:
+        """The record of ``key`` the catalog gave lately, while it fails with ``exc``."""
+        remembered = self.known.get(key)
+        if remembered is None:
+            raise exc
+        return remembered, True
 
     def _unreachable(self, record: ObjectRecord) -> NoReadableReplica:
         """The error of a read whose ready replicas are all on tiers this config does not
@@ -222,7 +231,7 @@ class StoreBase(ABC):
         CatalogError
             If the catalog cannot be reached and no record of ``key`` is remembered.
         """
-        record, _ = self._readable(key)
+        record, _ = self._readable_sync(key)  # it runs in a worker thread: no loop to spare
         ranked = self.rank(record)
         if not ranked or not (tier := self.tier(ranked[0].tier)).is_local \
                 or tier.tier_class is not TierClass.HOT:
@@ -272,6 +281,13 @@ class StoreBase(ABC):
         ObjectInfo
             Its size, checksum, pin, replicas and access statistics.
         """
+
+
+def _committed(key: str, record: ObjectRecord | None) -> ObjectRecord:
+    """``record``, when it is that of an object with a ready replica; else ObjectNotFound."""
+    if record is None or not record.ready or record.size is None:
+        raise ObjectNotFound(key)
+    return record
 
 
 async def finish(tasks: list[asyncio.Task[Any]], timeout: float) -> None:

@@ -132,7 +132,7 @@ class ReadPath(StoreBase):
 
     async def _read(self, key: str, start: int | None, end: int | None, verify: bool | None,
                     into: memoryview | None) -> bytes | memoryview:
-        record, remembered = self._readable(key)
+        record, remembered = await self._readable(key)
         size = record.size or 0
         lo, hi = _clamp(start, end, size)
         check = lo == 0 and hi == size and (remembered or (
@@ -307,7 +307,7 @@ class ReadPath(StoreBase):
         OSError
             If the local file cannot be written (the error names ``local_path``).
         """
-        record, _ = self._readable(key)
+        record, _ = await self._readable(key)
         target = Path(local_path)
         partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
 

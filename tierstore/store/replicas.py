@@ -93,10 +93,10 @@ class Replicas(ReadPath):
         """
         validate_key(key)
         dest = self.tier(tier or self.config.default_tier)
-        existing = self.catalog.get(key)
+        existing = await self.db.get(key)
         if existing is not None and existing.ready and not overwrite:
             raise ObjectExists(key)
-        self._refuse_folder_clash(key)
+        await self._refuse_folder_clash(key)
         hasher = Hasher()
 
         async def hashed() -> AsyncIterator[bytes]:
@@ -111,15 +111,15 @@ class Replicas(ReadPath):
         await place_after_put(self, key, dest.name)  # [locality.placement]: extra replicas
         return await self.stat(key)
 
-    def _refuse_folder_clash(self, key: str) -> None:
+    async def _refuse_folder_clash(self, key: str) -> None:
         """A key cannot also be a folder of keys: local tiers could not hold both."""
         parts = key.split("/")
         for depth in range(1, len(parts)):
-            parent = self.catalog.get("/".join(parts[:depth]))
+            parent = await self.db.get("/".join(parts[:depth]))
             if parent is not None and parent.ready:
                 raise ObjectExists(parent.key, f"it is an object, so {key!r} cannot be put "
                                                "under it as a folder")
-        if any(r.ready for r in self.catalog.objects(key + "/")):
+        if any(r.ready for r in await self.db.objects(key + "/")):
             raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[Chunk],
@@ -150,9 +150,9 @@ class Replicas(ReadPath):
         dest.full_path(key)  # a local tier refuses a path through a link planted in it
         async with self.capacity.reserve(dest.name, key, size, freed=freed) as room:
             tmp = Tier.partial_path(key, mark=mark)
-            begin = asyncio.ensure_future(self._db(
-                self.catalog.begin_replica, key, dest.name, tmp=tmp, new_content=new_content,
-                owner=self.owner, fence=FENCE.get()))
+            begin = asyncio.ensure_future(self.db.begin_replica(
+                key, dest.name, tmp=tmp, new_content=new_content, owner=self.owner,
+                fence=FENCE.get()))
             try:
                 replica = await asyncio.shield(begin)
             except asyncio.CancelledError:  # the intent may commit anyway: take it back now
@@ -198,9 +198,9 @@ class Replicas(ReadPath):
                     raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
                                                          f"expected {size}")
             await dest.sync(replica.path)  # durable before a commit lets old bytes go
-            return await self._db(self.catalog.commit_replica, replica.id,
-                                  owner=replica.owner, size=size, checksum=digest,
-                                  new_content=new_content, retire=retire, fence=FENCE.get())
+            return await self.db.commit_replica(replica.id, owner=replica.owner, size=size,
+                                                checksum=digest, new_content=new_content,
+                                                retire=retire, fence=FENCE.get())
         except BaseException:
             await asyncio.shield(self._discard(key, replica))
             raise
@@ -242,7 +242,7 @@ class Replicas(ReadPath):
             if replica.path != replica.tmp and await self._owned(key, replica):
                 await tier.abort_uploads(replica.path)  # S3 writes go to the path directly
                 await tier.remove(replica.path)
-            await self._db(self.catalog.forget_replica, replica)
+            await self.db.forget_replica(replica)
         except Exception as exc:
             log.warning("could not roll back replica of %r on %r (recovery will): %s",
                         key, replica.tier, exc)
@@ -264,11 +264,11 @@ class Replicas(ReadPath):
         await tier.remove(replica.path)
         if replica.tmp and replica.tmp != replica.path:
             await tier.remove(replica.tmp)
-        await self._db(self.catalog.forget_replica, replica)
+        await self.db.forget_replica(replica)
 
     async def _owned(self, key: str, replica: Replica) -> bool:
         """Whether the catalog still holds ``replica`` as it is: same id, owner and state."""
-        record = await self._db(self.catalog.get, key)
+        record = await self.db.get(key)
         return record is not None and any(
             (r.id, r.owner, r.state) == (replica.id, replica.owner, replica.state)
             for r in record.replicas)
@@ -359,7 +359,7 @@ class Replicas(ReadPath):
             If no replica can be read to copy from.
         """
         tell = once(copied or (lambda: None))
-        record = self._ready(key)
+        record = await self._ready(key)
         dest = self.tier(tier)
         retire = [name for name in retire if self.tier(name).name != dest.name]
         retired: list[Replica] = []
@@ -376,7 +376,7 @@ class Replicas(ReadPath):
         tell()
         await self._retire(key, retired)
         for name in set(retire) - {replica.tier for replica in retired}:
-            if (current := self._ready(key)).on(name) is not None:  # the copy was there
+            if (current := await self._ready(key)).on(name) is not None:  # the copy was there
                 await self.drop_replica(current.key, name)  # already, or the tier is pinned
 
     @property
@@ -417,7 +417,7 @@ class Replicas(ReadPath):
             If another copy there is under way.
         """
         tier = self.fill_tier
-        record = self.catalog.get(validate_key(key))
+        record = await self.db.get(validate_key(key))
         if tier is None or record is None or not record.ready or record.on(tier) is not None:
             return None
         dest, size = self.tier(tier), record.size or 0
@@ -489,7 +489,7 @@ class Replicas(ReadPath):
         """
         deadline = time.monotonic() + timeout
         while True:
-            record = await self._db(self.catalog.get, validate_key(key))
+            record = await self.db.get(validate_key(key))
             if record is None or record.on(tier) is not None:
                 return record is not None
             if record.on(tier, ReplicaState.COPYING) is None or time.monotonic() > deadline:
@@ -523,14 +523,13 @@ class Replicas(ReadPath):
             If there is no ready replica on ``tier``, it is the object's pinned one, or the
             last ready one.
         """
-        record = self._ready(key)
+        record = await self._ready(key)
         replica = record.on(self.tier(tier).name)
         if replica is None:
             raise ReplicaError(f"{key!r} has no ready replica on tier {tier!r}")
         if record.pinned == tier:
             raise ReplicaError(f"{key!r} is pinned to tier {tier!r}; unpin it first")
-        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner,
-                                fence=FENCE.get())
+        marked = await self.db.mark_deleting(replica.id, owner=self.owner, fence=FENCE.get())
         await self._retire(key, [marked])
         return await self.stat(key)
 
@@ -568,7 +567,7 @@ class Replicas(ReadPath):
         NoReadableReplica
             If no replica can be read to copy from.
         """
-        record = self._ready(key)
+        record = await self._ready(key)
         self.tier(tier)
         if record.pinned is not None and record.pinned != tier:
             raise ReplicaError(f"{key!r} is pinned to tier {record.pinned!r}; unpin it first")
@@ -606,10 +605,10 @@ class Replicas(ReadPath):
         NoReadableReplica
             If no replica can be read to copy from.
         """
-        record = self._ready(key)
+        record = await self._ready(key)
         target = tier or self.rank(record)[0].tier
         await self.replicate(key, target)
-        await self._db(self.catalog.set_pin, record.key, target)
+        await self.db.set_pin(record.key, target)
         return await self.stat(key)
 
     async def unpin(self, key: str) -> ObjectInfo:
@@ -632,8 +631,8 @@ class Replicas(ReadPath):
         ObjectNotFound
             If no object with this key has a ready replica.
         """
-        record = self._ready(key)
-        await self._db(self.catalog.set_pin, record.key, None)
+        record = await self._ready(key)
+        await self.db.set_pin(record.key, None)
         return await self.stat(key)
 
     async def rm(self, key: str) -> None:
@@ -652,8 +651,7 @@ class Replicas(ReadPath):
             If no object with this key exists.
         """
         validate_key(key)
-        await self._retire(key, await self._db(self.catalog.begin_delete, key,
-                                               owner=self.owner))
+        await self._retire(key, await self.db.begin_delete(key, owner=self.owner))
 
     async def repair(self, key: str, tier: str, *, replica_id: int | None = None
                      ) -> ObjectInfo:
@@ -697,13 +695,13 @@ class Replicas(ReadPath):
         NoReadableReplica
             If no replica can be read to copy from.
         """
-        record = self._ready(key)
+        record = await self._ready(key)
         replica = record.on(self.tier(tier).name)
         if replica is None or (replica_id is not None and replica.id != replica_id):
             raise ReplicaError(f"{key!r} has no such ready replica on tier {tier!r}")
         if len(record.ready) < 2:
             raise ReplicaError(f"{key!r} has no other replica to repair tier {tier!r} from")
-        marked = await self._db(self.catalog.mark_deleting, replica.id, owner=self.owner)
+        marked = await self.db.mark_deleting(replica.id, owner=self.owner)
         await self._retire(key, [marked])
         log.warning("replacing %r's bad replica on tier %r with a copy of a good one", key,
                     tier)

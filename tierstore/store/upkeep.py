@@ -77,13 +77,13 @@ class Upkeep(Replicas):
         finished: list[tuple[str, str]] = []
         skipped = failed = 0
         now = time.time()
-        for key, pending in await self._db(self.catalog.pending):
+        for key, pending in await self.db.pending():
             presumed_dead = (pending.owner in dead if dead is not None
                              else not self._owner_alive(pending, now))
             if not presumed_dead or pending.tier not in self.tiers:
                 skipped += 1
                 continue
-            replica = await self._db(self.catalog.take_over, pending, self.owner)
+            replica = await self.db.take_over(pending, self.owner)
             if replica is None:  # a heartbeat or another recovery came first
                 skipped += 1
                 continue
@@ -166,7 +166,7 @@ class Upkeep(Replicas):
                 else path == wanted or path.startswith(wanted + "/")
 
         tracked = await self._adopted(dest.name, wanted)
-        await self._db(self.catalog.add_adoption, dest.name, wanted, whole=keys is None)
+        await self.db.add_adoption(dest.name, wanted, whole=keys is None)
         refused: list[tuple[str, str]] = []
         fresh: list[tuple[str, int, str | None, int | None]] = []  # key, size, version, id
         known = 0
@@ -182,11 +182,11 @@ class Upkeep(Replicas):
                 missing.discard(path)
             try:
                 key = validate_key(path)
-                self._refuse_folder_clash(key)
+                await self._refuse_folder_clash(key)
             except (InvalidKey, ObjectExists) as exc:
                 refused.append((path, str(exc)))
                 continue
-            record = self.catalog.get(key)
+            record = await self.db.get(key)
             if record is None:
                 fresh.append((key, found.size, found.version, None))
             elif (mine := record.on(dest.name)) is not None and mine.path == key:
@@ -221,9 +221,9 @@ class Upkeep(Replicas):
                 return
             if rid is not None:  # the store's object: it takes the file's new content
                 assert version is not None
-                await self._retire(key, await self._db(
-                    self.catalog.readopt, rid, owner=self.owner, size=size,
-                    checksum=hasher.hexdigest(), version=version))
+                await self._retire(key, await self.db.readopt(
+                    rid, owner=self.owner, size=size, checksum=hasher.hexdigest(),
+                    version=version))
                 changed.append((key, size))
             else:
                 pending.append((key, size, hasher.hexdigest()))
@@ -237,9 +237,9 @@ class Upkeep(Replicas):
         async def commit() -> None:
             batch = pending[:]
             pending.clear()
-            await self._db(self.catalog.add_objects, batch, dest.name, owner=self.owner,
-                           versions={key: versions[key] for key, _, _ in batch
-                                     if key in versions})
+            await self.db.add_objects(batch, dest.name, owner=self.owner,
+                                      versions={key: versions[key] for key, _, _ in batch
+                                                if key in versions})
             adopted.extend(batch)
 
         await asyncio.gather(*(one(*entry) for entry in fresh))
@@ -247,8 +247,7 @@ class Upkeep(Replicas):
             await commit()
         for key in gone:  # its file went: so does the object, copies and all
             with contextlib.suppress(ObjectNotFound):
-                await self._retire(key, await self._db(self.catalog.begin_delete, key,
-                                                       owner=self.owner))
+                await self._retire(key, await self.db.begin_delete(key, owner=self.owner))
         return AdoptReport(dest.name, tuple(sorted((k, n) for k, n, _ in adopted)), known,
                            tuple(sorted(refused)), tuple(sorted(changed)), tuple(gone))
 
@@ -256,7 +255,7 @@ class Upkeep(Replicas):
         """The ready adopted replicas on ``tier`` of the keys under ``prefix``, by key: as
         the records read say (:attr:`Replica.version`)."""
         return {record.key: replica
-                for record in await self._db(self.catalog.objects, prefix)
+                for record in await self.db.objects(prefix)
                 if (replica := record.on(tier)) is not None and replica.version is not None}
 
     async def rescan(self, *, jobs: int = 8) -> list[AdoptReport]:
@@ -276,7 +275,7 @@ class Upkeep(Replicas):
             One per prefix looked at again.
         """
         reports = []
-        for tier, prefix, whole in await self._db(self.catalog.adoptions):
+        for tier, prefix, whole in await self.db.adoptions():
             if tier not in self.tiers:
                 continue  # a tier no longer configured: nothing to look at
             keys = None if whole else list(await self._adopted(tier, prefix))
@@ -306,7 +305,7 @@ class Upkeep(Replicas):
         TierError
             If a tier cannot be listed.
         """
-        records = self.catalog.objects()
+        records = await self.db.objects()
         named = {(r.tier, p) for rec in records for r in rec.replicas for p in (r.path, r.tmp)
                  if p}
         orphans: list[tuple[str, str]] = []
