@@ -224,47 +224,31 @@ async def _copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
 
 
 async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jobs: int,
-                       advance: Callable[[int], None], size: int) -> float:
-    """Copy ``base/src/NAME`` on ``src`` to ``base/copy/NAME`` on ``dst``, ``jobs`` at a
-    time; the seconds taken. The copies are removed afterwards, untimed."""
+                       advance: Callable[[int], None], size: int, *, move: bool = False
+                       ) -> float:
+    """Copy ``base/src/NAME`` on ``src`` to ``base/copy/NAME`` on ``dst`` (the copies removed
+    afterwards, untimed), or with ``move`` move ``base/mv/NAME`` from ``src`` to ``dst`` (the
+    same copy, then its source removed); ``jobs`` at a time; the seconds taken."""
+    source, target = (f"{base}/mv", f"{base}/mv") if move else (f"{base}/src", f"{base}/copy")
 
     async def one(name: str) -> None:
-        await _plain_copy(src, f"{base}/src/{name}", dst, f"{base}/copy/{name}")
+        await _plain_copy(src, f"{source}/{name}", dst, f"{target}/{name}")
+        if move:
+            await _plain_remove(src, f"{source}/{name}")
         advance(size)
 
     if src.protocol == "file":  # read from the disk, as tierstore's sources are (written
         for name in names:  # past the page cache), not from what an earlier pass cached
-            _uncache(src.full_path(f"{base}/src/{name}"))
+            _uncache(src.full_path(f"{source}/{name}"))
     began = time.perf_counter()
     await bounded(names, one, jobs)
     seconds = time.perf_counter() - began
-    landed = await bounded(names, lambda name: dst.size(f"{base}/copy/{name}"), jobs)
+    landed = await bounded(names, lambda name: dst.size(f"{target}/{name}"), jobs)
     if any(n != size for n in landed):
-        raise BenchError(f"the fsspec copy to {dst.name} left sizes {landed}, expected {size}")
-    await bounded(names, lambda name: dst.remove(f"{base}/copy/{name}"), jobs)
-    return seconds
-
-
-async def _fsspec_move_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jobs: int,
-                            advance: Callable[[int], None], size: int) -> float:
-    """Move ``base/mv/NAME`` from ``src`` to ``dst`` (the plain copy, then the source
-    removed), ``jobs`` at a time; the seconds taken."""
-
-    async def one(name: str) -> None:
-        path = f"{base}/mv/{name}"
-        await _plain_copy(src, path, dst, path)
-        await _plain_remove(src, path)
-        advance(size)
-
-    if src.protocol == "file":
-        for name in names:
-            _uncache(src.full_path(f"{base}/mv/{name}"))
-    began = time.perf_counter()
-    await bounded(names, one, jobs)
-    seconds = time.perf_counter() - began
-    landed = await bounded(names, lambda name: dst.size(f"{base}/mv/{name}"), jobs)
-    if any(n != size for n in landed):
-        raise BenchError(f"the fsspec move to {dst.name} left sizes {landed}, expected {size}")
+        raise BenchError(f"the fsspec {'move' if move else 'copy'} to {dst.name} left sizes "
+                         f"{landed}, expected {size}")
+    if not move:
+        await bounded(names, lambda name: dst.remove(f"{target}/{name}"), jobs)
     return seconds
 
 
@@ -343,8 +327,8 @@ async def _rounds(store: Store, daemon: _BenchDaemon, settings: MigrateSettings,
 
     async def fsspec_mv(direction: str) -> None:
         a, b = (src, dst) if direction == forward else (dst, src)
-        timings.add(direction, "fsspec mv", await _fsspec_move_pass(
-            a, b, names, base, settings.jobs, advance, settings.size))
+        timings.add(direction, "fsspec mv", await _fsspec_pass(
+            a, b, names, base, settings.jobs, advance, settings.size, move=True))
 
     for round_no in range(settings.rounds):
         for direction in (forward, back):
