@@ -23,11 +23,12 @@ drift in the machine's state falls on every path alike):
 * the three back, from ``--dst`` to ``--src`` (the objects go home).
 
 Throughput is bytes moved over a pass's wall time, in MB/s (10^6 bytes); the median over the
-rounds is reported per direction and path. ``ratio`` is tierstore's over the plain copy's (a
-move that does more than a copy: it also removes its source), ``ratio_to_move`` over the plain
-move's (the same work, less the verification and the catalog). The
-forward direction is the headline (``tierstore_mb_per_s``, ``baseline_mb_per_s``, ``ratio``
-at the top of the JSON), the way back is under ``reverse``.
+rounds is reported per direction and path, with this process's CPU seconds per GB moved (the
+client's: a server started for the run is another process). ``ratio`` is tierstore's over
+the plain copy's (a move does more than a copy: it also removes its source),
+``ratio_to_move`` over the plain move's (the same work, less the verification and the
+catalog). The forward direction is the headline (``tierstore_mb_per_s``,
+``baseline_mb_per_s``, ``ratio`` at the top of the JSON), the way back is under ``reverse``.
 
 Where the tiers are: ``--config STORE.toml`` (any store; the objects live under
 ``bench-migrate/<run>/`` and are removed afterwards), else a scratch store in a temporary
@@ -127,12 +128,26 @@ class MigrateSettings:
 
 @dataclass
 class Timings:
-    """Seconds per pass, per (direction, path), in round order."""
+    """Seconds and this process's CPU seconds per pass, per (direction, path), in round
+    order."""
 
     seconds: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
-    def add(self, direction: str, path: str, seconds: float) -> None:
-        self.seconds.setdefault((direction, path), []).append(seconds)
+    def add(self, direction: str, path: str, timed: tuple[float, float]) -> None:
+        self.seconds.setdefault((direction, path), []).append(timed[0])
+        self.cpu.setdefault((direction, path), []).append(timed[1])
+
+
+class _Stopwatch:
+    """Wall and CPU seconds (this process, all its threads: the client's side; a server
+    started for the run is another process) from its start to :meth:`read`."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 # -- the two ways of moving the bytes ---------------------------------------------------------
@@ -160,8 +175,9 @@ class _BenchDaemon(Daemon):
 
 
 async def _tierstore_pass(store: Store, daemon: _BenchDaemon, keys: Sequence[str], src: str,
-                          dst: str) -> float:
-    """Move ``keys`` from ``src`` to ``dst`` with the daemon's executor; the seconds taken."""
+                          dst: str) -> tuple[float, float]:
+    """Move ``keys`` from ``src`` to ``dst`` with the daemon's executor; the seconds taken,
+    and the CPU seconds."""
     records = [store.catalog.get(key) for key in keys]
     now = time.time()
     known = set(store.config.tiers)
@@ -173,13 +189,13 @@ async def _tierstore_pass(store: Store, daemon: _BenchDaemon, keys: Sequence[str
     if len(plan) != len(keys):
         raise BenchError(f"{len(keys) - len(plan)} of the benchmark's objects are missing")
     daemon.outcomes = Counter()
-    began = time.perf_counter()
+    watch = _Stopwatch()
     await daemon._execute(plan, snapshot)
-    seconds = time.perf_counter() - began
+    timed = watch.read()
     if daemon.outcomes != Counter(done=len(keys)):
         raise BenchError(f"moves from {src} to {dst} did not all finish: "
                          f"{dict(daemon.outcomes)} (run with -v for the daemon's log lines)")
-    return seconds
+    return timed
 
 
 def _parent(path: str) -> str:
@@ -225,10 +241,11 @@ async def _copy(src: Tier, src_path: str, dst: Tier, dst_path: str) -> None:
 
 async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jobs: int,
                        advance: Callable[[int], None], size: int, *, move: bool = False
-                       ) -> float:
+                       ) -> tuple[float, float]:
     """Copy ``base/src/NAME`` on ``src`` to ``base/copy/NAME`` on ``dst`` (the copies removed
     afterwards, untimed), or with ``move`` move ``base/mv/NAME`` from ``src`` to ``dst`` (the
-    same copy, then its source removed); ``jobs`` at a time; the seconds taken."""
+    same copy, then its source removed); ``jobs`` at a time; the seconds taken, and the CPU
+    seconds."""
     source, target = (f"{base}/mv", f"{base}/mv") if move else (f"{base}/src", f"{base}/copy")
 
     async def one(name: str) -> None:
@@ -240,16 +257,16 @@ async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jo
     if src.protocol == "file":  # read from the disk, as tierstore's sources are (written
         for name in names:  # past the page cache), not from what an earlier pass cached
             _uncache(src.full_path(f"{source}/{name}"))
-    began = time.perf_counter()
+    watch = _Stopwatch()
     await bounded(names, one, jobs)
-    seconds = time.perf_counter() - began
+    timed = watch.read()
     landed = await bounded(names, lambda name: dst.size(f"{target}/{name}"), jobs)
     if any(n != size for n in landed):
         raise BenchError(f"the fsspec {'move' if move else 'copy'} to {dst.name} left sizes "
                          f"{landed}, expected {size}")
     if not move:
         await bounded(names, lambda name: dst.remove(f"{target}/{name}"), jobs)
-    return seconds
+    return timed
 
 
 async def _plain_remove(tier: Tier, path: str) -> None:
@@ -355,7 +372,9 @@ def summarize(timings: Timings, settings: MigrateSettings, src: Tier, dst: Tier
             "dst_url": redact(tiers[b].config.url), "objects": settings.count,
             "object_bytes": settings.size, "jobs": settings.jobs,
             "mb_per_s": round(median, 2), "rounds_mb_per_s": [round(r, 2) for r in rates],
-            "seconds": [round(s, 4) for s in seconds]})
+            "seconds": [round(s, 4) for s in seconds],
+            "cpu_s_per_gb": round(statistics.median(timings.cpu[(direction, path)])
+                                  / (settings.pass_bytes / 1e9), 3)})
     forward, back = f"{src.name}->{dst.name}", f"{dst.name}->{src.name}"
 
     def figures(direction: str) -> dict[str, Any]:
@@ -380,7 +399,7 @@ def format_table(entries: Sequence[dict[str, Any]], top: dict[str, Any],
     lines = [f"tierstore bench migrate: {settings.count} objects x {shown}, "
              f"{settings.jobs} in flight, {settings.rounds} rounds (median MB/s, 10^6 B)",
              "", f"{'direction':<22} {'path':<10} {'MB/s':>9} {'min':>9} {'max':>9} "
-                 f"{'ratio':>7} {'vs mv':>7}"]
+                 f"{'CPU s/GB':>9} {'ratio':>7} {'vs mv':>7}"]
     paths = ("tierstore", "fsspec", "fsspec mv")
     for entry in sorted(entries, key=lambda e: (e["direction"] != top["direction"],
                                                 e["direction"], paths.index(e["path"]))):
@@ -389,7 +408,8 @@ def format_table(entries: Sequence[dict[str, Any]], top: dict[str, Any],
         ratio = f"{entry['ratio']:.2f}" if ours else ""
         to_move = f"{entry['ratio_to_move']:.2f}" if ours else ""
         lines.append(f"{entry['direction']:<22} {entry['path']:<10} {entry['mb_per_s']:>9.1f} "
-                     f"{min(rates):>9.1f} {max(rates):>9.1f} {ratio:>7} {to_move:>7}")
+                     f"{min(rates):>9.1f} {max(rates):>9.1f} {entry['cpu_s_per_gb']:>9.2f} "
+                     f"{ratio:>7} {to_move:>7}")
     lines += ["", f"ratio to a plain copy  {top['direction']}: {top['ratio']:.2f}   "
                   f"{top['reverse']['direction']}: {top['reverse']['ratio']:.2f}",
               f"ratio to a plain move  {top['direction']}: {top['ratio_to_move']:.2f}   "

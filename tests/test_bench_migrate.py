@@ -46,6 +46,7 @@ def check_document(doc: dict, src: str, dst: str, rounds: int) -> None:
     assert set(entries) == {(d, p) for d in (f"{src}->{dst}", f"{dst}->{src}")
                             for p in ("tierstore", "fsspec", "fsspec mv")}
     assert all(len(e["rounds_mb_per_s"]) == rounds for e in entries.values())
+    assert all(e["cpu_s_per_gb"] > 0 for e in entries.values())
     assert "read back" in doc["verification"] or "ETag" in doc["verification"]
 
 
