@@ -131,6 +131,12 @@ rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw_data = $CEPH_DIR/rgw
 rgw_dns_name = 127.0.0.1
 rgw_thread_pool_size = 64
+# a deleted object's tail (all but its first 4 MiB) goes to RGW's garbage collector, which
+# frees it no sooner than rgw_gc_obj_min_wait (2 h by default): a run that writes and deletes
+# more than the in-memory OSD holds (bench migrate's passes) filled it, and a full OSD makes
+# RGW hold every write. Freed within seconds here, as a deleted object's bytes are elsewhere.
+rgw_gc_obj_min_wait = 0
+rgw_gc_processor_period = 5
 CONF
 
 # one keyring holding every entity's key + caps; mon --mkfs imports it into its auth database
