@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -343,3 +345,38 @@ def test_a_byte_flipped_on_the_way_to_s3_is_caught_before_commit(
 
 async def _one(data: bytes):  # type: ignore[no-untyped-def]
     yield data
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the field after the state: the parent's pid
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("after", [1.0, 3.0])  # the server starting; moves under way
+def test_sigterm_stops_the_server_the_run_started(tmp_path: Path, after: float) -> None:
+    """``kill`` (or ``timeout``) of a run: its moto server is stopped, not left behind, and
+    the command says so in one line and exits 143, as a shell reports SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "tierstore.cli", "bench", "migrate", "--s3",
+                             "moto", "--rounds", "1000", "--results", "none", "--dir",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (servers := _children(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers, "the run started no server"
+    time.sleep(after)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.rstrip().endswith("tierstore: error: terminated") and "Traceback" not in err
+    assert not [pid for pid in servers if Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tierstore-migrate-")]

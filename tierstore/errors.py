@@ -27,6 +27,7 @@ __all__ = [
     "ObjectNotFound",
     "ReplicaError",
     "ReplicaReady",
+    "Terminated",
     "TierError",
     "TierFull",
     "TierUnavailable",
@@ -307,11 +308,18 @@ def require(module: str, *, part: str, package: str, extra: str) -> None:
         raise MissingExtra(part, package, extra) from exc
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM), which the command line takes as it takes
+    Ctrl-C: what is under way rolls back or cleans up before it exits."""
+
+
 def one_line(exc: BaseException) -> str:
     """``exc`` as one line of text, as the command line and the daemon's log report it: an
-    OS error as ``path: what`` (its errno's words), an interrupt as ``interrupted``."""
+    OS error as ``path: what`` (its errno's words), an interrupt as ``interrupted`` (or
+    ``terminated``)."""
     if isinstance(exc, KeyboardInterrupt):
-        return f"interrupted: {exc}" if str(exc) else "interrupted"
+        word = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        return f"{word}: {exc}" if str(exc) else word
     if isinstance(exc, OSError) and not isinstance(exc, TierstoreError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     else:

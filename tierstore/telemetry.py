@@ -40,7 +40,7 @@ from .errors import TierstoreError
 from .redaction import mask, secret_values
 
 __all__ = ["DaemonMetrics", "LoaderFiles", "LogFormatter", "MetricsError", "MetricsServer",
-           "configure_logs", "loader_metrics_folder", "secrets_of"]
+           "configure_logs", "loader_metrics_folder", "log_pairs", "secrets_of"]
 
 STATES = ["starting", "running", "stopping", "stopped"]
 Health = Callable[[], tuple[bool, Mapping[str, Any]]]
@@ -383,8 +383,7 @@ class LogFormatter(logging.Formatter):
             line = json.dumps({"time": when, "level": level, "logger": record.name,
                                "message": record.getMessage(), **fields}, default=str)
         else:
-            pairs = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
-            line = f"{when} {level:<7} {record.getMessage()} {pairs}".rstrip()
+            line = f"{when} {level:<7} {record.getMessage()} {log_pairs(fields)}".rstrip()
         return mask(line, self.secrets)
 
 
@@ -396,6 +395,12 @@ def configure_logs(logger: logging.Logger, style: str, secrets: Iterable[str]) -
         handler.setFormatter(formatter)
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
+
+
+def log_pairs(fields: Mapping[str, Any]) -> str:
+    """A log record's fields as ``key=value ...``, a value quoted where it holds a space, a
+    quote or an equals sign (None as ``-``)."""
+    return " ".join(f"{k}={_text(v)}" for k, v in fields.items())
 
 
 def _text(value: Any) -> str:

@@ -17,18 +17,24 @@ prints storage options, so credentials never reach the output.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
-from ..errors import TierstoreError, one_line
+from ..errors import Terminated, TierstoreError, one_line
+from ..telemetry import log_pairs
 from .admin import add_admin_commands, add_init_command
 from .base import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     PROG,
     Parser,
     add_options,
@@ -67,10 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Formatter(logging.Formatter):
-    """``tierstore: warning: <message>``, like the error lines."""
+    """``tierstore: warning: <message> key=value ...`` (the record's fields, as a daemon's
+    move has), like the error lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+        pairs = log_pairs(getattr(record, "fields", {}))
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()} {pairs}".rstrip()
 
 
 def _configure_logging(verbose: int) -> None:
@@ -96,18 +104,54 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+class _SigtermAsInterrupt:
+    """SIGTERM (``kill``, ``timeout``, a scheduler stopping a job) taken as Ctrl-C is: what is
+    under way rolls back or cleans up (a server a benchmark started for its run is stopped)
+    before the command exits. It is handed on as SIGINT, so that ``asyncio.run`` cancels its
+    main task as it does on Ctrl-C (an exception raised by the handler itself may land in a
+    finalizer and be lost); where SIGINT is ignored (a shell's background job), it raises.
+    A command that stops gracefully on SIGTERM (the daemon) sets its own handler meanwhile;
+    the one before is put back after."""
+
+    def __init__(self) -> None:
+        self.came = False
+        self._before: Any = None
+
+    def __enter__(self) -> _SigtermAsInterrupt:
+        with contextlib.suppress(ValueError):  # not the main thread: not this call's to handle
+            self._before = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is not None:
+            signal.signal(signal.SIGTERM, self._before)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.came = True
+        if callable(signal.getsignal(signal.SIGINT)):
+            signal.raise_signal(signal.SIGINT)
+        else:
+            raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tierstore`` with ``argv`` (default: the process's arguments); the exit status."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    sigterm = _SigtermAsInterrupt()
     try:
-        status: int = args.run(args)
-        sys.stdout.flush()
+        with sigterm:
+            status: int = args.run(args)
+            sys.stdout.flush()
         return status
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # asyncio.run raises the interrupt as CancelledError where its main task was also
+        # cancelled by other means (a task group whose task failed with it)
         outcome = getattr(args, "outcome", None)  # what a command found it had done
-        return _fail(exc if outcome is None else KeyboardInterrupt(outcome), args.verbose,
-                     EXIT_INTERRUPTED)
+        kind = Terminated if sigterm.came else KeyboardInterrupt
+        if outcome is not None or not isinstance(exc, kind):
+            exc = kind() if outcome is None else kind(outcome)
+        return _fail(exc, args.verbose, EXIT_TERMINATED if sigterm.came else EXIT_INTERRUPTED)
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE

@@ -13,13 +13,15 @@ from ..errors import ConfigError, TierstoreError
 from ..store import Store
 from ..units import parse_duration, parse_size
 
-__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_USAGE", "PROG",
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+           "EXIT_USAGE", "PROG",
            "Command", "CommandError", "Parser", "add_options", "argument", "command", "duration",
            "positive_duration", "refuse_absent", "size", "version", "with_store"]
 
 PROG = "tierstore"
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 130, 141
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 Command = Callable[[Store, argparse.Namespace], Awaitable[int]]
 T = TypeVar("T", int, float)
