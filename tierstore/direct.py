@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -166,9 +167,13 @@ class DirectWriter:
         finally:
             fd, self._fd = self._fd, -1
             os.close(fd)
-            if self._stage is not None:
-                self._stage.close()
-                self._stage = None
+            stage, self._stage = self._stage, None
+            if stage is not None:
+                # a view of it may live on in the traceback of a write that failed or was
+                # interrupted (that error is what the caller must see): the last view's end
+                # frees it then
+                with contextlib.suppress(BufferError):
+                    stage.close()
 
 
 def _page_aligned(view: memoryview) -> bool:
