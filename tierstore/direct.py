@@ -167,13 +167,13 @@ class DirectWriter:
         finally:
             fd, self._fd = self._fd, -1
             os.close(fd)
-            stage, self._stage = self._stage, None
-            if stage is not None:
+            staged, self._stage = self._stage, None
+            if staged is not None:
                 # a view of it may live on in the traceback of a write that failed or was
                 # interrupted (that error is what the caller must see): the last view's end
                 # frees it then
                 with contextlib.suppress(BufferError):
-                    stage.close()
+                    staged.close()
 
 
 def _page_aligned(view: memoryview) -> bool:
