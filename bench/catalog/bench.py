@@ -45,7 +45,7 @@ from ..common.machine import block_device
 from ..common.results import result_document, save_and_say, write_json
 from .pgserver import find_postgres, temporary_postgres
 
-__all__ = ["BenchSettings", "add_catalog_arguments", "parse_counts", "run_catalog"]
+__all__ = ["BenchSettings", "parse_counts", "run_catalog"]
 
 EXIT_USAGE = 2
 BACKENDS = ("sqlite", "postgresql")
@@ -263,30 +263,6 @@ def format_table(results: Sequence[dict[str, Any]], settings: BenchSettings) -> 
             f"({settings.batches} batches, p50/p99 per batch); load: bulk inserts of "
             f"{LOAD_CHUNK} (p50/p99 per chunk). One client thread.")
     return "\n".join([*lines, note]) + "\n"
-
-
-def add_catalog_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--objects", default="10k,100k,1m", metavar="LIST",
-                     help="catalog sizes, filled in turn (default: 10k,100k,1m)")
-    cmd.add_argument("--postgres", metavar="URL",
-                     help="a PostgreSQL server to measure (tables in a schema of their own, "
-                          "dropped afterwards); default: a temporary server, if PostgreSQL "
-                          "is installed")
-    cmd.add_argument("--backends", default="sqlite,postgresql", metavar="LIST",
-                     help="which catalogs (default: sqlite,postgresql)")
-    cmd.add_argument("--lookups", type=int, default=20_000, metavar="N",
-                     help="timed gets per size and backend (default: 20000)")
-    cmd.add_argument("--batch", type=int, default=1000, metavar="N",
-                     help="reads per record_access batch (default: 1000)")
-    cmd.add_argument("--batches", type=int, default=50, metavar="N",
-                     help="timed record_access batches per size and backend (default: 50)")
-    cmd.add_argument("--dir", metavar="DIR",
-                     help="where the SQLite file and a temporary server live (default: a new "
-                          "folder in the temporary folder, removed afterwards)")
-    cmd.add_argument("--json", metavar="FILE", dest="json_file",
-                     help="also write the result document to FILE ('-': stdout)")
-    cmd.add_argument("--results", metavar="DIR", help="results folder (default: "
-                     "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
 
 
 def _settings(args: argparse.Namespace) -> BenchSettings:

@@ -43,37 +43,13 @@ from typing import Any
 from tierstore.quantiles import percentile
 
 from ..common.results import result_document, save_and_say, write_json
+from .options import SITES
 
-__all__ = ["add_locality_arguments", "run_locality"]
+__all__ = ["run_locality"]
 
 BUCKET = "tiers"
 # name, the tier's site as the reader "r1/z1/n1" sees it
-SITES = (("near", "r1/z1"), ("mid", "r1/z2"), ("far", "r2/z1"))
 READER = "r1/z1/n1"
-
-
-def add_locality_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--objects", type=int, default=16, help="objects (default: 16)")
-    cmd.add_argument("--size", default="64KiB", help="bytes per object (default: 64KiB)")
-    cmd.add_argument("--reads", type=int, default=300,
-                     help="reads per strategy and phase (default: 300)")
-    cmd.add_argument("--rtt", default="1,10,50", metavar="MS,MS,MS",
-                     help="added round-trip time of the near, mid and far sites "
-                          "(default: 1,10,50)")
-    cmd.add_argument("--home", choices=[name for name, _ in SITES], default="mid",
-                     help="the site the data is written to, which 'home' always reads "
-                          "(default: mid)")
-    cmd.add_argument("--spike-ms", type=float, default=300.0,
-                     help="the nearest site's round-trip time while it spikes (default: 300)")
-    cmd.add_argument("--spike-on", type=float, default=0.3,
-                     help="seconds each spike lasts, on average (default: 0.3)")
-    cmd.add_argument("--spike-off", type=float, default=0.7,
-                     help="seconds between spikes, on average (default: 0.7)")
-    cmd.add_argument("--seed", type=int, default=0)
-    cmd.add_argument("--json", metavar="FILE", dest="json_file",
-                     help="also write the result document to FILE ('-': stdout)")
-    cmd.add_argument("--results", metavar="DIR", help="results folder (default: "
-                     "$TIERSTORE_RESULTS, else ./bench-results; 'none': do not save)")
 
 
 class _Run:
