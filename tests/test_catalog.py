@@ -112,6 +112,42 @@ def test_the_last_ready_replica_cannot_be_marked_deleting(catalog: Catalog) -> N
     assert catalog.pending() == []
 
 
+def test_a_batch_of_puts_begins_and_commits_in_one_transaction_each(catalog: Catalog) -> None:
+    """``begin_replicas``/``commit_replicas``: each batch all or nothing; a commit's
+    superseded replicas come back per commit, in order."""
+    committed(catalog, "b/old")
+    catalog.begin_replica("b/busy", "hot", tmp="busy", new_content=True, owner="other:9")
+    with pytest.raises(CopyInFlight):  # the third conflicts: none of the three is begun
+        catalog.begin_replicas([("b/1", "t1"), ("b/2", "t2"), ("b/busy", "t3")], "hot",
+                               new_content=True, owner=OWNER)
+    assert catalog.get("b/1") is None and catalog.get("b/2") is None
+    replicas = catalog.begin_replicas([("b/1", "t1"), ("b/old", "t-old"), ("b/2", "t2")],
+                                      "hot", new_content=True, owner=OWNER)
+    assert [r.path for r in replicas] == ["b/1", "t-old", "b/2"]  # the old holds its key
+    assert all(r.state is ReplicaState.COPYING and r.owner == OWNER for r in replicas)
+    commits = [(r.id, 10 + n, f"c{n}") for n, r in enumerate(replicas)]
+    with pytest.raises(ReplicaError):  # not its owner's: none of the three is committed
+        catalog.commit_replicas(commits, owner="other:9", new_content=True)
+    assert all(not record.ready for record in catalog.records(["b/1", "b/2"]).values())
+    retired = catalog.commit_replicas(commits, owner=OWNER, new_content=True)
+    assert [[r.path for r in superseded] for superseded in retired] == [[], ["b/old"], []]
+    records = catalog.records(["b/1", "b/2", "b/old", "nothing"])
+    assert sorted(records) == ["b/1", "b/2", "b/old"]
+    assert [(records[k].size, records[k].checksum) for k in ("b/1", "b/old", "b/2")] == [
+        (10, "c0"), (11, "c1"), (12, "c2")]
+
+
+def test_folders_of_committed_objects(catalog: Catalog) -> None:
+    """``folders``: the keys that are a folder of objects with a ready replica (a copy
+    still in flight makes none), found among more keys than one statement binds."""
+    committed(catalog, "f/a/x")
+    committed(catalog, "f/b")
+    catalog.begin_replica("f/c/y", "hot", tmp="t", new_content=True, owner=OWNER)
+    keys = [f"f/z{i:04d}" for i in range(1200)] + ["f/c", "f/a", "f", "f/b", "f/a/x", "f/a/"]
+    assert sorted(catalog.folders(keys)) == ["f", "f/a"]
+    assert len(catalog.records([f"f/z{i:04d}" for i in range(1200)] + ["f/b"])) == 1
+
+
 def test_a_move_retires_its_source_in_the_copys_commit(catalog: Catalog) -> None:
     """A move's copy is committed and its source marked ``deleting`` in one transaction;
     a source on the tier the object is pinned to is kept (the caller sees it missing)."""

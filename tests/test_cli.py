@@ -277,9 +277,11 @@ def _put_interrupted(local_cli: Cli, tmp_path: Path, hung: str) -> tuple[int, st
 
 
 def test_interrupt_exits_130_and_rolls_back(local_cli: Cli, tmp_path: Path) -> None:
-    """SIGINT mid-write. Simulated: the tier's write is replaced by one that waits forever,
-    so that the signal surely lands while a replica is being written."""
-    status, err = _put_interrupted(local_cli, tmp_path, "tierstore.tier.local:LocalTier.write")
+    """SIGINT mid-write. Simulated: the tier's write of a batch of small files is replaced by
+    one that waits forever, so that the signal surely lands while a replica is being
+    written."""
+    status, err = _put_interrupted(local_cli, tmp_path,
+                                   "tierstore.tier.local:LocalTier.write_files")
     assert status == 130 and err == "tierstore: error: interrupted: nothing was " \
         "saved (what was being written was rolled back)\n", err
     assert local_cli.json("fsck")["ok"] and local_cli.json("ls") == []  # rolled back at once

@@ -47,6 +47,7 @@ def _first(calls: list[tuple[str, str]], names: set[str], path: str, after: int 
 
 
 SYNC = {"fsync", "fdatasync"}
+RENAME = re.compile(r'^\d+\s+rename\("([^"]*)", "([^"]*)"')  # finished, or <unfinished ...
 
 
 def _assert_durable_before_unlink(calls: list[tuple[str, str]], new: Path, root: Path,
@@ -101,6 +102,42 @@ def test_an_overwrite_syncs_the_new_content_and_its_commit_before_unlinking_the_
               and not os.path.isdir(p)]
     _assert_durable_before_unlink(calls, new=new, root=home / "tiers/cold",
                                   old=home / "tiers/cold/d/e/x", wal=home / "catalog.db-wal")
+
+
+@needs_strace
+def test_a_batch_of_small_files_is_durable_before_its_one_commit(tmp_path: Path) -> None:
+    """``put`` of a folder of small files (one batch, :meth:`Store.put_many`): each file's
+    bytes are fsynced under its temporary name, then it is renamed to its key, then every
+    folder up to the tier's root is fsynced, and only then is the batch's commit written to
+    the catalog's log and synced."""
+    config = make_config(tmp_path, "local")
+    path = tmp_path / "tierstore.toml"
+    path.write_text(toml_for(config))
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    names = ["a", "b", "sub/c"]
+    for name in names:
+        (tmp_path / "src" / name).write_bytes(os.urandom(2000))
+    trace = tmp_path / "trace"
+    calls = _traced(path, trace, "put", "-r", "--tier", "hot", str(tmp_path / "src"), "batch")
+    temporary = {dst: src for line in trace.read_text().splitlines()
+                 for src, dst in RENAME.findall(line)}  # each file's name before its key
+    root = tmp_path / "tiers/hot"
+    wal = str(tmp_path / "catalog.db-wal")
+    commit = max(i for i, (call, p) in enumerate(calls)  # the batch's: the log's last write
+                 if call in ("pwrite64", "write") and p == wal)
+    assert _first(calls, SYNC, wal, after=commit) < len(calls), "the commit was not synced"
+    for name in names:
+        final = root / "batch" / name
+        tmp = temporary[str(final)]
+        moved = _first(calls, {"rename"}, tmp)
+        assert _first(calls, SYNC, tmp) < moved, f"{name}: renamed before its bytes were synced"
+        folder = final.parent
+        while True:
+            assert _first(calls, SYNC, str(folder), after=moved) < commit, (
+                f"{name}: folder {folder} not fsynced before the commit")
+            if folder == root:
+                break
+            folder = folder.parent
 
 
 def test_durable_commits_at_once_share_log_syncs_each_begun_after_its_call(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from fsspec.asyn import get_loop, sync
@@ -112,6 +112,34 @@ class SyncStore:
         Store.put
         """
         return _run(self.aio.put(key, source, tier=tier, overwrite=overwrite))
+
+    def put_many(self, items: Iterable[tuple[str, Source]], *, tier: str | None = None,
+                 overwrite: bool = False, jobs: int = 8,
+                 committed: Callable[[str, int], None] | None = None) -> None:
+        """Write many objects to a tier, small ones in batches.
+
+        Blocks until :meth:`Store.put_many` is done (on fsspec's IO thread); see it for the
+        details and the errors it raises.
+
+        Parameters
+        ----------
+        items : iterable of (str, source)
+            Keys and their contents; no key twice.
+        tier : str, optional
+            The tier to write to; the config's ``default_tier`` if None.
+        overwrite : bool, default False
+            Replace existing objects of these keys.
+        jobs : int, default 8
+            Objects put at once outside the batches.
+        committed : callable, optional
+            Told each object's key and size once it is committed.
+
+        See Also
+        --------
+        Store.put_many
+        """
+        _run(self.aio.put_many(items, tier=tier, overwrite=overwrite, jobs=jobs,
+                               committed=committed))
 
     def cat(self, key: str, start: int | None = None, end: int | None = None, *,
             verify: bool | None = None) -> bytes:

@@ -9,7 +9,7 @@ arguments and results, each awaited.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .base import (
@@ -64,6 +64,14 @@ class AsyncCatalog:
             return self.catalog.get(key)
         return await self._call(self.catalog.get, key)
 
+    async def records(self, keys: Sequence[str]) -> dict[str, ObjectRecord]:
+        """:meth:`Catalog.records <tierstore.catalog.Catalog.records>`."""
+        return await self._call(self.catalog.records, keys)
+
+    async def folders(self, keys: Sequence[str]) -> list[str]:
+        """:meth:`Catalog.folders <tierstore.catalog.Catalog.folders>`."""
+        return await self._call(self.catalog.folders, keys)
+
     async def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
                       ) -> list[ObjectRecord]:
         """:meth:`Catalog.objects <tierstore.catalog.Catalog.objects>`."""
@@ -110,6 +118,13 @@ class AsyncCatalog:
         return await self._call(self.catalog.begin_replica, key, tier, tmp=tmp,
                                 new_content=new_content, owner=owner, fence=fence)
 
+    async def begin_replicas(self, writes: Sequence[tuple[str, str]], tier: str, *,
+                             new_content: bool, owner: str, fence: Fence | None = None
+                             ) -> list[Replica]:
+        """:meth:`Catalog.begin_replicas <tierstore.catalog.Catalog.begin_replicas>`."""
+        return await self._call(self.catalog.begin_replicas, writes, tier,
+                                new_content=new_content, owner=owner, fence=fence)
+
     async def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
                              new_content: bool, retire: Collection[str] = (),
                              fence: Fence | None = None) -> list[Replica]:
@@ -117,6 +132,13 @@ class AsyncCatalog:
         return await self._call(self.catalog.commit_replica, replica_id, owner=owner,
                                 size=size, checksum=checksum, new_content=new_content,
                                 retire=retire, fence=fence)
+
+    async def commit_replicas(self, commits: Sequence[tuple[int, int, str]], *, owner: str,
+                              new_content: bool, retire: Collection[str] = (),
+                              fence: Fence | None = None) -> list[list[Replica]]:
+        """:meth:`Catalog.commit_replicas <tierstore.catalog.Catalog.commit_replicas>`."""
+        return await self._call(self.catalog.commit_replicas, commits, owner=owner,
+                                new_content=new_content, retire=retire, fence=fence)
 
     async def mark_deleting(self, replica_id: int, *, owner: str, fence: Fence | None = None
                             ) -> Replica:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import CatalogError, LeaseLost, ReplicaError
@@ -211,6 +211,16 @@ class Catalog(ABC):
         """The object with this key, committed or not, or None."""
 
     @abstractmethod
+    def records(self, keys: Sequence[str]) -> dict[str, ObjectRecord]:
+        """The objects with these keys, committed or not, by key (a key with none is left
+        out)."""
+
+    @abstractmethod
+    def folders(self, keys: Sequence[str]) -> list[str]:
+        """Those of ``keys`` that are a folder of committed objects (some object with a ready
+        replica has a key that starts with ``key + "/"``)."""
+
+    @abstractmethod
     def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
              ) -> list[ObjectRecord]:
         """Objects whose key starts with ``prefix`` and sorts after ``after``, in key order."""
@@ -234,6 +244,13 @@ class Catalog(ABC):
         """
 
     @abstractmethod
+    def begin_replicas(self, writes: Sequence[tuple[str, str]], tier: str, *,
+                       new_content: bool, owner: str, fence: Fence | None = None
+                       ) -> list[Replica]:
+        """:meth:`begin_replica` for each ``(key, tmp)`` of ``writes``, all in one transaction
+        (one conflict refuses them all); the replicas in that order."""
+
+    @abstractmethod
     def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
                        new_content: bool, retire: Collection[str] = (),
                        fence: Fence | None = None) -> list[Replica]:
@@ -251,6 +268,14 @@ class Catalog(ABC):
         returned, except one on the tier the object is pinned to (kept: the caller finds it
         missing from what is returned).
         """
+
+    @abstractmethod
+    def commit_replicas(self, commits: Sequence[tuple[int, int, str]], *, owner: str,
+                        new_content: bool, retire: Collection[str] = (),
+                        fence: Fence | None = None) -> list[list[Replica]]:
+        """:meth:`commit_replica` for each ``(replica_id, size, checksum)`` of ``commits``,
+        all in one durable transaction (one refusal refuses them all); per commit, in that
+        order, the replicas it made ``deleting``."""
 
     @abstractmethod
     def mark_deleting(self, replica_id: int, *, owner: str, fence: Fence | None = None

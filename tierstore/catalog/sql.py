@@ -270,6 +270,23 @@ class SqlCatalog(Catalog):
                                     (key,)))
         return found[0] if found else None
 
+    def records(self, keys: Sequence[str]) -> dict[str, ObjectRecord]:
+        return {record.key: record for chunk in _batches(keys) for record in _records(
+            self._read(_RECORDS.format(f"SELECT * FROM objects WHERE key IN {_marks(chunk)}"),
+                       chunk))}
+
+    def folders(self, keys: Sequence[str]) -> list[str]:
+        # A key's folder is the range [key + "/", key + "/" + U+10FFFF) of the key index.
+        found: list[str] = []
+        for chunk in _batches(keys):
+            rows = ", ".join(["(?, ?, ?)"] * len(chunk))
+            found += [key for key, in self._read(
+                f"SELECT b.column1 FROM (VALUES {rows}) AS b WHERE EXISTS (SELECT 1 FROM "
+                "objects o JOIN replicas r ON r.object_id = o.id AND r.state = 'ready' "
+                "WHERE o.key >= b.column2 AND o.key < b.column3)",
+                [v for key in chunk for v in (key, key + "/", key + "/\U0010ffff")])]
+        return found
+
     def objects(self, prefix: str = "", *, after: str = "", limit: int | None = None
                 ) -> list[ObjectRecord]:
         # key >= prefix AND key < prefix + U+10FFFF is a range scan of the key index.
@@ -375,16 +392,21 @@ class SqlCatalog(Catalog):
 
     def begin_replica(self, key: str, tier: str, *, tmp: str, new_content: bool,
                       owner: str, fence: Fence | None = None) -> Replica:
-        now = _now()
+        return self.begin_replicas([(key, tmp)], tier, new_content=new_content, owner=owner,
+                                   fence=fence)[0]
 
-        def txn(tx: Statements) -> Replica:
-            self._check_fence(tx, fence)
+    def begin_replicas(self, writes: Sequence[tuple[str, str]], tier: str, *,
+                       new_content: bool, owner: str, fence: Fence | None = None
+                       ) -> list[Replica]:
+        now = _now()
+        blocking = ("copying",) if new_content else ("copying", "ready")
+
+        def begin(tx: Statements, key: str, tmp: str) -> Replica:
             # Creates the row or locks the existing one, atomically even under concurrency.
             oid, size = tx.execute(
                 "INSERT INTO objects (key, created) VALUES (?, ?) ON CONFLICT (key) "
                 "DO UPDATE SET created = objects.created RETURNING id, size",
                 (key, now)).fetchone()
-            blocking = ("copying",) if new_content else ("copying", "ready")
             busy = tx.execute(f"SELECT state FROM replicas WHERE object_id = ? AND tier = ? "
                               f"AND state IN {_marks(blocking)} LIMIT 1",
                               (oid, tier, *blocking)).fetchone()
@@ -402,15 +424,25 @@ class SqlCatalog(Catalog):
                 (oid, tier, path, tmp, owner, now)).fetchone()
             return Replica(rid, tier, path, ReplicaState.COPYING, tmp, owner, now)
 
+        def txn(tx: Statements) -> list[Replica]:
+            self._check_fence(tx, fence)
+            return [begin(tx, key, tmp) for key, tmp in writes]
+
         return self._write(txn)
 
     def commit_replica(self, replica_id: int, *, owner: str, size: int, checksum: str,
                        new_content: bool, retire: Collection[str] = (),
                        fence: Fence | None = None) -> list[Replica]:
+        return self.commit_replicas([(replica_id, size, checksum)], owner=owner,
+                                    new_content=new_content, retire=retire, fence=fence)[0]
+
+    def commit_replicas(self, commits: Sequence[tuple[int, int, str]], *, owner: str,
+                        new_content: bool, retire: Collection[str] = (),
+                        fence: Fence | None = None) -> list[list[Replica]]:
         now = _now()
 
-        def txn(tx: Statements) -> list[Replica]:
-            self._check_fence(tx, fence)
+        def commit(tx: Statements, replica_id: int, size: int, checksum: str
+                   ) -> list[Replica]:
             oid, replica = self._locked_replica(tx, replica_id)
             check_owned(replica, owner, ReplicaState.COPYING)
             superseded: list[Replica] = []
@@ -439,6 +471,10 @@ class SqlCatalog(Catalog):
             tx.execute("UPDATE replicas SET state = 'ready', tmp = NULL, updated = ? "
                        "WHERE id = ?", (now, replica_id))
             return superseded
+
+        def txn(tx: Statements) -> list[list[Replica]]:
+            self._check_fence(tx, fence)
+            return [commit(tx, *one) for one in commits]
 
         return self._write(txn, durable=True)
 

@@ -112,9 +112,9 @@ class _Tour:
     def ingest(self, scratch: Path) -> None:
         pairs = plan_put([str(scratch)], PREFIX)
         began = time.perf_counter()
-        infos = sync(get_loop(), put_files, self.store.aio, pairs, tier=self.tiers["cold"],
+        total = sync(get_loop(), put_files, self.store.aio, pairs, tier=self.tiers["cold"],
                      overwrite=True, label="ingest")
-        self.say(f"ingested {len(infos)} objects ({human(sum(i.size for i in infos))}: "
+        self.say(f"ingested {len(pairs)} objects ({human(total)}: "
                  f"{PARQUET_FILES} Parquet files of {ROWS:,} rows, {SHARDS} binary shards) "
                  f"into {self.tiers['cold']} in {time.perf_counter() - began:.2f}s")
 

@@ -169,7 +169,7 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
     # what an overwrite replaces (without --overwrite nothing is there: refused above)
     before = {key: _content(store, key) for _, key in pairs} if args.overwrite else {}
     try:
-        infos = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
+        total = await put_files(store, pairs, tier=tier, overwrite=args.overwrite)
     except (asyncio.CancelledError, KeyboardInterrupt):
         # what Ctrl-C left: each object is all there or not at all, and it may have landed
         # after its bytes were committed; say which, as the catalog has it now
@@ -177,8 +177,8 @@ async def _cmd_put(store: Store, args: argparse.Namespace) -> int:
                  if _content(store, key) not in (None, before.get(key))]
         args.outcome = _saved_line(saved, len(pairs))
         raise
-    what = repr(infos[0].key) if len(infos) == 1 else plural(len(infos), "object")
-    print(f"put {what} ({human(sum(i.size for i in infos))}) on tier {tier}")
+    what = repr(pairs[0][1]) if len(pairs) == 1 else plural(len(pairs), "object")
+    print(f"put {what} ({human(total)}) on tier {tier}")
     return 0
 
 

@@ -28,6 +28,8 @@ from rich.progress import (
 )
 
 from ..store import ObjectInfo, Store
+from ..store.replicas import SMALL_OBJECT
+from ..tasks import bounded as run_bounded
 from ..tier import PART_SIZE
 
 __all__ = ["JOBS", "Steps", "Transfer", "bounded", "each", "interactive", "put_files"]
@@ -135,30 +137,8 @@ class Transfer:
 
 async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[R]], jobs: int = JOBS
                   ) -> list[R]:
-    """``[await fn(item) for item in items]`` with at most ``jobs`` in flight, in order.
-
-    The first failure cancels the work still in flight (each store operation rolls itself
-    back) and is raised as itself, not as an exception group.
-    """
-    todo = iter(enumerate(items))
-    results: dict[int, R] = {}
-
-    async def worker() -> None:
-        for index, item in todo:
-            results[index] = await fn(item)
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, jobs)):
-                group.create_task(worker())
-    except BaseExceptionGroup as failed:
-        raise _first(failed) from None
-    return [results[index] for index in sorted(results)]
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    inner = group.exceptions[0]
-    return _first(inner) if isinstance(inner, BaseExceptionGroup) else inner
+    """:func:`tierstore.tasks.bounded`, :data:`JOBS` at a time unless told."""
+    return await run_bounded(items, fn, jobs)
 
 
 async def _file_chunks(path: Path, advance: Callable[[int], None]) -> AsyncIterator[bytes]:
@@ -169,19 +149,19 @@ async def _file_chunks(path: Path, advance: Callable[[int], None]) -> AsyncItera
 
 
 async def put_files(store: Store, pairs: Sequence[tuple[Path, str]], *, tier: str | None = None,
-                    overwrite: bool = False, label: str = "put") -> list[ObjectInfo]:
-    """Put local files (``(path, key)`` pairs) as objects, a few in flight, with progress
-    counted as the bytes are read."""
-    total = sum(path.stat().st_size for path, _ in pairs)
-    with Transfer(label, total, len(pairs)) as progress:
-
-        async def put(pair: tuple[Path, str]) -> ObjectInfo:
-            info = await store.put(pair[1], _file_chunks(pair[0], progress.advance), tier=tier,
-                                   overwrite=overwrite)
-            progress.file_done()
-            return info
-
-        return await bounded(pairs, put)
+                    overwrite: bool = False, label: str = "put") -> int:
+    """Put local files (``(path, key)`` pairs) as objects (:meth:`Store.put_many`: small ones
+    in batches, others a few in flight), with progress counted as they are committed; the
+    bytes put."""
+    sizes = {key: path.stat().st_size for path, key in pairs}
+    with Transfer(label, sum(sizes.values()), len(pairs)) as progress:
+        # a large file is counted as it streams, a small one (batched) once committed
+        streamed = {key for key, size in sizes.items() if size > SMALL_OBJECT}
+        await store.put_many(
+            [(key, _file_chunks(path, progress.advance) if key in streamed else path)
+             for path, key in pairs], tier=tier, overwrite=overwrite, jobs=JOBS,
+            committed=lambda key, size: progress.file_done(0 if key in streamed else size))
+    return sum(sizes.values())
 
 
 async def each(label: str, infos: Sequence[ObjectInfo],

@@ -31,6 +31,7 @@ from ..localcopy import LocalFile
 from ..locality.placement import place_after_put
 from ..locality.topology import Distance
 from ..reports import ObjectInfo
+from ..tasks import bounded
 from ..tier import PART_SIZE, Chunk, Tier
 from .base import FENCE, Pace, Source, log, once
 from .reads import ReadPath
@@ -43,6 +44,12 @@ __all__ = ["FillClaim", "Replicas"]
 # reading from Ceph claim ~6 shards of 64 MiB a second, and with 4 the hot tier overshot its
 # high watermark to 92-100% and the daemon shed the excess, to be fetched again next epoch)
 FILL_MARGIN = 16
+# put_many's batches: objects of at most SMALL_OBJECT bytes, BATCH_OBJECTS and BATCH_BYTES at
+# most each (one catalog transaction to begin them and one to commit them)
+SMALL_OBJECT = 1 << 20
+BATCH_OBJECTS = 1024
+BATCH_BYTES = 64 << 20
+DISCARD_JOBS = 8  # a refused batch's replicas rolled back at once
 
 
 class Replicas(ReadPath):
@@ -110,6 +117,133 @@ class Replicas(ReadPath):
             size=_size_of(source), freed=replaced or 0))
         await place_after_put(self, key, dest.name)  # [locality.placement]: extra replicas
         return await self.stat(key)
+
+    async def put_many(self, items: Iterable[tuple[str, Source]], *, tier: str | None = None,
+                       overwrite: bool = False, jobs: int = 8,
+                       committed: Callable[[str, int], None] | None = None) -> None:
+        """Write many objects to a tier, small ones in batches.
+
+        Each batch is one catalog transaction to begin its objects and one to commit them.
+        A batch holds up to 1,024 objects of at most 1 MiB each, given as bytes or as local
+        file paths, up to 64 MiB in all. Its objects are checked as :meth:`put` checks one,
+        written (on a local folder in a few threads, each file fsynced and renamed, then
+        each folder fsynced once) and proven as a put's are, then committed at once: an
+        error refuses its whole batch, which leaves nothing behind. Batches go one after
+        another; the ones before an error stay committed, those after it are not begun.
+        Other objects (larger, or streams) are put one by one, ``jobs`` at a time.
+
+        Parameters
+        ----------
+        items : iterable of (str, source)
+            Keys and their contents, each as :meth:`put` takes it; no key twice.
+        tier : str, optional
+            The tier to write to; the config's ``default_tier`` if None.
+        overwrite : bool, default False
+            Replace existing objects of these keys.
+        jobs : int, default 8
+            Objects put at once, outside the batches (and within a batch, where the tier
+            has no batched write).
+        committed : callable, optional
+            Told each object's key and size once it is committed (a progress bar's feed).
+
+        Raises
+        ------
+        InvalidKey
+            If a key is not a safe relative path, or is given twice.
+        ObjectExists, UnknownTier, TierFull, TierError, ChecksumMismatch
+            As :meth:`put`.
+        """
+        items = list(items)
+        seen: set[str] = set()
+        for key, _ in items:
+            if validate_key(key) in seen:
+                raise InvalidKey(key, "given twice")
+            seen.add(key)
+        dest = self.tier(tier or self.config.default_tier)
+        sizes = await asyncio.to_thread(lambda: [_size_of(source) for _, source in items])
+        small = [(item, size) for item, size in zip(items, sizes, strict=True)
+                 if size is not None and size <= SMALL_OBJECT
+                 and isinstance(item[1], bytes | bytearray | memoryview | str | os.PathLike)]
+        tell = committed or (lambda _key, _size: None)
+        for batch in _batches(small):
+            await self._put_batch(dest, batch, overwrite=overwrite, jobs=jobs)
+            for (key, _), size in batch:
+                tell(key, size)
+
+        async def put(item: tuple[str, Source]) -> None:
+            info = await self.put(*item, tier=dest.name, overwrite=overwrite)
+            tell(info.key, info.size)
+
+        batched = {key for (key, _), _ in small}
+        await bounded([item for item in items if item[0] not in batched], put, jobs)
+
+    async def _put_batch(self, dest: Tier, batch: list[tuple[tuple[str, Source], int]], *,
+                         overwrite: bool, jobs: int) -> None:
+        """One batch of :meth:`put_many`: checked, begun, written, proven, committed."""
+        keys = [key for (key, _), _ in batch]
+        for key in keys:
+            dest.full_path(key)  # a local tier refuses a path through a link planted in it
+        datas = await asyncio.to_thread(lambda: [_whole(source) for (_, source), _ in batch])
+        digests = [checksum(data) for data in datas]
+        freed = await self._refuse_batch_clashes(dest, keys, overwrite=overwrite)
+        async with self.capacity.reserve(dest.name, keys[0], sum(map(len, datas)),
+                                         freed=freed):
+            begin = asyncio.ensure_future(self.db.begin_replicas(
+                [(key, Tier.partial_path(key)) for key in keys], dest.name, new_content=True,
+                owner=self.owner, fence=FENCE.get()))
+            try:
+                replicas = await asyncio.shield(begin)
+            except asyncio.CancelledError:  # the intents may commit anyway: take them back
+                with contextlib.suppress(Exception):
+                    await self._discard_all(keys, await begin)
+                raise
+            with contextlib.ExitStack() as working:
+                for replica in replicas:
+                    working.enter_context(self._working(replica))
+                try:
+                    if not await dest.write_files([(str(r.tmp), r.path, data) for r, data
+                                                   in zip(replicas, datas, strict=True)]):
+                        await bounded(
+                            list(zip(keys, replicas, datas, digests, strict=True)),
+                            lambda one: self._land(one[0], dest, one[1], _chunks(one[2]),
+                                                   lambda: (len(one[2]), one[3])), jobs)
+                    retired = await self.db.commit_replicas(
+                        [(r.id, len(data), digest) for r, data, digest
+                         in zip(replicas, datas, digests, strict=True)],
+                        owner=self.owner, new_content=True, fence=FENCE.get())
+                except BaseException:
+                    await asyncio.shield(self._discard_all(keys, replicas))
+                    raise
+        for key, old in zip(keys, retired, strict=True):
+            await self._retire(key, old)
+            await place_after_put(self, key, dest.name)  # [locality.placement]
+
+    async def _refuse_batch_clashes(self, dest: Tier, keys: list[str], *, overwrite: bool
+                                    ) -> int:
+        """:meth:`put`'s refusals for a batch of keys, in two catalog reads; the bytes their
+        overwrites free on ``dest``."""
+        parents = {"/".join(key.split("/")[:depth]): key for key in keys
+                   for depth in range(1, key.count("/") + 1)}
+        records = await self.db.records([*keys, *parents])
+        for parent, key in parents.items():
+            record = records.get(parent)
+            if parent in keys or (record is not None and record.ready):
+                raise ObjectExists(parent, f"it is an object, so {key!r} cannot be put "
+                                           "under it as a folder")
+        freed = 0
+        for key in keys:
+            record = records.get(key)
+            if record is not None and record.ready:
+                if not overwrite:
+                    raise ObjectExists(key)
+                freed += (record.size or 0) if record.on(dest.name) else 0
+        if folders := await self.db.folders(keys):
+            raise ObjectExists(folders[0], "it is a folder of objects, so it cannot be one too")
+        return freed
+
+    async def _discard_all(self, keys: list[str], replicas: list[Replica]) -> None:
+        await bounded(list(zip(keys, replicas, strict=True)),
+                      lambda one: self._discard(*one), DISCARD_JOBS)
 
     async def _refuse_folder_clash(self, key: str) -> None:
         """A key cannot also be a folder of keys: local tiers could not hold both."""
@@ -181,29 +315,37 @@ class Replicas(ReadPath):
         for the caller to :meth:`_retire`: a put's old ones, a copy's on the tiers named in
         ``retire`` (a move's source; see :meth:`Catalog.commit_replica`). ``copied`` is told
         once the bytes are written and proven, before they are made durable and committed."""
-        tmp = str(replica.tmp)
-        # Where a write shows all or nothing (S3), the bytes go to their final name at once
-        # (no rename, which S3 does as a server-side copy): the copying row names that path,
-        # so readers never see it and recovery removes it, as it would the temporary name.
-        target = replica.path if dest.atomic_writes else tmp
         try:
-            await dest.write(target, chunks)
-            size, digest = expected()
-            await self._verify_written(dest, key, target, size, digest)
-            if copied is not None:
-                copied()
-            if replica.path != target:
-                await dest.rename(target, replica.path)
-                if (landed := await dest.size(replica.path)) != size:
-                    raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
-                                                         f"expected {size}")
-            await dest.sync(replica.path)  # durable before a commit lets old bytes go
+            size, digest = await self._land(key, dest, replica, chunks, expected, copied)
             return await self.db.commit_replica(replica.id, owner=replica.owner, size=size,
                                                 checksum=digest, new_content=new_content,
                                                 retire=retire, fence=FENCE.get())
         except BaseException:
             await asyncio.shield(self._discard(key, replica))
             raise
+
+    async def _land(self, key: str, dest: Tier, replica: Replica, chunks: AsyncIterable[Chunk],
+                    expected: Callable[[], tuple[int, str]],
+                    copied: Callable[[], None] | None = None) -> tuple[int, str]:
+        """Write ``replica``'s bytes, prove them, put them in place and make them durable,
+        short of the commit; their size and checksum (see :meth:`_fill_replica`)."""
+        tmp = str(replica.tmp)
+        # Where a write shows all or nothing (S3), the bytes go to their final name at once
+        # (no rename, which S3 does as a server-side copy): the copying row names that path,
+        # so readers never see it and recovery removes it, as it would the temporary name.
+        target = replica.path if dest.atomic_writes else tmp
+        await dest.write(target, chunks)
+        size, digest = expected()
+        await self._verify_written(dest, key, target, size, digest)
+        if copied is not None:
+            copied()
+        if replica.path != target:
+            await dest.rename(target, replica.path)
+            if (landed := await dest.size(replica.path)) != size:
+                raise TierError(dest.name, "rename", f"{landed} bytes after rename, "
+                                                     f"expected {size}")
+        await dest.sync(replica.path)  # durable before a commit lets old bytes go
+        return size, digest
 
     async def _verify_written(self, dest: Tier, key: str, path: str, size: int,
                               digest: str) -> None:
@@ -793,6 +935,31 @@ async def _remove_partial(tier: Tier, tmp: str) -> None:
         await tier.remove(tmp)
     except InvalidKey:
         pass
+
+
+def _batches(small: list[tuple[tuple[str, Source], int]]
+             ) -> Iterator[list[tuple[tuple[str, Source], int]]]:
+    """:meth:`Replicas.put_many`'s batches, in order: at most BATCH_OBJECTS objects and
+    BATCH_BYTES bytes each."""
+    batch: list[tuple[tuple[str, Source], int]] = []
+    nbytes = 0
+    for item, size in small:
+        if batch and (len(batch) == BATCH_OBJECTS or nbytes + size > BATCH_BYTES):
+            yield batch
+            batch, nbytes = [], 0
+        batch.append((item, size))
+        nbytes += size
+    if batch:
+        yield batch
+
+
+def _whole(source: Source) -> bytes:
+    """A small source's bytes (blocking: a path is read)."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return f.read()
+    return bytes(source)  # type: ignore[arg-type]  # bytes, bytearray or memoryview
+
 
 def _size_of(source: Source) -> int | None:
     """The size of a put source when it is known before it is read: bytes, a file path."""

@@ -25,7 +25,7 @@ import posixpath
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -535,6 +535,31 @@ class Tier:
             await self._call("write", "pipe_file", full, data)
             return len(data)
         return await self._write_blocking(lambda: fs.open(full, "wb"), chunks)
+
+    async def write_files(self, files: Sequence[tuple[str, str, bytes]]) -> bool:
+        """Write small files whole, where the backend can do it in a few calls.
+
+        Only a backend that vouches for every byte it writes does (this generic one does
+        not). Each ``(tmp, path, data)`` is written to ``tmp``, renamed to ``path`` (unless they are
+        the same) and made durable, as :meth:`write`, :meth:`rename` and :meth:`sync` would.
+
+        Parameters
+        ----------
+        files : sequence of (str, str, bytes)
+            Each file's temporary path, final path (relative to the tier's root) and bytes.
+
+        Returns
+        -------
+        bool
+            True when every file is in place, durable and vouched for; False when nothing
+            was done (the caller writes each file as a stream and verifies it).
+
+        Raises
+        ------
+        TierError
+            If the backend fails; the files may be partly written (the caller removes them).
+        """
+        return False
 
     async def _write_blocking(self, open_file: Callable[[], Any], chunks: AsyncIterable[Chunk],
                               hasher: Hasher | None = None) -> int:

@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..checksum import Hasher, checksum_file
@@ -30,6 +30,8 @@ from ..locality.health import in_thread
 from .base import PART_SIZE, Chunk, Tier, file_version, gone
 
 __all__ = ["LocalTier"]
+
+WRITE_THREADS = 4  # write_files: threads writing and syncing a batch of small files
 
 log = logging.getLogger("tierstore.tier")
 
@@ -165,6 +167,25 @@ class LocalTier(Tier, protocols=("file", "local")):
         await self._vouch(full, hasher)
         return written
 
+    async def write_files(self, files: Sequence[tuple[str, str, bytes]]) -> bool:
+        """All in one thread: each file written to its temporary name, fsynced and renamed,
+        then each folder they went to fsynced once. The bytes are vouched for: they are the
+        ones handed to the kernel, and each file's size is checked once they are."""
+        fulls = [(self.full_path(tmp), self.full_path(path), data) for tmp, path, data in files]
+        for _, full, _ in fulls:
+            self._vouched.pop(full, None)
+        async def part(files: Sequence[tuple[str, str, bytes]]) -> list[str]:
+            async with self._limit():
+                return await self._guard("write", asyncio.to_thread(
+                    _write_files, files, self.root, self.config.fsync))
+
+        threads = max(1, min(WRITE_THREADS, self.config.max_concurrency))
+        folders = await asyncio.gather(*(part(fulls[i::threads]) for i in range(threads)))
+        if self.config.fsync:
+            await self._guard("sync", asyncio.to_thread(
+                _sync_folders, {f: None for found in folders for f in found}))
+        return True
+
     async def _vouch(self, full: str, hasher: Hasher) -> None:
         info = await self._call("stat", "info", full)
         self._vouched[full] = _receipt(info, hasher.hexdigest())
@@ -257,11 +278,7 @@ def _sync_file(full: str, root: str) -> None:
     entries: a power cut may otherwise lose a renamed or newly created name). The file's
     pages, clean now, leave the page cache: a replica is written past it or copied by the
     kernel (:mod:`tierstore.localcopy`), and is read past it too."""
-    paths, folder = [full], os.path.dirname(full)
-    while folder == root or folder.startswith(root + "/"):
-        paths.append(folder)
-        folder = os.path.dirname(folder)
-    for path in paths:
+    for path in [full, *_folders(full, root)]:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -271,11 +288,65 @@ def _sync_file(full: str, root: str) -> None:
             os.close(fd)
 
 
+def _folders(full: str, root: str) -> list[str]:
+    """The folders of ``full`` up to ``root``, deepest first."""
+    folders, folder = [], os.path.dirname(full)
+    while folder == root or folder.startswith(root + "/"):
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders
+
+
+def _write_files(files: Sequence[tuple[str, str, bytes]], root: str, fsync: bool
+                 ) -> list[str]:
+    """Part of :meth:`LocalTier.write_files`' work (blocking); the folders the files went
+    to. Every file is written and handed to writeback first, then each is fsynced (by then
+    mostly on the disk: one journal commit covers many) and renamed. Small files stay in the
+    page cache, where a read soon after finds them."""
+    for tmp, _, data in files:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view, written = memoryview(data), 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+            if fsync:  # starts writeback; dirty pages stay cached (clean ones would go)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    folders: dict[str, None] = {}
+    for tmp, full, data in files:
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if fsync:
+                os.fsync(fd)
+            landed = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if landed != len(data):
+            raise OSError(errno.EIO, f"{landed} bytes landed in {tmp}, expected {len(data)}")
+        if tmp != full:
+            _replace_file(tmp, full)
+        folders.update(dict.fromkeys(_folders(full, root)))
+    return list(folders)
+
+
+def _sync_folders(folders: Iterable[str]) -> None:
+    """fsync each folder once, deepest first (a new folder's entry in its parent after its
+    own entries)."""
+    for folder in sorted(folders, key=lambda f: -f.count("/")):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _remove_file(full: str, root: str) -> None:
     """Remove a file and the folders it leaves empty, up to the root; tierstore's own folder
     (temporary names) stays, as writers of other processes may be about to use it."""
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(full)
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # (a file where a
+        os.remove(full)  # folder of its path would be: nothing can be there)
     parent = os.path.dirname(full)
     reserved = f"{root}/{RESERVED_PREFIX}"
     while parent.startswith(root + "/") and not (
