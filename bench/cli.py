@@ -57,6 +57,13 @@ def add_bench_commands(sub: Any) -> None:
                     "(verified moves) and copy the same bytes with plain fsspec, in "
                     "interleaved rounds; medians and their ratio, as a table and a result.")
     _add_command(
+        kinds, "put", "put", "put", "run_put",
+        help="many small files into a tier: put_many and put vs a plain fsspec copy",
+        description="Put the same small files into a tier with tierstore's put_many "
+                    "(batches), with one put each, and with plain fsspec copies (made "
+                    "durable on a local folder), in interleaved rounds; objects per second, "
+                    "client CPU per object and the ratios, as a table and a result.")
+    _add_command(
         kinds, "ingest", "ingest", "ingest", "run_ingest",
         help="writing a dataset with tierstore's tar writer vs the peers' writers",
         description="Write the same samples into the same S3 bucket with tierstore's "
@@ -64,14 +71,14 @@ def add_bench_commands(sub: Any) -> None:
                     "Streaming's and LitData's own writers (the [peers] extra): MB/s and "
                     "client CPU per GB, with ratios against WebDataset's.")
     _add_command(
-        kinds, "catalog", "catalog.bench", "catalog.bench", "run_catalog",
+        kinds, "catalog", "catalog.options", "catalog.bench", "run_catalog",
         help="catalog lookups and access recording: SQLite vs PostgreSQL",
         description="Fill a SQLite and a PostgreSQL catalog to each size (--objects "
                     "10k,100k,1m) and measure lookups (get) and batched access recording "
                     "(record_access): throughput and p50/p99 latency side by side, as a "
                     "table and a JSON result.")
     _add_command(
-        kinds, "locality", "locality.bench", "locality.bench", "run_locality",
+        kinds, "locality", "locality.options", "locality.bench", "run_locality",
         help="replica selection over three sites at a network distance",
         description="Three sites at about 1, 10 and 50 ms (network namespaces with a packet "
                     "delay wire, an S3 server each; needs root): read latency p50/p99 and "
