@@ -11,7 +11,8 @@ catalog and write functions; tierstore's code is not changed):
 
 * ``begin``: a batch's intents are committed (its rows ``copying``), nothing written;
 * ``write``: on a local folder, half of a batch's files are written, synced and renamed (the
-  thread writing them dies with the process); on S3, half of its objects are uploaded;
+  thread writing them dies with the process); on S3, half of its objects are uploaded, none
+  yet proven;
 * ``commit``: the batch is committed, its ``committed`` lines not yet printed.
 """
 
@@ -46,7 +47,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _install(store: Any, step: str, nth: int) -> None:
+def _install(store: Any, tier: str, step: str, nth: int) -> None:
     catalog = store.aio.catalog
     batches = {"begun": 0, "committed": 0}
 
@@ -75,17 +76,18 @@ def _install(store: Any, step: str, nth: int) -> None:
         return write_files(files, *args)
 
     tierstore.tier.local._write_files = half_then_die
-    land = store.aio._land
-    landed = {"n": 0}
+    dest = store.aio.tier(tier)
+    write = dest.write
+    written = {"n": 0}
 
-    async def land_then_die(*args: Any, **kwargs: Any) -> Any:
-        out = await land(*args, **kwargs)
-        landed["n"] += 1
-        if step == "write" and landed["n"] == BATCH * (nth - 1) + BATCH // 2:
+    async def write_then_die(*args: Any, **kwargs: Any) -> Any:
+        out = await write(*args, **kwargs)
+        written["n"] += 1
+        if step == "write" and written["n"] == BATCH * (nth - 1) + BATCH // 2:
             _die()
         return out
 
-    store.aio._land = land_then_die
+    dest.write = write_then_die
 
 
 def main() -> int:
@@ -94,7 +96,7 @@ def main() -> int:
     store = tierstore.open_store(config, recover=False)
     if kill:
         step, nth = kill[0].split(":")
-        _install(store, step, int(nth))
+        _install(store, tier, step, int(nth))
     print("ready", flush=True)
     store.put_many([(key, content(key)) for key in keys(run, int(count))], tier=tier,
                    committed=lambda key, _size: print(f"committed {key}", flush=True))

@@ -194,6 +194,45 @@ def test_bytes_replaced_after_the_upload_are_read_back_and_refused(
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("page", [1000, 2])
+def test_a_batch_of_uploads_is_proven_by_one_listing(moto_server: object, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     page: int) -> None:
+    """``written_sizes``: each object's size and ETag from a listing of the range the batch
+    spans (others' keys between them skipped; with pages of 2 keys the listing stops short
+    and the rest get a HEAD each); one replaced since its upload is not vouched for, a
+    missing one has no size, and a receipt is used once."""
+    from tierstore.tier import s3 as s3_tier_module
+
+    monkeypatch.setattr(s3_tier_module, "LIST_PAGE", page)
+    bucket = moto_server.new_bucket()  # type: ignore[attr-defined]
+    tier = s3_tier(make_config(tmp_path, "moto", moto_server, bucket))
+    client = moto_server.client()  # type: ignore[attr-defined]
+    for name in ("b/a0", "b/a05", "b/a25", "b/z", *(f"b/a1x{i}" for i in range(10))):  # others
+        client.put_object(Bucket=bucket, Key=f"warm/{name}", Body=b"other")
+    data = {f"b/a{i}": os.urandom(100 + i) for i in range(4)}
+
+    async def chunks(content: bytes):  # type: ignore[no-untyped-def]
+        yield content
+
+    async def go() -> tuple[list[tuple[int | None, bool]], list[tuple[int | None, bool]]]:
+        try:
+            for path, content in data.items():
+                await tier.write(path, chunks(content))
+            client.put_object(Bucket=bucket, Key="warm/b/a2", Body=bytes(102))  # replaced
+            paths = [*data, "b/never"]
+            digests = [checksum(d) for d in data.values()] + ["x"]
+            return (await tier.written_sizes(paths, digests),
+                    await tier.written_sizes(paths, digests))
+        finally:
+            await tier.close()
+
+    first, again = asyncio.run(go())
+    assert first == [(100, True), (101, True), (102, False), (103, True), (None, False)]
+    assert again == [(100, False), (101, False), (102, False), (103, False), (None, False)]
+    moto_server.delete_bucket(bucket)  # type: ignore[attr-defined]
+
+
 def test_moves_to_and_from_s3_stay_verified(moto_server: object, tmp_path: Path) -> None:
     """Moves local -> S3 (direct to the final name, vouched for by the ETag) and back, of a
     one-PUT object and a multipart one; every replica deep-audited."""

@@ -127,7 +127,9 @@ class Replicas(ReadPath):
         A batch holds up to 1,024 objects of at most 1 MiB each, given as bytes or as local
         file paths, up to 64 MiB in all. Its objects are checked as :meth:`put` checks one,
         written (on a local folder in a few threads, each file fsynced and renamed, then
-        each folder fsynced once) and proven as a put's are, then committed at once: an
+        each folder fsynced once; on S3 ``jobs`` at a time, then the server's receipts
+        checked against one listing, not a HEAD each) and proven as a put's are, then
+        committed at once: an
         error refuses its whole batch, which leaves nothing behind. Batches go one after
         another; the ones before an error stay committed, those after it are not begun.
         Other objects (larger, or streams) are put one by one, ``jobs`` at a time.
@@ -203,10 +205,8 @@ class Replicas(ReadPath):
                 try:
                     if not await dest.write_files([(str(r.tmp), r.path, data) for r, data
                                                    in zip(replicas, datas, strict=True)]):
-                        await bounded(
-                            list(zip(keys, replicas, datas, digests, strict=True)),
-                            lambda one: self._land(one[0], dest, one[1], _chunks(one[2]),
-                                                   lambda: (len(one[2]), one[3])), jobs)
+                        await self._land_batch(dest, list(zip(
+                            keys, replicas, datas, digests, strict=True)), jobs)
                     retired = await self.db.commit_replicas(
                         [(r.id, len(data), digest) for r, data, digest
                          in zip(replicas, datas, digests, strict=True)],
@@ -217,6 +217,23 @@ class Replicas(ReadPath):
         for key, old in zip(keys, retired, strict=True):
             await self._retire(key, old)
             await place_after_put(self, key, dest.name)  # [locality.placement]
+
+    async def _land_batch(self, dest: Tier, work: list[tuple[str, Replica, bytes, str]],
+                          jobs: int) -> None:
+        """:meth:`_land` for each ``(key, replica, data, digest)`` of a batch, ``jobs`` at a
+        time; where writes need no temporary name (S3), every object is written first and
+        then all are proven together (:meth:`Tier.written_sizes`: one listing, not a HEAD
+        each)."""
+        if not dest.atomic_writes:
+            await bounded(work, lambda one: self._land(one[0], dest, one[1], _chunks(one[2]),
+                                                       lambda: (len(one[2]), one[3])), jobs)
+            return
+        await bounded(work, lambda one: dest.write(one[1].path, _chunks(one[2])), jobs)
+        landed = await dest.written_sizes([replica.path for _, replica, _, _ in work],
+                                          [digest for _, _, _, digest in work])
+        await bounded(list(zip(work, landed, strict=True)), lambda one: self._check_landed(
+            dest, one[0][0], one[0][1].path, len(one[0][2]), one[0][3], *one[1]), jobs)
+        await bounded([replica.path for _, replica, _, _ in work], dest.sync, jobs)
 
     async def _refuse_batch_clashes(self, dest: Tier, keys: list[str], *, overwrite: bool
                                     ) -> int:
@@ -354,7 +371,12 @@ class Replicas(ReadPath):
         is the MD5 of the bytes sent, which ``digest`` was checked against as they streamed;
         a local folder: what was handed to the kernel hashes to ``digest``; see
         :meth:`Tier.written_size`)."""
-        landed, vouched = await dest.written_size(path, digest)
+        await self._check_landed(dest, key, path, size, digest,
+                                 *await dest.written_size(path, digest))
+
+    async def _check_landed(self, dest: Tier, key: str, path: str, size: int, digest: str,
+                            landed: int | None, vouched: bool) -> None:
+        """:meth:`_verify_written` given what the tier said of the file."""
         if landed != size:
             raise TierError(dest.name, "verify", f"{landed} bytes landed, expected {size}")
         if not vouched:

@@ -38,6 +38,7 @@ from ..errors import InvalidKey, TierError, TierUnavailable
 from ..keys import MARK_DIR, MAX_SEGMENT_BYTES, RESERVED_PREFIX, validate_key
 from ..locality.health import in_thread, queued
 from ..redaction import redact
+from ..tasks import bounded
 
 __all__ = ["PARTIAL_DIR", "PART_SIZE", "Chunk", "Tier", "TierFile"]
 
@@ -434,6 +435,26 @@ class Tier:
         """
         self._vouched.pop(self.full_path(path), None)
         return await self.size(path), False
+
+    async def written_sizes(self, paths: Sequence[str], digests: Sequence[str]
+                            ) -> list[tuple[int | None, bool]]:
+        """:meth:`written_size` of many files this process has just written, in order.
+
+        Parameters
+        ----------
+        paths : sequence of str
+            Relative to the tier's root.
+        digests : sequence of str
+            The checksum of the bytes sent to each.
+
+        Returns
+        -------
+        list of (int or None, bool)
+            Each file's size (None: no such file) and whether the backend vouches for its
+            bytes.
+        """
+        return await bounded(list(zip(paths, digests, strict=True)),
+                             lambda one: self.written_size(*one), self.config.max_concurrency)
 
     async def version(self, path: str) -> tuple[int, str | None] | None:
         """A file's size and version now (see :class:`TierFile`).
