@@ -4,6 +4,7 @@ absent after a SIGKILL at any point (local folders and S3)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -18,7 +19,7 @@ from storefixtures import make_config, toml_for
 
 from tierstore import Config, SyncStore, open_store
 from tierstore.checksum import checksum
-from tierstore.errors import InvalidKey, ObjectExists, TierError
+from tierstore.errors import InvalidKey, ObjectExists, TierError, TierFull
 from tierstore.store.replicas import SMALL_OBJECT
 
 WORKER = Path(__file__).with_name("put_many_worker.py")
@@ -99,6 +100,19 @@ def test_a_refused_batch_leaves_nothing(local_store: SyncStore, existing: list[s
     assert local_store.find("") == sorted(existing)
     assert _files(root) == before
     assert local_store.aio.catalog.pending() == []
+
+
+def test_a_batch_past_the_tiers_capacity_is_refused_before_a_byte_is_written(
+        tmp_path: Path) -> None:
+    config = make_config(tmp_path, "local")
+    hot = dataclasses.replace(config.tiers["hot"], capacity=100 * KIB)
+    config = dataclasses.replace(config, tiers={**config.tiers, "hot": hot})
+    with open_store(config) as store:
+        store.put_many([(f"c/{i}", bytes(5 * KIB)) for i in range(15)], tier="hot")
+        with pytest.raises(TierFull, match="no room for 'a batch of 6 objects from c/15'"):
+            store.put_many([(f"c/{i}", bytes(5 * KIB)) for i in range(15, 21)], tier="hot")
+        assert len(store.find("c/")) == 15 and store.aio.catalog.pending() == []
+        assert _files(Path(store.aio.tier("hot").root)) == {f"c/{i}" for i in range(15)}
 
 
 def test_a_batch_the_tier_fails_half_way_is_rolled_back_whole(local_store: SyncStore) -> None:

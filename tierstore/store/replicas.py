@@ -188,8 +188,8 @@ class Replicas(ReadPath):
         datas = await asyncio.to_thread(lambda: [_whole(source) for (_, source), _ in batch])
         digests = [checksum(data) for data in datas]
         freed = await self._refuse_batch_clashes(dest, keys, overwrite=overwrite)
-        async with self.capacity.reserve(dest.name, keys[0], sum(map(len, datas)),
-                                         freed=freed):
+        what = keys[0] if len(keys) == 1 else f"a batch of {len(keys)} objects from {keys[0]}"
+        async with self.capacity.reserve(dest.name, what, sum(map(len, datas)), freed=freed):
             begin = asyncio.ensure_future(self.db.begin_replicas(
                 [(key, Tier.partial_path(key)) for key in keys], dest.name, new_content=True,
                 owner=self.owner, fence=FENCE.get()))
