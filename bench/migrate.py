@@ -79,8 +79,8 @@ from .common.ceph import free_port
 from .common.errors import BenchError
 from .common.results import result_document, save_and_say, write_json
 
-__all__ = ["MigrateSettings", "add_migrate_arguments", "local_moto", "measure", "run_migrate",
-           "scratch_config"]
+__all__ = ["MigrateSettings", "add_migrate_arguments", "add_store_arguments", "bench_config",
+           "check_store_arguments", "local_moto", "measure", "run_migrate", "scratch_config"]
 
 EXIT_USAGE = 2
 MB = 1e6
@@ -497,16 +497,37 @@ def scratch_config(s3: str | None, folder: str | None = None) -> Iterator[Config
 # -- the command ------------------------------------------------------------------------------
 
 
-def add_migrate_arguments(cmd: argparse.ArgumentParser) -> None:
-    """The options of ``tierstore bench migrate``."""
+def add_store_arguments(cmd: argparse.ArgumentParser, *, also: str = "") -> None:
+    """``--config``, ``--s3`` and ``--dir``: the store a benchmark runs on, one's own or a
+    scratch one (:func:`bench_config`); ``also``: what else goes in ``--dir``."""
     cmd.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                      help="the store whose tiers to use (default: a scratch store with local "
                           "hot, warm and cold folders)")
     cmd.add_argument("--s3", metavar="SERVER", choices=("moto", "ceph"),
                      help="scratch store only: put its warm tier on an S3 server started for "
                           "the run: moto, or a single-node Ceph RGW")
-    cmd.add_argument("--dir", metavar="DIR", help="where the scratch store's temporary folder "
-                     "goes (default: the system's temporary folder)")
+    cmd.add_argument("--dir", metavar="DIR", help=f"where the scratch store's temporary folder "
+                     f"{also}goes (default: the system's temporary folder)")
+
+
+def check_store_arguments(args: argparse.Namespace) -> None:
+    """BenchError for ``--s3`` with ``--config``."""
+    if getattr(args, "config", None) and args.s3:
+        raise BenchError("--s3 makes a scratch store; with --config the store's own tiers "
+                         "are used")
+
+
+def bench_config(args: argparse.Namespace, stack: contextlib.ExitStack) -> Config:
+    """The store of ``--config``, else a scratch store (``--s3``, ``--dir``) that ``stack``
+    removes."""
+    config_path = getattr(args, "config", None)
+    return (load_config(config_path) if config_path
+            else stack.enter_context(scratch_config(args.s3, args.dir)))
+
+
+def add_migrate_arguments(cmd: argparse.ArgumentParser) -> None:
+    """The options of ``tierstore bench migrate``."""
+    add_store_arguments(cmd)
     cmd.add_argument("--src", default="hot", help="the tier objects start on (default: hot)")
     cmd.add_argument("--dst", default="warm", help="the tier they move to (default: warm)")
     cmd.add_argument("--count", type=int, default=8, help="objects (default: 8)")
@@ -529,15 +550,12 @@ def run_migrate(args: argparse.Namespace) -> int:
     try:
         settings = MigrateSettings(args.src, args.dst, args.count,
                                    parse_size(args.size, field="--size"), args.rounds, args.jobs)
-        if config_path and args.s3:
-            raise BenchError("--s3 makes a scratch store; with --config the store's own tiers "
-                             "are used")
+        check_store_arguments(args)
     except (BenchError, ConfigError) as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:
-        config = (load_config(config_path) if config_path
-                  else stack.enter_context(scratch_config(args.s3, args.dir)))
+        config = bench_config(args, stack)
         for name in (settings.src, settings.dst):
             if name not in config.tiers:
                 print(f"tierstore: error: no tier {name!r} (tiers: {', '.join(config.tiers)})",

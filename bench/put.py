@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tierstore.cli.progress import Steps, bounded
-from tierstore.config import Config, TierClass, TierConfig, load_config
+from tierstore.config import Config, TierClass, TierConfig
 from tierstore.errors import ConfigError
 from tierstore.redaction import redact
 from tierstore.store import Store
@@ -45,7 +45,16 @@ from tierstore.units import parse_size
 
 from .common.errors import BenchError
 from .common.results import result_document, save_and_say, write_json
-from .migrate import BASE_DIR, EXIT_USAGE, Timings, _copy, _Stopwatch, scratch_config
+from .migrate import (
+    BASE_DIR,
+    EXIT_USAGE,
+    Timings,
+    _copy,
+    _Stopwatch,
+    add_store_arguments,
+    bench_config,
+    check_store_arguments,
+)
 
 __all__ = ["add_put_arguments", "measure", "run_put"]
 
@@ -144,14 +153,7 @@ def format_table(entries: Sequence[dict[str, Any]], count: int, size: int, jobs:
 
 def add_put_arguments(cmd: argparse.ArgumentParser) -> None:
     """The options of ``tierstore bench put``."""
-    cmd.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                     help="the store whose tier to use (default: a scratch store with local "
-                          "hot, warm and cold folders)")
-    cmd.add_argument("--s3", metavar="SERVER", choices=("moto", "ceph"),
-                     help="scratch store only: put its warm tier on an S3 server started for "
-                          "the run: moto, or a single-node Ceph RGW")
-    cmd.add_argument("--dir", metavar="DIR", help="where the scratch store's temporary folder "
-                     "and the files go (default: the system's temporary folder)")
+    add_store_arguments(cmd, also="and the files ")
     cmd.add_argument("--tier", help="the tier written to (default: warm with --s3, else hot)")
     cmd.add_argument("--count", type=int, default=1000, help="files (default: 1000)")
     cmd.add_argument("--size", default="16KiB", help="bytes per file (default: 16KiB)")
@@ -172,15 +174,12 @@ def run_put(args: argparse.Namespace) -> int:
         size = parse_size(args.size, field="--size")
         if not (args.count >= 1 and args.rounds >= 1 and args.jobs >= 1):
             raise BenchError("expected --count, --rounds and --jobs of at least 1")
-        if config_path and args.s3:
-            raise BenchError("--s3 makes a scratch store; with --config the store's own tiers "
-                             "are used")
+        check_store_arguments(args)
     except (BenchError, ConfigError) as exc:
         print(f"tierstore: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.ExitStack() as stack:
-        config = (load_config(config_path) if config_path
-                  else stack.enter_context(scratch_config(args.s3, args.dir)))
+        config = bench_config(args, stack)
         tier = args.tier or ("warm" if args.s3 else "hot")
         if tier not in config.tiers:
             print(f"tierstore: error: no tier {tier!r} (tiers: {', '.join(config.tiers)})",
