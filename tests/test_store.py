@@ -193,6 +193,26 @@ def test_a_corrupt_source_is_never_copied(store: SyncStore) -> None:
     assert not store.audit().orphans
 
 
+def test_a_corrupt_local_source_is_never_moved_to_another_tier(
+        store: SyncStore, caplog: pytest.LogCaptureFixture) -> None:
+    """From a local folder to S3 a source is read whole for one PUT, to another local folder
+    the kernel copies it: either way a byte flipped in it is caught before anything is
+    committed, and it stays where it was."""
+    data = os.urandom(200_000)
+    store.put("local-src", data, tier="hot")
+    corrupt(store, "local-src", "hot")
+    with pytest.raises(NoReadableReplica) as failed:
+        store.move("local-src", "warm")
+    assert isinstance(failed.value.failures[0][1], ChecksumMismatch)
+    if store.aio.tier("warm").protocol == "s3":  # the whole read saw it first, then the stream
+        assert "did not read back as its checksum; streaming it" in caplog.text
+    assert store.stat("local-src").tiers == ["hot"]
+    assert not store.audit().orphans and store.aio.catalog.pending() == []
+    store.put("good", data, tier="hot")
+    store.move("good", "warm")
+    assert store.stat("good").tiers == ["warm"] and store.cat("good", verify=True) == data
+
+
 def test_file_objects(store: SyncStore) -> None:
     with store.open("f", "wb") as out:
         out.write(b"0123456789" * 1000)

@@ -13,8 +13,9 @@ the file after the rename, which also drops its pages, now clean), so a move lea
 cache as it found it.
 
 :class:`LocalFile` is how a caller offers a file as a write's source: a local tier copies it
-(:meth:`~tierstore.tier.Tier.write`), any other tier streams its ``chunks``, and so does a
-local tier whose copy did not hash to the file's checksum (or could not be made), the
+(:meth:`~tierstore.tier.Tier.write`), S3 reads one that goes up as a single PUT whole, in
+one call, any other tier streams its ``chunks``, and so do a local tier whose copy did not
+hash to the file's checksum (or could not be made) and S3 where what it read did not, the
 caller's verified stream then deciding whether the source or the copy was wrong.
 """
 

@@ -228,9 +228,9 @@ class ReadPath(StoreBase):
         The stream raises :class:`_SourceFailed` at its end if the bytes do not match the
         catalog, so ``write`` never commits a corrupt copy; errors of ``write`` itself (the
         destination) propagate at once: no other source would help. When ``write`` writes
-        to the local tier ``into`` from a local replica, the stream comes as that replica's
-        :class:`LocalFile`, which ``into`` copies in the kernel (where the copy does not land
-        the checksum, it streams).
+        to the tier ``into`` from a local replica, the stream comes as that replica's
+        :class:`LocalFile`, which a local ``into`` copies in the kernel and S3 reads whole
+        for one PUT (where what it gets does not hash to the checksum, it streams).
         """
         ranked = self.locality.rank(record.ready, record.size or 0)
         if not ranked:
@@ -240,7 +240,7 @@ class ReadPath(StoreBase):
             await self._refuse_stale(record, replica)  # never a stale copy copied on
             stream: AsyncIterable[Chunk] = self._verified_stream(record, replica, pace)
             source = self.tier(replica.tier)
-            if into is not None and into.is_local and source.is_local:
+            if into is not None and source.is_local:
                 stream = LocalFile(source.full_path(replica.path), record.size or 0,
                                    str(record.checksum), stream,
                                    None if pace is None else functools.partial(pace, source.name))

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import posixpath
 import urllib.parse
 import uuid
@@ -23,8 +24,10 @@ import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
+from ..checksum import checksum
 from ..errors import TierError
 from ..keys import RESERVED_PREFIX
+from ..localcopy import LocalFile
 from ..s3get import FastPathRefused, RangeReader, behind_proxy
 from .base import PART_SIZE, Chunk, Tier, etag_of, gone, missing_bucket
 
@@ -238,6 +241,19 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
         etag = etag_of(info.get("ETag") or info.get("etag"))
         return int(info["size"]), expected is not None and etag == expected
 
+    async def _read_local(self, source: LocalFile) -> AsyncIterable[Chunk]:
+        """A local file that goes up as one PUT, read whole in one call (one copy, as s3fs
+        reads what it puts) and checked against its checksum, as one chunk; where it does not
+        hash to its checksum, its verified stream (which then tells the source was wrong)."""
+        data = await self._guard("read", asyncio.to_thread(_read_checked, source))
+        if data is None:
+            log.warning("tier %r: %s did not read back as its checksum; streaming it",
+                        self.name, source.path)
+            return source.chunks
+        if source.pace is not None:
+            await source.pace(len(data))
+        return _once(data)
+
     async def written_sizes(self, paths: Sequence[str], digests: Sequence[str]
                             ) -> list[tuple[int | None, bool]]:
         """As :meth:`written_size` each, the objects' sizes and ETags read from one listing
@@ -302,6 +318,8 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
         fs = await self._fs()
         bucket, key, _ = fs.split_path(full)
         md5 = _md5 if not await self._server_checks_payload(fs) else None
+        if isinstance(chunks, LocalFile) and chunks.size <= self.single_put_max:
+            chunks = await self._read_local(chunks)
         held: list[bytes] = []  # chunks not yet sent; joined only when a request needs it
         written = 0
         sent: dict[int, tuple[str, bytes]] = {}  # part number: its ETag and MD5
@@ -468,6 +486,22 @@ def _take(held: list[bytes], size: int) -> bytes:
     joined = b"".join(held)
     held[:] = [joined[size:]] if len(joined) > size else []
     return joined[:size]
+
+
+def _read_checked(source: LocalFile) -> bytes | None:
+    """``source``'s bytes if they are its ``size`` and hash to its ``checksum``, else None
+    (blocking); its pages leave the page cache after."""
+    fd = os.open(source.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.pread(fd, source.size, 0)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return data if len(data) == source.size and checksum(data) == source.checksum else None
+
+
+async def _once(data: bytes) -> AsyncIterator[Chunk]:
+    yield data
 
 
 def _md5(data: bytes) -> bytes:
