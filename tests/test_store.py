@@ -213,6 +213,17 @@ def test_a_corrupt_local_source_is_never_moved_to_another_tier(
     assert store.stat("good").tiers == ["warm"] and store.cat("good", verify=True) == data
 
 
+def test_a_source_gone_from_its_local_folder_fails_as_the_sources(store: SyncStore) -> None:
+    """The file behind a hot replica removed behind the store's back: moving it to another
+    tier fails as the source's error (no replica readable), never as the destination's."""
+    store.put("vanished", os.urandom(50_000), tier="hot")
+    os.remove(store.aio.tier("hot").full_path("vanished"))
+    with pytest.raises(NoReadableReplica) as failed:
+        store.move("vanished", "warm")
+    assert [tier for tier, _ in failed.value.failures] == ["hot"]
+    assert store.stat("vanished").tiers == ["hot"] and not store.audit().orphans
+
+
 def test_file_objects(store: SyncStore) -> None:
     with store.open("f", "wb") as out:
         out.write(b"0123456789" * 1000)

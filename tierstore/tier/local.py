@@ -168,12 +168,14 @@ class LocalTier(Tier, protocols=("file", "local")):
         return written
 
     async def write_files(self, files: Sequence[tuple[str, str, bytes]]) -> bool:
-        """All in one thread: each file written to its temporary name, fsynced and renamed,
-        then each folder they went to fsynced once. The bytes are vouched for: they are the
-        ones handed to the kernel, and each file's size is checked once they are."""
+        """In :data:`WRITE_THREADS` threads, each taking its share of the files: each
+        file written to its temporary name, fsynced and renamed; then each folder they went
+        to fsynced once. The bytes are vouched for: they are the ones handed to the kernel,
+        and each file's size is checked once they are."""
         fulls = [(self.full_path(tmp), self.full_path(path), data) for tmp, path, data in files]
         for _, full, _ in fulls:
             self._vouched.pop(full, None)
+
         async def part(files: Sequence[tuple[str, str, bytes]]) -> list[str]:
             async with self._limit():
                 return await self._guard("write", asyncio.to_thread(

@@ -245,7 +245,12 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
         """A local file that goes up as one PUT, read whole in one call (one copy, as s3fs
         reads what it puts) and checked against its checksum, as one chunk; where it does not
         hash to its checksum, its verified stream (which then tells the source was wrong)."""
-        data = await self._guard("read", asyncio.to_thread(_read_checked, source))
+        try:
+            data = await asyncio.to_thread(_read_checked, source)
+        except OSError as exc:  # the stream tells the source's error as the source's
+            log.debug("tier %r: %s could not be read whole (%s); streaming it", self.name,
+                      source.path, exc)
+            return source.chunks
         if data is None:
             log.warning("tier %r: %s did not read back as its checksum; streaming it",
                         self.name, source.path)
