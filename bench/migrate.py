@@ -89,7 +89,10 @@ BASE_DIR = f"{RESERVED_PREFIX}/bench"
 DEFAULT_JOBS = DaemonOptions().max_moves
 CEPH_BYTES = 2 << 30  # the in-memory OSD of --s3 ceph
 VERIFICATION = ("tierstore: every move streams the source replica through its checksum "
-                "(XXH3-128, checked against the catalog before the copy can complete). To S3 "
+                "(XXH3-128, checked against the catalog before the copy can complete; from "
+                "a local folder to S3, an object of up to 32 MiB is read whole and checked "
+                "before it is sent; between local folders the kernel copies it, hashed as it "
+                "lands). To S3 "
                 "the bytes go to their final name as one PUT (a multipart upload above 32 "
                 "MiB, 4 parts in flight), proven by the server's check of the SHA-256 each "
                 "request is signed with where it makes one (probed once), else by its ETag, "
