@@ -398,15 +398,20 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("after", [1.0, 3.0])  # the server starting; moves under way
-def test_sigterm_stops_the_server_the_run_started(tmp_path: Path, after: float) -> None:
+@pytest.mark.parametrize(("after", "sigint"), [
+    (1.0, signal.default_int_handler),  # the server starting
+    (3.0, signal.default_int_handler),  # moves under way
+    (3.0, signal.SIG_IGN)])  # the same, as a shell's background job (SIGINT ignored)
+def test_sigterm_stops_the_server_the_run_started(tmp_path: Path, after: float,
+                                                  sigint: object) -> None:
     """``kill`` (or ``timeout``) of a run: its moto server is stopped, not left behind, and
     the command says so in one line and exits 143, as a shell reports SIGTERM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
     proc = subprocess.Popen([sys.executable, "-m", "tierstore.cli", "bench", "migrate", "--s3",
                              "moto", "--rounds", "1000", "--results", "none", "--dir",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+                            text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     deadline = time.monotonic() + 60
     while not (servers := _children(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,6 +25,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 from ..errors import Terminated, TierstoreError, one_line
@@ -109,7 +110,8 @@ class _SigtermAsInterrupt:
     under way rolls back or cleans up (a server a benchmark started for its run is stopped)
     before the command exits. It is handed on as SIGINT, so that ``asyncio.run`` cancels its
     main task as it does on Ctrl-C (an exception raised by the handler itself may land in a
-    finalizer and be lost); where SIGINT is ignored (a shell's background job), it raises.
+    finalizer or a task and be lost); where SIGINT is ignored (a shell's background job),
+    the handler does what ``asyncio.run``'s would, or raises outside one.
     A command that stops gracefully on SIGTERM (the daemon) sets its own handler meanwhile;
     the one before is put back after."""
 
@@ -126,12 +128,29 @@ class _SigtermAsInterrupt:
         if self._before is not None:
             signal.signal(signal.SIGTERM, self._before)
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.came = True
         if callable(signal.getsignal(signal.SIGINT)):
             signal.raise_signal(signal.SIGINT)
-        else:
+            return
+        # SIGINT ignored (a shell's background job), so asyncio.run took no Ctrl-C handler:
+        # do what its handler does, where an asyncio.run is under way (an exception raised
+        # here would land in whichever task runs, and be reported as that task's)
+        running = _asyncio_run_under(frame)
+        if running is None:
             raise Terminated
+        runner, main_task = running
+        runner._on_sigint(signum, frame, main_task)
+
+
+def _asyncio_run_under(frame: FrameType | None) -> tuple[Any, asyncio.Task[Any]] | None:
+    """The :class:`asyncio.Runner` and its main task of the ``asyncio.run`` that ``frame``
+    (the main thread's, interrupted by a signal) runs under, if any."""
+    while frame is not None:
+        if frame.f_code is asyncio.Runner.run.__code__:
+            return frame.f_locals["self"], frame.f_locals["task"]
+        frame = frame.f_back
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
