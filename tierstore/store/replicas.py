@@ -6,7 +6,15 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 
 import aiofiles
 
@@ -103,7 +111,8 @@ class Replicas(ReadPath):
         existing = await self.db.get(key)
         if existing is not None and existing.ready and not overwrite:
             raise ObjectExists(key)
-        await self._refuse_folder_clash(key)
+        if clash := (await self._folder_clashes([key])).get(key):
+            raise clash
         hasher = Hasher()
 
         async def hashed() -> AsyncIterator[bytes]:
@@ -237,16 +246,15 @@ class Replicas(ReadPath):
 
     async def _refuse_batch_clashes(self, dest: Tier, keys: list[str], *, overwrite: bool
                                     ) -> int:
-        """:meth:`put`'s refusals for a batch of keys, in two catalog reads; the bytes their
-        overwrites free on ``dest``."""
-        parents = {"/".join(key.split("/")[:depth]): key for key in keys
-                   for depth in range(1, key.count("/") + 1)}
-        records = await self.db.records([*keys, *parents])
-        for parent, key in parents.items():
-            record = records.get(parent)
-            if parent in keys or (record is not None and record.ready):
-                raise ObjectExists(parent, f"it is an object, so {key!r} cannot be put "
-                                           "under it as a folder")
+        """:meth:`put`'s refusals for a batch of keys, and one key of the batch under another;
+        the bytes their overwrites free on ``dest``."""
+        among = set(keys)
+        for key in keys:
+            for parent in _parents(key):
+                if parent in among:
+                    raise ObjectExists(parent, f"it is an object, so {key!r} cannot be put "
+                                               "under it as a folder")
+        records = await self.db.records(keys)
         freed = 0
         for key in keys:
             record = records.get(key)
@@ -254,24 +262,30 @@ class Replicas(ReadPath):
                 if not overwrite:
                     raise ObjectExists(key)
                 freed += (record.size or 0) if record.on(dest.name) else 0
-        if folders := await self.db.folders(keys):
-            raise ObjectExists(folders[0], "it is a folder of objects, so it cannot be one too")
+        if clashes := await self._folder_clashes(keys):
+            raise next(iter(clashes.values()))
         return freed
 
     async def _discard_all(self, keys: list[str], replicas: list[Replica]) -> None:
         await bounded(list(zip(keys, replicas, strict=True)),
                       lambda one: self._discard(*one), DISCARD_JOBS)
 
-    async def _refuse_folder_clash(self, key: str) -> None:
-        """A key cannot also be a folder of keys: local tiers could not hold both."""
-        parts = key.split("/")
-        for depth in range(1, len(parts)):
-            parent = await self.db.get("/".join(parts[:depth]))
-            if parent is not None and parent.ready:
-                raise ObjectExists(parent.key, f"it is an object, so {key!r} cannot be put "
-                                               "under it as a folder")
-        if any(r.ready for r in await self.db.objects(key + "/")):
-            raise ObjectExists(key, "it is a folder of objects, so it cannot be one too")
+    async def _folder_clashes(self, keys: Sequence[str]) -> dict[str, ObjectExists]:
+        """Why each of ``keys`` that clashes with the catalog cannot be an object: a key cannot
+        also be a folder of keys (local tiers could not hold both), so none may lie under a
+        committed object or have committed objects under it. Two catalog reads for all."""
+        records = await self.db.records(list({p for key in keys for p in _parents(key)}))
+        clashes: dict[str, ObjectExists] = {}
+        for key in keys:
+            for parent in _parents(key):
+                record = records.get(parent)
+                if record is not None and record.ready:
+                    clashes[key] = ObjectExists(record.key, f"it is an object, so {key!r} "
+                                                            "cannot be put under it as a folder")
+                    break
+        for key in await self.db.folders([key for key in keys if key not in clashes]):
+            clashes[key] = ObjectExists(key, "it is a folder of objects, so it cannot be one too")
+        return clashes
 
     async def _write_replica(self, key: str, dest: Tier, chunks: AsyncIterable[Chunk],
                              expected: Callable[[], tuple[int, str]], *, new_content: bool,
@@ -957,6 +971,12 @@ async def _remove_partial(tier: Tier, tmp: str) -> None:
         await tier.remove(tmp)
     except InvalidKey:
         pass
+
+
+def _parents(key: str) -> list[str]:
+    """The folders ``key`` lies under, outermost first (``a/b/c``: ``a``, ``a/b``)."""
+    parts = key.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _batches(small: list[tuple[tuple[str, Source], int]]

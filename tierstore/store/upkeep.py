@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Collection
 
 from ..catalog import Replica, ReplicaState
-from ..errors import InvalidKey, ObjectExists, ObjectNotFound, TierstoreError
+from ..errors import InvalidKey, ObjectNotFound, TierstoreError
 from ..inflight import IN_FLIGHT
 from ..keys import RESERVED_PREFIX, validate_key, validate_prefix
 from ..reports import AdoptReport, AuditReport, RecoveryReport
@@ -172,19 +172,22 @@ class Upkeep(Replicas):
         known = 0
         seen: set[str] = set()
         missing = set(keys) if keys is not None else set()
-        for found in await dest.walk(wanted[:wanted.rfind("/") + 1]):
-            path = found.path
-            if path.split("/", 1)[0] == RESERVED_PREFIX or not under(path):
-                continue
-            if keys is not None:
-                if path not in missing:
-                    continue
-                missing.discard(path)
+        found_files = [found for found in await dest.walk(wanted[:wanted.rfind("/") + 1])
+                       if found.path.split("/", 1)[0] != RESERVED_PREFIX and under(found.path)
+                       and (keys is None or found.path in missing)]
+        refusals: dict[str, TierstoreError] = {}
+        valid: list[str] = []
+        for found in found_files:
             try:
-                key = validate_key(path)
-                await self._refuse_folder_clash(key)
-            except (InvalidKey, ObjectExists) as exc:
-                refused.append((path, str(exc)))
+                valid.append(validate_key(found.path))
+            except InvalidKey as exc:
+                refusals[found.path] = exc
+        refusals.update(await self._folder_clashes(valid))  # two catalog reads for them all
+        for found in found_files:
+            key = path = found.path
+            missing.discard(path)
+            if path in refusals:
+                refused.append((path, str(refusals[path])))
                 continue
             record = await self.db.get(key)
             if record is None:
