@@ -267,8 +267,8 @@ async def _fsspec_pass(src: Tier, dst: Tier, names: Sequence[str], base: str, jo
     if any(n != size for n in landed):
         raise BenchError(f"the fsspec {'move' if move else 'copy'} to {dst.name} left sizes "
                          f"{landed}, expected {size}")
-    if not move:
-        await bounded(names, lambda name: dst.remove(f"{target}/{name}"), jobs)
+    if not move:  # freed as a user's would be (not kept for tierstore's next writes)
+        await bounded(names, lambda name: _plain_remove(dst, f"{target}/{name}"), jobs)
     return timed
 
 

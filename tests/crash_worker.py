@@ -193,12 +193,13 @@ class Hooks:
                     self.hit("mid_write", where)
             return paced
 
-        async def wrapped_write(path: str, chunks: AsyncIterable[bytes]) -> int:
+        async def wrapped_write(path: str, chunks: AsyncIterable[bytes], *,
+                                size: int | None = None) -> int:
             # a move between local tiers comes as a LocalFile, which the tier copies in the
             # kernel: kept so (its pieces are the steps), else streamed chunk by chunk
             written = await write(path, dataclasses.replace(
                 chunks, pace=kernel_copied(chunks.pace)) if isinstance(chunks, LocalFile)
-                else counted(chunks))
+                else counted(chunks), size=size)
             self.hit("after_write", where)
             return written
 

@@ -72,10 +72,15 @@ class DirectWriter:
     offset is block-aligned, the file descriptor is switched to ``O_DIRECT``. A write of
     :data:`DIRECT_WRITE_MIN` bytes or more is in the file when it returns (one reading the
     file meanwhile sees it), but for a last piece shorter than a block, staged until the
-    next write or :meth:`close`."""
+    next write or :meth:`close`.
 
-    def __init__(self, path: str, mode: int = 0o666):
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    With ``reuse``, ``path`` is a kept file (:mod:`tierstore.tier.recycle`) written over
+    from the start and cut to what was written when closed."""
+
+    def __init__(self, path: str, mode: int = 0o666, *, reuse: bool = False):
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+                           | (0 if reuse else os.O_TRUNC), mode)
+        self._reuse = reuse
         self.direct = False  # whether writes go past the page cache now
         self._refused = not _O_DIRECT  # the filesystem would not
         self._stage: mmap.mmap | None = None  # page-aligned (mmap), once direct
@@ -164,6 +169,8 @@ class DirectWriter:
                     with memoryview(self._stage) as stage:
                         _write_all(self._fd, stage[:self._held])
                     self._held = 0
+            if self._reuse:
+                os.ftruncate(self._fd, self.written)
         finally:
             fd, self._fd = self._fd, -1
             os.close(fd)

@@ -50,18 +50,22 @@ class LocalFile:
 
 class KernelCopy:
     """``source`` copied to ``target`` (created or truncated) piece by piece, in threads:
-    :meth:`piece`, then :meth:`close`."""
+    :meth:`piece`, then :meth:`close`. With ``reuse``, ``target`` is a kept file
+    (:mod:`tierstore.tier.recycle`) written over from the start and cut to what was copied
+    when closed."""
 
-    def __init__(self, source: str, target: str):
+    def __init__(self, source: str, target: str, *, reuse: bool = False):
         self._src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            self._dst = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                0o666)
+            self._dst = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                                | (0 if reuse else os.O_TRUNC), 0o666)
         except BaseException:
             os.close(self._src)
             raise
         self._buffer = bytearray(COPY_PIECE)
+        self._reuse = reuse
+        self._end = 0  # bytes copied from the start
 
     def piece(self, start: int, nbytes: int, hasher: Hasher) -> int:
         """Copy ``nbytes`` from ``start`` (the same offset in both files) and hash what
@@ -84,12 +88,15 @@ class KernelCopy:
         # hashed: its pages may go to the disk now, while the next piece is copied, rather
         # than all at the sync (the advice starts their writeback; dirty pages stay cached)
         os.posix_fadvise(self._dst, start, landed, os.POSIX_FADV_DONTNEED)
+        self._end = max(self._end, start + landed)
         return landed
 
     def close(self) -> None:
         """Close both files: the target's pages written back from now on (not waited for:
         its sync does), the source's (clean) dropped from the page cache."""
         try:
+            if self._reuse:
+                os.ftruncate(self._dst, self._end)
             for fd in (self._dst, self._src):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:

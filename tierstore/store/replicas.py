@@ -302,7 +302,7 @@ class Replicas(ReadPath):
                 chunks = room.counted(chunks)
             return await self._fill_replica(key, dest, replica, chunks, expected,
                                             new_content=new_content, retire=retire,
-                                            copied=copied)
+                                            copied=copied, size=size)
 
     @contextlib.asynccontextmanager
     async def _intent(self, key: str, dest: Tier, *, new_content: bool, size: int | None,
@@ -341,13 +341,16 @@ class Replicas(ReadPath):
                             chunks: AsyncIterable[Chunk],
                             expected: Callable[[], tuple[int, str]], *, new_content: bool,
                             retire: Collection[str] = (),
-                            copied: Callable[[], None] | None = None) -> list[Replica]:
-        """Write, verify and commit ``replica``; the replicas its commit made ``deleting``,
-        for the caller to :meth:`_retire`: a put's old ones, a copy's on the tiers named in
-        ``retire`` (a move's source; see :meth:`Catalog.commit_replica`). ``copied`` is told
-        once the bytes are written and proven, before they are made durable and committed."""
+                            copied: Callable[[], None] | None = None,
+                            size: int | None = None) -> list[Replica]:
+        """Write, verify and commit ``replica`` (``size`` bytes, where known); the replicas
+        its commit made ``deleting``, for the caller to :meth:`_retire`: a put's old ones, a
+        copy's on the tiers named in ``retire`` (a move's source; see
+        :meth:`Catalog.commit_replica`). ``copied`` is told once the bytes are written and
+        proven, before they are made durable and committed."""
         try:
-            size, digest = await self._land(key, dest, replica, chunks, expected, copied)
+            size, digest = await self._land(key, dest, replica, chunks, expected, copied,
+                                            size=size)
             return await self.db.commit_replica(replica.id, owner=replica.owner, size=size,
                                                 checksum=digest, new_content=new_content,
                                                 retire=retire, fence=FENCE.get())
@@ -357,15 +360,17 @@ class Replicas(ReadPath):
 
     async def _land(self, key: str, dest: Tier, replica: Replica, chunks: AsyncIterable[Chunk],
                     expected: Callable[[], tuple[int, str]],
-                    copied: Callable[[], None] | None = None) -> tuple[int, str]:
-        """Write ``replica``'s bytes, prove them, put them in place and make them durable,
-        short of the commit; their size and checksum (see :meth:`_fill_replica`)."""
+                    copied: Callable[[], None] | None = None, *, size: int | None = None
+                    ) -> tuple[int, str]:
+        """Write ``replica``'s bytes (``size``, where known), prove them, put them in place
+        and make them durable, short of the commit; their size and checksum (see
+        :meth:`_fill_replica`)."""
         tmp = str(replica.tmp)
         # Where a write shows all or nothing (S3), the bytes go to their final name at once
         # (no rename, which S3 does as a server-side copy): the copying row names that path,
         # so readers never see it and recovery removes it, as it would the temporary name.
         target = replica.path if dest.atomic_writes else tmp
-        await dest.write(target, chunks)
+        await dest.write(target, chunks, size=size)
         size, digest = expected()
         await self._verify_written(dest, key, target, size, digest)
         if copied is not None:
@@ -945,7 +950,8 @@ class FillClaim:
         expected = (self.record.size or 0, str(self.record.checksum))
         try:
             await self.store._fill_replica(self.key, self.dest, self.replica, chunks,
-                                           lambda: expected, new_content=False)
+                                           lambda: expected, new_content=False,
+                                           size=self.record.size)
         except BaseException as exc:  # the replica was rolled back
             await self._end(exc)
             raise

@@ -14,7 +14,7 @@ from ..errors import InvalidKey, ObjectNotFound, TierstoreError
 from ..inflight import IN_FLIGHT
 from ..keys import RESERVED_PREFIX, validate_key, validate_prefix
 from ..reports import AdoptReport, AuditReport, RecoveryReport
-from ..tier import PROBE_DIR
+from ..tier import PROBE_DIR, RECYCLE_DIR
 from .base import log
 from .replicas import Replicas
 
@@ -317,8 +317,8 @@ class Upkeep(Replicas):
             for found in await tier.walk():
                 sizes[(tier.name, found.path)] = found.size
                 if (tier.name, found.path) not in named and not found.path.startswith(
-                        PROBE_DIR + "/"):  # a probe a killed process left: not data
-                    orphans.append((tier.name, found.path))
+                        (PROBE_DIR + "/", RECYCLE_DIR + "/")):  # a probe a killed process
+                    orphans.append((tier.name, found.path))  # left, a file kept: not data
         missing: list[tuple[str, str, str]] = []
         for record in records:
             for replica in record.ready:

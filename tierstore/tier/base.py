@@ -526,7 +526,8 @@ class Tier:
             if not pending.done():
                 pending.cancel()
 
-    async def write(self, path: str, chunks: AsyncIterable[Chunk]) -> int:
+    async def write(self, path: str, chunks: AsyncIterable[Chunk], *,
+                    size: int | None = None) -> int:
         """Stream chunks into a file, replacing it.
 
         Parameters
@@ -535,6 +536,10 @@ class Tier:
             Relative to the tier's root.
         chunks : async iterable of Chunk
             The bytes.
+        size : int, optional
+            How many bytes ``chunks`` will yield, where the caller knows: a hint (a local
+            tier writes over a kept file of about that size; see
+            :mod:`tierstore.tier.recycle`), never a check.
 
         Returns
         -------

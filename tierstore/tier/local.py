@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import stat
@@ -28,6 +29,7 @@ from ..keys import RESERVED_PREFIX
 from ..localcopy import COPY_PIECE, KernelCopy, LocalFile
 from ..locality.health import in_thread
 from .base import PART_SIZE, Chunk, Tier, file_version, gone
+from .recycle import RECYCLE_BYTES, Recycler
 
 __all__ = ["LocalTier"]
 
@@ -46,6 +48,9 @@ class LocalTier(Tier, protocols=("file", "local")):
     def __init__(self, config: Any):
         super().__init__(config)
         self._direct_reads = True  # until the filesystem refuses O_DIRECT
+        capacity = getattr(config, "capacity", None)
+        self._recycler = Recycler(self.root, RECYCLE_BYTES if capacity is None
+                                  else min(RECYCLE_BYTES, capacity // 8))
 
     def _configure(self, options: dict[str, Any]) -> dict[str, Any]:
         options.setdefault("auto_mkdir", True)
@@ -151,11 +156,13 @@ class LocalTier(Tier, protocols=("file", "local")):
             return None, False
         return int(info["size"]), expected == _receipt(info, digest)
 
-    async def write(self, path: str, chunks: AsyncIterable[Chunk]) -> int:
+    async def write(self, path: str, chunks: AsyncIterable[Chunk], *,
+                    size: int | None = None) -> int:
         """Written chunk by chunk in threads, past the page cache where it can
         (:mod:`tierstore.direct`), each chunk hashed as it is handed to the kernel: the
         receipt :meth:`written_size` checks. A :class:`~tierstore.localcopy.LocalFile` is
-        copied by the kernel instead, where that lands its checksum."""
+        copied by the kernel instead, where that lands its checksum. Either writes over a
+        file this tier kept (:mod:`.recycle`) when one of about the size is there."""
         full = self.full_path(path)
         self._vouched.pop(full, None)
         if isinstance(chunks, LocalFile):
@@ -163,7 +170,9 @@ class LocalTier(Tier, protocols=("file", "local")):
             if copied is not None:
                 return copied
         hasher = Hasher()
-        written = await self._write_blocking(lambda: _open_local(full), chunks, hasher)
+        reuse = size is not None and await self._reuse(size, full)
+        written = await self._write_blocking(lambda: _open_local(full, reuse=reuse), chunks,
+                                             hasher)
         await self._vouch(full, hasher)
         return written
 
@@ -199,8 +208,9 @@ class LocalTier(Tier, protocols=("file", "local")):
         hasher = Hasher()
         try:
             async with self._limit():
-                copy = await self._guard("write", asyncio.to_thread(KernelCopy, source.path,
-                                                                    full))
+                reuse = await self._reuse(source.size, full)
+                copy = await self._guard("write", asyncio.to_thread(
+                    functools.partial(KernelCopy, source.path, full, reuse=reuse)))
                 try:
                     for start in range(0, source.size, COPY_PIECE):
                         want = min(COPY_PIECE, source.size - start)
@@ -224,11 +234,26 @@ class LocalTier(Tier, protocols=("file", "local")):
         await self._vouch(full, hasher)
         return hasher.size
 
+    async def _reuse(self, size: int, full: str) -> bool:
+        """Whether a kept file of about ``size`` bytes is at ``full`` now, to write over."""
+        try:
+            return await asyncio.to_thread(self._recycler.take, size, full)
+        except OSError:  # the folder could not be read: a new file, as if none were kept
+            return False
+
     async def remove(self, path: str) -> None:
-        """Delete ``path`` and the folders it leaves empty; what is gone already is fine."""
+        """Delete ``path`` (a large file is kept for a while, to be written over: see
+        :mod:`.recycle`) and the folders it leaves empty; what is gone already is fine."""
         full = self.full_path(path)
         self._vouched.pop(full, None)
-        await self._guard("delete", asyncio.to_thread(_remove_file, full, self.root))
+        await self._guard("delete", asyncio.to_thread(_remove_file, full, self.root,
+                                                      self._recycler))
+
+    async def close(self) -> None:
+        """Free the files this tier kept, then close as any tier."""
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._recycler.drain)
+        await super().close()
 
     async def rename(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst`` atomically."""
@@ -253,9 +278,9 @@ def _receipt(info: Mapping[str, Any], digest: str | None) -> str:
     return f"{file_version(info)}:{digest}"
 
 
-def _open_local(full: str) -> DirectWriter:
+def _open_local(full: str, *, reuse: bool = False) -> DirectWriter:
     os.makedirs(os.path.dirname(full), exist_ok=True)
-    return DirectWriter(full)
+    return DirectWriter(full, reuse=reuse)
 
 
 def _replace_file(src: str, dst: str, tries: int = 3) -> None:
@@ -344,11 +369,13 @@ def _sync_folders(folders: Iterable[str]) -> None:
             os.close(fd)
 
 
-def _remove_file(full: str, root: str) -> None:
-    """Remove a file and the folders it leaves empty, up to the root; tierstore's own folder
-    (temporary names) stays, as writers of other processes may be about to use it."""
+def _remove_file(full: str, root: str, recycler: Recycler | None = None) -> None:
+    """Remove a file (kept by ``recycler`` if it will) and the folders it leaves empty, up
+    to the root; tierstore's own folder (temporary names) stays, as writers of other
+    processes may be about to use it."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # (a file where a
-        os.remove(full)  # folder of its path would be: nothing can be there)
+        if recycler is None or not recycler.keep(full):  # folder of its path would be:
+            os.remove(full)  # nothing can be there)
     parent = os.path.dirname(full)
     reserved = f"{root}/{RESERVED_PREFIX}"
     while parent.startswith(root + "/") and not (

@@ -307,7 +307,8 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
             params.pop("StartAfter", None)
         return found
 
-    async def write(self, path: str, chunks: AsyncIterable[Chunk]) -> int:
+    async def write(self, path: str, chunks: AsyncIterable[Chunk], *,
+                    size: int | None = None) -> int:
         """One PUT up to ``single_put_max`` bytes, else a multipart upload with up to
         :data:`PARTS_IN_FLIGHT` parts sent at once.
 
