@@ -746,6 +746,12 @@ def missing_bucket(exc: BaseException) -> bool:
         for e in _chain(exc))
 
 
+def past_end(exc: BaseException) -> bool:
+    """The server said a range starts past the file's end (S3's ``InvalidRange``, 416)."""
+    return any(getattr(e, "response", {}).get("Error", {}).get("Code") == "InvalidRange"
+               for e in _chain(exc))
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     out: list[BaseException] = []
     seen: BaseException | None = exc

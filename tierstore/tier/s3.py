@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import posixpath
+import threading
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from ..checksum import checksum
@@ -29,7 +31,7 @@ from ..errors import TierError
 from ..keys import RESERVED_PREFIX
 from ..localcopy import LocalFile
 from ..s3get import FastPathRefused, RangeReader, behind_proxy
-from .base import PART_SIZE, Chunk, Tier, etag_of, gone, missing_bucket
+from .base import PART_SIZE, Chunk, Tier, etag_of, gone, missing_bucket, past_end
 
 __all__ = ["PROBE_DIR", "S3Tier", "close_sockets"]
 
@@ -186,24 +188,71 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
 
     async def iter_read(self, path: str, size: int, part: int = PART_SIZE
                         ) -> AsyncIterator[Chunk]:
-        """Stream ``path`` as one GET read as it arrives (in chunks of about
-        :data:`STREAM_CHUNK`): no ranged requests, and no whole part held and joined before
-        the first byte moves on. Each chunk waits at most the tier's timeout."""
+        """Stream ``path``. Where the direct ranged read works (:mod:`tierstore.s3get`), as
+        ranged GETs of ``part`` bytes received straight into two page-aligned buffers in
+        turn, the next range arriving while the caller has the last: each chunk a view, lent
+        until the next is asked for, which a local tier writes past the page cache without
+        a copy. Else (or from where a ranged read is refused) as one GET read as it arrives
+        (in chunks of about :data:`STREAM_CHUNK`). Each request waits at most the tier's
+        timeout."""
         if size <= 0:
             return
-        async with self._s3_body(await self._fs(), path) as body:
-            held: list[bytes] = []
-            have = 0
-            while True:
-                data = await self._guard("read", body.read(STREAM_READ))
-                if data:
-                    held.append(data)
-                    have += len(data)
-                if have >= STREAM_CHUNK or (not data and held):
-                    yield held[0] if len(held) == 1 else b"".join(held)
-                    held, have = [], 0
-                if not data:
-                    return
+        fs = await self._fs()
+        start = 0
+        if self._ranges_refused < FAST_PATH_REFUSALS:
+            with contextlib.suppress(FastPathRefused), _lent_buffers(part) as buffers:
+                async for view in self._ranges_into(fs, path, size, buffers):
+                    yield view
+                    start += len(view)
+        if start < size:
+            async for chunk in self._stream(fs, path, start):
+                yield chunk
+
+    async def _ranges_into(self, fs: Any, path: str, size: int,
+                           buffers: tuple[mmap.mmap, mmap.mmap]) -> AsyncIterator[memoryview]:
+        """``path``'s bytes as views of ``buffers`` (each ``part`` long) in turn, one range
+        read ahead; :class:`FastPathRefused` where a range is (nothing of it yielded)."""
+        part = len(buffers[0])
+
+        def fetch(index: int) -> asyncio.Future[int]:
+            start = index * part
+            view = memoryview(buffers[index % 2])[:min(part, size - start)]
+            return asyncio.ensure_future(self._read_range(fs, path, start, view))
+
+        count = -(-size // part)
+        pending: asyncio.Future[int] | None = fetch(0)
+        try:
+            for index in range(count):
+                assert pending is not None
+                got = await pending
+                pending = fetch(index + 1) if index + 1 < count else None
+                yield memoryview(buffers[index % 2])[:got]
+        finally:
+            if pending is not None and not pending.done():  # its buffer is written no more
+                pending.cancel()  # once it is cancelled: see RangeReader.read_into
+                await asyncio.wait([pending])
+
+    async def _stream(self, fs: Any, path: str, start: int) -> AsyncIterator[bytes]:
+        """``path`` from ``start`` on as one GET read as it arrives, in chunks of about
+        :data:`STREAM_CHUNK` (nothing where it ends before ``start``)."""
+        try:
+            async with self._s3_body(fs, path, **({"Range": f"bytes={start}-"} if start
+                                                   else {})) as body:
+                held: list[bytes] = []
+                have = 0
+                while True:
+                    data = await self._guard("read", body.read(STREAM_READ))
+                    if data:
+                        held.append(data)
+                        have += len(data)
+                    if have >= STREAM_CHUNK or (not data and held):
+                        yield held[0] if len(held) == 1 else b"".join(held)
+                        held, have = [], 0
+                    if not data:
+                        return
+        except TierError as exc:
+            if not (start and past_end(exc)):
+                raise
 
     @contextlib.asynccontextmanager
     async def _s3_body(self, fs: Any, path: str, **get: Any) -> AsyncIterator[Any]:
@@ -512,3 +561,38 @@ async def _once(data: bytes) -> AsyncIterator[Chunk]:
 
 def _md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+SPARE_BUFFERS = 8  # page-aligned buffers kept for streams' ranged reads (of each size)
+_spare: dict[int, list[mmap.mmap]] = {}
+_spare_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _lent_buffers(size: int) -> Iterator[tuple[mmap.mmap, mmap.mmap]]:
+    """Two page-aligned buffers of ``size`` bytes for a stream's ranged reads, taken from
+    (and given back to) up to :data:`SPARE_BUFFERS` kept ones: touching fresh memory costs
+    the kernel about as much as a copy."""
+    with _spare_lock:
+        spare = _spare.setdefault(size, [])
+        taken = [spare.pop() for _ in range(min(2, len(spare)))]
+    while len(taken) < 2:
+        taken.append(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+    try:
+        yield taken[0], taken[1]
+    finally:
+        with _spare_lock:
+            spare = _spare.setdefault(size, [])
+            kept = taken[:max(0, SPARE_BUFFERS - len(spare))]
+            spare.extend(kept)
+        for buffer in taken[len(kept):]:
+            with contextlib.suppress(BufferError):  # a view kept past its loan: let it be
+                buffer.close()
+
+
+def _forget_spare_buffers() -> None:
+    global _spare, _spare_lock
+    _spare, _spare_lock = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_spare_buffers)  # a lock held at the fork, say
