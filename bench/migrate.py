@@ -15,7 +15,8 @@ drift in the machine's state falls on every path alike):
   the same number of copies in flight; no catalog, no verification, but a copy that lands on
   a local folder is fsynced (with its folder) as a move's must be: a copy left in the page
   cache would measure memory, not the disk. The copies are removed,
-  untimed, after each pass.
+  untimed, after each pass, as a user would remove them (not through the tier, which keeps
+  large files it frees to write its next replicas over: :mod:`tierstore.tier.recycle`).
 * ``fsspec mv`` forward: a plain move, what a user of fsspec writes to move a file between
   two filesystems (fsspec's ``mv`` works within one): the same copy, then its source removed
   (``rm_file``), timed. Its own set of files goes to ``--dst`` and comes back on the way

@@ -135,3 +135,19 @@ def test_kept_files_are_freed_after_a_while(tmp_path: Path, monkeypatch: pytest.
     time.sleep(0.01)
     assert not pool.take(RECYCLE_MIN, str(tmp_path / "g"))
     assert _kept(tmp_path) == []
+
+
+def test_a_link_planted_for_the_folder_leads_nothing_out(tmp_path: Path) -> None:
+    """A symbolic link put where the kept files go (a hot folder shared with other pods)
+    is not followed: the file is freed, not moved out of the tier."""
+    hot, outside = tmp_path / "tiers" / "hot", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theirs").write_bytes(b"not the tier's")
+    with open_store(make_config(tmp_path, "local")) as store:
+        store.put("a", os.urandom(2 * MIB), tier="hot")
+        (hot / RECYCLE_DIR).symlink_to(outside)
+        store.rm("a")
+        assert not (hot / "a").exists()
+        store.put("b", os.urandom(2 * MIB), tier="hot")
+        assert store.cat("b", verify=True) == (hot / "b").read_bytes()
+    assert [p.name for p in outside.iterdir()] == ["theirs"]  # left alone, closed or not

@@ -35,6 +35,7 @@ most an eighth of that capacity.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -70,8 +71,9 @@ class Recycler:
     taken by an atomic rename, which only one taker wins)."""
 
     def __init__(self, root: str, max_bytes: int = RECYCLE_BYTES):
+        self.root = root
         self.folder = f"{root}/{RECYCLE_DIR}"
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes  # 0 once the filesystem turns out to have no leases
 
     def keep(self, full: str) -> bool:
         """Move the file at ``full`` into the folder rather than free it; whether it was
@@ -84,13 +86,16 @@ class Recycler:
             return False
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size < RECYCLE_MIN:
             return False
+        with contextlib.suppress(OSError):
+            os.makedirs(self.folder, exist_ok=True)
+        if not self._own_folder():
+            return False
         kept = self._current()
         if (len(kept) >= RECYCLE_FILES
                 or sum(k.size for k in kept) + info.st_size > self.max_bytes):
             return False
         name = f"{info.st_size:x}-{time.time_ns():x}-{secrets.token_hex(4)}"
         try:
-            os.makedirs(self.folder, exist_ok=True)
             os.rename(full, f"{self.folder}/{name}")
         except OSError:  # gone already, or the folder refused: freed as any file
             return False
@@ -100,6 +105,8 @@ class Recycler:
         """Rename the kept file closest to ``size`` bytes (within a factor of :data:`FIT`)
         to ``target``, for a writer to write over; whether one was. A file some process
         still has open is freed instead, and the next one tried."""
+        if self.max_bytes < RECYCLE_MIN:
+            return False
         fitting = [k for k in self._current() if size * FIT >= k.size and k.size * FIT >= size]
         if not fitting:
             return False
@@ -111,19 +118,39 @@ class Recycler:
                 continue
             except OSError:  # the writer creates the file, and finds out
                 return False
-            if _unshared(target):
+            try:
+                unshared = _unshared(target)
+            except _NoLeases:
+                log.info("tier root %s: the filesystem grants no file leases; files it "
+                         "frees are not kept to be written over", self.root)
+                self.max_bytes = 0
+                unshared = False
+            if unshared:
                 return True
-            log.debug("a kept file is still open somewhere: freed, not written over")
-            with contextlib.suppress(FileNotFoundError):
+            log.debug("a kept file is open somewhere or has another name: freed, not "
+                      "written over")
+            with contextlib.suppress(OSError):
                 os.remove(target)
+            if not self.max_bytes:
+                break
         return False
 
-    def drain(self, older_than: float = 0.0) -> None:
-        """Free the kept files kept more than ``older_than`` seconds ago (all by default)."""
+    def drain(self) -> None:
+        """Free every kept file."""
         for kept in self._listed():
-            if time.time() - kept.since >= older_than:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(f"{self.folder}/{kept.name}")
+            with contextlib.suppress(OSError):  # taken meanwhile, or a folder left by hand
+                os.remove(f"{self.folder}/{kept.name}")
+
+    def _own_folder(self) -> bool:
+        """Whether the folder and the one above it are folders, not links planted in the
+        tier (which would lead files out of it, or others' files in)."""
+        for folder in (os.path.dirname(self.folder), self.folder):
+            try:
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
 
     def _current(self) -> list[_Kept]:
         """The kept files, after freeing those kept too long (or not of tierstore's
@@ -131,11 +158,14 @@ class Recycler:
         kept = self._listed()
         now = time.time()
         for stale in [k for k in kept if now - k.since >= RECYCLE_SECONDS]:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # taken meanwhile, or a folder left by hand
                 os.remove(f"{self.folder}/{stale.name}")
         return [k for k in kept if now - k.since < RECYCLE_SECONDS]
 
     def _listed(self) -> list[_Kept]:
+        """The files in the folder (none where it is not the tier's own)."""
+        if not self._own_folder():
+            return []
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
@@ -151,9 +181,14 @@ class Recycler:
         return kept
 
 
+class _NoLeases(Exception):
+    """The filesystem grants no leases (NFS, FUSE): nothing can show a file is unshared."""
+
+
 def _unshared(path: str) -> bool:
     """Whether no open file refers to ``path``'s file but the one this opens (a write lease
-    is granted only then) and it has no other name; False also where there are no leases."""
+    is granted only then) and it has no other name; :class:`_NoLeases` where the filesystem
+    has none."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
@@ -164,7 +199,9 @@ def _unshared(path: str) -> bool:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return True
-    except OSError:  # EAGAIN: open elsewhere; EINVAL, EACCES: no lease to be had here
+    except OSError as exc:  # EAGAIN: open elsewhere; EACCES: another user's file
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise _NoLeases from exc
         return False
     finally:
         os.close(fd)
