@@ -31,7 +31,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: $(VENV)/.installed-$(HASH)
 	$(VENV)/bin/tierstore demo
 
+# The tree is compiled to bytecode first: where PYTHONDONTWRITEBYTECODE is set (CI's machines)
+# every command a test starts would otherwise compile tierstore anew (0.45 s -> 0.25 s each).
 test: $(VENV)/.installed-test-$(HASH)
+	$(VENV)/bin/python -m compileall -q -j 0 tierstore loader policies bench tests >/dev/null
 	rc=0; TIERSTORE_REQUIRE_CEPH=1 TIERSTORE_REQUIRE_PG=1 $(VENV)/bin/python -m pytest -q --durations=20 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -gt 128 ]; then echo "pytest died of signal $$((rc - 128)) (all threads: .pytest-faults.log)"; \
 	  grep -v -e /_pytest/ -e /pluggy/ -e '<frozen' .pytest-faults.log | awk 'NR == 1 || /^Current thread/ {on = 1} on {print} /^$$/ {on = 0}'; fi; \

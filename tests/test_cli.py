@@ -28,6 +28,11 @@ from tierstore.config import redact
 
 TIMEOUT = 180
 
+# The commands' long flows run on local folders and on moto: the command line is the same over
+# every S3 server, and what servers differ in is tested under it on Ceph too (test_store,
+# test_tiers, test_crash); the credential check and the demo run on Ceph as well.
+FLOW_KINDS = ["local", "moto"]
+
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
@@ -118,6 +123,7 @@ def hot_root(cli: Cli) -> Path:
 # -- put, ls, stat, du ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_config", FLOW_KINDS, indirect=True)
 def test_put_folder_then_ls_stat_du(cli: Cli, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "data")
     done = cli("put", "-r", "data", "ds")
@@ -152,6 +158,7 @@ def test_bulk_put_to_s3_keeps_stderr_clean(cli: Cli, tmp_path: Path) -> None:
     assert cli("put", "-r", "data", "ds").stderr == ""
 
 
+@pytest.mark.parametrize("store_config", FLOW_KINDS, indirect=True)
 def test_put_single_file_to_key_and_into_prefix(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "one.bin").write_bytes(b"1" * 10)
     (tmp_path / "two.bin").write_bytes(b"2" * 20)
@@ -167,6 +174,7 @@ def test_put_single_file_to_key_and_into_prefix(cli: Cli, tmp_path: Path) -> Non
 # -- mv, pin, unpin, get, rm, fsck ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_config", FLOW_KINDS, indirect=True)
 def test_mv_pin_get_rm(cli: Cli, tmp_path: Path) -> None:
     files = make_tree(tmp_path / "data")
     cli("put", "-r", "data", "ds")
@@ -209,6 +217,7 @@ def test_fsck_lists_orphans_and_missing_replicas(local_cli: Cli, tmp_path: Path)
 # -- errors -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("store_config", FLOW_KINDS, indirect=True)
 def test_errors_are_one_line_without_traceback(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "f.bin").write_bytes(b"x")
     assert "no such object" in cli.error("rm", "nope")  # the store is made here: the commands
