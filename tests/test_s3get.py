@@ -84,6 +84,12 @@ def test_a_streamed_read_lands_in_lent_buffers_and_falls_back_mid_way(
             # the range read ahead may have got the first object's bytes or been refused
             assert b"".join(got) in (data[:4 * MIB] + shorter[4 * MIB:], data[:8 * MIB]
                                      + shorter[8 * MIB:])
+            longer = data + b"more"  # the same first bytes: only its length tells
+            await asyncio.to_thread(client.put_object, Bucket=bucket, Key="warm/obj",
+                                    Body=longer)
+            got = [bytes(c) async for c in tier.iter_read("obj", len(data), part=4 * MIB)]
+            assert b"".join(got) == longer  # all of it, for the caller's length check
+            client.put_object(Bucket=bucket, Key="warm/obj", Body=shorter)
             stream = tier.iter_read("obj", len(shorter), part=MIB)
             assert bytes(await anext(stream)) == shorter[:MIB]
             await stream.aclose()  # the range read ahead is cancelled, the buffers kept
@@ -127,6 +133,10 @@ async def _request(reader: asyncio.StreamReader) -> bytes:
     (b"HTTP/1.1 206 Partial\r\nTransfer-Encoding: chunked\r\n\r\n", "chunked"),
     (b"HTTP/1.1 206 Partial\r\nContent-Length: 10\r\n\r\n01234", "closed"),
     (b"HTTP/1.1 206 Partial\r\nContent-Length: 10\r\n\r\n0123456789ABC", "longer"),
+    (b"HTTP/1.1 206 Partial\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/11\r\n\r\n"
+     b"0123456789", "an object of 11 bytes, expected 10"),
+    (b"HTTP/1.1 206 Partial\r\nContent-Length: 10\r\n\r\n0123456789",
+     "an object of None bytes, expected 10"),
 ])
 def test_any_answer_but_the_whole_range_is_refused(reply: bytes, why: str) -> None:
     async def go() -> None:
@@ -140,7 +150,8 @@ def test_any_answer_but_the_whole_range_is_refused(reply: bytes, why: str) -> No
         reader = RangeReader(_Presigner(port))
         try:
             with pytest.raises(FastPathRefused, match=why) as caught:
-                await reader.read_into("b", "k", 0, memoryview(bytearray(10)))
+                await reader.read_into("b", "k", 0, memoryview(bytearray(10)),
+                                       total=10 if "an object" in why else None)
             assert "SECRET" not in str(caught.value)  # the signature never shows
         finally:
             reader.close()

@@ -70,14 +70,16 @@ class _Response(asyncio.BufferedProtocol):
         self._body: memoryview | None = None  # where the current response's body goes
         self._got = 0
         self._want = 0
+        self._total: int | None = None  # the object's size the answer must show, if known
         self._status = 0
         self._closing = False  # the server said it closes the connection after this answer
         self._done: asyncio.Future[int] | None = None
         self._spare = bytearray(64 * 2**10)  # bytes nobody asked for land here (then: error)
 
-    def expect(self, body: memoryview, done: asyncio.Future[int]) -> None:
+    def expect(self, body: memoryview, done: asyncio.Future[int], total: int | None = None
+               ) -> None:
         self._head_len, self._body, self._got, self._want = 0, body, 0, len(body)
-        self._status, self._done = 0, done
+        self._status, self._done, self._total = 0, done, total
 
     @property
     def answered(self) -> bool:
@@ -140,12 +142,15 @@ class _Response(asyncio.BufferedProtocol):
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or parts[1] != b"206":
             self._fail(FastPathRefused(f"answer {parts[1:2]!r}"))  # the usual read says why
             return
-        length = None
+        length = total = None
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value.strip())
+            elif name == b"content-range":  # bytes FIRST-LAST/TOTAL
+                size = value.strip().rpartition(b"/")[2]
+                total = int(size) if size.isdigit() else None
             elif name == b"connection" and value.strip().lower() == b"close":
                 self._closing = True
             elif name == b"transfer-encoding":
@@ -153,6 +158,10 @@ class _Response(asyncio.BufferedProtocol):
                 return
         if length != self._want:
             self._fail(FastPathRefused(f"{length} bytes for a range of {self._want}"))
+            return
+        if self._total is not None and total != self._total:
+            self._fail(FastPathRefused(f"a range of an object of {total} bytes, expected "
+                                       f"{self._total}"))
             return
         self._status = 206
         early = head[end + 4:]  # body bytes that came with the headers
@@ -189,34 +198,37 @@ class RangeReader:
         self._idle: defaultdict[_Server, list[_Response]] = defaultdict(list)
         self._tls: ssl.SSLContext | None = None
 
-    async def read_into(self, bucket: str, key: str, start: int, view: memoryview) -> int:
+    async def read_into(self, bucket: str, key: str, start: int, view: memoryview, *,
+                        total: int | None = None) -> int:
         """Bytes ``[start, start + len(view))`` of the object into ``view``; raises
-        :class:`FastPathRefused` for any answer but the range whole. A cancelled read
-        writes nothing into ``view`` after it is cancelled (its connection is closed)."""
+        :class:`FastPathRefused` for any answer but the range whole (of an object of
+        ``total`` bytes, where given). A cancelled read writes nothing into ``view`` after
+        it is cancelled (its connection is closed)."""
         server, target = await self._presigned(bucket, key)
         try:
-            return await self._get(server, target, start, view)
+            return await self._get(server, target, start, view, total)
         except FastPathRefused:
             self._urls.pop((bucket, key), None)  # signed with credentials since replaced?
             raise
 
-    async def _get(self, server: _Server, target: str, start: int, view: memoryview) -> int:
+    async def _get(self, server: _Server, target: str, start: int, view: memoryview,
+                   total: int | None = None) -> int:
         """One GET on a kept-alive connection, or, where the server had closed that one
         before a byte of the answer came (an idle connection's close crossing the request),
         once more on a new one."""
         connection, kept = await self._connection(server)
         try:
-            return await self._exchange(connection, server, target, start, view)
+            return await self._exchange(connection, server, target, start, view, total)
         except FastPathRefused:
             if not kept or connection.answered:
                 raise
         connection, _ = await self._connection(server, fresh=True)
-        return await self._exchange(connection, server, target, start, view)
+        return await self._exchange(connection, server, target, start, view, total)
 
     async def _exchange(self, connection: _Response, server: _Server, target: str,
-                        start: int, view: memoryview) -> int:
+                        start: int, view: memoryview, total: int | None = None) -> int:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        connection.expect(view, done)
+        connection.expect(view, done, total)
         request = (f"GET {target} HTTP/1.1\r\nHost: {server.netloc}\r\n"
                    f"Range: bytes={start}-{start + len(view) - 1}\r\n"
                    f"Accept-Encoding: identity\r\nUser-Agent: tierstore\r\n\r\n")

@@ -159,11 +159,13 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
                 got += len(data)
             return got
 
-    async def _read_range(self, fs: Any, path: str, start: int, view: memoryview) -> int:
+    async def _read_range(self, fs: Any, path: str, start: int, view: memoryview, *,
+                          total: int | None = None) -> int:
         """:meth:`read_into` straight into ``view`` (:mod:`tierstore.s3get`), within the
         tier's concurrency limit and timeout; :class:`FastPathRefused` where the answer is
-        not the whole range (the usual read then says why). A range past the object's end
-        is read the usual way, which returns what there is."""
+        not the whole range (of an object of ``total`` bytes, where given: the usual read
+        then says why). A range past the object's end is read the usual way, which returns
+        what there is."""
         loop = asyncio.get_running_loop()
         reader = self._ranges.get(loop)
         if reader is None:
@@ -175,7 +177,7 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
         bucket, key, _ = fs.split_path(self.full_path(path))
         try:
             async with self._limit(), asyncio.timeout(self.config.timeout):
-                got = await reader.read_into(bucket, key, start, view)
+                got = await reader.read_into(bucket, key, start, view, total=total)
         except FastPathRefused as exc:
             self._ranges_refused += 1
             log.debug("tier %r: a direct ranged read was refused (%s); reading as usual",
@@ -211,13 +213,14 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
     async def _ranges_into(self, fs: Any, path: str, size: int,
                            buffers: tuple[mmap.mmap, mmap.mmap]) -> AsyncIterator[memoryview]:
         """``path``'s bytes as views of ``buffers`` (each ``part`` long) in turn, one range
-        read ahead; :class:`FastPathRefused` where a range is (nothing of it yielded)."""
+        read ahead; :class:`FastPathRefused` where a range is (nothing of it yielded), as
+        where the object is not ``size`` bytes long."""
         part = len(buffers[0])
 
         def fetch(index: int) -> asyncio.Future[int]:
             start = index * part
             view = memoryview(buffers[index % 2])[:min(part, size - start)]
-            return asyncio.ensure_future(self._read_range(fs, path, start, view))
+            return asyncio.ensure_future(self._read_range(fs, path, start, view, total=size))
 
         count = -(-size // part)
         pending: asyncio.Future[int] | None = fetch(0)
