@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from storefixtures import make_config
+from storefixtures import make_config, toml_for
 
 from tierstore import open_store
 from tierstore.tier import recycle
@@ -151,3 +152,49 @@ def test_a_link_planted_for_the_folder_leads_nothing_out(tmp_path: Path) -> None
         store.put("b", os.urandom(2 * MIB), tier="hot")
         assert store.cat("b", verify=True) == (hot / "b").read_bytes()
     assert [p.name for p in outside.iterdir()] == ["theirs"]  # left alone, closed or not
+
+
+KILLED_OVER_A_KEPT_FILE = """
+import os, signal, sys
+import tierstore
+from tierstore import localcopy
+
+copied = localcopy.KernelCopy.piece
+
+def piece(self, start, nbytes, hasher):
+    n = copied(self, start, nbytes, hasher)
+    if self._reuse:  # one piece written over the kept file, more to come: die here
+        print("killed", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+
+localcopy.KernelCopy.piece = piece
+store = tierstore.open_store(tierstore.load_config(sys.argv[1]))
+store.move("a", "warm")  # its hot file is kept
+store.move("b", "hot")   # written over it, and killed half-way
+"""
+
+
+def test_a_process_killed_writing_over_a_kept_file_loses_nothing(tmp_path: Path) -> None:
+    """SIGKILL half-way through a copy written over a kept file (another object's old bytes
+    still in its second half): recovery rolls the copy back, every object reads whole, and
+    nothing is left on the tier."""
+    config = make_config(tmp_path, "local")
+    a, b = os.urandom(20 * MIB), os.urandom(20 * MIB + 5)
+    with open_store(config) as store:
+        store.put("a", a, tier="hot")
+        store.put("b", b, tier="warm")
+    (tmp_path / "store.toml").write_text(toml_for(config))
+    done = subprocess.run([sys.executable, "-c", KILLED_OVER_A_KEPT_FILE,
+                           str(tmp_path / "store.toml")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == -signal.SIGKILL and done.stdout == "killed\n", done.stderr
+    hot = tmp_path / "tiers" / "hot"
+    with open_store(config) as store:  # recovers the dead process's copy
+        assert store.stat("a").tiers == ["warm"] and store.stat("b").tiers == ["warm"]
+        assert store.cat("a", verify=True) == a and store.cat("b", verify=True) == b
+        report = store.audit(deep=True)
+        assert report.ok, report
+        store.move("b", "hot")
+        assert store.cat("b", verify=True) == b
+    assert sorted(p.relative_to(hot).as_posix() for p in hot.rglob("*") if p.is_file()) == ["b"]
