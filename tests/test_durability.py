@@ -52,7 +52,10 @@ RENAME = re.compile(r'^\d+\s+rename\("([^"]*)", "([^"]*)"')  # finished, or <unf
 
 def _assert_durable_before_unlink(calls: list[tuple[str, str]], new: Path, root: Path,
                                   old: Path, wal: Path) -> None:
-    unlink = _first(calls, {"unlink", "unlinkat"}, str(old))
+    # the old copy's name goes by an unlink, or by a rename into the folder of files kept to
+    # be written over (tierstore.tier.recycle): its bytes may be overwritten from then on
+    unlink = _first(calls, {"unlink", "unlinkat", "rename"}, str(old))
+    assert unlink < len(calls), "the old copy was not removed"
     synced = _first(calls, SYNC, str(new))
     assert synced < unlink, "the new replica's bytes were not fsynced before the old unlink"
     folder, last = new.parent, synced
@@ -81,13 +84,24 @@ def local(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @needs_strace
+@pytest.mark.parametrize("size", [100_000, 2 * 2**20])  # the large one's old copy is kept
 def test_a_move_syncs_the_new_copy_and_its_commit_before_unlinking_the_old(
-        local: tuple[Path, Path]) -> None:
+        local: tuple[Path, Path], size: int) -> None:
     config, home = local
-    calls = _traced(config, home / "trace", "mv", "d/e/x", "--tier", "hot")
-    _assert_durable_before_unlink(calls, new=home / "tiers/hot/d/e/x",
-                                  root=home / "tiers/hot", old=home / "tiers/cold/d/e/x",
+    key = "d/e/x"
+    if size != 100_000:
+        key = "d/e/large"
+        (home / "large").write_bytes(os.urandom(size))
+        subprocess.run([sys.executable, "-m", "tierstore.cli", "--config", str(config), "put",
+                        "--tier", "cold", str(home / "large"), key], check=True,
+                       capture_output=True)
+    calls = _traced(config, home / "trace", "mv", key, "--tier", "hot")
+    _assert_durable_before_unlink(calls, new=home / "tiers/hot" / key,
+                                  root=home / "tiers/hot", old=home / "tiers/cold" / key,
                                   wal=home / "catalog.db-wal")
+    kept = [call for call, p in calls if p == str(home / "tiers/cold" / key)
+            and call == "rename"]
+    assert len(kept) == (size >= 2**20)  # kept (renamed into .tierstore/recycle/) or unlinked
 
 
 @needs_strace
