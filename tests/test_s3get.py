@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from storefixtures import make_config
@@ -16,33 +18,17 @@ from tierstore.tier import Tier, s3
 MIB = 2**20
 
 
-@pytest.mark.parametrize("server_name", ["moto", "ceph"])
-def test_ranges_land_in_place_and_errors_fall_back(request: pytest.FixtureRequest,
-                                                    tmp_path: Path, server_name: str) -> None:
-    """Ranges of every shape come straight into the buffer (no read refused); a range past
-    the end and a missing object are refused, and the usual read answers them as before."""
+def _on_warm(request: pytest.FixtureRequest, tmp_path: Path, server_name: str,
+             body: Callable[[Tier, Any, str], Awaitable[None]]) -> None:
+    """``body(tier, client, bucket)`` on the warm tier of a fresh bucket of the named server
+    (``client``: a boto3 client of it); the tier closed and the bucket deleted after."""
     server = request.getfixturevalue(f"{server_name}_server")
     bucket = server.new_bucket()
-    data = os.urandom(9 * MIB + 7)
-    server.client().put_object(Bucket=bucket, Key="warm/obj", Body=data)
     tier = Tier(make_config(tmp_path, server_name, server, bucket).tiers["warm"])
 
     async def go() -> None:
         try:
-            for lo, n in [(0, 4 * MIB), (5, 1), (3, 1000), (4 * MIB, 5 * MIB + 7)] * 2:
-                buf = bytearray(b"\xee" * (n + 2))
-                assert await tier.read_into("obj", lo, memoryview(buf)[1:n + 1]) == n
-                assert buf[1:n + 1] == data[lo:lo + n] and buf[0] == buf[-1] == 0xEE
-                assert tier._ranges_refused == 0  # the direct read took it
-            buf = bytearray(100)  # past the end: what there is
-            assert await tier.read_into("obj", len(data) - 10, memoryview(buf)) == 10
-            assert buf[:10] == data[-10:]
-            with pytest.raises(FileNotFoundError):
-                await tier.read_into("nothing-here", 0, memoryview(bytearray(10)))
-            assert tier._ranges_refused == 2
-            buf = bytearray(10)
-            assert await tier.read_into("obj", 0, memoryview(buf)) == 10
-            assert tier._ranges_refused == 0 and buf == data[:10]
+            await body(tier, server.client(), bucket)
         finally:
             await tier.close()
 
@@ -50,6 +36,33 @@ def test_ranges_land_in_place_and_errors_fall_back(request: pytest.FixtureReques
         asyncio.run(go())
     finally:
         server.delete_bucket(bucket)
+
+
+@pytest.mark.parametrize("server_name", ["moto", "ceph"])
+def test_ranges_land_in_place_and_errors_fall_back(request: pytest.FixtureRequest,
+                                                    tmp_path: Path, server_name: str) -> None:
+    """Ranges of every shape come straight into the buffer (no read refused); a range past
+    the end and a missing object are refused, and the usual read answers them as before."""
+    data = os.urandom(9 * MIB + 7)
+
+    async def body(tier: Tier, client: Any, bucket: str) -> None:
+        client.put_object(Bucket=bucket, Key="warm/obj", Body=data)
+        for lo, n in [(0, 4 * MIB), (5, 1), (3, 1000), (4 * MIB, 5 * MIB + 7)] * 2:
+            buf = bytearray(b"\xee" * (n + 2))
+            assert await tier.read_into("obj", lo, memoryview(buf)[1:n + 1]) == n
+            assert buf[1:n + 1] == data[lo:lo + n] and buf[0] == buf[-1] == 0xEE
+            assert tier._ranges_refused == 0  # the direct read took it
+        buf = bytearray(100)  # past the end: what there is
+        assert await tier.read_into("obj", len(data) - 10, memoryview(buf)) == 10
+        assert buf[:10] == data[-10:]
+        with pytest.raises(FileNotFoundError):
+            await tier.read_into("nothing-here", 0, memoryview(bytearray(10)))
+        assert tier._ranges_refused == 2
+        buf = bytearray(10)
+        assert await tier.read_into("obj", 0, memoryview(buf)) == 10
+        assert tier._ranges_refused == 0 and buf == data[:10]
+
+    _on_warm(request, tmp_path, server_name, body)
 
 
 @pytest.mark.parametrize("server_name", ["moto", "ceph"])
@@ -58,49 +71,39 @@ def test_a_streamed_read_lands_in_lent_buffers_and_falls_back_mid_way(
     """A whole-object stream (a move's, a verification's) is ranged reads straight into
     page-aligned buffers, lent as views; where a range is refused half-way (the object was
     replaced by a shorter one behind the store's back) the rest comes the usual way, as what
-    the server has, for the caller's checksum to judge. A stream left early gives its
-    buffers back."""
-    server = request.getfixturevalue(f"{server_name}_server")
-    bucket = server.new_bucket()
-    client = server.client()
+    the server has, for the caller's checksum to judge; so is a longer one whose first bytes
+    are the same. A stream left early gives its buffers back."""
     data, shorter = os.urandom(9 * MIB + 7), os.urandom(5 * MIB)
-    client.put_object(Bucket=bucket, Key="warm/obj", Body=data)
-    tier = Tier(make_config(tmp_path, server_name, server, bucket).tiers["warm"])
 
-    async def go() -> None:
-        try:
-            chunks = []
-            async for chunk in tier.iter_read("obj", len(data), part=4 * MIB):
-                assert isinstance(chunk, memoryview)  # lent: copied before the next
-                chunks.append(bytes(chunk))
-            assert b"".join(chunks) == data and len(chunks) == 3
-            assert tier._ranges_refused == 0
-            got = []
-            async for chunk in tier.iter_read("obj", len(data), part=4 * MIB):
-                if not got:  # replaced under the stream, between two ranges
-                    await asyncio.to_thread(client.put_object, Bucket=bucket, Key="warm/obj",
-                                            Body=shorter)
-                got.append(bytes(chunk))
-            # the range read ahead may have got the first object's bytes or been refused
-            assert b"".join(got) in (data[:4 * MIB] + shorter[4 * MIB:], data[:8 * MIB]
-                                     + shorter[8 * MIB:])
-            longer = data + b"more"  # the same first bytes: only its length tells
-            await asyncio.to_thread(client.put_object, Bucket=bucket, Key="warm/obj",
-                                    Body=longer)
-            got = [bytes(c) async for c in tier.iter_read("obj", len(data), part=4 * MIB)]
-            assert b"".join(got) == longer  # all of it, for the caller's length check
-            client.put_object(Bucket=bucket, Key="warm/obj", Body=shorter)
-            stream = tier.iter_read("obj", len(shorter), part=MIB)
-            assert bytes(await anext(stream)) == shorter[:MIB]
-            await stream.aclose()  # the range read ahead is cancelled, the buffers kept
-            assert 2 <= len(s3._spare[MIB]) <= s3.SPARE_BUFFERS
-        finally:
-            await tier.close()
+    async def body(tier: Tier, client: Any, bucket: str) -> None:
+        client.put_object(Bucket=bucket, Key="warm/obj", Body=data)
+        chunks = []
+        async for chunk in tier.iter_read("obj", len(data), part=4 * MIB):
+            assert isinstance(chunk, memoryview)  # lent: copied before the next
+            chunks.append(bytes(chunk))
+        assert b"".join(chunks) == data and len(chunks) == 3
+        assert tier._ranges_refused == 0
+        got = []
+        async for chunk in tier.iter_read("obj", len(data), part=4 * MIB):
+            if not got:  # replaced under the stream, between two ranges
+                await asyncio.to_thread(client.put_object, Bucket=bucket, Key="warm/obj",
+                                        Body=shorter)
+            got.append(bytes(chunk))
+        # the range read ahead may have got the first object's bytes or been refused
+        assert b"".join(got) in (data[:4 * MIB] + shorter[4 * MIB:], data[:8 * MIB]
+                                 + shorter[8 * MIB:])
+        longer = data + b"more"  # the same first bytes: only its length tells
+        await asyncio.to_thread(client.put_object, Bucket=bucket, Key="warm/obj",
+                                Body=longer)
+        got = [bytes(c) async for c in tier.iter_read("obj", len(data), part=4 * MIB)]
+        assert b"".join(got) == longer  # all of it, for the caller's length check
+        client.put_object(Bucket=bucket, Key="warm/obj", Body=shorter)
+        stream = tier.iter_read("obj", len(shorter), part=MIB)
+        assert bytes(await anext(stream)) == shorter[:MIB]
+        await stream.aclose()  # the range read ahead is cancelled, the buffers kept
+        assert 2 <= len(s3._spare[MIB]) <= s3.SPARE_BUFFERS
 
-    try:
-        asyncio.run(go())
-    finally:
-        server.delete_bucket(bucket)
+    _on_warm(request, tmp_path, server_name, body)
 
 
 # -- a raw peer: what a broken server or network does -------------------------------------------
