@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from storefixtures import make_config
 
+from tierstore import direct
 from tierstore.s3get import FastPathRefused, RangeReader, behind_proxy
-from tierstore.tier import Tier, s3
+from tierstore.tier import Tier
 
 MIB = 2**20
 
@@ -101,7 +102,7 @@ def test_a_streamed_read_lands_in_lent_buffers_and_falls_back_mid_way(
         stream = tier.iter_read("obj", len(shorter), part=MIB)
         assert bytes(await anext(stream)) == shorter[:MIB]
         await stream.aclose()  # the range read ahead is cancelled, the buffers kept
-        assert 2 <= len(s3._spare[MIB]) <= s3.SPARE_BUFFERS
+        assert 2 <= len(direct._spare[MIB]) <= direct.SPARE_BUFFERS
 
     _on_warm(request, tmp_path, server_name, body)
 

@@ -41,13 +41,13 @@ import mmap
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from .locality.health import in_thread
 
 __all__ = ["ALIGN", "DIRECT_READ_MAX", "DIRECT_READ_MIN", "DIRECT_WRITE_MIN", "STAGE",
-           "DirectWriter", "open_for_reads", "pread", "read_direct", "read_direct_into",
-           "stream_file"]
+           "DirectWriter", "lent_buffers", "open_for_reads", "pread", "read_direct",
+           "read_direct_into", "stream_file"]
 
 ALIGN = 4096  # offsets, lengths and memory of direct I/O are multiples of this
 STAGE = 8 * 2**20  # the staging buffer: one write to the device at a time
@@ -61,6 +61,9 @@ BOUNCE_BUFFERS = min(32, (os.cpu_count() or 1) + 4)  # page-aligned read buffers
 _bounce: queue.LifoQueue[mmap.mmap] = queue.LifoQueue()
 _bounce_made = 0
 _bounce_lock = threading.Lock()
+SPARE_BUFFERS = 8  # page-aligned stream buffers kept for reuse (of each size): lent_buffers
+_spare: dict[int, list[mmap.mmap]] = {}
+_spare_lock = threading.Lock()
 
 
 class DirectWriter:
@@ -414,9 +417,33 @@ def _aligned(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def _forget_bounce_buffers() -> None:
-    global _bounce, _bounce_made, _bounce_lock
+@contextlib.contextmanager
+def lent_buffers(size: int) -> Iterator[tuple[mmap.mmap, mmap.mmap]]:
+    """Two page-aligned buffers of ``size`` bytes for a stream's reads (an S3 object's
+    ranges, received straight into them), taken from (and given back to) up to
+    :data:`SPARE_BUFFERS` kept ones: touching fresh memory costs the kernel about as much as
+    a copy."""
+    with _spare_lock:
+        spare = _spare.setdefault(size, [])
+        taken = [spare.pop() for _ in range(min(2, len(spare)))]
+    while len(taken) < 2:
+        taken.append(_aligned(size))
+    try:
+        yield taken[0], taken[1]
+    finally:
+        with _spare_lock:
+            spare = _spare.setdefault(size, [])
+            kept = taken[:max(0, SPARE_BUFFERS - len(spare))]
+            spare.extend(kept)
+        for buffer in taken[len(kept):]:
+            with contextlib.suppress(BufferError):  # a view kept past its loan: let it be
+                buffer.close()
+
+
+def _forget_buffers() -> None:
+    global _bounce, _bounce_made, _bounce_lock, _spare, _spare_lock
     _bounce, _bounce_made, _bounce_lock = queue.LifoQueue(), 0, threading.Lock()
+    _spare, _spare_lock = {}, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_bounce_buffers)  # a lock held at the fork, say
+os.register_at_fork(after_in_child=_forget_buffers)  # a lock held at the fork, say

@@ -19,14 +19,14 @@ import logging
 import mmap
 import os
 import posixpath
-import threading
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
 from ..checksum import checksum
+from ..direct import lent_buffers
 from ..errors import TierError
 from ..keys import RESERVED_PREFIX
 from ..localcopy import LocalFile
@@ -202,7 +202,7 @@ class S3Tier(Tier, protocols=("s3", "s3a")):
         fs = await self._fs()
         start = 0
         if self._ranges_refused < FAST_PATH_REFUSALS:
-            with contextlib.suppress(FastPathRefused), _lent_buffers(part) as buffers:
+            with contextlib.suppress(FastPathRefused), lent_buffers(part) as buffers:
                 async for view in self._ranges_into(fs, path, size, buffers):
                     yield view
                     start += len(view)
@@ -565,37 +565,3 @@ async def _once(data: bytes) -> AsyncIterator[Chunk]:
 def _md5(data: bytes) -> bytes:
     return hashlib.md5(data, usedforsecurity=False).digest()
 
-
-SPARE_BUFFERS = 8  # page-aligned buffers kept for streams' ranged reads (of each size)
-_spare: dict[int, list[mmap.mmap]] = {}
-_spare_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _lent_buffers(size: int) -> Iterator[tuple[mmap.mmap, mmap.mmap]]:
-    """Two page-aligned buffers of ``size`` bytes for a stream's ranged reads, taken from
-    (and given back to) up to :data:`SPARE_BUFFERS` kept ones: touching fresh memory costs
-    the kernel about as much as a copy."""
-    with _spare_lock:
-        spare = _spare.setdefault(size, [])
-        taken = [spare.pop() for _ in range(min(2, len(spare)))]
-    while len(taken) < 2:
-        taken.append(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
-    try:
-        yield taken[0], taken[1]
-    finally:
-        with _spare_lock:
-            spare = _spare.setdefault(size, [])
-            kept = taken[:max(0, SPARE_BUFFERS - len(spare))]
-            spare.extend(kept)
-        for buffer in taken[len(kept):]:
-            with contextlib.suppress(BufferError):  # a view kept past its loan: let it be
-                buffer.close()
-
-
-def _forget_spare_buffers() -> None:
-    global _spare, _spare_lock
-    _spare, _spare_lock = {}, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_spare_buffers)  # a lock held at the fork, say
