@@ -48,9 +48,8 @@ class LocalTier(Tier, protocols=("file", "local")):
     def __init__(self, config: Any):
         super().__init__(config)
         self._direct_reads = True  # until the filesystem refuses O_DIRECT
-        capacity = getattr(config, "capacity", None)
-        self._recycler = Recycler(self.root, RECYCLE_BYTES if capacity is None
-                                  else min(RECYCLE_BYTES, capacity // 8))
+        self._recycler = Recycler(self.root, RECYCLE_BYTES if config.capacity is None
+                                  else min(RECYCLE_BYTES, config.capacity // 8))
 
     def _configure(self, options: dict[str, Any]) -> dict[str, Any]:
         options.setdefault("auto_mkdir", True)

@@ -88,10 +88,8 @@ class Recycler:
             return False
         with contextlib.suppress(OSError):
             os.makedirs(self.folder, exist_ok=True)
-        if not self._own_folder():
-            return False
         kept = self._current()
-        if (len(kept) >= RECYCLE_FILES
+        if (kept is None or len(kept) >= RECYCLE_FILES
                 or sum(k.size for k in kept) + info.st_size > self.max_bytes):
             return False
         name = f"{info.st_size:x}-{time.time_ns():x}-{secrets.token_hex(4)}"
@@ -107,7 +105,8 @@ class Recycler:
         still has open is freed instead, and the next one tried."""
         if self.max_bytes < RECYCLE_MIN:
             return False
-        fitting = [k for k in self._current() if size * FIT >= k.size and k.size * FIT >= size]
+        fitting = [k for k in self._current() or () if size * FIT >= k.size
+                   and k.size * FIT >= size]
         if not fitting:
             return False
         for kept in sorted(fitting, key=lambda k: abs(k.size - size)):
@@ -137,7 +136,7 @@ class Recycler:
 
     def drain(self) -> None:
         """Free every kept file."""
-        for kept in self._listed():
+        for kept in self._listed() or ():
             with contextlib.suppress(OSError):  # taken meanwhile, or a folder left by hand
                 os.remove(f"{self.folder}/{kept.name}")
 
@@ -152,20 +151,22 @@ class Recycler:
                 return False
         return True
 
-    def _current(self) -> list[_Kept]:
+    def _current(self) -> list[_Kept] | None:
         """The kept files, after freeing those kept too long (or not of tierstore's
-        naming)."""
+        naming); None where the folder is not the tier's own."""
         kept = self._listed()
+        if kept is None:
+            return None
         now = time.time()
         for stale in [k for k in kept if now - k.since >= RECYCLE_SECONDS]:
             with contextlib.suppress(OSError):  # taken meanwhile, or a folder left by hand
                 os.remove(f"{self.folder}/{stale.name}")
         return [k for k in kept if now - k.since < RECYCLE_SECONDS]
 
-    def _listed(self) -> list[_Kept]:
-        """The files in the folder (none where it is not the tier's own)."""
+    def _listed(self) -> list[_Kept] | None:
+        """The files in the folder; None where it is not the tier's own."""
         if not self._own_folder():
-            return []
+            return None
         try:
             names = os.listdir(self.folder)
         except FileNotFoundError:
